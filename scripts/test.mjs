@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// `npm test`: type-check, then run every test file under test/ (except test/interop unless
+// --interop) with node's test runner. When REDIS_URL is unset a private redis-server is started
+// for the run and stopped afterwards.
+import { spawnSync, spawn } from "node:child_process";
+import { readdirSync, statSync, mkdtempSync, rmSync } from "node:fs";
+import { join, relative } from "node:path";
+import { tmpdir } from "node:os";
+import { startRedis } from "./redis-process.mjs";
+
+const root = new URL("..", import.meta.url).pathname;
+const args = process.argv.slice(2);
+const interop = args.includes("--interop");
+const filters = args.filter((a) => !a.startsWith("--"));
+
+function findTests(dir) {
+  const out = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...findTests(p));
+    else if (name.endsWith(".test.ts")) out.push(p);
+  }
+  return out;
+}
+
+let files = findTests(join(root, "test"))
+  .map((f) => relative(root, f))
+  .filter((f) => (interop ? f.startsWith("test/interop/") : !f.startsWith("test/interop/")))
+  .sort();
+if (filters.length) files = files.filter((f) => filters.some((x) => f.includes(x)));
+
+if (!interop && !filters.length) {
+  console.log("# type-checking (tsc --noEmit)");
+  const tsc = spawnSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.json"), "--noEmit"], {
+    stdio: "inherit",
+    cwd: root,
+  });
+  if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+}
+
+let redis = null;
+let redisDir = null;
+const env = { ...process.env };
+if (!env.REDIS_URL) {
+  redisDir = mkdtempSync(join(tmpdir(), "gatehouse-test-redis-"));
+  redis = await startRedis({ dir: redisDir });
+  env.REDIS_URL = redis.url;
+  console.log(`# started redis-server for the tests at ${redis.url}`);
+}
+
+const child = spawn(
+  process.execPath,
+  ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${interop ? 1 : 2}`, ...files],
+  { stdio: "inherit", cwd: root, env },
+);
+const code = await new Promise((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+if (redis) await redis.stop();
+if (redisDir) rmSync(redisDir, { recursive: true, force: true });
+process.exit(code);
