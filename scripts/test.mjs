@@ -6,7 +6,11 @@ import { spawnSync, spawn } from "node:child_process";
 import { readdirSync, statSync, mkdtempSync, rmSync } from "node:fs";
 import { join, relative } from "node:path";
 import { tmpdir } from "node:os";
-import { startRedis } from "./redis-process.mjs";
+import { register } from "tsx/esm/api";
+
+// Lets this plain script load the TypeScript source (the embedded Redis starter).
+register();
+const { startRedis } = await import("../src/embedded-redis.ts");
 
 const root = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);

@@ -1,0 +1,275 @@
+/**
+ * The admin API (bearer token) for the homeserver, bridge or operator beside Gatehouse. It acts
+ * for any local user of Gatehouse's server name, like an application service: each action names
+ * its `sender` (defaulting to the room's creator).
+ */
+import { Router, type Request } from "express";
+import { route } from "../http/errors.js";
+import { badJson, invalidParam, notFound } from "../protocol/errors.js";
+import { isPlainObject, type Pdu } from "../protocol/pdu.js";
+import { serverOfUserId } from "../protocol/ids.js";
+import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
+import { parseStateField, stateField } from "../store/room-store.js";
+import type { RoomService } from "../rooms/room-service.js";
+import type { MembershipService } from "../rooms/membership.js";
+import { computeEventId } from "../protocol/event-hashing.js";
+
+export const ADMIN_PREFIX = "/_gatehouse/admin/v1";
+
+export interface AdminDeps {
+  rooms: RoomService;
+  membership: MembershipService;
+  serverName: string;
+  /** Extra routers mounted under the prefix by other features (queue, knock-out, upgrades). */
+  extra?: Router[];
+}
+
+function body(req: Request): Record<string, unknown> {
+  if (req.body === undefined) return {};
+  if (!isPlainObject(req.body)) throw badJson("Request body must be a JSON object");
+  return req.body;
+}
+
+function optionalString(b: Record<string, unknown>, key: string): string | undefined {
+  const v = b[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw invalidParam(`${key} must be a string`);
+  return v;
+}
+
+function requireString(b: Record<string, unknown>, key: string): string {
+  const v = optionalString(b, key);
+  if (v === undefined) throw invalidParam(`${key} is required`);
+  return v;
+}
+
+/** An event as the admin API shows it: the PDU plus its ID. */
+export function withEventId(pdu: Pdu, eventId: string): Record<string, unknown> {
+  return { event_id: eventId, ...pdu };
+}
+
+export function adminRouter(deps: AdminDeps): Router {
+  const { rooms, membership } = deps;
+  const router = Router();
+  const p = ADMIN_PREFIX;
+
+  const senderFor = async (roomId: string, b: Record<string, unknown>): Promise<string> => {
+    const sender = optionalString(b, "sender");
+    if (sender !== undefined) return sender;
+    const { room } = await rooms.requireRoom(roomId);
+    return room.creator;
+  };
+
+  router.get(`${p}/server`, (_req, res) => {
+    res.json({ server_name: deps.serverName, signing_key_id: rooms.signingKey.keyId, public_key: rooms.signingKey.publicKeyBase64 });
+  });
+
+  router.post(
+    `${p}/rooms`,
+    route(async (req, res) => {
+      const input = body(req) as unknown as CreateRoomInput;
+      if (typeof input.creator !== "string") throw invalidParam("creator (a local user ID) is required");
+      const created = await createRoom(rooms, input);
+      const invited: string[] = [];
+      const failed: Record<string, string> = {};
+      for (const u of input.invite ?? []) {
+        if (serverOfUserId(u) === deps.serverName) continue; // invited during creation
+        try {
+          await membership.invite(created.room_id, input.creator, u);
+          invited.push(u);
+        } catch (e) {
+          failed[u] = (e as Error).message;
+        }
+      }
+      res.json({ ...created, ...(Object.keys(failed).length ? { invite_failures: failed } : {}) });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms`,
+    route(async (_req, res) => {
+      res.json({ rooms: await rooms.store.listRooms() });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId`,
+    route(async (req, res) => {
+      const snap = await rooms.snapshot(req.params.roomId as string);
+      const members = await rooms.store.getMembers(snap.room.roomId);
+      const counts: Record<string, number> = {};
+      for (const m of Object.values(members)) counts[m] = (counts[m] ?? 0) + 1;
+      const servers = new Set<string>();
+      for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
+      const content = (type: string) => snap.state.get(stateField(type, ""))?.content as Record<string, unknown> | undefined;
+      res.json({
+        room_id: snap.room.roomId,
+        room_version: snap.version.id,
+        creator: snap.room.creator,
+        created_ts: snap.room.createdTs,
+        name: content("m.room.name")?.name,
+        topic: content("m.room.topic")?.topic,
+        join_rule: content("m.room.join_rules")?.join_rule ?? "invite",
+        membership_counts: counts,
+        joined_servers: [...servers].sort(),
+        forward_extremities: snap.extremities.length,
+        depth: snap.depth,
+        aliases: await rooms.store.aliasesOf(snap.room.roomId),
+        ...(content("m.room.tombstone")?.replacement_room ? { replacement_room: content("m.room.tombstone")!.replacement_room } : {}),
+      });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId/state`,
+    route(async (req, res) => {
+      const snap = await rooms.snapshot(req.params.roomId as string);
+      const out = [];
+      for (const [field, pdu] of snap.state) out.push(withEventId(pdu, snap.stateIds.get(field)!));
+      res.json({ state: out });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId/state/:type{/:stateKey}`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      await rooms.requireRoom(roomId);
+      const ev = await rooms.store.getStateEvent(roomId, req.params.type as string, (req.params.stateKey as string | undefined) ?? "");
+      if (!ev) throw notFound("State event not found");
+      res.json(ev.content);
+    }),
+  );
+
+  router.put(
+    `${p}/rooms/:roomId/state/:type{/:stateKey}`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const b = body(req);
+      const content = b.content;
+      if (!isPlainObject(content)) throw badJson("content must be an object");
+      const sender = await senderFor(roomId, b);
+      const ev = await rooms.sendLocalEvent(roomId, { type: req.params.type as string, sender, stateKey: (req.params.stateKey as string | undefined) ?? "", content });
+      res.json({ event_id: ev.eventId });
+    }),
+  );
+
+  router.post(
+    `${p}/rooms/:roomId/send/:type`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const b = body(req);
+      if (!isPlainObject(b.content)) throw badJson("content must be an object");
+      const sender = await senderFor(roomId, b);
+      const ev = await rooms.sendLocalEvent(roomId, { type: req.params.type as string, sender, content: b.content });
+      res.json({ event_id: ev.eventId });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId/members`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      await rooms.requireRoom(roomId);
+      res.json({ members: await rooms.store.getMembers(roomId) });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId/knocks`,
+    route(async (req, res) => {
+      const snap = await rooms.snapshot(req.params.roomId as string);
+      const knocks = [];
+      for (const [field, pdu] of snap.state) {
+        if (pdu.type !== "m.room.member" || (pdu.content as { membership?: unknown }).membership !== "knock") continue;
+        const c = pdu.content as Record<string, unknown>;
+        knocks.push({
+          user_id: parseStateField(field)[1],
+          event_id: snap.stateIds.get(field),
+          reason: typeof c.reason === "string" ? c.reason : null,
+          displayname: typeof c.displayname === "string" ? c.displayname : null,
+          ts: pdu.origin_server_ts,
+        });
+      }
+      knocks.sort((a, b) => a.ts - b.ts);
+      const tombstone = snap.state.get(stateField("m.room.tombstone", ""))?.content as { replacement_room?: string } | undefined;
+      res.json({ knocks, ...(tombstone?.replacement_room ? { replacement_room: tombstone.replacement_room } : {}) });
+    }),
+  );
+
+  const memberAction = (action: "accept" | "deny" | "invite" | "kick" | "ban" | "unban") =>
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const b = body(req);
+      const target = (req.params.userId as string | undefined) ?? requireString(b, "user_id");
+      const reason = optionalString(b, "reason");
+      const sender = await senderFor(roomId, b);
+      let ev;
+      switch (action) {
+        case "accept":
+        case "invite": {
+          if (action === "accept") {
+            const current = await rooms.store.getMembership(roomId, target);
+            if (current !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
+          }
+          ev = await membership.invite(roomId, sender, target, reason);
+          break;
+        }
+        case "deny": {
+          const current = await rooms.store.getMembership(roomId, target);
+          if (current !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
+          ev = await membership.kick(roomId, sender, target, reason);
+          break;
+        }
+        case "kick":
+          ev = await membership.kick(roomId, sender, target, reason);
+          break;
+        case "ban":
+          ev = await membership.ban(roomId, sender, target, reason);
+          break;
+        case "unban":
+          ev = await membership.unban(roomId, sender, target);
+          break;
+      }
+      res.json({ event_id: ev.eventId });
+    });
+
+  router.post(`${p}/rooms/:roomId/knocks/:userId/accept`, memberAction("accept"));
+  router.post(`${p}/rooms/:roomId/knocks/:userId/deny`, memberAction("deny"));
+  router.post(`${p}/rooms/:roomId/invite`, memberAction("invite"));
+  router.post(`${p}/rooms/:roomId/kick`, memberAction("kick"));
+  router.post(`${p}/rooms/:roomId/ban`, memberAction("ban"));
+  router.post(`${p}/rooms/:roomId/unban`, memberAction("unban"));
+
+  router.post(
+    `${p}/rooms/:roomId/join`,
+    route(async (req, res) => {
+      const b = body(req);
+      const ev = await membership.localMembership(req.params.roomId as string, requireString(b, "user_id"), "join");
+      res.json({ event_id: ev.eventId });
+    }),
+  );
+  router.post(
+    `${p}/rooms/:roomId/leave`,
+    route(async (req, res) => {
+      const b = body(req);
+      const ev = await membership.localMembership(req.params.roomId as string, requireString(b, "user_id"), "leave");
+      res.json({ event_id: ev.eventId });
+    }),
+  );
+
+  router.get(
+    `${p}/rooms/:roomId/events/:eventId`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const { version } = await rooms.requireRoom(roomId);
+      const pdu = await rooms.store.getEvent(roomId, req.params.eventId as string);
+      if (!pdu) throw notFound("Event not found");
+      const status = await rooms.store.eventStatus(roomId, req.params.eventId as string);
+      res.json({ ...withEventId(pdu, computeEventId(pdu, version)), ...(status ? { gatehouse_status: status } : {}) });
+    }),
+  );
+
+  for (const r of deps.extra ?? []) router.use(r);
+  return router;
+}

@@ -1,0 +1,151 @@
+/**
+ * The one place settings are read. `loadConfig(env)` validates every variable and fails fast
+ * with an error naming the bad key; nothing else in the service reads process.env.
+ * Every setting is documented in README.md ("Settings").
+ */
+import { resolve, join } from "node:path";
+import { parseServerName } from "./protocol/ids.js";
+
+export interface Config {
+  serverName: string;
+  dataDir: string;
+  /** Federation listener (HTTPS unless tls is null). */
+  federation: { host: string; port: number };
+  /** TLS for the federation listener; null = plain HTTP behind a TLS-terminating proxy. */
+  tls: { certFile: string; keyFile: string; generateIfMissing: boolean } | null;
+  /** Admin API listener (plain HTTP; keep it on loopback or a pod-internal address). */
+  admin: { host: string; port: number; token: string | null; tokenFile: string };
+  /** Prometheus /metrics and health probes listener; null disables it. */
+  metrics: { host: string; port: number } | null;
+  signingKeyFile: string;
+  /** Optional file of retired keys: `ed25519 <version> <public key base64> <expired_ts>` per line. */
+  oldSigningKeysFile: string | null;
+  /** null = start an embedded redis-server child process with its data under dataDir/redis. */
+  redisUrl: string | null;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** How long our key document says it is valid (ms). */
+  keyValidityMs: number;
+  outbound: {
+    /** Accept self-signed certificates of peers. Development only. */
+    insecureSkipTlsVerify: boolean;
+    /** Allow outbound requests to loopback / private address ranges. */
+    allowPrivateAddresses: boolean;
+    requestTimeoutMs: number;
+  };
+  /** Trusted notary servers for key lookups when the origin cannot be reached. */
+  trustedKeyServers: string[];
+  /** Largest request body accepted (bytes). */
+  maxRequestBytes: number;
+  /** Run the outbound sender worker inside the serve process. */
+  runWorkers: boolean;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly key: string,
+    message: string,
+  ) {
+    super(`${key}: ${message}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, key: string, fallback: string): string {
+  const v = env[key];
+  return v === undefined || v === "" ? fallback : v;
+}
+
+function optional(env: Env, key: string): string | null {
+  const v = env[key];
+  return v === undefined || v === "" ? null : v;
+}
+
+function int(env: Env, key: string, fallback: number, min: number, max: number): number {
+  const raw = env[key];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(key, `expected an integer, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(key, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function bool(env: Env, key: string, fallback: boolean): boolean {
+  const raw = env[key];
+  if (raw === undefined || raw === "") return fallback;
+  const v = raw.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(v)) return true;
+  if (["0", "false", "no", "off"].includes(v)) return false;
+  throw new ConfigError(key, `expected true or false, got ${JSON.stringify(raw)}`);
+}
+
+function oneOf<T extends string>(env: Env, key: string, fallback: T, allowed: readonly T[]): T {
+  const v = str(env, key, fallback);
+  if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(key, `must be one of ${allowed.join(", ")}, got ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+function hostPort(env: Env, key: string, fallback: string): { host: string; port: number } {
+  const raw = str(env, key, fallback);
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(raw);
+  if (!m) throw new ConfigError(key, `expected host:port, got ${JSON.stringify(raw)}`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ConfigError(key, `port out of range in ${JSON.stringify(raw)}`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ""), port };
+}
+
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const dataDir = resolve(cwd, str(env, "GATEHOUSE_DATA_DIR", "data"));
+  const federation = hostPort(env, "GATEHOUSE_FEDERATION_LISTEN", "127.0.0.1:8448");
+  const serverName = str(env, "GATEHOUSE_SERVER_NAME", `${federation.host === "0.0.0.0" ? "127.0.0.1" : federation.host}:${federation.port}`);
+  if (!parseServerName(serverName)) throw new ConfigError("GATEHOUSE_SERVER_NAME", `not a valid Matrix server name: ${JSON.stringify(serverName)}`);
+
+  const tlsMode = oneOf(env, "GATEHOUSE_TLS", "auto", ["auto", "files", "off"] as const);
+  const certFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_CERT", "tls.crt"));
+  const keyFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_KEY", "tls.key"));
+  const tls = tlsMode === "off" ? null : { certFile, keyFile, generateIfMissing: tlsMode === "auto" };
+
+  const metricsListen = str(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464");
+  const redisUrl = optional(env, "REDIS_URL");
+  if (redisUrl && !/^(rediss?|unix):\/\//.test(redisUrl)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+
+  const adminToken = optional(env, "GATEHOUSE_ADMIN_TOKEN");
+  if (adminToken !== null && adminToken.length < 16) throw new ConfigError("GATEHOUSE_ADMIN_TOKEN", "must be at least 16 characters");
+
+  const trusted = str(env, "GATEHOUSE_TRUSTED_KEY_SERVERS", "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const t of trusted) {
+    if (!parseServerName(t)) throw new ConfigError("GATEHOUSE_TRUSTED_KEY_SERVERS", `not a server name: ${JSON.stringify(t)}`);
+  }
+
+  return {
+    serverName,
+    dataDir,
+    federation,
+    tls,
+    admin: {
+      ...hostPort(env, "GATEHOUSE_ADMIN_LISTEN", "127.0.0.1:8009"),
+      token: adminToken,
+      tokenFile: join(dataDir, "admin.token"),
+    },
+    metrics: metricsListen === "off" ? null : hostPort(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464"),
+    signingKeyFile: resolve(dataDir, str(env, "GATEHOUSE_SIGNING_KEY_FILE", "signing.key")),
+    oldSigningKeysFile: optional(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE") ? resolve(dataDir, env.GATEHOUSE_OLD_SIGNING_KEYS_FILE!) : null,
+    redisUrl,
+    logLevel: oneOf(env, "GATEHOUSE_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
+    keyValidityMs: int(env, "GATEHOUSE_KEY_VALIDITY_HOURS", 24, 1, 24 * 7) * 3600_000,
+    outbound: {
+      insecureSkipTlsVerify: bool(env, "GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY", false),
+      allowPrivateAddresses: bool(env, "GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES", false),
+      requestTimeoutMs: int(env, "GATEHOUSE_FEDERATION_TIMEOUT_MS", 30_000, 100, 600_000),
+    },
+    trustedKeyServers: trusted,
+    maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
+    runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
+    shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+  };
+}

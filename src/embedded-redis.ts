@@ -1,0 +1,93 @@
+/**
+ * The embedded default: when REDIS_URL is unset, Gatehouse (and the test runner) start a private
+ * redis-server child process bound to 127.0.0.1 with its data in the given folder.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import net from "node:net";
+
+export interface EmbeddedRedis {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function findRedisServer(): string | null {
+  for (const p of ["/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"]) if (existsSync(p)) return p;
+  const found = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" });
+  const path = found.stdout?.trim();
+  return path ? path : null;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1");
+    sock.setTimeout(500);
+    sock.on("connect", () => sock.write("PING\r\n"));
+    sock.once("data", (d) => {
+      sock.destroy();
+      resolve(d.toString().startsWith("+PONG"));
+    });
+    sock.on("error", () => resolve(false));
+    sock.on("timeout", () => {
+      sock.destroy();
+      resolve(false);
+    });
+  });
+}
+
+/**
+ * Starts redis-server. `persistent` turns on the append-only file (the embedded default for
+ * `serve`, so that queued PDUs survive a restart); tests run without persistence.
+ */
+export async function startRedis(opts: { dir: string; persistent?: boolean; port?: number }): Promise<EmbeddedRedis> {
+  const bin = findRedisServer();
+  if (!bin) {
+    throw new Error(
+      "redis-server was not found. Install it (Debian: `sudo apt-get install -y redis-server`) or set REDIS_URL to an existing Redis.",
+    );
+  }
+  mkdirSync(opts.dir, { recursive: true });
+  const port = opts.port ?? (await freePort());
+  const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", opts.dir, "--daemonize", "no", "--save", ""];
+  args.push("--appendonly", opts.persistent ? "yes" : "no");
+  if (opts.persistent) args.push("--appendfsync", "everysec");
+  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d) => (output = (output + d).slice(-4000)));
+  child.stderr!.on("data", (d) => (output = (output + d).slice(-4000)));
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited during start: ${output}`);
+    if (await ping(port)) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`redis-server did not answer within 10 s: ${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once("exit", () => resolve());
+        child.kill("SIGTERM");
+      }),
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * make_knock / send_knock, make_join / send_join, make_leave / send_leave. Each route parses,
+ * calls one use case and maps the result; ACL, validation and auth live in MembershipService.
+ */
+import { Router, type Request } from "express";
+import { route } from "../http/errors.js";
+import type { MembershipService, HandshakeMembership } from "../rooms/membership.js";
+
+function versions(query: unknown): string[] | undefined {
+  const ver = (query as Record<string, unknown>).ver;
+  if (ver === undefined) return undefined;
+  const list = Array.isArray(ver) ? ver : [ver];
+  return list.filter((v): v is string => typeof v === "string");
+}
+
+export function membershipRouter(membership: MembershipService): Router {
+  const router = Router();
+
+  const make = (kind: HandshakeMembership) =>
+    route(async (req: Request, res) => {
+      const out = await membership.makeMembership({
+        roomId: req.params.roomId as string,
+        userId: req.params.userId as string,
+        origin: req.origin!,
+        membership: kind,
+        supportedVersions: versions(req.query),
+      });
+      res.json(out);
+    });
+
+  router.get("/_matrix/federation/v1/make_knock/:roomId/:userId", make("knock"));
+  router.get("/_matrix/federation/v1/make_join/:roomId/:userId", make("join"));
+  router.get("/_matrix/federation/v1/make_leave/:roomId/:userId", make("leave"));
+
+  router.put(
+    "/_matrix/federation/v1/send_knock/:roomId/:eventId",
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "knock");
+      res.json({ knock_room_state: await membership.knockRoomState(roomId) });
+    }),
+  );
+
+  router.put(
+    "/_matrix/federation/v2/send_join/:roomId/:eventId",
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const out = await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "join");
+      res.json(await membership.sendJoinResponse(roomId, out.eventId, out.pdu, out.stateBefore));
+    }),
+  );
+
+  router.put(
+    "/_matrix/federation/v2/send_leave/:roomId/:eventId",
+    route(async (req, res) => {
+      await membership.sendMembership(req.params.roomId as string, req.params.eventId as string, req.body, req.origin!, "leave");
+      res.json({});
+    }),
+  );
+  // v1 send_leave was removed in spec v1.18 (MSC4376) but older peers still call it; its body is [200, {}].
+  router.put(
+    "/_matrix/federation/v1/send_leave/:roomId/:eventId",
+    route(async (req, res) => {
+      await membership.sendMembership(req.params.roomId as string, req.params.eventId as string, req.body, req.origin!, "leave");
+      res.json([200, {}]);
+    }),
+  );
+
+  return router;
+}

@@ -1,0 +1,57 @@
+/**
+ * Checks on a PDU received from another server, in the spec's order: format for the room
+ * version, signatures of every server that must have signed (keys fetched as needed, valid at
+ * the event's origin_server_ts), then the content hash (a mismatch keeps the redacted copy).
+ * Auth rules are the caller's next step.
+ */
+import { forbidden, type MatrixError } from "../protocol/errors.js";
+import { checkEvent, requiredSigningServers } from "../protocol/event-signing.js";
+import type { Ed25519Verifier } from "../protocol/ed25519.js";
+import { isPlainObject, type Pdu } from "../protocol/pdu.js";
+import { validatePduFormat } from "../protocol/pdu-format.js";
+import type { RoomVersion } from "../protocol/room-versions.js";
+import type { RemoteKeys } from "../keys/remote-keys.js";
+
+export type VerifiedEvent = { ok: true; eventId: string; pdu: Pdu; hashOk: boolean } | { ok: false; error: MatrixError; reason: string };
+
+export type VerificationFailure = "format" | "signature" | "event_id";
+
+export class EventVerifier {
+  constructor(
+    private readonly remoteKeys: RemoteKeys,
+    private readonly onFailure?: (reason: VerificationFailure) => void,
+  ) {}
+
+  async verify(raw: unknown, version: RoomVersion): Promise<VerifiedEvent> {
+    const formatError = validatePduFormat(raw, version);
+    if (formatError) {
+      this.onFailure?.("format");
+      return { ok: false, error: formatError, reason: formatError.message };
+    }
+    const pdu = raw as Pdu;
+    const required = requiredSigningServers(pdu, version);
+    if (!required.ok) {
+      this.onFailure?.("signature");
+      return { ok: false, error: forbidden(required.reason), reason: required.reason };
+    }
+    const verifiers = new Map<string, Ed25519Verifier>();
+    const signatures = isPlainObject(pdu.signatures) ? pdu.signatures : {};
+    for (const server of required.servers) {
+      const byServer = signatures[server];
+      if (!isPlainObject(byServer)) continue;
+      for (const keyId of Object.keys(byServer)) {
+        if (!keyId.startsWith("ed25519:")) continue;
+        const found = await this.remoteKeys.getVerifier(server, keyId, pdu.origin_server_ts, true);
+        if (found) verifiers.set(`${server}\u0000${keyId}`, found.verifier);
+      }
+    }
+    const check = checkEvent(pdu, version, (entity, keyId) => verifiers.get(`${entity}\u0000${keyId}`));
+    if (!check.signaturesOk || !check.eventId) {
+      this.onFailure?.(check.eventId ? "signature" : "event_id");
+      const reason = check.signatureError ?? "cannot compute the event ID";
+      return { ok: false, error: forbidden(`Event signature check failed: ${reason}`), reason };
+    }
+    const kept = check.hashOk ? pdu : (check.redactedIfHashBad as Pdu);
+    return { ok: true, eventId: check.eventId, pdu: kept, hashOk: check.hashOk };
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Inbound PUT /_matrix/federation/v1/send/{txnId}: de-duplicated on (origin, txnId) for 24 h
+ * (Synapse's window), one transaction per origin at a time, each PDU checked on its own (ACL,
+ * format, signatures, auth) with its result in the 200 response. A bad PDU never fails the
+ * transaction.
+ *
+ * EDUs: Gatehouse hosts rooms but has no clients, so typing, receipts and presence have nowhere
+ * to go; they are accepted (ACL-filtered where room-scoped, for the count) and dropped.
+ */
+import type { Redis } from "ioredis";
+import { MatrixError, badJson } from "../protocol/errors.js";
+import { ACL_DENIED_MESSAGE } from "../protocol/server-acl.js";
+import { isPlainObject } from "../protocol/pdu.js";
+import { computeEventId } from "../protocol/event-hashing.js";
+import type { RedisKeys } from "../store/redis-keys.js";
+import type { RoomService } from "./room-service.js";
+import type { Logger } from "../logger.js";
+
+export const MAX_TXN_PDUS = 50;
+export const MAX_TXN_EDUS = 100;
+const TXN_TTL_SECONDS = 24 * 3600;
+
+export type PduOutcome = "accepted" | "duplicate" | "soft_failed" | "rejected" | "acl_denied" | "unknown_room";
+
+export interface InboundTransactionDeps {
+  rooms: RoomService;
+  redis: Redis;
+  keys: RedisKeys;
+  logger: Logger;
+  onPdu?: (outcome: PduOutcome) => void;
+}
+
+export class InboundTransactions {
+  private readonly inflight = new Map<string, { txnId: string; promise: Promise<Record<string, unknown>> }>();
+
+  constructor(private readonly deps: InboundTransactionDeps) {}
+
+  async receive(origin: string, txnId: string, body: unknown): Promise<Record<string, unknown>> {
+    if (!isPlainObject(body)) throw badJson("Transaction body must be an object");
+    const pdus = body.pdus ?? [];
+    const edus = body.edus ?? [];
+    if (!Array.isArray(pdus)) throw badJson("pdus must be a list");
+    if (!Array.isArray(edus)) throw badJson("edus must be a list");
+    if (pdus.length > MAX_TXN_PDUS || edus.length > MAX_TXN_EDUS)
+      throw new MatrixError(400, "M_BAD_JSON", `A transaction holds at most ${MAX_TXN_PDUS} PDUs and ${MAX_TXN_EDUS} EDUs`);
+
+    const running = this.inflight.get(origin);
+    if (running) {
+      // A retry of the transaction being processed waits for its answer; a different one is refused.
+      if (running.txnId === txnId) return running.promise;
+      throw new MatrixError(429, "M_UNKNOWN", "Too many concurrent transactions", { retry_after_ms: 1000 });
+    }
+    const cacheKey = this.deps.keys.inboundTxn(origin, txnId);
+    const cached = await this.deps.redis.get(cacheKey);
+    if (cached) return JSON.parse(cached) as Record<string, unknown>;
+
+    const promise = this.process(origin, pdus).then(async (response) => {
+      await this.deps.redis.set(cacheKey, JSON.stringify(response), "EX", TXN_TTL_SECONDS);
+      return response;
+    });
+    this.inflight.set(origin, { txnId, promise });
+    try {
+      return await promise;
+    } finally {
+      this.inflight.delete(origin);
+    }
+  }
+
+  private async process(origin: string, pdus: unknown[]): Promise<Record<string, unknown>> {
+    const results: Record<string, unknown> = {};
+    for (const raw of pdus) {
+      const outcome = await this.processPdu(origin, raw, results);
+      this.deps.onPdu?.(outcome);
+    }
+    return { pdus: results };
+  }
+
+  private async processPdu(origin: string, raw: unknown, results: Record<string, unknown>): Promise<PduOutcome> {
+    const { rooms } = this.deps;
+    if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
+    const roomId = raw.room_id;
+    const room = await rooms.store.getRoom(roomId);
+    // Like Synapse: PDUs for rooms we do not host are left out of the response.
+    if (!room) return "unknown_room";
+    const snap = await rooms.snapshot(roomId);
+    let eventId: string | null = null;
+    try {
+      eventId = computeEventId(raw, snap.version);
+    } catch {
+      return "rejected";
+    }
+    try {
+      rooms.requireAclAllows(snap, origin);
+    } catch {
+      results[eventId] = { errcode: "M_FORBIDDEN", error: ACL_DENIED_MESSAGE };
+      return "acl_denied";
+    }
+    try {
+      const verified = await rooms.verifyRemoteEvent(raw, snap.version);
+      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false });
+      results[verified.eventId] = {};
+      return out.outcome === "persisted" ? "accepted" : out.outcome;
+    } catch (e) {
+      if (e instanceof MatrixError) {
+        results[eventId] = { error: e.message };
+        this.deps.logger.info({ origin, roomId, eventId, reason: e.message }, "rejected PDU in transaction");
+        return "rejected";
+      }
+      throw e;
+    }
+  }
+}

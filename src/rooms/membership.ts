@@ -1,0 +1,337 @@
+/**
+ * The membership handshakes a remote server runs against a hosted room (make_/send_ knock, join,
+ * leave) and the membership actions Gatehouse's own users take (invite to accept a knock, kick to
+ * deny it, ban, unban). Routes only parse and map; every protocol decision is here or in the core.
+ *
+ * Status codes follow the spec (knock.md): malformed events 400 M_INVALID_PARAM, auth-rule and
+ * ACL failures 403 M_FORBIDDEN, unknown rooms 404 M_NOT_FOUND.
+ */
+import { checkEventAuth, currentMembership, joinRuleOf, powerLevelOf, namedLevel } from "../protocol/event-auth.js";
+import { forbidden, incompatibleRoomVersion, invalidParam, MatrixError, missingParam } from "../protocol/errors.js";
+import { addEventSignature, verifyEventSignatures } from "../protocol/event-signing.js";
+import { computeEventId } from "../protocol/event-hashing.js";
+import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
+import { isPlainObject, type Pdu } from "../protocol/pdu.js";
+import type { RoomVersion } from "../protocol/room-versions.js";
+import { stateField } from "../store/room-store.js";
+import { createEventIdOf, stateLookup, joinedServers, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
+import type { FederationClient } from "../net/federation-client.js";
+import { FederationRequestError } from "../net/federation-client.js";
+import type { RemoteKeys } from "../keys/remote-keys.js";
+
+export type HandshakeMembership = "knock" | "join" | "leave";
+
+export interface MakeMembershipInput {
+  roomId: string;
+  userId: string;
+  origin: string;
+  membership: HandshakeMembership;
+  /** Room versions the requesting server supports (`ver`); undefined when it sent none. */
+  supportedVersions: readonly string[] | undefined;
+}
+
+export interface MembershipEvents {
+  /** Called with each accepted knock / rescind / join for metrics and logs. */
+  onHandshake?: (membership: HandshakeMembership, roomId: string) => void;
+}
+
+function tombstoneOf(snap: RoomSnapshot): string | undefined {
+  const t = snap.state.get(stateField("m.room.tombstone", ""));
+  const replacement = t ? (t.content as { replacement_room?: unknown }).replacement_room : undefined;
+  return typeof replacement === "string" ? replacement : undefined;
+}
+
+export class MembershipService {
+  constructor(
+    private readonly rooms: RoomService,
+    private readonly client: FederationClient | null,
+    private readonly remoteKeys: RemoteKeys | null,
+    private readonly events: MembershipEvents = {},
+  ) {}
+
+  // ------------------------------------------------------------------------------------------
+  // make_knock / make_join / make_leave
+  // ------------------------------------------------------------------------------------------
+
+  async makeMembership(input: MakeMembershipInput): Promise<{ room_version: string; event: Record<string, unknown> }> {
+    const { roomId, userId, origin, membership } = input;
+    const snap = await this.rooms.snapshot(roomId);
+    this.rooms.requireAclAllows(snap, origin);
+    const version = snap.version;
+    if (membership === "knock" && input.supportedVersions === undefined) throw missingParam("Missing required query parameter: ver");
+    // make_join without `ver` means the sender only knows version 1 (spec, for old servers).
+    const supported = input.supportedVersions ?? (membership === "join" ? ["1"] : undefined);
+    if (supported && !supported.includes(version.id)) throw incompatibleRoomVersion(version.id);
+    if (membership === "knock" && !version.knock) throw forbidden(`Room version ${version.id} does not support knocking`);
+    if (!isValidUserId(userId)) throw invalidParam(`Invalid user ID ${userId}`);
+    if (serverOfUserId(userId) !== origin) throw forbidden(`User ${userId} does not belong to the requesting server ${origin}`);
+    const replacement = tombstoneOf(snap);
+    if (replacement && membership !== "leave") {
+      throw forbidden(`This room has been replaced by ${replacement}`, { replacement_room: replacement });
+    }
+    const content: Record<string, unknown> = { membership };
+    if (membership === "join") {
+      const via = this.authorisingUserForJoin(snap, userId);
+      if (via) content.join_authorised_via_users_server = via;
+    }
+    const template = this.rooms.buildTemplate(snap, { type: "m.room.member", sender: userId, stateKey: userId, content });
+    const verdict = checkEventAuth(template as unknown as Pdu, version, stateLookup(snap.state), {
+      createEventId: createEventIdOf(snap),
+      // The authorising server's signature is ours and is added at send_join.
+      verifyJoinAuthorisedVia: () => true,
+    });
+    if (!verdict.allowed) throw forbidden(this.explainRefusal(snap, userId, membership, verdict.reason));
+    return { room_version: version.id, event: template };
+  }
+
+  /** Human-readable refusals for the common cases, so the knocking user's client shows why. */
+  private explainRefusal(snap: RoomSnapshot, userId: string, membership: HandshakeMembership, reason: string): string {
+    const current = currentMembership(stateLookup(snap.state), userId);
+    if (current === "ban") return `${userId} is banned from this room`;
+    if (membership === "knock") {
+      if (current === "join") return `${userId} is already joined to this room`;
+      if (current === "invite") return `${userId} is already invited to this room`;
+      const rule = joinRuleOf(stateLookup(snap.state));
+      if (rule !== "knock" && rule !== "knock_restricted") return `You are not allowed to knock on this room (join rule is ${rule})`;
+    }
+    if (membership === "join" && current !== "invite") return `${userId} is not invited to this room`;
+    return reason;
+  }
+
+  /**
+   * For restricted / knock_restricted rooms: a local joined user with invite power who can vouch
+   * for the joiner because the joiner is in one of the `allow` rooms hosted here. Undefined when
+   * no vouching is needed or possible (auth rules then decide).
+   */
+  private authorisingUserForJoin(snap: RoomSnapshot, userId: string): string | undefined {
+    const lookup = stateLookup(snap.state);
+    const rule = joinRuleOf(lookup);
+    if (rule !== "restricted" && rule !== "knock_restricted") return undefined;
+    const current = currentMembership(lookup, userId);
+    if (current === "invite" || current === "join") return undefined;
+    // Allow-room membership is checked asynchronously in send_join; pick the vouching user here.
+    const create = lookup("m.room.create", "");
+    const pl = lookup("m.room.power_levels", "")?.content;
+    const inviteLevel = namedLevel("invite", pl, snap.version);
+    for (const ev of snap.state.values()) {
+      if (ev.type !== "m.room.member" || (ev.content as { membership?: unknown }).membership !== "join") continue;
+      const member = ev.state_key!;
+      if (serverOfUserId(member) !== this.rooms.serverName) continue;
+      if (powerLevelOf(member, pl, create, snap.version) >= inviteLevel) return member;
+    }
+    return undefined;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // send_knock / send_join / send_leave
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Checks and persists a membership event a remote server signed after make_*. Returns the
+   * persisted event and the room snapshot the event was authorised against.
+   */
+  async sendMembership(
+    roomId: string,
+    pathEventId: string,
+    body: unknown,
+    origin: string,
+    membership: HandshakeMembership,
+  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
+    const snap = await this.rooms.snapshot(roomId);
+    this.rooms.requireAclAllows(snap, origin);
+    const version = snap.version;
+    if (membership === "knock" && !version.knock) throw forbidden(`Room version ${version.id} does not support knocking`);
+    if (!isPlainObject(body)) throw invalidParam("Request body must be a PDU");
+    // The spec's validation list for send_knock / send_leave / send_join (400 M_INVALID_PARAM).
+    if (body.type !== "m.room.member") throw invalidParam("Event is not an m.room.member event");
+    if (typeof body.state_key !== "string") throw invalidParam("Event has no state_key");
+    const content = isPlainObject(body.content) ? body.content : undefined;
+    if (!content || content.membership !== membership) throw invalidParam(`Event membership is not ${membership}`);
+    if (body.sender !== body.state_key) throw invalidParam("state_key does not match sender");
+    if (typeof body.sender !== "string" || serverOfUserId(body.sender) !== origin)
+      throw invalidParam(`Sender ${String(body.sender)} does not belong to the requesting server ${origin}`);
+    if (body.room_id !== roomId) throw invalidParam("room_id in the event does not match the path");
+    const replacement = tombstoneOf(snap);
+    if (replacement && membership !== "leave") throw forbidden(`This room has been replaced by ${replacement}`, { replacement_room: replacement });
+
+    let verified;
+    try {
+      verified = await this.rooms.verifyRemoteEvent(body, version);
+    } catch (e) {
+      if (e instanceof MatrixError && e.status === 403) throw invalidParam(e.message);
+      throw e;
+    }
+    if (pathEventId !== verified.eventId)
+      throw invalidParam(`Event ID in the path (${pathEventId}) does not match the event (${verified.eventId})`);
+
+    let pdu = verified.pdu;
+    if (membership === "join" && typeof (pdu.content as Record<string, unknown>).join_authorised_via_users_server === "string") {
+      pdu = await this.coSignRestrictedJoin(snap, pdu);
+    }
+    const result = await this.rooms.persistEvent(roomId, verified.eventId, pdu, { origin, rejectIfSoftFailed: true });
+    if (result.outcome !== "duplicate") this.events.onHandshake?.(membership, roomId);
+    return { eventId: verified.eventId, pdu: result.pdu, stateBefore: result.stateBefore, duplicate: result.outcome === "duplicate" };
+  }
+
+  /** send_knock's answer: the create event and the recommended stripped state, as full PDUs. */
+  async knockRoomState(roomId: string): Promise<Pdu[]> {
+    return this.rooms.strippedStateEvents(await this.rooms.snapshot(roomId));
+  }
+
+  /**
+   * Restricted join (v8+): the authorising user must be ours, joined, with invite power, and the
+   * joiner must be in one of the `allow` rooms we host; then we co-sign.
+   */
+  private async coSignRestrictedJoin(snap: RoomSnapshot, pdu: Pdu): Promise<Pdu> {
+    const via = (pdu.content as Record<string, unknown>).join_authorised_via_users_server as string;
+    if (serverOfUserId(via) !== this.rooms.serverName) return pdu; // another resident vouched; its signature was checked
+    const lookup = stateLookup(snap.state);
+    const rule = joinRuleOf(lookup);
+    const current = currentMembership(lookup, pdu.sender);
+    if ((rule === "restricted" || rule === "knock_restricted") && current !== "invite" && current !== "join") {
+      const allow = (lookup("m.room.join_rules", "")?.content as { allow?: unknown } | undefined)?.allow;
+      const allowRooms = Array.isArray(allow)
+        ? allow.filter((a) => isPlainObject(a) && a.type === "m.room_membership" && typeof a.room_id === "string").map((a) => (a as { room_id: string }).room_id)
+        : [];
+      let member = false;
+      for (const r of allowRooms) {
+        if ((await this.rooms.store.getMembership(r, pdu.sender)) === "join") {
+          member = true;
+          break;
+        }
+      }
+      if (!member) throw new MatrixError(400, "M_UNABLE_TO_GRANT_JOIN" as never, `${pdu.sender} is not in any room that allows joining`);
+    }
+    return addEventSignature(pdu, this.rooms.serverName, this.rooms.signingKey, snap.version);
+  }
+
+  /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event. */
+  async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
+    const snap = stateBefore ?? (await this.rooms.snapshot(roomId));
+    const stateIds = [...snap.stateIds.values()];
+    const chain = await this.rooms.store.authChain(roomId, [...stateIds, eventId]);
+    const servers = joinedServers(snap.state);
+    servers.add(this.rooms.serverName);
+    const joiner = serverOfUserId(pdu.sender);
+    if (joiner) servers.add(joiner);
+    return {
+      origin: this.rooms.serverName,
+      state: [...snap.state.values()],
+      auth_chain: [...chain.values()],
+      event: pdu,
+      members_omitted: false,
+      servers_in_room: [...servers].sort(),
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Local users act: invite (accept a knock), kick (deny), ban, unban
+  // ------------------------------------------------------------------------------------------
+
+  /**
+   * Invites `target` (accepting a pending knock when there is one). For a remote target the
+   * event first goes to the target's server through /v2/invite, which must countersign it.
+   */
+  async invite(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
+    const content: Record<string, unknown> = { membership: "invite", ...(reason ? { reason } : {}) };
+    const targetServer = serverOfUserId(target)!;
+    if (targetServer === this.rooms.serverName) {
+      return this.rooms.sendLocalEvent(roomId, { type: "m.room.member", sender, stateKey: target, content });
+    }
+    if (!this.client) throw new MatrixError(500, "M_UNKNOWN", "no federation client configured");
+    const snap = await this.rooms.snapshot(roomId);
+    if (serverOfUserId(sender) !== this.rooms.serverName) throw forbidden(`${sender} is not a user on ${this.rooms.serverName}`);
+    const built = this.rooms.buildLocalEvent(snap, { type: "m.room.member", sender, stateKey: target, content });
+    const inviteRoomState: Pdu[] = this.rooms.strippedStateEvents(snap);
+    const inviterMember = snap.state.get(stateField("m.room.member", sender));
+    if (inviterMember) inviteRoomState.push(inviterMember);
+    let answer: { event?: unknown };
+    try {
+      answer = await this.client.call<{ event?: unknown }>(
+        "PUT",
+        targetServer,
+        `/_matrix/federation/v2/invite/${encodeURIComponent(roomId)}/${encodeURIComponent(built.eventId)}`,
+        { room_version: snap.version.id, event: built.pdu, invite_room_state: inviteRoomState },
+      );
+    } catch (e) {
+      throw remoteRefusal(e, `inviting ${target}`);
+    }
+    const signed = await this.mergeCountersignature(built.pdu, answer?.event, targetServer, snap.version);
+    const result = await this.rooms.persistEvent(roomId, built.eventId, signed, { origin: null, rejectIfSoftFailed: true });
+    return { eventId: result.eventId, pdu: result.pdu, roomId };
+  }
+
+  /** Takes the invitee server's signature from its answer, after checking it signed our event. */
+  private async mergeCountersignature(ours: Pdu, returned: unknown, targetServer: string, version: RoomVersion): Promise<Pdu> {
+    if (!isPlainObject(returned)) throw new MatrixError(502, "M_UNKNOWN", `${targetServer} answered the invite without an event`);
+    const theirSigs = isPlainObject(returned.signatures) ? returned.signatures[targetServer] : undefined;
+    if (!isPlainObject(theirSigs)) throw new MatrixError(502, "M_UNKNOWN", `${targetServer} did not sign the invite`);
+    const merged: Pdu = {
+      ...ours,
+      signatures: { ...(ours.signatures ?? {}), [targetServer]: theirSigs as Record<string, string> },
+    };
+    if (computeEventId(merged, version) !== computeEventId(ours, version))
+      throw new MatrixError(502, "M_UNKNOWN", `${targetServer} changed the invite event`);
+    if (this.remoteKeys) {
+      const verifiers = new Map<string, import("../protocol/ed25519.js").Ed25519Verifier>();
+      for (const keyId of Object.keys(theirSigs)) {
+        const found = await this.remoteKeys.getVerifier(targetServer, keyId, ours.origin_server_ts, true);
+        if (found) verifiers.set(keyId, found.verifier);
+      }
+      // Only the invitee server's signature is new; check it alone.
+      const onlyTheirs: Pdu = { ...merged, sender: `@x:${targetServer}` };
+      const check = verifyEventSignatures(onlyTheirs, version, (entity, keyId) => (entity === targetServer ? verifiers.get(keyId) : undefined));
+      if (!check.ok) throw new MatrixError(502, "M_UNKNOWN", `${targetServer}'s signature on the invite does not verify: ${check.reason}`);
+    }
+    return merged;
+  }
+
+  /** Kick: used to deny a knock, or remove a member. */
+  async kick(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
+    return this.rooms.sendLocalEvent(roomId, {
+      type: "m.room.member",
+      sender,
+      stateKey: target,
+      content: { membership: "leave", ...(reason ? { reason } : {}) },
+    });
+  }
+
+  async ban(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
+    return this.rooms.sendLocalEvent(roomId, {
+      type: "m.room.member",
+      sender,
+      stateKey: target,
+      content: { membership: "ban", ...(reason ? { reason } : {}) },
+    });
+  }
+
+  async unban(roomId: string, sender: string, target: string): Promise<PersistedEvent> {
+    const snap = await this.rooms.snapshot(roomId);
+    if (currentMembership(stateLookup(snap.state), target) !== "ban") throw forbidden(`${target} is not banned`);
+    return this.kick(roomId, sender, target);
+  }
+
+  /** A local user joins (e.g. an admin account added after creation) or leaves a hosted room. */
+  async localMembership(roomId: string, userId: string, membership: "join" | "leave"): Promise<PersistedEvent> {
+    return this.rooms.sendLocalEvent(roomId, { type: "m.room.member", sender: userId, stateKey: userId, content: { membership } });
+  }
+}
+
+/** Maps a failed outbound federation call to an error for the admin caller. */
+export function remoteRefusal(e: unknown, what: string): MatrixError {
+  if (e instanceof FederationRequestError) {
+    if (e.status !== undefined) {
+      const status = e.status >= 400 && e.status < 500 ? e.status : 502;
+      return new MatrixError(status, (e.errcode as never) ?? "M_UNKNOWN", `${what}: ${e.destination} answered ${e.status}${e.remoteMessage ? `: ${e.remoteMessage}` : ""}`, {
+        remote_status: e.status,
+        ...(e.errcode ? { remote_errcode: e.errcode } : {}),
+      });
+    }
+    return new MatrixError(502, "M_UNKNOWN", `${what}: ${e.destination} is unreachable: ${e.message}`);
+  }
+  if (e instanceof MatrixError) return e;
+  return new MatrixError(502, "M_UNKNOWN", `${what}: ${(e as Error).message}`);
+}

@@ -1,0 +1,350 @@
+/**
+ * The resident-server core for hosted rooms: every event enters a room through here, whether
+ * Gatehouse creates it (admin actions) or another server sends it (send_knock, send_leave,
+ * send_join, /send). The order is always: check → auth against the room's current state →
+ * persist atomically together with the outbound queue entries → wake the sender.
+ *
+ * Gatehouse linearises its rooms: each event is authorised against the state Gatehouse holds
+ * when it accepts it, so concurrent knocks (which fork the DAG: they share prev_events) all land
+ * in state. Events that fail auth against current state are kept as soft-failed (spec) when they
+ * came from another server, and refused when they were created here.
+ */
+import { randomBytes } from "node:crypto";
+import { checkEventAuth, selectAuthEvents } from "../protocol/event-auth.js";
+import { buildEvent } from "../protocol/event-signing.js";
+import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
+import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
+import type { Pdu } from "../protocol/pdu.js";
+import type { SigningKey } from "../protocol/signing-key.js";
+import { serverOfUserId } from "../protocol/ids.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord } from "../store/room-store.js";
+import { KeyedMutex } from "./room-lock.js";
+import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
+import type { EventVerifier } from "./event-verifier.js";
+import type { Logger } from "../logger.js";
+
+export type StateMap = Map<string, Pdu>;
+
+export interface RoomSnapshot {
+  room: RoomRecord;
+  version: RoomVersion;
+  stream: number;
+  depth: number;
+  state: StateMap;
+  /** Same keys as `state`: the event IDs (v3+ PDUs do not carry their own ID). */
+  stateIds: Map<string, string>;
+  extremities: string[];
+}
+
+export interface LocalEventInput {
+  type: string;
+  sender: string;
+  stateKey?: string;
+  content: Record<string, unknown>;
+}
+
+export interface PersistedEvent {
+  eventId: string;
+  pdu: Pdu;
+  roomId: string;
+}
+
+export interface RoomServiceDeps {
+  store: RoomStore;
+  serverName: string;
+  signingKey: SigningKey;
+  verifier: EventVerifier;
+  logger: Logger;
+  clock?: () => number;
+  /** Called after an event is persisted with the destinations it was queued for. */
+  onQueued?: (destinations: readonly string[]) => void;
+  /** Called after every persisted event (metrics, knock bookkeeping). */
+  onPersisted?: (event: PersistedEvent, origin: string | null) => void;
+  onAclDenied?: (roomId: string, origin: string) => void;
+}
+
+/** How often a write is retried when another replica wrote to the same room in between. */
+const MAX_CONFLICT_RETRIES = 20;
+/** Most prev_events an event may reference (spec limit 20). */
+const MAX_PREV = 20;
+
+export const STRIPPED_STATE_TYPES = [
+  "m.room.create",
+  "m.room.name",
+  "m.room.avatar",
+  "m.room.topic",
+  "m.room.join_rules",
+  "m.room.canonical_alias",
+  "m.room.encryption",
+] as const;
+
+/** The create event's ID: from the room ID in v12, from state before. */
+export function createEventIdOf(snap: Pick<RoomSnapshot, "room" | "version" | "stateIds">): string | undefined {
+  if (snap.version.roomIdIsCreateEventHash) return `$${snap.room.roomId.slice(1)}`;
+  return snap.stateIds.get(stateField("m.room.create", ""));
+}
+
+export function stateLookup(state: StateMap) {
+  return (type: string, stateKey: string): Pdu | undefined => state.get(stateField(type, stateKey));
+}
+
+/** Servers with at least one joined member, from a state map. */
+export function joinedServers(state: StateMap): Set<string> {
+  const servers = new Set<string>();
+  for (const ev of state.values()) {
+    if (ev.type === "m.room.member" && (ev.content as { membership?: unknown }).membership === "join" && typeof ev.state_key === "string") {
+      const s = serverOfUserId(ev.state_key);
+      if (s) servers.add(s);
+    }
+  }
+  return servers;
+}
+
+export class RoomService {
+  readonly store: RoomStore;
+  readonly serverName: string;
+  private readonly mutex = new KeyedMutex();
+  private readonly clock: () => number;
+  private readonly aclCache = new Map<string, ServerAcl>();
+
+  constructor(private readonly deps: RoomServiceDeps) {
+    this.store = deps.store;
+    this.serverName = deps.serverName;
+    this.clock = deps.clock ?? Date.now;
+  }
+
+  get signingKey(): SigningKey {
+    return this.deps.signingKey;
+  }
+
+  now(): number {
+    return this.clock();
+  }
+
+  /** The hosted room and its version record, or 404. */
+  async requireRoom(roomId: string): Promise<{ room: RoomRecord; version: RoomVersion }> {
+    const room = await this.store.getRoom(roomId);
+    if (!room) throw notFound(`Unknown room ${roomId}`);
+    const version = getRoomVersion(room.version);
+    if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
+    return { room, version };
+  }
+
+  async snapshot(roomId: string): Promise<RoomSnapshot> {
+    const { room, version } = await this.requireRoom(roomId);
+    const current = await this.store.getCurrentState(roomId);
+    return { room, version, ...current };
+  }
+
+  /** Runs `fn` with writes to the room serialised in this process. */
+  withRoomLock<T>(roomId: string, fn: () => Promise<T>): Promise<T> {
+    return this.mutex.run(roomId, fn);
+  }
+
+  /**
+   * Builds (without persisting) an event as it would be created now: prev_events from the forward
+   * extremities, auth_events from current state, depth one past the deepest prev event.
+   */
+  buildLocalEvent(snap: RoomSnapshot, input: LocalEventInput, senderServerName = this.serverName): PersistedEvent {
+    return this.buildFromSnapshot(snap, input, senderServerName, true);
+  }
+
+  /** An unsigned template for a remote user's membership event (make_knock / make_join / make_leave). */
+  buildTemplate(snap: RoomSnapshot, input: LocalEventInput): Record<string, unknown> {
+    const { prevEvents, authEvents, depth } = this.graphFields(snap, input);
+    return {
+      type: input.type,
+      room_id: snap.room.roomId,
+      sender: input.sender,
+      ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
+      content: input.content,
+      origin_server_ts: this.clock(),
+      depth,
+      prev_events: prevEvents,
+      auth_events: authEvents,
+    };
+  }
+
+  private graphFields(snap: RoomSnapshot, input: LocalEventInput): { prevEvents: string[]; authEvents: string[]; depth: number } {
+    const skeleton = { type: input.type, sender: input.sender, state_key: input.stateKey, content: input.content };
+    const lookup = stateLookup(snap.state);
+    const authKeys = selectAuthEvents(skeleton, lookup, snap.version);
+    const authEvents: string[] = [];
+    for (const [type, stateKey] of authKeys) {
+      const id = snap.stateIds.get(stateField(type, stateKey));
+      if (id) authEvents.push(id);
+    }
+    const prevEvents = [...snap.extremities].sort().slice(0, MAX_PREV);
+    return { prevEvents, authEvents, depth: Math.min(snap.depth + 1, Number.MAX_SAFE_INTEGER) };
+  }
+
+  private buildFromSnapshot(snap: RoomSnapshot, input: LocalEventInput, senderServerName: string, authorise: boolean): PersistedEvent {
+    const { prevEvents, authEvents, depth } = this.graphFields(snap, input);
+    const built = buildEvent(
+      {
+        type: input.type,
+        room_id: snap.room.roomId,
+        sender: input.sender,
+        ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
+        content: input.content,
+        prev_events: prevEvents,
+        auth_events: authEvents,
+        depth,
+      },
+      { roomVersion: snap.version, serverName: senderServerName, key: this.deps.signingKey, clock: this.clock },
+    );
+    if (authorise) {
+      const verdict = checkEventAuth(built.pdu, snap.version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
+      if (!verdict.allowed) throw forbidden(verdict.reason);
+    }
+    return { eventId: built.eventId, pdu: built.pdu, roomId: snap.room.roomId };
+  }
+
+  /** Creates, authorises and persists an event by a local user in a hosted room. */
+  async sendLocalEvent(roomId: string, input: LocalEventInput, extraDestinations: readonly string[] = []): Promise<PersistedEvent> {
+    if (serverOfUserId(input.sender) !== this.serverName) throw forbidden(`${input.sender} is not a user on ${this.serverName}`);
+    return this.withRoomLock(roomId, async () => {
+      for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
+        const snap = await this.snapshot(roomId);
+        const event = this.buildFromSnapshot(snap, input, this.serverName, true);
+        const result = await this.persist(snap, event, { origin: null, extraDestinations });
+        if (result !== "conflict") return event;
+      }
+      throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
+    });
+  }
+
+  /**
+   * Persists an event that is already built and signed (by us or another server), after checking
+   * it against its own auth events and against current state. `origin` is the server it came from
+   * (null for our own), which does not need it sent back.
+   *
+   * `rejectIfSoftFailed` answers 403 instead of keeping a soft-failed event: the membership
+   * handshakes (send_knock, send_join, send_leave) promise the caller the event took effect.
+   */
+  async persistEvent(
+    roomId: string,
+    eventId: string,
+    pdu: Pdu,
+    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[] },
+  ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
+    return this.withRoomLock(roomId, async () => {
+      const { version } = await this.requireRoom(roomId);
+      // Auth against the event's own auth_events (rule: "passes authorization rules based on the
+      // event's auth events"), all of which must be known, accepted events of this room.
+      const authIds = authEventIds(pdu);
+      const authEvents = await this.store.getEvents(roomId, authIds);
+      if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
+      const statuses = await Promise.all(authIds.map((id) => this.store.eventStatus(roomId, id)));
+      if (statuses.some((st) => st === "rejected")) throw forbidden("Event references a rejected auth event");
+      const authState: StateMap = new Map();
+      for (const ev of authEvents.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
+      let createEventId: string | undefined;
+      if (!version.createEventInAuthEvents) {
+        // v12: the create event is implied, never listed; its ID is the room ID with `$`.
+        createEventId = `$${roomId.slice(1)}`;
+        const create = await this.store.getEvent(roomId, createEventId);
+        if (create) authState.set(stateField("m.room.create", ""), create);
+      } else {
+        createEventId = authIds.find((id) => authEvents.get(id)?.type === "m.room.create");
+      }
+      const byAuthEvents = checkEventAuth(pdu, version, stateLookup(authState), {
+        createEventId,
+        authEvents: [...authEvents.values()],
+      });
+      if (!byAuthEvents.allowed) throw forbidden(`Event was rejected by its auth events: ${byAuthEvents.reason}`);
+
+      for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
+        const snap = await this.snapshot(roomId);
+        const verdict = checkEventAuth(pdu, version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
+        if (!verdict.allowed) {
+          if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
+          const r = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, status: "soft_failed" });
+          if (r === "duplicate") return { eventId, pdu, outcome: "duplicate" };
+          this.deps.logger.info({ roomId, eventId, reason: verdict.reason }, "soft-failed event");
+          return { eventId, pdu, outcome: "soft_failed" };
+        }
+        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [] });
+        if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
+        if (result === "persisted") return { eventId, pdu, outcome: "persisted", stateBefore: snap };
+      }
+      throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
+    });
+  }
+
+  /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */
+  async verifyRemoteEvent(raw: unknown, version: RoomVersion): Promise<{ eventId: string; pdu: Pdu; hashOk: boolean }> {
+    const checked = await this.deps.verifier.verify(raw, version);
+    if (!checked.ok) throw checked.error;
+    return checked;
+  }
+
+  private async persist(
+    snap: RoomSnapshot,
+    event: PersistedEvent,
+    opts: { origin: string | null; extraDestinations: readonly string[] },
+  ): Promise<"persisted" | "duplicate" | "conflict"> {
+    const { pdu, eventId, roomId } = event;
+    const updatesState = typeof pdu.state_key === "string";
+    // Servers in the room once this event applies (a join adds its server; a leave of the last
+    // member of a server still goes to that server, which must learn it left).
+    const after = new Map(snap.state);
+    if (updatesState) after.set(stateField(pdu.type, pdu.state_key!), pdu);
+    const destinations = new Set([...joinedServers(snap.state), ...joinedServers(after), ...opts.extraDestinations]);
+    destinations.delete(this.serverName);
+    if (opts.origin) destinations.delete(opts.origin);
+    const list = [...destinations].sort();
+    const result = await this.store.persistEvent({
+      roomId,
+      eventId,
+      pdu,
+      expectedStream: snap.stream,
+      updatesState,
+      destinations: list,
+    });
+    if (result === "persisted") {
+      if (list.length > 0) this.deps.onQueued?.(list);
+      this.deps.onPersisted?.(event, opts.origin);
+    }
+    return result;
+  }
+
+  /** The create event and the recommended stripped-state events, as full PDUs (spec v1.16+). */
+  strippedStateEvents(snap: RoomSnapshot): Pdu[] {
+    const out: Pdu[] = [];
+    for (const type of STRIPPED_STATE_TYPES) {
+      const ev = snap.state.get(stateField(type, ""));
+      if (ev) out.push(ev);
+    }
+    return out;
+  }
+
+  /** The room's server ACL, compiled once per ACL event. */
+  aclOf(snap: RoomSnapshot): ServerAcl {
+    const id = snap.stateIds.get(stateField("m.room.server_acl", ""));
+    if (!id) return NO_ACL;
+    let acl = this.aclCache.get(id);
+    if (!acl) {
+      acl = compileServerAcl(snap.state.get(stateField("m.room.server_acl", ""))?.content);
+      if (this.aclCache.size > 1000) this.aclCache.clear();
+      this.aclCache.set(id, acl);
+    }
+    return acl;
+  }
+
+  /** 403 when the room's ACL denies `origin` (checked before anything else a request does). */
+  requireAclAllows(snap: RoomSnapshot, origin: string): void {
+    const denied = checkServerAcl(this.aclOf(snap), origin);
+    if (denied) {
+      this.deps.onAclDenied?.(snap.room.roomId, origin);
+      throw denied;
+    }
+  }
+
+  /** Allocates a room ID for versions before 12 (`!opaque:server`). */
+  newLegacyRoomId(): string {
+    return `!${randomBytes(12).toString("base64url").replace(/[-_]/g, "x")}:${this.serverName}`;
+  }
+}
+
+export { prevEventIds };

@@ -1,0 +1,131 @@
+/**
+ * Starting and stopping a Gatehouse process: keys, admin token, Redis (embedded when REDIS_URL
+ * is unset), the federation (HTTPS), admin and probe listeners, and a graceful SIGTERM.
+ */
+import https from "node:https";
+import http from "node:http";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import { Redis } from "ioredis";
+import type { Config } from "./config.js";
+import { createLogger, type Logger } from "./logger.js";
+import { loadOrCreateSigningKeys, OwnKeys, parseOldVerifyKeys } from "./keys/own-keys.js";
+import { startRedis, type EmbeddedRedis } from "./embedded-redis.js";
+import { buildGatehouse, type Gatehouse } from "./app.js";
+import { loadTls } from "./tls.js";
+import { parseServerName } from "./protocol/ids.js";
+
+export interface RunningGatehouse {
+  gatehouse: Gatehouse;
+  federationPort: number;
+  adminPort: number;
+  metricsPort: number | null;
+  redisUrl: string;
+  adminToken: string;
+  stop(): Promise<void>;
+}
+
+export function connectRedis(url: string): Redis {
+  // BullMQ needs maxRetriesPerRequest: null on connections its workers use.
+  if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), maxRetriesPerRequest: null });
+  return new Redis(url, { maxRetriesPerRequest: null });
+}
+
+export function loadAdminToken(config: Config, logger: Logger): string {
+  if (config.admin.token) return config.admin.token;
+  if (existsSync(config.admin.tokenFile)) return readFileSync(config.admin.tokenFile, "utf8").trim();
+  const token = randomBytes(24).toString("base64url");
+  mkdirSync(config.dataDir, { recursive: true });
+  writeFileSync(config.admin.tokenFile, token + "\n", { mode: 0o600 });
+  logger.info({ file: config.admin.tokenFile }, "generated an admin token (set GATEHOUSE_ADMIN_TOKEN to choose one)");
+  return token;
+}
+
+export function loadOwnKeys(config: Config, logger: Logger): OwnKeys {
+  const { keys, created } = loadOrCreateSigningKeys(config.signingKeyFile);
+  if (created) logger.info({ file: config.signingKeyFile, keyId: keys[0]!.keyId }, "generated a new signing key");
+  const old = config.oldSigningKeysFile ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
+  return new OwnKeys(config.serverName, keys, old, config.keyValidityMs);
+}
+
+function listen(server: http.Server | https.Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function closeServer(server: http.Server | https.Server, deadlineMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.closeAllConnections();
+      resolve();
+    }, deadlineMs);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+export async function startGatehouse(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningGatehouse> {
+  mkdirSync(config.dataDir, { recursive: true });
+  const ownKeys = loadOwnKeys(config, logger);
+  const adminToken = loadAdminToken(config, logger);
+
+  let embedded: EmbeddedRedis | null = null;
+  let redisUrl = config.redisUrl;
+  if (!redisUrl) {
+    embedded = await startRedis({ dir: join(config.dataDir, "redis"), persistent: true });
+    redisUrl = embedded.url;
+    logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
+  }
+  const redis = connectRedis(redisUrl);
+  redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+  await redis.ping();
+
+  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken });
+
+  let federationServer: http.Server | https.Server;
+  if (config.tls) {
+    const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
+    const tls = await loadTls(config.tls, host);
+    if (tls.generated) logger.warn({ cert: config.tls.certFile }, "generated a self-signed TLS certificate (development only)");
+    federationServer = https.createServer({ cert: tls.cert, key: tls.key }, gatehouse.federationApp);
+  } else {
+    federationServer = http.createServer(gatehouse.federationApp);
+  }
+  const adminServer = http.createServer(gatehouse.adminApp);
+
+  const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
+  const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
+  logger.info(
+    { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, keyId: ownKeys.current.keyId },
+    "gatehouse is listening",
+  );
+
+  let stopped = false;
+  return {
+    gatehouse,
+    federationPort,
+    adminPort,
+    metricsPort: null,
+    redisUrl,
+    adminToken,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await Promise.all([closeServer(federationServer, config.shutdownTimeoutMs), closeServer(adminServer, config.shutdownTimeoutMs)]);
+      await gatehouse.close();
+      await redis.quit().catch(() => undefined);
+      if (embedded) await embedded.stop();
+      logger.info("gatehouse stopped");
+    },
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * Every Redis key Gatehouse uses, in one place (like BullMQ's queue-keys). Room- and event-scoped
+ * keys carry the room ID in a hash tag so that one event's multi-key write stays on one slot if
+ * the deployment ever moves to Redis Cluster.
+ */
+export class RedisKeys {
+  constructor(readonly prefix: string = "gh") {}
+
+  // --- rooms -------------------------------------------------------------------------------
+  /** SET of hosted room IDs. */
+  rooms(): string { return `${this.prefix}:rooms`; }
+  /** HASH: version, creator, created_ts, depth, stream (last stream position), tombstone... */
+  room(roomId: string): string { return `${this.prefix}:{${roomId}}:room`; }
+  /** HASH: JSON [type, state_key] → event ID (current state). */
+  state(roomId: string): string { return `${this.prefix}:{${roomId}}:state`; }
+  /** HASH: user ID → membership (mirror of current member state, for listing). */
+  members(roomId: string): string { return `${this.prefix}:{${roomId}}:members`; }
+  /** SET: forward extremities (prev_events for the next event). */
+  extremities(roomId: string): string { return `${this.prefix}:{${roomId}}:extremities`; }
+  /** ZSET: event ID by stream position (the order Gatehouse accepted them in). */
+  timeline(roomId: string): string { return `${this.prefix}:{${roomId}}:timeline`; }
+  /** STRING: the PDU JSON as sent on the wire. */
+  event(roomId: string, eventId: string): string { return `${this.prefix}:{${roomId}}:event:${eventId}`; }
+  /** HASH: event ID → room ID, to find an event's room from its ID alone. */
+  eventRooms(): string { return `${this.prefix}:event-rooms`; }
+  /** HASH: event ID → "rejected" | "soft_failed" reason for events kept but not in state. */
+  eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
+  /** HASH: alias → room ID (local aliases). */
+  aliases(): string { return `${this.prefix}:aliases`; }
+  /** STRING lock for serialising event creation in one room across replicas. */
+  roomLock(roomId: string): string { return `${this.prefix}:{${roomId}}:lock`; }
+
+  // --- remote rooms (knocks by local users) ------------------------------------------------
+  /** HASH: remote room ID → JSON record of a local user's knock/invite/join state there. */
+  remoteMemberships(userId: string): string { return `${this.prefix}:remote-memberships:${userId}`; }
+  /** SET of local users with remote memberships. */
+  remoteMembers(): string { return `${this.prefix}:remote-members`; }
+
+  // --- federation --------------------------------------------------------------------------
+  /** HASH: key ID → JSON {key, validUntilTs, expiredTs?, fetchedTs} of a remote server. */
+  serverKeys(serverName: string): string { return `${this.prefix}:server-keys:${serverName}`; }
+  /** STRING: cached /send response for (origin, txnId). */
+  inboundTxn(origin: string, txnId: string): string { return `${this.prefix}:txn:${origin}:${txnId}`; }
+
+  // --- outbound queue (per destination) ----------------------------------------------------
+  /** LIST of queued PDU references `roomId eventId` for a destination. */
+  outboundPdus(destination: string): string { return `${this.prefix}:out:{${destination}}:pdus`; }
+  /** LIST of queued EDU JSON for a destination. */
+  outboundEdus(destination: string): string { return `${this.prefix}:out:{${destination}}:edus`; }
+  /** HASH: the transaction in flight: txn_id, body, pdu_count, edu_count, created_ts. */
+  outboundTxn(destination: string): string { return `${this.prefix}:out:{${destination}}:txn`; }
+  /** HASH: destination status: last_success_ts, last_error, last_error_ts, failures, backoff_until. */
+  destinationStatus(destination: string): string { return `${this.prefix}:out:{${destination}}:status`; }
+  /** SET of destinations that have ever had traffic. */
+  destinations(): string { return `${this.prefix}:out:destinations`; }
+  /** STRING counter for transaction IDs. */
+  txnCounter(): string { return `${this.prefix}:out:txn-counter`; }
+
+  // --- limits ------------------------------------------------------------------------------
+  rateLimit(bucket: string, subject: string): string { return `${this.prefix}:ratelimit:${bucket}:${subject}`; }
+}

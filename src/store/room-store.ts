@@ -1,0 +1,314 @@
+/**
+ * Hosted rooms in Redis. One event is written by one Lua script (event, timeline, extremities,
+ * state, membership mirror, outbound queue entries), so a crash never leaves half an event and a
+ * persisted event is never missing from a destination's queue.
+ *
+ * Concurrency: writers pass the stream position they read state at; the script refuses the write
+ * (CONFLICT) when another event was accepted in between, and the caller re-checks and retries.
+ * Within one process RoomService also serialises writers per room, so conflicts only happen
+ * between replicas.
+ */
+import type { Redis } from "ioredis";
+import type { RedisKeys } from "./redis-keys.js";
+import type { Pdu } from "../protocol/pdu.js";
+
+export interface RoomRecord {
+  roomId: string;
+  version: string;
+  creator: string;
+  createdTs: number;
+  /** Greatest depth of an accepted event. */
+  depth: number;
+  /** Stream position of the last accepted event (changes on every write). */
+  stream: number;
+  /** Replacement room after an upgrade, if any. */
+  tombstone?: string;
+}
+
+export type EventStatus = "rejected" | "soft_failed" | "outlier";
+
+export interface PersistInput {
+  roomId: string;
+  eventId: string;
+  pdu: Pdu;
+  /** Stream position the caller checked state at; null skips the check (room creation). */
+  expectedStream: number | null;
+  /** Whether the event changes current state (accepted state events). */
+  updatesState: boolean;
+  /** Set for events kept but not part of the room graph / state. */
+  status?: EventStatus;
+  /** Destinations to queue the event for. */
+  destinations?: readonly string[];
+  /** Room metadata, only with the create event. */
+  createRoom?: { version: string; creator: string; createdTs: number };
+}
+
+export type PersistResult = "persisted" | "duplicate" | "conflict";
+
+export const stateField = (type: string, stateKey: string): string => JSON.stringify([type, stateKey]);
+export const parseStateField = (field: string): [string, string] => JSON.parse(field) as [string, string];
+
+const PERSIST_EVENT_LUA = `
+-- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
+--       9 rooms, 10 destinations set, 11.. outbound PDU lists (one per destination)
+-- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
+--       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
+--       11 createRoomJson ("" = none), 12 destinationsJson
+if redis.call('EXISTS', KEYS[6]) == 1 then return 'duplicate' end
+if ARGV[4] ~= '' then
+  local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
+  if stream ~= ARGV[4] then return 'conflict' end
+end
+if ARGV[11] ~= '' then
+  local meta = cjson.decode(ARGV[11])
+  redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
+    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0')
+  redis.call('SADD', KEYS[9], ARGV[1])
+end
+redis.call('SET', KEYS[6], ARGV[3])
+redis.call('HSET', KEYS[7], ARGV[2], ARGV[1])
+local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
+redis.call('ZADD', KEYS[5], pos, ARGV[2])
+if ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[8], ARGV[2], ARGV[10])
+  return 'persisted'
+end
+local prevs = cjson.decode(ARGV[8])
+for _, p in ipairs(prevs) do redis.call('SREM', KEYS[4], p) end
+redis.call('SADD', KEYS[4], ARGV[2])
+local depth = tonumber(ARGV[9])
+local current = tonumber(redis.call('HGET', KEYS[1], 'depth') or '0')
+if depth > current then redis.call('HSET', KEYS[1], 'depth', ARGV[9]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
+  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7]) end
+end
+local dests = cjson.decode(ARGV[12])
+for i, d in ipairs(dests) do
+  redis.call('RPUSH', KEYS[10 + i], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('SADD', KEYS[10], d)
+end
+return 'persisted'
+`;
+
+type RedisWithScripts = Redis & {
+  gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
+};
+
+export class RoomStore {
+  private readonly redis: RedisWithScripts;
+
+  constructor(
+    redis: Redis,
+    readonly keys: RedisKeys,
+  ) {
+    this.redis = redis as RedisWithScripts;
+    if (!("gatehousePersistEvent" in redis)) {
+      redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
+    }
+  }
+
+  async persistEvent(input: PersistInput): Promise<PersistResult> {
+    const { roomId, eventId, pdu } = input;
+    const k = this.keys;
+    const destinations = [...(input.destinations ?? [])];
+    const isMember = pdu.type === "m.room.member" && typeof pdu.state_key === "string";
+    const membership = isMember ? String((pdu.content as { membership?: unknown }).membership ?? "") : "";
+    const args = [
+      k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
+      k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
+      ...destinations.map((d) => k.outboundPdus(d)),
+      roomId,
+      eventId,
+      JSON.stringify(pdu),
+      input.expectedStream === null ? "" : String(input.expectedStream),
+      input.updatesState && typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : "",
+      input.updatesState && isMember ? (pdu.state_key as string) : "",
+      membership,
+      JSON.stringify(prevEventIds(pdu)),
+      String(pdu.depth ?? 0),
+      input.status ?? "",
+      input.createRoom ? JSON.stringify(input.createRoom) : "",
+      JSON.stringify(destinations),
+    ];
+    return (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
+  }
+
+  async getRoom(roomId: string): Promise<RoomRecord | null> {
+    const h = await this.redis.hgetall(this.keys.room(roomId));
+    if (!h.version) return null;
+    return {
+      roomId,
+      version: h.version,
+      creator: h.creator ?? "",
+      createdTs: Number(h.created_ts ?? 0),
+      depth: Number(h.depth ?? 0),
+      stream: Number(h.stream ?? 0),
+      ...(h.tombstone ? { tombstone: h.tombstone } : {}),
+    };
+  }
+
+  async setRoomField(roomId: string, field: string, value: string): Promise<void> {
+    await this.redis.hset(this.keys.room(roomId), field, value);
+  }
+
+  async aliasTarget(alias: string): Promise<string | null> {
+    return this.redis.hget(this.keys.aliases(), alias);
+  }
+
+  async setAlias(alias: string, roomId: string): Promise<void> {
+    await this.redis.hset(this.keys.aliases(), alias, roomId);
+  }
+
+  async removeAlias(alias: string): Promise<void> {
+    await this.redis.hdel(this.keys.aliases(), alias);
+  }
+
+  async aliasesOf(roomId: string): Promise<string[]> {
+    const all = await this.redis.hgetall(this.keys.aliases());
+    return Object.entries(all)
+      .filter(([, r]) => r === roomId)
+      .map(([a]) => a)
+      .sort();
+  }
+
+  async listRooms(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.rooms())).sort();
+  }
+
+  async roomOfEvent(eventId: string): Promise<string | null> {
+    return this.redis.hget(this.keys.eventRooms(), eventId);
+  }
+
+  async getEvent(roomId: string, eventId: string): Promise<Pdu | null> {
+    const text = await this.redis.get(this.keys.event(roomId, eventId));
+    return text ? (JSON.parse(text) as Pdu) : null;
+  }
+
+  async getEventJson(roomId: string, eventId: string): Promise<string | null> {
+    return this.redis.get(this.keys.event(roomId, eventId));
+  }
+
+  async getEvents(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+    const out = new Map<string, Pdu>();
+    if (eventIds.length === 0) return out;
+    const texts = await this.redis.mget(...eventIds.map((id) => this.keys.event(roomId, id)));
+    texts.forEach((t, i) => {
+      if (t) out.set(eventIds[i]!, JSON.parse(t) as Pdu);
+    });
+    return out;
+  }
+
+  async eventStatus(roomId: string, eventId: string): Promise<EventStatus | null> {
+    return (await this.redis.hget(this.keys.eventStatus(roomId), eventId)) as EventStatus | null;
+  }
+
+  /** Current state as (type, state_key) field → event ID. */
+  async getStateIds(roomId: string): Promise<Map<string, string>> {
+    return new Map(Object.entries(await this.redis.hgetall(this.keys.state(roomId))));
+  }
+
+  /** Current state events, with the stream position they were read at (one round trip). */
+  async getCurrentState(
+    roomId: string,
+  ): Promise<{ stream: number; state: Map<string, Pdu>; stateIds: Map<string, string>; extremities: string[]; depth: number }> {
+    const [[, ids], [, room], [, extremities]] = (await this.redis
+      .multi()
+      .hgetall(this.keys.state(roomId))
+      .hmget(this.keys.room(roomId), "stream", "depth")
+      .smembers(this.keys.extremities(roomId))
+      .exec()) as [[null, Record<string, string>], [null, (string | null)[]], [null, string[]]];
+    const fields = Object.keys(ids);
+    const events = await this.getEvents(roomId, fields.map((f) => ids[f]!));
+    const state = new Map<string, Pdu>();
+    const stateIds = new Map<string, string>();
+    for (const f of fields) {
+      const ev = events.get(ids[f]!);
+      if (ev) {
+        state.set(f, ev);
+        stateIds.set(f, ids[f]!);
+      }
+    }
+    return { stream: Number(room[0] ?? 0), depth: Number(room[1] ?? 0), state, stateIds, extremities };
+  }
+
+  async getStateEvent(roomId: string, type: string, stateKey: string): Promise<Pdu | null> {
+    const id = await this.redis.hget(this.keys.state(roomId), stateField(type, stateKey));
+    return id ? this.getEvent(roomId, id) : null;
+  }
+
+  async getMembers(roomId: string): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.members(roomId));
+  }
+
+  async getMembership(roomId: string, userId: string): Promise<string | null> {
+    return this.redis.hget(this.keys.members(roomId), userId);
+  }
+
+  async getExtremities(roomId: string): Promise<string[]> {
+    return this.redis.smembers(this.keys.extremities(roomId));
+  }
+
+  /** Event IDs in the order Gatehouse accepted them, with their stream positions. */
+  async timeline(roomId: string, fromStream = 0, limit = 1000): Promise<{ eventId: string; stream: number }[]> {
+    const flat = await this.redis.zrangebyscore(this.keys.timeline(roomId), fromStream, "+inf", "WITHSCORES", "LIMIT", 0, limit);
+    const out: { eventId: string; stream: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ eventId: flat[i]!, stream: Number(flat[i + 1]) });
+    return out;
+  }
+
+  async streamOf(roomId: string, eventId: string): Promise<number | null> {
+    const s = await this.redis.zscore(this.keys.timeline(roomId), eventId);
+    return s === null ? null : Number(s);
+  }
+
+  /**
+   * State before or after `eventId`, replayed from the timeline in acceptance order. Rooms hosted here are
+   * linearised by Gatehouse, so this is the state Gatehouse had when it accepted the event.
+   */
+  async stateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<Map<string, string> | null> {
+    const upTo = await this.streamOf(roomId, eventId);
+    if (upTo === null) return null;
+    const ids = await this.redis.zrangebyscore(this.keys.timeline(roomId), 0, at === "after" ? upTo : `(${upTo}`);
+    const statuses = await this.redis.hgetall(this.keys.eventStatus(roomId));
+    const state = new Map<string, string>();
+    const batch = 500;
+    for (let i = 0; i < ids.length; i += batch) {
+      const chunk = ids.slice(i, i + batch).filter((id) => !statuses[id]);
+      const events = await this.getEvents(roomId, chunk);
+      for (const id of chunk) {
+        const ev = events.get(id);
+        if (ev && typeof ev.state_key === "string") state.set(stateField(ev.type, ev.state_key), id);
+      }
+    }
+    return state;
+  }
+
+  /** Every event reachable through auth_events from the given events (not including them). */
+  async authChain(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+    const seen = new Map<string, Pdu>();
+    let frontier = [...new Set(eventIds)];
+    const start = await this.getEvents(roomId, frontier);
+    frontier = [];
+    for (const ev of start.values()) frontier.push(...authEventIds(ev));
+    while (frontier.length > 0) {
+      const todo = [...new Set(frontier)].filter((id) => !seen.has(id));
+      frontier = [];
+      if (todo.length === 0) break;
+      const found = await this.getEvents(roomId, todo);
+      for (const [id, ev] of found) {
+        seen.set(id, ev);
+        frontier.push(...authEventIds(ev));
+      }
+    }
+    return seen;
+  }
+}
+
+export function prevEventIds(pdu: Pdu): string[] {
+  return (Array.isArray(pdu.prev_events) ? pdu.prev_events : []).map((p: unknown) => (Array.isArray(p) ? String(p[0]) : String(p)));
+}
+
+export function authEventIds(pdu: Pdu): string[] {
+  return (Array.isArray(pdu.auth_events) ? pdu.auth_events : []).map((p: unknown) => (Array.isArray(p) ? String(p[0]) : String(p)));
+}
