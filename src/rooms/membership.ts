@@ -8,7 +8,9 @@
  */
 import { checkEventAuth, currentMembership, joinRuleOf, powerLevelOf, namedLevel } from "../protocol/event-auth.js";
 import { forbidden, incompatibleRoomVersion, invalidParam, MatrixError, missingParam } from "../protocol/errors.js";
-import { addEventSignature, verifyEventSignatures } from "../protocol/event-signing.js";
+import { addEventSignature } from "../protocol/event-signing.js";
+import { verifySignedJson } from "../protocol/json-signing.js";
+import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
@@ -279,9 +281,10 @@ export class MembershipService {
         const found = await this.remoteKeys.getVerifier(targetServer, keyId, ours.origin_server_ts, true);
         if (found) verifiers.set(keyId, found.verifier);
       }
-      // Only the invitee server's signature is new; check it alone.
-      const onlyTheirs: Pdu = { ...merged, sender: `@x:${targetServer}` };
-      const check = verifyEventSignatures(onlyTheirs, version, (entity, keyId) => (entity === targetServer ? verifiers.get(keyId) : undefined));
+      // Only the invitee server's signature is new; check it alone, over the redacted event as for any event signature.
+      const check = verifySignedJson(redactEvent(merged, version), targetServer, (entity, keyId) =>
+        entity === targetServer ? verifiers.get(keyId) : undefined,
+      );
       if (!check.ok) throw new MatrixError(502, "M_UNKNOWN", `${targetServer}'s signature on the invite does not verify: ${check.reason}`);
     }
     return merged;
