@@ -1,0 +1,136 @@
+// Real Synapse homeservers on loopback, through ../shared/peers/synapse-peers.sh (root only).
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+export function peersScript(): string | null {
+  const candidates = [process.env.GATEHOUSE_PEERS_SCRIPT, join(repoRoot, "../shared/peers/synapse-peers.sh")].filter(Boolean) as string[];
+  return candidates.find((c) => existsSync(c)) ?? null;
+}
+
+/** Why interop cannot run here, or null when it can. */
+export function interopUnavailable(): string | null {
+  if (process.getuid?.() !== 0) return "interop needs root (the Synapse peers run in a chroot)";
+  if (!peersScript()) return "../shared/peers/synapse-peers.sh not found";
+  return null;
+}
+
+function peers(args: string[], timeoutMs = 600_000): string {
+  return execFileSync("bash", [peersScript()!, ...args], { encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
+}
+
+export function installPeers(): void {
+  const root = process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid";
+  // Already installed: `start` mounts /proc for the chroot itself.
+  if (existsSync(join(root, "usr/lib/python3/dist-packages/synapse"))) return;
+  peers(["install"], 900_000);
+}
+
+export class SynapsePeer {
+  readonly serverName: string;
+  readonly clientUrl: string;
+  constructor(
+    readonly name: string,
+    readonly clientPort: number,
+    readonly federationPort: number,
+  ) {
+    this.serverName = `127.0.0.1:${federationPort}`;
+    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+  }
+
+  start(): void {
+    peers(["config", this.name, String(this.clientPort), String(this.federationPort)]);
+    peers(["stop", this.name]);
+    peers(["start", this.name, String(this.clientPort)], 120_000);
+  }
+
+  stop(): void {
+    peers(["stop", this.name]);
+  }
+
+  /** Registers (or logs in, when the user exists) and returns an access token. */
+  async user(localpart: string): Promise<SynapseUser> {
+    const password = `pw-${localpart}-interop`;
+    const login = await fetch(`${this.clientUrl}/_matrix/client/v3/login`, {
+      method: "POST",
+      body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: localpart }, password }),
+    });
+    if (login.ok) return new SynapseUser(this, `@${localpart}:${this.serverName}`, ((await login.json()) as { access_token: string }).access_token);
+    const token = peers(["register", String(this.clientPort), localpart, password]).trim().split("\n").pop()!;
+    return new SynapseUser(this, `@${localpart}:${this.serverName}`, token);
+  }
+}
+
+export class SynapseUser {
+  constructor(
+    readonly hs: SynapsePeer,
+    readonly userId: string,
+    readonly token: string,
+  ) {}
+
+  async call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const res = await fetch(`${this.hs.clientUrl}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      /* keep text */
+    }
+    return { status: res.status, body: parsed };
+  }
+
+  knock(roomId: string, via: string, reason?: string) {
+    return this.call("POST", `/_matrix/client/v3/knock/${encodeURIComponent(roomId)}?server_name=${encodeURIComponent(via)}`, reason ? { reason } : {});
+  }
+
+  join(roomId: string, via: string) {
+    return this.call("POST", `/_matrix/client/v3/join/${encodeURIComponent(roomId)}?server_name=${encodeURIComponent(via)}`, {});
+  }
+
+  leave(roomId: string) {
+    return this.call("POST", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/leave`, {});
+  }
+
+  state(roomId: string, type: string, stateKey = "") {
+    return this.call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`);
+  }
+
+  /**
+   * Membership as Synapse's client API sees it. Synapse caches an initial /sync response for two
+   * minutes per (user, filter), so every call uses a filter that differs (an unused presence type).
+   */
+  async membershipIn(roomId: string): Promise<string | null> {
+    const nonce = `nonce.${Date.now()}.${Math.random()}`;
+    const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1 } }, presence: { types: [nonce] } }));
+    const r = await this.call("GET", `/_matrix/client/v3/sync?timeout=0&filter=${filter}`);
+    const rooms = r.body?.rooms ?? {};
+    if (rooms.join?.[roomId]) return "join";
+    if (rooms.invite?.[roomId]) return "invite";
+    if (rooms.knock?.[roomId]) return "knock";
+    if (rooms.leave?.[roomId]) return "leave";
+    return null;
+  }
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000, intervalMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as T;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
