@@ -1,0 +1,136 @@
+/**
+ * Interop, the other direction: a Gatehouse user knocks on a knock room hosted by a real Synapse
+ * (make_knock/send_knock from Gatehouse), Synapse's room admin accepts (Synapse sends /v2/invite to
+ * Gatehouse, which countersigns), and the Gatehouse user joins (make_join/send_join), with and
+ * without auto_join. Synapse's client API shows each step.
+ */
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { startGatehouse, type RunningGatehouse } from "../../src/server.js";
+import { freePort } from "../../src/embedded-redis.js";
+import { installPeers, interopUnavailable, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+
+const unavailable = interopUnavailable();
+
+describe("interop: Gatehouse users knock on Synapse rooms", { skip: unavailable ?? false }, () => {
+  let gh: RunningGatehouse;
+  let dataDir: string;
+  let ghName: string;
+  const hs = new SynapsePeer("ghC", 18308, 18748);
+  let owner: SynapseUser;
+  let admin: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
+  const enc = encodeURIComponent;
+
+  before(async () => {
+    installPeers();
+    hs.start();
+    owner = await hs.user("owner");
+    dataDir = mkdtempSync(join(tmpdir(), "gatehouse-interop-out-"));
+    const port = await freePort();
+    ghName = `127.0.0.1:${port}`;
+    const config = loadConfig({
+      GATEHOUSE_DATA_DIR: dataDir,
+      GATEHOUSE_FEDERATION_LISTEN: `127.0.0.1:${port}`,
+      GATEHOUSE_ADMIN_LISTEN: "127.0.0.1:0",
+      GATEHOUSE_METRICS_LISTEN: "off",
+      GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
+      GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "true",
+      GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_LOG_LEVEL ?? "warn",
+      REDIS_URL: process.env.REDIS_URL,
+    });
+    gh = await startGatehouse(config, createLogger(config.logLevel));
+    admin = async (method, path, body) => {
+      const res = await fetch(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${gh.adminToken}`, "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json().catch(() => null) };
+    };
+  });
+
+  after(async () => {
+    await gh?.stop();
+    hs.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  async function synapseKnockRoom(version: string, joinRule: string): Promise<string> {
+    const r = await owner.call("POST", "/_matrix/client/v3/createRoom", {
+      room_version: version,
+      preset: "private_chat",
+      name: `synapse v${version}`,
+      initial_state: [{ type: "m.room.join_rules", state_key: "", content: { join_rule: joinRule } }],
+    });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body.room_id;
+  }
+
+  async function memberOnSynapse(roomId: string, userId: string): Promise<string | undefined> {
+    const r = await owner.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.member/${enc(userId)}`);
+    return r.status === 200 ? r.body.membership : undefined;
+  }
+
+  for (const [version, joinRule] of [["12", "knock"], ["10", "knock_restricted"]] as const) {
+    test(`room v${version} (${joinRule}) on Synapse: knock → Synapse accepts → join`, async () => {
+      const roomId = await synapseKnockRoom(version, joinRule);
+      const user = `@out${version}:${ghName}`;
+      const knock = await admin("POST", "/remote/knock", { user_id: user, room_id: roomId, via: [hs.serverName], reason: "hello from gatehouse" });
+      assert.equal(knock.status, 200, JSON.stringify(knock.body));
+      assert.equal(knock.body.membership, "knock");
+      assert.equal(knock.body.room_version, version);
+      assert.ok(knock.body.room_state.some((s: any) => s.type === "m.room.create"), "knock_room_state holds the create event");
+      assert.equal(await memberOnSynapse(roomId, user), "knock");
+
+      const invite = await owner.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: user });
+      assert.equal(invite.status, 200, JSON.stringify(invite.body));
+      const rec = await waitFor("Gatehouse to record the invite", async () => {
+        const m = await admin("GET", `/remote/memberships?user_id=${enc(user)}`);
+        return m.body.memberships.find((x: any) => x.room_id === roomId && x.membership === "invite");
+      });
+      assert.ok(rec);
+
+      const joined = await admin("POST", "/remote/join", { user_id: user, room_id: roomId });
+      assert.equal(joined.status, 200, JSON.stringify(joined.body));
+      assert.equal(joined.body.membership, "join");
+      assert.equal(await waitFor("Synapse to show the join", async () => (await memberOnSynapse(roomId, user)) === "join"), true);
+    });
+  }
+
+  test("auto_join: the Gatehouse user joins as soon as Synapse accepts the knock", async () => {
+    const roomId = await synapseKnockRoom("11", "knock");
+    const user = `@auto:${ghName}`;
+    const knock = await admin("POST", "/remote/knock", { user_id: user, room_id: roomId, via: [hs.serverName], auto_join: true });
+    assert.equal(knock.status, 200, JSON.stringify(knock.body));
+    assert.equal((await owner.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: user })).status, 200);
+    assert.equal(await waitFor("Synapse to show the automatic join", async () => (await memberOnSynapse(roomId, user)) === "join"), true);
+  });
+
+  test("rescind: the Gatehouse user's leave reaches Synapse (make_leave/send_leave)", async () => {
+    const roomId = await synapseKnockRoom("12", "knock");
+    const user = `@rescind:${ghName}`;
+    assert.equal((await admin("POST", "/remote/knock", { user_id: user, room_id: roomId, via: [hs.serverName] })).status, 200);
+    const left = await admin("POST", "/remote/leave", { user_id: user, room_id: roomId });
+    assert.equal(left.status, 200, JSON.stringify(left.body));
+    assert.equal(await memberOnSynapse(roomId, user), "leave");
+  });
+
+  test("refusals are reported clearly: invite-only room, unsupported version offer, unreachable server", async () => {
+    const inviteOnly = await synapseKnockRoom("12", "invite");
+    const r = await admin("POST", "/remote/knock", { user_id: `@nope:${ghName}`, room_id: inviteOnly, via: [hs.serverName] });
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(r.body.errcode, "M_FORBIDDEN");
+    assert.match(r.body.error, /127\.0\.0\.1/);
+    const noKnockVersion = await synapseKnockRoom("6", "invite");
+    const v6 = await admin("POST", "/remote/knock", { user_id: `@nope:${ghName}`, room_id: noKnockVersion, via: [hs.serverName] });
+    assert.ok(v6.status === 400 || v6.status === 403, JSON.stringify(v6.body));
+    const unreachable = await admin("POST", "/remote/knock", { user_id: `@nope:${ghName}`, room_id: "!x:127.0.0.1:1", via: ["127.0.0.1:1"] });
+    assert.equal(unreachable.status, 502, JSON.stringify(unreachable.body));
+    assert.match(unreachable.body.error, /unreachable/);
+  });
+});
