@@ -9,6 +9,7 @@ import { badJson, invalidParam, notFound } from "../protocol/errors.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
+import { upgradeRoom } from "../rooms/upgrade.js";
 import { parseStateField, stateField } from "../store/room-store.js";
 import type { RoomService } from "../rooms/room-service.js";
 import type { MembershipService } from "../rooms/membership.js";
@@ -267,6 +268,14 @@ export function adminRouter(deps: AdminDeps): Router {
       if (!pdu) throw notFound("Event not found");
       const status = await rooms.store.eventStatus(roomId, req.params.eventId as string);
       res.json({ ...withEventId(pdu, computeEventId(pdu, version)), ...(status ? { gatehouse_status: status } : {}) });
+    }),
+  );
+
+  router.post(
+    `${p}/rooms/:roomId/upgrade`,
+    route(async (req, res) => {
+      const b = body(req);
+      res.json(await upgradeRoom(rooms, req.params.roomId as string, { sender: b.sender, new_version: b.new_version }));
     }),
   );
 

@@ -152,6 +152,14 @@ export class RoomStore {
     await this.redis.hset(this.keys.room(roomId), field, value);
   }
 
+  async setRoomFields(roomId: string, fields: Record<string, string>): Promise<void> {
+    await this.redis.hset(this.keys.room(roomId), fields);
+  }
+
+  async getRoomField(roomId: string, field: string): Promise<string | null> {
+    return this.redis.hget(this.keys.room(roomId), field);
+  }
+
   async aliasTarget(alias: string): Promise<string | null> {
     return this.redis.hget(this.keys.aliases(), alias);
   }

@@ -1,0 +1,202 @@
+/**
+ * Every metric Gatehouse exports, defined once on an injected Registry (prom-client). Names
+ * follow Prometheus conventions: `gatehouse_` prefix, base units (seconds, bytes), `_total` on
+ * counters.
+ *
+ * Cardinality: no label ever carries a remote server name, user ID or event ID, since thousands
+ * of servers may knock. Endpoints are Express route patterns (a fixed set), rooms are only
+ * Gatehouse's own hosted rooms (created by the operator), and per-destination queue depth is
+ * exported only for the top 10 destinations at scrape time (the gauge is reset on every scrape,
+ * so old destinations disappear).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export type KnockOutcome = "received" | "accepted" | "denied" | "rescinded" | "rejected";
+
+export class Metrics {
+  readonly registry: Registry;
+  readonly federationRequests: Counter<"endpoint" | "method" | "status" | "errcode">;
+  readonly federationRequestDuration: Histogram<"endpoint" | "method">;
+  readonly adminRequests: Counter<"endpoint" | "method" | "status">;
+  readonly knocks: Counter<"outcome">;
+  readonly aclDenials: Counter<"room" | "reason">;
+  readonly inboundCheckFailures: Counter<"check">;
+  readonly keyFetches: Counter<"outcome">;
+  readonly inboundPdus: Counter<"outcome">;
+  readonly eventsPersisted: Counter<"origin" | "kind">;
+  readonly outboundPdusQueued: Counter;
+  readonly outboundTransactions: Counter<"outcome">;
+  readonly outboundTransactionDuration: Histogram;
+  readonly outboundPdusPerTransaction: Histogram;
+  readonly outboundPduErrors: Counter;
+  readonly remoteKnocks: Counter<"outcome">;
+  /** Filled at scrape time by the sender's snapshot (see setOutboundCollector). */
+  readonly outboundPending: Gauge<"kind">;
+  readonly outboundPendingTop: Gauge<"destination">;
+  readonly outboundDestinationsInBackoff: Gauge;
+  readonly outboundOldestPendingAge: Gauge;
+  readonly bullmqJobs: Gauge<"state">;
+
+  private outboundCollector: (() => Promise<OutboundSnapshot>) | null = null;
+
+  constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
+    this.registry = registry;
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "gatehouse_" });
+    const r = [registry];
+    this.federationRequests = new Counter({
+      name: "gatehouse_federation_requests_total",
+      help: "Federation requests answered, by endpoint (route pattern), method, HTTP status and Matrix errcode (\"\" on success).",
+      labelNames: ["endpoint", "method", "status", "errcode"] as const,
+      registers: r,
+    });
+    this.federationRequestDuration = new Histogram({
+      name: "gatehouse_federation_request_duration_seconds",
+      help: "Time to answer a federation request, by endpoint and method.",
+      labelNames: ["endpoint", "method"] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    });
+    this.adminRequests = new Counter({
+      name: "gatehouse_admin_requests_total",
+      help: "Admin API requests, by endpoint, method and status.",
+      labelNames: ["endpoint", "method", "status"] as const,
+      registers: r,
+    });
+    this.knocks = new Counter({
+      name: "gatehouse_knocks_total",
+      help: "Knocks on hosted rooms: received (send_knock accepted), accepted (invited), denied (kicked), rescinded (send_leave by the knocker), rejected (send_knock refused).",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.aclDenials = new Counter({
+      name: "gatehouse_acl_denials_total",
+      help: "Requests or PDUs refused by a hosted room's m.room.server_acl, by room and reason.",
+      labelNames: ["room", "reason"] as const,
+      registers: r,
+    });
+    this.inboundCheckFailures = new Counter({
+      name: "gatehouse_inbound_check_failures_total",
+      help: "Inbound checks that failed: x_matrix (request signature), format, signature, event_id, hash, auth.",
+      labelNames: ["check"] as const,
+      registers: r,
+    });
+    this.keyFetches = new Counter({
+      name: "gatehouse_key_fetches_total",
+      help: "Remote server key lookups: hit (cache), miss (fetched), notary (fetched via a notary), error (not found).",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.inboundPdus = new Counter({
+      name: "gatehouse_inbound_pdus_total",
+      help: "PDUs received in /send transactions, by outcome.",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.eventsPersisted = new Counter({
+      name: "gatehouse_events_persisted_total",
+      help: "Events persisted in hosted rooms, by origin (local, remote) and kind (member, state, message).",
+      labelNames: ["origin", "kind"] as const,
+      registers: r,
+    });
+    this.outboundPdusQueued = new Counter({
+      name: "gatehouse_outbound_pdus_queued_total",
+      help: "PDU deliveries queued (one per event and destination).",
+      registers: r,
+    });
+    this.outboundTransactions = new Counter({
+      name: "gatehouse_outbound_transactions_total",
+      help: "Outbound /send transactions, by outcome: sent (200), failed (will retry), dropped (permanent 4xx).",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.outboundTransactionDuration = new Histogram({
+      name: "gatehouse_outbound_transaction_duration_seconds",
+      help: "Time from sending a /send transaction to its answer.",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: r,
+    });
+    this.outboundPdusPerTransaction = new Histogram({
+      name: "gatehouse_outbound_pdus_per_transaction",
+      help: "PDUs in each successful outbound transaction.",
+      buckets: [1, 2, 5, 10, 20, 30, 40, 50],
+      registers: r,
+    });
+    this.outboundPduErrors = new Counter({
+      name: "gatehouse_outbound_pdu_errors_total",
+      help: "PDUs a destination answered with a per-PDU error inside a 200 /send response (logged, not retried).",
+      registers: r,
+    });
+    this.remoteKnocks = new Counter({
+      name: "gatehouse_remote_knocks_total",
+      help: "Knocks by local users on rooms hosted elsewhere, by outcome (sent, failed).",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    this.outboundPending = new Gauge({
+      name: "gatehouse_outbound_pending",
+      help: "Deliveries waiting in the per-destination queues, by kind (pdu, edu).",
+      labelNames: ["kind"] as const,
+      registers: r,
+      async collect() {
+        await self.collectOutbound();
+      },
+    });
+    this.outboundPendingTop = new Gauge({
+      name: "gatehouse_outbound_pending_pdus_top",
+      help: "Pending PDUs of the 10 destinations with the most (bounded cardinality).",
+      labelNames: ["destination"] as const,
+      registers: r,
+    });
+    this.outboundDestinationsInBackoff = new Gauge({
+      name: "gatehouse_outbound_destinations_in_backoff",
+      help: "Destinations whose last transaction failed and that are waiting to retry.",
+      registers: r,
+    });
+    this.outboundOldestPendingAge = new Gauge({
+      name: "gatehouse_outbound_oldest_pending_age_seconds",
+      help: "Age of the oldest undelivered transaction or PDU across destinations (0 when none).",
+      registers: r,
+    });
+    this.bullmqJobs = new Gauge({
+      name: "gatehouse_bullmq_jobs",
+      help: "Jobs in the BullMQ sender queue, by state (waiting, active, delayed, failed).",
+      labelNames: ["state"] as const,
+      registers: r,
+    });
+  }
+
+  /** The sender provides queue figures at scrape time (one Redis pass, not per event). */
+  setOutboundCollector(fn: () => Promise<OutboundSnapshot>): void {
+    this.outboundCollector = fn;
+  }
+
+  private async collectOutbound(): Promise<void> {
+    if (!this.outboundCollector) return;
+    let snap: OutboundSnapshot;
+    try {
+      snap = await this.outboundCollector();
+    } catch {
+      return;
+    }
+    this.outboundPending.set({ kind: "pdu" }, snap.pendingPdus);
+    this.outboundPending.set({ kind: "edu" }, snap.pendingEdus);
+    this.outboundPendingTop.reset();
+    for (const [dest, n] of snap.top) this.outboundPendingTop.set({ destination: dest }, n);
+    this.outboundDestinationsInBackoff.set(snap.destinationsInBackoff);
+    this.outboundOldestPendingAge.set(snap.oldestPendingAgeSeconds);
+    this.bullmqJobs.reset();
+    for (const [state, n] of Object.entries(snap.jobs)) this.bullmqJobs.set({ state }, n);
+  }
+}
+
+export interface OutboundSnapshot {
+  pendingPdus: number;
+  pendingEdus: number;
+  /** Up to 10 [destination, pending PDUs], most first. */
+  top: [string, number][];
+  destinationsInBackoff: number;
+  oldestPendingAgeSeconds: number;
+  jobs: Record<string, number>;
+}
