@@ -38,7 +38,29 @@ export interface Config {
   maxRequestBytes: number;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
+  /** The outbound transaction sender (src/sender/). */
+  sender: {
+    /** Destinations sent to in parallel by one process. */
+    concurrency: number;
+    /** First retry delay after a failed transaction; doubles per failure (jitter ×0.8–1.4). */
+    backoffInitialMs: number;
+    /** Largest retry delay. */
+    backoffMaxMs: number;
+    /** 4xx answers (other than 429) to one transaction before its batch is dropped. */
+    maxRejectedAttempts: number;
+    /** Job lock; a killed worker's destinations are taken over after about this long. */
+    lockDurationMs: number;
+    /** How often workers look for queued work without a job; 0 = only at start. */
+    sweepIntervalMs: number;
+  };
   shutdownTimeoutMs: number;
+  /** Token buckets in Redis (0 disables a limit). */
+  rateLimits: {
+    originPerSecond: number;
+    originBurst: number;
+    knocksPerRoomPerSecond: number;
+    knocksPerRoomBurst: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -122,6 +144,13 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     if (!parseServerName(t)) throw new ConfigError("GATEHOUSE_TRUSTED_KEY_SERVERS", `not a server name: ${JSON.stringify(t)}`);
   }
 
+  const backoffInitialMs = int(env, "GATEHOUSE_SENDER_BACKOFF_INITIAL_MS", 1000, 10, 3_600_000);
+  const backoffMaxMs = int(env, "GATEHOUSE_SENDER_BACKOFF_MAX_MS", 300_000, 10, 7 * 86_400_000);
+  if (backoffMaxMs < backoffInitialMs)
+    throw new ConfigError("GATEHOUSE_SENDER_BACKOFF_MAX_MS", `must be at least GATEHOUSE_SENDER_BACKOFF_INITIAL_MS (${backoffInitialMs})`);
+  const sweepIntervalMs = int(env, "GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", 60_000, 0, 86_400_000);
+  if (sweepIntervalMs > 0 && sweepIntervalMs < 1000) throw new ConfigError("GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", "must be 0 (off) or at least 1000");
+
   return {
     serverName,
     dataDir,
@@ -146,6 +175,20 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     trustedKeyServers: trusted,
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
+    sender: {
+      concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 10, 1, 1000),
+      backoffInitialMs,
+      backoffMaxMs,
+      maxRejectedAttempts: int(env, "GATEHOUSE_SENDER_MAX_REJECTED_ATTEMPTS", 5, 1, 1000),
+      lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", 30_000, 1000, 600_000),
+      sweepIntervalMs,
+    },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+    rateLimits: {
+      originPerSecond: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_PER_SECOND", 100, 0, 1_000_000),
+      originBurst: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_BURST", 500, 1, 10_000_000),
+      knocksPerRoomPerSecond: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_PER_SECOND", 20, 0, 1_000_000),
+      knocksPerRoomBurst: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST", 200, 1, 10_000_000),
+    },
   };
 }

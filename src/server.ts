@@ -16,6 +16,9 @@ import { startRedis, type EmbeddedRedis } from "./embedded-redis.js";
 import { buildGatehouse, type Gatehouse } from "./app.js";
 import { loadTls } from "./tls.js";
 import { parseServerName } from "./protocol/ids.js";
+import { Registry } from "prom-client";
+import { Metrics } from "./metrics.js";
+import { opsApp, type OpsState } from "./http/ops.js";
 
 export interface RunningGatehouse {
   gatehouse: Gatehouse;
@@ -74,6 +77,15 @@ function closeServer(server: http.Server | https.Server, deadlineMs: number): Pr
   });
 }
 
+/** The /metrics and health listener, when GATEHOUSE_METRICS_LISTEN is not `off`. */
+async function startOps(config: Config, metrics: Metrics, redis: Redis): Promise<{ server: http.Server; port: number; state: OpsState } | null> {
+  if (!config.metrics) return null;
+  const state: OpsState = { shuttingDown: false };
+  const server = http.createServer(opsApp(metrics.registry, redis, state));
+  const port = await listen(server, config.metrics.host, config.metrics.port);
+  return { server, port, state };
+}
+
 export async function startGatehouse(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningGatehouse> {
   mkdirSync(config.dataDir, { recursive: true });
   const ownKeys = loadOwnKeys(config, logger);
@@ -90,7 +102,9 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
   await redis.ping();
 
-  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken });
+  const metrics = new Metrics(new Registry());
+  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken, metrics });
+  const ops = await startOps(config, metrics, redis);
 
   let federationServer: http.Server | https.Server;
   if (config.tls) {
@@ -105,6 +119,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
   const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
+  if (config.runWorkers) await gatehouse.sender.startWorkers();
   logger.info(
     { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, keyId: ownKeys.current.keyId },
     "gatehouse is listening",
@@ -115,17 +130,61 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     gatehouse,
     federationPort,
     adminPort,
-    metricsPort: null,
+    metricsPort: ops?.port ?? null,
     redisUrl,
     adminToken,
     async stop() {
       if (stopped) return;
       stopped = true;
-      await Promise.all([closeServer(federationServer, config.shutdownTimeoutMs), closeServer(adminServer, config.shutdownTimeoutMs)]);
+      // Readiness fails first, so a load balancer stops sending traffic while requests finish.
+      if (ops) ops.state.shuttingDown = true;
+      // The sender's in-flight transactions finish within the same deadline as HTTP requests.
+      await Promise.all([
+        closeServer(federationServer, config.shutdownTimeoutMs),
+        closeServer(adminServer, config.shutdownTimeoutMs),
+        gatehouse.sender.close(config.shutdownTimeoutMs),
+      ]);
       await gatehouse.close();
+      if (ops) await closeServer(ops.server, 1000);
       await redis.quit().catch(() => undefined);
       if (embedded) await embedded.stop();
       logger.info("gatehouse stopped");
+    },
+  };
+}
+
+export interface RunningWorker {
+  gatehouse: Gatehouse;
+  stop(): Promise<void>;
+}
+
+/**
+ * `gatehouse worker`: only the outbound sender workers, on the shared Redis (REDIS_URL is
+ * required: an embedded Redis would be a different queue). No listeners.
+ */
+export async function startWorker(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningWorker> {
+  if (!config.redisUrl) throw new Error("gatehouse worker needs REDIS_URL (the Redis that `gatehouse serve` uses)");
+  const ownKeys = loadOwnKeys(config, logger);
+  const redis = connectRedis(config.redisUrl);
+  redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+  await redis.ping();
+  // The admin token is unused here (no admin listener).
+  const metrics = new Metrics(new Registry());
+  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
+  const ops = await startOps(config, metrics, redis);
+  await gatehouse.sender.startWorkers();
+  logger.info({ serverName: config.serverName, concurrency: config.sender.concurrency }, "gatehouse sender worker running");
+  let stopped = false;
+  return {
+    gatehouse,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (ops) ops.state.shuttingDown = true;
+      await gatehouse.close();
+      if (ops) await closeServer(ops.server, 1000);
+      await redis.quit().catch(() => undefined);
+      logger.info("gatehouse worker stopped");
     },
   };
 }

@@ -1,0 +1,401 @@
+// The outbound transaction sender against local HTTPS sink peers and a real Redis: ordering,
+// batching, retries with the same txnId and body, backoff and catch-up, one transaction in flight
+// per destination across Sender instances, per-PDU errors, 4xx drops, the recovery sweep, the
+// admin API wiring, and a 1000-PDU backlog.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import request from "supertest";
+import { SinkPeer, type SinkAttempt } from "../support/sink-peer.js";
+import {
+  GH_SERVER_NAME,
+  connect,
+  deleteKeys,
+  gatehouseKey,
+  makeSender,
+  numbersOf,
+  persistPdus,
+  range,
+  uniquePrefix,
+  type TestSender,
+} from "../support/sender-fixture.js";
+import { loadConfig } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { buildGatehouse } from "../../src/app.js";
+import { OwnKeys } from "../../src/keys/own-keys.js";
+import { createRoom } from "../../src/rooms/create-room.js";
+import { freePort } from "../../src/embedded-redis.js";
+import { backoffDelay } from "../../src/sender/backoff.js";
+
+const key = gatehouseKey();
+const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
+const redis = connect();
+const prefixes: string[] = [];
+const cleanups: (() => Promise<void>)[] = [];
+
+async function setup(name: string, opts: { sinks?: number; settings?: Parameters<typeof makeSender>[0]["settings"] } = {}) {
+  const prefix = uniquePrefix(name);
+  prefixes.push(prefix);
+  const sinks = await Promise.all(range(0, opts.sinks ?? 1).map(() => SinkPeer.start(identity)));
+  const s = makeSender({ prefix, key, settings: opts.settings });
+  cleanups.push(async () => {
+    await s.close();
+    await Promise.all(sinks.map((k) => k.close()));
+  });
+  const roomId = `!${name.replace(/[^a-z]/g, "")}${Date.now()}:${GH_SERVER_NAME}`;
+  return { prefix, sinks, sink: sinks[0]!, s, roomId };
+}
+
+/** Polls the destination's admin view until `pred` holds (commits follow the sink's answer). */
+async function settled(s: TestSender, destination: string, pred: (d: Awaited<ReturnType<TestSender["sender"]["describe"]>>) => boolean = (d) => d?.pending_pdus === 0 && d?.pending_edus === 0 && d?.txn_id === null) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const d = await s.sender.describe(destination);
+    if (pred(d)) return d;
+    if (Date.now() > deadline) assert.fail(`destination ${destination} did not settle: ${JSON.stringify(d)}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Each PDU appears in exactly one txnId; retries of a txnId carry the identical body. */
+function assertExactlyOncePerTxn(attempts: readonly SinkAttempt[]): void {
+  const bodyOf = new Map<string, string>();
+  const txnOfPdu = new Map<number, string>();
+  for (const a of attempts) {
+    const prev = bodyOf.get(a.txnId);
+    if (prev !== undefined) assert.equal(a.rawBody, prev, `txn ${a.txnId} re-sent with a different body`);
+    bodyOf.set(a.txnId, a.rawBody);
+    for (const n of numbersOf(a.body.pdus)) {
+      const t = txnOfPdu.get(n);
+      assert.ok(t === undefined || t === a.txnId, `PDU ${n} sent under two txnIds (${t}, ${a.txnId})`);
+      txnOfPdu.set(n, a.txnId);
+    }
+  }
+}
+
+after(async () => {
+  for (const c of cleanups) await c().catch(() => undefined);
+  for (const p of prefixes) await deleteKeys(redis, p);
+  await redis.quit();
+});
+
+describe("sender: delivery", { timeout: 30_000 }, () => {
+  test("delivers queued PDUs in order, ≤ 50 PDUs and ≤ 100 EDUs per signed transaction", async () => {
+    const { s, sink, roomId } = await setup("order");
+    await persistPdus(s.store, roomId, [sink.serverName], 120);
+    for (const i of range(0, 150)) await s.sender.outbound.enqueueEdu(sink.serverName, JSON.stringify({ edu_type: "m.test", content: { i } }));
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 120 && sink.deliveredEdus.length === 150, 10_000, "120 PDUs and 150 EDUs");
+
+    assert.equal(sink.badSignatures, 0);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 120));
+    assert.deepEqual(sink.deliveredEdus.map((e) => (e.content as { i: number }).i), range(0, 150));
+    assert.deepEqual(sink.attempts.map((a) => [a.body.pdus.length, a.body.edus?.length ?? 0]), [[50, 100], [50, 50], [20, 0]]);
+    const last = sink.attempts[2]!;
+    assert.ok(!("edus" in last.body), "edus is omitted when empty");
+    for (const a of sink.attempts) {
+      assert.equal(a.origin, GH_SERVER_NAME);
+      assert.equal(a.body.origin, GH_SERVER_NAME);
+      assert.ok(Number.isInteger(a.body.origin_server_ts));
+      assert.match(a.txnId, /^\d+_\d+$/);
+      assert.deepEqual(Object.keys(a.body).sort(), a.body.edus ? ["edus", "origin", "origin_server_ts", "pdus"] : ["origin", "origin_server_ts", "pdus"]);
+    }
+    assert.equal(new Set(sink.attempts.map((a) => a.txnId)).size, 3);
+    const d = await settled(s, sink.serverName);
+    assert.equal(d?.pending_pdus, 0);
+    assert.equal(d?.pending_edus, 0);
+    assert.equal(d?.txn_id, null);
+    assert.equal(d?.txns_sent, 3);
+    assert.equal(d?.pdus_sent, 120);
+    assert.ok(d?.last_success_ts);
+  });
+
+  test("enqueueEdu wakes the destination", async () => {
+    const { s, sink } = await setup("edu");
+    await s.sender.startWorkers();
+    await s.sender.enqueueEdu(sink.serverName, { edu_type: "m.typing", content: { room_id: "!r:x", user_id: "@u:x", typing: true } });
+    await sink.waitFor(() => sink.deliveredEdus.length === 1, 5000, "the EDU");
+    assert.deepEqual(sink.attempts[0]!.body.pdus, []);
+    assert.equal(sink.attempts[0]!.body.edus?.[0]?.edu_type, "m.typing");
+  });
+
+  test("per-PDU errors in a 200 answer are counted, not retried", async () => {
+    const { s, sink, roomId } = await setup("pduerr");
+    sink.rejectPdu = (pdu) => ((pdu.content as { n: number }).n % 10 === 0 ? "You are not allowed to send a message to this room." : null);
+    await persistPdus(s.store, roomId, [sink.serverName], 30);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 30, 5000, "30 PDUs");
+    const d = await settled(s, sink.serverName);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(sink.attempts.length, 1);
+    assert.equal(d?.pdu_errors, 3);
+    assert.equal(d?.pending_pdus, 0);
+    assert.equal(d?.failures, 0);
+  });
+});
+
+describe("sender: failures", { timeout: 30_000 }, () => {
+  test("retries re-send the same txnId and body with growing backoff, then catch up in order", async () => {
+    const { s, sink, roomId } = await setup("retry", { settings: { backoffInitialMs: 150, backoffMaxMs: 2000 } });
+    sink.script = [{ status: 500 }, { status: 502 }, { status: 429, body: { errcode: "M_LIMIT_EXCEEDED", error: "slow down", retry_after_ms: 100 } }];
+    await persistPdus(s.store, roomId, [sink.serverName], 10);
+    await s.sender.startWorkers();
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.attempts.length >= 1, 5000, "first attempt");
+    // Events persisted during the backoff queue up behind the transaction in flight.
+    await persistPdus(s.store, roomId, [sink.serverName], 70, 10);
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.attempts.length >= 2, 5000, "second attempt");
+    const during = await s.sender.describe(sink.serverName);
+    assert.equal(during?.txn_id, sink.attempts[0]!.txnId);
+    assert.equal(during?.pending_pdus, 80);
+    assert.ok((during?.failures ?? 0) >= 1);
+    assert.match(during?.last_error ?? "", /HTTP 5\d\d/);
+    assert.ok(during?.last_error_ts);
+
+    await sink.waitFor(() => sink.delivered.length === 80, 15_000, "80 PDUs");
+    const [a0, a1, a2, a3] = sink.attempts;
+    for (const a of [a1, a2, a3]) {
+      assert.equal(a!.txnId, a0!.txnId, "retries keep the txnId");
+      assert.equal(a!.rawBody, a0!.rawBody, "retries keep the body");
+    }
+    assert.deepEqual(sink.attempts.map((a) => a.answered), [500, 502, 429, 200, 200, 200]);
+    assert.deepEqual(sink.attempts.slice(3).map((a) => a.body.pdus.length), [10, 50, 20]);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 80));
+    assertExactlyOncePerTxn(sink.attempts);
+    // Backoff: 150 ms × 2^(n-1) × [0.8, 1.4].
+    const gaps = sink.attempts.slice(0, 4).map((a, i, all) => (i === 0 ? 0 : a.receivedAt - all[i - 1]!.receivedAt)).slice(1);
+    assert.ok(gaps[0]! >= 110, `first gap ${gaps[0]}`);
+    assert.ok(gaps[1]! >= 230, `second gap ${gaps[1]}`);
+    assert.ok(gaps[2]! >= 470, `third gap ${gaps[2]}`);
+    const after = await settled(s, sink.serverName);
+    assert.equal(after?.failures, 0);
+    assert.equal(after?.backoff_until, null);
+    assert.ok((after?.last_success_ts ?? 0) >= (after?.last_error_ts ?? Infinity));
+  });
+
+  test("a timed-out request is re-sent with the same txnId (the receiver de-duplicates)", async () => {
+    const prefix = uniquePrefix("timeout");
+    prefixes.push(prefix);
+    const sink = await SinkPeer.start(identity);
+    const s = makeSender({ prefix, key, timeoutMs: 400 });
+    cleanups.push(async () => {
+      await s.close();
+      await sink.close();
+    });
+    sink.script = [{ hang: true }];
+    await persistPdus(s.store, `!timeout:${GH_SERVER_NAME}`, [sink.serverName], 5);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.some((a) => a.answered === 200), 8000, "a 200");
+    assert.equal(sink.attempts.length, 2);
+    assert.equal(sink.attempts[1]!.txnId, sink.attempts[0]!.txnId);
+    assert.equal(sink.attempts[1]!.rawBody, sink.attempts[0]!.rawBody);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 5), "processed once");
+    const d = await settled(s, sink.serverName);
+    assert.match(d?.last_error ?? "", /timed out/);
+    assert.equal(d?.pending_pdus, 0);
+  });
+
+  test("an unreachable destination keeps its PDUs and its transaction, backing off", async () => {
+    const { s, roomId } = await setup("unreachable", { sinks: 0 });
+    const dest = `127.0.0.1:${await freePort()}`;
+    await persistPdus(s.store, roomId, [dest], 3);
+    await s.sender.startWorkers();
+    const deadline = Date.now() + 5000;
+    let d = await s.sender.describe(dest);
+    while ((d?.failures ?? 0) < 3 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      d = await s.sender.describe(dest);
+    }
+    assert.ok((d?.failures ?? 0) >= 3, `failures ${d?.failures}`);
+    assert.equal(d?.pending_pdus, 3);
+    assert.ok(d?.txn_id);
+    assert.ok((d?.txn_attempts ?? 0) >= 3);
+    assert.match(d?.last_error ?? "", /ECONNREFUSED/);
+    assert.equal(d?.job, "delayed");
+  });
+
+  test("a 4xx is retried a bounded number of times, then the batch is dropped and counted", async () => {
+    const { s, sink, roomId } = await setup("reject", { settings: { maxRejectedAttempts: 3 } });
+    sink.script = [{ status: 400, body: {} }, { status: 400, body: {} }, { status: 403, body: { errcode: "M_FORBIDDEN", error: "no" } }];
+    await persistPdus(s.store, roomId, [sink.serverName], 60);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 10, 10_000, "the second batch");
+    assert.deepEqual(sink.attempts.map((a) => a.answered), [400, 400, 403, 200]);
+    assert.equal(new Set(sink.attempts.slice(0, 3).map((a) => a.txnId)).size, 1);
+    assert.notEqual(sink.attempts[3]!.txnId, sink.attempts[0]!.txnId);
+    assert.deepEqual(numbersOf(sink.delivered), range(50, 10));
+    const d = await settled(s, sink.serverName);
+    assert.equal(d?.dropped_batches, 1);
+    assert.equal(d?.dropped_pdus, 50);
+    assert.equal(d?.pending_pdus, 0);
+  });
+});
+
+describe("sender: shutdown", { timeout: 30_000 }, () => {
+  test("close() lets the in-flight transaction finish within the deadline", async () => {
+    const { s, sink, roomId } = await setup("drain");
+    sink.defaultAnswer = { delayMs: 400 };
+    await persistPdus(s.store, roomId, [sink.serverName], 10);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "the transaction");
+    await s.sender.close(5000);
+    assert.equal(sink.attempts[0]!.answered, 200);
+    assert.equal(await s.redis.llen(s.keys.outboundPdus(sink.serverName)), 0, "committed before close returned");
+    assert.equal(await s.redis.exists(s.keys.outboundTxn(sink.serverName)), 0);
+  });
+
+  test("past the deadline close() returns and the transaction stays stored for the next worker", async () => {
+    const { s, sink, roomId, prefix } = await setup("deadline");
+    sink.script = [{ hang: true }];
+    await persistPdus(s.store, roomId, [sink.serverName], 10);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "the transaction");
+    const t0 = Date.now();
+    await s.sender.close(300);
+    assert.ok(Date.now() - t0 < 2500, `close took ${Date.now() - t0} ms`);
+    assert.equal(await s.redis.hget(s.keys.outboundTxn(sink.serverName), "txn_id"), sink.attempts[0]!.txnId);
+    const next = makeSender({ prefix, key });
+    cleanups.push(() => next.close());
+    await next.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.some((a) => a.answered === 200), 5000, "the re-sent transaction");
+    assert.equal(sink.attempts.at(-1)!.txnId, sink.attempts[0]!.txnId);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+  });
+});
+
+describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
+  test("two Sender instances on one Redis: never more than one transaction in flight per destination", async () => {
+    // One destination at a time per instance, so that while one is busy the other must work.
+    const { s, sinks, roomId, prefix } = await setup("inflight", { sinks: 3, settings: { concurrency: 1 } });
+    const second = makeSender({ prefix, key, settings: { concurrency: 1 } });
+    cleanups.push(() => second.close());
+    for (const k of sinks) k.defaultAnswer = { delayMs: 15 };
+    sinks[0]!.script = [{ status: 500 }, { delayMs: 15 }, { status: 503 }];
+    const dests = sinks.map((k) => k.serverName);
+    await Promise.all([s.sender.startWorkers(), second.sender.startWorkers()]);
+    // Wakes from both instances while events are being persisted.
+    for (let batch = 0; batch < 6; batch++) {
+      await persistPdus(s.store, roomId, dests, 50, batch * 50);
+      (batch % 2 ? second : s).sender.wake(dests);
+    }
+    await Promise.all(sinks.map((k) => k.waitFor(() => k.delivered.length >= 300, 20_000, "300 PDUs")));
+    for (const k of sinks) {
+      assert.equal(k.maxConcurrent, 1, `${k.serverName} had ${k.maxConcurrent} transactions in flight`);
+      assert.deepEqual(numbersOf(k.delivered), range(0, 300));
+      assert.ok(k.attempts.every((a) => a.body.pdus.length <= 50));
+      assertExactlyOncePerTxn(k.attempts);
+      assert.equal(k.badSignatures, 0);
+    }
+    assert.ok(s.sender.stats.transactionsSent > 0 && second.sender.stats.transactionsSent > 0, "both instances sent");
+  });
+
+  test("startup sweep: queued PDUs and a stored transaction without a job are sent", async () => {
+    const { s, sinks, roomId } = await setup("sweep", { sinks: 2 });
+    const [a, b] = sinks as [SinkPeer, SinkPeer];
+    await persistPdus(s.store, roomId, [a.serverName, b.serverName], 5);
+    // b: a transaction stored by a worker that died before sending it.
+    const head = await s.sender.outbound.head(b.serverName, 3, 0);
+    const body = JSON.stringify({ origin: GH_SERVER_NAME, origin_server_ts: 1, pdus: await Promise.all(head.pdus.map(async (r) => JSON.parse((await s.store.getEventJson(r.split(" ")[0]!, r.split(" ")[1]!))!))) });
+    const stored = await s.sender.outbound.createTxn(b.serverName, "1", body, 1, head.pdus, []);
+    assert.equal(stored.result, "created");
+    assert.equal(await s.sender.jobState(a.serverName), "none");
+    await s.sender.startWorkers();
+    await Promise.all([a, b].map((k) => k.waitFor(() => k.delivered.length === 5, 5000, "5 PDUs")));
+    assert.equal(b.attempts[0]!.txnId, stored.txnId);
+    assert.equal(b.attempts[0]!.rawBody, body);
+    assert.deepEqual(b.attempts.map((x) => x.body.pdus.length), [3, 2]);
+    assert.deepEqual(numbersOf(b.delivered), range(0, 5));
+  });
+
+  test("backlog of 1000 PDUs to one destination", async (t) => {
+    const { s, sink, roomId } = await setup("backlog");
+    await persistPdus(s.store, roomId, [sink.serverName], 1000);
+    const started = Date.now();
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 1000, 20_000, "1000 PDUs");
+    const ms = Date.now() - started;
+    t.diagnostic(`1000 PDUs in ${sink.attempts.length} transactions took ${ms} ms (${Math.round(1000 / (ms / 1000))} PDUs/s)`);
+    assert.equal(sink.attempts.length, 20);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 1000));
+  });
+});
+
+describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
+  test("RoomService events reach the destination; /queue lists, shows and retries it", async () => {
+    const prefix = uniquePrefix("wiring");
+    prefixes.push(prefix);
+    const dataDir = mkdtempSync(join(tmpdir(), "gatehouse-sender-"));
+    const sink = await SinkPeer.start(identity);
+    const config = loadConfig({
+      GATEHOUSE_DATA_DIR: dataDir,
+      GATEHOUSE_SERVER_NAME: GH_SERVER_NAME,
+      REDIS_URL: process.env.REDIS_URL,
+      GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
+      GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "true",
+      GATEHOUSE_FEDERATION_TIMEOUT_MS: "3000",
+      GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "60000",
+      GATEHOUSE_SENDER_BACKOFF_MAX_MS: "120000",
+      GATEHOUSE_SENDER_SWEEP_INTERVAL_MS: "0",
+    });
+    const r = connect();
+    const token = "test-admin-token-0123456789";
+    const gh = buildGatehouse({ config, logger: createLogger("silent"), redis: r, ownKeys: new OwnKeys(GH_SERVER_NAME, [key], [], 86_400_000), adminToken: token, redisPrefix: prefix });
+    cleanups.push(async () => {
+      await gh.close();
+      await r.quit();
+      await sink.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    });
+    await gh.sender.startWorkers();
+    const admin = (method: "get" | "post", path: string) => request(gh.adminApp)[method](`/_gatehouse/admin/v1${path}`).set("Authorization", `Bearer ${token}`);
+
+    const creator = `@admin:${GH_SERVER_NAME}`;
+    const { room_id } = await createRoom(gh.rooms, { creator });
+    const ev = await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "hello" } }, [sink.serverName]);
+    await sink.waitFor(() => sink.delivered.length === 1, 5000, "the event");
+    assert.deepEqual(sink.delivered[0], JSON.parse((await gh.rooms.store.getEventJson(room_id, ev.eventId))!), "sent as stored");
+
+    // A failure: 60 s backoff, visible in /queue; retry now sends at once.
+    sink.script = [{ status: 500 }];
+    await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "second" } }, [sink.serverName]);
+    await sink.waitFor(() => sink.attempts.length === 2, 5000, "the failing attempt");
+    let list: { destinations: { destination: string; pending_pdus: number; txn_id: string | null; backoff_until: number | null; last_error: string | null; last_success_ts: number | null }[] } = { destinations: [] };
+    for (let i = 0; i < 20; i++) {
+      list = (await admin("get", "/queue").expect(200)).body;
+      if (list.destinations[0]?.backoff_until) break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const row = list.destinations.find((d) => d.destination === sink.serverName);
+    assert.ok(row, "destination listed");
+    assert.equal(row.pending_pdus, 1);
+    assert.equal(row.txn_id, sink.attempts[1]!.txnId);
+    assert.ok(row.backoff_until && row.backoff_until > Date.now() + 30_000);
+    assert.match(row.last_error ?? "", /HTTP 500/);
+    assert.ok(row.last_success_ts);
+
+    const detail = (await admin("get", `/queue/${encodeURIComponent(sink.serverName)}`).expect(200)).body as { job: string; txn_attempts: number };
+    assert.equal(detail.job, "delayed");
+    assert.equal(detail.txn_attempts, 1);
+    await admin("get", `/queue/${encodeURIComponent("unknown.example")}`).expect(404);
+
+    const retried = (await admin("post", `/queue/${encodeURIComponent(sink.serverName)}/retry`).send({}).expect(200)).body as { job: string };
+    assert.ok(["waiting", "active", "completed", "none", "prioritized"].includes(retried.job), retried.job);
+    await sink.waitFor(() => sink.delivered.length === 2, 3000, "the retried transaction");
+    assert.equal(sink.attempts[2]!.txnId, sink.attempts[1]!.txnId);
+    await admin("post", `/queue/${encodeURIComponent("unknown.example")}/retry`).send({}).expect(404);
+    await admin("get", "/queue").set("Authorization", "Bearer wrong").expect(401);
+  });
+});
+
+test("backoffDelay: exponential, jittered within [0.8, 1.4], capped", () => {
+  const s = { initialMs: 1000, maxMs: 300_000 };
+  assert.equal(backoffDelay(1, s, () => 0), 800);
+  assert.equal(backoffDelay(1, s, () => 1), 1400);
+  assert.equal(backoffDelay(3, s, () => 0.5), 4400);
+  assert.equal(backoffDelay(20, s, () => 0), 240_000);
+  assert.equal(backoffDelay(20, s, () => 1), 300_000);
+  assert.equal(backoffDelay(1e9, s, () => 1), 300_000);
+});

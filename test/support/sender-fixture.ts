@@ -1,0 +1,122 @@
+/** Shared set-up for the sender tests: Gatehouse's identity, a Sender on a real Redis, queued PDUs. */
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { RedisKeys } from "../../src/store/redis-keys.js";
+import { RoomStore } from "../../src/store/room-store.js";
+import { FederationClient } from "../../src/net/federation-client.js";
+import { makeSigningKey, type SigningKey } from "../../src/protocol/signing-key.js";
+import { createLogger } from "../../src/logger.js";
+import { Sender, type SenderSettings } from "../../src/sender/sender.js";
+import type { Pdu } from "../../src/protocol/pdu.js";
+
+export const GH_SERVER_NAME = "gatehouse.test";
+
+export function redisUrl(): string {
+  const url = process.env.REDIS_URL;
+  if (!url) throw new Error("REDIS_URL is not set (run the tests with `node scripts/test.mjs`)");
+  return url;
+}
+
+export function connect(url: string = redisUrl()): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null });
+}
+
+export function uniquePrefix(name: string): string {
+  return `test-${name}-${randomBytes(4).toString("hex")}`;
+}
+
+export function gatehouseKey(seedHex?: string): SigningKey {
+  return makeSigningKey("ed25519:test", seedHex ? Buffer.from(seedHex, "hex") : randomBytes(32));
+}
+
+export const FAST_SETTINGS: Partial<SenderSettings> = {
+  concurrency: 8,
+  backoffInitialMs: 100,
+  backoffMaxMs: 800,
+  maxRejectedAttempts: 3,
+  lockDurationMs: 2000,
+  sweepIntervalMs: 0,
+};
+
+export interface TestSender {
+  sender: Sender;
+  store: RoomStore;
+  keys: RedisKeys;
+  redis: Redis;
+  client: FederationClient;
+  close(): Promise<void>;
+}
+
+export function makeSender(opts: { prefix: string; key: SigningKey; settings?: Partial<SenderSettings>; logLevel?: string; timeoutMs?: number; redisUrl?: string }): TestSender {
+  const redis = connect(opts.redisUrl);
+  const keys = new RedisKeys(opts.prefix);
+  const store = new RoomStore(redis, keys);
+  const client = new FederationClient({
+    serverName: GH_SERVER_NAME,
+    signingKey: opts.key,
+    insecureSkipTlsVerify: true,
+    allowPrivateAddresses: true,
+    timeoutMs: opts.timeoutMs ?? 5000,
+  });
+  const sender = new Sender({
+    redis,
+    keys,
+    store,
+    client,
+    serverName: GH_SERVER_NAME,
+    logger: createLogger(opts.logLevel ?? process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent"),
+    settings: { ...FAST_SETTINGS, ...opts.settings },
+  });
+  return {
+    sender,
+    store,
+    keys,
+    redis,
+    client,
+    async close() {
+      await sender.close(2000);
+      client.close();
+      await redis.quit().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * Persists `count` synthetic message events (numbered from `from`, `content.n`) queued for
+ * `destinations`, through the real persist script, in order. Does not wake the sender.
+ */
+export async function persistPdus(store: RoomStore, roomId: string, destinations: readonly string[], count: number, from = 0): Promise<void> {
+  const writes: Promise<unknown>[] = [];
+  for (let i = from; i < from + count; i++) {
+    const pdu = {
+      room_id: roomId,
+      type: "m.room.message",
+      sender: `@bot:${GH_SERVER_NAME}`,
+      origin_server_ts: 1_700_000_000_000 + i,
+      depth: i + 1,
+      prev_events: [],
+      auth_events: [],
+      content: { msgtype: "m.text", body: `message ${i}`, n: i },
+      hashes: { sha256: "x" },
+    } as unknown as Pdu;
+    // One connection and no awaits in between: the scripts run in this order.
+    writes.push(store.persistEvent({ roomId, eventId: `$e${i}-${roomId.slice(1, 9)}`, pdu, expectedStream: null, updatesState: false, destinations }));
+  }
+  const results = await Promise.all(writes);
+  if (results.some((r) => r !== "persisted")) throw new Error(`persistEvent: ${results.find((r) => r !== "persisted")}`);
+}
+
+export function numbersOf(pdus: readonly Record<string, unknown>[]): number[] {
+  return pdus.map((p) => (p.content as { n: number }).n);
+}
+
+export const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => from + i);
+
+export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = "0";
+  do {
+    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    if (found.length) await redis.unlink(...found);
+  } while (cursor !== "0");
+}
