@@ -10,6 +10,10 @@ import { keysRouter } from "./federation/keys-routes.js";
 import { versionRouter } from "./federation/version-routes.js";
 import { requireXMatrix } from "./federation/auth.js";
 import { membershipRouter } from "./federation/membership-routes.js";
+import { inviteRouter } from "./federation/invite-routes.js";
+import { remoteAdminRouter } from "./admin/remote-routes.js";
+import { openapiRouter } from "./admin/openapi-route.js";
+import { RemoteRooms } from "./rooms/remote-rooms.js";
 import { roomRouter } from "./federation/room-routes.js";
 import { adminRouter } from "./admin/routes.js";
 import { requireAdminToken } from "./admin/auth.js";
@@ -23,7 +27,13 @@ import { RoomService } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
+import { Sender } from "./sender/sender.js";
+import { queueAdminRouter } from "./sender/admin-routes.js";
 import type { Config } from "./config.js";
+import { Metrics } from "./metrics.js";
+import { Registry } from "prom-client";
+import { observeRequests } from "./http/observe.js";
+import { RateLimiter } from "./http/rate-limit.js";
 import type { Logger } from "./logger.js";
 
 export interface GatehouseOptions {
@@ -35,6 +45,8 @@ export interface GatehouseOptions {
   clock?: () => number;
   /** Redis key prefix; tests give each suite its own. */
   redisPrefix?: string;
+  /** Metrics registry holder; a private one (without process metrics) when not given. */
+  metrics?: Metrics;
 }
 
 export interface Gatehouse {
@@ -42,9 +54,13 @@ export interface Gatehouse {
   adminApp: Express;
   rooms: RoomService;
   membership: MembershipService;
+  remoteRooms: RemoteRooms;
   remoteKeys: RemoteKeys;
   client: FederationClient;
   keys: RedisKeys;
+  /** The outbound transaction sender; its workers run only after sender.startWorkers(). */
+  sender: Sender;
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -52,6 +68,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   const { config, logger, redis, ownKeys } = opts;
   const clock = opts.clock ?? Date.now;
   const keys = new RedisKeys(opts.redisPrefix ?? "gh");
+  const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
   const store = new RoomStore(redis, keys);
 
   const client = new FederationClient({
@@ -79,30 +96,92 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     ownKeys: ownVerifyKeys,
     logger,
     now: clock,
+    onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
   });
+
+  const sender = new Sender({
+    redis,
+    keys,
+    store,
+    client,
+    serverName: config.serverName,
+    logger,
+    settings: config.sender,
+    clock,
+    onTransaction: (outcome, info) => {
+      metrics.outboundTransactions.inc({ outcome });
+      metrics.outboundTransactionDuration.observe(info.seconds);
+      if (outcome === "sent") {
+        metrics.outboundPdusPerTransaction.observe(info.pdus);
+        if (info.pduErrors > 0) metrics.outboundPduErrors.inc(info.pduErrors);
+      }
+    },
+  });
+  metrics.setOutboundCollector(() => sender.metricsSnapshot());
+  const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
 
   const rooms = new RoomService({
     store,
+    onQueued: (destinations) => {
+      metrics.outboundPdusQueued.inc(destinations.length);
+      sender.wake(destinations);
+    },
+    onPersisted: (event, origin) => {
+      const kind = event.pdu.type === "m.room.member" ? "member" : typeof event.pdu.state_key === "string" ? "state" : "message";
+      metrics.eventsPersisted.inc({ origin: origin ? "remote" : "local", kind });
+    },
+    onAclDenied: (roomId) => metrics.aclDenials.inc({ room: roomId, reason: "server_acl" }),
     serverName: config.serverName,
     signingKey: ownKeys.current,
-    verifier: new EventVerifier(remoteKeys),
+    verifier,
     logger,
     clock,
   });
-  const membership = new MembershipService(rooms, client, remoteKeys);
+  const membership = new MembershipService(rooms, client, remoteKeys, {
+    onHandshake: (kind, _roomId, previous) => {
+      if (kind === "knock") metrics.knocks.inc({ outcome: "received" });
+      if (kind === "leave" && previous === "knock") metrics.knocks.inc({ outcome: "rescinded" });
+    },
+    onKnockRejected: () => metrics.knocks.inc({ outcome: "rejected" }),
+    onKnockDecision: (decision) => metrics.knocks.inc({ outcome: decision }),
+  });
+  const remoteRooms = new RemoteRooms({
+    redis,
+    keys,
+    client,
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    verifier,
+    logger,
+    clock,
+    onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
+  });
   const history = new RoomHistory(rooms);
-  const transactions = new InboundTransactions({ rooms, redis, keys, logger });
+  const transactions = new InboundTransactions({ rooms, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
+  const limiter = new RateLimiter(redis, keys, clock);
+  const rl = config.rateLimits;
 
   // --- federation listener -------------------------------------------------------------------
   const federationApp = express();
   federationApp.disable("x-powered-by");
   federationApp.set("case sensitive routing", true);
   federationApp.set("strict routing", true);
+  federationApp.use(
+    observeRequests(logger, (r) => {
+      metrics.federationRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
+      metrics.federationRequestDuration.observe({ endpoint: r.endpoint, method: r.method }, r.seconds);
+    }),
+  );
   federationApp.use(jsonBody(config.maxRequestBytes));
   federationApp.use(keysRouter(ownKeys, clock));
   federationApp.use(versionRouter());
-  federationApp.use("/_matrix/federation", requireXMatrix({ serverName: config.serverName, remoteKeys }));
-  federationApp.use(membershipRouter(membership));
+  federationApp.use(
+    "/_matrix/federation",
+    requireXMatrix({ serverName: config.serverName, remoteKeys, onFailure: () => metrics.inboundCheckFailures.inc({ check: "x_matrix" }) }),
+  );
+  federationApp.use("/_matrix/federation", limiter.perOrigin({ ratePerSecond: rl.originPerSecond, burst: rl.originBurst }));
+  federationApp.use(membershipRouter(membership, limiter.perRoom("knock", { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst })));
+  federationApp.use(inviteRouter(remoteRooms));
   federationApp.use(roomRouter({ transactions, history, serverName: config.serverName, clock }));
   federationApp.use(notFoundHandler);
   federationApp.use(errorHandler(logger));
@@ -110,9 +189,13 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   // --- admin listener ------------------------------------------------------------------------
   const adminApp = express();
   adminApp.disable("x-powered-by");
+  adminApp.use(
+    observeRequests(logger, (r) => metrics.adminRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status) })),
+  );
   adminApp.use(jsonBody(config.maxRequestBytes));
   adminApp.use("/_gatehouse/admin", requireAdminToken(opts.adminToken));
-  adminApp.use(adminRouter({ rooms, membership, serverName: config.serverName }));
+  adminApp.use(adminRouter({ rooms, membership, serverName: config.serverName, extra: [queueAdminRouter(sender), remoteAdminRouter(remoteRooms)] }));
+  adminApp.use(openapiRouter());
   adminApp.use(notFoundHandler);
   adminApp.use(errorHandler(logger));
 
@@ -121,10 +204,15 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     adminApp,
     rooms,
     membership,
+    remoteRooms,
     remoteKeys,
     client,
     keys,
+    sender,
+    metrics,
     async close() {
+      // Workers first: an in-flight transaction may finish within the shutdown deadline.
+      await sender.close(config.shutdownTimeoutMs);
       client.close();
     },
   };

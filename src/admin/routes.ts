@@ -103,20 +103,22 @@ export function adminRouter(deps: AdminDeps): Router {
       const servers = new Set<string>();
       for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
       const content = (type: string) => snap.state.get(stateField(type, ""))?.content as Record<string, unknown> | undefined;
+      // State content is whatever senders put there; the summary only passes on strings.
+      const text = (v: unknown) => (typeof v === "string" ? v : undefined);
       res.json({
         room_id: snap.room.roomId,
         room_version: snap.version.id,
         creator: snap.room.creator,
         created_ts: snap.room.createdTs,
-        name: content("m.room.name")?.name,
-        topic: content("m.room.topic")?.topic,
-        join_rule: content("m.room.join_rules")?.join_rule ?? "invite",
+        name: text(content("m.room.name")?.name),
+        topic: text(content("m.room.topic")?.topic),
+        join_rule: text(content("m.room.join_rules")?.join_rule) ?? "invite",
         membership_counts: counts,
         joined_servers: [...servers].sort(),
         forward_extremities: snap.extremities.length,
         depth: snap.depth,
         aliases: await rooms.store.aliasesOf(snap.room.roomId),
-        ...(content("m.room.tombstone")?.replacement_room ? { replacement_room: content("m.room.tombstone")!.replacement_room } : {}),
+        ...(text(content("m.room.tombstone")?.replacement_room) ? { replacement_room: text(content("m.room.tombstone")!.replacement_room) } : {}),
       });
     }),
   );
@@ -208,20 +210,14 @@ export function adminRouter(deps: AdminDeps): Router {
       let ev;
       switch (action) {
         case "accept":
-        case "invite": {
-          if (action === "accept") {
-            const current = await rooms.store.getMembership(roomId, target);
-            if (current !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
-          }
+          ev = await membership.acceptKnock(roomId, sender, target, reason);
+          break;
+        case "deny":
+          ev = await membership.denyKnock(roomId, sender, target, reason);
+          break;
+        case "invite":
           ev = await membership.invite(roomId, sender, target, reason);
           break;
-        }
-        case "deny": {
-          const current = await rooms.store.getMembership(roomId, target);
-          if (current !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
-          ev = await membership.kick(roomId, sender, target, reason);
-          break;
-        }
         case "kick":
           ev = await membership.kick(roomId, sender, target, reason);
           break;

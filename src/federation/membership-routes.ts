@@ -2,7 +2,7 @@
  * make_knock / send_knock, make_join / send_join, make_leave / send_leave. Each route parses,
  * calls one use case and maps the result; ACL, validation and auth live in MembershipService.
  */
-import { Router, type Request } from "express";
+import { Router, type Request, type RequestHandler } from "express";
 import { route } from "../http/errors.js";
 import type { MembershipService, HandshakeMembership } from "../rooms/membership.js";
 
@@ -13,8 +13,10 @@ function versions(query: unknown): string[] | undefined {
   return list.filter((v): v is string => typeof v === "string");
 }
 
-export function membershipRouter(membership: MembershipService): Router {
+/** `knockLimit` runs before make_knock and send_knock (per-room knock rate limit). */
+export function membershipRouter(membership: MembershipService, knockLimit?: RequestHandler): Router {
   const router = Router();
+  const limits: RequestHandler[] = knockLimit ? [knockLimit] : [];
 
   const make = (kind: HandshakeMembership) =>
     route(async (req: Request, res) => {
@@ -28,12 +30,13 @@ export function membershipRouter(membership: MembershipService): Router {
       res.json(out);
     });
 
-  router.get("/_matrix/federation/v1/make_knock/:roomId/:userId", make("knock"));
+  router.get("/_matrix/federation/v1/make_knock/:roomId/:userId", ...limits, make("knock"));
   router.get("/_matrix/federation/v1/make_join/:roomId/:userId", make("join"));
   router.get("/_matrix/federation/v1/make_leave/:roomId/:userId", make("leave"));
 
   router.put(
     "/_matrix/federation/v1/send_knock/:roomId/:eventId",
+    ...limits,
     route(async (req, res) => {
       const roomId = req.params.roomId as string;
       await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "knock");

@@ -21,7 +21,8 @@ export type Errcode =
   | "M_LIMIT_EXCEEDED"
   | "M_ROOM_IN_USE"
   | "M_UNKNOWN"
-  | "M_BAD_STATE";
+  | "M_BAD_STATE"
+  | "M_UNABLE_TO_GRANT_JOIN";
 
 export class MatrixError extends Error {
   readonly errcode: Errcode;

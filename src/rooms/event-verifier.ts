@@ -5,7 +5,7 @@
  * Auth rules are the caller's next step.
  */
 import { forbidden, type MatrixError } from "../protocol/errors.js";
-import { checkEvent, requiredSigningServers } from "../protocol/event-signing.js";
+import { checkEvent, requiredSigningServers, verifyEventSignedBy } from "../protocol/event-signing.js";
 import type { Ed25519Verifier } from "../protocol/ed25519.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { validatePduFormat } from "../protocol/pdu-format.js";
@@ -16,13 +16,23 @@ export type VerifiedEvent = { ok: true; eventId: string; pdu: Pdu; hashOk: boole
 
 export type VerificationFailure = "format" | "signature" | "event_id";
 
+export interface VerifyOptions {
+  /**
+   * A required signer whose signature the event cannot carry yet because we add it next: a
+   * restricted join reaching send_join, authorised by one of our own users, is co-signed by us
+   * only after the allow-room check (event-signing.ts requiredSigningServers). Every other
+   * required server must still have signed.
+   */
+  pendingSignatureOf?: string;
+}
+
 export class EventVerifier {
   constructor(
     private readonly remoteKeys: RemoteKeys,
     private readonly onFailure?: (reason: VerificationFailure) => void,
   ) {}
 
-  async verify(raw: unknown, version: RoomVersion): Promise<VerifiedEvent> {
+  async verify(raw: unknown, version: RoomVersion, opts: VerifyOptions = {}): Promise<VerifiedEvent> {
     const formatError = validatePduFormat(raw, version);
     if (formatError) {
       this.onFailure?.("format");
@@ -34,9 +44,14 @@ export class EventVerifier {
       this.onFailure?.("signature");
       return { ok: false, error: forbidden(required.reason), reason: required.reason };
     }
+    const servers = required.servers.filter((s) => s !== opts.pendingSignatureOf);
+    if (servers.length === 0) {
+      this.onFailure?.("signature");
+      return { ok: false, error: forbidden("Event is signed by no required server"), reason: "no required signer left" };
+    }
     const verifiers = new Map<string, Ed25519Verifier>();
     const signatures = isPlainObject(pdu.signatures) ? pdu.signatures : {};
-    for (const server of required.servers) {
+    for (const server of servers) {
       const byServer = signatures[server];
       if (!isPlainObject(byServer)) continue;
       for (const keyId of Object.keys(byServer)) {
@@ -45,10 +60,19 @@ export class EventVerifier {
         if (found) verifiers.set(`${server}\u0000${keyId}`, found.verifier);
       }
     }
-    const check = checkEvent(pdu, version, (entity, keyId) => verifiers.get(`${entity}\u0000${keyId}`));
-    if (!check.signaturesOk || !check.eventId) {
+    const lookup = (entity: string, keyId: string) => verifiers.get(`${entity}\u0000${keyId}`);
+    const check = checkEvent(pdu, version, lookup);
+    let signaturesOk = check.signaturesOk;
+    let signatureError = check.signatureError;
+    if (servers.length !== required.servers.length) {
+      // checkEvent demands every required signer; re-check all but the pending one.
+      const failed = servers.map((s) => verifyEventSignedBy(pdu, version, s, lookup)).find((r) => !r.ok);
+      signaturesOk = failed === undefined;
+      signatureError = failed && !failed.ok ? failed.reason : undefined;
+    }
+    if (!signaturesOk || !check.eventId) {
       this.onFailure?.(check.eventId ? "signature" : "event_id");
-      const reason = check.signatureError ?? "cannot compute the event ID";
+      const reason = signatureError ?? "cannot compute the event ID";
       return { ok: false, error: forbidden(`Event signature check failed: ${reason}`), reason };
     }
     const kept = check.hashOk ? pdu : (check.redactedIfHashBad as Pdu);

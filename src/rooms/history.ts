@@ -35,7 +35,11 @@ export class RoomHistory {
   async event(eventId: string, origin: string): Promise<Pdu> {
     const roomId = await this.rooms.store.roomOfEvent(eventId);
     if (!roomId) throw notFound(`Event ${eventId} not found`);
-    await this.readableSnapshot(roomId, origin, true);
+    // Joined servers only, like the other reads (and Synapse's is_host_in_room). Allowing "any
+    // member" let a server with only a knocking, invited, left or banned user read every event:
+    // make_knock/make_leave templates hand out the latest event IDs as prev_events, and
+    // prev_events lead to the rest of the history.
+    await this.readableSnapshot(roomId, origin);
     const pdu = await this.rooms.store.getEvent(roomId, eventId);
     if (!pdu) throw notFound(`Event ${eventId} not found`);
     return pdu;

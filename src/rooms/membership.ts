@@ -7,7 +7,7 @@
  * ACL failures 403 M_FORBIDDEN, unknown rooms 404 M_NOT_FOUND.
  */
 import { checkEventAuth, currentMembership, joinRuleOf, powerLevelOf, namedLevel } from "../protocol/event-auth.js";
-import { forbidden, incompatibleRoomVersion, invalidParam, MatrixError, missingParam } from "../protocol/errors.js";
+import { forbidden, incompatibleRoomVersion, invalidParam, MatrixError, missingParam, notFound } from "../protocol/errors.js";
 import { addEventSignature } from "../protocol/event-signing.js";
 import { verifySignedJson } from "../protocol/json-signing.js";
 import { redactEvent } from "../protocol/redaction.js";
@@ -33,8 +33,12 @@ export interface MakeMembershipInput {
 }
 
 export interface MembershipEvents {
-  /** Called with each accepted knock / rescind / join for metrics and logs. */
-  onHandshake?: (membership: HandshakeMembership, roomId: string) => void;
+  /** Each accepted send_knock / send_join / send_leave, with the sender's membership before it. */
+  onHandshake?: (membership: HandshakeMembership, roomId: string, previous: string | undefined) => void;
+  /** A send_knock that was refused (any 4xx). */
+  onKnockRejected?: () => void;
+  /** An operator accepted (invited) or denied (kicked) a pending knock. */
+  onKnockDecision?: (decision: "accepted" | "denied") => void;
 }
 
 function tombstoneOf(snap: RoomSnapshot): string | undefined {
@@ -139,6 +143,21 @@ export class MembershipService {
     origin: string,
     membership: HandshakeMembership,
   ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
+    try {
+      return await this.checkAndPersistMembership(roomId, pathEventId, body, origin, membership);
+    } catch (e) {
+      if (membership === "knock" && e instanceof MatrixError && e.status < 500) this.events.onKnockRejected?.();
+      throw e;
+    }
+  }
+
+  private async checkAndPersistMembership(
+    roomId: string,
+    pathEventId: string,
+    body: unknown,
+    origin: string,
+    membership: HandshakeMembership,
+  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
     const snap = await this.rooms.snapshot(roomId);
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
@@ -156,9 +175,13 @@ export class MembershipService {
     const replacement = tombstoneOf(snap);
     if (replacement && membership !== "leave") throw forbidden(`This room has been replaced by ${replacement}`, { replacement_room: replacement });
 
+    // A restricted join authorised by one of our users is not signed by us yet: we co-sign it
+    // below (coSignRestrictedJoin), so our signature must not be required before that.
+    const via = membership === "join" && version.restrictedJoins ? content.join_authorised_via_users_server : undefined;
+    const pendingSignatureOf = typeof via === "string" && serverOfUserId(via) === this.rooms.serverName ? this.rooms.serverName : undefined;
     let verified;
     try {
-      verified = await this.rooms.verifyRemoteEvent(body, version);
+      verified = await this.rooms.verifyRemoteEvent(body, version, pendingSignatureOf ? { pendingSignatureOf } : undefined);
     } catch (e) {
       if (e instanceof MatrixError && e.status === 403) throw invalidParam(e.message);
       throw e;
@@ -171,7 +194,10 @@ export class MembershipService {
       pdu = await this.coSignRestrictedJoin(snap, pdu);
     }
     const result = await this.rooms.persistEvent(roomId, verified.eventId, pdu, { origin, rejectIfSoftFailed: true });
-    if (result.outcome !== "duplicate") this.events.onHandshake?.(membership, roomId);
+    if (result.outcome !== "duplicate") {
+      const before = result.stateBefore ? currentMembership(stateLookup(result.stateBefore.state), pdu.sender) : undefined;
+      this.events.onHandshake?.(membership, roomId, before);
+    }
     return { eventId: verified.eventId, pdu: result.pdu, stateBefore: result.stateBefore, duplicate: result.outcome === "duplicate" };
   }
 
@@ -202,23 +228,35 @@ export class MembershipService {
           break;
         }
       }
-      if (!member) throw new MatrixError(400, "M_UNABLE_TO_GRANT_JOIN" as never, `${pdu.sender} is not in any room that allows joining`);
+      if (!member) throw new MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", `${pdu.sender} is not in any room that allows joining`);
     }
     return addEventSignature(pdu, this.rooms.serverName, this.rooms.signingKey, snap.version);
   }
 
   /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event. */
   async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
-    const snap = stateBefore ?? (await this.rooms.snapshot(roomId));
-    const stateIds = [...snap.stateIds.values()];
+    let state: Map<string, Pdu>;
+    let stateIds: string[];
+    if (stateBefore) {
+      state = stateBefore.state;
+      stateIds = [...stateBefore.stateIds.values()];
+    } else {
+      // A retried send_join (the event was already persisted): answer the state before the join
+      // again, not the current state, which already holds the join itself.
+      const before = (await this.rooms.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
+      const events = await this.rooms.store.getEvents(roomId, [...before.values()]);
+      const found = [...before].filter(([, id]) => events.has(id));
+      state = new Map(found.map(([field, id]) => [field, events.get(id)!]));
+      stateIds = found.map(([, id]) => id);
+    }
     const chain = await this.rooms.store.authChain(roomId, [...stateIds, eventId]);
-    const servers = joinedServers(snap.state);
+    const servers = joinedServers(state);
     servers.add(this.rooms.serverName);
     const joiner = serverOfUserId(pdu.sender);
     if (joiner) servers.add(joiner);
     return {
       origin: this.rooms.serverName,
-      state: [...snap.state.values()],
+      state: [...state.values()],
       auth_chain: [...chain.values()],
       event: pdu,
       members_omitted: false,
@@ -290,6 +328,27 @@ export class MembershipService {
     return merged;
   }
 
+  /** Accepts a pending knock: an invite of the knocker (404 when there is no pending knock). */
+  async acceptKnock(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    await this.requirePendingKnock(roomId, target);
+    const ev = await this.invite(roomId, sender, target, reason);
+    this.events.onKnockDecision?.("accepted");
+    return ev;
+  }
+
+  /** Denies a pending knock: a kick of the knocker by a user with kick power. */
+  async denyKnock(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    await this.requirePendingKnock(roomId, target);
+    const ev = await this.kick(roomId, sender, target, reason);
+    this.events.onKnockDecision?.("denied");
+    return ev;
+  }
+
+  private async requirePendingKnock(roomId: string, target: string): Promise<void> {
+    await this.rooms.requireRoom(roomId);
+    if ((await this.rooms.store.getMembership(roomId, target)) !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
+  }
+
   /** Kick: used to deny a knock, or remove a member. */
   async kick(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
     if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
@@ -328,9 +387,17 @@ export function remoteRefusal(e: unknown, what: string): MatrixError {
   if (e instanceof FederationRequestError) {
     if (e.status !== undefined) {
       const status = e.status >= 400 && e.status < 500 ? e.status : 502;
+      // Keep the remote's structured hints (which room replaced a tombstoned one, which version
+      // it runs, when to retry): callers act on them, e.g. to follow a tombstone.
+      const b = (e.body ?? {}) as Record<string, unknown>;
+      const hints: Record<string, unknown> = {};
+      if (typeof b.replacement_room === "string") hints.replacement_room = b.replacement_room;
+      if (typeof b.room_version === "string") hints.room_version = b.room_version;
+      if (typeof b.retry_after_ms === "number") hints.retry_after_ms = b.retry_after_ms;
       return new MatrixError(status, (e.errcode as never) ?? "M_UNKNOWN", `${what}: ${e.destination} answered ${e.status}${e.remoteMessage ? `: ${e.remoteMessage}` : ""}`, {
         remote_status: e.status,
         ...(e.errcode ? { remote_errcode: e.errcode } : {}),
+        ...hints,
       });
     }
     return new MatrixError(502, "M_UNKNOWN", `${what}: ${e.destination} is unreachable: ${e.message}`);

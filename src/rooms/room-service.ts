@@ -10,7 +10,7 @@
  * came from another server, and refused when they were created here.
  */
 import { randomBytes } from "node:crypto";
-import { checkEventAuth, selectAuthEvents } from "../protocol/event-auth.js";
+import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/event-auth.js";
 import { buildEvent } from "../protocol/event-signing.js";
 import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
@@ -20,7 +20,7 @@ import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
-import type { EventVerifier } from "./event-verifier.js";
+import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
 
 export type StateMap = Map<string, Pdu>;
@@ -98,6 +98,20 @@ export function joinedServers(state: StateMap): Set<string> {
     }
   }
   return servers;
+}
+
+/**
+ * Restricted joins (v8+): the auth rules need the `join_authorised_via_users_server` user's
+ * server to have signed the join. Without this callback checkEventAuth denies every such join.
+ * persistEvent only receives events whose signatures were already checked: remote events went
+ * through EventVerifier, which requires that server's signature (requiredSigningServers), and a
+ * restricted join authorised by one of our users was co-signed by us in send_join. So presence of
+ * the signature is what is left to check here.
+ */
+function verifyJoinAuthorisedVia(event: EventLike, via: string): boolean {
+  const server = serverOfUserId(via);
+  const sigs = event.signatures as Record<string, unknown> | undefined;
+  return server !== undefined && typeof sigs?.[server] === "object" && sigs[server] !== null;
 }
 
 export class RoomService {
@@ -230,6 +244,11 @@ export class RoomService {
   ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
     return this.withRoomLock(roomId, async () => {
       const { version } = await this.requireRoom(roomId);
+      // Already accepted (a retried send_join / send_leave, or a PDU we have): a duplicate. Checked
+      // before the auth rules, because the event may itself have changed the state it is checked
+      // against (a leave cannot follow itself), which would turn a harmless retry into a 403.
+      const existing = await this.store.getEvent(roomId, eventId);
+      if (existing && (await this.store.eventStatus(roomId, eventId)) === null) return { eventId, pdu: existing, outcome: "duplicate" };
       // Auth against the event's own auth_events (rule: "passes authorization rules based on the
       // event's auth events"), all of which must be known, accepted events of this room.
       const authIds = authEventIds(pdu);
@@ -251,12 +270,13 @@ export class RoomService {
       const byAuthEvents = checkEventAuth(pdu, version, stateLookup(authState), {
         createEventId,
         authEvents: [...authEvents.values()],
+        verifyJoinAuthorisedVia,
       });
       if (!byAuthEvents.allowed) throw forbidden(`Event was rejected by its auth events: ${byAuthEvents.reason}`);
 
       for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
         const snap = await this.snapshot(roomId);
-        const verdict = checkEventAuth(pdu, version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
+        const verdict = checkEventAuth(pdu, version, stateLookup(snap.state), { createEventId: createEventIdOf(snap), verifyJoinAuthorisedVia });
         if (!verdict.allowed) {
           if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
           const r = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, status: "soft_failed" });
@@ -273,8 +293,8 @@ export class RoomService {
   }
 
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */
-  async verifyRemoteEvent(raw: unknown, version: RoomVersion): Promise<{ eventId: string; pdu: Pdu; hashOk: boolean }> {
-    const checked = await this.deps.verifier.verify(raw, version);
+  async verifyRemoteEvent(raw: unknown, version: RoomVersion, opts?: VerifyOptions): Promise<{ eventId: string; pdu: Pdu; hashOk: boolean }> {
+    const checked = await this.deps.verifier.verify(raw, version, opts);
     if (!checked.ok) throw checked.error;
     return checked;
   }

@@ -1,0 +1,240 @@
+// PUT /_matrix/federation/v1/send/{txnId}: dedupe, limits, per-PDU results.
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
+import { RemoteServer, randomKey } from "../support/remote-server.js";
+import { stateField } from "../../src/store/room-store.js";
+import { computeEventId } from "../../src/protocol/event-hashing.js";
+import { getRoomVersion } from "../../src/protocol/room-versions.js";
+import type { Pdu } from "../../src/protocol/pdu.js";
+
+let t: TestGatehouse;
+let remote: RemoteServer;
+let other: RemoteServer;
+let roomId: string;
+let user: string;
+let n = 0;
+
+before(async () => {
+  t = await TestGatehouse.start({ name: "send" });
+  [remote, other] = await Promise.all([RemoteServer.start(), RemoteServer.start()]);
+  roomId = await t.createRoom({ room_version: "12" });
+  user = remote.userId("alice");
+  await t.knockAcceptJoin(remote, roomId, user);
+});
+after(async () => {
+  await t.cleanup();
+  await Promise.all([remote.close(), other.close()]);
+});
+
+const txnId = () => `txn-${Date.now()}-${++n}`;
+
+function send(from: RemoteServer, id: string, pdus: unknown[], extra: Record<string, unknown> = {}) {
+  return t.fed(from, "PUT", `${FED}/v1/send/${enc(id)}`, { origin: from.serverName, origin_server_ts: Date.now(), pdus, ...extra });
+}
+
+const message = (body: string, sender = user, room = roomId, server = remote) =>
+  t.remoteEvent(server, room, { type: "m.room.message", sender, content: { msgtype: "m.text", body } });
+
+describe("PUT /send: accepted PDUs", () => {
+  test("a message from a joined remote user is persisted and answered with {}", async () => {
+    const { pdu, eventId } = await message("hello");
+    const res = await send(remote, txnId(), [pdu]);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body, { pdus: { [eventId]: {} } });
+    assert.deepEqual(await t.store.getEvent(roomId, eventId), pdu);
+    assert.deepEqual(await t.store.getExtremities(roomId), [eventId]);
+    assert.equal((await t.store.timeline(roomId)).at(-1)?.eventId, eventId);
+  });
+
+  test("a state event (display name change) updates current state", async () => {
+    const { pdu, eventId } = await t.remoteEvent(remote, roomId, { type: "m.room.member", sender: user, state_key: user, content: { membership: "join", displayname: "Alice" } });
+    const res = await send(remote, txnId(), [pdu]);
+    assert.deepEqual(res.body, { pdus: { [eventId]: {} } });
+    const g = await t.graph(roomId);
+    assert.equal(g.stateIds.get(stateField("m.room.member", user)), eventId);
+    assert.equal(await t.store.getMembership(roomId, user), "join");
+  });
+
+  test("an already-known PDU is answered {} and written again nowhere", async () => {
+    const { pdu, eventId } = await message("once");
+    await send(remote, txnId(), [pdu]);
+    const res = await t.assertNothingWritten(() => send(remote, txnId(), [pdu]));
+    assert.deepEqual(res.body, { pdus: { [eventId]: {} } });
+  });
+
+  test("an empty transaction (EDUs only) is answered with an empty pdus map", async () => {
+    const res = await send(remote, txnId(), [], { edus: [{ edu_type: "m.typing", content: { room_id: roomId, user_id: user, typing: true } }] });
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { pdus: {} });
+  });
+});
+
+describe("PUT /send: idempotency on (origin, txnId)", () => {
+  test("a repeated txnId returns the stored response without reprocessing", async () => {
+    const id = txnId();
+    const first = await message("first");
+    const r1 = await send(remote, id, [first.pdu]);
+    assert.deepEqual(r1.body, { pdus: { [first.eventId]: {} } });
+
+    // Same txnId, same body: same answer, nothing written.
+    const r2 = await t.assertNothingWritten(() => send(remote, id, [first.pdu]));
+    assert.equal(r2.status, 200);
+    assert.deepEqual(r2.body, r1.body);
+
+    // Same txnId, different body: still the stored answer, and the new PDU is NOT processed.
+    const second = await message("second");
+    const r3 = await t.assertNothingWritten(() => send(remote, id, [second.pdu]));
+    assert.deepEqual(r3.body, r1.body);
+    assert.equal(await t.store.getEvent(roomId, second.eventId), null);
+
+    // A new txnId processes it.
+    const r4 = await send(remote, txnId(), [second.pdu]);
+    assert.deepEqual(r4.body, { pdus: { [second.eventId]: {} } });
+  });
+
+  test("the same txnId from another origin is a different transaction", async () => {
+    const id = txnId();
+    const { pdu, eventId } = await message("from remote");
+    assert.deepEqual((await send(remote, id, [pdu])).body, { pdus: { [eventId]: {} } });
+    const res = await send(other, id, []);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { pdus: {} });
+  });
+
+  test("concurrent retries of one transaction are answered once, identically", async () => {
+    const id = txnId();
+    const { pdu, eventId } = await message("concurrent");
+    const before = (await t.store.timeline(roomId)).length;
+    const results = await Promise.all([send(remote, id, [pdu]), send(remote, id, [pdu]), send(remote, id, [pdu])]);
+    for (const r of results) {
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body, { pdus: { [eventId]: {} } });
+    }
+    assert.equal((await t.store.timeline(roomId)).length, before + 1);
+  });
+});
+
+describe("PUT /send: rejected transactions", () => {
+  test("more than 50 PDUs: 400, nothing written, nothing cached", async () => {
+    const { pdu } = await message("too many");
+    const id = txnId();
+    const res = await t.assertNothingWritten(() => send(remote, id, Array.from({ length: 51 }, () => pdu)));
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+    assert.equal(await t.redis.exists(t.gh.keys.inboundTxn(remote.serverName, id)), 0);
+  });
+
+  test("more than 100 EDUs: 400", async () => {
+    const edus = Array.from({ length: 101 }, () => ({ edu_type: "m.presence", content: {} }));
+    const res = await t.assertNothingWritten(() => send(remote, txnId(), [], { edus }));
+    assert.equal(res.status, 400, JSON.stringify(res.body));
+  });
+
+  test("pdus not a list: 400 M_BAD_JSON", async () => {
+    const res = await t.assertNothingWritten(() => t.fed(remote, "PUT", `${FED}/v1/send/${txnId()}`, { origin: remote.serverName, pdus: { a: 1 } }));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.errcode, "M_BAD_JSON");
+  });
+
+  test("a float anywhere in the transaction: 400 M_BAD_JSON, nothing written", async () => {
+    const { pdu } = await message("float");
+    const body = { origin: remote.serverName, origin_server_ts: 5, pdus: [pdu] };
+    const raw = JSON.stringify(body).replace('"origin_server_ts":5', '"origin_server_ts":5.0');
+    const res = await t.assertNothingWritten(() => t.fed(remote, "PUT", `${FED}/v1/send/${txnId()}`, body, { rawBody: raw }));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.errcode, "M_BAD_JSON");
+  });
+});
+
+describe("PUT /send: per-PDU results in a 200", () => {
+  test("bad signature, ACL-denied, unknown room and good PDUs in one transaction", async () => {
+    // A second room in which the remote is ACL-denied.
+    const aclRoom = await t.createRoom();
+    const aclUser = remote.userId("bob");
+    await t.knockAcceptJoin(remote, aclRoom, aclUser);
+    await t.setState(aclRoom, "m.room.server_acl", "", { allow: ["*"], deny: ["127.0.0.1"] });
+    const aclBefore = await t.graph(aclRoom);
+
+    const good = await message("good");
+    const tpl = await t.template(roomId, { type: "m.room.message", sender: user, content: { msgtype: "m.text", body: "forged" } });
+    const forged = remote.signEvent(tpl, "12", randomKey(remote.key.keyId));
+    const denied = await message("denied", aclUser, aclRoom);
+    const unknownRoom = remote.signEvent({ ...tpl, room_id: "!nowhere:gatehouse.test", content: { body: "?" } }, "12");
+
+    const res = await send(remote, txnId(), [good.pdu, forged.pdu, denied.pdu, unknownRoom.pdu]);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const pdus = res.body.pdus as Record<string, Record<string, unknown>>;
+    assert.deepEqual(Object.keys(pdus).sort(), [good.eventId, forged.eventId, denied.eventId].sort());
+    assert.deepEqual(pdus[good.eventId], {});
+    assert.equal(typeof pdus[forged.eventId]!.error, "string");
+    assert.match(pdus[forged.eventId]!.error as string, /signature/);
+    assert.equal(pdus[denied.eventId]!.errcode, "M_FORBIDDEN");
+    assert.equal(typeof pdus[denied.eventId]!.error, "string");
+    assert.ok(!(unknownRoom.eventId in pdus), "a PDU for an unknown room must be left out");
+
+    assert.ok(await t.store.getEvent(roomId, good.eventId));
+    assert.equal(await t.store.getEvent(roomId, forged.eventId), null);
+    assert.equal(await t.store.roomOfEvent(forged.eventId), null);
+    assert.equal(await t.store.getEvent(aclRoom, denied.eventId), null);
+    assert.deepEqual(await t.graph(aclRoom), aclBefore);
+    assert.equal(await t.store.getRoom("!nowhere:gatehouse.test"), null);
+  });
+
+  test("a PDU by a user who is not in the room fails its auth events: {error}, not stored", async () => {
+    const stranger = remote.userId("stranger");
+    const { pdu, eventId } = await message("who am I", stranger);
+    const res = await t.assertNothingWritten(() => send(remote, txnId(), [pdu]));
+    assert.equal(res.status, 200);
+    assert.equal(typeof (res.body.pdus[eventId] as { error?: unknown }).error, "string");
+  });
+
+  test("a PDU that passes its auth events but not current state is soft-failed: kept, not in state or extremities", async () => {
+    const softRoom = await t.createRoom();
+    const carol = remote.userId("carol");
+    await t.knockAcceptJoin(remote, softRoom, carol);
+    // Built while carol is joined ...
+    const { pdu, eventId } = await message("carol's last words", carol, softRoom);
+    // ... then carol is banned before it arrives.
+    assert.equal((await t.admin.post(`${ADMIN}/rooms/${enc(softRoom)}/ban`).send({ user_id: carol })).status, 200);
+    const before = await t.graph(softRoom);
+    const res = await send(remote, txnId(), [pdu]);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { pdus: { [eventId]: {} } });
+    assert.deepEqual(await t.store.getEvent(softRoom, eventId), pdu);
+    assert.equal(await t.store.eventStatus(softRoom, eventId), "soft_failed");
+    const after = await t.graph(softRoom);
+    assert.deepEqual(after.extremities, before.extremities);
+    assert.deepEqual(after.stateIds, before.stateIds);
+  });
+
+  test("a restricted join naming our user as authoriser but not signed by us is refused over /send", async () => {
+    const allowed = await t.createRoom({ room_version: "10" });
+    const restricted = await t.createRoom({ room_version: "10", join_rule: "knock_restricted" });
+    await t.setState(restricted, "m.room.join_rules", "", { join_rule: "knock_restricted", allow: [{ type: "m.room_membership", room_id: allowed }] });
+    const dave = remote.userId("dave");
+    await t.knockAcceptJoin(remote, allowed, dave);
+    // Only send_join may add Gatehouse's signature (after the allow-room check); /send must not skip it.
+    const { pdu, eventId } = await t.remoteEvent(remote, restricted, {
+      type: "m.room.member",
+      sender: dave,
+      state_key: dave,
+      content: { membership: "join", join_authorised_via_users_server: t.creator },
+    });
+    const res = await t.assertNothingWritten(() => send(remote, txnId(), [pdu]));
+    assert.equal(res.status, 200);
+    assert.match((res.body.pdus[eventId] as { error?: string }).error ?? "", /signed by gatehouse\.test/);
+    assert.equal(await t.store.getMembership(restricted, dave), null);
+  });
+
+  test("a PDU whose content does not match its hash is kept redacted", async () => {
+    const { pdu } = await message("original");
+    const tampered = { ...pdu, content: { ...pdu.content, body: "tampered" } } as Pdu;
+    const v = getRoomVersion("12")!;
+    const eventId = computeEventId(tampered, v);
+    const res = await send(remote, txnId(), [tampered]);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { pdus: { [eventId]: {} } });
+    const stored = (await t.store.getEvent(roomId, eventId))!;
+    assert.deepEqual(stored.content, {});
+  });
+});

@@ -1,0 +1,292 @@
+// RoomStore against the real Redis at REDIS_URL (one Lua script per event).
+import { test, describe, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import { RoomStore, stateField, type PersistInput } from "../../src/store/room-store.js";
+import { RedisKeys } from "../../src/store/redis-keys.js";
+import { buildEvent } from "../../src/protocol/event-signing.js";
+import { getRoomVersion } from "../../src/protocol/room-versions.js";
+import type { Pdu } from "../../src/protocol/pdu.js";
+import { deletePrefix, dumpPrefix, requireRedisUrl } from "../support/gatehouse.js";
+import { randomKey } from "../support/remote-server.js";
+
+const V11 = getRoomVersion("11")!;
+const SERVER = "store.test";
+const CREATOR = `@creator:${SERVER}`;
+const key = randomKey();
+
+let redis: Redis;
+let keys: RedisKeys;
+let store: RoomStore;
+let prefix: string;
+let roomCounter = 0;
+
+before(async () => {
+  redis = new Redis(requireRedisUrl(), { maxRetriesPerRequest: 2 });
+  prefix = `ghtest:roomstore:${randomBytes(4).toString("hex")}`;
+  keys = new RedisKeys(prefix);
+  store = new RoomStore(redis, keys);
+});
+after(async () => {
+  await deletePrefix(redis, prefix);
+  assert.equal((await redis.scan("0", "MATCH", `${prefix}:*`, "COUNT", 1000))[1].length, 0, "cleanup left keys behind");
+  await redis.quit();
+});
+
+let ts = 1_700_000_000_000;
+interface Ev {
+  eventId: string;
+  pdu: Pdu;
+}
+function ev(roomId: string, type: string, o: { stateKey?: string; content?: Record<string, unknown>; prev?: Ev[]; auth?: Ev[]; depth: number; sender?: string }): Ev {
+  const built = buildEvent(
+    {
+      type,
+      room_id: roomId,
+      sender: o.sender ?? CREATOR,
+      ...(o.stateKey !== undefined ? { state_key: o.stateKey } : {}),
+      content: o.content ?? {},
+      prev_events: (o.prev ?? []).map((e) => e.eventId),
+      auth_events: (o.auth ?? []).map((e) => e.eventId),
+      depth: o.depth,
+      origin_server_ts: ++ts,
+    },
+    { roomVersion: V11, serverName: SERVER, key, clock: () => ts },
+  );
+  return { eventId: built.eventId, pdu: built.pdu };
+}
+
+function persist(roomId: string, e: Ev, o: Partial<PersistInput> = {}) {
+  return store.persistEvent({ roomId, eventId: e.eventId, pdu: e.pdu, expectedStream: null, updatesState: typeof e.pdu.state_key === "string", ...o });
+}
+
+/** A new room with its create event persisted. */
+async function newRoom(): Promise<{ roomId: string; create: Ev }> {
+  const roomId = `!room${++roomCounter}x${randomBytes(3).toString("hex")}:${SERVER}`;
+  const create = ev(roomId, "m.room.create", { stateKey: "", content: { room_version: "11" }, depth: 1 });
+  assert.equal(await persist(roomId, create, { createRoom: { version: "11", creator: CREATOR, createdTs: 1234 } }), "persisted");
+  return { roomId, create };
+}
+
+const dump = () => dumpPrefix(redis, prefix, []);
+
+describe("RoomStore.persistEvent", () => {
+  test("the create event sets up the room record, state, timeline and extremities", async () => {
+    const { roomId, create } = await newRoom();
+    assert.deepEqual(await store.getRoom(roomId), { roomId, version: "11", creator: CREATOR, createdTs: 1234, depth: 1, stream: 1 });
+    assert.ok((await store.listRooms()).includes(roomId));
+    assert.deepEqual(await store.getEvent(roomId, create.eventId), create.pdu);
+    assert.equal(await store.getEventJson(roomId, create.eventId), JSON.stringify(create.pdu));
+    assert.equal(await store.roomOfEvent(create.eventId), roomId);
+    assert.deepEqual(await store.getStateIds(roomId), new Map([[stateField("m.room.create", ""), create.eventId]]));
+    assert.deepEqual(await store.getExtremities(roomId), [create.eventId]);
+    assert.deepEqual(await store.timeline(roomId), [{ eventId: create.eventId, stream: 1 }]);
+    assert.equal(await store.streamOf(roomId, create.eventId), 1);
+    assert.equal(await store.getRoom("!unknown:store.test"), null);
+  });
+
+  test("a duplicate event is refused as 'duplicate' and changes nothing", async () => {
+    const { roomId, create } = await newRoom();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    assert.equal(await persist(roomId, join, { expectedStream: 1, destinations: ["a.example"] }), "persisted");
+    const before = await dump();
+    assert.equal(await persist(roomId, join, { expectedStream: 2, destinations: ["a.example"] }), "duplicate");
+    assert.equal(await persist(roomId, join, { expectedStream: null, destinations: ["b.example"] }), "duplicate");
+    assert.equal(await persist(roomId, create, { createRoom: { version: "11", creator: CREATOR, createdTs: 9 } }), "duplicate");
+    assert.deepEqual(await dump(), before);
+  });
+
+  test("a stale expectedStream is a 'conflict' and writes nothing at all", async () => {
+    const { roomId, create } = await newRoom();
+    const a = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    assert.equal(await persist(roomId, a, { expectedStream: 1 }), "persisted");
+    const b = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "late" }, prev: [create], depth: 2 });
+    const before = await dump();
+    assert.equal(await persist(roomId, b, { expectedStream: 1, destinations: ["a.example"] }), "conflict");
+    assert.equal(await persist(roomId, b, { expectedStream: 3 }), "conflict");
+    assert.deepEqual(await dump(), before);
+    assert.equal(await store.getEvent(roomId, b.eventId), null);
+    assert.equal(await store.roomOfEvent(b.eventId), null);
+  });
+
+  test("concurrent writers at the same stream position: exactly one wins (check-and-write is atomic)", async () => {
+    const { roomId, create } = await newRoom();
+    const candidates = Array.from({ length: 12 }, (_, i) => ev(roomId, "m.room.message", { content: { body: `m${i}` }, prev: [create], depth: 2 }));
+    const results = await Promise.all(candidates.map((c) => persist(roomId, c, { expectedStream: 1, destinations: ["q.example"] })));
+    assert.equal(results.filter((r) => r === "persisted").length, 1, JSON.stringify(results));
+    assert.equal(results.filter((r) => r === "conflict").length, 11);
+    const winner = candidates[results.indexOf("persisted")]!;
+    assert.deepEqual(await store.timeline(roomId), [
+      { eventId: create.eventId, stream: 1 },
+      { eventId: winner.eventId, stream: 2 },
+    ]);
+    assert.deepEqual(await store.getExtremities(roomId), [winner.eventId]);
+    assert.deepEqual(await redis.lrange(keys.outboundPdus("q.example"), 0, -1), [`${roomId} ${winner.eventId}`]);
+    for (const c of candidates) if (c !== winner) assert.equal(await store.getEvent(roomId, c.eventId), null);
+  });
+
+  test("extremities, depth, state, members and timeline follow a forking and merging DAG", async () => {
+    const { roomId, create } = await newRoom();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    assert.equal(await persist(roomId, join, { expectedStream: 1 }), "persisted");
+    assert.deepEqual(await store.getExtremities(roomId), [join.eventId]);
+    assert.deepEqual(await store.getMembers(roomId), { [CREATOR]: "join" });
+
+    // Two siblings (like concurrent knocks): both become extremities.
+    const k1 = ev(roomId, "m.room.member", { stateKey: "@k1:x.example", sender: CREATOR, content: { membership: "knock" }, prev: [join], depth: 3 });
+    const k2 = ev(roomId, "m.room.member", { stateKey: "@k2:x.example", sender: CREATOR, content: { membership: "knock" }, prev: [join], depth: 3 });
+    assert.equal(await persist(roomId, k1, { expectedStream: 2 }), "persisted");
+    assert.equal(await persist(roomId, k2, { expectedStream: 3 }), "persisted");
+    assert.deepEqual((await store.getExtremities(roomId)).sort(), [k1.eventId, k2.eventId].sort());
+    assert.deepEqual(await store.getMembers(roomId), { [CREATOR]: "join", "@k1:x.example": "knock", "@k2:x.example": "knock" });
+    assert.equal(await store.getMembership(roomId, "@k2:x.example"), "knock");
+    assert.equal((await store.getRoom(roomId))!.depth, 3);
+
+    // A message merging both: one extremity again; it is not state.
+    const msg = ev(roomId, "m.room.message", { content: { body: "merge" }, prev: [k1, k2], depth: 4 });
+    const stateBefore = await store.getStateIds(roomId);
+    assert.equal(await persist(roomId, msg, { expectedStream: 4 }), "persisted");
+    assert.deepEqual(await store.getExtremities(roomId), [msg.eventId]);
+    assert.deepEqual(await store.getStateIds(roomId), stateBefore);
+
+    // A membership change updates the state and the members mirror.
+    const leave = ev(roomId, "m.room.member", { stateKey: "@k1:x.example", sender: CREATOR, content: { membership: "leave" }, prev: [msg], depth: 5 });
+    assert.equal(await persist(roomId, leave, { expectedStream: 5 }), "persisted");
+    assert.equal(await store.getMembership(roomId, "@k1:x.example"), "leave");
+    assert.equal((await store.getStateIds(roomId)).get(stateField("m.room.member", "@k1:x.example")), leave.eventId);
+
+    // A shallower event (depth 2) does not lower the room's depth.
+    const shallow = ev(roomId, "m.room.message", { content: { body: "old" }, prev: [leave], depth: 2 });
+    assert.equal(await persist(roomId, shallow, { expectedStream: 6 }), "persisted");
+    const room = (await store.getRoom(roomId))!;
+    assert.equal(room.depth, 5);
+    assert.equal(room.stream, 7);
+
+    assert.deepEqual(
+      (await store.timeline(roomId)).map((e) => e.eventId),
+      [create, join, k1, k2, msg, leave, shallow].map((e) => e.eventId),
+    );
+    assert.deepEqual((await store.timeline(roomId, 3, 2)).map((e) => e.stream), [3, 4]);
+
+    const current = await store.getCurrentState(roomId);
+    assert.equal(current.stream, 7);
+    assert.equal(current.depth, 5);
+    assert.deepEqual(current.extremities, [shallow.eventId]);
+    assert.deepEqual(current.state.get(stateField("m.room.member", "@k2:x.example")), k2.pdu);
+    assert.equal(current.stateIds.size, 4);
+  });
+
+  test("updatesState=false keeps a state event out of current state (graph still advances)", async () => {
+    const { roomId, create } = await newRoom();
+    const topic = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "t" }, prev: [create], depth: 2 });
+    assert.equal(await persist(roomId, topic, { expectedStream: 1, updatesState: false }), "persisted");
+    assert.equal((await store.getStateIds(roomId)).has(stateField("m.room.topic", "")), false);
+    assert.deepEqual(await store.getExtremities(roomId), [topic.eventId]);
+  });
+
+  test("a soft-failed event is kept (event, timeline, status) but touches no state, extremities, depth or queue", async () => {
+    const { roomId, create } = await newRoom();
+    const before = {
+      state: await store.getStateIds(roomId),
+      ext: await store.getExtremities(roomId),
+      members: await store.getMembers(roomId),
+    };
+    const bad = ev(roomId, "m.room.member", { stateKey: "@bad:x.example", sender: CREATOR, content: { membership: "join" }, prev: [create], depth: 9 });
+    assert.equal(await persist(roomId, bad, { expectedStream: null, updatesState: false, status: "soft_failed", destinations: ["sf.example"] }), "persisted");
+    assert.deepEqual(await store.getEvent(roomId, bad.eventId), bad.pdu);
+    assert.equal(await store.eventStatus(roomId, bad.eventId), "soft_failed");
+    assert.equal(await store.streamOf(roomId, bad.eventId), 2);
+    assert.deepEqual(await store.getStateIds(roomId), before.state);
+    assert.deepEqual(await store.getExtremities(roomId), before.ext);
+    assert.deepEqual(await store.getMembers(roomId), before.members);
+    assert.equal((await store.getRoom(roomId))!.depth, 1);
+    assert.equal(await redis.exists(keys.outboundPdus("sf.example")), 0);
+    assert.equal(await store.eventStatus(roomId, create.eventId), null);
+  });
+
+  test("outbound queue entries are written by the same script, one per destination", async () => {
+    const { roomId, create } = await newRoom();
+    const d1 = `d1-${roomCounter}.example`;
+    const d2 = `d2-${roomCounter}.example:8448`;
+    const a = ev(roomId, "m.room.message", { content: { body: "a" }, prev: [create], depth: 2 });
+    const b = ev(roomId, "m.room.message", { content: { body: "b" }, prev: [a], depth: 3 });
+    assert.equal(await persist(roomId, a, { expectedStream: 1, destinations: [d1, d2] }), "persisted");
+    assert.equal(await persist(roomId, b, { expectedStream: 2, destinations: [d2] }), "persisted");
+    assert.deepEqual(await redis.lrange(keys.outboundPdus(d1), 0, -1), [`${roomId} ${a.eventId}`]);
+    assert.deepEqual(await redis.lrange(keys.outboundPdus(d2), 0, -1), [`${roomId} ${a.eventId}`, `${roomId} ${b.eventId}`]);
+    const dests = await redis.smembers(keys.destinations());
+    assert.ok(dests.includes(d1) && dests.includes(d2));
+    // Not queued: duplicates and conflicts.
+    assert.equal(await persist(roomId, b, { expectedStream: 3, destinations: [d1] }), "duplicate");
+    const c = ev(roomId, "m.room.message", { content: { body: "c" }, prev: [b], depth: 4 });
+    assert.equal(await persist(roomId, c, { expectedStream: 1, destinations: [d1] }), "conflict");
+    assert.deepEqual(await redis.lrange(keys.outboundPdus(d1), 0, -1), [`${roomId} ${a.eventId}`]);
+  });
+});
+
+describe("RoomStore reads", () => {
+  test("stateAt before/after an event replays accepted state in order, skipping soft-failed events", async () => {
+    const { roomId, create } = await newRoom();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    const t1 = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "one" }, prev: [join], auth: [create, join], depth: 3 });
+    const msg = ev(roomId, "m.room.message", { content: { body: "hi" }, prev: [t1], auth: [create, join], depth: 4 });
+    const sf = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "soft" }, prev: [msg], depth: 5 });
+    const t2 = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "two" }, prev: [msg], auth: [create, join], depth: 5 });
+    let s = 1;
+    for (const e of [join, t1, msg]) assert.equal(await persist(roomId, e, { expectedStream: s++ }), "persisted");
+    assert.equal(await persist(roomId, sf, { updatesState: false, status: "soft_failed" }), "persisted");
+    assert.equal(await persist(roomId, t2, { expectedStream: 5 }), "persisted");
+
+    const topicKey = stateField("m.room.topic", "");
+    const beforeT1 = (await store.stateAt(roomId, t1.eventId, "before"))!;
+    assert.deepEqual(beforeT1, new Map([[stateField("m.room.create", ""), create.eventId], [stateField("m.room.member", CREATOR), join.eventId]]));
+    assert.equal((await store.stateAt(roomId, t1.eventId, "after"))!.get(topicKey), t1.eventId);
+    assert.equal((await store.stateAt(roomId, msg.eventId, "after"))!.get(topicKey), t1.eventId);
+    // The soft-failed topic never counts, even "after" itself.
+    assert.equal((await store.stateAt(roomId, sf.eventId, "after"))!.get(topicKey), t1.eventId);
+    assert.equal((await store.stateAt(roomId, t2.eventId, "before"))!.get(topicKey), t1.eventId);
+    assert.equal((await store.stateAt(roomId, t2.eventId, "after"))!.get(topicKey), t2.eventId);
+    assert.deepEqual(await store.stateAt(roomId, t2.eventId, "after"), await store.getStateIds(roomId));
+    assert.equal(await store.stateAt(roomId, "$unknown", "before"), null);
+    // The create event: nothing before it.
+    assert.deepEqual(await store.stateAt(roomId, create.eventId, "before"), new Map());
+  });
+
+  test("authChain: everything reachable through auth_events, excluding the start events", async () => {
+    const { roomId, create } = await newRoom();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    const pl = ev(roomId, "m.room.power_levels", { stateKey: "", content: { users: { [CREATOR]: 100 } }, prev: [join], auth: [create, join], depth: 3 });
+    const jr = ev(roomId, "m.room.join_rules", { stateKey: "", content: { join_rule: "knock" }, prev: [pl], auth: [create, join, pl], depth: 4 });
+    const knock = ev(roomId, "m.room.member", { stateKey: "@k:x.example", sender: CREATOR, content: { membership: "knock" }, prev: [jr], auth: [create, pl, jr], depth: 5 });
+    let s = 1;
+    for (const e of [join, pl, jr, knock]) assert.equal(await persist(roomId, e, { expectedStream: s++ }), "persisted");
+
+    const chain = await store.authChain(roomId, [knock.eventId]);
+    assert.deepEqual([...chain.keys()].sort(), [create, join, pl, jr].map((e) => e.eventId).sort());
+    assert.deepEqual(chain.get(pl.eventId), pl.pdu);
+    assert.deepEqual([...(await store.authChain(roomId, [join.eventId])).keys()], [create.eventId]);
+    assert.deepEqual([...(await store.authChain(roomId, [create.eventId])).keys()], []);
+    // Several starts, duplicates and unknown IDs.
+    const multi = await store.authChain(roomId, [pl.eventId, pl.eventId, "$missing"]);
+    assert.deepEqual([...multi.keys()].sort(), [create.eventId, join.eventId].sort());
+  });
+
+  test("getEvents returns only the events that exist", async () => {
+    const { roomId, create } = await newRoom();
+    const found = await store.getEvents(roomId, [create.eventId, "$nope"]);
+    assert.deepEqual([...found.keys()], [create.eventId]);
+    assert.deepEqual(await store.getEvents(roomId, []), new Map());
+  });
+
+  test("aliases: set, list per room, resolve, remove", async () => {
+    const { roomId } = await newRoom();
+    await store.setAlias("#b:store.test", roomId);
+    await store.setAlias("#a:store.test", roomId);
+    assert.deepEqual(await store.aliasesOf(roomId), ["#a:store.test", "#b:store.test"]);
+    assert.equal(await store.aliasTarget("#a:store.test"), roomId);
+    await store.removeAlias("#a:store.test");
+    assert.equal(await store.aliasTarget("#a:store.test"), null);
+    assert.deepEqual(await store.aliasesOf(roomId), ["#b:store.test"]);
+  });
+});

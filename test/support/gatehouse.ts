@@ -1,0 +1,334 @@
+/**
+ * A Gatehouse built for the HTTP tests: real config (loadConfig with env overrides and a temporary
+ * data folder), real Redis at REDIS_URL under a key prefix unique to the test file, real keys, and
+ * supertest agents for the federation and admin apps. `cleanup()` deletes every key under the
+ * prefix and the data folder.
+ *
+ * The federation app is served on a plain-HTTP loopback listener (TLS is the listener's job,
+ * not the app's); outbound requests from Gatehouse to fake remote servers go over HTTPS with
+ * certificate checks off and private addresses allowed, as the README documents for loopback tests.
+ */
+import http from "node:http";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import request from "supertest";
+import type { Test } from "supertest";
+import { loadConfig, type Config } from "../../src/config.js";
+import { createLogger } from "../../src/logger.js";
+import { buildGatehouse, type Gatehouse } from "../../src/app.js";
+import { loadOrCreateSigningKeys, OwnKeys, parseOldVerifyKeys } from "../../src/keys/own-keys.js";
+import { RoomStore, stateField } from "../../src/store/room-store.js";
+import { authEventKeys } from "../../src/protocol/event-auth.js";
+import { getRoomVersion } from "../../src/protocol/room-versions.js";
+import type { Pdu } from "../../src/protocol/pdu.js";
+import type { RemoteServer } from "./remote-server.js";
+
+export const ADMIN = "/_gatehouse/admin/v1";
+export const FED = "/_matrix/federation";
+
+export const enc = encodeURIComponent;
+
+export function requireRedisUrl(): string {
+  const url = process.env.REDIS_URL;
+  if (!url) throw new Error("REDIS_URL is not set: run the tests with `node scripts/test.mjs` (it starts a private redis-server)");
+  return url;
+}
+
+/** Deletes every key under `prefix:` (SCAN, never KEYS). */
+export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
+  let cursor = "0";
+  let deleted = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    if (keys.length > 0) deleted += await redis.unlink(...keys);
+  } while (cursor !== "0");
+  return deleted;
+}
+
+/**
+ * Every key under the prefix with its value, as one comparable object. Excludes the remote-key
+ * cache and inbound-transaction cache, which a rejected request may legitimately fill, and the
+ * rate-limit token buckets (`ratelimit:`, spent by every request, accepted or not), and the
+ * outbound sender's BullMQ bookkeeping (`bull:`), which the sender writes asynchronously after
+ * earlier, successful requests woke it.
+ */
+export async function dumpPrefix(redis: Redis, prefix: string, exclude: readonly string[] = ["server-keys:", "txn:", "bull:", "ratelimit:"]): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  let cursor = "0";
+  const keys: string[] = [];
+  do {
+    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    keys.push(...found);
+  } while (cursor !== "0");
+  for (const key of keys.sort()) {
+    const rest = key.slice(prefix.length + 1);
+    if (exclude.some((e) => rest.startsWith(e))) continue;
+    const type = await redis.type(key);
+    switch (type) {
+      case "string":
+        out[key] = await redis.get(key);
+        break;
+      case "hash":
+        out[key] = await redis.hgetall(key);
+        break;
+      case "set":
+        out[key] = (await redis.smembers(key)).sort();
+        break;
+      case "zset":
+        out[key] = await redis.zrange(key, 0, -1, "WITHSCORES");
+        break;
+      case "list":
+        out[key] = await redis.lrange(key, 0, -1);
+        break;
+      default:
+        out[key] = `<${type}>`;
+    }
+  }
+  return out;
+}
+
+export interface StartOptions {
+  /** Short name for the key prefix and temp folder (the test file). */
+  name: string;
+  serverName?: string;
+  env?: Record<string, string>;
+}
+
+export interface FedOptions {
+  /** Override the Authorization header(s); null sends none. */
+  auth?: string | string[] | null;
+  /** Send this exact text as the JSON body (the signature still covers `body`). */
+  rawBody?: string;
+}
+
+export interface RoomGraph {
+  versionId: string;
+  depth: number;
+  extremities: string[];
+  stateIds: Map<string, string>;
+  state: Map<string, Pdu>;
+}
+
+export class TestGatehouse {
+  private constructor(
+    readonly gh: Gatehouse,
+    readonly config: Config,
+    readonly redis: Redis,
+    readonly prefix: string,
+    readonly ownKeys: OwnKeys,
+    readonly adminToken: string,
+    private readonly dataDir: string,
+    private readonly federationServer: http.Server,
+    private readonly adminServer: http.Server,
+  ) {
+    this.store = new RoomStore(redis, gh.keys);
+    this.admin = request.agent(adminServer).set("Authorization", `Bearer ${adminToken}`);
+  }
+
+  readonly store: RoomStore;
+  /** supertest agent for the admin app with the bearer token set. */
+  readonly admin: request.Agent;
+
+  get serverName(): string {
+    return this.config.serverName;
+  }
+
+  /** A local user of Gatehouse. */
+  local(localpart: string): string {
+    return `@${localpart}:${this.serverName}`;
+  }
+
+  get creator(): string {
+    return this.local("admin");
+  }
+
+  static async start(opts: StartOptions): Promise<TestGatehouse> {
+    const url = requireRedisUrl();
+    const dataDir = mkdtempSync(join(tmpdir(), `gatehouse-${opts.name}-`));
+    const adminToken = randomBytes(24).toString("base64url");
+    const config = loadConfig(
+      {
+        REDIS_URL: url,
+        GATEHOUSE_DATA_DIR: dataDir,
+        GATEHOUSE_SERVER_NAME: opts.serverName ?? "gatehouse.test",
+        GATEHOUSE_TLS: "off",
+        GATEHOUSE_ADMIN_TOKEN: adminToken,
+        GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
+        GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "true",
+        GATEHOUSE_FEDERATION_TIMEOUT_MS: "5000",
+        GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent",
+        GATEHOUSE_RUN_WORKERS: "false",
+        ...(opts.env ?? {}),
+      },
+      dataDir,
+    );
+    const logger = createLogger(config.logLevel);
+    const { keys: signingKeys } = loadOrCreateSigningKeys(config.signingKeyFile);
+    const oldKeys = config.oldSigningKeysFile ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
+    const ownKeys = new OwnKeys(config.serverName, signingKeys, oldKeys, config.keyValidityMs);
+    const redis = new Redis(url, { maxRetriesPerRequest: 2 });
+    const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
+    const gh = buildGatehouse({ config, logger, redis, ownKeys, adminToken, redisPrefix: prefix });
+    const listen = async (app: http.RequestListener) => {
+      const server = http.createServer(app);
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+      return server;
+    };
+    const federationServer = await listen(gh.federationApp);
+    const adminServer = await listen(gh.adminApp);
+    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer);
+  }
+
+  get federationPort(): number {
+    return (this.federationServer.address() as AddressInfo).port;
+  }
+
+  /** An unauthenticated request to the federation app. */
+  plain(method: "GET" | "PUT" | "POST", uri: string): Test {
+    const agent = request(this.federationServer);
+    return method === "GET" ? agent.get(uri) : method === "PUT" ? agent.put(uri) : agent.post(uri);
+  }
+
+  /** A request to the federation app signed by `remote` (X-Matrix for `uri` exactly as given). */
+  fed(remote: RemoteServer, method: "GET" | "PUT" | "POST", uri: string, body?: unknown, opts: FedOptions = {}): Test {
+    const t = this.plain(method, uri);
+    const auth = opts.auth === undefined ? remote.authHeader(method, uri, this.serverName, body) : opts.auth;
+    if (auth !== null) t.set("Authorization", auth as string);
+    if (opts.rawBody !== undefined) t.set("Content-Type", "application/json").send(opts.rawBody);
+    else if (body !== undefined) t.send(body as object);
+    return t;
+  }
+
+  /** Every key of this Gatehouse's prefix with its value (see dumpPrefix). */
+  dump(): Promise<Record<string, unknown>> {
+    return dumpPrefix(this.redis, this.prefix);
+  }
+
+  /** Asserts that `fn` (a rejected request) wrote nothing: every room, event, state and queue key is unchanged. */
+  async assertNothingWritten<T>(fn: () => Promise<T>): Promise<T> {
+    const before = await this.dump();
+    const out = await fn();
+    const after = await this.dump();
+    const changed = [...new Set([...Object.keys(before), ...Object.keys(after)])].filter(
+      (k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]),
+    );
+    if (changed.length > 0) {
+      const detail = changed.map((k) => `${k}:\n  before ${JSON.stringify(before[k])?.slice(0, 400)}\n  after  ${JSON.stringify(after[k])?.slice(0, 400)}`);
+      assert.fail(`a rejected request changed Redis:\n${detail.join("\n")}`);
+    }
+    return out;
+  }
+
+  /** Creates a room through the admin API; returns its ID. */
+  async createRoom(body: Record<string, unknown> = {}): Promise<string> {
+    const res = await this.admin.post(`${ADMIN}/rooms`).send({ creator: this.creator, join_rule: "knock", ...body });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.room_id as string;
+  }
+
+  async setState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>): Promise<string> {
+    const res = await this.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/${enc(type)}/${enc(stateKey)}`).send({ content });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body.event_id as string;
+  }
+
+  async members(roomId: string): Promise<Record<string, string>> {
+    return this.store.getMembers(roomId);
+  }
+
+  /** The room's graph as a resident would see it (for building remote events by hand). */
+  async graph(roomId: string): Promise<RoomGraph> {
+    const snap = await this.gh.rooms.snapshot(roomId);
+    return { versionId: snap.version.id, depth: snap.depth, extremities: [...snap.extremities].sort(), stateIds: snap.stateIds, state: snap.state };
+  }
+
+  /**
+   * An event template built like a resident would (prev_events = extremities, auth events by the
+   * spec's selection algorithm from current state), for a remote user's event.
+   */
+  async template(roomId: string, ev: { type: string; sender: string; state_key?: string; content: Record<string, unknown> }): Promise<Record<string, unknown>> {
+    const g = await this.graph(roomId);
+    const version = getRoomVersion(g.versionId)!;
+    const authEvents: string[] = [];
+    for (const [type, stateKey] of authEventKeys(ev, version)) {
+      const id = g.stateIds.get(stateField(type, stateKey));
+      if (id) authEvents.push(id);
+    }
+    return {
+      ...ev,
+      room_id: roomId,
+      origin_server_ts: Date.now(),
+      depth: g.depth + 1,
+      prev_events: g.extremities,
+      auth_events: authEvents,
+    };
+  }
+
+  // --- federation handshakes as a remote server runs them ------------------------------------
+
+  async makeMembership(remote: RemoteServer, kind: "knock" | "join" | "leave", roomId: string, userId: string, ver: string[]): Promise<request.Response> {
+    const q = ver.map((v) => `ver=${enc(v)}`).join("&");
+    return this.fed(remote, "GET", `${FED}/v1/make_${kind}/${enc(roomId)}/${enc(userId)}${q ? `?${q}` : ""}`);
+  }
+
+  /** make_knock + send_knock; asserts both succeed. */
+  async knock(remote: RemoteServer, roomId: string, userId: string, content: Record<string, unknown> = {}): Promise<{ eventId: string; pdu: Pdu; res: request.Response }> {
+    const made = await this.makeMembership(remote, "knock", roomId, userId, ["7", "8", "9", "10", "11", "12"]);
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    const ev = made.body.event as Record<string, unknown>;
+    const { pdu, eventId } = remote.signEvent({ ...ev, content: { ...(ev.content as object), ...content } }, made.body.room_version);
+    const res = await this.fed(remote, "PUT", `${FED}/v1/send_knock/${enc(roomId)}/${enc(eventId)}`, pdu);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return { eventId, pdu, res };
+  }
+
+  /** make_join + v2 send_join; asserts both succeed. */
+  async join(remote: RemoteServer, roomId: string, userId: string): Promise<{ eventId: string; pdu: Pdu; res: request.Response }> {
+    const made = await this.makeMembership(remote, "join", roomId, userId, ["10", "11", "12", "7", "8", "9"]);
+    assert.equal(made.status, 200, JSON.stringify(made.body));
+    const { pdu, eventId } = remote.signEvent(made.body.event, made.body.room_version);
+    const res = await this.fed(remote, "PUT", `${FED}/v2/send_join/${enc(roomId)}/${enc(eventId)}`, pdu);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return { eventId, pdu, res };
+  }
+
+  /** knock, admin accept (Gatehouse invites via the remote's /v2/invite), then join. */
+  async knockAcceptJoin(remote: RemoteServer, roomId: string, userId: string): Promise<{ joinEventId: string }> {
+    await this.knock(remote, roomId, userId);
+    const acc = await this.admin.post(`${ADMIN}/rooms/${enc(roomId)}/knocks/${enc(userId)}/accept`).send({});
+    assert.equal(acc.status, 200, JSON.stringify(acc.body));
+    const { eventId } = await this.join(remote, roomId, userId);
+    return { joinEventId: eventId };
+  }
+
+  /** A remote user's event (message or state), built from current room state and signed by `remote`. */
+  async remoteEvent(remote: RemoteServer, roomId: string, ev: { type: string; sender: string; state_key?: string; content: Record<string, unknown> }) {
+    const t = await this.template(roomId, ev);
+    const g = await this.graph(roomId);
+    return remote.signEvent(t, g.versionId);
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all([
+      new Promise<void>((r) => {
+        this.federationServer.closeAllConnections();
+        this.federationServer.close(() => r());
+      }),
+      new Promise<void>((r) => {
+        this.adminServer.closeAllConnections();
+        this.adminServer.close(() => r());
+      }),
+    ]);
+    await this.gh.close();
+    await deletePrefix(this.redis, this.prefix);
+    await this.redis.quit().catch(() => undefined);
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
