@@ -104,6 +104,87 @@ describe("interop: Synapse knocks on Gatehouse rooms", { skip: unavailable ?? fa
     });
   }
 
+  test("events Gatehouse creates reach Synapse members: topic change, invite, kick (the outbound sender)", async () => {
+    const member = await hsA.user("member1");
+    const roomId = await createKnockRoom("12", "knock");
+    assert.equal((await member.knock(roomId, ghName)).status, 200);
+    assert.equal((await admin("POST", `/rooms/${enc(roomId)}/knocks/${enc(member.userId)}/accept`, {})).status, 200);
+    await waitFor("invite on Synapse", async () => (await member.membershipIn(roomId)) === "invite");
+    assert.equal((await member.join(roomId, ghName)).status, 200);
+
+    const topic = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.topic`, { content: { topic: "delivered by /send" } });
+    assert.equal(topic.status, 200, JSON.stringify(topic.body));
+    const seen = await waitFor("Synapse to show the new topic", async () => {
+      const t = await member.state(roomId, "m.room.topic");
+      return t.body?.topic === "delivered by /send" ? t.body : null;
+    });
+    assert.equal(seen.topic, "delivered by /send");
+
+    // A second Synapse user (same server) gets invited by Gatehouse's admin: Synapse A is in the
+    // room, so the invite reaches it through /v2/invite and the member sees it in room state.
+    const other = await hsA.user("member2");
+    assert.equal((await admin("POST", `/rooms/${enc(roomId)}/invite`, { user_id: other.userId })).status, 200);
+    await waitFor("the invitee to see the invite", async () => (await other.membershipIn(roomId)) === "invite");
+    await waitFor("the member to see the invite in room state", async () => (await member.state(roomId, "m.room.member", other.userId)).body?.membership === "invite");
+
+    assert.equal((await admin("POST", `/rooms/${enc(roomId)}/kick`, { user_id: member.userId, reason: "bye" })).status, 200);
+    await waitFor("Synapse to show the kick", async () => (await member.membershipIn(roomId)) === "leave");
+    const queue = await admin("GET", `/queue/${enc(hsA.serverName)}`);
+    assert.equal(queue.status, 200, JSON.stringify(queue.body));
+    assert.equal(queue.body.pending_pdus, 0);
+  });
+
+  test("room upgrade 10 → 12: a joined Synapse member sees the tombstone and joins the replacement after knocking", async () => {
+    const member = await hsA.user("upgrader1");
+    const oldRoom = await createKnockRoom("10", "knock");
+    assert.equal((await member.knock(oldRoom, ghName)).status, 200);
+    assert.equal((await admin("POST", `/rooms/${enc(oldRoom)}/knocks/${enc(member.userId)}/accept`, {})).status, 200);
+    await waitFor("invite on Synapse", async () => (await member.membershipIn(oldRoom)) === "invite");
+    assert.equal((await member.join(oldRoom, ghName)).status, 200);
+    // A knock still pending at upgrade time is listed with the replacement afterwards.
+    const pending = await hsA.user("upgrader2");
+    assert.equal((await pending.knock(oldRoom, ghName, "before the upgrade")).status, 200);
+
+    const up = await admin("POST", `/rooms/${enc(oldRoom)}/upgrade`, { new_version: "12" });
+    assert.equal(up.status, 200, JSON.stringify(up.body));
+    const newRoom: string = up.body.replacement_room;
+    const again = await admin("POST", `/rooms/${enc(oldRoom)}/upgrade`, { new_version: "12" });
+    assert.equal(again.body.replacement_room, newRoom, "repeating the upgrade gives the same replacement room");
+
+    const tombstone = await waitFor("Synapse to show the tombstone", async () => {
+      const t = await member.state(oldRoom, "m.room.tombstone");
+      return t.status === 200 ? t.body : null;
+    });
+    assert.equal(tombstone.replacement_room, newRoom);
+    const oldPl = await waitFor("Synapse to show the restricted power levels", async () => {
+      const p = await member.state(oldRoom, "m.room.power_levels");
+      return p.body?.events_default === 50 ? p.body : null;
+    });
+    assert.equal(oldPl.invite, 50);
+    const knocks = await admin("GET", `/rooms/${enc(oldRoom)}/knocks`);
+    assert.equal(knocks.body.replacement_room, newRoom);
+    assert.deepEqual(knocks.body.knocks.map((k: any) => k.user_id), [pending.userId]);
+
+    // A new knock through Gatehouse (make_knock from a server not in the room: Synapse B) is
+    // refused, naming the replacement. (Synapse A is resident now and would knock locally.)
+    const late = await hsB.user("upgrader3");
+    const refused = await late.knock(oldRoom, ghName);
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.match(refused.body.error, new RegExp(newRoom.replace(/[$!]/g, "\\$&")));
+
+    // The member knocks on the replacement, is accepted and joins; Synapse sees the new room's state.
+    assert.equal((await member.knock(newRoom, ghName, "following the tombstone")).status, 200);
+    assert.equal((await admin("POST", `/rooms/${enc(newRoom)}/knocks/${enc(member.userId)}/accept`, {})).status, 200);
+    await waitFor("invite to the new room", async () => (await member.membershipIn(newRoom)) === "invite");
+    assert.equal((await member.join(newRoom, ghName)).status, 200);
+    const create = await member.state(newRoom, "m.room.create");
+    assert.equal(create.body.room_version, "12");
+    assert.deepEqual(create.body.predecessor, { room_id: oldRoom });
+    const name = await member.state(newRoom, "m.room.name");
+    assert.equal(name.body.name, "v10 knock");
+    console.log(`# upgrade: old room ${oldRoom} tombstone → ${newRoom}; Synapse sees create ${JSON.stringify(create.body)}`);
+  });
+
   test("a banned user cannot knock; Synapse shows Gatehouse's reason", async () => {
     const roomId = await createKnockRoom("12", "knock");
     const user = await hsA.user("banned1");
