@@ -4,6 +4,7 @@
  * network; results are cached (well-known: 24 h on success, 1 h on failure, per the spec).
  */
 import { isIP } from "node:net";
+import { parseServerName } from "../protocol/ids.js";
 
 export interface ResolvedServer {
   /** Where the TCP connection goes (hostname or IP). */
@@ -27,13 +28,14 @@ const DEFAULT_PORT = 8448;
 const WELL_KNOWN_TTL_MS = 24 * 3600_000;
 const WELL_KNOWN_ERROR_TTL_MS = 3600_000;
 
-/** Splits `host[:port]`, keeping IPv6 brackets off the host. Returns null for malformed input. */
+/**
+ * Splits a server name (or a well-known `m.server` value) into host and port, using the
+ * protocol's server-name grammar; IPv6 brackets are removed from the host. Null when malformed.
+ */
 export function splitHostPort(name: string): { host: string; port: number | undefined } | null {
-  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(name);
-  if (!m) return null;
-  const port = m[2] === undefined ? undefined : Number(m[2]);
-  if (port !== undefined && (port < 1 || port > 65535)) return null;
-  return { host: m[1]!.startsWith("[") ? m[1]!.slice(1, -1) : m[1]!, port };
+  const parsed = parseServerName(name);
+  if (!parsed) return null;
+  return { host: parsed.kind === "ipv6" ? parsed.host.replace(/^\[|\]$/g, "") : parsed.host, port: parsed.port };
 }
 
 function hostWithPort(host: string, port: number | undefined): string {
