@@ -19,6 +19,12 @@ import type { Logger } from "../logger.js";
 const SEVEN_DAYS_MS = 7 * 24 * 3600_000;
 /** How long a failed fetch is remembered before trying the same server again. */
 const FAILURE_COOLDOWN_MS = 30_000;
+/**
+ * Least time between two successful fetches of one server: requests naming unknown key IDs must
+ * not make Gatehouse re-download a server's keys on every request (a rotation is still picked up
+ * within this time).
+ */
+const MIN_REFETCH_MS = 10_000;
 
 export interface CachedKey {
   key: string;
@@ -102,6 +108,7 @@ export class RemoteKeys {
   private readonly memory = new Map<string, { record: CachedKey; verifier: Ed25519Verifier }>();
   private readonly inflight = new Map<string, Promise<Record<string, CachedKey> | null>>();
   private readonly failures = new Map<string, number>();
+  private readonly lastSuccess = new Map<string, number>();
   private readonly maxMemory = 50_000;
 
   constructor(private readonly o: RemoteKeysOptions) {
@@ -161,6 +168,8 @@ export class RemoteKeys {
     if (running) return running;
     const lastFailure = this.failures.get(serverName);
     if (lastFailure !== undefined && this.now() - lastFailure < FAILURE_COOLDOWN_MS) return Promise.resolve(null);
+    const lastSuccess = this.lastSuccess.get(serverName);
+    if (lastSuccess !== undefined && this.now() - lastSuccess < MIN_REFETCH_MS) return this.cached(serverName);
     const p = this.doFetch(serverName, minimumValidUntilTs).finally(() => this.inflight.delete(serverName));
     this.inflight.set(serverName, p);
     return p;
@@ -192,6 +201,8 @@ export class RemoteKeys {
       return null;
     }
     this.failures.delete(serverName);
+    this.lastSuccess.set(serverName, this.now());
+    if (this.lastSuccess.size > 10_000) this.lastSuccess.clear();
     const redisKey = this.o.keys.serverKeys(serverName);
     const fields: string[] = [];
     for (const [keyId, record] of Object.entries(keys)) fields.push(keyId, JSON.stringify(record));
@@ -199,7 +210,11 @@ export class RemoteKeys {
       await this.o.redis.multi().hset(redisKey, ...fields).pexpire(redisKey, 30 * 24 * 3600_000).exec();
     }
     // Old keys already cached stay (a server may drop a key from old_verify_keys).
-    const all = await this.o.redis.hgetall(redisKey);
+    return this.cached(serverName);
+  }
+
+  private async cached(serverName: string): Promise<Record<string, CachedKey>> {
+    const all = await this.o.redis.hgetall(this.o.keys.serverKeys(serverName));
     const merged: Record<string, CachedKey> = {};
     for (const [k, v] of Object.entries(all)) merged[k] = JSON.parse(v) as CachedKey;
     return merged;

@@ -59,6 +59,8 @@ export class RemoteServer {
   serveKeys = true;
   /** valid_until_ts of the published key document, relative to now (negative: already expired). */
   keyValidityMs = 24 * 3600_000;
+  /** Extra routes a test can add (e.g. acting as a notary); null falls through to the defaults. */
+  extraRoutes: ((req: RecordedRequest) => [number, unknown] | null) | null = null;
   private server!: https.Server;
   private _port = 0;
 
@@ -125,6 +127,8 @@ export class RemoteServer {
 
   private answer(req: RecordedRequest): [number, unknown] {
     const path = req.url.split("?")[0]!;
+    const extra = this.extraRoutes?.(req);
+    if (extra) return extra;
     if (req.method === "GET" && (path === "/_matrix/key/v2/server" || path.startsWith("/_matrix/key/v2/server/"))) {
       if (!this.serveKeys) return [404, { errcode: "M_UNRECOGNIZED", error: "no keys here" }];
       return [200, this.keyDocument()];
