@@ -9,44 +9,24 @@
  *                                              B joins by itself (auto_join): make_join/send_join to A
  *   admin: members show @bob joined; a topic change is delivered to B over /send
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadConfig } from "../src/config.js";
-import { createLogger } from "../src/logger.js";
-import { startGatehouse, type RunningGatehouse } from "../src/server.js";
-import { freePort } from "../src/embedded-redis.js";
+import { startLoopbackGatehouse, type LoopbackGatehouse } from "../src/dev/loopback.js";
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (who: string, text: string) => console.log(`${bold(who.padEnd(3))} ${text}`);
 
-async function instance(label: string): Promise<{ gh: RunningGatehouse; name: string; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), `gatehouse-demo-${label}-`));
-  const port = await freePort();
-  const config = loadConfig({
-    GATEHOUSE_DATA_DIR: dir,
-    GATEHOUSE_FEDERATION_LISTEN: `127.0.0.1:${port}`,
-    GATEHOUSE_ADMIN_LISTEN: "127.0.0.1:0",
-    GATEHOUSE_METRICS_LISTEN: "127.0.0.1:0",
-    GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
-    GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "true",
-    GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_LOG_LEVEL ?? "error",
-  });
-  const gh = await startGatehouse(config, createLogger(config.logLevel));
-  say(label, `Gatehouse ${config.serverName} (federation https://127.0.0.1:${gh.federationPort}, admin :${gh.adminPort}, Redis ${gh.redisUrl})`);
-  return { gh, name: config.serverName, dir };
+async function instance(label: string): Promise<LoopbackGatehouse> {
+  // Each instance starts its own embedded redis-server (REDIS_URL is not passed on).
+  const g = await startLoopbackGatehouse({ label: `demo-${label}`, env: { REDIS_URL: undefined }, logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? "error" });
+  say(label, `Gatehouse ${g.serverName} (federation https://127.0.0.1:${g.gh.federationPort}, admin :${g.gh.adminPort}, Redis ${g.gh.redisUrl})`);
+  return g;
 }
 
-function adminClient(gh: RunningGatehouse) {
+/** The admin API, throwing on errors (the demo stops at the first failure). */
+function adminClient(g: LoopbackGatehouse) {
   return async (method: string, path: string, body?: unknown): Promise<any> => {
-    const res = await fetch(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${gh.adminToken}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await res.json().catch(() => null);
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(json)}`);
-    return json;
+    const res = await g.admin(method, path, body);
+    if (res.status >= 300) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body;
   };
 }
 
@@ -63,15 +43,15 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | null | f
 const enc = encodeURIComponent;
 const a = await instance("A");
 const b = await instance("B");
-const adminA = adminClient(a.gh);
-const adminB = adminClient(b.gh);
+const adminA = adminClient(a);
+const adminB = adminClient(b);
 try {
-  const alice = `@alice:${a.name}`;
-  const bob = `@bob:${b.name}`;
+  const alice = `@alice:${a.serverName}`;
+  const bob = `@bob:${b.serverName}`;
   const room = await adminA("POST", "/rooms", { creator: alice, join_rule: "knock", name: "Demo knock room", topic: "knock, knock" });
   say("A", `${alice} created ${room.room_id} (room version ${room.room_version}, join rule knock)`);
 
-  const knock = await adminB("POST", "/remote/knock", { user_id: bob, room_id: room.room_id, via: [a.name], reason: "Hi, may I come in?", auto_join: true });
+  const knock = await adminB("POST", "/remote/knock", { user_id: bob, room_id: room.room_id, via: [a.serverName], reason: "Hi, may I come in?", auto_join: true });
   say("B", `${bob} knocked (make_knock + send_knock to A); A answered with ${knock.room_state.length} state events: ${knock.room_state.map((s: any) => s.type).join(", ")}`);
 
   const knocks = await adminA("GET", `/rooms/${enc(room.room_id)}/knocks`);
@@ -88,18 +68,16 @@ try {
   say("A", `members: ${Object.entries(joined.members).map(([u, m]) => `${u}=${m}`).join(", ")}`);
 
   const topic = await adminA("PUT", `/rooms/${enc(room.room_id)}/state/m.room.topic`, { content: { topic: "bob is here" }, sender: alice });
-  say("A", `${alice} changed the topic (${topic.event_id}); the sender queues it for ${b.name}`);
+  say("A", `${alice} changed the topic (${topic.event_id}); the sender queues it for ${b.serverName}`);
   const delivered = await until("the topic to reach B", async () => {
-    const q = await adminA("GET", `/queue/${enc(b.name)}`).catch(() => null);
+    const q = await adminA("GET", `/queue/${enc(b.serverName)}`).catch(() => null);
     return q && q.pending_pdus === 0 && q.last_success_ts ? q : null;
   });
-  say("A", `delivered to ${b.name}: queue empty, last transaction at ${new Date(delivered.last_success_ts).toISOString()}`);
+  say("A", `delivered to ${b.serverName}: queue empty, last transaction at ${new Date(delivered.last_success_ts).toISOString()}`);
   const remote = await adminB("GET", `/remote/memberships?user_id=${enc(bob)}`);
   say("B", `B's record: ${remote.memberships.map((m: any) => `${m.room_id} ${m.membership}`).join(", ")}`);
   console.log("\ndemo complete: knock → accept → join between two Gatehouse instances");
 } finally {
-  await a.gh.stop();
-  await b.gh.stop();
-  rmSync(a.dir, { recursive: true, force: true });
-  rmSync(b.dir, { recursive: true, force: true });
+  await a.stop();
+  await b.stop();
 }

@@ -5,6 +5,7 @@
  */
 import { resolve, join } from "node:path";
 import { parseServerName } from "./protocol/ids.js";
+import type { SenderSettings } from "./sender/sender.js";
 
 export interface Config {
   serverName: string;
@@ -38,21 +39,8 @@ export interface Config {
   maxRequestBytes: number;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
-  /** The outbound transaction sender (src/sender/). */
-  sender: {
-    /** Destinations sent to in parallel by one process. */
-    concurrency: number;
-    /** First retry delay after a failed transaction; doubles per failure (jitter ×0.8–1.4). */
-    backoffInitialMs: number;
-    /** Largest retry delay. */
-    backoffMaxMs: number;
-    /** 4xx answers (other than 429) to one transaction before its batch is dropped. */
-    maxRejectedAttempts: number;
-    /** Job lock; a killed worker's destinations are taken over after about this long. */
-    lockDurationMs: number;
-    /** How often workers look for queued work without a job; 0 = only at start. */
-    sweepIntervalMs: number;
-  };
+  /** The outbound transaction sender (src/sender/): see SenderSettings. */
+  sender: SenderSettings;
   shutdownTimeoutMs: number;
   /** Token buckets in Redis (0 disables a limit). */
   rateLimits: {

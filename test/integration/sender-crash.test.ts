@@ -11,8 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Redis } from "ioredis";
-import { SinkPeer, type SinkAttempt } from "../support/sink-peer.js";
-import { GH_SERVER_NAME, connect, deleteKeys, gatehouseKey, makeSender, numbersOf, persistPdus, range, uniquePrefix } from "../support/sender-fixture.js";
+import { SinkPeer } from "../support/sink-peer.js";
+import { GH_SERVER_NAME, connect, deleteKeys, gatehouseKey, makeSender, numbersOf, assertExactlyOncePerTxn, persistPdus, range, uniquePrefix } from "../support/sender-fixture.js";
 import { startRedis } from "../../src/embedded-redis.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 
@@ -58,20 +58,6 @@ function killed(child: ChildProcess): Promise<void> {
   });
 }
 
-function assertExactlyOncePerTxn(attempts: readonly SinkAttempt[]): void {
-  const bodyOf = new Map<string, string>();
-  const txnOfPdu = new Map<number, string>();
-  for (const a of attempts) {
-    const prev = bodyOf.get(a.txnId);
-    if (prev !== undefined) assert.equal(a.rawBody, prev, `txn ${a.txnId} re-sent with a different body`);
-    bodyOf.set(a.txnId, a.rawBody);
-    for (const n of numbersOf(a.body.pdus)) {
-      const t = txnOfPdu.get(n);
-      assert.ok(t === undefined || t === a.txnId, `PDU ${n} sent under two txnIds (${t}, ${a.txnId})`);
-      txnOfPdu.set(n, a.txnId);
-    }
-  }
-}
 
 test("a worker killed (SIGKILL) mid-transaction: another worker re-sends the same txnId, nothing lost or doubled", { timeout: 30_000 }, async (t) => {
   const prefix = uniquePrefix("crash");

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import request from "supertest";
-import { SinkPeer, type SinkAttempt } from "../support/sink-peer.js";
+import { SinkPeer } from "../support/sink-peer.js";
 import {
   GH_SERVER_NAME,
   connect,
@@ -16,6 +16,7 @@ import {
   gatehouseKey,
   makeSender,
   numbersOf,
+  assertExactlyOncePerTxn,
   persistPdus,
   range,
   uniquePrefix,
@@ -59,21 +60,6 @@ async function settled(s: TestSender, destination: string, pred: (d: Awaited<Ret
   }
 }
 
-/** Each PDU appears in exactly one txnId; retries of a txnId carry the identical body. */
-function assertExactlyOncePerTxn(attempts: readonly SinkAttempt[]): void {
-  const bodyOf = new Map<string, string>();
-  const txnOfPdu = new Map<number, string>();
-  for (const a of attempts) {
-    const prev = bodyOf.get(a.txnId);
-    if (prev !== undefined) assert.equal(a.rawBody, prev, `txn ${a.txnId} re-sent with a different body`);
-    bodyOf.set(a.txnId, a.rawBody);
-    for (const n of numbersOf(a.body.pdus)) {
-      const t = txnOfPdu.get(n);
-      assert.ok(t === undefined || t === a.txnId, `PDU ${n} sent under two txnIds (${t}, ${a.txnId})`);
-      txnOfPdu.set(n, a.txnId);
-    }
-  }
-}
 
 after(async () => {
   for (const c of cleanups) await c().catch(() => undefined);

@@ -6,58 +6,31 @@
  */
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadConfig } from "../../src/config.js";
-import { createLogger } from "../../src/logger.js";
-import { startGatehouse, type RunningGatehouse } from "../../src/server.js";
-import { freePort } from "../../src/embedded-redis.js";
+import { startLoopbackGatehouse, type AdminCall, type LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { installPeers, interopUnavailable, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
 
 const unavailable = interopUnavailable();
 
 describe("interop: Gatehouse users knock on Synapse rooms", { skip: unavailable ?? false }, () => {
-  let gh: RunningGatehouse;
-  let dataDir: string;
+  let lb: LoopbackGatehouse;
   let ghName: string;
   const hs = new SynapsePeer("ghC", 18308, 18748);
   let owner: SynapseUser;
-  let admin: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
+  let admin: AdminCall;
   const enc = encodeURIComponent;
 
   before(async () => {
     installPeers();
     hs.start();
     owner = await hs.user("owner");
-    dataDir = mkdtempSync(join(tmpdir(), "gatehouse-interop-out-"));
-    const port = await freePort();
-    ghName = `127.0.0.1:${port}`;
-    const config = loadConfig({
-      GATEHOUSE_DATA_DIR: dataDir,
-      GATEHOUSE_FEDERATION_LISTEN: `127.0.0.1:${port}`,
-      GATEHOUSE_ADMIN_LISTEN: "127.0.0.1:0",
-      GATEHOUSE_METRICS_LISTEN: "off",
-      GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
-      GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "true",
-      GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_LOG_LEVEL ?? "warn",
-      REDIS_URL: process.env.REDIS_URL,
-    });
-    gh = await startGatehouse(config, createLogger(config.logLevel));
-    admin = async (method, path, body) => {
-      const res = await fetch(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, {
-        method,
-        headers: { Authorization: `Bearer ${gh.adminToken}`, "Content-Type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return { status: res.status, body: await res.json().catch(() => null) };
-    };
+    lb = await startLoopbackGatehouse({ label: "interop-out", env: { REDIS_URL: process.env.REDIS_URL, GATEHOUSE_METRICS_LISTEN: "off" }, logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? "warn" });
+    ghName = lb.serverName;
+    admin = lb.admin;
   });
 
   after(async () => {
-    await gh?.stop();
+    await lb?.stop();
     hs.stop();
-    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
   async function synapseKnockRoom(version: string, joinRule: string): Promise<string> {

@@ -8,6 +8,8 @@ import { makeSigningKey, type SigningKey } from "../../src/protocol/signing-key.
 import { createLogger } from "../../src/logger.js";
 import { Sender, type SenderSettings } from "../../src/sender/sender.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
+import assert from "node:assert/strict";
+import type { SinkAttempt } from "./sink-peer.js";
 
 export const GH_SERVER_NAME = "gatehouse.test";
 
@@ -119,4 +121,20 @@ export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
     cursor = next;
     if (found.length) await redis.unlink(...found);
   } while (cursor !== "0");
+}
+
+/** Each PDU appears in exactly one txnId; retries of a txnId carry the identical body. */
+export function assertExactlyOncePerTxn(attempts: readonly SinkAttempt[]): void {
+  const bodyOf = new Map<string, string>();
+  const txnOfPdu = new Map<number, string>();
+  for (const a of attempts) {
+    const prev = bodyOf.get(a.txnId);
+    if (prev !== undefined) assert.equal(a.rawBody, prev, `txn ${a.txnId} re-sent with a different body`);
+    bodyOf.set(a.txnId, a.rawBody);
+    for (const n of numbersOf(a.body.pdus)) {
+      const t = txnOfPdu.get(n);
+      assert.ok(t === undefined || t === a.txnId, `PDU ${n} sent under two txnIds (${t}, ${a.txnId})`);
+      txnOfPdu.set(n, a.txnId);
+    }
+  }
 }
