@@ -1,0 +1,70 @@
+/**
+ * Rate limits hold in Redis: per requesting server over every federation endpoint, and per hosted
+ * room for knocks. Over the limit: 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After, and
+ * the bucket refills with time.
+ */
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { TestGatehouse, FED, enc } from "../support/gatehouse.js";
+import { RemoteServer } from "../support/remote-server.js";
+
+describe("rate limits", () => {
+  let gh: TestGatehouse;
+  let remote: RemoteServer;
+  let other: RemoteServer;
+  let roomId: string;
+
+  before(async () => {
+    remote = await RemoteServer.start();
+    other = await RemoteServer.start();
+    gh = await TestGatehouse.start({
+      name: "ratelimit",
+      env: {
+        GATEHOUSE_RATELIMIT_ORIGIN_PER_SECOND: "2",
+        GATEHOUSE_RATELIMIT_ORIGIN_BURST: "5",
+        GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_PER_SECOND: "1",
+        GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST: "3",
+      },
+    });
+    roomId = await gh.createRoom({ join_rule: "knock" });
+  });
+  after(async () => {
+    await gh.cleanup();
+    await remote.close();
+    await other.close();
+  });
+
+  test("per origin: a burst passes, then 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After; other origins are unaffected", async () => {
+    const uri = `${FED}/v1/state_ids/${enc(roomId)}?event_id=${enc("$nope")}`;
+    const statuses: number[] = [];
+    let limited;
+    for (let i = 0; i < 8; i++) {
+      const res = await gh.fed(remote, "GET", uri);
+      statuses.push(res.status);
+      if (res.status === 429) limited = res;
+    }
+    assert.equal(statuses.filter((s) => s !== 429).length, 5, `the burst of 5 passes: ${statuses.join(",")}`);
+    assert.ok(limited, "then requests are limited");
+    assert.equal(limited.body.errcode, "M_LIMIT_EXCEEDED");
+    assert.ok(limited.body.retry_after_ms > 0 && limited.body.retry_after_ms <= 500, String(limited.body.retry_after_ms));
+    assert.equal(limited.headers["retry-after"], "1");
+    const fromOther = await gh.fed(other, "GET", uri);
+    assert.notEqual(fromOther.status, 429, "another server has its own bucket");
+    await new Promise((r) => setTimeout(r, limited.body.retry_after_ms + 50));
+    assert.notEqual((await gh.fed(remote, "GET", uri)).status, 429, "refilled after retry_after_ms");
+  });
+
+  test("per room: knocks on one room are limited whoever sends them", async () => {
+    const knockers = await Promise.all(Array.from({ length: 4 }, () => RemoteServer.start()));
+    try {
+      const statuses = [];
+      for (const k of knockers) {
+        const res = await gh.fed(k, "GET", `${FED}/v1/make_knock/${enc(roomId)}/${enc(k.userId("x"))}?ver=12`);
+        statuses.push(res.status);
+      }
+      assert.deepEqual(statuses, [200, 200, 200, 429], "a burst of 3 per room, across four different servers");
+    } finally {
+      await Promise.all(knockers.map((k) => k.close()));
+    }
+  });
+});
