@@ -11,6 +11,7 @@ import { versionRouter } from "./federation/version-routes.js";
 import { requireXMatrix } from "./federation/auth.js";
 import { membershipRouter } from "./federation/membership-routes.js";
 import { inviteRouter } from "./federation/invite-routes.js";
+import { queryRouter } from "./federation/query-routes.js";
 import { remoteAdminRouter } from "./admin/remote-routes.js";
 import { openapiRouter } from "./admin/openapi-route.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
@@ -182,6 +183,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.use("/_matrix/federation", limiter.perOrigin({ ratePerSecond: rl.originPerSecond, burst: rl.originBurst }));
   federationApp.use(membershipRouter(membership, limiter.perRoom("knock", { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst })));
   federationApp.use(inviteRouter(remoteRooms));
+  federationApp.use(queryRouter(rooms));
   federationApp.use(roomRouter({ transactions, history, serverName: config.serverName, clock }));
   federationApp.use(notFoundHandler);
   federationApp.use(errorHandler(logger));

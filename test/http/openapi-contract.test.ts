@@ -253,6 +253,29 @@ describe("federation listener", () => {
     expect(await fed(remote, "GET", `${FED}/v1/event_auth/${room}/${id}`, undefined, { auth: "X-Matrix origin" }), 400, "M_UNAUTHORIZED");
   });
 
+  test("queries: alias directory, profile, devices, keys (Gatehouse users have no devices)", async () => {
+    const alias = `#contract-${Date.now()}:${t.serverName}`;
+    const created = expect(await admin("POST", "/rooms", { creator: t.local("aliaser"), room_alias_name: alias.slice(1, alias.indexOf(":")) }), 200);
+    const dir = expect(await fed(remote, "GET", `${FED}/v1/query/directory?room_alias=${enc(alias)}`), 200);
+    assert.equal(dir.body.room_id, created.body.room_id);
+    assert.equal(dir.body.servers[0], t.serverName);
+    expect(await fed(remote, "GET", `${FED}/v1/query/directory?room_alias=${enc(`#nope:${t.serverName}`)}`), 404, "M_NOT_FOUND");
+    expect(await fed(remote, "GET", `${FED}/v1/query/directory`), 400, "M_MISSING_PARAM");
+
+    const user = t.local("profiled");
+    assert.deepEqual(expect(await fed(remote, "GET", `${FED}/v1/query/profile?user_id=${enc(user)}`), 200).body, {});
+    expect(await fed(remote, "GET", `${FED}/v1/query/profile?user_id=${enc(remote.userId("x"))}`), 400, "M_INVALID_PARAM");
+
+    assert.deepEqual(expect(await fed(remote, "GET", `${FED}/v1/user/devices/${enc(user)}`), 200).body, { user_id: user, stream_id: 0, devices: [] });
+    expect(await fed(remote, "GET", `${FED}/v1/user/devices/${enc("not-a-user")}`), 400, "M_INVALID_PARAM");
+
+    const keys = expect(await fed(remote, "POST", `${FED}/v1/user/keys/query`, { device_keys: { [user]: [], [remote.userId("y")]: [] } }), 200);
+    assert.deepEqual(keys.body, { device_keys: { [user]: {} } });
+    expect(await fed(remote, "POST", `${FED}/v1/user/keys/query`, { device_keys: {} }, { auth: "X-Matrix origin" }), 400, "M_UNAUTHORIZED");
+    assert.deepEqual(expect(await fed(remote, "POST", `${FED}/v1/user/keys/claim`, { one_time_keys: { [user]: { DEV: "signed_curve25519" } } }), 200).body, { one_time_keys: {} });
+    expect(await fed(remote, "POST", `${FED}/v1/user/keys/claim`, { one_time_keys: {} }, { auth: "X-Matrix origin" }), 400, "M_UNAUTHORIZED");
+  });
+
   test("PUT /v2/invite (an invite for a local user into a room hosted elsewhere)", async () => {
     const invitee = t.local("invitee");
     const { pdu, eventId } = resident.signEvent(
