@@ -4,15 +4,17 @@
  *   gatehouse keygen           create the signing key and a self-signed TLS pair in the data folder
  *   gatehouse worker           run only the outbound sender workers (needs REDIS_URL)
  *   gatehouse queue [retry D]  the outbound queue, via the admin API of a running serve
+ *   gatehouse rooms …          list, show and create hosted rooms (admin API)
+ *   gatehouse knocks …         pending knocks of a room: list, accept, deny (admin API)
  *   gatehouse config check     validate the settings and print them (secrets hidden)
  */
 import { existsSync, readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 import { loadConfig, ConfigError, type Config } from "./config.js";
-import { createLogger } from "./logger.js";
-import { startGatehouse, startWorker } from "./server.js";
-import { loadOrCreateSigningKeys } from "./keys/own-keys.js";
-import { generateSelfSignedCertificate } from "./tls.js";
+import type { Logger } from "./logger.js";
 import { parseServerName } from "./protocol/ids.js";
+// serve, worker and keygen import what they need (server, logger, keys, TLS) when they run: the
+// admin-API commands (queue, rooms, knocks) and config check start faster without them.
 
 const HELP = `gatehouse — Matrix federation gateway for knock rooms
 
@@ -24,8 +26,16 @@ Usage:
                             transaction in flight, last success and error, backoff.
   gatehouse queue show <destination>    One destination in detail (JSON).
   gatehouse queue retry <destination>   Clear the destination's backoff and send now.
-                            (queue commands call the admin API of a running serve, at
-                            GATEHOUSE_ADMIN_LISTEN with its token.)
+  gatehouse rooms [list]    Hosted rooms: version, join rule, members, pending knocks, name.
+  gatehouse rooms show <roomId>         One room's summary.
+  gatehouse rooms create --creator <user> [--name N] [--topic T] [--join-rule knock]
+                            [--version 12] [--alias localpart]   Create a hosted room.
+  gatehouse knocks list <roomId>        Pending knocks of a room.
+  gatehouse knocks accept <roomId> <userId> [--reason R]   Accept (invite the knocker).
+  gatehouse knocks deny <roomId> <userId> [--reason R]     Deny (kick the knocker).
+                            (queue, rooms and knocks call the admin API of a running serve,
+                            at GATEHOUSE_ADMIN_LISTEN with its token; "gatehouse <command> --help"
+                            describes each.)
   gatehouse keygen          Create the signing key (and a self-signed TLS certificate when
                             GATEHOUSE_TLS=auto) in the data folder, if they do not exist.
   gatehouse config check    Validate the settings from the environment and print them.
@@ -47,7 +57,9 @@ function loadOrExit(): Config {
 
 async function serve(): Promise<void> {
   const config = loadOrExit();
+  const { createLogger } = await import("./logger.js");
   const logger = createLogger(config.logLevel);
+  const { startGatehouse } = await import("./server.js");
   let running;
   try {
     running = await startGatehouse(config, logger);
@@ -58,7 +70,7 @@ async function serve(): Promise<void> {
   onSignals(config, logger, () => running.stop());
 }
 
-function onSignals(config: Config, logger: ReturnType<typeof createLogger>, stop: () => Promise<void>): void {
+function onSignals(config: Config, logger: Logger, stop: () => Promise<void>): void {
   const shutdown = (signal: string) => {
     logger.info({ signal }, "shutting down");
     const hard = setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5000);
@@ -74,7 +86,9 @@ function onSignals(config: Config, logger: ReturnType<typeof createLogger>, stop
 
 async function worker(): Promise<void> {
   const config = loadOrExit();
+  const { createLogger } = await import("./logger.js");
   const logger = createLogger(config.logLevel);
+  const { startWorker } = await import("./server.js");
   let running;
   try {
     running = await startWorker(config, logger);
@@ -85,7 +99,17 @@ async function worker(): Promise<void> {
   onSignals(config, logger, () => running.stop());
 }
 
-async function adminCall(config: Config, method: string, path: string): Promise<unknown> {
+/** The admin API base URL of the running serve, from GATEHOUSE_ADMIN_LISTEN (wildcards → loopback). */
+function adminBaseUrl(config: Config): string {
+  const host = config.admin.host === "0.0.0.0" ? "127.0.0.1" : config.admin.host === "::" ? "::1" : config.admin.host;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${config.admin.port}/_gatehouse/admin/v1`;
+}
+
+/**
+ * One admin API call (shared by queue, rooms and knocks). Exits 1 with the Matrix error
+ * (errcode, message and any extra fields such as replacement_room) when the call fails.
+ */
+async function adminCall(config: Config, method: "GET" | "POST", path: string, body?: Record<string, unknown>): Promise<unknown> {
   let token = config.admin.token;
   if (!token) {
     if (!existsSync(config.admin.tokenFile)) {
@@ -94,21 +118,47 @@ async function adminCall(config: Config, method: string, path: string): Promise<
     }
     token = readFileSync(config.admin.tokenFile, "utf8").trim();
   }
-  const host = config.admin.host === "0.0.0.0" ? "127.0.0.1" : config.admin.host === "::" ? "::1" : config.admin.host;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.admin.port}/_gatehouse/admin/v1${path}`;
+  const url = `${adminBaseUrl(config)}${path}`;
+  const payload = method === "POST" ? JSON.stringify(body ?? {}) : undefined;
   let res: Response;
   try {
-    res = await fetch(url, { method, headers: { Authorization: `Bearer ${token}`, ...(method === "POST" ? { "Content-Type": "application/json" } : {}) }, ...(method === "POST" ? { body: "{}" } : {}) });
+    res = await fetch(url, { method, headers: { Authorization: `Bearer ${token}`, ...(payload ? { "Content-Type": "application/json" } : {}) }, ...(payload ? { body: payload } : {}) });
   } catch (e) {
-    console.error(`gatehouse: cannot reach the admin API at ${url}: ${(e as Error).message} (is gatehouse serve running?)`);
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    console.error(`gatehouse: cannot reach the admin API at ${url}: ${cause?.code ?? cause?.message ?? (e as Error).message} (is gatehouse serve running?)`);
     process.exit(1);
   }
-  const body = (await res.json().catch(() => null)) as unknown;
+  const answer = (await res.json().catch(() => null)) as unknown;
   if (!res.ok) {
-    console.error(`gatehouse: ${method} ${path} answered ${res.status}: ${JSON.stringify(body)}`);
+    const err = (answer ?? {}) as { errcode?: unknown; error?: unknown; [k: string]: unknown };
+    if (typeof err.errcode === "string") {
+      const { errcode, error, ...extra } = err;
+      const more = Object.keys(extra).length ? ` ${JSON.stringify(extra)}` : "";
+      console.error(`gatehouse: ${method} ${path} failed (HTTP ${res.status}): ${errcode}: ${String(error ?? "")}${more}`);
+    } else {
+      console.error(`gatehouse: ${method} ${path} answered ${res.status}: ${JSON.stringify(answer)}`);
+    }
     process.exit(1);
   }
-  return body;
+  return answer;
+}
+
+/** Columns padded to their widest cell (the last column is not padded). */
+function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd());
+}
+
+/** Shortens free text for a table cell (one line, at most `max` characters). */
+function cell(v: unknown, max = 40): string {
+  if (v === null || v === undefined || v === "") return "-";
+  const text = String(v).replace(/\s+/g, " ");
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function usage(text: string): never {
+  console.error(text);
+  process.exit(2);
 }
 
 function ago(ts: number | null, now: number): string {
@@ -153,13 +203,220 @@ async function queue(args: string[]): Promise<void> {
       d.last_error ? `${d.last_error} (${ago(d.last_error_ts, now)})` : "-",
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
+  printTable(rows);
   if (out.destinations.length === 0) console.log("(no destinations yet)");
+}
+
+const ROOMS_HELP = `gatehouse rooms — hosted rooms, through the admin API of a running serve
+
+Usage:
+  gatehouse rooms [list] [--json]
+      Table of hosted rooms: room ID, version, join rule, joined members, pending knocks,
+      name, and the replacement room of an upgraded one.
+  gatehouse rooms show <roomId> [--json]
+      One room's summary: version, creator, name, topic, join rule, memberships, joined
+      servers, aliases, replacement room.
+  gatehouse rooms create --creator <userId> [--name <name>] [--topic <topic>]
+                         [--join-rule <rule>] [--version <room version>] [--alias <localpart>]
+      Create a room (default version 12; join rules: public, invite, knock, restricted,
+      knock_restricted, private). The creator must be a user on Gatehouse's server name.
+      Prints the new room ID.
+
+The admin API is at GATEHOUSE_ADMIN_LISTEN (default 127.0.0.1:8009); the token is
+GATEHOUSE_ADMIN_TOKEN or the data folder's admin.token. Exit status: 0 on success, 1 when the
+admin API refuses (its Matrix error is printed) or cannot be reached, 2 on a usage error.`;
+
+const KNOCKS_HELP = `gatehouse knocks — pending knocks of a hosted room, through the admin API of a running serve
+
+Usage:
+  gatehouse knocks list <roomId> [--json]
+      Table of pending knocks: user, when, reason, event ID. Names the replacement room when
+      the room was upgraded.
+  gatehouse knocks accept <roomId> <userId> [--reason <text>] [--sender <userId>]
+      Accept a knock: invite the knocker (over federation for a remote user).
+  gatehouse knocks deny <roomId> <userId> [--reason <text>] [--sender <userId>]
+      Deny a knock: kick the knocker.
+  (--sender: the local user acting; defaults to the room's creator.)
+
+Room and user IDs are passed as they are (quote them for the shell: '!room:server').
+Exit status: 0 on success, 1 when the admin API refuses (its Matrix error is printed, e.g.
+M_NOT_FOUND when the user has no pending knock) or cannot be reached, 2 on a usage error.`;
+
+const QUEUE_HELP = `gatehouse queue — the outbound federation queue, through the admin API of a running serve
+
+Usage:
+  gatehouse queue                       Table: destination, pending PDUs/EDUs, transaction in
+                                        flight, last success, failures, backoff, last error.
+  gatehouse queue show <destination>    One destination in detail (JSON).
+  gatehouse queue retry <destination>   Clear the destination's backoff and send now.`;
+
+const CONFIG_HELP = `gatehouse config check — validate the settings (environment variables) and print them
+
+Secrets are hidden. Exit status 2 and the offending variable's name when a setting is invalid.`;
+
+const wantsHelp = (args: readonly string[]) => args.some((a) => a === "--help" || a === "-h");
+
+/** Parses options for one subcommand; unknown options and wrong arity are usage errors (exit 2). */
+function parse<T extends Record<string, { type: "string" | "boolean" }>>(
+  args: string[],
+  options: T,
+  positionals: string[],
+  help: string,
+): { values: { [K in keyof T]?: T[K]["type"] extends "boolean" ? boolean : string }; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    usage(`gatehouse: ${(e as Error).message}\n\n${help}`);
+  }
+  if (parsed.positionals.length !== positionals.length) {
+    usage(`gatehouse: expected ${positionals.length ? positionals.map((p) => `<${p}>`).join(" ") : "no arguments"}, got ${parsed.positionals.length ? parsed.positionals.join(" ") : "none"}\n\n${help}`);
+  }
+  return parsed as never;
+}
+
+interface RoomSummary {
+  room_id: string;
+  room_version: string;
+  creator: string;
+  created_ts: number;
+  name?: string;
+  topic?: string;
+  join_rule: string;
+  membership_counts: Record<string, number>;
+  joined_servers: string[];
+  forward_extremities: number;
+  depth: number;
+  aliases: string[];
+  replacement_room?: string;
+}
+
+async function rooms(args: string[]): Promise<void> {
+  if (wantsHelp(args)) {
+    console.log(ROOMS_HELP);
+    return;
+  }
+  const [sub = "list", ...rest] = args;
+  const enc = encodeURIComponent;
+  switch (sub) {
+    case "list": {
+      const { values } = parse(rest, { json: { type: "boolean" } }, [], ROOMS_HELP);
+      const config = loadOrExit();
+      const { rooms: ids } = (await adminCall(config, "GET", "/rooms")) as { rooms: string[] };
+      const summaries = await Promise.all(ids.map(async (id) => (await adminCall(config, "GET", `/rooms/${enc(id)}`)) as RoomSummary));
+      if (values.json) {
+        console.log(JSON.stringify(summaries, null, 2));
+        return;
+      }
+      const rows = [["ROOM", "VERSION", "JOIN RULE", "JOINED", "KNOCKS", "NAME", "REPLACED BY"]];
+      for (const r of summaries) {
+        rows.push([r.room_id, r.room_version, r.join_rule, String(r.membership_counts.join ?? 0), String(r.membership_counts.knock ?? 0), cell(r.name), r.replacement_room ?? "-"]);
+      }
+      printTable(rows);
+      if (summaries.length === 0) console.log("(no rooms yet: gatehouse rooms create --creator @you:<server name>)");
+      return;
+    }
+    case "show": {
+      const { values, positionals } = parse(rest, { json: { type: "boolean" } }, ["roomId"], ROOMS_HELP);
+      const config = loadOrExit();
+      const r = (await adminCall(config, "GET", `/rooms/${enc(positionals[0]!)}`)) as RoomSummary;
+      if (values.json) {
+        console.log(JSON.stringify(r, null, 2));
+        return;
+      }
+      const counts = Object.entries(r.membership_counts).sort().map(([m, n]) => `${n} ${m}`).join(", ");
+      const lines: [string, string][] = [
+        ["room", r.room_id],
+        ["version", r.room_version],
+        ["creator", r.creator],
+        ["created", new Date(r.created_ts).toISOString()],
+        ["name", r.name ?? "-"],
+        ["topic", r.topic ?? "-"],
+        ["join rule", r.join_rule],
+        ["members", counts || "-"],
+        ["joined servers", r.joined_servers.join(", ") || "-"],
+        ["aliases", r.aliases.join(", ") || "-"],
+        ["depth", String(r.depth)],
+        ["extremities", String(r.forward_extremities)],
+      ];
+      if (r.replacement_room) lines.push(["replaced by", r.replacement_room]);
+      const width = Math.max(...lines.map(([k]) => k.length));
+      for (const [k, v] of lines) console.log(`${`${k}:`.padEnd(width + 2)}${v}`);
+      return;
+    }
+    case "create": {
+      const { values } = parse(
+        rest,
+        { creator: { type: "string" }, name: { type: "string" }, topic: { type: "string" }, "join-rule": { type: "string" }, version: { type: "string" }, alias: { type: "string" } },
+        [],
+        ROOMS_HELP,
+      );
+      if (!values.creator) usage(`gatehouse: rooms create needs --creator <userId>\n\n${ROOMS_HELP}`);
+      const config = loadOrExit();
+      const body: Record<string, unknown> = { creator: values.creator };
+      if (values.name !== undefined) body.name = values.name;
+      if (values.topic !== undefined) body.topic = values.topic;
+      if (values["join-rule"] !== undefined) body.join_rule = values["join-rule"];
+      if (values.version !== undefined) body.room_version = values.version;
+      if (values.alias !== undefined) body.room_alias_name = values.alias;
+      const out = (await adminCall(config, "POST", "/rooms", body)) as { room_id: string; room_version: string; room_alias?: string };
+      console.log(`created room ${out.room_id} (version ${out.room_version}${out.room_alias ? `, alias ${out.room_alias}` : ""})`);
+      return;
+    }
+    default:
+      usage(`gatehouse: unknown rooms command ${sub}\n\n${ROOMS_HELP}`);
+  }
+}
+
+async function knocks(args: string[]): Promise<void> {
+  if (wantsHelp(args)) {
+    console.log(KNOCKS_HELP);
+    return;
+  }
+  const [sub, ...rest] = args;
+  const enc = encodeURIComponent;
+  switch (sub) {
+    case "list": {
+      const { values, positionals } = parse(rest, { json: { type: "boolean" } }, ["roomId"], KNOCKS_HELP);
+      const config = loadOrExit();
+      const roomId = positionals[0]!;
+      const out = (await adminCall(config, "GET", `/rooms/${enc(roomId)}/knocks`)) as {
+        knocks: { user_id: string; event_id: string; reason: string | null; displayname: string | null; ts: number }[];
+        replacement_room?: string;
+      };
+      if (values.json) {
+        console.log(JSON.stringify(out, null, 2));
+        return;
+      }
+      const now = Date.now();
+      const rows = [["USER", "KNOCKED", "REASON", "EVENT"]];
+      for (const k of out.knocks) rows.push([k.user_id, ago(k.ts, now), cell(k.reason), k.event_id]);
+      if (out.knocks.length > 0) printTable(rows);
+      else console.log(`(no pending knocks in ${roomId})`);
+      if (out.replacement_room) console.log(`note: this room was upgraded; new knocks go to ${out.replacement_room}`);
+      return;
+    }
+    case "accept":
+    case "deny": {
+      const { values, positionals } = parse(rest, { reason: { type: "string" }, sender: { type: "string" } }, ["roomId", "userId"], KNOCKS_HELP);
+      const config = loadOrExit();
+      const [roomId, userId] = positionals as [string, string];
+      const body: Record<string, unknown> = {};
+      if (values.reason !== undefined) body.reason = values.reason;
+      if (values.sender !== undefined) body.sender = values.sender;
+      const out = (await adminCall(config, "POST", `/rooms/${enc(roomId)}/knocks/${enc(userId)}/${sub}`, body)) as { event_id: string };
+      console.log(`${sub === "accept" ? "accepted" : "denied"} the knock of ${userId} in ${roomId} (${sub === "accept" ? "invite" : "kick"} ${out.event_id})`);
+      return;
+    }
+    default:
+      usage(sub === undefined ? KNOCKS_HELP : `gatehouse: unknown knocks command ${sub}\n\n${KNOCKS_HELP}`);
+  }
 }
 
 async function keygen(): Promise<void> {
   const config = loadOrExit();
+  const { loadOrCreateSigningKeys } = await import("./keys/own-keys.js");
+  const { generateSelfSignedCertificate } = await import("./tls.js");
   const existed = existsSync(config.signingKeyFile);
   const { keys } = loadOrCreateSigningKeys(config.signingKeyFile);
   console.log(`${existed ? "kept" : "created"} signing key ${keys[0]!.keyId} in ${config.signingKeyFile}`);
@@ -182,7 +439,7 @@ function configCheck(): void {
   console.log("configuration is valid");
 }
 
-const [command, sub, ...rest] = process.argv.slice(2);
+const [command, ...args] = process.argv.slice(2);
 switch (command) {
   case "serve":
     await serve();
@@ -191,17 +448,22 @@ switch (command) {
     await worker();
     break;
   case "queue":
-    await queue([sub, ...rest].filter((a): a is string => a !== undefined));
+    if (wantsHelp(args)) console.log(QUEUE_HELP);
+    else await queue(args);
+    break;
+  case "rooms":
+    await rooms(args);
+    break;
+  case "knocks":
+    await knocks(args);
     break;
   case "keygen":
     await keygen();
     break;
   case "config":
-    if (sub === "check") configCheck();
-    else {
-      console.error("usage: gatehouse config check");
-      process.exit(2);
-    }
+    if (wantsHelp(args)) console.log(CONFIG_HELP);
+    else if (args[0] === "check" && args.length === 1) configCheck();
+    else usage(`usage: gatehouse config check\n\n${CONFIG_HELP}`);
     break;
   case undefined:
   case "help":

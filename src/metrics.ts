@@ -38,6 +38,7 @@ export class Metrics {
   readonly bullmqJobs: Gauge<"state">;
 
   private outboundCollector: (() => Promise<OutboundSnapshot>) | null = null;
+  private outboundRefresh: Promise<void> | null = null;
 
   constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
     this.registry = registry;
@@ -140,7 +141,7 @@ export class Metrics {
       labelNames: ["kind"] as const,
       registers: r,
       async collect() {
-        await self.collectOutbound();
+        await self.refreshOutbound();
       },
     });
     this.outboundPendingTop = new Gauge({
@@ -148,28 +149,52 @@ export class Metrics {
       help: "Pending PDUs of the 10 destinations with the most (bounded cardinality).",
       labelNames: ["destination"] as const,
       registers: r,
+      async collect() {
+        await self.refreshOutbound();
+      },
     });
     this.outboundDestinationsInBackoff = new Gauge({
       name: "gatehouse_outbound_destinations_in_backoff",
       help: "Destinations whose last transaction failed and that are waiting to retry.",
       registers: r,
+      async collect() {
+        await self.refreshOutbound();
+      },
     });
     this.outboundOldestPendingAge = new Gauge({
       name: "gatehouse_outbound_oldest_pending_age_seconds",
       help: "Age of the oldest undelivered transaction or PDU across destinations (0 when none).",
       registers: r,
+      async collect() {
+        await self.refreshOutbound();
+      },
     });
     this.bullmqJobs = new Gauge({
       name: "gatehouse_bullmq_jobs",
       help: "Jobs in the BullMQ sender queue, by state (waiting, active, delayed, failed).",
       labelNames: ["state"] as const,
       registers: r,
+      async collect() {
+        await self.refreshOutbound();
+      },
     });
   }
 
   /** The sender provides queue figures at scrape time (one Redis pass, not per event). */
   setOutboundCollector(fn: () => Promise<OutboundSnapshot>): void {
     this.outboundCollector = fn;
+  }
+
+  /**
+   * One sender snapshot per scrape, shared by every gauge it fills. Fix: only outbound_pending
+   * collected it, and prom-client collects all metrics in parallel, so the other gauges were
+   * read before being set: one scrape stale, and absent on the first scrape.
+   */
+  private refreshOutbound(): Promise<void> {
+    this.outboundRefresh ??= this.collectOutbound().finally(() => {
+      this.outboundRefresh = null;
+    });
+    return this.outboundRefresh;
   }
 
   private async collectOutbound(): Promise<void> {

@@ -120,14 +120,7 @@ export async function createRoom(rooms: RoomService, input: CreateRoomInput): Pr
     createPdu = built.pdu;
     createId = built.eventId;
   }
-  const persisted = await rooms.store.persistEvent({
-    roomId,
-    eventId: createId,
-    pdu: createPdu,
-    expectedStream: null,
-    updatesState: true,
-    createRoom: { version: versionId, creator: input.creator, createdTs: now },
-  });
+  const persisted = await rooms.persistCreateEvent(roomId, createId, createPdu, { version: versionId, creator: input.creator, createdTs: now });
   if (persisted !== "persisted") throw new Error(`create event for ${roomId} was not persisted: ${persisted}`);
 
   const send = (type: string, stateKey: string, content: Record<string, unknown>) =>

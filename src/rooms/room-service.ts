@@ -17,7 +17,7 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
@@ -145,8 +145,10 @@ export class RoomService {
   }
 
   async snapshot(roomId: string): Promise<RoomSnapshot> {
-    const { room, version } = await this.requireRoom(roomId);
-    const current = await this.store.getCurrentState(roomId);
+    const { room, current } = await this.store.currentSnapshot(roomId);
+    if (!room) throw notFound(`Unknown room ${roomId}`);
+    const version = getRoomVersion(room.version);
+    if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
     return { room, version, ...current };
   }
 
@@ -290,6 +292,17 @@ export class RoomService {
       }
       throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
     });
+  }
+
+  /**
+   * Persists a new room's create event (it starts the room record; nobody else is in the room, so
+   * nothing is queued). Fix: createRoom and upgrades wrote it with the store directly, so create
+   * events were missing from onPersisted (gatehouse_events_persisted_total).
+   */
+  async persistCreateEvent(roomId: string, eventId: string, pdu: Pdu, createRoom: NonNullable<PersistInput["createRoom"]>): Promise<PersistResult> {
+    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: true, createRoom });
+    if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+    return result;
   }
 
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */

@@ -7,7 +7,7 @@
  * point resumes into the same replacement room.
  */
 import { buildEvent } from "../protocol/event-signing.js";
-import { forbidden, invalidParam, unsupportedRoomVersion } from "../protocol/errors.js";
+import { forbidden, invalidParam, MatrixError, unsupportedRoomVersion } from "../protocol/errors.js";
 import { canSendState } from "../protocol/event-auth.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
@@ -63,6 +63,13 @@ export function upgradedPowerLevels(old: Record<string, unknown> | undefined, cr
 }
 
 export async function upgradeRoom(rooms: RoomService, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
+  // Fix: two upgrade calls for the same room in one process ran side by side, each able to build
+  // its own replacement room and send the copied state (and the tombstone) twice. Serialised here
+  // (a key of its own: sendLocalEvent takes the room's key); across replicas see the claim below.
+  return rooms.withRoomLock(`upgrade:${roomId}`, () => upgradeRoomLocked(rooms, roomId, input));
+}
+
+async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
   const old = await rooms.snapshot(roomId);
   const sender = typeof input.sender === "string" ? input.sender : old.room.creator;
   if (!isValidUserId(sender) || serverOfUserId(sender) !== rooms.serverName) throw invalidParam(`sender must be a user on ${rooms.serverName}`);
@@ -73,11 +80,22 @@ export async function upgradeRoom(rooms: RoomService, roomId: string, input: { s
   const lookup = stateLookup(old.state);
   const existingTombstone = lookup("m.room.tombstone", "")?.content as { replacement_room?: unknown } | undefined;
   if (typeof existingTombstone?.replacement_room === "string") {
-    return { replacement_room: existingTombstone.replacement_room, room_version: target.id, resumed: true };
+    // Fix: an upgrade interrupted after the tombstone (step 5) used to return here and never
+    // restrict the old room (step 6); finish it (a no-op once done). The version returned is the
+    // replacement room's own, not whatever this repeated call asked for.
+    const replacement = existingTombstone.replacement_room;
+    await restrictOldRoom(rooms, roomId, sender);
+    await rooms.store.setRoomFields(roomId, { tombstone: replacement });
+    const replacementVersion = (await rooms.store.getRoom(replacement))?.version ?? target.id;
+    return { replacement_room: replacement, room_version: replacementVersion, resumed: true };
   }
   const pl = lookup("m.room.power_levels", "")?.content as Record<string, unknown> | undefined;
   if (!canSendState(sender, "m.room.tombstone", pl, lookup("m.room.create", ""), old.version))
     throw forbidden(`${sender} may not send m.room.tombstone in ${roomId}`);
+  // Fix: the power check alone let a user who is not joined to the old room (or is banned) through:
+  // the new room was created and filled, then the tombstone failed the auth rules, on every retry.
+  // Authorise a tombstone now (built, not persisted) with the full auth rules.
+  rooms.buildLocalEvent(old, { type: "m.room.tombstone", sender, stateKey: "", content: { body: "dry run", replacement_room: roomId } });
 
   // 1. The replacement room: reuse the one an interrupted attempt recorded, else build it and
   //    record it before persisting anything, so the room ID (a hash in v12) is chosen once.
@@ -99,31 +117,32 @@ export async function upgradeRoom(rooms: RoomService, roomId: string, input: { s
       { type: "m.room.create", sender, state_key: "", content: createContent, prev_events: [], auth_events: [], depth: 1, ...(provisionalId ? { room_id: provisionalId } : {}) },
       { roomVersion: target, serverName: rooms.serverName, key: rooms.signingKey, clock: () => rooms.now() },
     );
-    newRoomId = built.roomId;
-    await rooms.store.setRoomFields(roomId, { upgrade_to: newRoomId, upgrade_create: JSON.stringify({ eventId: built.eventId, pdu: built.pdu }), upgrade_version: target.id });
-    resumed = false;
+    // Fix: recorded only if no other replica recorded a replacement first (was a plain HSET: the
+    // later writer won and the first writer's room was left behind, half built).
+    const claimed = await rooms.store.setRoomFieldsIfAbsent(roomId, "upgrade_to", {
+      upgrade_to: built.roomId,
+      upgrade_create: JSON.stringify({ eventId: built.eventId, pdu: built.pdu }),
+      upgrade_version: target.id,
+    });
+    newRoomId = claimed ? built.roomId : (await rooms.store.getRoomField(roomId, "upgrade_to"))!;
+    resumed = !claimed;
   }
   if (!(await rooms.store.getRoom(newRoomId))) {
     const pending = JSON.parse((await rooms.store.getRoomField(roomId, "upgrade_create"))!) as { eventId: string; pdu: Pdu };
     const version = getRoomVersion((await rooms.store.getRoomField(roomId, "upgrade_version"))!)!;
-    await rooms.store.persistEvent({
-      roomId: newRoomId,
-      eventId: pending.eventId,
-      pdu: pending.pdu,
-      expectedStream: null,
-      updatesState: true,
-      createRoom: { version: version.id, creator: pending.pdu.sender, createdTs: pending.pdu.origin_server_ts },
-    });
+    await rooms.persistCreateEvent(newRoomId, pending.eventId, pending.pdu, { version: version.id, creator: pending.pdu.sender, createdTs: pending.pdu.origin_server_ts });
   }
 
   const fresh = async () => rooms.snapshot(newRoomId!);
+  let snap = await fresh();
+  const upgrader = snap.room.creator;
+  // Fix: copied state is sent by the new room's creator (joined, with full power there); it was
+  // sent by this call's `sender`, so a resume by another admin failed the new room's auth rules.
   const setIfDifferent = async (snap: RoomSnapshot, type: string, stateKey: string, content: Record<string, unknown>) => {
     const current = snap.state.get(stateField(type, stateKey));
     if (current && sameContent(current.content, content)) return;
-    await rooms.sendLocalEvent(newRoomId!, { type, sender, stateKey, content });
+    await rooms.sendLocalEvent(newRoomId!, { type, sender: upgrader, stateKey, content });
   };
-  let snap = await fresh();
-  const upgrader = snap.room.creator;
 
   // 2. The upgrading user joins and the power levels are carried over.
   if (snap.state.get(stateField("m.room.member", upgrader))?.content.membership !== "join") {
@@ -131,7 +150,8 @@ export async function upgradeRoom(rooms: RoomService, roomId: string, input: { s
   }
   snap = await fresh();
   const newPl = upgradedPowerLevels(pl, upgrader, snap.version);
-  // Restrict the new room only after copying state: copy with the upgrader at full power.
+  // The upgrader keeps full power in the new room (creator in v12, 100 before), so the state
+  // below can be copied after the power levels.
   await setIfDifferent(snap, "m.room.power_levels", "", newPl);
 
   // 3. Transferable state, space children and bans.
@@ -157,9 +177,11 @@ export async function upgradeRoom(rooms: RoomService, roomId: string, input: { s
   const aliases = await rooms.store.aliasesOf(roomId);
   for (const alias of aliases) await rooms.store.setAlias(alias, newRoomId);
   const canonical = lookup("m.room.canonical_alias", "");
-  if (canonical) {
+  // Fix: an attempt interrupted after clearing the old room's canonical alias (below) resumed by
+  // copying that empty content over the new room's alias. Only a non-empty alias is copied.
+  if (canonical && Object.keys(canonical.content).length > 0) {
     await setIfDifferent(await fresh(), "m.room.canonical_alias", "", canonical.content as Record<string, unknown>);
-    if (Object.keys(canonical.content).length > 0) await rooms.sendLocalEvent(roomId, { type: "m.room.canonical_alias", sender, stateKey: "", content: {} });
+    await rooms.sendLocalEvent(roomId, { type: "m.room.canonical_alias", sender, stateKey: "", content: {} });
   }
 
   // 5. The tombstone, then 6. the old room is restricted.
@@ -169,17 +191,34 @@ export async function upgradeRoom(rooms: RoomService, roomId: string, input: { s
     stateKey: "",
     content: { body: "This room has been replaced", replacement_room: newRoomId },
   });
-  const oldPlNow = (await rooms.snapshot(roomId)).state.get(stateField("m.room.power_levels", ""))?.content as Record<string, unknown> | undefined;
-  const usersDefault = typeof oldPlNow?.users_default === "number" ? oldPlNow.users_default : 0;
-  const restrictTo = Math.max(50, usersDefault + 1);
-  const restricted = { ...(oldPlNow ?? {}), events_default: restrictTo, invite: restrictTo };
-  try {
-    if (!sameContent(oldPlNow, restricted)) await rooms.sendLocalEvent(roomId, { type: "m.room.power_levels", sender, stateKey: "", content: restricted });
-  } catch {
-    // The spec says "if possible": a sender without power-level rights leaves the old room as it is.
-  }
+  await restrictOldRoom(rooms, roomId, sender);
   await rooms.store.setRoomFields(roomId, { tombstone: newRoomId });
   return { replacement_room: newRoomId, room_version: snap.version.id, resumed };
+}
+
+/**
+ * Step 6: `events_default` and `invite` of the old room at least max(50, users_default + 1).
+ * Fix: a level already higher is kept (it used to be lowered to that value; Synapse only raises),
+ * and only an auth refusal is tolerated ("if possible"); other errors (Redis, a busy room) used
+ * to be swallowed too, leaving the old room unrestricted for good; now they fail the call, and
+ * repeating it finishes this step.
+ */
+async function restrictOldRoom(rooms: RoomService, roomId: string, sender: string): Promise<void> {
+  const oldPlNow = (await rooms.snapshot(roomId)).state.get(stateField("m.room.power_levels", ""))?.content as Record<string, unknown> | undefined;
+  const level = (v: unknown, dflt: number) => (typeof v === "number" ? v : typeof v === "string" && /^-?\d+$/.test(v) ? Number(v) : dflt);
+  const restrictTo = Math.max(50, level(oldPlNow?.users_default, 0) + 1);
+  const restricted = {
+    ...(oldPlNow ?? {}),
+    events_default: Math.max(level(oldPlNow?.events_default, 0), restrictTo),
+    invite: Math.max(level(oldPlNow?.invite, 0), restrictTo),
+  };
+  if (sameContent(oldPlNow, restricted)) return;
+  try {
+    await rooms.sendLocalEvent(roomId, { type: "m.room.power_levels", sender, stateKey: "", content: restricted });
+  } catch (e) {
+    // The spec says "if possible": a sender without power-level rights leaves the old room as it is.
+    if (!(e instanceof MatrixError && e.status === 403)) throw e;
+  }
 }
 
 /** A join rule the new version supports: knock rules degrade to `invite` where knocking is missing. */

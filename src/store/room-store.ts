@@ -11,6 +11,7 @@
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
+import { Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState } from "./state-cache.js";
 
 export interface RoomRecord {
   roomId: string;
@@ -93,10 +94,42 @@ return 'persisted'
 
 type RedisWithScripts = Redis & {
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
+  gatehouseSnapshot(...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null]>;
 };
+
+export interface CurrentState {
+  stream: number;
+  depth: number;
+  state: Map<string, Pdu>;
+  stateIds: Map<string, string>;
+  extremities: string[];
+}
+
+function parseRoomRecord(roomId: string, h: Record<string, string>): RoomRecord | null {
+  if (!h.version) return null;
+  return {
+    roomId,
+    version: h.version,
+    creator: h.creator ?? "",
+    createdTs: Number(h.created_ts ?? 0),
+    depth: Number(h.depth ?? 0),
+    stream: Number(h.stream ?? 0),
+    ...(h.tombstone ? { tombstone: h.tombstone } : {}),
+  };
+}
+
+function flatToRecord(flat: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  return out;
+}
 
 export class RoomStore {
   private readonly redis: RedisWithScripts;
+  /** Current state per room at a stream position (see state-cache.ts). */
+  private readonly stateCache = new Lru<string, CachedState>(256);
+  /** Parsed events (immutable once written), by room and event ID. */
+  private readonly eventCache = new Lru<string, Pdu>(20_000);
 
   constructor(
     redis: Redis,
@@ -106,6 +139,7 @@ export class RoomStore {
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
+    if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { numberOfKeys: 5, lua: SNAPSHOT_LUA });
   }
 
   async persistEvent(input: PersistInput): Promise<PersistResult> {
@@ -131,21 +165,13 @@ export class RoomStore {
       input.createRoom ? JSON.stringify(input.createRoom) : "",
       JSON.stringify(destinations),
     ];
-    return (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
+    const result = (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
+    if (result === "persisted") this.eventCache.set(`${roomId} ${eventId}`, pdu);
+    return result;
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {
-    const h = await this.redis.hgetall(this.keys.room(roomId));
-    if (!h.version) return null;
-    return {
-      roomId,
-      version: h.version,
-      creator: h.creator ?? "",
-      createdTs: Number(h.created_ts ?? 0),
-      depth: Number(h.depth ?? 0),
-      stream: Number(h.stream ?? 0),
-      ...(h.tombstone ? { tombstone: h.tombstone } : {}),
-    };
+    return parseRoomRecord(roomId, await this.redis.hgetall(this.keys.room(roomId)));
   }
 
   async setRoomField(roomId: string, field: string, value: string): Promise<void> {
@@ -154,6 +180,17 @@ export class RoomStore {
 
   async setRoomFields(roomId: string, fields: Record<string, string>): Promise<void> {
     await this.redis.hset(this.keys.room(roomId), fields);
+  }
+
+  /**
+   * HSETs `fields` on the room record only if `guard` is not set yet, atomically (one script),
+   * so that two writers racing to record something (an upgrade's replacement room) agree on
+   * the first. True when this call wrote.
+   */
+  async setRoomFieldsIfAbsent(roomId: string, guard: string, fields: Record<string, string>): Promise<boolean> {
+    const args = Object.entries(fields).flat();
+    const script = "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return 1";
+    return (await this.redis.eval(script, 1, this.keys.room(roomId), guard, ...args)) === 1;
   }
 
   async getRoomField(roomId: string, field: string): Promise<string | null> {
@@ -200,9 +237,19 @@ export class RoomStore {
   async getEvents(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
     const out = new Map<string, Pdu>();
     if (eventIds.length === 0) return out;
-    const texts = await this.redis.mget(...eventIds.map((id) => this.keys.event(roomId, id)));
+    const missing: string[] = [];
+    for (const id of eventIds) {
+      const cached = this.eventCache.get(`${roomId} ${id}`);
+      if (cached) out.set(id, cached);
+      else missing.push(id);
+    }
+    if (missing.length === 0) return out;
+    const texts = await this.redis.mget(...missing.map((id) => this.keys.event(roomId, id)));
     texts.forEach((t, i) => {
-      if (t) out.set(eventIds[i]!, JSON.parse(t) as Pdu);
+      if (!t) return;
+      const pdu = JSON.parse(t) as Pdu;
+      this.eventCache.set(`${roomId} ${missing[i]!}`, pdu);
+      out.set(missing[i]!, pdu);
     });
     return out;
   }
@@ -216,28 +263,74 @@ export class RoomStore {
     return new Map(Object.entries(await this.redis.hgetall(this.keys.state(roomId))));
   }
 
-  /** Current state events, with the stream position they were read at (one round trip). */
-  async getCurrentState(
-    roomId: string,
-  ): Promise<{ stream: number; state: Map<string, Pdu>; stateIds: Map<string, string>; extremities: string[]; depth: number }> {
-    const [[, ids], [, room], [, extremities]] = (await this.redis
-      .multi()
-      .hgetall(this.keys.state(roomId))
-      .hmget(this.keys.room(roomId), "stream", "depth")
-      .smembers(this.keys.extremities(roomId))
-      .exec()) as [[null, Record<string, string>], [null, (string | null)[]], [null, string[]]];
-    const fields = Object.keys(ids);
-    const events = await this.getEvents(roomId, fields.map((f) => ids[f]!));
-    const state = new Map<string, Pdu>();
-    const stateIds = new Map<string, string>();
-    for (const f of fields) {
-      const ev = events.get(ids[f]!);
-      if (ev) {
-        state.set(f, ev);
-        stateIds.set(f, ids[f]!);
-      }
+  /** Current state events, with the stream position they were read at. */
+  async getCurrentState(roomId: string): Promise<CurrentState> {
+    const { current } = await this.currentSnapshot(roomId);
+    return current;
+  }
+
+  /**
+   * The room record and its current state, consistent with each other (one script call, plus a
+   * fetch of events this process has not seen yet). Served from the in-process state cache,
+   * brought up to date by the stream delta (state-cache.ts).
+   */
+  async currentSnapshot(roomId: string): Promise<{ room: RoomRecord | null; current: CurrentState }> {
+    const k = this.keys;
+    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId)];
+    let cached = this.stateCache.get(roomId);
+    let [roomFlat, extremities, at, ids, statuses, full] = await this.redis.gatehouseSnapshot(...keys, cached ? String(cached.stream) : "", String(MAX_DELTA));
+    let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
+    if (cached && full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)) {
+      // Redis lost or rewrote history under the cache (restore, flush): read everything again.
+      this.stateCache.delete(roomId);
+      cached = undefined;
+      [roomFlat, extremities, at, ids, statuses, full] = await this.redis.gatehouseSnapshot(...keys, "", String(MAX_DELTA));
+      room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
-    return { stream: Number(room[0] ?? 0), depth: Number(room[1] ?? 0), state, stateIds, extremities };
+    const stream = room?.stream ?? 0;
+    const depth = room?.depth ?? 0;
+    if (!room) {
+      this.stateCache.delete(roomId);
+      return { room, current: { stream, depth, state: new Map(), stateIds: new Map(), extremities } };
+    }
+    let entry: CachedState;
+    if (full !== null || !cached) {
+      const ids = flatToRecord(full ?? []);
+      const fields = Object.keys(ids);
+      const events = await this.getEvents(roomId, fields.map((f) => ids[f]!));
+      const state = new Map<string, Pdu>();
+      const stateIds = new Map<string, string>();
+      for (const f of fields) {
+        const ev = events.get(ids[f]!);
+        if (ev) {
+          state.set(f, ev);
+          stateIds.set(f, ids[f]!);
+        }
+      }
+      entry = { stream, lastEventId: at, state, stateIds };
+    } else if (ids.length === 0) {
+      entry = cached;
+    } else {
+      const accepted = ids.filter((_, i) => !statuses[i]);
+      const events = await this.getEvents(roomId, accepted);
+      let state = cached.state;
+      let stateIds = cached.stateIds;
+      for (const id of accepted) {
+        const ev = events.get(id);
+        if (!ev) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
+        if (typeof ev.state_key !== "string") continue;
+        if (state === cached.state) {
+          state = new Map(state);
+          stateIds = new Map(stateIds);
+        }
+        const field = stateField(ev.type, ev.state_key);
+        state.set(field, ev);
+        stateIds.set(field, id);
+      }
+      entry = { stream, lastEventId: ids[ids.length - 1]!, state, stateIds };
+    }
+    if (entry !== cached) this.stateCache.set(roomId, entry);
+    return { room, current: { stream, depth, state: entry.state, stateIds: entry.stateIds, extremities } };
   }
 
   async getStateEvent(roomId: string, type: string, stateKey: string): Promise<Pdu | null> {

@@ -27,6 +27,7 @@ import { authEventKeys } from "../../src/protocol/event-auth.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import type { RemoteServer } from "./remote-server.js";
+import type { Metrics } from "../../src/metrics.js";
 
 export const ADMIN = "/_gatehouse/admin/v1";
 export const FED = "/_matrix/federation";
@@ -99,6 +100,8 @@ export interface StartOptions {
   name: string;
   serverName?: string;
   env?: Record<string, string>;
+  /** Metrics holder to build the Gatehouse with (a private one when not given). */
+  metrics?: Metrics;
 }
 
 export interface FedOptions {
@@ -175,7 +178,7 @@ export class TestGatehouse {
     const ownKeys = new OwnKeys(config.serverName, signingKeys, oldKeys, config.keyValidityMs);
     const redis = new Redis(url, { maxRetriesPerRequest: 2 });
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
-    const gh = buildGatehouse({ config, logger, redis, ownKeys, adminToken, redisPrefix: prefix });
+    const gh = buildGatehouse({ config, logger, redis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
     const listen = async (app: http.RequestListener) => {
       const server = http.createServer(app);
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
@@ -188,6 +191,11 @@ export class TestGatehouse {
 
   get federationPort(): number {
     return (this.federationServer.address() as AddressInfo).port;
+  }
+
+  /** Port of the admin listener (127.0.0.1), e.g. for the CLI's GATEHOUSE_ADMIN_LISTEN. */
+  get adminPort(): number {
+    return (this.adminServer.address() as AddressInfo).port;
   }
 
   /** An unauthenticated request to the federation app. */
