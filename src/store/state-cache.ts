@@ -1,0 +1,78 @@
+/**
+ * In-process cache of hosted rooms' current state, kept exact by the room's stream position.
+ *
+ * Every accepted event gets the next stream position in the persist script, and the state hash
+ * changes only there: an accepted event (no status) with a state_key sets its (type, state_key)
+ * field. So the state at stream S is the state at stream C (cached) plus the accepted state events
+ * at positions (C, S], applied in order. A snapshot read is one script call that returns the room
+ * record, the extremities, the event ID at the cached position (to detect a Redis that lost data
+ * or was flushed: then the cache is dropped) and the event IDs and statuses after it; only events
+ * this process has not seen are fetched. Without a usable entry (first read, a gap larger than
+ * MAX_DELTA) the full state is read in the same script call.
+ *
+ * State maps handed out are never mutated: a delta with state changes builds new maps (copy on
+ * write), so a snapshot a request holds stays the state it was read at. Parsed events are shared
+ * and must be treated as immutable (they are).
+ */
+import type { Pdu } from "../protocol/pdu.js";
+
+export const MAX_DELTA = 500;
+
+export interface CachedState {
+  stream: number;
+  /** Event ID at `stream` in the timeline ("" when the room has no events yet). */
+  lastEventId: string;
+  state: Map<string, Pdu>;
+  stateIds: Map<string, string>;
+}
+
+/** A bounded map with least-recently-used eviction (Map iteration order is insertion order). */
+export class Lru<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly max: number) {}
+
+  get(key: K): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
+  }
+
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+  }
+
+  delete(key: K): void {
+    this.map.delete(key);
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
+
+/**
+ * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state.
+ * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit.
+ * Returns {room hash (flat), extremities, event ID at the cached stream (or false), delta IDs,
+ * delta statuses, full state (flat; only when there is no usable cache entry)}.
+ */
+export const SNAPSHOT_LUA = `
+local room = redis.call('HGETALL', KEYS[1])
+local ext = redis.call('SMEMBERS', KEYS[2])
+if ARGV[1] ~= '' then
+  local at = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[1], ARGV[1])
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
+  if #ids < tonumber(ARGV[2]) then
+    local st = {}
+    if #ids > 0 then st = redis.call('HMGET', KEYS[4], unpack(ids)) end
+    return {room, ext, at[1] or '', ids, st, false}
+  end
+end
+local last = redis.call('ZRANGE', KEYS[3], -1, -1)
+return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5])}
+`;
