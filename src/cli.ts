@@ -38,6 +38,8 @@ Usage:
                             describes each.)
   gatehouse keygen          Create the signing key (and a self-signed TLS certificate when
                             GATEHOUSE_TLS=auto) in the data folder, if they do not exist.
+  gatehouse keys rotate     Make a new signing key; the old one moves to the retired-keys file
+                            (published as old_verify_keys). Restart serve/worker afterwards.
   gatehouse config check    Validate the settings from the environment and print them.
   gatehouse help            This text.
 
@@ -460,6 +462,16 @@ switch (command) {
   case "keygen":
     await keygen();
     break;
+  case "keys": {
+    if (args[0] !== "rotate" || args.length !== 1) usage("usage: gatehouse keys rotate");
+    const config = loadOrExit();
+    const { rotateSigningKey } = await import("./keys/own-keys.js");
+    const { current, retired } = rotateSigningKey(config.signingKeyFile, config.oldSigningKeysFile, Date.now());
+    console.log(`new signing key ${current.keyId} (${current.publicKeyBase64}) in ${config.signingKeyFile}`);
+    for (const r of retired) console.log(`retired ${r.keyId}: published in old_verify_keys from ${config.oldSigningKeysFile}`);
+    console.log("restart gatehouse serve and worker processes to sign with the new key");
+    break;
+  }
   case "config":
     if (wantsHelp(args)) console.log(CONFIG_HELP);
     else if (args[0] === "check" && args.length === 1) configCheck();

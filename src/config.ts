@@ -19,8 +19,8 @@ export interface Config {
   /** Prometheus /metrics and health probes listener; null disables it. */
   metrics: { host: string; port: number } | null;
   signingKeyFile: string;
-  /** Optional file of retired keys: `ed25519 <version> <public key base64> <expired_ts>` per line. */
-  oldSigningKeysFile: string | null;
+  /** Retired keys, `ed25519 <version> <public key base64> <expired_ts>` per line; read when it exists. */
+  oldSigningKeysFile: string;
   /** null = start an embedded redis-server child process with its data under dataDir/redis. */
   redisUrl: string | null;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -151,7 +151,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
     metrics: metricsListen === "off" ? null : hostPort(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464"),
     signingKeyFile: resolve(dataDir, str(env, "GATEHOUSE_SIGNING_KEY_FILE", "signing.key")),
-    oldSigningKeysFile: optional(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE") ? resolve(dataDir, env.GATEHOUSE_OLD_SIGNING_KEYS_FILE!) : null,
+    oldSigningKeysFile: resolve(dataDir, str(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE", "old_signing.keys")),
     redisUrl,
     logLevel: oneOf(env, "GATEHOUSE_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     keyValidityMs: int(env, "GATEHOUSE_KEY_VALIDITY_HOURS", 24, 1, 24 * 7) * 3600_000,

@@ -49,7 +49,7 @@ export function loadAdminToken(config: Config, logger: Logger): string {
 export function loadOwnKeys(config: Config, logger: Logger): OwnKeys {
   const { keys, created } = loadOrCreateSigningKeys(config.signingKeyFile);
   if (created) logger.info({ file: config.signingKeyFile, keyId: keys[0]!.keyId }, "generated a new signing key");
-  const old = config.oldSigningKeysFile ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
+  const old = existsSync(config.oldSigningKeysFile) ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
   return new OwnKeys(config.serverName, keys, old, config.keyValidityMs);
 }
 

@@ -3,7 +3,7 @@
  * signed key document served at /_matrix/key/v2/server. The document is re-signed when less
  * than half of its validity remains, like Synapse, so the endpoint costs no signing per request.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
 import { formatSigningKeyFile, makeSigningKey, newKeyVersion, parseSigningKeyFile, type SigningKey } from "../protocol/signing-key.js";
@@ -38,6 +38,37 @@ export function parseOldVerifyKeys(text: string): OldVerifyKey[] {
     out.push({ keyId: `ed25519:${version}`, publicKeyBase64: key!, expiredTs: Number(ts) });
   }
   return out;
+}
+
+function writeAtomically(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export function formatOldVerifyKeys(keys: readonly OldVerifyKey[]): string {
+  return keys.map((k) => `ed25519 ${k.keyId.slice("ed25519:".length)} ${k.publicKeyBase64} ${k.expiredTs}\n`).join("");
+}
+
+/**
+ * Key rotation: a fresh key becomes the signing key; the keys it replaces are appended to the
+ * retired-keys file with expired_ts = now, so they stay published in old_verify_keys and events
+ * they signed still verify. Each file is replaced atomically (write, then rename). A restart
+ * (rolling, in Kubernetes) makes running processes sign with the new key.
+ */
+export function rotateSigningKey(keyFile: string, oldKeysFile: string, now: number): { current: SigningKey; retired: OldVerifyKey[] } {
+  const existing = existsSync(keyFile) ? parseSigningKeyFile(readFileSync(keyFile, "utf8")) : [];
+  const previous = existsSync(oldKeysFile) ? parseOldVerifyKeys(readFileSync(oldKeysFile, "utf8")) : [];
+  let version = newKeyVersion(randomBytes(4));
+  while (existing.some((k) => k.keyId === `ed25519:${version}`) || previous.some((k) => k.keyId === `ed25519:${version}`)) version = newKeyVersion(randomBytes(4));
+  const current = makeSigningKey(`ed25519:${version}`, randomBytes(32));
+  const retired = existing.map((k) => ({ keyId: k.keyId, publicKeyBase64: k.publicKeyBase64, expiredTs: now }));
+  // Old keys first written to the retired file, then the key file: a crash in between leaves
+  // the old key both current and retired, which is harmless; the reverse order could lose it.
+  writeAtomically(oldKeysFile, formatOldVerifyKeys([...previous, ...retired]));
+  writeAtomically(keyFile, formatSigningKeyFile([current]));
+  return { current, retired };
 }
 
 export class OwnKeys {

@@ -9,7 +9,7 @@
  * certificate checks off and private addresses allowed, as the README documents for loopback tests.
  */
 import http from "node:http";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -174,7 +174,7 @@ export class TestGatehouse {
     );
     const logger = createLogger(config.logLevel);
     const { keys: signingKeys } = loadOrCreateSigningKeys(config.signingKeyFile);
-    const oldKeys = config.oldSigningKeysFile ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
+    const oldKeys = existsSync(config.oldSigningKeysFile) ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
     const ownKeys = new OwnKeys(config.serverName, signingKeys, oldKeys, config.keyValidityMs);
     const redis = new Redis(url, { maxRetriesPerRequest: 2 });
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
