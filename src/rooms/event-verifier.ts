@@ -76,6 +76,9 @@ export class EventVerifier {
       return { ok: false, error: forbidden(`Event signature check failed: ${reason}`), reason };
     }
     const kept = check.hashOk ? pdu : (check.redactedIfHashBad as Pdu);
-    return { ok: true, eventId: check.eventId, pdu: kept, hashOk: check.hashOk };
+    // `unsigned` is covered by neither hash nor signature: whatever another server put there is
+    // not ours to store or relay (Synapse likewise rebuilds it from its own bookkeeping).
+    const { unsigned: _unsigned, ...withoutUnsigned } = kept;
+    return { ok: true, eventId: check.eventId, pdu: withoutUnsigned as Pdu, hashOk: check.hashOk };
   }
 }

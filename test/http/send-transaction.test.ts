@@ -47,6 +47,15 @@ describe("PUT /send: accepted PDUs", () => {
     assert.equal((await t.store.timeline(roomId)).at(-1)?.eventId, eventId);
   });
 
+  test("unsigned data another server attached is not stored or relayed", async () => {
+    const { pdu, eventId } = await message("with unsigned");
+    const res = await send(remote, txnId(), [{ ...pdu, unsigned: { age: 5, "org.example.injected": "x" } }]);
+    assert.deepEqual(res.body.pdus[eventId], {});
+    const stored = await t.store.getEvent(roomId, eventId);
+    assert.ok(stored);
+    assert.equal("unsigned" in stored, false);
+  });
+
   test("a state event (display name change) updates current state", async () => {
     const { pdu, eventId } = await t.remoteEvent(remote, roomId, { type: "m.room.member", sender: user, state_key: user, content: { membership: "join", displayname: "Alice" } });
     const res = await send(remote, txnId(), [pdu]);
