@@ -1,12 +1,116 @@
 /**
  * `npm run bench` (node --import tsx bench/run.ts). Runs every bench in turn; add new ones here.
- * BENCH_SECONDS sets the measuring time per row (default 1).
+ *
+ *   BENCH_SECONDS       measuring time per crypto row (default 1)
+ *   BENCH_LOAD_SECONDS  measuring time per load row (default 5; 1 with BENCH_QUICK=1)
+ *   BENCH_QUICK=1       fast smoke run (short rows, small backlog, 20 fan-out servers)
+ *   BENCH_NO_SYNAPSE=1  Gatehouse only
+ *   BENCH_ONLY=crypto,knock,fanout   run a subset
+ *
+ * Layout: this process (load generator, fake remote servers, sink farm) pins itself to core 1;
+ * the server under test — Gatehouse (`gatehouse serve` child process) and its redis-server, or
+ * Synapse's python (SQLite in-process) — runs on core 0. Figures are printed, never asserted.
  */
 import { cpus } from "node:os";
 import { cryptoBench } from "./crypto.js";
+import { gatehouseTarget, knockBench, setRunTag, synapseTarget, type KnockFigures } from "./knock.js";
+import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures } from "./fanout.js";
+import { GatehouseProc, LOAD_CORE, pinSelf, RedisProc, SERVER_CORE, SynapseProc, synapseUnavailable } from "./lib/procs.js";
+import { RemoteServer } from "../test/support/remote-server.js";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? "1");
 if (!(seconds > 0)) throw new Error(`BENCH_SECONDS must be a positive number, got ${process.env.BENCH_SECONDS}`);
+const quick = process.env.BENCH_QUICK === "1";
+const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? (quick ? "1" : "5"));
+const only = new Set((process.env.BENCH_ONLY ?? "crypto,knock,fanout").split(",").map((s) => s.trim()));
 
+pinSelf();
 console.log(`# Gatehouse benchmarks: node ${process.version}, ${cpus().length} CPU(s), ${cpus()[0]?.model ?? "unknown CPU"}`);
-cryptoBench({ seconds });
+console.log(`# server under test on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}${quick ? ", QUICK run" : ""}; ${new Date().toISOString()}`);
+
+if (only.has("crypto")) cryptoBench({ seconds: quick ? Math.min(seconds, 0.3) : seconds });
+
+const cleanups: (() => Promise<void> | void)[] = [];
+async function cleanup() {
+  while (cleanups.length) await Promise.resolve(cleanups.pop()!()).catch((e) => console.error("cleanup:", e));
+}
+process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
+
+const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
+
+try {
+  if (only.has("knock") || only.has("fanout")) {
+    setRunTag(Date.now().toString(36));
+    const redis = await RedisProc.start({ aof: false });
+    cleanups.push(() => redis.cleanup());
+    cleanups.push(() => redis.stop());
+    const gh = await GatehouseProc.start({ redisUrl: redis.url, logLevel: process.env.BENCH_LOG_LEVEL ?? "info" });
+    cleanups.push(() => gh.cleanup());
+    cleanups.push(() => gh.stop());
+    const why = synapseUnavailable();
+    let hs: SynapseProc | null = null;
+    if (why) console.log(`\n# Synapse skipped: ${why}`);
+    else {
+      hs = new SynapseProc("benchS", 18908, 18948);
+      hs.start();
+      cleanups.push(() => hs!.stop());
+      console.log(`# Synapse ${hs.serverName} (pid ${hs.pid}) started and pinned to core ${SERVER_CORE}`);
+    }
+    console.log(`# Gatehouse ${gh.serverName} (pid ${gh.pid}), redis ${redis.url} (pid ${redis.pid})`);
+
+    const knocks: KnockFigures[] = [];
+    const fanouts: FanoutFigures[] = [];
+    if (only.has("knock")) {
+      console.log("\n## knocks\n");
+      const remote = await RemoteServer.start();
+      cleanups.push(() => remote.close());
+      knocks.push(await knockBench(gatehouseTarget(gh, redis), remote, { seconds: loadSeconds, quick, gatehouse: gh, redis }));
+      if (hs) knocks.push(await knockBench(await synapseTarget(hs), remote, { seconds: loadSeconds, quick }));
+    }
+    if (only.has("fanout")) {
+      console.log("\n## fan-out\n");
+      const fo = { servers: quick ? 20 : 100, rate: 20, seconds: quick ? 2 : 10, backlog: quick ? 50 : 200 };
+      fanouts.push(await fanoutBench(gatehouseFanoutTarget(gh), { ...fo, redis, gatehouse: gh }));
+      if (hs) fanouts.push(await fanoutBench(await synapseFanoutTarget(hs), fo));
+    }
+
+    // --- summary -------------------------------------------------------------------------------------
+    console.log("\n## summary\n");
+    const g = knocks.find((k) => k.target === "Gatehouse");
+    const s = knocks.find((k) => k.target === "Synapse");
+    const ratio = (a?: number, b?: number) => (a && b ? `${fmt(a / b, 1)}×` : "–");
+    const rows: string[][] = [];
+    if (g) {
+      for (const c of [1, 10, 50]) {
+        const a = g.makeKnock[c]!;
+        const b = s?.makeKnock[c];
+        rows.push([`make_knock replay, ${c} conn`, `${fmt(a.opsPerSec)} req/s (p50 ${fmt(a.p50Ms, 2)} / p99 ${fmt(a.p99Ms, 2)} ms)`, b ? `${fmt(b.opsPerSec)} req/s (p50 ${fmt(b.p50Ms, 1)} / p99 ${fmt(b.p99Ms, 1)} ms)` : "–", ratio(a.opsPerSec, b?.opsPerSec)]);
+      }
+      for (const c of [1, 10]) {
+        const a = g.distinct[c]!;
+        const b = s?.distinct[c];
+        rows.push([`distinct knocks (make+send), ${c} client(s)`, `${fmt(a.opsPerSec)} knocks/s (p50 ${fmt(a.p50Ms, 1)} / p99 ${fmt(a.p99Ms, 1)} ms)`, b ? `${fmt(b.opsPerSec, 1)} knocks/s (p50 ${fmt(b.p50Ms)} / p99 ${fmt(b.p99Ms)} ms)` : "–", ratio(a.opsPerSec, b?.opsPerSec)]);
+      }
+      if (g.sendOnly) rows.push(["send_knock only, 10 conn", `${fmt(g.sendOnly.opsPerSec)} knocks/s (p50 ${fmt(g.sendOnly.p50Ms, 1)} / p99 ${fmt(g.sendOnly.p99Ms, 1)} ms)`, s?.sendOnly ? `${fmt(s.sendOnly.opsPerSec, 1)} knocks/s (p50 ${fmt(s.sendOnly.p50Ms)} / p99 ${fmt(s.sendOnly.p99Ms)} ms)` : "–", ratio(g.sendOnly.opsPerSec, s?.sendOnly?.opsPerSec)]);
+      if (g.ceiling && g.sendOnly)
+        rows.push([
+          "send_knock vs crypto ceiling (1 core)",
+          `${fmt((100 * g.sendOnly.opsPerSec) / g.ceiling.fullPerSec)} % of ${fmt(g.ceiling.fullPerSec)}/s (X-Matrix + event check); ${fmt((100 * g.sendOnly.opsPerSec) / g.ceiling.eventOnlyPerSec)} % of ${fmt(g.ceiling.eventOnlyPerSec)}/s (event check only)`,
+          "",
+          "",
+        ]);
+      if (g.memory) rows.push(["memory per hosted member (knock)", `Redis ${fmt(g.memory.redisBytesPerMember)} B, RSS ${fmt(g.memory.rssBytesPerMember)} B (${g.memory.knocks} knocks)`, "", ""]);
+    }
+    for (const f of fanouts.filter((x) => x.target === "Gatehouse")) {
+      const sf = fanouts.find((x) => x.target === "Synapse");
+      rows.push([`fan-out live (${f.servers} servers, 20 ev/s): enqueue→delivered`, `p50 ${fmt(f.live.p50Ms)} / p99 ${fmt(f.live.p99Ms)} ms, ${fmt(f.live.pdusPerTxn, 2)} PDUs/txn`, sf ? `p50 ${fmt(sf.live.p50Ms)} / p99 ${fmt(sf.live.p99Ms)} ms, ${fmt(sf.live.pdusPerTxn, 2)} PDUs/txn` : "–", ""]);
+      rows.push([`fan-out backlog drain (${f.backlog.events} events × ${f.servers})`, `${fmt(f.backlog.deliveriesPerSec)} deliveries/s, ${fmt(f.backlog.pdusPerTxn, 1)} PDUs/txn (${fmt(f.backlog.drainSeconds, 2)} s)`, sf ? `${fmt(sf.backlog.deliveriesPerSec)} deliveries/s, ${fmt(sf.backlog.pdusPerTxn, 1)} PDUs/txn (${fmt(sf.backlog.drainSeconds, 2)} s)` : "–", ratio(f.backlog.deliveriesPerSec, sf?.backlog.deliveriesPerSec)]);
+      if (f.memory) rows.push(["memory per queued PDU (per destination entry)", `Redis ${fmt(f.memory.redisBytesPerQueuedPdu)} B, RSS ${fmt(f.memory.rssBytesPerQueuedPdu)} B (${fmt(f.memory.queuedEntries)} entries)`, "", ""]);
+    }
+    console.log("| scenario | Gatehouse | Synapse 1.160 | ratio |");
+    console.log("|---|---|---|---|");
+    for (const r of rows) console.log(`| ${r.join(" | ")} |`);
+  }
+} finally {
+  await cleanup();
+}

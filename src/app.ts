@@ -178,7 +178,12 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.use(versionRouter());
   federationApp.use(
     "/_matrix/federation",
-    requireXMatrix({ serverName: config.serverName, remoteKeys, onFailure: () => metrics.inboundCheckFailures.inc({ check: "x_matrix" }) }),
+    requireXMatrix({
+      serverName: config.serverName,
+      remoteKeys,
+      onFailure: () => metrics.inboundCheckFailures.inc({ check: "x_matrix" }),
+      onAuthenticated: (origin) => void sender.noteRemoteActivity(origin),
+    }),
   );
   federationApp.use("/_matrix/federation", limiter.perOrigin({ ratePerSecond: rl.originPerSecond, burst: rl.originBurst }));
   federationApp.use(membershipRouter(membership, limiter.perRoom("knock", { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst })));

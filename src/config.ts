@@ -164,10 +164,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     sender: {
-      concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 10, 1, 1000),
+      concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 100, 1, 1000),
       backoffInitialMs,
       backoffMaxMs,
       maxRejectedAttempts: int(env, "GATEHOUSE_SENDER_MAX_REJECTED_ATTEMPTS", 5, 1, 1000),
+      backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", 25, 0, 100),
       lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", 30_000, 1000, 600_000),
       sweepIntervalMs,
     },

@@ -9,6 +9,8 @@ import { badJson, MatrixError, unauthorized } from "../protocol/errors.js";
 import { findNonCanonicalNumber } from "../protocol/canonical-json.js";
 import type { Ed25519Verifier } from "../protocol/ed25519.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
+import { createHash } from "node:crypto";
+import { Lru } from "../store/state-cache.js";
 
 declare module "express-serve-static-core" {
   interface Request {
@@ -17,11 +19,35 @@ declare module "express-serve-static-core" {
   }
 }
 
-export function requireXMatrix(opts: { serverName: string; remoteKeys: RemoteKeys; onFailure?: (reason: string) => void }) {
+/**
+ * Requests whose X-Matrix signature already verified, by a hash of everything the verification
+ * covers (method, raw target, raw Authorization headers, raw body) → the origin and key that
+ * verified. X-Matrix has no nonce, so a retried or replayed request is byte-identical and would
+ * verify again: the hit skips only the ed25519 work; the key must still be usable (looked up as
+ * always) and the destination check is part of the hashed header.
+ */
+const VERIFIED_CACHE_SIZE = 10_000;
+
+interface VerifiedRequest {
+  origin: string;
+  keyId: string;
+  /** The verifier's key bytes (identity is enough: RemoteKeys reuses one verifier per key). */
+  publicKey: Uint8Array;
+}
+
+export function requireXMatrix(opts: {
+  serverName: string;
+  remoteKeys: RemoteKeys;
+  onFailure?: (reason: string) => void;
+  /** Each authenticated request's origin (the sender clears a destination's backoff: it is up). */
+  onAuthenticated?: (origin: string) => void;
+}) {
+  const verified = new Lru<string, VerifiedRequest>(VERIFIED_CACHE_SIZE);
   return (req: Request, _res: Response, next: NextFunction): void => {
-    authenticate(req, opts).then(
+    authenticate(req, opts, verified).then(
       (origin) => {
         req.origin = origin;
+        opts.onAuthenticated?.(origin);
         next();
       },
       (err) => {
@@ -32,7 +58,7 @@ export function requireXMatrix(opts: { serverName: string; remoteKeys: RemoteKey
   };
 }
 
-async function authenticate(req: Request, opts: { serverName: string; remoteKeys: RemoteKeys }): Promise<string> {
+async function authenticate(req: Request, opts: { serverName: string; remoteKeys: RemoteKeys }, cache: Lru<string, VerifiedRequest>): Promise<string> {
   const headers = req.headersDistinct?.authorization;
   if (!headers || headers.length === 0) throw unauthorized("Missing Authorization header");
   const auths: XMatrixAuth[] = [];
@@ -53,6 +79,13 @@ async function authenticate(req: Request, opts: { serverName: string; remoteKeys
   if (verifiers.size === 0) {
     throw unauthorized(`Failed to find any key to satisfy ${auths.map((a) => `${a.origin} ${a.key}`).join(", ")}`);
   }
+  const cacheKey = createHash("sha256")
+    .update(`${req.method}\n${req.originalUrl}\n${headers.join("\n")}\n`)
+    .update(req.rawBody ?? "")
+    .digest("base64");
+  const hit = cache.get(cacheKey);
+  // The very key that verified must still be the one we know under that ID (not just the ID).
+  if (hit && verifiers.get(`${hit.origin}\u0000${hit.keyId}`)?.publicKey === hit.publicKey) return hit.origin;
   const result = verifyRequest(
     auths,
     { method: req.method, uri: req.originalUrl, content: req.body },
@@ -60,5 +93,7 @@ async function authenticate(req: Request, opts: { serverName: string; remoteKeys
     opts.serverName,
   );
   if (!result.ok) throw result.error;
+  const usedKey = verifiers.get(`${result.origin}\u0000${result.keyId}`)!.publicKey;
+  cache.set(cacheKey, { origin: result.origin, keyId: result.keyId, publicKey: usedKey });
   return result.origin;
 }

@@ -39,8 +39,8 @@ export function membershipRouter(membership: MembershipService, knockLimit?: Req
     ...limits,
     route(async (req, res) => {
       const roomId = req.params.roomId as string;
-      await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "knock");
-      res.json({ knock_room_state: await membership.knockRoomState(roomId) });
+      const out = await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "knock");
+      res.json({ knock_room_state: await membership.knockRoomState(roomId, out.stateBefore) });
     }),
   );
 

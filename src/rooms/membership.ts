@@ -202,8 +202,10 @@ export class MembershipService {
   }
 
   /** send_knock's answer: the create event and the recommended stripped state, as full PDUs. */
-  async knockRoomState(roomId: string): Promise<Pdu[]> {
-    return this.rooms.strippedStateEvents(await this.rooms.snapshot(roomId));
+  async knockRoomState(roomId: string, stateBefore?: RoomSnapshot): Promise<Pdu[]> {
+    // The state the knock was accepted on serves: a knock changes none of the stripped-state
+    // types (create, name, avatar, topic, join rules, canonical alias, encryption).
+    return this.rooms.strippedStateEvents(stateBefore ?? (await this.rooms.snapshot(roomId)));
   }
 
   /**

@@ -101,6 +101,20 @@ export function joinedServers(state: StateMap): Set<string> {
 }
 
 /**
+ * joinedServers of a snapshot's state map, computed once per map: snapshot state maps are never
+ * mutated (the store's state cache copies on write), so the result stays valid.
+ */
+const joinedByState = new WeakMap<StateMap, ReadonlySet<string>>();
+function joinedServersOf(state: StateMap): ReadonlySet<string> {
+  let servers = joinedByState.get(state);
+  if (!servers) {
+    servers = joinedServers(state);
+    joinedByState.set(state, servers);
+  }
+  return servers;
+}
+
+/**
  * Restricted joins (v8+): the auth rules need the `join_authorised_via_users_server` user's
  * server to have signed the join. Without this callback checkEventAuth denies every such join.
  * persistEvent only receives events whose signatures were already checked: remote events went
@@ -145,11 +159,17 @@ export class RoomService {
   }
 
   async snapshot(roomId: string): Promise<RoomSnapshot> {
-    const { room, current } = await this.store.currentSnapshot(roomId);
+    return (await this.snapshotWithProbe(roomId)).snap;
+  }
+
+  /** A snapshot, plus (same round trip) whether `probe.eventId` is stored and event statuses. */
+  private async snapshotWithProbe(roomId: string, probe?: { eventId: string; statusOf: readonly string[] }) {
+    const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, probe);
     if (!room) throw notFound(`Unknown room ${roomId}`);
     const version = getRoomVersion(room.version);
     if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
-    return { room, version, ...current };
+    const snap: RoomSnapshot = { room, version, ...current };
+    return { snap, probed };
   }
 
   /** Runs `fn` with writes to the room serialised in this process. */
@@ -245,26 +265,34 @@ export class RoomService {
     opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[] },
   ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
     return this.withRoomLock(roomId, async () => {
-      const { version } = await this.requireRoom(roomId);
+      // One round trip: a snapshot (404 for unknown rooms), whether the event is stored, and the
+      // statuses of it and its auth events; auth events usually come from the store's event cache.
+      const authIds = authEventIds(pdu);
+      const first = await this.snapshotWithProbe(roomId, { eventId, statusOf: authIds });
+      let snap: RoomSnapshot | undefined = first.snap;
+      const version = first.snap.version;
+      const { exists, status, statuses: authStatuses } = first.probed;
       // Already accepted (a retried send_join / send_leave, or a PDU we have): a duplicate. Checked
       // before the auth rules, because the event may itself have changed the state it is checked
       // against (a leave cannot follow itself), which would turn a harmless retry into a 403.
-      const existing = await this.store.getEvent(roomId, eventId);
-      if (existing && (await this.store.eventStatus(roomId, eventId)) === null) return { eventId, pdu: existing, outcome: "duplicate" };
+      if (exists && status === null) {
+        const existing = await this.store.getEvent(roomId, eventId);
+        if (existing) return { eventId, pdu: existing, outcome: "duplicate" };
+      }
       // Auth against the event's own auth_events (rule: "passes authorization rules based on the
       // event's auth events"), all of which must be known, accepted events of this room.
-      const authIds = authEventIds(pdu);
-      const authEvents = await this.store.getEvents(roomId, authIds);
+      const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
+      const authEvents = await this.store.getEvents(roomId, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
+      const create = createEventIdV12 ? authEvents.get(createEventIdV12) : undefined;
+      if (createEventIdV12 && !authIds.includes(createEventIdV12)) authEvents.delete(createEventIdV12);
       if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
-      const statuses = await Promise.all(authIds.map((id) => this.store.eventStatus(roomId, id)));
-      if (statuses.some((st) => st === "rejected")) throw forbidden("Event references a rejected auth event");
+      if (authStatuses.some((st) => st === "rejected")) throw forbidden("Event references a rejected auth event");
       const authState: StateMap = new Map();
       for (const ev of authEvents.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
       let createEventId: string | undefined;
-      if (!version.createEventInAuthEvents) {
+      if (createEventIdV12) {
         // v12: the create event is implied, never listed; its ID is the room ID with `$`.
-        createEventId = `$${roomId.slice(1)}`;
-        const create = await this.store.getEvent(roomId, createEventId);
+        createEventId = createEventIdV12;
         if (create) authState.set(stateField("m.room.create", ""), create);
       } else {
         createEventId = authIds.find((id) => authEvents.get(id)?.type === "m.room.create");
@@ -277,7 +305,9 @@ export class RoomService {
       if (!byAuthEvents.allowed) throw forbidden(`Event was rejected by its auth events: ${byAuthEvents.reason}`);
 
       for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
-        const snap = await this.snapshot(roomId);
+        // The first attempt uses the snapshot read above (we hold the room lock; another replica's
+        // write in between makes the persist script answer "conflict", and we read again).
+        if (!snap) snap = await this.snapshot(roomId);
         const verdict = checkEventAuth(pdu, version, stateLookup(snap.state), { createEventId: createEventIdOf(snap), verifyJoinAuthorisedVia });
         if (!verdict.allowed) {
           if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
@@ -289,6 +319,7 @@ export class RoomService {
         const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [] });
         if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
         if (result === "persisted") return { eventId, pdu, outcome: "persisted", stateBefore: snap };
+        snap = undefined;
       }
       throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
     });
@@ -321,9 +352,12 @@ export class RoomService {
     const updatesState = typeof pdu.state_key === "string";
     // Servers in the room once this event applies (a join adds its server; a leave of the last
     // member of a server still goes to that server, which must learn it left).
-    const after = new Map(snap.state);
-    if (updatesState) after.set(stateField(pdu.type, pdu.state_key!), pdu);
-    const destinations = new Set([...joinedServers(snap.state), ...joinedServers(after), ...opts.extraDestinations]);
+    // joined(after) ⊆ joined(before) ∪ {the server of a member event that joins}: no copy of state.
+    const destinations = new Set([...joinedServersOf(snap.state), ...opts.extraDestinations]);
+    if (updatesState && pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "join" && typeof pdu.state_key === "string") {
+      const joiner = serverOfUserId(pdu.state_key);
+      if (joiner) destinations.add(joiner);
+    }
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
     const list = [...destinations].sort();

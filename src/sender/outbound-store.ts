@@ -83,6 +83,7 @@ if ne > 0 then redis.call('LTRIM', KEYS[3], ne, -1) end
 redis.call('DEL', KEYS[1])
 if ARGV[3] == 'sent' then
   redis.call('HSET', KEYS[4], 'last_success_ts', ARGV[2], 'failures', '0', 'backoff_until', '0', 'last_txn_id', ARGV[1])
+  redis.call('HDEL', KEYS[4], 'failing_since')
   redis.call('HINCRBY', KEYS[4], 'txns_sent', 1)
   redis.call('HINCRBY', KEYS[4], 'pdus_sent', np)
   redis.call('HINCRBY', KEYS[4], 'edus_sent', ne)
@@ -244,15 +245,22 @@ export class OutboundStore {
     return { pendingPdus: p, pendingEdus: e, removedPdus: removed };
   }
 
-  /** Records a failed attempt; returns the consecutive failure count (for the backoff). */
-  async recordFailure(destination: string, now: number, error: string): Promise<number> {
+  /**
+   * Records a failed attempt; returns the consecutive failure count and since when the destination
+   * has been failing (the first failure after the last success), for the backoff.
+   */
+  async recordFailure(destination: string, now: number, error: string): Promise<{ failures: number; failingSince: number }> {
     const key = this.keys.destinationStatus(destination);
     const res = (await this.redis
       .multi()
       .hincrby(key, "failures", 1)
       .hset(key, "last_error", error.slice(0, 500), "last_error_ts", String(now))
-      .exec()) as [Error | null, number][];
-    return res[0]![1];
+      .hsetnx(key, "failing_since", String(now))
+      .hget(key, "failing_since")
+      .exec()) as [Error | null, unknown][];
+    const failures = res[0]![1] as number;
+    const since = Number(res[3]![1]);
+    return { failures, failingSince: Number.isFinite(since) && since > 0 ? since : now };
   }
 
   async setBackoffUntil(destination: string, ts: number): Promise<void> {

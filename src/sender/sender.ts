@@ -36,6 +36,8 @@ const QUEUE_NAME = "send";
 const JOB_NAME = "destination";
 /** The BullMQ attempts budget for unexpected processor errors (Redis down...): effectively forever. */
 const JOB_ATTEMPTS = 1_000_000_000;
+/** noteRemoteActivity looks at a given origin's backoff at most this often. */
+export const ACTIVITY_CHECK_MS = 5_000;
 
 export interface SenderSettings {
   /** Destinations processed in parallel by one process. */
@@ -44,6 +46,12 @@ export interface SenderSettings {
   backoffMaxMs: number;
   /** 4xx answers (other than 429) to one transaction before its batch is dropped. */
   maxRejectedAttempts: number;
+  /**
+   * Caps each retry delay at this percentage of how long the destination has been failing
+   * (never below backoffInitialMs; 0 = off), so a destination back after a short outage is
+   * retried soon: the wait after it recovers is at most about this share of the outage.
+   */
+  backoffOutagePercent: number;
   /** BullMQ job lock; a killed worker's destination is picked up by another after about this long. */
   lockDurationMs: number;
   /** How often workers look for destinations with queued work and no job (0 = only at start). */
@@ -51,10 +59,11 @@ export interface SenderSettings {
 }
 
 export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
-  concurrency: 10,
+  concurrency: 100,
   backoffInitialMs: 1000,
   backoffMaxMs: 300_000,
   maxRejectedAttempts: 5,
+  backoffOutagePercent: 25,
   lockDurationMs: 30_000,
   sweepIntervalMs: 60_000,
 };
@@ -196,6 +205,32 @@ export class Sender {
     }
     await this.ensureJob(destination);
     return this.jobState(destination);
+  }
+
+  private readonly activityChecked = new Map<string, number>();
+
+  /**
+   * A request from `origin` arrived (authenticated): the server is up, so a backoff we hold for it
+   * as a destination is cleared and its queue sent now (Synapse does the same). Checks Redis at
+   * most once per origin every `ACTIVITY_CHECK_MS`; never throws.
+   */
+  async noteRemoteActivity(origin: string): Promise<boolean> {
+    if (origin === this.deps.serverName || this.closed) return false;
+    const now = this.clock();
+    const last = this.activityChecked.get(origin);
+    if (last !== undefined && now - last < ACTIVITY_CHECK_MS) return false;
+    if (this.activityChecked.size >= 10_000) this.activityChecked.clear();
+    this.activityChecked.set(origin, now);
+    try {
+      const status = await this.outbound.getStatus(origin);
+      if (status.backoffUntil <= now) return false;
+      await this.retryNow(origin);
+      this.deps.logger.info({ destination: origin, failures: status.failures }, "request received from a destination in backoff; retrying it now");
+      return true;
+    } catch (err) {
+      this.deps.logger.warn({ destination: origin, err: (err as Error).message }, "could not clear the backoff of an active destination");
+      return false;
+    }
   }
 
   async jobState(destination: string): Promise<string> {
@@ -432,8 +467,13 @@ export class Sender {
   private async failed(destination: string, txn: StoredTxn, message: string, minDelayMs = 0): Promise<Outcome> {
     const now = this.clock();
     this.stats.failedAttempts++;
-    const failures = await this.outbound.recordFailure(destination, now, message);
-    const delay = Math.max(backoffDelay(failures, this.backoffSettings(), this.random), Math.min(minDelayMs, this.settings.backoffMaxMs));
+    const { failures, failingSince } = await this.outbound.recordFailure(destination, now, message);
+    let backoff = backoffDelay(failures, this.backoffSettings(), this.random);
+    if (this.settings.backoffOutagePercent > 0) {
+      const cap = Math.max(this.settings.backoffInitialMs, ((now - failingSince) * this.settings.backoffOutagePercent) / 100);
+      backoff = Math.min(backoff, Math.round(cap));
+    }
+    const delay = Math.max(backoff, Math.min(minDelayMs, this.settings.backoffMaxMs));
     const at = now + delay;
     await this.outbound.setBackoffUntil(destination, at);
     this.deps.logger.warn({ destination, txnId: txn.txnId, error: message, failures, retryInMs: delay }, "transaction failed; backing off");

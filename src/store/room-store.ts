@@ -94,7 +94,7 @@ return 'persisted'
 
 type RedisWithScripts = Redis & {
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
-  gatehouseSnapshot(...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null]>;
+  gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
 };
 
 export interface CurrentState {
@@ -129,7 +129,7 @@ export class RoomStore {
   /** Current state per room at a stream position (see state-cache.ts). */
   private readonly stateCache = new Lru<string, CachedState>(256);
   /** Parsed events (immutable once written), by room and event ID. */
-  private readonly eventCache = new Lru<string, Pdu>(20_000);
+  private readonly eventCache = new Lru<string, Pdu>(5_000);
 
   constructor(
     redis: Redis,
@@ -139,7 +139,7 @@ export class RoomStore {
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
-    if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { numberOfKeys: 5, lua: SNAPSHOT_LUA });
+    if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
   }
 
   async persistEvent(input: PersistInput): Promise<PersistResult> {
@@ -226,8 +226,7 @@ export class RoomStore {
   }
 
   async getEvent(roomId: string, eventId: string): Promise<Pdu | null> {
-    const text = await this.redis.get(this.keys.event(roomId, eventId));
-    return text ? (JSON.parse(text) as Pdu) : null;
+    return (await this.getEvents(roomId, [eventId])).get(eventId) ?? null;
   }
 
   async getEventJson(roomId: string, eventId: string): Promise<string | null> {
@@ -274,24 +273,31 @@ export class RoomStore {
    * fetch of events this process has not seen yet). Served from the in-process state cache,
    * brought up to date by the stream delta (state-cache.ts).
    */
-  async currentSnapshot(roomId: string): Promise<{ room: RoomRecord | null; current: CurrentState }> {
+  async currentSnapshot(
+    roomId: string,
+    probe?: { eventId: string; statusOf: readonly string[] },
+  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: { exists: boolean; status: EventStatus | null; statuses: (EventStatus | null)[] } }> {
     const k = this.keys;
     const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId)];
+    const probeArgs: string[] = probe ? [probe.eventId, ...probe.statusOf] : [];
+    if (probe) keys.push(k.event(roomId, probe.eventId));
+    const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), ...probeArgs);
     let cached = this.stateCache.get(roomId);
-    let [roomFlat, extremities, at, ids, statuses, full] = await this.redis.gatehouseSnapshot(...keys, cached ? String(cached.stream) : "", String(MAX_DELTA));
+    let [roomFlat, extremities, at, ids, statuses, full, probed] = await call(cached ? String(cached.stream) : "");
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     if (cached && full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)) {
       // Redis lost or rewrote history under the cache (restore, flush): read everything again.
       this.stateCache.delete(roomId);
       cached = undefined;
-      [roomFlat, extremities, at, ids, statuses, full] = await this.redis.gatehouseSnapshot(...keys, "", String(MAX_DELTA));
+      [roomFlat, extremities, at, ids, statuses, full, probed] = await call("");
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
+    const probeOut = { exists: probed[0] === 1, status: (probed[1][0] ?? null) as EventStatus | null, statuses: probed[1].slice(1) as (EventStatus | null)[] };
     const stream = room?.stream ?? 0;
     const depth = room?.depth ?? 0;
     if (!room) {
       this.stateCache.delete(roomId);
-      return { room, current: { stream, depth, state: new Map(), stateIds: new Map(), extremities } };
+      return { room, current: { stream, depth, state: new Map(), stateIds: new Map(), extremities }, probe: probeOut };
     }
     let entry: CachedState;
     if (full !== null || !cached) {
@@ -330,7 +336,7 @@ export class RoomStore {
       entry = { stream, lastEventId: ids[ids.length - 1]!, state, stateIds };
     }
     if (entry !== cached) this.stateCache.set(roomId, entry);
-    return { room, current: { stream, depth, state: entry.state, stateIds: entry.stateIds, extremities } };
+    return { room, current: { stream, depth, state: entry.state, stateIds: entry.stateIds, extremities }, probe: probeOut };
   }
 
   async getStateEvent(roomId: string, type: string, stateKey: string): Promise<Pdu | null> {

@@ -56,23 +56,29 @@ export class Lru<K, V> {
 }
 
 /**
- * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state.
- * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit.
- * Returns {room hash (flat), extremities, event ID at the cached stream (or false), delta IDs,
- * delta statuses, full state (flat; only when there is no usable cache entry)}.
+ * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state,
+ * 6 (optional) an event's key to probe.
+ * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3.. event IDs whose status to read
+ * (with KEYS[6]: the probed event first).
+ * Returns {room hash (flat), extremities, event ID at the cached stream (or ""), delta IDs,
+ * delta statuses, full state (flat; only when there is no usable cache entry, else false),
+ * probe: {exists (0/1), statuses of ARGV[3..]}}.
  */
 export const SNAPSHOT_LUA = `
 local room = redis.call('HGETALL', KEYS[1])
 local ext = redis.call('SMEMBERS', KEYS[2])
+local probe = {0, {}}
+if #KEYS >= 6 then probe[1] = redis.call('EXISTS', KEYS[6]) end
+if #ARGV >= 3 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 3)) end
 if ARGV[1] ~= '' then
   local at = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[1], ARGV[1])
   local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
   if #ids < tonumber(ARGV[2]) then
     local st = {}
     if #ids > 0 then st = redis.call('HMGET', KEYS[4], unpack(ids)) end
-    return {room, ext, at[1] or '', ids, st, false}
+    return {room, ext, at[1] or '', ids, st, false, probe}
   end
 end
 local last = redis.call('ZRANGE', KEYS[3], -1, -1)
-return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5])}
+return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5]), probe}
 `;

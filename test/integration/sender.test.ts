@@ -29,6 +29,8 @@ import { OwnKeys } from "../../src/keys/own-keys.js";
 import { createRoom } from "../../src/rooms/create-room.js";
 import { freePort } from "../../src/embedded-redis.js";
 import { backoffDelay } from "../../src/sender/backoff.js";
+import { signRequest } from "../../src/protocol/x-matrix.js";
+import type { SigningKey } from "../../src/protocol/signing-key.js";
 
 const key = gatehouseKey();
 const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
@@ -309,6 +311,51 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
   });
 });
 
+describe("sender: recovering destinations", { timeout: 30_000 }, () => {
+  test("noteRemoteActivity: a destination in backoff is retried at once (same txnId); others are left alone", async () => {
+    const { s, sink, roomId } = await setup("activity", { settings: { backoffInitialMs: 60_000, backoffMaxMs: 120_000 } });
+    sink.script = [{ status: 500 }];
+    await persistPdus(s.store, roomId, [sink.serverName], 3);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "the failing attempt");
+    await settled(s, sink.serverName, (d) => (d?.backoff_until ?? 0) > Date.now() + 30_000);
+    assert.equal(await s.sender.noteRemoteActivity("unknown.example"), false, "not a destination in backoff");
+    assert.equal(await s.sender.noteRemoteActivity(GH_SERVER_NAME), false, "ourselves");
+    const started = Date.now();
+    assert.equal(await s.sender.noteRemoteActivity(sink.serverName), true);
+    await sink.waitFor(() => sink.delivered.length === 3, 5000, "the queue, sent at once");
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(sink.attempts[1]!.txnId, sink.attempts[0]!.txnId, "the stored transaction is re-sent");
+    assertExactlyOncePerTxn(sink.attempts);
+    const d = await settled(s, sink.serverName);
+    assert.equal(d?.failures, 0);
+    // Checked at most once per origin every few seconds.
+    assert.equal(await s.sender.noteRemoteActivity(sink.serverName), false);
+  });
+
+  test("short outages: each retry waits at most backoffOutagePercent of the outage so far, so recovery is noticed soon", async () => {
+    const { s, sink, roomId } = await setup("outage", { settings: { backoffInitialMs: 100, backoffMaxMs: 60_000, backoffOutagePercent: 25 } });
+    sink.defaultAnswer = { status: 503 };
+    await persistPdus(s.store, roomId, [sink.serverName], 2);
+    await s.sender.startWorkers();
+    await new Promise((r) => setTimeout(r, 2500));
+    const failed = sink.attempts.map((a) => a.receivedAt);
+    // Pure exponential (100 ms × 2^n × [0.8, 1.4]) allows at most 6 attempts in 2.5 s.
+    assert.ok(failed.length >= 8, `${failed.length} attempts in 2.5 s`);
+    for (let i = 2; i < failed.length; i++) {
+      const cap = Math.max(100, 0.25 * (failed[i - 1]! - failed[0]!));
+      assert.ok(failed[i]! - failed[i - 1]! <= cap + 150, `gap ${i}: ${failed[i]! - failed[i - 1]!} ms > cap ${cap} ms`);
+    }
+    const back = Date.now();
+    sink.defaultAnswer = { status: 200 };
+    await sink.waitFor(() => sink.delivered.length === 2, 5000, "delivery after recovery");
+    assert.ok(Date.now() - back < 0.25 * (back - failed[0]!) + 500, `caught up ${Date.now() - back} ms after recovery`);
+    assertExactlyOncePerTxn(sink.attempts);
+    const d = await settled(s, sink.serverName);
+    assert.equal(d?.failures, 0);
+  });
+});
+
 describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
   test("RoomService events reach the destination; /queue lists, shows and retries it", async () => {
     const prefix = uniquePrefix("wiring");
@@ -373,6 +420,20 @@ describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
     assert.equal(sink.attempts[2]!.txnId, sink.attempts[1]!.txnId);
     await admin("post", `/queue/${encodeURIComponent("unknown.example")}/retry`).send({}).expect(404);
     await admin("get", "/queue").set("Authorization", "Bearer wrong").expect(401);
+
+    // Another failure (60 s backoff); then an X-Matrix-authenticated request from that server
+    // arrives: it is up, so its queue is sent now (Synapse does the same).
+    sink.script = [{ status: 500 }];
+    const attemptsBefore = sink.attempts.length;
+    await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "third" } }, [sink.serverName]);
+    await sink.waitFor(() => sink.attempts.length === attemptsBefore + 1, 5000, "the second failing attempt");
+    for (let i = 0; i < 40 && !(await gh.sender.describe(sink.serverName))?.backoff_until; i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(((await gh.sender.describe(sink.serverName))?.backoff_until ?? 0) > Date.now() + 30_000);
+    const sinkKey = (sink as unknown as { key: SigningKey }).key;
+    const uri = `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(creator)}`;
+    const auth = signRequest({ method: "GET", uri, origin: sink.serverName, destination: GH_SERVER_NAME, key: sinkKey });
+    await request(gh.federationApp).get(uri).set("Authorization", auth).expect(200);
+    await sink.waitFor(() => sink.delivered.length === 3, 5000, "the queue, sent when the destination made a request");
   });
 });
 

@@ -36,6 +36,8 @@ export const FAST_SETTINGS: Partial<SenderSettings> = {
   backoffInitialMs: 100,
   backoffMaxMs: 800,
   maxRejectedAttempts: 3,
+  // Pure exponential backoff (the outage cap has its own tests).
+  backoffOutagePercent: 0,
   lockDurationMs: 2000,
   sweepIntervalMs: 0,
 };

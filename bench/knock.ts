@@ -1,0 +1,263 @@
+/**
+ * Knock benches against Gatehouse and (when available) Synapse, same run, same machine:
+ *
+ *  - make_knock replay: one signed request (X-Matrix has no nonce) replayed at 1, 10 and 50
+ *    connections: req/s, p50, p99;
+ *  - distinct knocks: make_knock + send_knock by new users of a fake remote server, 1 and 10
+ *    concurrent clients: knocks/s, latency; afterwards the room state must hold every knock;
+ *  - send_knock only, against the crypto-bound ceiling: knocks prepared with make_knock first,
+ *    then only the send_knocks are timed; the same events are checked in-process (X-Matrix
+ *    request verify + redact/verify/hash/event ID) for the ceiling;
+ *  - memory per hosted member: Redis used_memory and Gatehouse RSS per knock.
+ */
+import { RemoteServer } from "../test/support/remote-server.js";
+import { parseXMatrixHeaders, verifyRequest } from "../src/protocol/x-matrix.js";
+import { checkEvent } from "../src/protocol/event-signing.js";
+import { getRoomVersion } from "../src/protocol/room-versions.js";
+import { defaultEd25519 } from "../src/protocol/ed25519.js";
+import type { Pdu } from "../src/protocol/pdu.js";
+import { closedLoop, Conn, type LoadResult } from "./lib/loadgen.js";
+import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
+import { cpuSecondsOf, rssOf, sleep, type GatehouseProc, type RedisProc, type SynapseProc } from "./lib/procs.js";
+
+export interface Target {
+  name: "Gatehouse" | "Synapse";
+  serverName: string;
+  port: number;
+  /** Creates a knock room; returns its ID. */
+  createKnockRoom(): Promise<string>;
+  /** User IDs with membership "knock" in the room (from the server's own API). */
+  knockers(roomId: string): Promise<string[]>;
+  /** Server-side processes (for CPU accounting): Gatehouse + its Redis, or Synapse. */
+  pids: number[];
+}
+
+/** Runs `fn` and adds the CPU time the target's processes used meanwhile (ms per op). */
+async function withCpu<T extends LoadResult>(target: Target, fn: () => Promise<T>): Promise<T & { cpuMsPerOp: number }> {
+  const before = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
+  const r = await fn();
+  const after = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
+  const cpu = after.reduce((a, b, i) => a + b - before[i]!, 0);
+  return { ...r, cpuMsPerOp: (cpu * 1000) / Math.max(1, r.ops + r.errors) };
+}
+
+export function gatehouseTarget(gh: GatehouseProc, redis?: RedisProc): Target {
+  return {
+    pids: [gh.pid, ...(redis ? [redis.pid] : [])],
+    name: "Gatehouse",
+    serverName: gh.serverName,
+    port: gh.federationPort,
+    async createKnockRoom() {
+      const r = await gh.admin("POST", "/rooms", { creator: `@admin:${gh.serverName}`, join_rule: "knock", room_version: ROOM_VERSION, name: "bench knocks" });
+      if (r.status !== 200) throw new Error(`create room: ${JSON.stringify(r.body)}`);
+      return r.body.room_id;
+    },
+    async knockers(roomId) {
+      const r = await gh.admin("GET", `/rooms/${enc(roomId)}/knocks`);
+      return (r.body.knocks as { user_id: string }[]).map((k) => k.user_id);
+    },
+  };
+}
+
+export async function synapseTarget(hs: SynapseProc): Promise<Target> {
+  const admin = await hs.user("benchadmin");
+  return {
+    pids: [hs.pid],
+    name: "Synapse",
+    serverName: hs.serverName,
+    port: hs.federationPort,
+    async createKnockRoom() {
+      const r = await hs.client(admin.token, "POST", "/_matrix/client/v3/createRoom", {
+        room_version: ROOM_VERSION,
+        preset: "private_chat",
+        name: "bench knocks",
+        initial_state: [{ type: "m.room.join_rules", state_key: "", content: { join_rule: "knock" } }],
+      });
+      if (r.status !== 200) throw new Error(`synapse createRoom: ${JSON.stringify(r.body)}`);
+      return r.body.room_id;
+    },
+    async knockers(roomId) {
+      const r = await hs.client(admin.token, "GET", `/_matrix/client/v3/rooms/${enc(roomId)}/members?membership=knock`);
+      if (r.status !== 200) throw new Error(`synapse members: ${JSON.stringify(r.body)}`);
+      return (r.body.chunk as { state_key: string; content: { membership: string } }[]).filter((e) => e.content.membership === "knock").map((e) => e.state_key);
+    },
+  };
+}
+
+export const ROOM_VERSION = "12";
+
+export interface KnockFigures {
+  target: string;
+  makeKnock: Record<number, LoadResult & { cpuMsPerOp: number }>;
+  distinct: Record<number, LoadResult & { verified: string; cpuMsPerOp: number }>;
+  sendOnly?: LoadResult & { prepared: number; cpuMsPerOp: number };
+  ceiling?: { eventOnlyPerSec: number; fullPerSec: number; knocks: number };
+  memory?: { knocks: number; redisBytesPerMember: number; rssBytesPerMember: number };
+}
+
+let runTag = `${Date.now().toString(36)}`;
+
+function fmt(n: number, digits = 0): string {
+  return Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–";
+}
+
+/** Every bench in this file against one target. */
+export async function knockBench(
+  target: Target,
+  remote: RemoteServer,
+  opts: { seconds: number; quick: boolean; gatehouse?: GatehouseProc; redis?: RedisProc },
+): Promise<KnockFigures> {
+  const fake: FakeServer = { serverName: remote.serverName, key: remote.key };
+  const out: KnockFigures = { target: target.name, makeKnock: {}, distinct: {} };
+  const log = (s: string) => console.log(`  [${target.name}] ${s}`);
+
+  // --- make_knock replay ------------------------------------------------------------------------
+  const replayRoom = await target.createKnockRoom();
+  const replayUser = `@replay-${runTag}:${fake.serverName}`;
+  const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
+  const replay = signedRequest(fake, target.serverName, "GET", `/_matrix/federation/v1/make_knock/${enc(replayRoom)}/${enc(replayUser)}?${ver}`);
+  // First request fetches the fake server's key; not timed.
+  const first = await new Conn("127.0.0.1", target.port).request(replay);
+  if (first.status !== 200) throw new Error(`${target.name} make_knock: ${first.status} ${first.body}`);
+  for (const connections of [1, 10, 50]) {
+    const r = await withCpu(target, () => closedLoop({
+      host: "127.0.0.1",
+      port: target.port,
+      connections,
+      seconds: opts.seconds,
+      warmupSeconds: opts.quick ? 0.2 : 1,
+      op: async (conn) => {
+        const res = await conn.request(replay);
+        return res.status === 200 ? true : `HTTP ${res.status}`;
+      },
+    }));
+    out.makeKnock[connections] = r;
+    log(`make_knock replay, ${connections} conn: ${fmt(r.opsPerSec)} req/s, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, server CPU ${fmt(r.cpuMsPerOp, 3)} ms/req, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}`);
+  }
+
+  // --- distinct knocks ----------------------------------------------------------------------------
+  let memBefore: { redis: number; rss: number } | null = null;
+  if (opts.redis && opts.gatehouse) memBefore = { redis: await opts.redis.usedMemory(), rss: rssOf(opts.gatehouse.pid) ?? 0 };
+  let totalKnocks = 0;
+  for (const clients of [1, 10]) {
+    const roomId = await target.createKnockRoom();
+    const knocked: string[] = [];
+    const r = await withCpu(target, () => closedLoop({
+      host: "127.0.0.1",
+      port: target.port,
+      connections: clients,
+      seconds: opts.seconds,
+      op: async (conn, w, n) => {
+        const user = `@k${runTag}-${clients}-${n}:${fake.serverName}`;
+        try {
+          await handshake(conn, fake, target.serverName, "knock", roomId, user, { reason: "bench" });
+          knocked.push(user);
+          return true;
+        } catch (e) {
+          if (e instanceof HandshakeError) return `${e.step} ${e.status}`;
+          throw e;
+        }
+      },
+    }));
+    // Let in-flight knocks land, then compare with the room state.
+    await sleep(300);
+    const inState = new Set(await target.knockers(roomId));
+    const missing = knocked.filter((u) => !inState.has(u));
+    const verified = missing.length === 0 ? `all ${knocked.length} knocks in room state` : `${missing.length} of ${knocked.length} knocks MISSING from room state`;
+    totalKnocks += knocked.length;
+    out.distinct[clients] = { ...r, verified };
+    log(`distinct knocks, ${clients} client(s): ${fmt(r.opsPerSec, 1)} knocks/s, p50 ${fmt(r.p50Ms, 1)} ms, p99 ${fmt(r.p99Ms, 1)} ms, server CPU ${fmt(r.cpuMsPerOp, 2)} ms/knock, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}; ${verified}`);
+  }
+  if (memBefore && opts.redis && opts.gatehouse) {
+    await sleep(500);
+    const redisAfter = await opts.redis.usedMemory();
+    const rssAfter = rssOf(opts.gatehouse.pid) ?? 0;
+    out.memory = { knocks: totalKnocks, redisBytesPerMember: (redisAfter - memBefore.redis) / totalKnocks, rssBytesPerMember: (rssAfter - memBefore.rss) / totalKnocks };
+    log(`memory: ${totalKnocks} knocks: Redis +${fmt(out.memory.redisBytesPerMember)} B/member, RSS +${fmt(out.memory.rssBytesPerMember)} B/member`);
+  }
+
+  // --- send_knock only, and the crypto ceiling for the same events ------------------------------------
+  // Knocks prepared together share prev_events (each one forks the room graph), so the room's
+  // forward extremities grow with the batch: keep it at 300 for both servers.
+  const prepared = 300;
+  const roomId = await target.createKnockRoom();
+  const prepConn = Array.from({ length: 10 }, () => new Conn("127.0.0.1", target.port));
+  const reqs: { buf: Buffer; pdu: Pdu; path: string; auth: string }[] = [];
+  let next = 0;
+  await Promise.all(
+    prepConn.map(async (conn) => {
+      while (next < prepared) {
+        const n = next++;
+        const user = `@s${runTag}-${n}:${fake.serverName}`;
+        const path = `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc(user)}?${ver}`;
+        const made = await conn.request(signedRequest(fake, target.serverName, "GET", path));
+        if (made.status !== 200) throw new Error(`make_knock: ${made.status} ${made.body}`);
+        const m = JSON.parse(made.body.toString()) as { room_version: string; event: Record<string, unknown> };
+        const { pdu, eventId } = signEvent(fake, { ...m.event, content: { ...(m.event.content as object), reason: "bench" } }, m.room_version);
+        const sendPath = `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}`;
+        const buf = signedRequest(fake, target.serverName, "PUT", sendPath, pdu);
+        const auth = /Authorization: (.*)\r\n/.exec(buf.toString("latin1"))![1]!;
+        reqs.push({ buf, pdu, path: sendPath, auth });
+      }
+    }),
+  );
+  for (const c of prepConn) c.close();
+  const sendOnly = await withCpu(target, () => closedLoop({
+    host: "127.0.0.1",
+    port: target.port,
+    connections: 10,
+    seconds: 600,
+    maxOps: reqs.length,
+    op: async (conn, _w, n) => {
+      const res = await conn.request(reqs[n]!.buf);
+      return res.status === 200 ? true : `HTTP ${res.status} ${res.body.toString().slice(0, 80)}`;
+    },
+  }));
+  out.sendOnly = { ...sendOnly, prepared: reqs.length };
+  log(`send_knock only (10 conn, ${reqs.length} prepared knocks): ${fmt(sendOnly.opsPerSec)} knocks/s, p50 ${fmt(sendOnly.p50Ms, 1)} ms, p99 ${fmt(sendOnly.p99Ms, 1)} ms, server CPU ${fmt(sendOnly.cpuMsPerOp, 2)} ms/knock, errors ${sendOnly.errors}${sendOnly.firstError ? ` (${sendOnly.firstError})` : ""}`);
+
+  if (target.name === "Gatehouse") {
+    out.ceiling = cryptoCeiling(reqs, fake, target.serverName);
+    log(
+      `crypto ceiling for the same ${out.ceiling.knocks} knocks (one core, in-process): event check only ${fmt(out.ceiling.eventOnlyPerSec)}/s, ` +
+        `X-Matrix verify + event check ${fmt(out.ceiling.fullPerSec)}/s → send_knock route at ${fmt((100 * sendOnly.opsPerSec) / out.ceiling.fullPerSec)} % of the full ceiling`,
+    );
+  }
+  return out;
+}
+
+/**
+ * The pure CPU cost per send_knock, for the same requests: (a) the event check (redact,
+ * canonical JSON, signature verify, content hash, event ID), (b) plus the X-Matrix request
+ * verification (canonical JSON of the request object + signature verify). Best of 3 passes.
+ */
+function cryptoCeiling(reqs: { pdu: Pdu; path: string; auth: string }[], fake: FakeServer, destination: string) {
+  const version = getRoomVersion(ROOM_VERSION)!;
+  const verifier = defaultEd25519.verifier(fake.key.publicKey);
+  const lookup = (entity: string, keyId: string) => (entity === fake.serverName && keyId === fake.key.keyId ? verifier : undefined);
+  const eventOnly = () => {
+    for (const r of reqs) if (!checkEvent(r.pdu, version, lookup).signaturesOk) throw new Error("ceiling: event check failed");
+  };
+  const full = () => {
+    for (const r of reqs) {
+      const parsed = parseXMatrixHeaders([r.auth]);
+      const auths = parsed.map((p) => (p.ok ? p.auth : null)).filter((a) => a !== null);
+      if (!verifyRequest(auths, { method: "PUT", uri: r.path, content: r.pdu }, lookup, destination).ok) throw new Error("ceiling: request verify failed");
+      if (!checkEvent(r.pdu, version, lookup).signaturesOk) throw new Error("ceiling: event check failed");
+    }
+  };
+  const best = (fn: () => void) => {
+    let b = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const t0 = performance.now();
+      fn();
+      b = Math.min(b, performance.now() - t0);
+    }
+    return (reqs.length * 1000) / b;
+  };
+  return { eventOnlyPerSec: best(eventOnly), fullPerSec: best(full), knocks: reqs.length };
+}
+
+export function setRunTag(tag: string): void {
+  runTag = tag;
+}

@@ -1,0 +1,313 @@
+/**
+ * A farm of fake remote homeservers in ONE child process (forked by SinkFarm in
+ * sink-farm-client.ts): `count` HTTPS listeners on 127.0.0.1, each its own server name
+ * (`127.0.0.1:<port>`) and ed25519 key (seed derived from a base, so the parent can sign as
+ * them). Each serves its key document, countersigns /v2/invite, and receives
+ * PUT /_matrix/federation/v1/send/{txnId}: checks the X-Matrix signature when it knows the
+ * sender's key (Gatehouse), records every PDU by event ID with the txnIds it arrived in and the
+ * time of first receipt. Per listener mode: ok, fail (500), hang (never answers), down (listener
+ * closed, connections refused), slow (answers after delayMs).
+ */
+import https from "node:https";
+import type http from "node:http";
+import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { OwnKeys } from "../../src/keys/own-keys.js";
+import { authenticateRequest } from "../../src/protocol/x-matrix.js";
+import { defaultEd25519 } from "../../src/protocol/ed25519.js";
+import { decodeBase64 } from "../../src/protocol/base64.js";
+import { computeEventId } from "../../src/protocol/event-hashing.js";
+import { addEventSignature } from "../../src/protocol/event-signing.js";
+import { getRoomVersion } from "../../src/protocol/room-versions.js";
+import { sinkKey } from "./fed.js";
+
+export type SinkMode = "ok" | "fail" | "hang" | "down" | "slow";
+
+interface Received {
+  firstAt: number;
+  ts: number;
+  txns: string[];
+  count: number;
+}
+
+interface Sink {
+  index: number;
+  port: number;
+  serverName: string;
+  server: https.Server;
+  keys: OwnKeys;
+  key: ReturnType<typeof sinkKey>;
+  mode: SinkMode;
+  delayMs: number;
+  hung: Set<http.ServerResponse>;
+  events: Map<string, Received>;
+  txnIds: Set<string>;
+  attempts: number;
+  pdusPerTxn: number[];
+  badSignatures: number;
+  sockets: Set<import("node:stream").Duplex>;
+}
+
+const sinks: Sink[] = [];
+let verifyKey: { serverName: string; keyId: string; verifier: ReturnType<typeof defaultEd25519.verifier> } | null = null;
+let defaultVersion = getRoomVersion("12")!;
+const roomVersions = new Map<string, string>();
+let tlsCert: { cert: string; key: string };
+
+function send(msg: unknown): void {
+  process.send!(msg);
+}
+
+function answer(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.destroyed || res.writableEnded) return;
+  const out = JSON.stringify(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(out) });
+  res.end(out);
+}
+
+function handle(sink: Sink, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const chunks: Buffer[] = [];
+  req.on("data", (c: Buffer) => chunks.push(c));
+  req.on("end", () => {
+    const raw = Buffer.concat(chunks).toString("utf8");
+    const url = req.url ?? "/";
+    const path = url.split("?")[0]!;
+    if (req.method === "GET" && (path === "/_matrix/key/v2/server" || path.startsWith("/_matrix/key/v2/server/"))) {
+      const doc = sink.keys.keyDocument(Date.now());
+      res.writeHead(200, { "Content-Type": "application/json" });
+      res.end(doc.body);
+      return;
+    }
+    if (req.method === "PUT" && path.startsWith("/_matrix/federation/v2/invite/")) {
+      try {
+        const b = JSON.parse(raw) as { room_version: string; event: Record<string, unknown> };
+        const v = getRoomVersion(b.room_version)!;
+        return answer(res, 200, { event: addEventSignature(b.event, sink.serverName, sink.key, v) });
+      } catch (e) {
+        return answer(res, 400, { errcode: "M_BAD_JSON", error: (e as Error).message });
+      }
+    }
+    const m = /^\/_matrix\/federation\/v1\/send\/([^/?]+)$/.exec(path);
+    if (req.method !== "PUT" || !m) return answer(res, 404, { errcode: "M_UNRECOGNIZED", error: "sink: unknown endpoint" });
+    onSend(sink, decodeURIComponent(m[1]!), url, raw, req, res);
+  });
+}
+
+function onSend(sink: Sink, txnId: string, uri: string, raw: string, req: http.IncomingMessage, res: http.ServerResponse): void {
+  sink.attempts++;
+  let body: { origin: string; pdus: Record<string, unknown>[] };
+  try {
+    body = JSON.parse(raw);
+  } catch {
+    return answer(res, 400, { errcode: "M_NOT_JSON", error: "not JSON" });
+  }
+  if (verifyKey) {
+    const v = verifyKey;
+    const auth = authenticateRequest(req.headers.authorization, { method: "PUT", uri, content: body }, (entity, keyId) => (entity === v.serverName && keyId === v.keyId ? v.verifier : undefined), sink.serverName);
+    if (!auth.ok) {
+      sink.badSignatures++;
+      return answer(res, 401, { errcode: "M_UNAUTHORIZED", error: "bad signature" });
+    }
+  }
+  if (sink.mode === "fail") return answer(res, 500, { errcode: "M_UNKNOWN", error: "sink: injected failure" });
+  // Processed on receipt, once per txnId (like Synapse), whatever the answer does next.
+  const now = Date.now();
+  const results: Record<string, unknown> = {};
+  if (!sink.txnIds.has(txnId)) {
+    sink.txnIds.add(txnId);
+    sink.pdusPerTxn.push(body.pdus.length);
+    for (const pdu of body.pdus) {
+      const roomId = String(pdu.room_id);
+      const version = getRoomVersion(roomVersions.get(roomId) ?? "") ?? defaultVersion;
+      let id: string;
+      try {
+        id = computeEventId(pdu, version);
+      } catch {
+        id = `?${JSON.stringify(pdu).length}`;
+      }
+      results[id] = {};
+      const r = sink.events.get(id);
+      if (r) {
+        r.count++;
+        r.txns.push(txnId);
+      } else sink.events.set(id, { firstAt: now, ts: Number(pdu.origin_server_ts), txns: [txnId], count: 1 });
+    }
+  }
+  if (sink.mode === "hang") {
+    sink.hung.add(res);
+    res.on("close", () => sink.hung.delete(res));
+    return;
+  }
+  if (sink.mode === "slow") {
+    setTimeout(() => answer(res, 200, { pdus: results }), sink.delayMs);
+    return;
+  }
+  answer(res, 200, { pdus: results });
+}
+
+async function listen(sink: Sink, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    sink.server.once("error", reject);
+    sink.server.listen(port, "127.0.0.1", () => {
+      sink.server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+async function startSink(index: number, base: string): Promise<Sink> {
+  const server = https.createServer({ cert: tlsCert.cert, key: tlsCert.key, keepAliveTimeout: 60_000 });
+  const sink: Sink = {
+    index,
+    port: 0,
+    serverName: "",
+    server,
+    keys: null as unknown as OwnKeys,
+    key: null as unknown as ReturnType<typeof sinkKey>,
+    mode: "ok",
+    delayMs: 0,
+    hung: new Set(),
+    events: new Map(),
+    txnIds: new Set(),
+    attempts: 0,
+    pdusPerTxn: [],
+    badSignatures: 0,
+    sockets: new Set(),
+  };
+  server.on("connection", (s) => {
+    sink.sockets.add(s);
+    s.on("close", () => sink.sockets.delete(s));
+  });
+  server.on("request", (req, res) => handle(sink, req, res));
+  await listen(sink, 0);
+  sink.port = (server.address() as AddressInfo).port;
+  sink.serverName = `127.0.0.1:${sink.port}`;
+  sink.key = sinkKey(base, index);
+  sink.keys = new OwnKeys(sink.serverName, [sink.key], [], 86_400_000);
+  return sink;
+}
+
+async function setMode(sink: Sink, mode: SinkMode, delayMs = 0, release: "answer" | "destroy" = "answer"): Promise<void> {
+  const was = sink.mode;
+  sink.mode = mode;
+  sink.delayMs = delayMs;
+  if (was === "hang" && mode !== "hang") {
+    for (const res of sink.hung) {
+      if (release === "answer") answer(res, 200, { pdus: {} });
+      else res.socket?.destroy();
+    }
+    sink.hung.clear();
+  }
+  if (mode === "down" && was !== "down") {
+    await new Promise<void>((resolve) => {
+      sink.server.close(() => resolve());
+      for (const s of sink.sockets) s.destroy();
+    });
+  }
+  if (was === "down" && mode !== "down") await listen(sink, sink.port);
+}
+
+function stats(withLatencies: boolean) {
+  const perDest = sinks.map((s) => {
+    let dups = 0;
+    let received = 0;
+    for (const r of s.events.values()) {
+      received += r.count;
+      if (new Set(r.txns).size > 1) dups++;
+    }
+    return { serverName: s.serverName, attempts: s.attempts, txns: s.txnIds.size, uniqueEvents: s.events.size, received, dupAcrossTxns: dups, badSignatures: s.badSignatures, mode: s.mode };
+  });
+  const latencies: number[] = [];
+  const pdusPerTxn: number[] = [];
+  if (withLatencies) {
+    for (const s of sinks) {
+      for (const r of s.events.values()) latencies.push(r.firstAt - r.ts);
+      pdusPerTxn.push(...s.pdusPerTxn);
+    }
+  }
+  let firstAt = Infinity;
+  let lastAt = 0;
+  for (const s of sinks) {
+    for (const r of s.events.values()) {
+      if (r.firstAt < firstAt) firstAt = r.firstAt;
+      if (r.firstAt > lastAt) lastAt = r.firstAt;
+    }
+  }
+  return { perDest, latencies, pdusPerTxn, firstAt, lastAt };
+}
+
+process.on("message", async (msg: any) => {
+  try {
+    switch (msg.cmd) {
+      case "start": {
+        tlsCert = { cert: readFileSync(msg.certFile, "utf8"), key: readFileSync(msg.keyFile, "utf8") };
+        if (msg.roomVersion) defaultVersion = getRoomVersion(msg.roomVersion)!;
+        for (let i = 0; i < msg.count; i++) sinks.push(await startSink(i, msg.base));
+        send({ id: msg.id, ok: true, servers: sinks.map((s) => s.serverName) });
+        break;
+      }
+      case "verify": {
+        verifyKey = msg.serverName ? { serverName: msg.serverName, keyId: msg.keyId, verifier: defaultEd25519.verifier(decodeBase64(msg.publicKey)!) } : null;
+        send({ id: msg.id, ok: true });
+        break;
+      }
+      case "roomVersion":
+        roomVersions.set(msg.roomId, msg.version);
+        send({ id: msg.id, ok: true });
+        break;
+      case "mode":
+        for (const i of msg.indices as number[]) await setMode(sinks[i]!, msg.mode, msg.delayMs, msg.release);
+        send({ id: msg.id, ok: true });
+        break;
+      case "reset":
+        for (const s of sinks) {
+          s.events.clear();
+          s.txnIds.clear();
+          s.pdusPerTxn = [];
+          s.attempts = 0;
+        }
+        send({ id: msg.id, ok: true });
+        break;
+      case "stats":
+        send({ id: msg.id, ok: true, stats: stats(!!msg.latencies) });
+        break;
+      case "has": {
+        // For each sink index: how many of `ids` it has received.
+        const out = (msg.indices as number[]).map((i) => (msg.ids as string[]).filter((id) => sinks[i]!.events.has(id)).length);
+        send({ id: msg.id, ok: true, counts: out });
+        break;
+      }
+      case "check": {
+        // expected[i] = event IDs sink i must have received exactly once per txn.
+        const report = (msg.expected as Record<string, string[]>);
+        const out: Record<string, { missing: string[]; extra: number; dupAcrossTxns: number }> = {};
+        for (const s of sinks) {
+          const exp = report[s.serverName];
+          if (!exp) continue;
+          const set = new Set(exp);
+          const missing = exp.filter((id) => !s.events.has(id));
+          let extra = 0;
+          let dup = 0;
+          for (const [id, r] of s.events) {
+            if (!set.has(id)) extra++;
+            if (new Set(r.txns).size > 1) dup++;
+          }
+          out[s.serverName] = { missing, extra, dupAcrossTxns: dup };
+        }
+        send({ id: msg.id, ok: true, report: out });
+        break;
+      }
+      case "stop":
+        for (const s of sinks) {
+          for (const res of s.hung) res.destroy();
+          for (const so of s.sockets) so.destroy();
+          s.server.close();
+        }
+        send({ id: msg.id, ok: true });
+        setTimeout(() => process.exit(0), 50);
+        break;
+    }
+  } catch (e) {
+    send({ id: msg.id, ok: false, error: (e as Error).stack });
+  }
+});

@@ -1,0 +1,194 @@
+/**
+ * `npm run soak` (node --import tsx bench/soak.ts): Gatehouse under mixed traffic for
+ * SOAK_SECONDS (default 1800).
+ *
+ * One knock room with 100 remote servers joined (a sink farm, one process, 100 server names),
+ * 10 of which misbehave in cycles (5 answer 500, 5 hang until Gatehouse's request timeout, for
+ * 10 s of every 30 s). Traffic: admin messages (10/s) and knock flows by users of 4 more fake
+ * servers — knock, then rescind (send_leave), accept + join, deny, or stay pending. Everything
+ * fans out to the 100 servers.
+ *
+ * Checks, printed as a summary: no error other than the injected ones (our requests, Gatehouse's
+ * log), RSS and Redis memory sampled (flat?), and every accepted event delivered to every server
+ * that was in the room exactly once (never under a second txnId), compared with the timeline.
+ */
+import { GatehouseProc, pinSelf, RedisProc, rssOf, sleep } from "./lib/procs.js";
+import { SinkFarm } from "./lib/sink-farm-client.js";
+import { Conn } from "./lib/loadgen.js";
+import { handshake, HandshakeError, enc } from "./lib/fed.js";
+import { acceptedTimeline, checkDeliveries, createRoom, expectedDeliveries, joinSinks, waitDelivered } from "./lib/scenario.js";
+
+const SECONDS = Number(process.env.SOAK_SECONDS ?? "1800");
+const SINKS = Number(process.env.SOAK_SINKS ?? "100");
+const KNOCKERS = 4;
+const FAILING = Array.from({ length: Number(process.env.SOAK_FAILING ?? Math.round(SINKS * 0.05)) }, (_, i) => i);
+const HANGING = Array.from({ length: Number(process.env.SOAK_HANGING ?? Math.round(SINKS * 0.05)) }, (_, i) => FAILING.length + i);
+const SENDER_ENV = {
+  GATEHOUSE_FEDERATION_TIMEOUT_MS: "5000",
+  GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "500",
+  GATEHOUSE_SENDER_BACKOFF_MAX_MS: "10000",
+};
+
+pinSelf();
+const fmtMB = (b: number) => `${(b / 1048576).toFixed(1)} MB`;
+console.log(`# soak: ${SECONDS} s, ${SINKS} servers in the room (${FAILING.length} failing, ${HANGING.length} hanging in cycles), ${new Date().toISOString()}`);
+
+const redis = await RedisProc.start({ aof: false });
+const gh = await GatehouseProc.start({ redisUrl: redis.url, env: SENDER_ENV });
+const farm = await SinkFarm.start(SINKS + KNOCKERS);
+const counts: Record<string, number> = {};
+const unexpected: Record<string, number> = {};
+const count = (k: string) => (counts[k] = (counts[k] ?? 0) + 1);
+const problem = (k: string) => (unexpected[k] = (unexpected[k] ?? 0) + 1);
+let stopping = false;
+
+try {
+  await farm.verifyAs({ serverName: gh.serverName, keyId: gh.keyId, publicKeyBase64: Buffer.from(gh.publicKey).toString("base64").replace(/=+$/, "") });
+  const roomId = await createRoom(gh, { preset: "public_chat", name: "soak" });
+  const sinkIdx = Array.from({ length: SINKS }, (_, i) => i);
+  const joins = await joinSinks(gh, farm, roomId, sinkIdx);
+  const jr = await gh.admin("PUT", `/rooms/${enc(roomId)}/state/m.room.join_rules`, { content: { join_rule: "knock" } });
+  if (jr.status !== 200) throw new Error(`join rules: ${JSON.stringify(jr.body)}`);
+  console.log(`# room ${roomId}: ${joins.size} servers joined; join rule knock`);
+
+  // --- samplers ------------------------------------------------------------------------------------
+  const samples: { t: number; rss: number; redis: number }[] = [];
+  const t0 = Date.now();
+  const sampler = setInterval(() => {
+    void redis.usedMemory().then((m) => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(gh.pid) ?? 0, redis: m }), () => undefined);
+  }, 5000);
+
+  // --- misbehaving servers: 10 s of every 30 s -----------------------------------------------------------
+  const faults = (async () => {
+    while (!stopping) {
+      await farm.mode(FAILING, "fail");
+      await farm.mode(HANGING, "hang");
+      await sleep(10_000);
+      await farm.mode(FAILING, "ok");
+      await farm.mode(HANGING, "ok", { release: "destroy" });
+      for (let i = 0; i < 20 && !stopping; i++) await sleep(1000);
+    }
+    await farm.mode([...FAILING, ...HANGING], "ok", { release: "destroy" });
+  })();
+
+  // --- traffic -------------------------------------------------------------------------------------------
+  const deadline = Date.now() + SECONDS * 1000;
+  const messages = (async () => {
+    let n = 0;
+    while (Date.now() < deadline) {
+      const r = await gh.admin("POST", `/rooms/${enc(roomId)}/send/m.room.message`, { content: { msgtype: "m.text", body: `soak ${n++}` } }).catch((e: Error) => ({ status: 0, body: e.message }));
+      if (r.status === 200) count("message");
+      else problem(`admin send: ${r.status} ${JSON.stringify(r.body).slice(0, 120)}`);
+      await sleep(100);
+    }
+  })();
+  let userSeq = 0;
+  const knockFlow = async (w: number) => {
+    const conn = new Conn("127.0.0.1", gh.federationPort);
+    while (Date.now() < deadline) {
+      const n = userSeq++;
+      const server = farm.server(SINKS + (n % KNOCKERS));
+      const user = `@u${n}:${server.serverName}`;
+      try {
+        await handshake(conn, server, gh.serverName, "knock", roomId, user, { reason: "soak" });
+        count("knock");
+        await sleep(Math.random() * 200);
+        const r = Math.random();
+        if (r < 0.35) {
+          await handshake(conn, server, gh.serverName, "leave", roomId, user);
+          count("rescind");
+        } else if (r < 0.65) {
+          const a = await gh.admin("POST", `/rooms/${enc(roomId)}/knocks/${enc(user)}/accept`, {});
+          if (a.status !== 200) problem(`accept: ${a.status} ${JSON.stringify(a.body).slice(0, 120)}`);
+          else {
+            count("accept");
+            await handshake(conn, server, gh.serverName, "join", roomId, user);
+            count("join");
+          }
+        } else if (r < 0.8) {
+          const d = await gh.admin("POST", `/rooms/${enc(roomId)}/knocks/${enc(user)}/deny`, { reason: "soak" });
+          if (d.status !== 200) problem(`deny: ${d.status} ${JSON.stringify(d.body).slice(0, 120)}`);
+          else count("deny");
+        } else count("pending");
+      } catch (e) {
+        problem(e instanceof HandshakeError ? `${e.step}: ${e.status} ${e.body.slice(0, 120)}` : `knock flow ${w}: ${(e as Error).message}`);
+      }
+      await sleep(150);
+    }
+    conn.close();
+  };
+  const progress = setInterval(() => {
+    const s = samples[samples.length - 1];
+    console.log(`  t=${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(counts)}${s ? `, RSS ${fmtMB(s.rss)}, Redis ${fmtMB(s.redis)}` : ""}`);
+  }, Math.max(10_000, Math.min(60_000, SECONDS * 100)));
+  await Promise.all([messages, knockFlow(0), knockFlow(1), knockFlow(2)]);
+  stopping = true;
+  await faults;
+  clearInterval(progress);
+  const trafficEnd = Date.now();
+
+  // --- drain and check ----------------------------------------------------------------------------------
+  const timeline = await acceptedTimeline(redis.url, roomId);
+  const expected = expectedDeliveries(timeline, joins);
+  const drainSeconds = await waitDelivered(farm, expected, 180_000);
+  clearInterval(sampler);
+  const report = await checkDeliveries(farm, expected);
+  const stats = await farm.stats(true);
+  const bad = stats.perDest.reduce((a, d) => a + d.badSignatures, 0);
+  const lat = [...stats.latencies].sort((a, b) => a - b);
+  const pct = (p: number) => lat[Math.min(lat.length - 1, Math.ceil((p / 100) * lat.length) - 1)] ?? NaN;
+
+  // Gatehouse's own log: errors, and warnings other than the injected failures.
+  const injected = /HTTP 500|timed out|timeout|socket hang up|ECONNRESET|aborted|closed/i;
+  const logWarn: Record<string, number> = {};
+  const logErr: Record<string, number> = {};
+  let injectedWarnings = 0;
+  for (const l of gh.logLines(40)) {
+    const key = `${l.msg}${l.err ? `: ${String(l.err).slice(0, 100)}` : ""}${l.error ? `: ${String(l.error).slice(0, 100)}` : ""}`;
+    if (l.level >= 50) logErr[key] = (logErr[key] ?? 0) + 1;
+    else if (l.msg === "transaction failed; backing off" && injected.test(String(l.error)) && [...FAILING, ...HANGING].some((i) => l.destination === farm.servers[i])) injectedWarnings++;
+    else if (!/self-signed TLS certificate/.test(l.msg)) logWarn[key] = (logWarn[key] ?? 0) + 1;
+  }
+
+  const rssStart = samples[0]?.rss ?? 0;
+  const rssEnd = samples[samples.length - 1]?.rss ?? 0;
+  const rssMax = Math.max(...samples.map((s) => s.rss));
+  const n = samples.length;
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const tx = samples.map((s) => s.t);
+  const ty = samples.map((s) => s.rss);
+  const slope = n > 2 ? tx.reduce((a, t, i) => a + (t - mean(tx)) * (ty[i]! - mean(ty)), 0) / tx.reduce((a, t) => a + (t - mean(tx)) ** 2, 0) : 0;
+  // Second half only: after warm-up, is RSS still growing?
+  const half = samples.slice(Math.floor(n / 2));
+  const hx = half.map((s) => s.t);
+  const hy = half.map((s) => s.rss);
+  const slope2 = half.length > 2 ? hx.reduce((a, t, i) => a + (t - mean(hx)) * (hy[i]! - mean(hy)), 0) / hx.reduce((a, t) => a + (t - mean(hx)) ** 2, 0) : 0;
+
+  console.log("\n## soak summary\n");
+  console.log(`duration: ${SECONDS} s of traffic; drain after traffic: ${drainSeconds === null ? "DID NOT COMPLETE in 180 s" : `${drainSeconds.toFixed(1)} s`} (${((Date.now() - trafficEnd) / 1000).toFixed(1)} s incl. checks)`);
+  console.log(`operations: ${JSON.stringify(counts)}`);
+  console.log(`timeline: ${timeline.length} accepted events; expected deliveries ${report.expected} to ${report.destinations} servers`);
+  console.log(`delivery: missing ${report.missing}, under a second txnId ${report.dupAcrossTxns}, unexpected extra ${report.extra}, bad signatures ${bad}`);
+  for (const w of report.worst) console.log(`  ${w}`);
+  console.log(`enqueue→delivered (all servers, misbehaving ones included): p50 ${pct(50)} ms, p90 ${pct(90)} ms, p99 ${pct(99)} ms, max ${lat[lat.length - 1]} ms; ${(stats.pdusPerTxn.reduce((a, b) => a + b, 0) / stats.pdusPerTxn.length).toFixed(2)} PDUs/txn`);
+  console.log(`errors in our requests (not injected): ${Object.keys(unexpected).length ? JSON.stringify(unexpected) : "none"}`);
+  console.log(`Gatehouse log: ${Object.values(logErr).reduce((a, b) => a + b, 0)} error lines, ${injectedWarnings} warnings for injected failures, other warnings: ${Object.keys(logWarn).length ? "" : "none"}`);
+  for (const [k, v] of Object.entries(logErr)) console.log(`  ERROR ×${v}: ${k}`);
+  for (const [k, v] of Object.entries(logWarn)) console.log(`  warn ×${v}: ${k}`);
+  console.log(
+    `RSS: first sample ${fmtMB(rssStart)}, last ${fmtMB(rssEnd)}, max ${fmtMB(rssMax)}; slope ${(slope * 60 / 1048576).toFixed(2)} MB/min overall, ${(slope2 * 60 / 1048576).toFixed(2)} MB/min over the second half (${n} samples)`,
+  );
+  console.log(`Redis used_memory: first ${fmtMB(samples[0]?.redis ?? 0)}, last ${fmtMB(samples[n - 1]?.redis ?? 0)} (grows with the room: every event and member is kept)`);
+  const ok = report.missing === 0 && report.dupAcrossTxns === 0 && bad === 0 && Object.keys(unexpected).length === 0 && Object.keys(logErr).length === 0 && drainSeconds !== null;
+  console.log(`\nverdict: ${ok ? "PASS" : "FAIL"}`);
+  process.exitCode = ok ? 0 : 1;
+} finally {
+  stopping = true;
+  await farm.stop();
+  await gh.stop();
+  await redis.stop();
+  if (!process.env.SOAK_KEEP) {
+    gh.cleanup();
+    redis.cleanup();
+  } else console.log(`kept: ${gh.dataDir} ${redis.dir}`);
+}
