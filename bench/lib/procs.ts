@@ -8,6 +8,7 @@
  * (load generator, sink peers, fake remote servers) on core 1 (`LOAD_CORE`, pinSelf()).
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { jsonRequest } from "../../src/dev/http-json.js";
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, appendFileSync, closeSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -313,20 +314,8 @@ export class GatehouseProc {
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 
-  async admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const res = await fetch(`http://127.0.0.1:${this.adminPort}/_gatehouse/admin/v1${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${this.adminToken}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      /* keep */
-    }
-    return { status: res.status, body: parsed };
+  admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return jsonRequest(`http://127.0.0.1:${this.adminPort}/_gatehouse/admin/v1${path}`, method, this.adminToken, body);
   }
 
   /** Log lines (JSON) at `minLevel` or above (pino levels: 40 warn, 50 error, 60 fatal). */
@@ -429,20 +418,8 @@ export class SynapseProc {
     return { userId: `@${localpart}:${this.serverName}`, token };
   }
 
-  async client(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const res = await fetch(`${this.clientUrl}${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      /* keep */
-    }
-    return { status: res.status, body: parsed };
+  client(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return jsonRequest(`${this.clientUrl}${path}`, method, token, body);
   }
 }
 

@@ -11,6 +11,7 @@ import { loadConfig } from "../config.js";
 import { createLogger } from "../logger.js";
 import { startGatehouse, type RunningGatehouse } from "../server.js";
 import { freePort } from "../embedded-redis.js";
+import { jsonRequest } from "./http-json.js";
 
 export type AdminCall = (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
 
@@ -37,14 +38,8 @@ export async function startLoopbackGatehouse(opts: { label?: string; env?: Recor
     ...opts.env,
   });
   const gh = await startGatehouse(config, createLogger(config.logLevel));
-  const admin: AdminCall = async (method, path, body) => {
-    const res = await fetch(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${gh.adminToken}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    return { status: res.status, body: await res.json().catch(() => null) };
-  };
+  const admin: AdminCall = (method, path, body) =>
+    jsonRequest(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, method, gh.adminToken, body);
   return {
     gh,
     serverName: config.serverName,

@@ -1,5 +1,6 @@
 // Real Synapse homeservers on loopback, through ../shared/peers/synapse-peers.sh (root only).
 import { execFileSync } from "node:child_process";
+import { jsonRequest } from "../../src/dev/http-json.js";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
@@ -71,20 +72,8 @@ export class SynapseUser {
     readonly token: string,
   ) {}
 
-  async call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-    const res = await fetch(`${this.hs.clientUrl}${path}`, {
-      method,
-      headers: { Authorization: `Bearer ${this.token}`, "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      /* keep text */
-    }
-    return { status: res.status, body: parsed };
+  call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return jsonRequest(`${this.hs.clientUrl}${path}`, method, this.token, body);
   }
 
   knock(roomId: string, via: string, reason?: string) {
