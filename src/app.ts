@@ -5,7 +5,7 @@
 import express, { type Express } from "express";
 import type { Redis } from "ioredis";
 import { jsonBody } from "./http/body.js";
-import { errorHandler, notFoundHandler } from "./http/errors.js";
+import { errorHandler, unmatchedHandler } from "./http/errors.js";
 import { keysRouter } from "./federation/keys-routes.js";
 import { versionRouter } from "./federation/version-routes.js";
 import { requireXMatrix } from "./federation/auth.js";
@@ -190,7 +190,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.use(inviteRouter(remoteRooms));
   federationApp.use(queryRouter(rooms));
   federationApp.use(roomRouter({ transactions, history, serverName: config.serverName, clock }));
-  federationApp.use(notFoundHandler);
+  federationApp.use(unmatchedHandler(federationApp as never));
   federationApp.use(errorHandler(logger));
 
   // --- admin listener ------------------------------------------------------------------------
@@ -203,7 +203,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   adminApp.use("/_gatehouse/admin", requireAdminToken(opts.adminToken));
   adminApp.use(adminRouter({ rooms, membership, serverName: config.serverName, extra: [queueAdminRouter(sender), remoteAdminRouter(remoteRooms)] }));
   adminApp.use(openapiRouter());
-  adminApp.use(notFoundHandler);
+  adminApp.use(unmatchedHandler(adminApp as never));
   adminApp.use(errorHandler(logger));
 
   return {

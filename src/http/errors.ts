@@ -10,6 +10,42 @@ export function notFoundHandler(req: Request, _res: Response, next: NextFunction
   next(unrecognized(`Unrecognized request: ${req.method} ${req.path}`));
 }
 
+interface RouteLayer {
+  match(path: string): boolean;
+  route?: { methods: Record<string, boolean> };
+  handle?: { stack?: RouteLayer[] };
+}
+
+/**
+ * The fallback for an app: a known path with the wrong method answers 405 M_UNRECOGNIZED with an
+ * Allow header (spec: "Unsupported method"), anything else 404 M_UNRECOGNIZED. Routes are read
+ * from the app's router once, at the first unmatched request.
+ */
+export function unmatchedHandler(app: { router?: { stack: RouteLayer[] } }) {
+  let routes: RouteLayer[] | null = null;
+  const collect = (stack: RouteLayer[], out: RouteLayer[]) => {
+    for (const layer of stack) {
+      if (layer.route) out.push(layer);
+      else if (layer.handle?.stack) collect(layer.handle.stack, out);
+    }
+    return out;
+  };
+  return (req: Request, res: Response, next: NextFunction): void => {
+    routes ??= collect(app.router?.stack ?? [], []);
+    const allowed = new Set<string>();
+    for (const layer of routes) {
+      if (!layer.match(req.path)) continue;
+      for (const [method, on] of Object.entries(layer.route!.methods)) if (on && method !== "_all") allowed.add(method.toUpperCase());
+    }
+    if (allowed.size > 0 && !allowed.has(req.method)) {
+      if (allowed.has("GET")) allowed.add("HEAD");
+      res.setHeader("Allow", [...allowed].sort().join(", "));
+      return next(new MatrixError(405, "M_UNRECOGNIZED", `Unsupported method ${req.method} for ${req.path}`));
+    }
+    notFoundHandler(req, res, next);
+  };
+}
+
 export function errorHandler(logger: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     if (res.headersSent) return;
