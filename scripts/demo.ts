@@ -10,6 +10,7 @@
  *   admin: members show @bob joined; a topic change is delivered to B over /send
  */
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../src/dev/loopback.js";
+import { waitFor } from "../src/dev/wait.js";
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (who: string, text: string) => console.log(`${bold(who.padEnd(3))} ${text}`);
@@ -28,16 +29,6 @@ function adminClient(g: LoopbackGatehouse) {
     if (res.status >= 300) throw new Error(`${method} ${path} → ${res.status} ${JSON.stringify(res.body)}`);
     return res.body;
   };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | null | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const enc = encodeURIComponent;
@@ -60,7 +51,7 @@ try {
   await adminA("POST", `/rooms/${enc(room.room_id)}/knocks/${enc(bob)}/accept`, { reason: "Welcome!" });
   say("A", `${alice} accepted the knock: invite sent to B over /v2/invite, countersigned by B`);
 
-  const joined = await until("bob to join", async () => {
+  const joined = await waitFor("bob to join", async () => {
     const m = await adminA("GET", `/rooms/${enc(room.room_id)}/members`);
     return m.members[bob] === "join" ? m : null;
   });
@@ -69,7 +60,7 @@ try {
 
   const topic = await adminA("PUT", `/rooms/${enc(room.room_id)}/state/m.room.topic`, { content: { topic: "bob is here" }, sender: alice });
   say("A", `${alice} changed the topic (${topic.event_id}); the sender queues it for ${b.serverName}`);
-  const delivered = await until("the topic to reach B", async () => {
+  const delivered = await waitFor("the topic to reach B", async () => {
     const q = await adminA("GET", `/queue/${enc(b.serverName)}`).catch(() => null);
     return q && q.pending_pdus === 0 && q.last_success_ts ? q : null;
   });

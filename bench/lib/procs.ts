@@ -9,6 +9,7 @@
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { jsonRequest } from "../../src/dev/http-json.js";
+import { waitFor } from "../../src/dev/wait.js";
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, appendFileSync, closeSync } from "node:fs";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -45,20 +46,9 @@ function pinned(core: string, cmd: string, args: string[]): [string, string[]] {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-export async function waitUntil<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, intervalMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as T;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-    await sleep(intervalMs);
-  }
-}
+/** waitFor with the benches' defaults (30 s, polling every 50 ms). */
+export const waitUntil = <T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000, intervalMs = 50): Promise<T> =>
+  waitFor(what, fn, timeoutMs, intervalMs);
 
 /** RSS of a process in bytes (VmRSS), or null when it is gone. */
 export function rssOf(pid: number): number | null {

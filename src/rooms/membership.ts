@@ -352,23 +352,22 @@ export class MembershipService {
   }
 
   /** Kick: used to deny a knock, or remove a member. */
-  async kick(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
-    if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
-    return this.rooms.sendLocalEvent(roomId, {
-      type: "m.room.member",
-      sender,
-      stateKey: target,
-      content: { membership: "leave", ...(reason ? { reason } : {}) },
-    });
+  kick(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    return this.setMembershipOf(roomId, sender, target, "leave", reason);
   }
 
-  async ban(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+  ban(roomId: string, sender: string, target: string, reason?: string): Promise<PersistedEvent> {
+    return this.setMembershipOf(roomId, sender, target, "ban", reason);
+  }
+
+  /** A local user changes another user's membership (kick, ban); the auth rules decide. */
+  private async setMembershipOf(roomId: string, sender: string, target: string, membership: "leave" | "ban", reason?: string): Promise<PersistedEvent> {
     if (!isValidUserId(target)) throw invalidParam(`Invalid user ID ${target}`);
     return this.rooms.sendLocalEvent(roomId, {
       type: "m.room.member",
       sender,
       stateKey: target,
-      content: { membership: "ban", ...(reason ? { reason } : {}) },
+      content: { membership, ...(reason ? { reason } : {}) },
     });
   }
 

@@ -7,18 +7,9 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../../src/dev/loopback.js";
+import { waitFor } from "../../src/dev/wait.js";
 
 const enc = encodeURIComponent;
-
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as T;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("two Gatehouses federating", () => {
   let a: LoopbackGatehouse;
@@ -41,14 +32,14 @@ describe("two Gatehouses federating", () => {
     assert.equal(knock.status, 200, JSON.stringify(knock.body));
     assert.deepEqual(knock.body.room_state.map((s: any) => s.type).sort(), ["m.room.create", "m.room.join_rules", "m.room.name"]);
     assert.equal((await a.admin("POST", `/rooms/${enc(room)}/knocks/${enc(bob)}/accept`, {})).status, 200);
-    await until("bob joined on A", async () => (await a.admin("GET", `/rooms/${enc(room)}/members`)).body.members[bob] === "join");
-    const rec = await until("B's record says join", async () =>
+    await waitFor("bob joined on A", async () => (await a.admin("GET", `/rooms/${enc(room)}/members`)).body.members[bob] === "join");
+    const rec = await waitFor("B's record says join", async () =>
       (await b.admin("GET", `/remote/memberships?user_id=${enc(bob)}`)).body.memberships.find((m: any) => m.room_id === room && m.membership === "join"),
     );
     assert.equal(rec.room_version, "11");
 
     assert.equal((await a.admin("PUT", `/rooms/${enc(room)}/state/m.room.topic`, { content: { topic: "to B" } })).status, 200);
-    const q = await until("A's queue to B drained", async () => {
+    const q = await waitFor("A's queue to B drained", async () => {
       const r = await a.admin("GET", `/queue/${enc(b.serverName)}`);
       return r.status === 200 && r.body.pending_pdus === 0 && r.body.txns_sent > 0 ? r.body : null;
     });
