@@ -165,6 +165,8 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   // --- federation listener -------------------------------------------------------------------
   const federationApp = express();
   federationApp.disable("x-powered-by");
+  // No ETags: no federation client sends If-None-Match, and hashing every body costs CPU.
+  federationApp.set("etag", false);
   federationApp.set("case sensitive routing", true);
   federationApp.set("strict routing", true);
   federationApp.use(
@@ -196,6 +198,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   // --- admin listener ------------------------------------------------------------------------
   const adminApp = express();
   adminApp.disable("x-powered-by");
+  adminApp.set("etag", false);
   adminApp.use(
     observeRequests(logger, (r) => metrics.adminRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status) })),
   );

@@ -19,6 +19,7 @@ import { parseServerName } from "./protocol/ids.js";
 import { Registry } from "prom-client";
 import { Metrics } from "./metrics.js";
 import { opsApp, type OpsState } from "./http/ops.js";
+import { expressServerOptions } from "./http/express-server.js";
 
 export interface RunningGatehouse {
   gatehouse: Gatehouse;
@@ -81,7 +82,8 @@ function closeServer(server: http.Server | https.Server, deadlineMs: number): Pr
 async function startOps(config: Config, metrics: Metrics, redis: Redis): Promise<{ server: http.Server; port: number; state: OpsState } | null> {
   if (!config.metrics) return null;
   const state: OpsState = { shuttingDown: false };
-  const server = http.createServer(opsApp(metrics.registry, redis, state));
+  const app = opsApp(metrics.registry, redis, state);
+  const server = http.createServer(expressServerOptions(app), app);
   const port = await listen(server, config.metrics.host, config.metrics.port);
   return { server, port, state };
 }
@@ -111,11 +113,11 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
     const tls = await loadTls(config.tls, host);
     if (tls.generated) logger.warn({ cert: config.tls.certFile }, "generated a self-signed TLS certificate (development only)");
-    federationServer = https.createServer({ cert: tls.cert, key: tls.key }, gatehouse.federationApp);
+    federationServer = https.createServer({ cert: tls.cert, key: tls.key, ...expressServerOptions(gatehouse.federationApp) }, gatehouse.federationApp);
   } else {
-    federationServer = http.createServer(gatehouse.federationApp);
+    federationServer = http.createServer(expressServerOptions(gatehouse.federationApp), gatehouse.federationApp);
   }
-  const adminServer = http.createServer(gatehouse.adminApp);
+  const adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
   const adminPort = await listen(adminServer, config.admin.host, config.admin.port);

@@ -28,6 +28,8 @@ import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import type { RemoteServer } from "./remote-server.js";
 import type { Metrics } from "../../src/metrics.js";
+import { expressServerOptions } from "../../src/http/express-server.js";
+import type { Express } from "express";
 
 export const ADMIN = "/_gatehouse/admin/v1";
 export const FED = "/_matrix/federation";
@@ -179,8 +181,9 @@ export class TestGatehouse {
     const redis = new Redis(url, { maxRetriesPerRequest: 2 });
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
     const gh = buildGatehouse({ config, logger, redis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
-    const listen = async (app: http.RequestListener) => {
-      const server = http.createServer(app);
+    const listen = async (app: Express) => {
+      // The same server options as src/server.ts, so tests run requests the way production does.
+      const server = http.createServer(expressServerOptions(app), app);
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
       return server;
     };
