@@ -15,7 +15,7 @@ import { route } from "../http/errors.js";
 import { invalidParam, missingParam, notFound } from "../protocol/errors.js";
 import { isValidUserId, parseRoomAlias, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject } from "../protocol/pdu.js";
-import { joinedServers, type RoomService } from "../rooms/room-service.js";
+import { type RoomService } from "../rooms/room-service.js";
 
 export function queryRouter(rooms: RoomService): Router {
   const router = Router();
@@ -34,7 +34,7 @@ export function queryRouter(rooms: RoomService): Router {
       const roomId = await rooms.store.aliasTarget(alias);
       if (!roomId) throw notFound(`Room alias ${alias} not found`);
       const snap = await rooms.snapshot(roomId);
-      const servers = [rooms.serverName, ...[...joinedServers(snap.state)].filter((s) => s !== rooms.serverName).sort()];
+      const servers = [rooms.serverName, ...[...snap.joinedServers].filter((s) => s !== rooms.serverName).sort()];
       res.json({ room_id: roomId, servers });
     }),
   );

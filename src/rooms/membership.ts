@@ -237,7 +237,7 @@ export class MembershipService {
 
   /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event. */
   async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
-    let state: Map<string, Pdu>;
+    let state: ReadonlyMap<string, Pdu>;
     let stateIds: string[];
     if (stateBefore) {
       state = stateBefore.state;
@@ -252,7 +252,7 @@ export class MembershipService {
       stateIds = found.map(([, id]) => id);
     }
     const chain = await this.rooms.store.authChain(roomId, [...stateIds, eventId]);
-    const servers = joinedServers(state);
+    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(state));
     servers.add(this.rooms.serverName);
     const joiner = serverOfUserId(pdu.sender);
     if (joiner) servers.add(joiner);

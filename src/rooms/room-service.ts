@@ -19,20 +19,24 @@ import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
+import { joinedServerOf } from "../store/state-cache.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
 
-export type StateMap = Map<string, Pdu>;
+export type StateMap = ReadonlyMap<string, Pdu>;
 
 export interface RoomSnapshot {
   room: RoomRecord;
   version: RoomVersion;
   stream: number;
   depth: number;
+  /** Immutable: versions share entries (store/layered-map.ts). */
   state: StateMap;
   /** Same keys as `state`: the event IDs (v3+ PDUs do not carry their own ID). */
-  stateIds: Map<string, string>;
+  stateIds: ReadonlyMap<string, string>;
+  /** Servers with at least one joined member in `state` (kept per state version by the store). */
+  joinedServers: ReadonlySet<string>;
   extremities: string[];
 }
 
@@ -92,24 +96,8 @@ export function stateLookup(state: StateMap) {
 export function joinedServers(state: StateMap): Set<string> {
   const servers = new Set<string>();
   for (const ev of state.values()) {
-    if (ev.type === "m.room.member" && (ev.content as { membership?: unknown }).membership === "join" && typeof ev.state_key === "string") {
-      const s = serverOfUserId(ev.state_key);
-      if (s) servers.add(s);
-    }
-  }
-  return servers;
-}
-
-/**
- * joinedServers of a snapshot's state map, computed once per map: snapshot state maps are never
- * mutated (the store's state cache copies on write), so the result stays valid.
- */
-const joinedByState = new WeakMap<StateMap, ReadonlySet<string>>();
-function joinedServersOf(state: StateMap): ReadonlySet<string> {
-  let servers = joinedByState.get(state);
-  if (!servers) {
-    servers = joinedServers(state);
-    joinedByState.set(state, servers);
+    const server = joinedServerOf(ev);
+    if (server) servers.add(server);
   }
   return servers;
 }
@@ -287,7 +275,7 @@ export class RoomService {
       if (createEventIdV12 && !authIds.includes(createEventIdV12)) authEvents.delete(createEventIdV12);
       if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
       if (authStatuses.some((st) => st === "rejected")) throw forbidden("Event references a rejected auth event");
-      const authState: StateMap = new Map();
+      const authState = new Map<string, Pdu>();
       for (const ev of authEvents.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
       let createEventId: string | undefined;
       if (createEventIdV12) {
@@ -353,7 +341,7 @@ export class RoomService {
     // Servers in the room once this event applies (a join adds its server; a leave of the last
     // member of a server still goes to that server, which must learn it left).
     // joined(after) ⊆ joined(before) ∪ {the server of a member event that joins}: no copy of state.
-    const destinations = new Set([...joinedServersOf(snap.state), ...opts.extraDestinations]);
+    const destinations = new Set([...snap.joinedServers, ...opts.extraDestinations]);
     if (updatesState && pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "join" && typeof pdu.state_key === "string") {
       const joiner = serverOfUserId(pdu.state_key);
       if (joiner) destinations.add(joiner);

@@ -11,7 +11,8 @@
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
-import { Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState } from "./state-cache.js";
+import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
+import { LayeredMap } from "./layered-map.js";
 
 export interface RoomRecord {
   roomId: string;
@@ -100,8 +101,12 @@ type RedisWithScripts = Redis & {
 export interface CurrentState {
   stream: number;
   depth: number;
-  state: Map<string, Pdu>;
-  stateIds: Map<string, string>;
+  /** (type, state_key) field → event; immutable (versions share entries, see layered-map.ts). */
+  state: ReadonlyMap<string, Pdu>;
+  /** Same keys as `state`: the event IDs. */
+  stateIds: ReadonlyMap<string, string>;
+  /** Servers with at least one joined member in `state`. */
+  joinedServers: ReadonlySet<string>;
   extremities: string[];
 }
 
@@ -297,46 +302,38 @@ export class RoomStore {
     const depth = room?.depth ?? 0;
     if (!room) {
       this.stateCache.delete(roomId);
-      return { room, current: { stream, depth, state: new Map(), stateIds: new Map(), extremities }, probe: probeOut };
+      return { room, current: { stream, depth, state: LayeredMap.empty(), stateIds: LayeredMap.empty(), joinedServers: new Set(), extremities }, probe: probeOut };
     }
     let entry: CachedState;
     if (full !== null || !cached) {
       const ids = flatToRecord(full ?? []);
       const fields = Object.keys(ids);
       const events = await this.getEvents(roomId, fields.map((f) => ids[f]!));
-      const state = new Map<string, Pdu>();
-      const stateIds = new Map<string, string>();
-      for (const f of fields) {
-        const ev = events.get(ids[f]!);
-        if (ev) {
-          state.set(f, ev);
-          stateIds.set(f, ids[f]!);
-        }
+      const entries: StateEntry[] = [];
+      for (const field of fields) {
+        const pdu = events.get(ids[field]!);
+        if (pdu) entries.push({ field, eventId: ids[field]!, pdu });
       }
-      entry = { stream, lastEventId: at, state, stateIds };
+      entry = cachedStateOf(stream, at, entries);
     } else if (ids.length === 0) {
       entry = cached;
     } else {
       const accepted = ids.filter((_, i) => !statuses[i]);
       const events = await this.getEvents(roomId, accepted);
-      let state = cached.state;
-      let stateIds = cached.stateIds;
+      const changes: StateEntry[] = [];
       for (const id of accepted) {
-        const ev = events.get(id);
-        if (!ev) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
-        if (typeof ev.state_key !== "string") continue;
-        if (state === cached.state) {
-          state = new Map(state);
-          stateIds = new Map(stateIds);
-        }
-        const field = stateField(ev.type, ev.state_key);
-        state.set(field, ev);
-        stateIds.set(field, id);
+        const pdu = events.get(id);
+        if (!pdu) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
+        if (typeof pdu.state_key === "string") changes.push({ field: stateField(pdu.type, pdu.state_key), eventId: id, pdu });
       }
-      entry = { stream, lastEventId: ids[ids.length - 1]!, state, stateIds };
+      entry = applyStateEntries(cached, stream, ids[ids.length - 1]!, changes);
     }
     if (entry !== cached) this.stateCache.set(roomId, entry);
-    return { room, current: { stream, depth, state: entry.state, stateIds: entry.stateIds, extremities }, probe: probeOut };
+    return {
+      room,
+      current: { stream, depth, state: entry.state, stateIds: entry.stateIds, joinedServers: entry.joinedServers, extremities },
+      probe: probeOut,
+    };
   }
 
   async getStateEvent(roomId: string, type: string, stateKey: string): Promise<Pdu | null> {

@@ -10,11 +10,16 @@
  * this process has not seen are fetched. Without a usable entry (first read, a gap larger than
  * MAX_DELTA) the full state is read in the same script call.
  *
- * State maps handed out are never mutated: a delta with state changes builds new maps (copy on
- * write), so a snapshot a request holds stays the state it was read at. Parsed events are shared
- * and must be treated as immutable (they are).
+ * State maps handed out are never mutated: a delta with state changes builds new versions that
+ * share all unchanged entries with the old ones (layered-map.ts), so a snapshot a request holds
+ * stays the state it was read at, and a new version costs O(√members), not O(members). The
+ * servers with joined members are kept per version too, adjusted by the delta (a knock or a
+ * message changes no joins, so most versions share the previous version's set). Parsed events are
+ * shared and must be treated as immutable (they are).
  */
 import type { Pdu } from "../protocol/pdu.js";
+import { serverOfUserId } from "../protocol/ids.js";
+import { LayeredMap } from "./layered-map.js";
 
 export const MAX_DELTA = 500;
 
@@ -22,8 +27,83 @@ export interface CachedState {
   stream: number;
   /** Event ID at `stream` in the timeline ("" when the room has no events yet). */
   lastEventId: string;
-  state: Map<string, Pdu>;
-  stateIds: Map<string, string>;
+  state: LayeredMap<Pdu>;
+  stateIds: LayeredMap<string>;
+  /** Joined members per server in `state`. */
+  joinedCounts: ReadonlyMap<string, number>;
+  /** The keys of joinedCounts (handed out; rebuilt only when the set of servers changes). */
+  joinedServers: ReadonlySet<string>;
+}
+
+/** A state event as the cache applies it: its (type, state_key) field, its ID and the event. */
+export interface StateEntry {
+  field: string;
+  eventId: string;
+  pdu: Pdu;
+}
+
+/** The server whose membership this event makes "join", if it is a join. */
+export function joinedServerOf(ev: Pdu | undefined): string | undefined {
+  if (!ev || ev.type !== "m.room.member" || typeof ev.state_key !== "string") return undefined;
+  if ((ev.content as { membership?: unknown } | undefined)?.membership !== "join") return undefined;
+  return serverOfUserId(ev.state_key);
+}
+
+/** A cache entry from a full read of the room's state. */
+export function cachedStateOf(stream: number, lastEventId: string, entries: readonly StateEntry[]): CachedState {
+  const counts = new Map<string, number>();
+  for (const { pdu } of entries) {
+    const server = joinedServerOf(pdu);
+    if (server) counts.set(server, (counts.get(server) ?? 0) + 1);
+  }
+  return {
+    stream,
+    lastEventId,
+    state: LayeredMap.from(entries.map((e) => [e.field, e.pdu] as const)),
+    stateIds: LayeredMap.from(entries.map((e) => [e.field, e.eventId] as const)),
+    joinedCounts: counts,
+    joinedServers: new Set(counts.keys()),
+  };
+}
+
+/**
+ * `entry` advanced to `stream` by the accepted state events after it, in stream order. Unchanged
+ * parts are shared with `entry`, which stays as it was.
+ */
+export function applyStateEntries(entry: CachedState, stream: number, lastEventId: string, changes: readonly StateEntry[]): CachedState {
+  if (changes.length === 0) return { ...entry, stream, lastEventId };
+  let counts: Map<string, number> | null = null;
+  let serversChanged = false;
+  // Within one delta a field can change twice: compare with the latest value seen.
+  const seen = new Map<string, Pdu>();
+  for (const { field, pdu } of changes) {
+    const before = joinedServerOf(seen.get(field) ?? entry.state.get(field));
+    seen.set(field, pdu);
+    const after = joinedServerOf(pdu);
+    if (before === after) continue;
+    counts ??= new Map(entry.joinedCounts);
+    if (before) {
+      const n = (counts.get(before) ?? 0) - 1;
+      if (n > 0) counts.set(before, n);
+      else {
+        counts.delete(before);
+        serversChanged = true;
+      }
+    }
+    if (after) {
+      const n = counts.get(after) ?? 0;
+      counts.set(after, n + 1);
+      if (n === 0) serversChanged = true;
+    }
+  }
+  return {
+    stream,
+    lastEventId,
+    state: entry.state.with(changes.map((c) => [c.field, c.pdu] as const)),
+    stateIds: entry.stateIds.with(changes.map((c) => [c.field, c.eventId] as const)),
+    joinedCounts: counts ?? entry.joinedCounts,
+    joinedServers: serversChanged && counts ? new Set(counts.keys()) : entry.joinedServers,
+  };
 }
 
 /** A bounded map with least-recently-used eviction (Map iteration order is insertion order). */

@@ -117,8 +117,8 @@ export interface RoomGraph {
   versionId: string;
   depth: number;
   extremities: string[];
-  stateIds: Map<string, string>;
-  state: Map<string, Pdu>;
+  stateIds: ReadonlyMap<string, string>;
+  state: ReadonlyMap<string, Pdu>;
 }
 
 export class TestGatehouse {

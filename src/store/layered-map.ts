@@ -1,0 +1,94 @@
+/**
+ * An immutable string-keyed map whose new versions share most of their entries with the old one.
+ *
+ * Room state versions differ by an event or two while a room holds thousands of members, and
+ * every version handed out must stay as it was (a request keeps the snapshot it authorised
+ * against). Copying a `Map` per version cost ~400 µs at 2,600 members — the largest
+ * Gatehouse-owned cost of a knock, growing with the room. A version here is a shared, frozen
+ * `base` map plus a small `top` map of the entries set since; `with()` copies only `top`, and
+ * folds it into a new base once it holds more than about √size entries, so a change costs
+ * O(√n) amortised instead of O(n) and old versions are never touched.
+ *
+ * Keys are only ever set, never deleted: room state has no deletions (a state event is replaced,
+ * not removed), so neither does this map. Iteration order is Map's: keys in the order they were
+ * first set, a replaced value keeping its key's place.
+ */
+export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<string, V> {
+  private constructor(
+    /** Never mutated once a LayeredMap holds it. */
+    private readonly base: ReadonlyMap<string, V>,
+    /** Entries set since `base`, newest value per key; never mutated either. */
+    private readonly top: ReadonlyMap<string, V>,
+    readonly size: number,
+  ) {}
+
+  static empty<V extends NonNullable<unknown>>(): LayeredMap<V> {
+    return new LayeredMap<V>(new Map(), new Map(), 0);
+  }
+
+  static from<V extends NonNullable<unknown>>(entries: Iterable<readonly [string, V]>): LayeredMap<V> {
+    const base = new Map(entries);
+    return new LayeredMap(base, new Map(), base.size);
+  }
+
+  get(key: string): V | undefined {
+    return this.top.get(key) ?? this.base.get(key);
+  }
+
+  has(key: string): boolean {
+    return this.top.has(key) || this.base.has(key);
+  }
+
+  /** A new version with `changes` applied (later entries win); this one is unchanged. */
+  with(changes: Iterable<readonly [string, V]>): LayeredMap<V> {
+    let top: Map<string, V> | null = null;
+    let size = this.size;
+    for (const [key, value] of changes) {
+      const current = top ? (top.get(key) ?? this.base.get(key)) : this.get(key);
+      if (current === value) continue;
+      top ??= new Map(this.top);
+      if (current === undefined) size++;
+      top.set(key, value);
+    }
+    if (!top) return this;
+    // Fold once `top` outgrows √size: keeps both the per-change copy of `top` and the amortised
+    // cost of rebuilding `base` at O(√n).
+    if (top.size > 16 && top.size * top.size > size) {
+      const base = new Map(this.base);
+      for (const [key, value] of top) base.set(key, value);
+      return new LayeredMap(base, new Map(), size);
+    }
+    return new LayeredMap(this.base, top, size);
+  }
+
+  *entries(): MapIterator<[string, V]> {
+    const { base, top } = this;
+    if (top.size === 0) {
+      yield* base.entries();
+      return;
+    }
+    for (const [key, value] of base) yield [key, top.get(key) ?? value];
+    for (const [key, value] of top) if (!base.has(key)) yield [key, value];
+  }
+
+  *keys(): MapIterator<string> {
+    for (const [key] of this.entries()) yield key;
+  }
+
+  *values(): MapIterator<V> {
+    for (const [, value] of this.entries()) yield value;
+  }
+
+  [Symbol.iterator](): MapIterator<[string, V]> {
+    return this.entries();
+  }
+
+  forEach(fn: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg?: unknown): void {
+    for (const [key, value] of this.entries()) fn.call(thisArg, value, key, this);
+  }
+
+  /** Number of entries outside the shared base (for tests and diagnostics). */
+  get layered(): number {
+    return this.top.size;
+  }
+}
