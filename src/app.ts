@@ -40,7 +40,10 @@ import type { Logger } from "./logger.js";
 export interface GatehouseOptions {
   config: Config;
   logger: Logger;
+  /** The room store's and request handlers' connection (auto-pipelined in production). */
   redis: Redis;
+  /** The sender's connection, shared with BullMQ (never auto-pipelined); `redis` when not given. */
+  queueRedis?: Redis;
   ownKeys: OwnKeys;
   adminToken: string;
   clock?: () => number;
@@ -101,7 +104,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   });
 
   const sender = new Sender({
-    redis,
+    redis: opts.queueRedis ?? redis,
     keys,
     store,
     client,

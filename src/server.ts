@@ -31,10 +31,18 @@ export interface RunningGatehouse {
   stop(): Promise<void>;
 }
 
-export function connectRedis(url: string): Redis {
+/**
+ * A Redis connection. `autoPipelining` sends every command issued in one event-loop turn in one
+ * write (ioredis enableAutoPipelining): under concurrent requests that halves the syscalls of
+ * Gatehouse and Redis (make_knock at 10 connections: 0.26 -> 0.23 ms CPU, Redis's share 0.049 ->
+ * 0.024 ms). It is used for the room store and request handling only; BullMQ gets a connection
+ * without it (Bull users reported jobs going missing from the active list with it on).
+ */
+export function connectRedis(url: string, opts: { autoPipelining?: boolean } = {}): Redis {
   // BullMQ needs maxRetriesPerRequest: null on connections its workers use.
-  if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), maxRetriesPerRequest: null });
-  return new Redis(url, { maxRetriesPerRequest: null });
+  const options = { maxRetriesPerRequest: null, enableAutoPipelining: opts.autoPipelining ?? false };
+  if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), ...options });
+  return new Redis(url, options);
 }
 
 export function loadAdminToken(config: Config, logger: Logger): string {
@@ -100,12 +108,13 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     redisUrl = embedded.url;
     logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
   }
-  const redis = connectRedis(redisUrl);
-  redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
-  await redis.ping();
+  const redis = connectRedis(redisUrl, { autoPipelining: true });
+  const queueRedis = connectRedis(redisUrl);
+  for (const r of [redis, queueRedis]) r.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
+  await Promise.all([redis.ping(), queueRedis.ping()]);
 
   const metrics = new Metrics(new Registry());
-  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken, metrics });
+  const gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
   const ops = await startOps(config, metrics, redis);
 
   let federationServer: http.Server | https.Server;
@@ -148,7 +157,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       ]);
       await gatehouse.close();
       if (ops) await closeServer(ops.server, 1000);
-      await redis.quit().catch(() => undefined);
+      await Promise.all([redis.quit().catch(() => undefined), queueRedis.quit().catch(() => undefined)]);
       if (embedded) await embedded.stop();
       logger.info("gatehouse stopped");
     },

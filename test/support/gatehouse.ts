@@ -132,6 +132,7 @@ export class TestGatehouse {
     private readonly dataDir: string,
     private readonly federationServer: http.Server,
     private readonly adminServer: http.Server,
+    private readonly queueRedis: Redis,
   ) {
     this.store = new RoomStore(redis, gh.keys);
     this.admin = request.agent(adminServer).set("Authorization", `Bearer ${adminToken}`);
@@ -178,9 +179,11 @@ export class TestGatehouse {
     const { keys: signingKeys } = loadOrCreateSigningKeys(config.signingKeyFile);
     const oldKeys = existsSync(config.oldSigningKeysFile) ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
     const ownKeys = new OwnKeys(config.serverName, signingKeys, oldKeys, config.keyValidityMs);
-    const redis = new Redis(url, { maxRetriesPerRequest: 2 });
+    // Connections as in src/server.ts: an auto-pipelined one for the store, a plain one for BullMQ.
+    const redis = new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
+    const queueRedis = new Redis(url, { maxRetriesPerRequest: null });
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
-    const gh = buildGatehouse({ config, logger, redis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
+    const gh = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
     const listen = async (app: Express) => {
       // The same server options as src/server.ts, so tests run requests the way production does.
       const server = http.createServer(expressServerOptions(app), app);
@@ -189,7 +192,7 @@ export class TestGatehouse {
     };
     const federationServer = await listen(gh.federationApp);
     const adminServer = await listen(gh.adminApp);
-    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer);
+    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer, queueRedis);
   }
 
   get federationPort(): number {
@@ -340,6 +343,7 @@ export class TestGatehouse {
     await this.gh.close();
     await deletePrefix(this.redis, this.prefix);
     await this.redis.quit().catch(() => undefined);
+    await this.queueRedis.quit().catch(() => undefined);
     rmSync(this.dataDir, { recursive: true, force: true });
   }
 }
