@@ -8,6 +8,10 @@
  * servers — knock, then rescind (send_leave), accept + join, deny, or stay pending. Everything
  * fans out to the 100 servers.
  *
+ * SOAK_USERS=N bounds the room: knockers are drawn from N users per run (reused in turn), and a
+ * user who joined leaves again, so the room's state stops growing after the first round (events
+ * still accumulate in Redis). With a bounded room, Gatehouse's memory must be flat.
+ *
  * Checks, printed as a summary: no error other than the injected ones (our requests, Gatehouse's
  * log), RSS and Redis memory sampled (flat?), and every accepted event delivered to every server
  * that was in the room exactly once (never under a second txnId), compared with the timeline.
@@ -21,6 +25,8 @@ import { acceptedTimeline, checkDeliveries, createRoom, expectedDeliveries, join
 const SECONDS = Number(process.env.SOAK_SECONDS ?? "1800");
 const SINKS = Number(process.env.SOAK_SINKS ?? "100");
 const KNOCKERS = 4;
+/** 0 = every knock by a new user (the room grows all along); N = users reused in turn, joins leave again. */
+const USERS = Number(process.env.SOAK_USERS ?? "0");
 const FAILING = Array.from({ length: Number(process.env.SOAK_FAILING ?? Math.round(SINKS * 0.05)) }, (_, i) => i);
 const HANGING = Array.from({ length: Number(process.env.SOAK_HANGING ?? Math.round(SINKS * 0.05)) }, (_, i) => FAILING.length + i);
 const SENDER_ENV = {
@@ -31,7 +37,10 @@ const SENDER_ENV = {
 
 pinSelf();
 const fmtMB = (b: number) => `${(b / 1048576).toFixed(1)} MB`;
-console.log(`# soak: ${SECONDS} s, ${SINKS} servers in the room (${FAILING.length} failing, ${HANGING.length} hanging in cycles), ${new Date().toISOString()}`);
+console.log(
+  `# soak: ${SECONDS} s, ${SINKS} servers in the room (${FAILING.length} failing, ${HANGING.length} hanging in cycles), ` +
+    `${USERS > 0 ? `bounded room (${USERS} knocking users reused, joins leave again)` : "growing room (a new user per knock)"}, ${new Date().toISOString()}`,
+);
 
 const redis = await RedisProc.start({ aof: false });
 const gh = await GatehouseProc.start({ redisUrl: redis.url, env: SENDER_ENV });
@@ -86,7 +95,7 @@ try {
   const knockFlow = async (w: number) => {
     const conn = new Conn("127.0.0.1", gh.federationPort);
     while (Date.now() < deadline) {
-      const n = userSeq++;
+      const n = USERS > 0 ? userSeq++ % USERS : userSeq++;
       const server = farm.server(SINKS + (n % KNOCKERS));
       const user = `@u${n}:${server.serverName}`;
       try {
@@ -104,6 +113,11 @@ try {
             count("accept");
             await handshake(conn, server, gh.serverName, "join", roomId, user);
             count("join");
+            if (USERS > 0) {
+              await sleep(Math.random() * 200);
+              await handshake(conn, server, gh.serverName, "leave", roomId, user);
+              count("leave");
+            }
           }
         } else if (r < 0.8) {
           const d = await gh.admin("POST", `/rooms/${enc(roomId)}/knocks/${enc(user)}/deny`, { reason: "soak" });
