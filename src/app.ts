@@ -135,6 +135,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
       metrics.eventsPersisted.inc({ origin: origin ? "remote" : "local", kind });
     },
     onAclDenied: (roomId) => metrics.aclDenials.inc({ room: roomId, reason: "server_acl" }),
+    maxForwardExtremities: config.maxForwardExtremities,
     serverName: config.serverName,
     signingKey: ownKeys.current,
     verifier,
@@ -224,6 +225,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     sender,
     metrics,
     async close() {
+      await rooms.settled();
       // Workers first: an in-flight transaction may finish within the shutdown deadline.
       await sender.close(config.shutdownTimeoutMs);
       client.close();

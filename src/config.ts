@@ -37,6 +37,8 @@ export interface Config {
   trustedKeyServers: string[];
   /** Largest request body accepted (bytes). */
   maxRequestBytes: number;
+  /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
+  maxForwardExtremities: number;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
   /** The outbound transaction sender (src/sender/): see SenderSettings. */
@@ -162,6 +164,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
     trustedKeyServers: trusted,
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
+    maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     sender: {
       concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 100, 1, 1000),

@@ -65,12 +65,21 @@ export interface RoomServiceDeps {
   /** Called after every persisted event (metrics, knock bookkeeping). */
   onPersisted?: (event: PersistedEvent, origin: string | null) => void;
   onAclDenied?: (roomId: string, origin: string) => void;
+  /**
+   * When a room has more forward extremities than this after an event, a dummy event by a local
+   * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
+   */
+  maxForwardExtremities?: number;
 }
 
 /** How often a write is retried when another replica wrote to the same room in between. */
 const MAX_CONFLICT_RETRIES = 20;
 /** Most prev_events an event may reference (spec limit 20). */
 const MAX_PREV = 20;
+/** The event type Synapse uses to merge forward extremities; clients never see it. */
+export const DUMMY_EVENT_TYPE = "org.matrix.dummy_event";
+/** Dummy events in a row for one room at most (each merges 20 extremities into 1). */
+const MAX_DUMMY_EVENTS_PER_RUN = 50;
 
 export const STRIPPED_STATE_TYPES = [
   "m.room.create",
@@ -122,6 +131,8 @@ export class RoomService {
   private readonly mutex = new KeyedMutex();
   private readonly clock: () => number;
   private readonly aclCache = new Map<string, ServerAcl>();
+  /** Rooms with a merge of forward extremities scheduled or running. */
+  private readonly merging = new Map<string, Promise<void>>();
 
   constructor(private readonly deps: RoomServiceDeps) {
     this.store = deps.store;
@@ -360,8 +371,56 @@ export class RoomService {
     if (result === "persisted") {
       if (list.length > 0) this.deps.onQueued?.(list);
       this.deps.onPersisted?.(event, opts.origin);
+      // Extremities after this event: the ones it did not reference, plus itself (if it is
+      // part of the graph: soft-failed events are not).
+      const prevs = new Set(prevEventIds(pdu));
+      const after = snap.extremities.filter((id) => !prevs.has(id)).length + 1;
+      const limit = this.deps.maxForwardExtremities ?? 10;
+      if (limit > 0 && after > limit) this.scheduleExtremityMerge(roomId, limit);
     }
     return result;
+  }
+
+  /**
+   * Concurrent knocks each reference the extremities they saw, so a burst forks the room graph
+   * into as many branches; every snapshot then reads them all and every event we build can merge
+   * only 20. Like Synapse, Gatehouse merges them with dummy events (`org.matrix.dummy_event`,
+   * hidden from clients) sent by a local joined member, each referencing 20 extremities, until at
+   * most `limit` are left. One merge per room at a time, started after the current request.
+   */
+  private scheduleExtremityMerge(roomId: string, limit: number): void {
+    if (this.merging.has(roomId)) return;
+    const run = (async () => {
+      await new Promise((resolve) => setImmediate(resolve));
+      for (let i = 0; i < MAX_DUMMY_EVENTS_PER_RUN; i++) {
+        const snap = await this.snapshot(roomId);
+        if (snap.extremities.length <= limit) return;
+        const sender = this.localMemberWhoCanSend(snap, DUMMY_EVENT_TYPE);
+        if (!sender) return;
+        await this.sendLocalEvent(roomId, { type: DUMMY_EVENT_TYPE, sender, content: {} });
+      }
+    })()
+      .catch((err: unknown) => this.deps.logger.warn({ roomId, err: (err as Error).message }, "could not merge forward extremities"))
+      .finally(() => this.merging.delete(roomId));
+    this.merging.set(roomId, run);
+  }
+
+  /** A local joined member allowed to send a (non-state) event of `type`, if any. */
+  private localMemberWhoCanSend(snap: RoomSnapshot, type: string): string | undefined {
+    const createEventId = createEventIdOf(snap);
+    const lookup = stateLookup(snap.state);
+    for (const ev of snap.state.values()) {
+      if (ev.type !== "m.room.member" || typeof ev.state_key !== "string") continue;
+      if ((ev.content as { membership?: unknown }).membership !== "join" || serverOfUserId(ev.state_key) !== this.serverName) continue;
+      const probe = { type, room_id: snap.room.roomId, sender: ev.state_key, content: {}, prev_events: [], auth_events: [], depth: 1, origin_server_ts: 0 } as unknown as Pdu;
+      if (checkEventAuth(probe, snap.version, lookup, { createEventId }).allowed) return ev.state_key;
+    }
+    return undefined;
+  }
+
+  /** Waits for scheduled extremity merges (tests, shutdown). */
+  async settled(): Promise<void> {
+    while (this.merging.size > 0) await Promise.all(this.merging.values());
   }
 
   /** The create event and the recommended stripped-state events, as full PDUs (spec v1.16+). */

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer, randomKey } from "../support/remote-server.js";
 import { stateField } from "../../src/store/room-store.js";
+import { DUMMY_EVENT_TYPE } from "../../src/rooms/room-service.js";
+import { serverOfUserId } from "../../src/protocol/ids.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 
 const ALL_KNOCK_VERSIONS = ["7", "8", "9", "10", "11", "12"];
@@ -385,4 +387,31 @@ describe("concurrent knocks", () => {
     assert.deepEqual([...(mergedPdu!.prev_events as string[])].sort(), signed.map((s) => s.eventId).sort());
     assert.deepEqual(await t.store.getExtremities(roomId), [merged]);
   });
+
+  for (const version of ["11", "12"]) {
+    test(`v${version}: 25 forked knocks are merged by dummy events down to 10 extremities`, async () => {
+      const roomId = await t.createRoom({ room_version: version });
+      const before = await t.graph(roomId);
+      const users = Array.from({ length: 25 }, () => freshUser());
+      const templates = await Promise.all(users.map((u) => knockTemplate(roomId, u)));
+      const signed = templates.map((tpl) => remote.signEvent(tpl.event, tpl.version));
+      const results = await Promise.all(signed.map((s) => sendKnock(roomId, s.eventId, s.pdu)));
+      for (const r of results) assert.equal(r.status, 200, JSON.stringify(r.body));
+      await t.gh.rooms.settled();
+      const after = await t.graph(roomId);
+      assert.ok(after.extremities.length <= 10, `${after.extremities.length} extremities left`);
+      const timeline = await t.store.timeline(roomId);
+      const dummies = [...(await t.store.getEvents(roomId, timeline.map((e) => e.eventId))).values()].filter((e) => e.type === DUMMY_EVENT_TYPE);
+      assert.ok(dummies.length >= 1);
+      for (const d of dummies) {
+        assert.ok((d.prev_events as string[]).length <= 20);
+        assert.equal(serverOfUserId(d.sender), "gatehouse.test");
+        assert.deepEqual(d.content, {});
+        assert.equal(d.state_key, undefined);
+      }
+      // Every knock is still in state, and nothing but the knocks changed it.
+      for (const s of signed) assert.equal(after.stateIds.get(stateField("m.room.member", s.pdu.sender)), s.eventId);
+      assert.equal(after.stateIds.size, before.stateIds.size + users.length);
+    });
+  }
 });
