@@ -16,6 +16,10 @@ import { checkEvent } from "../src/protocol/event-signing.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import { defaultEd25519 } from "../src/protocol/ed25519.js";
 import type { Pdu } from "../src/protocol/pdu.js";
+import { cachedStateOf, type StateEntry } from "../src/store/state-cache.js";
+import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
+import { createHash } from "node:crypto";
 import { closedLoop, Conn, type LoadResult } from "./lib/loadgen.js";
 import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
 import { cpuSecondsOf, rssOf, sleep, type GatehouseProc, type RedisProc, type SynapseProc } from "./lib/procs.js";
@@ -97,6 +101,7 @@ export interface KnockFigures {
   makeKnock: Record<number, LoadResult & { cpuMsPerOp: number }>;
   distinct: Record<number, LoadResult & { verified: string; cpuMsPerOp: number }>;
   sendOnly?: LoadResult & { prepared: number; cpuMsPerOp: number };
+  heapPerMember?: { members: number; bytesPerMember: number };
   ceiling?: { eventOnlyPerSec: number; fullPerSec: number; knocks: number };
   memory?: { knocks: number; redisBytesPerMember: number; rssBytesPerMember: number };
 }
@@ -223,6 +228,8 @@ export async function knockBench(
   log(`send_knock only (10 conn, ${reqs.length} prepared knocks): ${fmt(sendOnly.opsPerSec)} knocks/s, p50 ${fmt(sendOnly.p50Ms, 1)} ms, p99 ${fmt(sendOnly.p99Ms, 1)} ms, server CPU ${fmt(sendOnly.cpuMsPerOp, 2)} ms/knock${sendOnly.cpuSplit}, errors ${sendOnly.errors}${sendOnly.firstError ? ` (${sendOnly.firstError})` : ""}`);
 
   if (target.name === "Gatehouse") {
+    out.heapPerMember = stateCacheHeapPerMember(reqs.map((r) => r.pdu));
+    log(`state cache heap per hosted member (in-process, ${fmt(out.heapPerMember.members)} knock events, node's heapUsed after GC): ${fmt(out.heapPerMember.bytesPerMember)} B`);
     out.ceiling = cryptoCeiling(reqs, fake, target.serverName);
     log(
       `crypto ceiling for the same ${out.ceiling.knocks} knocks (one core, in-process): event check only ${fmt(out.ceiling.eventOnlyPerSec)}/s, ` +
@@ -230,6 +237,36 @@ export async function knockBench(
     );
   }
   return out;
+}
+
+/**
+ * What Gatehouse's process holds per member of a hosted room: the state cache keeps every current
+ * state event parsed (shared with the parsed-event cache) plus its ID. Measured in this process
+ * with knock events of the size the bench sends (the server's RSS moves by GC, not by members),
+ * as V8's heapUsed after a full GC before and after building the cache entry.
+ */
+function stateCacheHeapPerMember(samples: Pdu[], members = 20_000): { members: number; bytesPerMember: number } {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const build = () => {
+    const entries: StateEntry[] = [];
+    for (let i = 0; i < members; i++) {
+      // A distinct parsed event per member, as JSON.parse of the stored event gives.
+      const pdu = JSON.parse(JSON.stringify(samples[i % samples.length])) as Pdu;
+      const userId = `@member${i}:${String(pdu.sender).split(":").slice(1).join(":")}`;
+      pdu.sender = userId;
+      pdu.state_key = userId;
+      entries.push({ field: JSON.stringify(["m.room.member", userId]), eventId: `$${createHash("sha256").update(userId).digest("base64url")}`, pdu });
+    }
+    return cachedStateOf(members, "$last", entries);
+  };
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const held = build();
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  if (held.state.size !== members) throw new Error("state cache size");
+  return { members, bytesPerMember: (after - before) / members };
 }
 
 /**

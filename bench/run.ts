@@ -100,6 +100,7 @@ try {
           "",
         ]);
       if (g.memory) rows.push(["memory per hosted member (knock)", `Redis ${fmt(g.memory.redisBytesPerMember)} B, RSS ${fmt(g.memory.rssBytesPerMember)} B (${g.memory.knocks} knocks)`, "", ""]);
+      if (g.heapPerMember) rows.push(["heap per hosted member (state cache, in-process)", `${fmt(g.heapPerMember.bytesPerMember)} B (${fmt(g.heapPerMember.members)} members)`, "", ""]);
     }
     for (const f of fanouts.filter((x) => x.target === "Gatehouse")) {
       const sf = fanouts.find((x) => x.target === "Synapse");
