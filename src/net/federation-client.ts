@@ -9,7 +9,7 @@ import http from "node:http";
 import dns from "node:dns";
 import { BlockList, isIP, type LookupFunction } from "node:net";
 import { ServerResolver, type ResolvedServer } from "./discovery.js";
-import { signRequest } from "../protocol/x-matrix.js";
+import { signRequest, signRequestCanonical } from "../protocol/x-matrix.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 
 export interface FederationClientOptions {
@@ -22,6 +22,20 @@ export interface FederationClientOptions {
   maxResponseBytes?: number;
   resolver?: ServerResolver;
   now?: () => number;
+}
+
+/**
+ * A request body the caller has already encoded: sent byte for byte (a stored transaction must be
+ * re-sent with the identical body). With `canonical`, `text` is the canonical JSON of the body,
+ * so the X-Matrix signature is computed over it directly (no parse and re-encode of a large body);
+ * otherwise the signature is computed over the canonical form of `JSON.parse(text)`.
+ */
+export class EncodedJsonBody {
+  constructor(
+    /** The JSON text, or its UTF-8 bytes (then not converted again for sending and signing). */
+    readonly text: string | Buffer,
+    readonly canonical: boolean,
+  ) {}
 }
 
 export interface FederationResponse {
@@ -148,21 +162,19 @@ export class FederationClient {
     if (!this.opts.allowPrivateAddresses && isIP(target.connectHost) && isPrivateAddress(target.connectHost)) {
       throw new FederationRequestError(destination, `refusing to connect to private address ${target.connectHost}`);
     }
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const encoded = body instanceof EncodedJsonBody ? body : undefined;
+    const payload =
+      body === undefined ? undefined : encoded ? (typeof encoded.text === "string" ? Buffer.from(encoded.text) : encoded.text) : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { Host: target.hostHeader, "User-Agent": "Gatehouse" };
     if (payload) {
       headers["Content-Type"] = "application/json";
       headers["Content-Length"] = String(payload.length);
     }
     if (options.signed !== false) {
-      headers.Authorization = signRequest({
-        method,
-        uri: path,
-        origin: this.opts.serverName,
-        destination,
-        content: body,
-        key: this.opts.signingKey,
-      });
+      const req = { method, uri: path, origin: this.opts.serverName, destination, key: this.opts.signingKey };
+      headers.Authorization = encoded?.canonical
+        ? signRequestCanonical(req, payload)
+        : signRequest({ ...req, content: encoded ? JSON.parse(encoded.text.toString()) : body });
     }
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs;
     return new Promise<FederationResponse>((resolve, reject) => {

@@ -106,9 +106,67 @@ function encode(value: unknown, path: string): string {
   }
 }
 
+/**
+ * Strings JSON.stringify emits unchanged between quotes: printable ASCII without `"` and `\`.
+ * Almost every key and most values of an event are such strings.
+ */
+const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * The same encoding as `encode`, without tracking the path of each value (only needed for the
+ * error message) and without a JSON.stringify call per plain-ASCII string: about twice as fast,
+ * which matters for a 50-PDU transaction body (verified on every inbound /send, tens of kB).
+ * On any CanonicalJsonError canonicalJson re-runs `encode`, which throws the message with the
+ * path (same traversal order, so the same offending value).
+ */
+function encodeFast(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+      if (PLAIN_ASCII.test(value)) return '"' + value + '"';
+      return encodeString(value, "");
+    case "number":
+      return encodeNumber(value, "");
+    case "boolean":
+      return value ? "true" : "false";
+    case "object": {
+      if (value === null) return "null";
+      if (Array.isArray(value)) {
+        let out = "[";
+        for (let i = 0; i < value.length; i++) {
+          if (i > 0) out += ",";
+          out += encodeFast(value[i]);
+        }
+        return out + "]";
+      }
+      const proto = Object.getPrototypeOf(value);
+      if (proto !== Object.prototype && proto !== null) throw new CanonicalJsonError("unsupported object type");
+      const obj = value as Record<string, unknown>;
+      const keys = sortKeysByCodePoint(Object.keys(obj));
+      let out = "{";
+      let first = true;
+      for (const k of keys) {
+        const v = obj[k];
+        if (v === undefined) continue;
+        if (!first) out += ",";
+        first = false;
+        out += (PLAIN_ASCII.test(k) ? '"' + k + '"' : encodeString(k, "")) + ":" + encodeFast(v);
+      }
+      return out + "}";
+    }
+    default:
+      throw new CanonicalJsonError(`unsupported value of type ${typeof value}`);
+  }
+}
+
 /** Canonical JSON text of a value; throws CanonicalJsonError for values canonical JSON cannot hold. */
 export function canonicalJson(value: unknown): string {
-  return encode(value, "");
+  try {
+    return encodeFast(value);
+  } catch (e) {
+    // Throws the same error with the path of the offending value in its message.
+    if (e instanceof CanonicalJsonError) return encode(value, "");
+    throw e;
+  }
 }
 
 /** Canonical JSON as the UTF-8 bytes that are signed and hashed. */

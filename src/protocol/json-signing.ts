@@ -47,12 +47,22 @@ export type SignatureCheck = { ok: true; keyId: string } | { ok: false; reason: 
  * but a known key whose signature fails makes the whole check fail (it is a forgery, not a gap).
  */
 export function verifySignedJson(object: Record<string, unknown>, entity: string, lookup: VerifierLookup): SignatureCheck {
-  const signatures = object.signatures as unknown;
+  return verifySignaturesOver(() => signedBytes(object), object.signatures, entity, lookup);
+}
+
+/**
+ * verifySignedJson's check for signed bytes the caller builds itself (`bytes` is called at most
+ * once, and only when a known key has a signature to check): an X-Matrix request already holds
+ * the canonical JSON of its body, so its signed object need not be encoded a second time.
+ * `signatures` is the object's `signatures` value.
+ */
+export function verifySignaturesOver(bytes: () => Buffer, signatures: unknown, entity: string, lookup: VerifierLookup): SignatureCheck {
   if (typeof signatures !== "object" || signatures === null) return { ok: false, reason: "no signatures" };
   const mine = (signatures as Record<string, unknown>)[entity];
   if (typeof mine !== "object" || mine === null) return { ok: false, reason: `not signed by ${entity}` };
   let checked: string | undefined;
   let unknownKeys = 0;
+  let signed: Buffer | undefined;
   for (const [keyId, signature] of Object.entries(mine as Record<string, unknown>)) {
     if (!keyId.startsWith("ed25519:")) continue;
     if (typeof signature !== "string") return { ok: false, reason: `signature ${keyId} is not a string` };
@@ -61,7 +71,9 @@ export function verifySignedJson(object: Record<string, unknown>, entity: string
       unknownKeys++;
       continue;
     }
-    if (!verifySignature(object, signature, verifier)) return { ok: false, reason: `bad signature by ${entity} with ${keyId}` };
+    const sig = decodeBase64(signature);
+    signed ??= bytes();
+    if (!sig || sig.length !== 64 || !verifier.verify(signed, sig)) return { ok: false, reason: `bad signature by ${entity} with ${keyId}` };
     checked ??= keyId;
   }
   if (checked) return { ok: true, keyId: checked };

@@ -2,7 +2,11 @@
  * The outbound queue in Redis, per destination (keys in ../store/redis-keys.ts):
  *   out:{dest}:pdus    LIST of "roomId eventId", appended by the persist-event script
  *   out:{dest}:edus    LIST of EDU JSON, appended by enqueueEdu
- *   out:{dest}:txn     HASH, the transaction in flight: txn_id, body, pdu_count, edu_count, ...
+ *   out:{dest}:txn     HASH, the transaction in flight: txn_id, pdu_count, edu_count, ...
+ *   out:{dest}:txn-body STRING, its exact body (transactions stored by older versions keep it in
+ *                      the hash's `body` field instead; both are read)
+ *   out:{dest}:txn-next:{nonce} STRING, scratch: the body of the transaction being created (see
+ *                      CREATE_TXN_LUA), expiring
  *   out:{dest}:status  HASH, last_success_ts, last_error, last_error_ts, failures, backoff_until, counters
  *
  * The in-flight transaction always covers the first pdu_count / edu_count entries of the lists
@@ -10,13 +14,19 @@
  * names), so a crash at any point re-sends the same txn_id with the same body, and a commit for
  * a transaction that is no longer current is a no-op.
  */
+import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
 
-export interface StoredTxn {
+/** A stored transaction without its body (what the admin views need). */
+export interface StoredTxnInfo {
   txnId: string;
-  /** The exact JSON body sent (and re-sent). */
-  body: string;
+  /**
+   * The body is canonical JSON, so it is signed as it is (no re-encoding). Transactions stored
+   * before bodies were built canonically lack the flag; they are re-sent byte for byte and
+   * signed over the canonical form of the parsed body.
+   */
+  canonical: boolean;
   pduCount: number;
   eduCount: number;
   createdTs: number;
@@ -25,6 +35,11 @@ export interface StoredTxn {
   /** Attempts answered with a 4xx other than 429. */
   rejections: number;
   lastAttemptTs: number | null;
+}
+
+export interface StoredTxn extends StoredTxnInfo {
+  /** The exact JSON body sent (and re-sent): as read from Redis, or its UTF-8 bytes as built. */
+  body: string | Buffer;
 }
 
 export interface DestinationStatus {
@@ -42,26 +57,56 @@ export interface DestinationStatus {
   droppedEdus: number;
 }
 
+// The body (tens of kB) never passes through Lua: the caller SETs it into a scratch key of its
+// own (random name, with an expiry) just before calling this script (same connection, so in
+// that order) and the script RENAMEs it into place. Handing it to the script as an argument made
+// Redis copy it into a Lua string and garbage-collect it again, which cost more than all the rest
+// of creating and committing the transaction together. The scratch name is unique per call so
+// that a body left over by a crashed attempt can never be taken for this one's.
 const CREATE_TXN_LUA = `
--- KEYS: 1 txn, 2 pdus, 3 edus, 4 txn counter
--- ARGV: 1 txn id prefix, 2 body, 3 created_ts, 4 pdu count, 5 edu count, 6.. pdu refs then EDU JSON
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', redis.call('HGET', KEYS[1], 'txn_id')} end
+-- KEYS: 1 txn, 2 pdus, 3 edus, 4 txn counter, 5 scratch (holds the body), 6 body
+-- ARGV: 1 txn id prefix, 2 (unused), 3 created_ts, 4 pdu count, 5 edu count, 6 canonical ("1"/"0"),
+--       7 attempted ("1": the caller sends it right away, counted as its first attempt at
+--       created_ts, saving a separate markAttempt round trip), 8.. pdu refs then EDU JSON
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[5])
+  return {'exists', redis.call('HGET', KEYS[1], 'txn_id')}
+end
 local np = tonumber(ARGV[4])
 local ne = tonumber(ARGV[5])
 if np > 0 then
   local head = redis.call('LRANGE', KEYS[2], 0, np - 1)
-  if #head ~= np then return {'stale', ''} end
-  for i = 1, np do if head[i] ~= ARGV[5 + i] then return {'stale', ''} end end
+  if #head ~= np then redis.call('DEL', KEYS[5]) return {'stale', ''} end
+  for i = 1, np do if head[i] ~= ARGV[7 + i] then redis.call('DEL', KEYS[5]) return {'stale', ''} end end
 end
 if ne > 0 then
   local head = redis.call('LRANGE', KEYS[3], 0, ne - 1)
-  if #head ~= ne then return {'stale', ''} end
-  for i = 1, ne do if head[i] ~= ARGV[5 + np + i] then return {'stale', ''} end end
+  if #head ~= ne then redis.call('DEL', KEYS[5]) return {'stale', ''} end
+  for i = 1, ne do if head[i] ~= ARGV[7 + np + i] then redis.call('DEL', KEYS[5]) return {'stale', ''} end end
 end
+if redis.call('EXISTS', KEYS[5]) == 0 then return {'nobody', ''} end
+redis.call('RENAME', KEYS[5], KEYS[6])
+redis.call('PERSIST', KEYS[6])
 local txnId = ARGV[1] .. '_' .. redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[1], 'txn_id', txnId, 'body', ARGV[2], 'pdu_count', ARGV[4], 'edu_count', ARGV[5],
-  'created_ts', ARGV[3], 'attempts', '0', 'rejections', '0')
+local attempts = '0'
+if ARGV[7] == '1' then attempts = '1' end
+redis.call('HSET', KEYS[1], 'txn_id', txnId, 'pdu_count', ARGV[4], 'edu_count', ARGV[5],
+  'created_ts', ARGV[3], 'attempts', attempts, 'rejections', '0', 'canonical', ARGV[6])
+if ARGV[7] == '1' then redis.call('HSET', KEYS[1], 'last_attempt_ts', ARGV[3]) end
 return {'created', txnId}
+`;
+
+/** Lifetime of a transaction body's scratch key if the script after its SET never runs. */
+const SCRATCH_TTL_MS = 600_000;
+
+const BEGIN_LUA = `
+-- What a sender run needs to start (see OutboundStore.begin).
+-- KEYS: 1 status, 2 txn, 3 pdus, 4 edus, 5 body; ARGV: 1 max PDUs, 2 max EDUs
+-- Returns backoff_until, the txn hash (flat), the queue heads (only without a txn), the body.
+local backoff = redis.call('HGET', KEYS[1], 'backoff_until') or '0'
+local txn = redis.call('HGETALL', KEYS[2])
+if #txn > 0 then return {backoff, txn, {}, {}, redis.call('GET', KEYS[5]) or ''} end
+return {backoff, txn, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1), redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1), ''}
 `;
 
 const MARK_ATTEMPT_LUA = `
@@ -73,14 +118,16 @@ return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 
 const COMMIT_TXN_LUA = `
 -- Removes the transaction's entries from the head of the lists and clears it.
--- KEYS: 1 txn, 2 pdus, 3 edus, 4 status
--- ARGV: 1 txn_id, 2 now, 3 mode ("sent" | "dropped"), 4 per-PDU errors in the response
-if redis.call('HGET', KEYS[1], 'txn_id') ~= ARGV[1] then return {-1, -1, -1} end
+-- KEYS: 1 txn, 2 pdus, 3 edus, 4 status, 5 body
+-- ARGV: 1 txn_id, 2 now, 3 mode ("sent" | "dropped"), 4 per-PDU errors in the response,
+--       5 / 6 max PDUs / EDUs of the next transaction: the new queue heads are returned too
+--       (what begin would read next, saving that round trip; "0" = not wanted)
+if redis.call('HGET', KEYS[1], 'txn_id') ~= ARGV[1] then return {-1, -1, -1, {}, {}} end
 local np = tonumber(redis.call('HGET', KEYS[1], 'pdu_count') or '0')
 local ne = tonumber(redis.call('HGET', KEYS[1], 'edu_count') or '0')
 if np > 0 then redis.call('LTRIM', KEYS[2], np, -1) end
 if ne > 0 then redis.call('LTRIM', KEYS[3], ne, -1) end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[5])
 if ARGV[3] == 'sent' then
   redis.call('HSET', KEYS[4], 'last_success_ts', ARGV[2], 'failures', '0', 'backoff_until', '0', 'last_txn_id', ARGV[1])
   redis.call('HDEL', KEYS[4], 'failing_since')
@@ -93,23 +140,29 @@ else
   redis.call('HINCRBY', KEYS[4], 'dropped_pdus', np)
   redis.call('HINCRBY', KEYS[4], 'dropped_edus', ne)
 end
-return {redis.call('LLEN', KEYS[2]), redis.call('LLEN', KEYS[3]), np}
+local maxP = tonumber(ARGV[5] or '0')
+local maxE = tonumber(ARGV[6] or '0')
+return {redis.call('LLEN', KEYS[2]), redis.call('LLEN', KEYS[3]), np,
+  maxP > 0 and redis.call('LRANGE', KEYS[2], 0, maxP - 1) or {},
+  maxE > 0 and redis.call('LRANGE', KEYS[3], 0, maxE - 1) or {}}
 `;
 
 type ScriptedRedis = Redis & {
-  gatehouseCreateTxn(numKeys: number, ...args: string[]): Promise<[string, string]>;
+  gatehouseCreateTxn(numKeys: number, ...args: (string | Buffer)[]): Promise<[string, string]>;
+  gatehouseBegin(numKeys: number, ...args: string[]): Promise<[string, string[], string[], string[], string]>;
   gatehouseMarkAttempt(numKeys: number, ...args: string[]): Promise<number>;
-  gatehouseCommitTxn(numKeys: number, ...args: string[]): Promise<[number, number, number]>;
+  gatehouseCommitTxn(numKeys: number, ...args: string[]): Promise<[number, number, number, string[], string[]]>;
 };
 
 const num = (v: string | undefined | null, fallback = 0): number => (v === undefined || v === null || v === "" ? fallback : Number(v));
 const numOrNull = (v: string | undefined | null): number | null => (v === undefined || v === null || v === "" || v === "0" ? null : Number(v));
 
-export function parseTxn(h: Record<string, string>): StoredTxn | null {
-  if (!h.txn_id || h.body === undefined) return null;
+/** The transaction hash without its body; null when no transaction is stored. */
+export function parseTxnInfo(h: Record<string, string>): StoredTxnInfo | null {
+  if (!h.txn_id) return null;
   return {
     txnId: h.txn_id,
-    body: h.body,
+    canonical: h.canonical === "1",
     pduCount: num(h.pdu_count),
     eduCount: num(h.edu_count),
     createdTs: num(h.created_ts),
@@ -117,6 +170,18 @@ export function parseTxn(h: Record<string, string>): StoredTxn | null {
     rejections: num(h.rejections),
     lastAttemptTs: numOrNull(h.last_attempt_ts),
   };
+}
+
+/**
+ * The stored transaction from its hash and its body key's value (`bodyKeyValue`: null or ""
+ * when that key is absent); the body of a transaction stored by an older version is the hash's
+ * `body` field. Null when no transaction (or, which cannot happen, one without a body) is stored.
+ */
+export function parseTxn(h: Record<string, string>, bodyKeyValue: string | null): StoredTxn | null {
+  const info = parseTxnInfo(h);
+  const body = bodyKeyValue || h.body;
+  if (!info || body === undefined) return null;
+  return { ...info, body };
 }
 
 export function parseStatus(h: Record<string, string>): DestinationStatus {
@@ -140,8 +205,16 @@ export interface DestinationSnapshot {
   destination: string;
   pendingPdus: number;
   pendingEdus: number;
-  txn: StoredTxn | null;
+  txn: StoredTxnInfo | null;
   status: DestinationStatus;
+}
+
+/** A destination's backoff, stored transaction and queue heads, as a send starts from them. */
+export interface SendStart {
+  backoffUntil: number;
+  txn: StoredTxn | null;
+  /** The heads of the queues (empty when a transaction is stored). */
+  head: { pdus: string[]; edus: string[] };
 }
 
 export class OutboundStore {
@@ -152,11 +225,35 @@ export class OutboundStore {
     readonly keys: RedisKeys,
   ) {
     this.redis = redis as ScriptedRedis;
-    if (!("gatehouseCreateTxn" in redis)) {
+    if (!("gatehouseBegin" in redis)) {
       redis.defineCommand("gatehouseCreateTxn", { lua: CREATE_TXN_LUA });
+      redis.defineCommand("gatehouseBegin", { lua: BEGIN_LUA });
       redis.defineCommand("gatehouseMarkAttempt", { lua: MARK_ATTEMPT_LUA });
       redis.defineCommand("gatehouseCommitTxn", { lua: COMMIT_TXN_LUA });
     }
+  }
+
+  /**
+   * What one sender run needs to start, in one round trip: the destination's backoff, the stored
+   * transaction, and (when there is none) the heads of the queues. A script rather than MULTI:
+   * this runs once per transaction, and an ioredis pipeline object costs more to build than the
+   * commands cost Redis.
+   */
+  async begin(destination: string, maxPdus: number, maxEdus: number): Promise<SendStart> {
+    const k = this.keys;
+    const [backoff, txnFlat, pdus, edus, body] = await this.redis.gatehouseBegin(
+      5,
+      k.destinationStatus(destination),
+      k.outboundTxn(destination),
+      k.outboundPdus(destination),
+      k.outboundEdus(destination),
+      k.outboundTxnBody(destination),
+      String(maxPdus),
+      String(maxEdus),
+    );
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < txnFlat.length; i += 2) h[txnFlat[i]!] = txnFlat[i + 1]!;
+    return { backoffUntil: num(backoff), txn: parseTxn(h, body), head: { pdus, edus } };
   }
 
   /** The head of the queues: up to `maxPdus` PDU references and `maxEdus` EDU JSON strings. */
@@ -174,35 +271,50 @@ export class OutboundStore {
    * Stores a new transaction covering exactly `pduRefs` / `edus` (which must still be the heads
    * of the lists). Returns the txn ID; "exists" when a transaction is already stored (the caller
    * sends that one), "stale" when the heads changed under it (the caller rebuilds).
+   * `canonical`: the body is canonical JSON (signed as is). `attempted`: the caller sends it at
+   * once; it is stored with its first attempt counted (as markAttempt would).
    */
   async createTxn(
     destination: string,
     txnIdPrefix: string,
-    body: string,
+    body: string | Buffer,
     createdTs: number,
     pduRefs: readonly string[],
     edus: readonly string[],
+    opts: { canonical?: boolean; attempted?: boolean } = {},
   ): Promise<{ result: "created" | "exists" | "stale"; txnId: string }> {
     const k = this.keys;
-    const [result, txnId] = await this.redis.gatehouseCreateTxn(
-      4,
+    // Sent together on one connection, so the script runs after the SET (see CREATE_TXN_LUA).
+    // A crash in between leaves only the scratch key, which expires.
+    const scratch = k.outboundTxnNext(destination, randomBytes(8).toString("hex"));
+    const stored = this.redis.set(scratch, body, "PX", SCRATCH_TTL_MS);
+    const script = this.redis.gatehouseCreateTxn(
+      6,
       k.outboundTxn(destination),
       k.outboundPdus(destination),
       k.outboundEdus(destination),
       k.txnCounter(),
+      scratch,
+      k.outboundTxnBody(destination),
       txnIdPrefix,
-      body,
+      "",
       String(createdTs),
       String(pduRefs.length),
       String(edus.length),
+      opts.canonical ? "1" : "0",
+      opts.attempted ? "1" : "0",
       ...pduRefs,
       ...edus,
     );
+    const [setResult, [result, txnId]] = await Promise.all([stored.catch((e: Error) => e), script]);
+    if (result === "nobody") throw new Error(`could not store the transaction body for ${destination}: ${setResult instanceof Error ? setResult.message : "scratch key missing"}`);
     return { result: result as "created" | "exists" | "stale", txnId };
   }
 
   async getTxn(destination: string): Promise<StoredTxn | null> {
-    return parseTxn(await this.redis.hgetall(this.keys.outboundTxn(destination)));
+    const res = (await this.redis.multi().hgetall(this.keys.outboundTxn(destination)).get(this.keys.outboundTxnBody(destination)).exec()) as [Error | null, unknown][];
+    for (const [err] of res) if (err) throw err;
+    return parseTxn(res[0]![1] as Record<string, string>, res[1]![1] as string | null);
   }
 
   /** Counts an attempt of `txnId`; -1 when that transaction is no longer the stored one. */
@@ -228,21 +340,25 @@ export class OutboundStore {
     now: number,
     mode: "sent" | "dropped",
     pduErrors = 0,
-  ): Promise<{ pendingPdus: number; pendingEdus: number; removedPdus: number } | null> {
+    nextHead?: { maxPdus: number; maxEdus: number },
+  ): Promise<{ pendingPdus: number; pendingEdus: number; removedPdus: number; head: { pdus: string[]; edus: string[] } } | null> {
     const k = this.keys;
-    const [p, e, removed] = await this.redis.gatehouseCommitTxn(
-      4,
+    const [p, e, removed, pdus, edus] = await this.redis.gatehouseCommitTxn(
+      5,
       k.outboundTxn(destination),
       k.outboundPdus(destination),
       k.outboundEdus(destination),
       k.destinationStatus(destination),
+      k.outboundTxnBody(destination),
       txnId,
       String(now),
       mode,
       String(pduErrors),
+      String(nextHead?.maxPdus ?? 0),
+      String(nextHead?.maxEdus ?? 0),
     );
     if (p < 0) return null;
-    return { pendingPdus: p, pendingEdus: e, removedPdus: removed };
+    return { pendingPdus: p, pendingEdus: e, removedPdus: removed, head: { pdus, edus } };
   }
 
   /**
@@ -299,7 +415,7 @@ export class OutboundStore {
       destination,
       pendingPdus: res[4 * i]![1] as number,
       pendingEdus: res[4 * i + 1]![1] as number,
-      txn: parseTxn(res[4 * i + 2]![1] as Record<string, string>),
+      txn: parseTxnInfo(res[4 * i + 2]![1] as Record<string, string>),
       status: parseStatus(res[4 * i + 3]![1] as Record<string, string>),
     }));
   }

@@ -25,13 +25,27 @@
 import { DelayedError, Queue, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
-import type { FederationClient, FederationResponse } from "../net/federation-client.js";
+import { EncodedJsonBody, type FederationClient, type FederationResponse } from "../net/federation-client.js";
 import type { Logger } from "../logger.js";
+import { canonicalJson } from "../protocol/canonical-json.js";
 import { backoffDelay } from "./backoff.js";
-import { OutboundStore, type DestinationSnapshot, type StoredTxn } from "./outbound-store.js";
+import { CanonicalPduCache } from "./canonical-pdu-cache.js";
+import { OutboundStore, type DestinationSnapshot, type SendStart, type StoredTxn } from "./outbound-store.js";
 
 export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
+/**
+ * Transactions one job run sends back to back while the destination has more queued. Each job
+ * costs BullMQ a few Lua scripts and stream events (add the next job, finish this one, fetch
+ * the next), which were about as much Redis work as the transaction itself during a backlog
+ * drain. Bounded so that, with more destinations than worker slots, a long backlog still lets
+ * other destinations in (it goes back to the queue as a new job after this many).
+ */
+export const MAX_TXNS_PER_JOB_RUN = 10;
+/** Size of the in-process cache of canonical PDU JSON (bytes, outside the V8 heap). */
+const PDU_CACHE_BYTES = 16 * 1024 * 1024;
+const COMMA = Buffer.from(",");
+const CLOSE_PDUS = Buffer.from("]}");
 const QUEUE_NAME = "send";
 const JOB_NAME = "destination";
 /** The BullMQ attempts budget for unexpected processor errors (Redis down...): effectively forever. */
@@ -92,7 +106,8 @@ interface JobData {
   destination: string;
 }
 
-type Outcome = { kind: "idle" } | { kind: "more" } | { kind: "retry"; at: number };
+/** `more.next`: the state the next transaction starts from, when the commit already read it. */
+type Outcome = { kind: "idle" } | { kind: "more"; next?: SendStart } | { kind: "retry"; at: number };
 
 class ShuttingDown extends Error {}
 
@@ -130,6 +145,9 @@ export class Sender {
   private readonly random: () => number;
   private readonly abort = new AbortController();
   private readonly processing = new Set<string>();
+  private readonly pduCache = new CanonicalPduCache(PDU_CACHE_BYTES);
+  /** PDUs being read and encoded for the cache, so concurrent transactions share one read. */
+  private readonly pduLoading = new Map<string, Promise<Buffer | { missing: boolean; error?: string }>>();
   private closed = false;
   private closing: Promise<void> | null = null;
   /** What this process's workers did (the status hashes in Redis hold the totals). */
@@ -382,9 +400,13 @@ export class Sender {
       throw new DelayedError();
     }
     this.processing.add(destination);
-    let outcome: Outcome;
+    let outcome: Outcome | undefined;
     try {
-      outcome = await this.processDestination(destination);
+      // Still one transaction in flight at a time: the next is built only after the previous
+      // was committed (or dropped). Stops at shutdown so close() does not wait for a backlog.
+      let runs = 0;
+      do outcome = await this.processDestination(destination, outcome?.kind === "more" ? outcome.next : undefined);
+      while (outcome.kind === "more" && ++runs < MAX_TXNS_PER_JOB_RUN && !this.closed);
     } finally {
       this.processing.delete(destination);
     }
@@ -397,15 +419,23 @@ export class Sender {
     return outcome.kind;
   }
 
-  /** Sends (or re-sends) one transaction to `destination`. Exposed for tests. */
-  async processDestination(destination: string): Promise<Outcome> {
+  /**
+   * Sends (or re-sends) one transaction to `destination`. `start`: the destination's state as the
+   * previous commit returned it (else read here). Exposed for tests.
+   */
+  async processDestination(destination: string, start?: SendStart): Promise<Outcome> {
     const now = this.clock();
-    const status = await this.outbound.getStatus(destination);
-    if (status.backoffUntil > now) return { kind: "retry", at: status.backoffUntil };
+    start ??= await this.outbound.begin(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
+    if (start.backoffUntil > now) return { kind: "retry", at: start.backoffUntil };
 
-    const txn = (await this.outbound.getTxn(destination)) ?? (await this.buildTxn(destination));
-    if (!txn) return { kind: "idle" };
-    if ((await this.outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
+    let txn = start.txn;
+    if (!txn) {
+      // A new transaction is stored with its first attempt already counted.
+      const built = await this.buildTxn(destination, start.head);
+      if (!built) return { kind: "idle" };
+      txn = built.txn;
+      if (!built.attempted && (await this.outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
+    } else if ((await this.outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
 
     let res: FederationResponse;
     const started = process.hrtime.bigint();
@@ -421,13 +451,15 @@ export class Sender {
     const answeredAt = this.clock();
     if (res.status >= 200 && res.status < 300) {
       const pduErrors = this.perPduErrors(destination, txn, res.body);
-      const left = await this.outbound.commitTxn(destination, txn.txnId, answeredAt, "sent", pduErrors);
+      const left = await this.outbound.commitTxn(destination, txn.txnId, answeredAt, "sent", pduErrors, { maxPdus: MAX_PDUS_PER_TXN, maxEdus: MAX_EDUS_PER_TXN });
       this.stats.transactionsSent++;
       this.stats.pduErrors += pduErrors;
       report("sent", pduErrors);
       this.deps.logger.debug({ destination, txnId: txn.txnId, pdus: txn.pduCount, edus: txn.eduCount, pduErrors }, "transaction sent");
       if (!left) return { kind: "more" };
-      return left.pendingPdus > 0 || left.pendingEdus > 0 ? { kind: "more" } : { kind: "idle" };
+      // The commit cleared the backoff and the stored transaction and read the new heads.
+      if (left.pendingPdus > 0 || left.pendingEdus > 0) return { kind: "more", next: { backoffUntil: 0, txn: null, head: left.head } };
+      return { kind: "idle" };
     }
     const errcode = (res.body as { errcode?: unknown } | undefined)?.errcode;
     const message = `HTTP ${res.status}${typeof errcode === "string" ? ` ${errcode}` : ""}`;
@@ -456,7 +488,9 @@ export class Sender {
 
   private async send(destination: string, txn: StoredTxn): Promise<FederationResponse> {
     if (this.abort.signal.aborted) throw new ShuttingDown();
-    const request = this.deps.client.request("PUT", destination, `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, JSON.parse(txn.body));
+    // The stored body, byte for byte; a canonical one is also signed as it is.
+    const body = new EncodedJsonBody(txn.body, txn.canonical);
+    const request = this.deps.client.request("PUT", destination, `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, body);
     return new Promise<FederationResponse>((resolve, reject) => {
       const onAbort = () => reject(new ShuttingDown());
       this.abort.signal.addEventListener("abort", onAbort, { once: true });
@@ -493,34 +527,110 @@ export class Sender {
     return errors;
   }
 
-  /** Builds and stores a transaction from the heads of the queues; null when nothing is queued. */
-  private async buildTxn(destination: string): Promise<StoredTxn | null> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const head = await this.outbound.head(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
-      if (head.pdus.length === 0 && head.edus.length === 0) return null;
-      const texts = await Promise.all(
-        head.pdus.map((ref) => {
-          const space = ref.indexOf(" ");
-          return this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
+  /**
+   * Canonical JSON of the queued PDUs `refs`, in order; null for a PDU that cannot be sent (not in
+   * the store, or not encodable as canonical JSON, so no signature could cover it: logged and
+   * skipped, as the transaction would otherwise fail forever).
+   */
+  private async canonicalPdus(destination: string, refs: readonly string[]): Promise<(Buffer | null)[]> {
+    const out: (Buffer | null)[] = new Array(refs.length).fill(null);
+    const waits: Promise<void>[] = [];
+    for (let i = 0; i < refs.length; i++) {
+      const ref = refs[i]!;
+      const hit = this.pduCache.get(ref);
+      if (hit !== undefined) {
+        out[i] = hit;
+        continue;
+      }
+      // When a backlog drains, every destination asks for the same new events at about the same
+      // moment: one read and encode per event, the others wait for it.
+      let p = this.pduLoading.get(ref);
+      if (!p) {
+        p = this.loadCanonicalPdu(ref).finally(() => this.pduLoading.delete(ref));
+        this.pduLoading.set(ref, p);
+      }
+      waits.push(
+        p.then((r) => {
+          if (Buffer.isBuffer(r)) out[i] = r;
+          else if (r.missing) this.deps.logger.error({ destination, ref }, "queued PDU not found in the store; skipped");
+          else this.deps.logger.error({ destination, ref, err: r.error }, "queued PDU cannot be encoded as canonical JSON; skipped");
         }),
       );
-      const pdus: unknown[] = [];
-      texts.forEach((text, i) => {
-        if (text === null) this.deps.logger.error({ destination, ref: head.pdus[i] }, "queued PDU not found in the store; skipped");
-        else pdus.push(JSON.parse(text));
-      });
-      const edus: unknown[] = [];
+    }
+    if (waits.length) await Promise.all(waits);
+    return out;
+  }
+
+  private async loadCanonicalPdu(ref: string): Promise<Buffer | { missing: boolean; error?: string }> {
+    const space = ref.indexOf(" ");
+    const text = await this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
+    if (text === null) return { missing: true };
+    try {
+      const canonical = Buffer.from(canonicalJson(JSON.parse(text)), "utf8");
+      this.pduCache.set(ref, canonical);
+      return canonical;
+    } catch (e) {
+      return { missing: false, error: (e as Error).message };
+    }
+  }
+
+  /**
+   * Builds and stores a transaction from the heads of the queues (`head` as read by the caller;
+   * re-read if it changed meanwhile); null when nothing is queued. `attempted`: stored with its
+   * first attempt counted.
+   *
+   * The body is built as canonical JSON by concatenation: the PDUs' canonical bytes (cached per
+   * event, shared by every destination), the EDUs' and the envelope's, with the keys in canonical
+   * order (edus < origin < origin_server_ts < pdus). It is at the same time the body sent and
+   * the `content` the X-Matrix signature covers, so neither sending nor signing encodes it again.
+   */
+  private async buildTxn(destination: string, head: { pdus: string[]; edus: string[] }): Promise<{ txn: StoredTxn; attempted: boolean } | null> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (attempt > 0) head = await this.outbound.head(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
+      if (head.pdus.length === 0 && head.edus.length === 0) return null;
+      const pdus = (await this.canonicalPdus(destination, head.pdus)).filter((p): p is Buffer => p !== null);
+      const edus: string[] = [];
       for (const e of head.edus) {
         try {
-          edus.push(JSON.parse(e));
+          edus.push(canonicalJson(JSON.parse(e)));
         } catch {
-          this.deps.logger.error({ destination, edu: e.slice(0, 200) }, "queued EDU is not JSON; skipped");
+          this.deps.logger.error({ destination, edu: e.slice(0, 200) }, "queued EDU is not JSON (or not canonical-encodable); skipped");
         }
       }
       const now = this.clock();
-      const body = JSON.stringify({ origin: this.deps.serverName, origin_server_ts: now, pdus, ...(edus.length ? { edus } : {}) });
-      const created = await this.outbound.createTxn(destination, String(now), body, now, head.pdus, head.edus);
-      if (created.result !== "stale") return this.outbound.getTxn(destination);
+      // The bytes are assembled once (one copy of each PDU's cached bytes) and used as they are
+      // for storing, sending and signing.
+      const parts: Buffer[] = [
+        Buffer.from(
+          `${edus.length ? `{"edus":[${edus.join(",")}],` : "{"}"origin":${canonicalJson(this.deps.serverName)},"origin_server_ts":${canonicalJson(now)},"pdus":[`,
+          "utf8",
+        ),
+      ];
+      pdus.forEach((p, i) => {
+        if (i > 0) parts.push(COMMA);
+        parts.push(p);
+      });
+      parts.push(CLOSE_PDUS);
+      const body = Buffer.concat(parts);
+      const created = await this.outbound.createTxn(destination, String(now), body, now, head.pdus, head.edus, { canonical: true, attempted: true });
+      if (created.result === "created") {
+        const txn: StoredTxn = {
+          txnId: created.txnId,
+          body,
+          canonical: true,
+          pduCount: head.pdus.length,
+          eduCount: head.edus.length,
+          createdTs: now,
+          attempts: 1,
+          rejections: 0,
+          lastAttemptTs: now,
+        };
+        return { txn, attempted: true };
+      }
+      if (created.result === "exists") {
+        const txn = await this.outbound.getTxn(destination);
+        return txn ? { txn, attempted: false } : null;
+      }
     }
     throw new Error(`queue head of ${destination} kept changing while building a transaction`);
   }

@@ -30,6 +30,7 @@ import { createRoom } from "../../src/rooms/create-room.js";
 import { freePort } from "../../src/embedded-redis.js";
 import { backoffDelay } from "../../src/sender/backoff.js";
 import { signRequest } from "../../src/protocol/x-matrix.js";
+import { canonicalJson } from "../../src/protocol/canonical-json.js";
 import type { SigningKey } from "../../src/protocol/signing-key.js";
 
 const key = gatehouseKey();
@@ -89,6 +90,8 @@ describe("sender: delivery", { timeout: 30_000 }, () => {
       assert.ok(Number.isInteger(a.body.origin_server_ts));
       assert.match(a.txnId, /^\d+_\d+$/);
       assert.deepEqual(Object.keys(a.body).sort(), a.body.edus ? ["edus", "origin", "origin_server_ts", "pdus"] : ["origin", "origin_server_ts", "pdus"]);
+      // Built by concatenation as canonical JSON (it is also the signed content): must be exactly that.
+      assert.equal(a.rawBody, canonicalJson(JSON.parse(a.rawBody)), "the body is canonical JSON");
     }
     assert.equal(new Set(sink.attempts.map((a) => a.txnId)).size, 3);
     const d = await settled(s, sink.serverName);
@@ -296,6 +299,26 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     assert.equal(b.attempts[0]!.rawBody, body);
     assert.deepEqual(b.attempts.map((x) => x.body.pdus.length), [3, 2]);
     assert.deepEqual(numbersOf(b.delivered), range(0, 5));
+  });
+
+  test("a transaction stored by an older version (body in the hash, not canonical) is re-sent byte for byte", async () => {
+    const { s, sink, roomId } = await setup("legacy", { sinks: 1 });
+    await persistPdus(s.store, roomId, [sink.serverName], 4);
+    const head = await s.sender.outbound.head(sink.serverName, 3, 0);
+    // Key order of JSON.stringify (not canonical): must still be sent exactly and signed correctly.
+    const pdus = await Promise.all(head.pdus.map(async (r) => JSON.parse((await s.store.getEventJson(r.split(" ")[0]!, r.split(" ")[1]!))!)));
+    const body = JSON.stringify({ origin: GH_SERVER_NAME, origin_server_ts: 1, pdus });
+    assert.notEqual(body, canonicalJson(JSON.parse(body)));
+    const key = s.keys.outboundTxn(sink.serverName);
+    await s.redis.hset(key, "txn_id", "1_legacy", "body", body, "pdu_count", "3", "edu_count", "0", "created_ts", "1", "attempts", "0", "rejections", "0");
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 4, 5000, "4 PDUs");
+    assert.equal(sink.attempts[0]!.txnId, "1_legacy");
+    assert.equal(sink.attempts[0]!.rawBody, body);
+    assert.equal(sink.badSignatures, 0);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 4));
+    await settled(s, sink.serverName);
+    assert.equal(await s.redis.exists(key, s.keys.outboundTxnBody(sink.serverName)), 0);
   });
 
   test("backlog of 1000 PDUs to one destination", async (t) => {

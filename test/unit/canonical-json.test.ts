@@ -53,6 +53,15 @@ describe("canonical JSON: encoder rules", () => {
       assert.throws(() => canonicalJson(v), CanonicalJsonError);
     }
   });
+  test("errors name the path of the offending value", () => {
+    assert.throws(() => canonicalJson({ a: [1, { b: 1.5 }] }), { name: "CanonicalJsonError", message: /at a\[1\]\.b$/ });
+    assert.throws(() => canonicalJson({ x: { "\uD800": 1 } }), { name: "CanonicalJsonError", message: /at x$/ });
+    assert.throws(() => canonicalJson([[new Map()]]), { name: "CanonicalJsonError", message: /at \[0\]\[0\]$/ });
+  });
+  test("plain ASCII and escaped strings, keys and values, encode alike on every path", () => {
+    const v = { "a b": "x~", 'q"': 'v"', "\\": "\\", "\u007f": "\u007f", "é": "é", "\uE000": ["\u{1F600}", "\n", " !#[]}"] };
+    assert.equal(canonicalJson(v), '{"\\\\":"\\\\","a b":"x~","q\\"":"v\\"","\u007f":"\u007f","é":"é","\uE000":["\u{1F600}","\\n"," !#[]}"]}');
+  });
   test("skips undefined object members like JSON.stringify", () => {
     assert.equal(canonicalJson({ a: undefined, b: 1 }), '{"b":1}');
   });

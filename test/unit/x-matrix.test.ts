@@ -6,7 +6,9 @@ import {
   parseXMatrixHeader,
   parseXMatrixHeaders,
   requestSigningObject,
+  requestSignedBytesFromCanonical,
   signRequest,
+  signRequestCanonical,
   verifyRequest,
   type XMatrixAuth,
 } from "../../src/protocol/x-matrix.js";
@@ -78,6 +80,12 @@ describe("X-Matrix: signing vectors (request-auth.json)", () => {
       const header = signRequest({ method: c.method, uri: c.uri, origin: c.origin, destination: c.destination, content: content(c), key });
       assert.equal(header, `X-Matrix origin="${c.origin}",destination="${c.destination}",key="${c.key_id}",sig="${c.expected_sig}"`);
       assert.equal(parsed(header).sig, c.expected_sig);
+    });
+    test(`signature over a body given as canonical text: ${label}`, () => {
+      const req = { method: c.method, uri: c.uri, origin: c.origin, destination: c.destination };
+      const text = c.body_text === null ? undefined : canonicalJson(content(c));
+      assert.equal(requestSignedBytesFromCanonical(req, text).toString("utf8"), c.signed_bytes);
+      assert.equal(signRequestCanonical({ ...req, key }, text), signRequest({ ...req, content: content(c), key }));
     });
     test(`signature is the same with tweetnacl: ${label}`, () => {
       const k2 = makeSigningKey(c.key_id, decodeBase64(vectors.key.seed_base64)!, tweetnaclEd25519);
@@ -339,6 +347,29 @@ describe("X-Matrix: building headers", () => {
     assert.throws(() => signRequest({ ...ok, uri: "https://b.org/_matrix/x" }));
     assert.throws(() => signRequest({ ...ok, origin: "a.org." }));
     assert.throws(() => signRequest({ ...ok, destination: "b.org:0" }));
+  });
+  test("signed bytes built around a canonical body equal the canonical signed object", () => {
+    const base = { method: "PUT", uri: "/_matrix/federation/v1/send/1_2?x=%C3%A9", origin: "a.org:8448", destination: "[::1]:1" };
+    const bodies: unknown[] = [
+      {},
+      [],
+      "text",
+      0,
+      { pdus: [{ b: 1, a: "é\u0000\n\"\\", "\uE000": 2, "\u{1F600}": [true, false, null], "10": -1, "9": 9007199254740991 }], origin: "a.org:8448", edus: [] },
+    ];
+    const lookupFor = (origin: string): VerifierLookup => (entity, keyId) =>
+      entity === origin && keyId === key.keyId ? defaultEd25519.verifier(key.publicKey) : undefined;
+    for (const body of bodies) {
+      const text = canonicalJson(body);
+      assert.equal(requestSignedBytesFromCanonical(base, text).toString("utf8"), canonicalJson(requestSigningObject({ ...base, content: body })), text);
+      const header = signRequestCanonical({ ...base, key }, text);
+      assert.equal(header, signRequest({ ...base, content: body, key }));
+      assert.equal(authenticateRequest(header, { method: base.method, uri: base.uri, content: body }, lookupFor("a.org:8448"), base.destination).ok, true);
+    }
+    // No body and a JSON null body are both signed without `content` (as requestSigningObject).
+    assert.equal(signRequestCanonical({ ...base, key }, undefined), signRequest({ ...base, key }));
+    assert.equal(signRequestCanonical({ ...base, key }, "null"), signRequest({ ...base, content: null, key }));
+    assert.throws(() => signRequestCanonical({ ...base, method: "put", key }, "{}"));
   });
   test("content {} is signed (PUT with empty body), distinct from no content", () => {
     const base = { method: "PUT", uri: "/_matrix/x", origin: "a.org", destination: "b.org", key };

@@ -1,0 +1,50 @@
+/**
+ * The canonical JSON of queued PDUs as UTF-8 bytes, by queue reference ("roomId eventId"),
+ * bounded by total size.
+ *
+ * Why: an event sent to a room with N remote servers is put into N transactions, and every
+ * transaction body is canonical JSON (it is what the X-Matrix signature covers, see
+ * Sender.buildTxn). Without this cache each of the N transactions fetched the event from Redis,
+ * parsed it and encoded it again; with it that happens once per process. Stored events never
+ * change (the persist script refuses to overwrite an event key), so an entry cannot go stale.
+ * Bytes rather than strings: a transaction body is then assembled with one Buffer.concat (the
+ * strings canonicalJson returns are ropes that V8 re-flattened for every body that used them),
+ * and the cache lives outside the V8 heap, where the garbage collector does not scan it.
+ */
+export class CanonicalPduCache {
+  private readonly map = new Map<string, Buffer>();
+  private bytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  get(ref: string): Buffer | undefined {
+    const v = this.map.get(ref);
+    if (v !== undefined) {
+      // Most recently used last; a backlog reads the same refs for every destination.
+      this.map.delete(ref);
+      this.map.set(ref, v);
+    }
+    return v;
+  }
+
+  set(ref: string, canonical: Buffer): void {
+    // One huge event must not flush everything else (a PDU is at most 64 KiB on the wire).
+    if (canonical.length > this.maxBytes / 4) return;
+    const old = this.map.get(ref);
+    if (old !== undefined) {
+      this.bytes -= old.length;
+      this.map.delete(ref);
+    }
+    this.map.set(ref, canonical);
+    this.bytes += canonical.length;
+    for (const [k, v] of this.map) {
+      if (this.bytes <= this.maxBytes) break;
+      this.map.delete(k);
+      this.bytes -= v.length;
+    }
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+}
