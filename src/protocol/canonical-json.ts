@@ -52,22 +52,38 @@ export function sortKeysByCodePoint(keys: string[]): string[] {
   return keys.sort();
 }
 
-function encodeString(s: string, path: string): string {
-  if (!s.isWellFormed()) throw new CanonicalJsonError(`lone surrogate in string at ${path || "<root>"}`);
+/** Where a value sits, for error messages; null while paths are not tracked (see canonicalJson). */
+type Path = string | null;
+const where = (path: Path): string => path || "<root>";
+
+/**
+ * Strings JSON.stringify emits unchanged between quotes: printable ASCII without `"` and `\`.
+ * Almost every key and most values of an event are such strings, and skipping the
+ * JSON.stringify call for them is half the cost of encoding a 50-PDU transaction body.
+ */
+const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+function encodeString(s: string, path: Path): string {
+  if (PLAIN_ASCII.test(s)) return '"' + s + '"';
+  if (!s.isWellFormed()) throw new CanonicalJsonError(`lone surrogate in string at ${where(path)}`);
   // JSON.stringify escapes exactly `"`, `\` and C0 controls (\b \t \n \f \r or lower-case \u00xx),
   // emits everything else raw: the canonical form once lone surrogates are excluded.
   return JSON.stringify(s);
 }
 
-function encodeNumber(n: number, path: string): string {
-  if (!Number.isFinite(n)) throw new CanonicalJsonError(`non-finite number at ${path || "<root>"}`);
-  if (!Number.isInteger(n)) throw new CanonicalJsonError(`non-integer number ${n} at ${path || "<root>"}`);
-  if (n > MAX_SAFE_INT || n < -MAX_SAFE_INT)
-    throw new CanonicalJsonError(`integer ${n} out of range ±(2^53−1) at ${path || "<root>"}`);
+function encodeNumber(n: number, path: Path): string {
+  if (!Number.isFinite(n)) throw new CanonicalJsonError(`non-finite number at ${where(path)}`);
+  if (!Number.isInteger(n)) throw new CanonicalJsonError(`non-integer number ${n} at ${where(path)}`);
+  if (n > MAX_SAFE_INT || n < -MAX_SAFE_INT) throw new CanonicalJsonError(`integer ${n} out of range ±(2^53−1) at ${where(path)}`);
   return n === 0 ? "0" : String(n); // -0 → "0"
 }
 
-function encode(value: unknown, path: string): string {
+/**
+ * `path` null: no path strings are built (they are only needed for an error message, and
+ * building one per value made encoding about twice as slow); canonicalJson re-runs with paths
+ * when an error is thrown.
+ */
+function encode(value: unknown, path: Path): string {
   switch (typeof value) {
     case "string":
       return encodeString(value, path);
@@ -81,13 +97,12 @@ function encode(value: unknown, path: string): string {
         let out = "[";
         for (let i = 0; i < value.length; i++) {
           if (i > 0) out += ",";
-          out += encode(value[i], `${path}[${i}]`);
+          out += encode(value[i], path === null ? null : `${path}[${i}]`);
         }
         return out + "]";
       }
       const proto = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null)
-        throw new CanonicalJsonError(`unsupported object type at ${path || "<root>"}`);
+      if (proto !== Object.prototype && proto !== null) throw new CanonicalJsonError(`unsupported object type at ${where(path)}`);
       const obj = value as Record<string, unknown>;
       const keys = sortKeysByCodePoint(Object.keys(obj));
       let out = "{";
@@ -97,71 +112,19 @@ function encode(value: unknown, path: string): string {
         if (v === undefined) continue; // like JSON.stringify: absent
         if (!first) out += ",";
         first = false;
-        out += encodeString(k, path) + ":" + encode(v, path ? `${path}.${k}` : k);
+        out += encodeString(k, path) + ":" + encode(v, path === null ? null : path ? `${path}.${k}` : k);
       }
       return out + "}";
     }
     default:
-      throw new CanonicalJsonError(`unsupported value of type ${typeof value} at ${path || "<root>"}`);
-  }
-}
-
-/**
- * Strings JSON.stringify emits unchanged between quotes: printable ASCII without `"` and `\`.
- * Almost every key and most values of an event are such strings.
- */
-const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
-
-/**
- * The same encoding as `encode`, without tracking the path of each value (only needed for the
- * error message) and without a JSON.stringify call per plain-ASCII string: about twice as fast,
- * which matters for a 50-PDU transaction body (verified on every inbound /send, tens of kB).
- * On any CanonicalJsonError canonicalJson re-runs `encode`, which throws the message with the
- * path (same traversal order, so the same offending value).
- */
-function encodeFast(value: unknown): string {
-  switch (typeof value) {
-    case "string":
-      if (PLAIN_ASCII.test(value)) return '"' + value + '"';
-      return encodeString(value, "");
-    case "number":
-      return encodeNumber(value, "");
-    case "boolean":
-      return value ? "true" : "false";
-    case "object": {
-      if (value === null) return "null";
-      if (Array.isArray(value)) {
-        let out = "[";
-        for (let i = 0; i < value.length; i++) {
-          if (i > 0) out += ",";
-          out += encodeFast(value[i]);
-        }
-        return out + "]";
-      }
-      const proto = Object.getPrototypeOf(value);
-      if (proto !== Object.prototype && proto !== null) throw new CanonicalJsonError("unsupported object type");
-      const obj = value as Record<string, unknown>;
-      const keys = sortKeysByCodePoint(Object.keys(obj));
-      let out = "{";
-      let first = true;
-      for (const k of keys) {
-        const v = obj[k];
-        if (v === undefined) continue;
-        if (!first) out += ",";
-        first = false;
-        out += (PLAIN_ASCII.test(k) ? '"' + k + '"' : encodeString(k, "")) + ":" + encodeFast(v);
-      }
-      return out + "}";
-    }
-    default:
-      throw new CanonicalJsonError(`unsupported value of type ${typeof value}`);
+      throw new CanonicalJsonError(`unsupported value of type ${typeof value} at ${where(path)}`);
   }
 }
 
 /** Canonical JSON text of a value; throws CanonicalJsonError for values canonical JSON cannot hold. */
 export function canonicalJson(value: unknown): string {
   try {
-    return encodeFast(value);
+    return encode(value, null);
   } catch (e) {
     // Throws the same error with the path of the offending value in its message.
     if (e instanceof CanonicalJsonError) return encode(value, "");
