@@ -27,9 +27,17 @@ export class CanonicalPduCache {
     return v;
   }
 
-  set(ref: string, canonical: Buffer): void {
+  /**
+   * Caches the UTF-8 bytes of `text` and returns them. Each entry gets a buffer of its own, not
+   * a slice of Node's shared 8 KiB pool (what Buffer.from gives for short strings): a cached
+   * slice keeps its whole slab alive, so with pool slices the cache held up to 8× its byte
+   * budget (a 30-minute soak's external memory grew ~6 MB/min).
+   */
+  set(ref: string, text: string): Buffer {
+    const canonical = Buffer.allocUnsafeSlow(Buffer.byteLength(text, "utf8"));
+    canonical.write(text, "utf8");
     // One huge event must not flush everything else (a PDU is at most 64 KiB on the wire).
-    if (canonical.length > this.maxBytes / 4) return;
+    if (canonical.length > this.maxBytes / 4) return canonical;
     const old = this.map.get(ref);
     if (old !== undefined) {
       this.bytes -= old.length;
@@ -42,6 +50,7 @@ export class CanonicalPduCache {
       this.map.delete(k);
       this.bytes -= v.length;
     }
+    return canonical;
   }
 
   get size(): number {

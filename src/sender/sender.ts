@@ -566,9 +566,7 @@ export class Sender {
     const text = await this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
     if (text === null) return { missing: true };
     try {
-      const canonical = Buffer.from(canonicalJson(JSON.parse(text)), "utf8");
-      this.pduCache.set(ref, canonical);
-      return canonical;
+      return this.pduCache.set(ref, canonicalJson(JSON.parse(text)));
     } catch (e) {
       return { missing: false, error: (e as Error).message };
     }
