@@ -16,7 +16,7 @@
  * log), RSS and Redis memory sampled (flat?), and every accepted event delivered to every server
  * that was in the room exactly once (never under a second txnId), compared with the timeline.
  */
-import { GatehouseProc, pinSelf, RedisProc, rssOf, sleep } from "./lib/procs.js";
+import { freePort, GatehouseProc, pinSelf, RedisProc, rssOf, sleep } from "./lib/procs.js";
 import { SinkFarm } from "./lib/sink-farm-client.js";
 import { Conn } from "./lib/loadgen.js";
 import { handshake, HandshakeError, enc } from "./lib/fed.js";
@@ -42,8 +42,22 @@ console.log(
     `${USERS > 0 ? `bounded room (${USERS} knocking users reused, joins leave again)` : "growing room (a new user per knock)"}, ${new Date().toISOString()}`,
 );
 
+// V8's heap cap as in deploy/ (the ConfigMap's NODE_OPTIONS): without one V8 grows the heap
+// lazily towards its default limit and RSS says more about its GC heuristics than about leaks.
+const HEAP_MB = process.env.SOAK_MAX_OLD_SPACE_MB ?? "256";
+const metricsPort = await freePort();
 const redis = await RedisProc.start({ aof: false });
-const gh = await GatehouseProc.start({ redisUrl: redis.url, env: SENDER_ENV });
+const gh = await GatehouseProc.start({
+  redisUrl: redis.url,
+  env: { ...SENDER_ENV, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPort}` },
+  ...(HEAP_MB ? { nodeArgs: [`--max-old-space-size=${HEAP_MB}`] } : {}),
+});
+/** Gatehouse's own view of its memory (prom-client's process metrics): V8 heap used and external. */
+async function processMemory(): Promise<{ heap: number; external: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+  return { heap: value("gatehouse_nodejs_heap_size_used_bytes"), external: value("gatehouse_nodejs_external_memory_bytes") };
+}
 const farm = await SinkFarm.start(SINKS + KNOCKERS);
 const counts: Record<string, number> = {};
 const unexpected: Record<string, number> = {};
@@ -61,10 +75,13 @@ try {
   console.log(`# room ${roomId}: ${joins.size} servers joined; join rule knock`);
 
   // --- samplers ------------------------------------------------------------------------------------
-  const samples: { t: number; rss: number; redis: number }[] = [];
+  const samples: { t: number; rss: number; redis: number; heap: number; external: number }[] = [];
   const t0 = Date.now();
   const sampler = setInterval(() => {
-    void redis.usedMemory().then((m) => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(gh.pid) ?? 0, redis: m }), () => undefined);
+    void Promise.all([redis.usedMemory(), processMemory()]).then(
+      ([m, p]) => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(gh.pid) ?? 0, redis: m, heap: p.heap, external: p.external }),
+      () => undefined,
+    );
   }, 5000);
 
   // --- misbehaving servers: 10 s of every 30 s -----------------------------------------------------------
@@ -133,7 +150,7 @@ try {
   };
   const progress = setInterval(() => {
     const s = samples[samples.length - 1];
-    console.log(`  t=${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(counts)}${s ? `, RSS ${fmtMB(s.rss)}, Redis ${fmtMB(s.redis)}` : ""}`);
+    console.log(`  t=${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(counts)}${s ? `, RSS ${fmtMB(s.rss)}, heap ${fmtMB(s.heap)}, external ${fmtMB(s.external)}, Redis ${fmtMB(s.redis)}` : ""}`);
   }, Math.max(10_000, Math.min(60_000, SECONDS * 100)));
   await Promise.all([messages, knockFlow(0), knockFlow(1), knockFlow(2)]);
   stopping = true;
@@ -169,14 +186,17 @@ try {
   const rssMax = Math.max(...samples.map((s) => s.rss));
   const n = samples.length;
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const tx = samples.map((s) => s.t);
-  const ty = samples.map((s) => s.rss);
-  const slope = n > 2 ? tx.reduce((a, t, i) => a + (t - mean(tx)) * (ty[i]! - mean(ty)), 0) / tx.reduce((a, t) => a + (t - mean(tx)) ** 2, 0) : 0;
-  // Second half only: after warm-up, is RSS still growing?
-  const half = samples.slice(Math.floor(n / 2));
-  const hx = half.map((s) => s.t);
-  const hy = half.map((s) => s.rss);
-  const slope2 = half.length > 2 ? hx.reduce((a, t, i) => a + (t - mean(hx)) * (hy[i]! - mean(hy)), 0) / hx.reduce((a, t) => a + (t - mean(hx)) ** 2, 0) : 0;
+  /** Least-squares slope of `pick` over time, in MB/min, for all samples or the second half (after warm-up). */
+  const slopeOf = (pick: (s: (typeof samples)[number]) => number, secondHalf: boolean): number => {
+    const xs = secondHalf ? samples.slice(Math.floor(n / 2)) : samples;
+    if (xs.length < 3) return 0;
+    const tx = xs.map((s) => s.t);
+    const ty = xs.map(pick);
+    const slope = tx.reduce((a, t, i) => a + (t - mean(tx)) * (ty[i]! - mean(ty)), 0) / tx.reduce((a, t) => a + (t - mean(tx)) ** 2, 0);
+    return (slope * 60) / 1048576;
+  };
+  const slope = slopeOf((s) => s.rss, false);
+  const slope2 = slopeOf((s) => s.rss, true);
 
   console.log("\n## soak summary\n");
   console.log(`duration: ${SECONDS} s of traffic; drain after traffic: ${drainSeconds === null ? "DID NOT COMPLETE in 180 s" : `${drainSeconds.toFixed(1)} s`} (${((Date.now() - trafficEnd) / 1000).toFixed(1)} s incl. checks)`);
@@ -190,7 +210,12 @@ try {
   for (const [k, v] of Object.entries(logErr)) console.log(`  ERROR ×${v}: ${k}`);
   for (const [k, v] of Object.entries(logWarn)) console.log(`  warn ×${v}: ${k}`);
   console.log(
-    `RSS: first sample ${fmtMB(rssStart)}, last ${fmtMB(rssEnd)}, max ${fmtMB(rssMax)}; slope ${(slope * 60 / 1048576).toFixed(2)} MB/min overall, ${(slope2 * 60 / 1048576).toFixed(2)} MB/min over the second half (${n} samples)`,
+    `RSS (V8 heap capped at ${HEAP_MB || "its default"} MB): first sample ${fmtMB(rssStart)}, last ${fmtMB(rssEnd)}, max ${fmtMB(rssMax)}; slope ${slope.toFixed(2)} MB/min overall, ${slope2.toFixed(2)} MB/min over the second half (${n} samples)`,
+  );
+  const heaps = samples.map((s) => s.heap);
+  console.log(
+    `V8 heap used: min ${fmtMB(Math.min(...heaps))}, max ${fmtMB(Math.max(...heaps))}, last ${fmtMB(heaps[n - 1] ?? 0)}; slope ${slopeOf((s) => s.heap, true).toFixed(2)} MB/min over the second half; ` +
+      `external (Buffers): first ${fmtMB(samples[0]?.external ?? 0)}, last ${fmtMB(samples[n - 1]?.external ?? 0)}, slope ${slopeOf((s) => s.external, true).toFixed(2)} MB/min over the second half`,
   );
   console.log(`Redis used_memory: first ${fmtMB(samples[0]?.redis ?? 0)}, last ${fmtMB(samples[n - 1]?.redis ?? 0)} (grows with the room: every event and member is kept)`);
   const ok = report.missing === 0 && report.dupAcrossTxns === 0 && bad === 0 && Object.keys(unexpected).length === 0 && Object.keys(logErr).length === 0 && drainSeconds !== null;
