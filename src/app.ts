@@ -225,7 +225,11 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     sender,
     metrics,
     async close() {
-      await rooms.settled();
+      // A merge of forward extremities in progress finishes first, within the shutdown deadline
+      // (with Redis unreachable its commands would wait for a reconnection forever).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([rooms.settled(), new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs)))]);
+      clearTimeout(timer);
       // Workers first: an in-flight transaction may finish within the shutdown deadline.
       await sender.close(config.shutdownTimeoutMs);
       client.close();
