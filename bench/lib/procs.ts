@@ -19,6 +19,7 @@ import net from "node:net";
 import { Redis } from "ioredis";
 import { findRedisServer, freePort } from "../../src/embedded-redis.js";
 import { decodeBase64 } from "../../src/protocol/base64.js";
+import { peers, peersScript, SynapsePeer } from "../../test/support/synapse.js";
 
 export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 export const SERVER_CORE = process.env.BENCH_SERVER_CORE ?? "0";
@@ -336,42 +337,23 @@ export class GatehouseProc {
 export function synapseUnavailable(): string | null {
   if (process.env.BENCH_NO_SYNAPSE === "1") return "BENCH_NO_SYNAPSE=1";
   if (process.getuid?.() !== 0) return "Synapse peers need root (chroot)";
-  if (!existsSync(peersScript())) return "../shared/peers/synapse-peers.sh not found";
+  if (!peersScript()) return "../shared/peers/synapse-peers.sh not found";
   const root = process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid";
   if (!existsSync(join(root, "usr/lib/python3/dist-packages/synapse"))) return `Synapse chroot not installed at ${root} (synapse-peers.sh install)`;
   return null;
 }
 
-function peersScript(): string {
-  return process.env.GATEHOUSE_PEERS_SCRIPT ?? join(repoRoot, "../shared/peers/synapse-peers.sh");
-}
-
-export class SynapseProc {
-  readonly serverName: string;
-  readonly clientUrl: string;
+/** The interop tests' Synapse peer, started the bench's way: fresh database, bench settings, pinned. */
+export class SynapseProc extends SynapsePeer {
   pid = 0;
   private readonly root = process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid";
   private readonly work = process.env.PEERS_DIR ?? "/var/tmp/matrix-peers";
 
-  constructor(
-    readonly name: string,
-    readonly clientPort: number,
-    readonly federationPort: number,
-  ) {
-    this.serverName = `127.0.0.1:${federationPort}`;
-    this.clientUrl = `http://127.0.0.1:${clientPort}`;
-  }
-
-  private peers(args: string[], timeoutMs = 120_000): string {
-    return execFileSync("bash", [peersScript(), ...args], { encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
-  }
-
-  /** Fresh database, bench settings appended to the generated config, started and pinned. */
-  start(core = SERVER_CORE): void {
-    this.peers(["stop", this.name]);
+  override start(core = SERVER_CORE): void {
+    peers(["stop", this.name], 120_000);
     const dir = join(this.root, "srv", this.name);
     for (const f of ["homeserver.db", "homeserver.db-wal", "homeserver.db-shm", "homeserver.log"]) rmSync(join(dir, f), { force: true });
-    this.peers(["config", this.name, String(this.clientPort), String(this.federationPort)]);
+    peers(["config", this.name, String(this.clientPort), String(this.federationPort)], 120_000);
     // Bench additions (keys not set by synapse-peers.sh): no presence EDUs, no per-room join limit.
     appendFileSync(
       join(dir, "homeserver.yaml"),
@@ -384,28 +366,17 @@ export class SynapseProc {
         "",
       ].join("\n"),
     );
-    this.peers(["start", this.name, String(this.clientPort)], 180_000);
+    peers(["start", this.name, String(this.clientPort)], 180_000);
     this.pid = Number(readFileSync(join(this.work, `${this.name}.pid`), "utf8").trim());
     pinPid(this.pid, core);
   }
 
-  stop(): void {
+  override stop(): void {
     try {
-      this.peers(["stop", this.name]);
+      super.stop();
     } catch {
       /* already stopped */
     }
-  }
-
-  async user(localpart: string): Promise<{ userId: string; token: string }> {
-    const password = `pw-${localpart}-bench`;
-    const login = await fetch(`${this.clientUrl}/_matrix/client/v3/login`, {
-      method: "POST",
-      body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: localpart }, password }),
-    });
-    if (login.ok) return { userId: `@${localpart}:${this.serverName}`, token: ((await login.json()) as { access_token: string }).access_token };
-    const token = this.peers(["register", String(this.clientPort), localpart, password]).trim().split("\n").pop()!;
-    return { userId: `@${localpart}:${this.serverName}`, token };
   }
 
   client(token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {

@@ -19,7 +19,8 @@ export function interopUnavailable(): string | null {
   return null;
 }
 
-function peers(args: string[], timeoutMs = 600_000): string {
+/** Runs ../shared/peers/synapse-peers.sh with `args`; its stdout. */
+export function peers(args: string[], timeoutMs = 600_000): string {
   return execFileSync("bash", [peersScript()!, ...args], { encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] });
 }
 
