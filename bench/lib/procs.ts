@@ -198,7 +198,8 @@ function gatehouseEnv(o: { dataDir: string; federationPort: number; adminPort: n
     GATEHOUSE_RUN_WORKERS: o.runWorkers ? "true" : "false",
     ...o.env,
     // BENCH_ENV_GATEHOUSE_X=v in the bench's environment sets GATEHOUSE_X=v for the children.
-    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_ENV_GATEHOUSE_")).map(([k, v]) => [k.slice("BENCH_ENV_".length), v])),
+    // BENCH_ENV_X=v sets X=v for Gatehouse (GATEHOUSE_* settings, MALLOC_ARENA_MAX, ...).
+    ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith("BENCH_ENV_")).map(([k, v]) => [k.slice("BENCH_ENV_".length), v])),
   };
 }
 
