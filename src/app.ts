@@ -121,7 +121,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
       }
     },
   });
-  metrics.setOutboundCollector(() => sender.metricsSnapshot());
+  metrics.setOutboundCollector(() => sender.view.metricsSnapshot());
   const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
 
   const rooms = new RoomService({
