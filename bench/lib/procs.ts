@@ -243,13 +243,13 @@ export class GatehouseProc {
     });
   }
 
-  private spawnCli(command: "serve" | "worker", runWorkers: boolean, logName: string): ChildProcess {
+  private spawnCli(command: "serve" | "worker", runWorkers: boolean, logName: string, extraEnv: Record<string, string> = {}): ChildProcess {
     const nodeArgs = this.opts.nodeArgs ?? (process.env.BENCH_GATEHOUSE_NODE_ARGS ? process.env.BENCH_GATEHOUSE_NODE_ARGS.split(" ") : []);
     // BENCH_GATEHOUSE_ROOT: run another checkout's Gatehouse (before/after comparisons).
     const root = process.env.BENCH_GATEHOUSE_ROOT ?? repoRoot;
     const [cmd, argv] = pinned(this.opts.core ?? SERVER_CORE, process.execPath, [...nodeArgs, join(root, "bin/gatehouse.mjs"), command]);
     const log = openSync(join(this.dataDir, logName), "a");
-    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: this.env(runWorkers), cwd: root });
+    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: { ...this.env(runWorkers), ...extraEnv }, cwd: root });
     closeSync(log);
     return child;
   }
@@ -272,9 +272,12 @@ export class GatehouseProc {
     this.publicKey = decodeBase64(info.public_key)!;
   }
 
-  /** Starts a `gatehouse worker` process on the same Redis; returns it. */
-  async startWorker(): Promise<ChildProcess> {
-    const w = this.spawnCli("worker", true, `worker-${this.workers.length}.log`);
+  /**
+   * Starts a `gatehouse worker` process on the same Redis; returns it. `env`: extra settings
+   * (e.g. GATEHOUSE_INSTANCE_ID, to restart "the same" worker).
+   */
+  async startWorker(env: Record<string, string> = {}): Promise<ChildProcess> {
+    const w = this.spawnCli("worker", true, `worker-${this.workers.length}.log`, env);
     this.workers.push(w);
     await sleep(300);
     if (w.exitCode !== null) throw new Error(`gatehouse worker exited: ${w.exitCode}`);
@@ -288,6 +291,17 @@ export class GatehouseProc {
   async kill9(): Promise<void> {
     this.child.kill("SIGKILL");
     await exited(this.child);
+  }
+
+  /** Stops `gatehouse serve` with `signal` (SIGTERM: graceful) and waits for it to exit. */
+  async stopServe(signal: NodeJS.Signals): Promise<void> {
+    this.child.kill(signal);
+    await exited(this.child);
+  }
+
+  async stopWorker(w: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+    w.kill(signal);
+    await exited(w);
   }
 
   async killWorker9(w: ChildProcess): Promise<void> {

@@ -57,7 +57,12 @@ export interface SenderSettings {
    * retried soon: the wait after it recovers is at most about this share of the outage.
    */
   backoffOutagePercent: number;
-  /** BullMQ job lock; a killed worker's destination is picked up by another after about this long. */
+  /**
+   * BullMQ job lock, renewed every half of it while the job runs; a killed worker's destinations
+   * are picked up by another worker within about this long plus two stalled checks (every
+   * STALLED_CHECK_MS). A restarted process with the same instance ID takes its dead
+   * incarnation's jobs back at once instead.
+   */
   lockDurationMs: number;
   /** How often workers look for destinations with queued work and no job (0 = only at start). */
   sweepIntervalMs: number;
@@ -69,9 +74,14 @@ export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
   backoffMaxMs: 300_000,
   maxRejectedAttempts: 5,
   backoffOutagePercent: 25,
-  lockDurationMs: 30_000,
+  lockDurationMs: 2_500,
   sweepIntervalMs: 60_000,
 };
+
+/** How often workers look for stalled jobs (active, lock expired); at most half the lock. */
+export function stalledCheckMs(lockDurationMs: number): number {
+  return Math.max(250, Math.min(1000, Math.floor(lockDurationMs / 2)));
+}
 
 export interface SenderDeps {
   /** Must have maxRetriesPerRequest: null (BullMQ workers block on it). */
@@ -84,6 +94,13 @@ export interface SenderDeps {
   settings?: Partial<SenderSettings>;
   clock?: () => number;
   random?: () => number;
+  /**
+   * This process's identity, stable across its restarts (GATEHOUSE_INSTANCE_ID, with the role):
+   * a restarted process takes back at once the jobs its dead incarnation still holds locked.
+   */
+  instanceId?: string;
+  /** The host this process runs on (with the pid, tells a dead incarnation from a live twin). */
+  hostname?: string;
   /** Called once per answered or failed transaction (metrics). */
   onTransaction?: (outcome: TransactionOutcome, info: { seconds: number; pdus: number; pduErrors: number; kind: string }) => void;
 }
@@ -235,8 +252,11 @@ export class Sender {
 
   // --- consuming -----------------------------------------------------------------------------
 
-  /** Starts this process's workers (and the recovery sweep). */
-  async startWorkers(): Promise<void> {
+  /**
+   * Starts this process's workers (and the recovery sweep). `role` ("serve", "worker") is part
+   * of the instance identity, so a serve process and a worker sharing a data folder differ.
+   */
+  async startWorkers(role = "worker"): Promise<void> {
     if (this.worker || this.closed) return;
     const s = this.settings;
     const worker = new Worker<JobData>(QUEUE_NAME, (job, token) => this.processJob(job, token), {
@@ -244,7 +264,7 @@ export class Sender {
       prefix: this.bullPrefix,
       concurrency: s.concurrency,
       lockDuration: s.lockDurationMs,
-      stalledInterval: Math.max(500, Math.min(s.lockDurationMs, 30_000)),
+      stalledInterval: stalledCheckMs(s.lockDurationMs),
       // A job that stalls (its worker died) goes back to wait; keep doing so for a long time.
       maxStalledCount: 1000,
       settings: { backoffStrategy: (attemptsMade: number) => backoffDelay(attemptsMade, { initialMs: s.backoffInitialMs, maxMs: s.backoffMaxMs }, this.random) },
@@ -253,6 +273,16 @@ export class Sender {
     worker.on("failed", (job, err) => this.deps.logger.error({ destination: job?.data.destination, err: err.message }, "sender job failed"));
     this.worker = worker;
     await worker.waitUntilReady();
+    // Before the sweep: the sweep's job adds are de-duplicated against jobs still held by a dead
+    // incarnation, which would otherwise wait for their locks to expire.
+    if (this.deps.instanceId) {
+      const instanceId = `${role}@${this.deps.instanceId}`;
+      const dead = await this.claimInstance(instanceId, worker.id);
+      if (dead) {
+        const n = await this.releaseLocksOf(dead);
+        this.deps.logger.info({ instanceId, jobs: n }, "sender took back the jobs of this instance's previous (dead) process");
+      }
+    }
     await this.recoverySweep();
     if (s.sweepIntervalMs > 0) {
       this.sweepTimer = setInterval(() => {
@@ -261,6 +291,63 @@ export class Sender {
       this.sweepTimer.unref();
     }
     this.deps.logger.info({ concurrency: s.concurrency }, "sender workers started");
+  }
+
+  /**
+   * Records that `instanceId` now runs BullMQ worker `workerId`. Returns the worker ID of its
+   * previous incarnation when that process is certainly dead: same host, and its pid is ours
+   * (a container restarted in its pod) or no longer alive. A live process with the same
+   * instance ID (a misconfiguration) is left alone: its jobs are only taken over when their
+   * locks expire.
+   */
+  private async claimInstance(instanceId: string, workerId: string): Promise<string | null> {
+    const host = this.deps.hostname ?? "";
+    const record = JSON.stringify({ worker: workerId, host, pid: process.pid, started: this.clock() });
+    const previous = await this.deps.redis.set(this.deps.keys.senderInstance(instanceId), record, "GET");
+    if (!previous) return null;
+    let prev: { worker?: unknown; host?: unknown; pid?: unknown };
+    try {
+      prev = JSON.parse(previous) as typeof prev;
+    } catch {
+      return null;
+    }
+    if (typeof prev.worker !== "string" || prev.worker === workerId) return null;
+    const sameHost = prev.host === host;
+    const dead = sameHost && (prev.pid === process.pid || !pidAlive(Number(prev.pid)));
+    if (!dead) {
+      this.deps.logger.warn(
+        { instanceId, previousHost: prev.host, previousPid: prev.pid },
+        "another process used this instance ID and may still run; its jobs are taken over only when their locks expire (give each process its own GATEHOUSE_INSTANCE_ID)",
+      );
+      return null;
+    }
+    return prev.worker;
+  }
+
+  /**
+   * Moves the active jobs locked by BullMQ worker `workerId` back to wait (compare-and-delete of
+   * each lock, so a job another worker holds meanwhile is left alone). For a dead worker (its
+   * restarted incarnation) and for this process's own jobs at shutdown. Returns how many moved.
+   */
+  async releaseLocksOf(workerId: string): Promise<number> {
+    const ids = await this.deps.redis.lrange(this.queue.keys.active!, 0, -1);
+    if (ids.length === 0) return 0;
+    const locks = await Promise.all(ids.map((id) => this.deps.redis.get(this.queue.toKey(`${id}:lock`))));
+    let moved = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const lock = locks[i];
+      if (!lock || !lock.startsWith(`${workerId}:`)) continue;
+      const job = await this.queue.getJob(ids[i]!);
+      if (!job) continue;
+      try {
+        await job.moveToWait(lock);
+        moved++;
+      } catch (err) {
+        // Finished or taken over meanwhile.
+        this.deps.logger.debug({ jobId: ids[i], err: (err as Error).message }, "sender: job not released");
+      }
+    }
+    return moved;
   }
 
   get runningWorkers(): boolean {
@@ -285,7 +372,10 @@ export class Sender {
         this.deps.logger.warn({ deadlineMs }, "sender: transactions still in flight at the shutdown deadline; they will be re-sent");
         this.abort.abort();
         if ((await raceTimeout(closing, 3000)) === "timeout") {
-          // Do not leave a blocking connection reconnecting after the process thinks it stopped.
+          // Release what is still locked, so that the next worker resumes at once, not when the
+          // locks expire; then do not leave a blocking connection reconnecting after the process
+          // thinks it stopped.
+          await raceTimeout(this.releaseLocksOf(this.worker.id), 1000);
           await raceTimeout(this.worker.disconnect(), 1000);
         }
       }
@@ -316,6 +406,17 @@ export class Sender {
     // More queued: remembered as the next job, created when this one completes.
     if (outcome.kind === "more") await this.ensureJob(destination);
     return outcome.kind;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but belongs to someone else.
+    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

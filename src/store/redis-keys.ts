@@ -58,6 +58,8 @@ export class RedisKeys {
   /** SET of destinations that have ever had traffic. */
   destinations(): string { return `${this.prefix}:out:destinations`; }
   /** STRING counter for transaction IDs. */
+  /** STRING (JSON): the sender worker of an instance ID, its host and pid (see Sender.claimInstance). */
+  senderInstance(instanceId: string): string { return `${this.prefix}:sender:instance:${instanceId}`; }
   txnCounter(): string { return `${this.prefix}:out:txn-counter`; }
 
   // --- limits ------------------------------------------------------------------------------
