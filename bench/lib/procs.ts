@@ -277,10 +277,19 @@ export class GatehouseProc {
    * (e.g. GATEHOUSE_INSTANCE_ID, to restart "the same" worker).
    */
   async startWorker(env: Record<string, string> = {}): Promise<ChildProcess> {
+    const logFile = join(this.dataDir, `worker-${this.workers.length}.log`);
     const w = this.spawnCli("worker", true, `worker-${this.workers.length}.log`, env);
     this.workers.push(w);
-    await sleep(300);
-    if (w.exitCode !== null) throw new Error(`gatehouse worker exited: ${w.exitCode}`);
+    // Ready when it logs that its workers run (after taking back its dead predecessor's jobs).
+    await waitUntil(
+      "gatehouse worker to run",
+      () => {
+        if (w.exitCode !== null) throw new Error(`gatehouse worker exited: ${w.exitCode}`);
+        return existsSync(logFile) && readFileSync(logFile, "utf8").includes("gatehouse sender worker running");
+      },
+      60_000,
+      50,
+    );
     return w;
   }
 

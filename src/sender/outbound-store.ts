@@ -7,7 +7,11 @@
  *                      the hash's `body` field instead; both are read)
  *   out:{dest}:txn-next:{nonce} STRING, scratch: the body of the transaction being created (see
  *                      ../store/lua/sender-create-txn.lua), expiring
- *   out:{dest}:status  HASH, last_success_ts, last_error, last_error_ts, failures, backoff_until, counters
+ *   out:{dest}:status  HASH, last_success_ts, last_error, last_error_ts, failures, backoff_until,
+ *                      isolate_pdus / isolate_edus (entries of a rejected transaction still to be
+ *                      sent apart, see ../store/lua/sender-reject-txn.lua), counters
+ *   out:{dest}:dead    LIST of dead letters: JSON {ref, reason, status, ts, txn_id}, PDUs the
+ *                      destination rejected when sent alone (replayed or dropped by an operator)
  *
  * The in-flight transaction always covers the first pdu_count / edu_count entries of the lists
  * (lists only grow at the tail; only a commit removes from the head, and only for the txn_id it
@@ -56,6 +60,20 @@ export interface DestinationStatus {
   droppedBatches: number;
   droppedPdus: number;
   droppedEdus: number;
+  /** PDUs ever moved to the dead-letter list. */
+  deadLettered: number;
+  /** PDUs of a rejected transaction still to be sent one per transaction. */
+  isolatePdus: number;
+}
+
+/** A PDU the destination rejected when sent alone. */
+export interface DeadLetter {
+  roomId: string;
+  eventId: string;
+  reason: string;
+  status: number;
+  ts: number;
+  txnId: string;
 }
 
 // Scripts: ../store/lua/sender-*.lua. A transaction's body (tens of kB) never passes through
@@ -74,6 +92,8 @@ type ScriptedRedis = Redis & {
   gatehouseBegin(numKeys: number, ...args: string[]): Promise<[string, string[], string[], string[], string]>;
   gatehouseMarkAttempt(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseCommitTxn(numKeys: number, ...args: string[]): Promise<[number, number, number, string[], string[]]>;
+  gatehouseRejectTxn(numKeys: number, ...args: string[]): Promise<[string, number, number]>;
+  gatehouseDeadLetters(numKeys: number, ...args: string[]): Promise<number>;
 };
 
 const num = (v: string | undefined | null, fallback = 0): number => (v === undefined || v === null || v === "" ? fallback : Number(v));
@@ -120,6 +140,8 @@ export function parseStatus(h: Record<string, string>): DestinationStatus {
     droppedBatches: num(h.dropped_batches),
     droppedPdus: num(h.dropped_pdus),
     droppedEdus: num(h.dropped_edus),
+    deadLettered: num(h.dead_lettered),
+    isolatePdus: num(h.isolate_pdus),
   };
 }
 
@@ -127,6 +149,7 @@ export interface DestinationSnapshot {
   destination: string;
   pendingPdus: number;
   pendingEdus: number;
+  deadLetters: number;
   txn: StoredTxnInfo | null;
   status: DestinationStatus;
 }
@@ -152,6 +175,8 @@ export class OutboundStore {
       gatehouseBegin: "sender-begin",
       gatehouseMarkAttempt: "sender-mark-attempt",
       gatehouseCommitTxn: "sender-commit-txn",
+      gatehouseRejectTxn: "sender-reject-txn",
+      gatehouseDeadLetters: "sender-dead-letters",
     });
   }
 
@@ -283,6 +308,51 @@ export class OutboundStore {
   }
 
   /**
+   * The destination rejected the stored transaction for good (see sender-reject-txn.lua): split
+   * it, dead-letter its single PDU, or drop its EDUs. "gone": `txnId` was no longer stored.
+   */
+  async rejectTxn(destination: string, txnId: string, now: number, reason: string, status: number): Promise<{ result: "gone" | "split" | "dead" | "dropped"; pendingPdus: number; pendingEdus: number }> {
+    const k = this.keys;
+    const [result, pendingPdus, pendingEdus] = await this.redis.gatehouseRejectTxn(
+      6,
+      k.outboundTxn(destination),
+      k.outboundPdus(destination),
+      k.outboundEdus(destination),
+      k.destinationStatus(destination),
+      k.outboundTxnBody(destination),
+      k.outboundDead(destination),
+      txnId,
+      String(now),
+      reason.slice(0, 500),
+      String(status),
+    );
+    return { result: result as "gone" | "split" | "dead" | "dropped", pendingPdus, pendingEdus };
+  }
+
+  /** The destination's dead letters from position `from` (oldest first), at most `limit`, and how many there are. */
+  async deadLetters(destination: string, from: number, limit: number): Promise<{ total: number; entries: DeadLetter[] }> {
+    const key = this.keys.outboundDead(destination);
+    const res = (await this.redis.multi().llen(key).lrange(key, from, from + limit - 1).exec()) as [Error | null, unknown][];
+    for (const [err] of res) if (err) throw err;
+    const entries = (res[1]![1] as string[]).map((text): DeadLetter => {
+      const e = JSON.parse(text) as { ref?: string; reason?: string; status?: number; ts?: number; txn_id?: string };
+      const ref = String(e.ref ?? "");
+      const space = ref.indexOf(" ");
+      return { roomId: ref.slice(0, space), eventId: ref.slice(space + 1), reason: String(e.reason ?? ""), status: Number(e.status ?? 0), ts: Number(e.ts ?? 0), txnId: String(e.txn_id ?? "") };
+    });
+    return { total: res[0]![1] as number, entries };
+  }
+
+  /**
+   * Replays (appends to the tail of the queue again) or drops every dead letter of
+   * `destination`, atomically. Returns how many there were.
+   */
+  async resolveDeadLetters(destination: string, action: "replay" | "drop"): Promise<number> {
+    const k = this.keys;
+    return this.redis.gatehouseDeadLetters(4, k.outboundDead(destination), k.outboundPdus(destination), k.destinationStatus(destination), k.destinations(), action, destination);
+  }
+
+  /**
    * Records a failed attempt; returns the consecutive failure count and since when the destination
    * has been failing (the first failure after the last success), for the backoff.
    */
@@ -330,14 +400,16 @@ export class OutboundStore {
     if (destinations.length === 0) return [];
     const k = this.keys;
     const m = this.redis.multi();
-    for (const d of destinations) m.llen(k.outboundPdus(d)).llen(k.outboundEdus(d)).hgetall(k.outboundTxn(d)).hgetall(k.destinationStatus(d));
+    for (const d of destinations) m.llen(k.outboundPdus(d)).llen(k.outboundEdus(d)).hgetall(k.outboundTxn(d)).hgetall(k.destinationStatus(d)).llen(k.outboundDead(d));
     const res = (await m.exec()) as [Error | null, unknown][];
+    for (const [err] of res) if (err) throw err;
     return destinations.map((destination, i) => ({
       destination,
-      pendingPdus: res[4 * i]![1] as number,
-      pendingEdus: res[4 * i + 1]![1] as number,
-      txn: parseTxnInfo(res[4 * i + 2]![1] as Record<string, string>),
-      status: parseStatus(res[4 * i + 3]![1] as Record<string, string>),
+      pendingPdus: res[5 * i]![1] as number,
+      pendingEdus: res[5 * i + 1]![1] as number,
+      txn: parseTxnInfo(res[5 * i + 2]![1] as Record<string, string>),
+      status: parseStatus(res[5 * i + 3]![1] as Record<string, string>),
+      deadLetters: res[5 * i + 4]![1] as number,
     }));
   }
 }

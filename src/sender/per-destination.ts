@@ -8,8 +8,11 @@
  *      entries and clears the transaction;
  *   3. on a network error, timeout, 5xx, 408 or 429 the destination backs off (exponential with
  *      jitter, status in out:{dest}:status) and the same txn_id and body are re-sent, forever;
- *      another 4xx is retried the same way up to `maxRejectedAttempts` times, then the batch is
- *      dropped (logged and counted).
+ *      another 4xx is retried the same way up to `maxRejectedAttempts` times; then, to find the
+ *      offender without losing innocent PDUs, the transaction is split: its EDUs are sent alone,
+ *      then its PDUs one per transaction (each again with `maxRejectedAttempts` tries); a PDU
+ *      rejected alone goes to the destination's dead letters with the reason, EDUs rejected
+ *      alone are dropped (counted). An operator replays or drops the dead letters.
  * Who may call it for a destination, and when, is the caller's business (sender.ts: one BullMQ
  * job per destination); this module only guarantees that a call never builds a second
  * transaction while one is stored.
@@ -43,7 +46,8 @@ export interface RetrySettings {
   backoffOutagePercent: number;
 }
 
-export type TransactionOutcome = "sent" | "failed" | "dropped";
+/** dead_lettered: a PDU sent alone was rejected and moved to the dead letters. */
+export type TransactionOutcome = "sent" | "failed" | "dropped" | "dead_lettered";
 
 export interface PerDestinationDeps {
   outbound: OutboundStore;
@@ -63,7 +67,7 @@ class ShuttingDown extends Error {}
 
 export class PerDestinationSender {
   /** What this process did (the status hashes in Redis hold the totals). */
-  readonly stats = { transactionsSent: 0, failedAttempts: 0, droppedBatches: 0, pduErrors: 0 };
+  readonly stats = { transactionsSent: 0, failedAttempts: 0, droppedBatches: 0, deadLettered: 0, pduErrors: 0 };
 
   constructor(private readonly deps: PerDestinationDeps) {}
 
@@ -138,15 +142,24 @@ export class PerDestinationSender {
     if (res.status >= 400 && res.status < 500 && res.status !== 408) {
       const rejections = await outbound.markRejected(destination, txn.txnId);
       if (rejections >= this.deps.settings.maxRejectedAttempts) {
-        const outcome = await this.failed(destination, txn, `${message} (batch dropped)`);
-        await outbound.commitTxn(destination, txn.txnId, answeredAt, "dropped");
-        this.stats.droppedBatches++;
-        report("dropped");
-        this.deps.logger.error(
-          { destination, txnId: txn.txnId, status: res.status, errcode, body: res.rawBody.slice(0, 300), pdus: txn.pduCount, edus: txn.eduCount, attempts: rejections },
-          "destination rejected the transaction repeatedly; dropped its batch",
-        );
-        return outcome;
+        // Find the offender: split the transaction, or dead-letter its single PDU.
+        const error = (res.body as { error?: unknown } | undefined)?.error;
+        const reason = `${message}${typeof error === "string" ? `: ${error.slice(0, 300)}` : ""}`;
+        const rejected = await outbound.rejectTxn(destination, txn.txnId, answeredAt, reason, res.status);
+        const log = { destination, txnId: txn.txnId, status: res.status, errcode, body: res.rawBody.slice(0, 300), pdus: txn.pduCount, edus: txn.eduCount, attempts: rejections };
+        if (rejected.result === "split") {
+          report("failed");
+          this.deps.logger.warn(log, "destination rejected the transaction repeatedly; sending its entries apart to find the offender");
+        } else if (rejected.result === "dead") {
+          this.stats.deadLettered++;
+          report("dead_lettered");
+          this.deps.logger.error(log, "destination rejected a PDU sent alone; moved it to the destination's dead letters");
+        } else if (rejected.result === "dropped") {
+          this.stats.droppedBatches++;
+          report("dropped");
+          this.deps.logger.error(log, "destination rejected EDUs sent alone; dropped them");
+        }
+        return rejected.pendingPdus > 0 || rejected.pendingEdus > 0 || rejected.result === "gone" ? { kind: "more" } : { kind: "idle" };
       }
     }
     report("failed");
@@ -192,7 +205,13 @@ export class PerDestinationSender {
     const { outbound, builder } = this.deps;
     const transport = this.deps.transports.for(destination);
     for (let attempt = 0; attempt < 5; attempt++) {
-      if (attempt > 0) head = await outbound.head(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
+      if (attempt > 0) {
+        // The heads changed (or a transaction was stored) meanwhile: read them as begin does
+        // (with the isolation limits).
+        const again = await outbound.begin(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
+        if (again.txn) return { txn: again.txn, attempted: false };
+        head = again.head;
+      }
       if (head.pdus.length === 0 && head.edus.length === 0) return null;
       const now = this.deps.clock();
       // The bytes are assembled once and used as they are for storing, sending and signing.

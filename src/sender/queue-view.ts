@@ -29,6 +29,47 @@ export interface DestinationView {
   dropped_batches: number;
   dropped_pdus: number;
   dropped_edus: number;
+  /** PDUs in the dead-letter list now (rejected when sent alone). */
+  dead_letters: number;
+  /** PDUs ever dead-lettered. */
+  dead_lettered_total: number;
+  /** PDUs of a rejected transaction still to be sent one per transaction. */
+  isolating_pdus: number;
+}
+
+/** The fields /queue can be sorted by (as Synapse's destinations admin API: `order_by`). */
+export const QUEUE_ORDER_BY = [
+  "destination",
+  "pending_pdus",
+  "pending_edus",
+  "failures",
+  "last_success_ts",
+  "last_error_ts",
+  "backoff_until",
+  "txn_age_ms",
+  "txns_sent",
+  "pdus_sent",
+  "dead_letters",
+] as const;
+export type QueueOrderBy = (typeof QUEUE_ORDER_BY)[number];
+
+export interface QueuePageRequest {
+  /** Offset into the sorted list. */
+  from: number;
+  limit: number;
+  orderBy: QueueOrderBy;
+  /** "f": ascending (nulls first), "b": descending. Ties: destination ascending. */
+  dir: "f" | "b";
+}
+
+export interface QueuePage {
+  destinations: DestinationView[];
+  /** Destinations in the queue (all pages). */
+  total: number;
+  /** `from` of the next page, when there is one. */
+  nextFrom: number | null;
+  totalPendingPdus: number;
+  totalPendingEdus: number;
 }
 
 export class QueueView {
@@ -45,11 +86,38 @@ export class QueueView {
     return out;
   }
 
+  /** One page of the destinations, sorted; the totals are over all of them. */
+  async page(req: QueuePageRequest): Promise<QueuePage> {
+    const all = await this.listDestinations();
+    const key = req.orderBy;
+    const sign = req.dir === "b" ? -1 : 1;
+    const sorted = all.sort((a, b) => {
+      const x = a[key];
+      const y = b[key];
+      let c = 0;
+      if (x !== y) {
+        if (x === null) c = -1;
+        else if (y === null) c = 1;
+        else c = x < y ? -1 : 1;
+      }
+      return c !== 0 ? sign * c : a.destination < b.destination ? -1 : a.destination > b.destination ? 1 : 0;
+    });
+    const destinations = sorted.slice(req.from, req.from + req.limit);
+    const end = req.from + destinations.length;
+    return {
+      destinations,
+      total: all.length,
+      nextFrom: end < all.length ? end : null,
+      totalPendingPdus: all.reduce((n, d) => n + d.pending_pdus, 0),
+      totalPendingEdus: all.reduce((n, d) => n + d.pending_edus, 0),
+    };
+  }
+
   /** One destination with its BullMQ job state; null when it never had traffic. */
   async describe(destination: string): Promise<(DestinationView & { job: string }) | null> {
     const [snap] = await this.outbound.snapshots([destination]);
     if (!snap) return null;
-    if (!snap.txn && snap.pendingPdus === 0 && snap.pendingEdus === 0 && !(await this.outbound.isKnownDestination(destination))) return null;
+    if (!snap.txn && snap.pendingPdus === 0 && snap.pendingEdus === 0 && snap.deadLetters === 0 && !(await this.outbound.isKnownDestination(destination))) return null;
     return { ...this.view(snap), job: await this.jobState(destination) };
   }
 
@@ -73,7 +141,9 @@ export class QueueView {
     let pendingEdus = 0;
     let inBackoff = 0;
     let oldest = 0;
+    let deadLetters = 0;
     for (const v of views) {
+      deadLetters += v.dead_letters;
       pendingPdus += v.pending_pdus;
       pendingEdus += v.pending_edus;
       if (v.backoff_until !== null && v.backoff_until > now) inBackoff++;
@@ -85,7 +155,7 @@ export class QueueView {
       .slice(0, 10)
       .map((v) => [v.destination, v.pending_pdus] as [string, number]);
     const jobs = await this.queue.getJobCounts("waiting", "active", "delayed", "failed");
-    return { pendingPdus, pendingEdus, top, destinationsInBackoff: inBackoff, oldestPendingAgeSeconds: oldest / 1000, jobs };
+    return { pendingPdus, pendingEdus, top, destinationsInBackoff: inBackoff, deadLetters, oldestPendingAgeSeconds: oldest / 1000, jobs };
   }
 
   private view(s: DestinationSnapshot): DestinationView {
@@ -111,6 +181,9 @@ export class QueueView {
       dropped_batches: s.status.droppedBatches,
       dropped_pdus: s.status.droppedPdus,
       dropped_edus: s.status.droppedEdus,
+      dead_letters: s.deadLetters,
+      dead_lettered_total: s.status.deadLettered,
+      isolating_pdus: s.status.isolatePdus,
     };
   }
 }

@@ -3,8 +3,8 @@
  * (federation servers; application services through a transport of their own, see transport.ts).
  *
  * Invariant: each destination has at most ONE transaction in flight, and it is re-sent with the
- * same txn_id and byte-identical body until the destination answers 2xx (or, for a 4xx, the
- * batch is dropped); only then is the next built. It holds because (a) the transaction is stored
+ * same txn_id and byte-identical body until the destination answers 2xx (or, after repeated
+ * 4xx, it is split apart and a PDU rejected alone is dead-lettered); only then is the next built. It holds because (a) the transaction is stored
  * (out:{dest}:txn, with its body) before it is sent and removed only by a commit naming its
  * txn_id (per-destination.ts, ../store/lua/sender-*.lua), and (b) each destination has at most
  * one BullMQ job, found by its deduplication ID (= the destination) with `keepLastIfActive`: a
@@ -208,6 +208,17 @@ export class Sender {
     await Promise.all(need.map((d) => this.ensureJob(d)));
     if (need.length) this.deps.logger.info({ destinations: need.length }, "sender sweep scheduled destinations with queued work");
     return need;
+  }
+
+  /**
+   * Operator decision on a destination's dead letters: "replay" queues them again (at the tail;
+   * sent at once) or "drop" forgets them. Returns how many there were.
+   */
+  async resolveDeadLetters(destination: string, action: "replay" | "drop"): Promise<number> {
+    const n = await this.outbound.resolveDeadLetters(destination, action);
+    this.deps.logger.info({ destination, action, pdus: n }, "dead letters resolved by an operator");
+    if (action === "replay" && n > 0) await this.ensureJob(destination);
+    return n;
   }
 
   /** Operator "retry now": clears the backoff and runs the destination's job at once. */
