@@ -153,12 +153,14 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       stopped = true;
       // Readiness fails first, so a load balancer stops sending traffic while requests finish.
       if (ops) ops.state.shuttingDown = true;
-      // The sender's in-flight transactions finish within the same deadline as HTTP requests.
-      await Promise.all([
-        closeServer(federationServer, config.shutdownTimeoutMs),
-        closeServer(adminServer, config.shutdownTimeoutMs),
-        gatehouse.sender.close(config.shutdownTimeoutMs),
-      ]);
+      // Requests finish within the deadline; meanwhile and then the sender keeps sending, so that
+      // what was acknowledged before the signal is delivered before the process exits (when
+      // the destinations answer) rather than after the next process starts. Its in-flight
+      // transactions then finish within what is left of the same deadline.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      await Promise.all([closeServer(federationServer, config.shutdownTimeoutMs), closeServer(adminServer, config.shutdownTimeoutMs)]);
+      if (config.runWorkers) await gatehouse.sender.drain(deadline - Date.now());
+      await gatehouse.sender.close(Math.max(0, deadline - Date.now()));
       await gatehouse.close();
       if (ops) await closeServer(ops.server, 1000);
       await Promise.all([redis.quit().catch(() => undefined), queueRedis.quit().catch(() => undefined)]);

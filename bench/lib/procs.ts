@@ -96,9 +96,13 @@ export class RedisProc {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async start(opts: { aof?: boolean; core?: string; dir?: string; port?: number } = {}): Promise<RedisProc> {
+  /** `appendfsync` with the AOF on (default everysec, as the embedded Redis). */
+  appendfsync = "everysec";
+
+  static async start(opts: { aof?: boolean; appendfsync?: "always" | "everysec" | "no"; core?: string; dir?: string; port?: number } = {}): Promise<RedisProc> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "gatehouse-bench-redis-"));
     const r = new RedisProc(opts.port ?? (await freePort()), dir, opts.aof ?? false, opts.core ?? SERVER_CORE);
+    if (opts.appendfsync) r.appendfsync = opts.appendfsync;
     await r.launch();
     return r;
   }
@@ -108,7 +112,7 @@ export class RedisProc {
     if (!bin) throw new Error("redis-server not found (apt-get install redis-server)");
     mkdirSync(this.dir, { recursive: true });
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", this.aof ? "yes" : "no"];
-    if (this.aof) args.push("--appendfsync", "everysec");
+    if (this.aof) args.push("--appendfsync", this.appendfsync);
     const [cmd, argv] = pinned(this.core, bin, args);
     const log = openSync(join(this.dir, "redis.log"), "a");
     this.child = spawn(cmd, argv, { stdio: ["ignore", log, log] });

@@ -366,6 +366,21 @@ export class Sender {
   }
 
   /**
+   * Waits, for up to `budgetMs`, until no destination job waits or runs (jobs delayed by a
+   * backoff do not count): at shutdown, once no request can add more, what was queued is sent
+   * before the workers stop. Returns whether the queue drained.
+   */
+  async drain(budgetMs: number): Promise<boolean> {
+    const end = this.clock() + budgetMs;
+    for (;;) {
+      const counts = await this.queue.getJobCounts("waiting", "active", "prioritized");
+      if ((counts.waiting ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) === 0) return true;
+      if (this.clock() >= end || !this.worker) return false;
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, end - this.clock()))));
+    }
+  }
+
+  /**
    * Stops the workers, letting in-flight transactions finish for up to `deadlineMs`; a
    * transaction still unanswered then stays stored and is re-sent (same txn_id) by the next worker.
    */

@@ -371,6 +371,18 @@ describe("sender: /queue pagination and sorting", { timeout: 30_000 }, () => {
 });
 
 describe("sender: shutdown", { timeout: 30_000 }, () => {
+  test("drain() (at shutdown, after the listeners closed) returns once what was queued is delivered; a destination backing off does not hold it", async () => {
+    const { s, sinks, roomId } = await setup("drainq", { sinks: 2 });
+    const [up, down] = sinks as [SinkPeer, SinkPeer];
+    down.defaultAnswer = { status: 503 };
+    await persistPdus(s.store, roomId, [up.serverName, down.serverName], 120);
+    await s.sender.startWorkers();
+    assert.equal(await s.sender.drain(10_000), true);
+    assert.equal(up.delivered.length, 120, "everything queued for the destination that answers was delivered");
+    assert.equal(down.delivered.length, 0);
+    assert.equal(await s.sender.view.jobState(down.serverName), "delayed", "the failing one waits for its next try");
+  });
+
   test("close() lets the in-flight transaction finish within the deadline", async () => {
     const { s, sink, roomId } = await setup("drain");
     sink.defaultAnswer = { delayMs: 400 };
