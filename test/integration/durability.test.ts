@@ -51,6 +51,28 @@ test("the embedded Redis runs with the configured appendfsync policy", { timeout
   }
 });
 
+test("redis-server killed (SIGKILL) right after acknowledged writes, everysec: none of them is lost", { timeout: 20_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "gatehouse-kill-"));
+  dirs.push(dir);
+  let server = await startRedis({ dir, persistent: true, appendfsync: "everysec" });
+  const port = server.port;
+  const r = new Redis(server.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+  r.on("error", () => undefined);
+  // Acknowledged one by one, as Gatehouse's scripts are; the last one just before the kill.
+  for (let i = 0; i < 500; i++) await r.rpush("acked", String(i));
+  server.child.kill("SIGKILL");
+  await new Promise((res) => server.child.once("exit", res));
+  r.disconnect();
+  server = await startRedis({ dir, persistent: true, port });
+  const check = new Redis(server.url);
+  try {
+    assert.equal(await check.llen("acked"), 500);
+  } finally {
+    check.disconnect();
+    await server.stop();
+  }
+});
+
 test("an external Redis without the append-only file is warned about at start", { timeout: 20_000 }, async () => {
   const warnings: unknown[] = [];
   const logger = { warn: (o: unknown) => warnings.push(o), debug: () => undefined } as unknown as Logger;
