@@ -16,7 +16,8 @@
  * are not atomic, so workers sweep on start (and periodically) for destinations with queued
  * entries or a stored transaction and no job.
  *
- * The parts: this file (BullMQ glue: jobs, workers, sweep, shutdown), per-destination.ts (the
+ * The parts: this file (BullMQ glue: jobs, workers, sweep, shutdown), takeover.ts (a restarted
+ * process takes back its dead predecessor's jobs; locks released at shutdown), per-destination.ts (the
  * algorithm: build, store, send, commit, back off), transaction-builder.ts (queued entries →
  * body), transport.ts (how a body reaches a kind of destination), queue-view.ts (what /queue and
  * the metrics read), outbound-store.ts (the Redis keys and scripts).
@@ -33,6 +34,7 @@ import { PerDestinationSender, type Outcome, type TransactionOutcome } from "./p
 import { QueueView } from "./queue-view.js";
 import { TransactionBuilder } from "./transaction-builder.js";
 import { FederationTransport, Transports } from "./transport.js";
+import { claimInstance, releaseLocksOf } from "./takeover.js";
 
 export { MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN, MAX_TXNS_PER_JOB_RUN } from "./per-destination.js";
 export type { DestinationView } from "./queue-view.js";
@@ -288,7 +290,13 @@ export class Sender {
     // incarnation, which would otherwise wait for their locks to expire.
     if (this.deps.instanceId) {
       const instanceId = `${role}@${this.deps.instanceId}`;
-      const dead = await this.claimInstance(instanceId, worker.id);
+      const dead = await claimInstance(this.deps.redis, this.deps.keys.senderInstance(instanceId), {
+        instanceId,
+        workerId: worker.id,
+        host: this.deps.hostname ?? "",
+        now: this.clock(),
+        logger: this.deps.logger,
+      });
       if (dead) {
         const n = await this.releaseLocksOf(dead);
         this.deps.logger.info({ instanceId, jobs: n }, "sender took back the jobs of this instance's previous (dead) process");
@@ -304,61 +312,9 @@ export class Sender {
     this.deps.logger.info({ concurrency: s.concurrency }, "sender workers started");
   }
 
-  /**
-   * Records that `instanceId` now runs BullMQ worker `workerId`. Returns the worker ID of its
-   * previous incarnation when that process is certainly dead: same host, and its pid is ours
-   * (a container restarted in its pod) or no longer alive. A live process with the same
-   * instance ID (a misconfiguration) is left alone: its jobs are only taken over when their
-   * locks expire.
-   */
-  private async claimInstance(instanceId: string, workerId: string): Promise<string | null> {
-    const host = this.deps.hostname ?? "";
-    const record = JSON.stringify({ worker: workerId, host, pid: process.pid, started: this.clock() });
-    const previous = await this.deps.redis.set(this.deps.keys.senderInstance(instanceId), record, "GET");
-    if (!previous) return null;
-    let prev: { worker?: unknown; host?: unknown; pid?: unknown };
-    try {
-      prev = JSON.parse(previous) as typeof prev;
-    } catch {
-      return null;
-    }
-    if (typeof prev.worker !== "string" || prev.worker === workerId) return null;
-    const sameHost = prev.host === host;
-    const dead = sameHost && (prev.pid === process.pid || !pidAlive(Number(prev.pid)));
-    if (!dead) {
-      this.deps.logger.warn(
-        { instanceId, previousHost: prev.host, previousPid: prev.pid },
-        "another process used this instance ID and may still run; its jobs are taken over only when their locks expire (give each process its own GATEHOUSE_INSTANCE_ID)",
-      );
-      return null;
-    }
-    return prev.worker;
-  }
-
-  /**
-   * Moves the active jobs locked by BullMQ worker `workerId` back to wait (compare-and-delete of
-   * each lock, so a job another worker holds meanwhile is left alone). For a dead worker (its
-   * restarted incarnation) and for this process's own jobs at shutdown. Returns how many moved.
-   */
-  async releaseLocksOf(workerId: string): Promise<number> {
-    const ids = await this.deps.redis.lrange(this.queue.keys.active!, 0, -1);
-    if (ids.length === 0) return 0;
-    const locks = await Promise.all(ids.map((id) => this.deps.redis.get(this.queue.toKey(`${id}:lock`))));
-    let moved = 0;
-    for (let i = 0; i < ids.length; i++) {
-      const lock = locks[i];
-      if (!lock || !lock.startsWith(`${workerId}:`)) continue;
-      const job = await this.queue.getJob(ids[i]!);
-      if (!job) continue;
-      try {
-        await job.moveToWait(lock);
-        moved++;
-      } catch (err) {
-        // Finished or taken over meanwhile.
-        this.deps.logger.debug({ jobId: ids[i], err: (err as Error).message }, "sender: job not released");
-      }
-    }
-    return moved;
+  /** Moves the active jobs locked by BullMQ worker `workerId` back to wait (see takeover.ts). */
+  releaseLocksOf(workerId: string): Promise<number> {
+    return releaseLocksOf(this.deps.redis, this.queue, workerId, this.deps.logger);
   }
 
   get runningWorkers(): boolean {
@@ -432,17 +388,6 @@ export class Sender {
     // More queued: remembered as the next job, created when this one completes.
     if (outcome.kind === "more") await this.ensureJob(destination);
     return outcome.kind;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: it exists but belongs to someone else.
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
