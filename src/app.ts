@@ -28,6 +28,7 @@ import { RoomService } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
+import { hostname } from "node:os";
 import { Sender } from "./sender/sender.js";
 import { queueAdminRouter } from "./sender/admin-routes.js";
 import type { Config } from "./config.js";
@@ -111,6 +112,8 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     serverName: config.serverName,
     logger,
     settings: config.sender,
+    instanceId: config.instanceId,
+    hostname: hostname(),
     clock,
     onTransaction: (outcome, info) => {
       metrics.outboundTransactions.inc({ outcome });
@@ -121,7 +124,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
       }
     },
   });
-  metrics.setOutboundCollector(() => sender.metricsSnapshot());
+  metrics.setOutboundCollector(() => sender.view.metricsSnapshot());
   const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
 
   const rooms = new RoomService({

@@ -3,7 +3,7 @@
  *   gatehouse serve            start the gateway (embedded Redis when REDIS_URL is unset)
  *   gatehouse keygen           create the signing key and a self-signed TLS pair in the data folder
  *   gatehouse worker           run only the outbound sender workers (needs REDIS_URL)
- *   gatehouse queue [retry D]  the outbound queue, via the admin API of a running serve
+ *   gatehouse queue [...]      the outbound queue (pages, retry, dead letters), via the admin API
  *   gatehouse rooms …          list, show and create hosted rooms (admin API)
  *   gatehouse knocks …         pending knocks of a room: list, accept, deny (admin API)
  *   gatehouse config check     validate the settings and print them (secrets hidden)
@@ -26,6 +26,8 @@ Usage:
                             transaction in flight, last success and error, backoff.
   gatehouse queue show <destination>    One destination in detail (JSON).
   gatehouse queue retry <destination>   Clear the destination's backoff and send now.
+  gatehouse queue dead-letters <destination> [replay|drop]
+                            List, replay or drop the PDUs the destination rejected.
   gatehouse rooms [list]    Hosted rooms: version, join rule, members, pending knocks, name.
   gatehouse rooms show <roomId>         One room's summary.
   gatehouse rooms create --creator <user> [--name N] [--topic T] [--join-rule knock]
@@ -170,29 +172,74 @@ function ago(ts: number | null, now: number): string {
 }
 
 async function queue(args: string[]): Promise<void> {
-  const config = loadOrExit();
-  const [sub, dest] = args;
+  const [sub, ...rest] = args;
+  const enc = encodeURIComponent;
   if (sub === "retry" || sub === "show") {
-    if (!dest) {
-      console.error(`usage: gatehouse queue ${sub} <destination>`);
-      process.exit(2);
-    }
-    const out = await adminCall(config, sub === "retry" ? "POST" : "GET", `/queue/${encodeURIComponent(dest)}${sub === "retry" ? "/retry" : ""}`);
+    const { positionals } = parse(rest, {}, ["destination"], QUEUE_HELP);
+    const config = loadOrExit();
+    const out = await adminCall(config, sub === "retry" ? "POST" : "GET", `/queue/${enc(positionals[0]!)}${sub === "retry" ? "/retry" : ""}`);
     console.log(JSON.stringify(out, null, 2));
     return;
   }
-  if (sub !== undefined) {
-    console.error("usage: gatehouse queue [show|retry <destination>]");
-    process.exit(2);
+  if (sub === "dead-letters") {
+    const action = rest[1];
+    if (action === "replay" || action === "drop") {
+      const { positionals } = parse(rest, {}, ["destination", "action"], QUEUE_HELP);
+      const config = loadOrExit();
+      const out = (await adminCall(config, "POST", `/queue/${enc(positionals[0]!)}/dead-letters/${action}`)) as { replayed?: number; dropped?: number };
+      console.log(action === "replay" ? `${out.replayed} dead letters queued again for ${positionals[0]}` : `${out.dropped} dead letters dropped for ${positionals[0]}`);
+      return;
+    }
+    const { values, positionals } = parse(rest, { json: { type: "boolean" }, from: { type: "string" }, limit: { type: "string" } }, ["destination"], QUEUE_HELP);
+    const config = loadOrExit();
+    const q = new URLSearchParams();
+    if (values.from !== undefined) q.set("from", values.from);
+    if (values.limit !== undefined) q.set("limit", values.limit);
+    const out = (await adminCall(config, "GET", `/queue/${enc(positionals[0]!)}/dead-letters${q.size ? `?${q}` : ""}`)) as {
+      total: number;
+      next_token?: string;
+      dead_letters: { event_id: string; room_id: string; reason: string; ts: number }[];
+    };
+    if (values.json) {
+      console.log(JSON.stringify(out, null, 2));
+      return;
+    }
+    const now = Date.now();
+    const rows = [["EVENT", "ROOM", "SINCE", "REASON"]];
+    for (const d of out.dead_letters) rows.push([d.event_id, d.room_id, ago(d.ts, now), cell(d.reason, 60)]);
+    if (out.dead_letters.length > 0) printTable(rows);
+    else console.log(`(no dead letters for ${positionals[0]})`);
+    if (out.next_token) console.log(`(${out.total} in all; next page: --from ${out.next_token})`);
+    return;
   }
-  const out = (await adminCall(config, "GET", "/queue")) as {
+  if (sub !== undefined && !sub.startsWith("-")) usage(`gatehouse: unknown queue command ${JSON.stringify(sub)}\n\n${QUEUE_HELP}`);
+  const { values } = parse(
+    args,
+    { json: { type: "boolean" }, from: { type: "string" }, limit: { type: "string" }, "order-by": { type: "string" }, dir: { type: "string" } },
+    [],
+    QUEUE_HELP,
+  );
+  const config = loadOrExit();
+  const q = new URLSearchParams();
+  if (values.from !== undefined) q.set("from", values.from);
+  if (values.limit !== undefined) q.set("limit", values.limit);
+  if (values["order-by"] !== undefined) q.set("order_by", values["order-by"]);
+  if (values.dir !== undefined) q.set("dir", values.dir);
+  const out = (await adminCall(config, "GET", `/queue${q.size ? `?${q}` : ""}`)) as {
     destinations: {
       destination: string; pending_pdus: number; pending_edus: number; txn_id: string | null; txn_age_ms: number | null;
       last_success_ts: number | null; last_error: string | null; last_error_ts: number | null; failures: number; backoff_until: number | null;
+      dead_letters: number;
     }[];
+    total: number;
+    next_token?: string;
   };
+  if (values.json) {
+    console.log(JSON.stringify(out, null, 2));
+    return;
+  }
   const now = Date.now();
-  const rows = [["DESTINATION", "PDUS", "EDUS", "IN FLIGHT", "LAST SUCCESS", "FAILURES", "BACKOFF", "LAST ERROR"]];
+  const rows = [["DESTINATION", "PDUS", "EDUS", "IN FLIGHT", "LAST SUCCESS", "FAILURES", "BACKOFF", "DEAD", "LAST ERROR"]];
   for (const d of out.destinations) {
     rows.push([
       d.destination,
@@ -202,11 +249,13 @@ async function queue(args: string[]): Promise<void> {
       ago(d.last_success_ts, now),
       String(d.failures),
       d.backoff_until ? ago(d.backoff_until, now) : "-",
+      String(d.dead_letters),
       d.last_error ? `${d.last_error} (${ago(d.last_error_ts, now)})` : "-",
     ]);
   }
   printTable(rows);
-  if (out.destinations.length === 0) console.log("(no destinations yet)");
+  if (out.total === 0) console.log("(no destinations yet)");
+  if (out.next_token) console.log(`(${out.total} destinations; next page: --from ${out.next_token})`);
 }
 
 const ROOMS_HELP = `gatehouse rooms — hosted rooms, through the admin API of a running serve
@@ -247,10 +296,23 @@ M_NOT_FOUND when the user has no pending knock) or cannot be reached, 2 on a usa
 const QUEUE_HELP = `gatehouse queue — the outbound federation queue, through the admin API of a running serve
 
 Usage:
-  gatehouse queue                       Table: destination, pending PDUs/EDUs, transaction in
-                                        flight, last success, failures, backoff, last error.
+  gatehouse queue [--from N] [--limit N] [--order-by FIELD] [--dir f|b] [--json]
+      Table: destination, pending PDUs/EDUs, transaction in flight, last success, failures,
+      backoff, dead letters, last error. One page (default 100, at most 1000) sorted by FIELD
+      (destination, pending_pdus, pending_edus, failures, last_success_ts, last_error_ts,
+      backoff_until, txn_age_ms, txns_sent, pdus_sent, dead_letters; default destination),
+      f ascending (default) or b descending; --from takes the next_token printed.
   gatehouse queue show <destination>    One destination in detail (JSON).
-  gatehouse queue retry <destination>   Clear the destination's backoff and send now.`;
+  gatehouse queue retry <destination>   Clear the destination's backoff and send now.
+  gatehouse queue dead-letters <destination> [--from N] [--limit N] [--json]
+      PDUs the destination rejected when sent alone (event, room, when, reason).
+  gatehouse queue dead-letters <destination> replay
+      Queue them again (after what is queued now) and send.
+  gatehouse queue dead-letters <destination> drop
+      Forget them (counted as dropped PDUs).
+
+Exit status: 0 on success, 1 when the admin API refuses (its Matrix error is printed) or cannot
+be reached, 2 on a usage error.`;
 
 const CONFIG_HELP = `gatehouse config check — validate the settings (environment variables) and print them
 

@@ -4,8 +4,10 @@
  * Every setting is documented in README.md ("Settings").
  */
 import { resolve, join } from "node:path";
+import { hostname } from "node:os";
 import { parseServerName } from "./protocol/ids.js";
 import type { SenderSettings } from "./sender/sender.js";
+import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
 
 export interface Config {
   serverName: string;
@@ -23,6 +25,8 @@ export interface Config {
   oldSigningKeysFile: string;
   /** null = start an embedded redis-server child process with its data under dataDir/redis. */
   redisUrl: string | null;
+  /** The embedded Redis's `appendfsync` policy (GATEHOUSE_REDIS_APPENDFSYNC). */
+  redisAppendfsync: AppendFsync;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** How long our key document says it is valid (ms). */
   keyValidityMs: number;
@@ -41,6 +45,12 @@ export interface Config {
   maxForwardExtremities: number;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
+  /**
+   * This process's identity across restarts (GATEHOUSE_INSTANCE_ID; default host name + data
+   * folder, which a pod's restarted container keeps): the sender takes back at once the jobs a
+   * dead previous process with the same identity still holds.
+   */
+  instanceId: string;
   /** The outbound transaction sender (src/sender/): see SenderSettings. */
   sender: SenderSettings;
   shutdownTimeoutMs: number;
@@ -155,6 +165,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     signingKeyFile: resolve(dataDir, str(env, "GATEHOUSE_SIGNING_KEY_FILE", "signing.key")),
     oldSigningKeysFile: resolve(dataDir, str(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE", "old_signing.keys")),
     redisUrl,
+    redisAppendfsync: oneOf(env, "GATEHOUSE_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
     logLevel: oneOf(env, "GATEHOUSE_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     keyValidityMs: int(env, "GATEHOUSE_KEY_VALIDITY_HOURS", 24, 1, 24 * 7) * 3600_000,
     outbound: {
@@ -166,13 +177,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
+    instanceId: instanceIdOf(env, dataDir),
     sender: {
       concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 100, 1, 1000),
       backoffInitialMs,
       backoffMaxMs,
       maxRejectedAttempts: int(env, "GATEHOUSE_SENDER_MAX_REJECTED_ATTEMPTS", 5, 1, 1000),
       backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", 25, 0, 100),
-      lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", 30_000, 1000, 600_000),
+      lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", 2_500, 1000, 600_000),
       sweepIntervalMs,
     },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
@@ -183,4 +195,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       knocksPerRoomBurst: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST", 200, 1, 10_000_000),
     },
   };
+}
+
+function instanceIdOf(env: Env, dataDir: string): string {
+  const v = env.GATEHOUSE_INSTANCE_ID;
+  if (v === undefined || v === "") return `${hostname()}:${dataDir}`;
+  if (v.length > 200 || !/^[\x21-\x7e]+$/.test(v)) throw new ConfigError("GATEHOUSE_INSTANCE_ID", "must be 1-200 printable ASCII characters without spaces");
+  return v;
 }

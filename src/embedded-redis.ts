@@ -49,11 +49,17 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
+/** Redis's `appendfsync` policies: when the append-only file is fsynced to disk. */
+export const APPENDFSYNC_POLICIES = ["always", "everysec", "no"] as const;
+export type AppendFsync = (typeof APPENDFSYNC_POLICIES)[number];
+
 /**
  * Starts redis-server. `persistent` turns on the append-only file (the embedded default for
- * `serve`, so that queued PDUs survive a restart); tests run without persistence.
+ * `serve`, so that queued PDUs survive a restart), fsynced per `appendfsync` (default everysec:
+ * a power cut or kernel crash can lose the last second of writes; `always`: none, at the cost of
+ * an fsync per write); tests run without persistence.
  */
-export async function startRedis(opts: { dir: string; persistent?: boolean; port?: number }): Promise<EmbeddedRedis> {
+export async function startRedis(opts: { dir: string; persistent?: boolean; port?: number; appendfsync?: AppendFsync }): Promise<EmbeddedRedis> {
   const bin = findRedisServer();
   if (!bin) {
     throw new Error(
@@ -64,7 +70,7 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
   const port = opts.port ?? (await freePort());
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", opts.dir, "--daemonize", "no", "--save", ""];
   args.push("--appendonly", opts.persistent ? "yes" : "no");
-  if (opts.persistent) args.push("--appendfsync", "everysec");
+  if (opts.persistent) args.push("--appendfsync", opts.appendfsync ?? "everysec");
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output = (output + d).slice(-4000)));

@@ -34,6 +34,7 @@ export class Metrics {
   readonly outboundPending: Gauge<"kind">;
   readonly outboundPendingTop: Gauge<"destination">;
   readonly outboundDestinationsInBackoff: Gauge;
+  readonly outboundDeadLetters: Gauge;
   readonly outboundOldestPendingAge: Gauge;
   readonly bullmqJobs: Gauge<"state">;
 
@@ -106,7 +107,7 @@ export class Metrics {
     });
     this.outboundTransactions = new Counter({
       name: "gatehouse_outbound_transactions_total",
-      help: "Outbound /send transactions, by outcome: sent (200), failed (will retry), dropped (permanent 4xx).",
+      help: "Outbound /send transactions, by outcome: sent (2xx), failed (will retry; a transaction rejected repeatedly is then split), dead_lettered (a PDU sent alone was rejected: moved to the dead letters), dropped (EDUs sent alone were rejected).",
       labelNames: ["outcome"] as const,
       registers: r,
     });
@@ -161,6 +162,14 @@ export class Metrics {
         await self.refreshOutbound();
       },
     });
+    this.outboundDeadLetters = new Gauge({
+      name: "gatehouse_outbound_dead_letters",
+      help: "PDUs in the destinations' dead-letter lists (rejected when sent alone; replay or drop them with `gatehouse queue dead-letters`).",
+      registers: r,
+      async collect() {
+        await self.refreshOutbound();
+      },
+    });
     this.outboundOldestPendingAge = new Gauge({
       name: "gatehouse_outbound_oldest_pending_age_seconds",
       help: "Age of the oldest undelivered transaction or PDU across destinations (0 when none).",
@@ -210,6 +219,7 @@ export class Metrics {
     this.outboundPendingTop.reset();
     for (const [dest, n] of snap.top) this.outboundPendingTop.set({ destination: dest }, n);
     this.outboundDestinationsInBackoff.set(snap.destinationsInBackoff);
+    this.outboundDeadLetters.set(snap.deadLetters);
     this.outboundOldestPendingAge.set(snap.oldestPendingAgeSeconds);
     this.bullmqJobs.reset();
     for (const [state, n] of Object.entries(snap.jobs)) this.bullmqJobs.set({ state }, n);
@@ -222,6 +232,8 @@ export interface OutboundSnapshot {
   /** Up to 10 [destination, pending PDUs], most first. */
   top: [string, number][];
   destinationsInBackoff: number;
+  /** PDUs in dead-letter lists, all destinations. */
+  deadLetters: number;
   oldestPendingAgeSeconds: number;
   jobs: Record<string, number>;
 }

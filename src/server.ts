@@ -104,7 +104,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   let embedded: EmbeddedRedis | null = null;
   let redisUrl = config.redisUrl;
   if (!redisUrl) {
-    embedded = await startRedis({ dir: join(config.dataDir, "redis"), persistent: true });
+    embedded = await startRedis({ dir: join(config.dataDir, "redis"), persistent: true, appendfsync: config.redisAppendfsync });
     redisUrl = embedded.url;
     logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
   }
@@ -112,6 +112,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   const queueRedis = connectRedis(redisUrl);
   for (const r of [redis, queueRedis]) r.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
   await Promise.all([redis.ping(), queueRedis.ping()]);
+  if (!embedded) await checkExternalRedisDurability(redis, logger);
 
   const metrics = new Metrics(new Registry());
   const gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
@@ -130,7 +131,10 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
   const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
-  if (config.runWorkers) await gatehouse.sender.startWorkers();
+  // Without workers here, still look once for queued work that a killed process left without a
+  // job (the workers elsewhere only sweep every GATEHOUSE_SENDER_SWEEP_INTERVAL_MS).
+  if (config.runWorkers) await gatehouse.sender.startWorkers("serve");
+  else await gatehouse.sender.recoverySweep().catch((err: Error) => logger.warn({ err: err.message }, "sender sweep failed"));
   logger.info(
     { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, keyId: ownKeys.current.keyId },
     "gatehouse is listening",
@@ -149,12 +153,14 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       stopped = true;
       // Readiness fails first, so a load balancer stops sending traffic while requests finish.
       if (ops) ops.state.shuttingDown = true;
-      // The sender's in-flight transactions finish within the same deadline as HTTP requests.
-      await Promise.all([
-        closeServer(federationServer, config.shutdownTimeoutMs),
-        closeServer(adminServer, config.shutdownTimeoutMs),
-        gatehouse.sender.close(config.shutdownTimeoutMs),
-      ]);
+      // Requests finish within the deadline; meanwhile and then the sender keeps sending, so that
+      // what was acknowledged before the signal is delivered before the process exits (when
+      // the destinations answer) rather than after the next process starts. Its in-flight
+      // transactions then finish within what is left of the same deadline.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      await Promise.all([closeServer(federationServer, config.shutdownTimeoutMs), closeServer(adminServer, config.shutdownTimeoutMs)]);
+      if (config.runWorkers) await gatehouse.sender.drain(deadline - Date.now());
+      await gatehouse.sender.close(Math.max(0, deadline - Date.now()));
       await gatehouse.close();
       if (ops) await closeServer(ops.server, 1000);
       await Promise.all([redis.quit().catch(() => undefined), queueRedis.quit().catch(() => undefined)]);
@@ -162,6 +168,30 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       logger.info("gatehouse stopped");
     },
   };
+}
+
+/**
+ * Warns when an external Redis would lose acknowledged writes on a restart: no append-only file,
+ * or one never fsynced (README, "Durability"). Managed Redis services often refuse CONFIG; then
+ * nothing is said.
+ */
+export async function checkExternalRedisDurability(redis: Redis, logger: Logger): Promise<{ appendonly: string; appendfsync: string } | null> {
+  let settings: { appendonly: string; appendfsync: string };
+  try {
+    const flat = (await redis.call("CONFIG", "GET", "append*")) as string[];
+    const m = new Map<string, string>();
+    for (let i = 0; i + 1 < flat.length; i += 2) m.set(flat[i]!, flat[i + 1]!);
+    settings = { appendonly: m.get("appendonly") ?? "", appendfsync: m.get("appendfsync") ?? "" };
+  } catch (err) {
+    logger.debug({ err: (err as Error).message }, "could not read the Redis persistence settings (CONFIG refused)");
+    return null;
+  }
+  if (settings.appendonly !== "yes") {
+    logger.warn(settings, "Redis runs without the append-only file: a Redis restart loses queued events and everything acknowledged since the last snapshot (set appendonly yes)");
+  } else if (settings.appendfsync === "no") {
+    logger.warn(settings, "Redis's append-only file is never fsynced by Redis (appendfsync no): a power cut can lose ~30 s of acknowledged writes (set appendfsync everysec or always)");
+  }
+  return settings;
 }
 
 export interface RunningWorker {
@@ -179,11 +209,12 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   const redis = connectRedis(config.redisUrl);
   redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
   await redis.ping();
+  await checkExternalRedisDurability(redis, logger);
   // The admin token is unused here (no admin listener).
   const metrics = new Metrics(new Registry());
   const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
   const ops = await startOps(config, metrics, redis);
-  await gatehouse.sender.startWorkers();
+  await gatehouse.sender.startWorkers("worker");
   logger.info({ serverName: config.serverName, concurrency: config.sender.concurrency }, "gatehouse sender worker running");
   let stopped = false;
   return {

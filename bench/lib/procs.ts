@@ -96,9 +96,13 @@ export class RedisProc {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async start(opts: { aof?: boolean; core?: string; dir?: string; port?: number } = {}): Promise<RedisProc> {
+  /** `appendfsync` with the AOF on (default everysec, as the embedded Redis). */
+  appendfsync = "everysec";
+
+  static async start(opts: { aof?: boolean; appendfsync?: "always" | "everysec" | "no"; core?: string; dir?: string; port?: number } = {}): Promise<RedisProc> {
     const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "gatehouse-bench-redis-"));
     const r = new RedisProc(opts.port ?? (await freePort()), dir, opts.aof ?? false, opts.core ?? SERVER_CORE);
+    if (opts.appendfsync) r.appendfsync = opts.appendfsync;
     await r.launch();
     return r;
   }
@@ -108,7 +112,7 @@ export class RedisProc {
     if (!bin) throw new Error("redis-server not found (apt-get install redis-server)");
     mkdirSync(this.dir, { recursive: true });
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", this.aof ? "yes" : "no"];
-    if (this.aof) args.push("--appendfsync", "everysec");
+    if (this.aof) args.push("--appendfsync", this.appendfsync);
     const [cmd, argv] = pinned(this.core, bin, args);
     const log = openSync(join(this.dir, "redis.log"), "a");
     this.child = spawn(cmd, argv, { stdio: ["ignore", log, log] });
@@ -243,13 +247,13 @@ export class GatehouseProc {
     });
   }
 
-  private spawnCli(command: "serve" | "worker", runWorkers: boolean, logName: string): ChildProcess {
+  private spawnCli(command: "serve" | "worker", runWorkers: boolean, logName: string, extraEnv: Record<string, string> = {}): ChildProcess {
     const nodeArgs = this.opts.nodeArgs ?? (process.env.BENCH_GATEHOUSE_NODE_ARGS ? process.env.BENCH_GATEHOUSE_NODE_ARGS.split(" ") : []);
     // BENCH_GATEHOUSE_ROOT: run another checkout's Gatehouse (before/after comparisons).
     const root = process.env.BENCH_GATEHOUSE_ROOT ?? repoRoot;
     const [cmd, argv] = pinned(this.opts.core ?? SERVER_CORE, process.execPath, [...nodeArgs, join(root, "bin/gatehouse.mjs"), command]);
     const log = openSync(join(this.dataDir, logName), "a");
-    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: this.env(runWorkers), cwd: root });
+    const child = spawn(cmd, argv, { stdio: ["ignore", log, log], env: { ...this.env(runWorkers), ...extraEnv }, cwd: root });
     closeSync(log);
     return child;
   }
@@ -272,12 +276,24 @@ export class GatehouseProc {
     this.publicKey = decodeBase64(info.public_key)!;
   }
 
-  /** Starts a `gatehouse worker` process on the same Redis; returns it. */
-  async startWorker(): Promise<ChildProcess> {
-    const w = this.spawnCli("worker", true, `worker-${this.workers.length}.log`);
+  /**
+   * Starts a `gatehouse worker` process on the same Redis; returns it. `env`: extra settings
+   * (e.g. GATEHOUSE_INSTANCE_ID, to restart "the same" worker).
+   */
+  async startWorker(env: Record<string, string> = {}): Promise<ChildProcess> {
+    const logFile = join(this.dataDir, `worker-${this.workers.length}.log`);
+    const w = this.spawnCli("worker", true, `worker-${this.workers.length}.log`, env);
     this.workers.push(w);
-    await sleep(300);
-    if (w.exitCode !== null) throw new Error(`gatehouse worker exited: ${w.exitCode}`);
+    // Ready when it logs that its workers run (after taking back its dead predecessor's jobs).
+    await waitUntil(
+      "gatehouse worker to run",
+      () => {
+        if (w.exitCode !== null) throw new Error(`gatehouse worker exited: ${w.exitCode}`);
+        return existsSync(logFile) && readFileSync(logFile, "utf8").includes("gatehouse sender worker running");
+      },
+      60_000,
+      50,
+    );
     return w;
   }
 
@@ -288,6 +304,17 @@ export class GatehouseProc {
   async kill9(): Promise<void> {
     this.child.kill("SIGKILL");
     await exited(this.child);
+  }
+
+  /** Stops `gatehouse serve` with `signal` (SIGTERM: graceful) and waits for it to exit. */
+  async stopServe(signal: NodeJS.Signals): Promise<void> {
+    this.child.kill(signal);
+    await exited(this.child);
+  }
+
+  async stopWorker(w: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+    w.kill(signal);
+    await exited(w);
   }
 
   async killWorker9(w: ChildProcess): Promise<void> {

@@ -91,6 +91,12 @@ export class SinkFarm {
     return (await this.call({ cmd: "has", indices, ids })).counts;
   }
 
+  /** When the last sink received each of `ids` (null: some sink lacks it); first receipt after `after` ms. */
+  async receipts(ids: string[], after?: number): Promise<{ lastReceipt: (number | null)[]; firstAfter: number | null }> {
+    const r = await this.call({ cmd: "receipts", ids, after });
+    return { lastReceipt: r.lastReceipt, firstAfter: r.firstAfter };
+  }
+
   async check(expected: Record<string, string[]>): Promise<Record<string, { missing: string[]; extra: number; dupAcrossTxns: number }>> {
     return (await this.call({ cmd: "check", expected })).report;
   }

@@ -293,6 +293,25 @@ process.on("message", async (msg: any) => {
         send({ id: msg.id, ok: true, counts: out });
         break;
       }
+      case "receipts": {
+        // For each of `ids`: when the last sink got it (max first receipt over every sink), or
+        // null while a sink lacks it; and the first receipt of anything after `after` (ms).
+        const ids = msg.ids as string[];
+        const lastReceipt = ids.map((id) => {
+          let max = 0;
+          for (const s of sinks) {
+            const r = s.events.get(id);
+            if (!r) return null;
+            if (r.firstAt > max) max = r.firstAt;
+          }
+          return max;
+        });
+        let firstAfter: number | null = null;
+        const after = Number(msg.after ?? Infinity);
+        for (const s of sinks) for (const r of s.events.values()) if (r.firstAt > after && (firstAfter === null || r.firstAt < firstAfter)) firstAfter = r.firstAt;
+        send({ id: msg.id, ok: true, lastReceipt, firstAfter });
+        break;
+      }
       case "check": {
         // expected[i] = event IDs sink i must have received exactly once per txn.
         const report = (msg.expected as Record<string, string[]>);

@@ -55,9 +55,13 @@ export class RedisKeys {
   outboundTxnNext(destination: string, nonce: string): string { return `${this.prefix}:out:{${destination}}:txn-next:${nonce}`; }
   /** HASH: destination status: last_success_ts, last_error, last_error_ts, failures, backoff_until. */
   destinationStatus(destination: string): string { return `${this.prefix}:out:{${destination}}:status`; }
+  /** LIST: dead letters, PDUs the destination rejected when sent alone (JSON {ref, reason, ...}). */
+  outboundDead(destination: string): string { return `${this.prefix}:out:{${destination}}:dead`; }
   /** SET of destinations that have ever had traffic. */
   destinations(): string { return `${this.prefix}:out:destinations`; }
   /** STRING counter for transaction IDs. */
+  /** STRING (JSON): the sender worker of an instance ID, its host and pid (see Sender.claimInstance). */
+  senderInstance(instanceId: string): string { return `${this.prefix}:sender:instance:${instanceId}`; }
   txnCounter(): string { return `${this.prefix}:out:txn-counter`; }
 
   // --- limits ------------------------------------------------------------------------------

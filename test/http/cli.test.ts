@@ -13,6 +13,7 @@ import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { TestGatehouse, ADMIN, enc } from "../support/gatehouse.js";
 import { RemoteServer } from "../support/remote-server.js";
+import { persistPdus } from "../support/sender-fixture.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const bin = join(root, "bin/gatehouse.mjs");
@@ -180,6 +181,39 @@ describe("knocks", () => {
     const out = ok(await cli(["knocks", "list", roomId]));
     assert.match(out, new RegExp(`note: this room was upgraded; new knocks go to ${up.body.replacement_room.replace(/[!.+]/g, "\\$&")}`));
     assert.ok(out.includes(remote.userId("late")));
+  });
+});
+
+describe("queue", () => {
+  test("a sorted page of destinations, the next page, and a destination's dead letters listed, replayed and dropped", async () => {
+    const roomId = `!cliqueue:${t.config.serverName}`;
+    // Queued PDUs for three destinations that do not resolve (they stay queued, backing off).
+    await persistPdus(t.store, roomId, ["q1.invalid"], 3, 0);
+    await persistPdus(t.store, roomId, ["q2.invalid"], 1, 3);
+    await persistPdus(t.store, roomId, ["q3.invalid"], 2, 4);
+    const dead = (n: number) => JSON.stringify({ ref: `${roomId} $dead${n}`, reason: "HTTP 400 M_NOT_JSON: nesting too deep", status: 400, ts: Date.now() - 5000, txn_id: `t${n}` });
+    await t.redis.rpush(t.gh.keys.outboundDead("q2.invalid"), dead(1), dead(2));
+
+    const page1 = table(ok(await cli(["queue", "--order-by", "pending_pdus", "--dir", "b", "--limit", "2"])));
+    const mine = (rows: string[][]) => rows.filter((r) => r[0]!.endsWith(".invalid")).map((r) => [r[0], r[1], r[7]]);
+    assert.deepEqual(page1[0]!.slice(0, 8), ["DESTINATION", "PDUS", "EDUS", "IN FLIGHT", "LAST SUCCESS", "FAILURES", "BACKOFF", "DEAD"]);
+    assert.deepEqual(mine(page1.slice(1, 3)), [["q1.invalid", "3", "0"], ["q3.invalid", "2", "0"]], "most pending first");
+    const next = /next page: --from (\d+)/.exec(page1.at(-1)!.join("  "))?.[1];
+    assert.equal(next, "2");
+    const page2 = table(ok(await cli(["queue", "--order-by", "pending_pdus", "--dir", "b", "--limit", "2", "--from", next!])));
+    assert.deepEqual(mine(page2), [["q2.invalid", "1", "2"]]);
+    fails(await cli(["queue", "--order-by", "name"]), 1, /failed \(HTTP 400\): M_INVALID_PARAM: order_by must be one of/);
+
+    const list = table(ok(await cli(["queue", "dead-letters", "q2.invalid"])));
+    assert.deepEqual(list.map((r) => r[0]), ["EVENT", "$dead1", "$dead2"]);
+    assert.equal(list[1]![3], "HTTP 400 M_NOT_JSON: nesting too deep");
+    assert.equal(ok(await cli(["queue", "dead-letters", "q2.invalid", "replay"])), "2 dead letters queued again for q2.invalid\n");
+    assert.equal(await t.redis.llen(t.gh.keys.outboundPdus("q2.invalid")), 3, "back at the tail of the queue");
+    assert.equal(ok(await cli(["queue", "dead-letters", "q2.invalid"])), "(no dead letters for q2.invalid)\n");
+    await t.redis.rpush(t.gh.keys.outboundDead("q2.invalid"), dead(3));
+    assert.equal(ok(await cli(["queue", "dead-letters", "q2.invalid", "drop"])), "1 dead letters dropped for q2.invalid\n");
+    fails(await cli(["queue", "dead-letters", "never.invalid", "drop"]), 1, /HTTP 404\): M_NOT_FOUND: Unknown destination/);
+    fails(await cli(["queue", "dead-letters"]), 2, /expected <destination>/);
   });
 });
 

@@ -429,6 +429,23 @@ describe("admin listener", () => {
     expect(await admin("GET", `/queue/${enc("not a server name")}`), 400, "M_INVALID_PARAM");
     expect(await admin("POST", `/queue/${enc(remote.serverName)}/retry`), 200);
     expect(await admin("POST", `/queue/${enc("unknown.example")}/retry`), 404, "M_NOT_FOUND");
+    const page = expect(await admin("GET", "/queue?limit=1&order_by=pending_pdus&dir=b"), 200);
+    assert.equal(page.body.destinations.length, 1);
+    expect(await admin("GET", "/queue?order_by=nope"), 400, "M_INVALID_PARAM");
+    expect(await admin("GET", "/queue?limit=0"), 400, "M_INVALID_PARAM");
+  });
+
+  test("queue: dead letters listed, replayed, dropped", async () => {
+    const dest = remote.serverName;
+    await t.redis.rpush(t.gh.keys.outboundDead(dest), JSON.stringify({ ref: `${roomId} $dead`, reason: "HTTP 400 M_NOT_JSON: too deep", status: 400, ts: 1, txn_id: "t1" }));
+    const list = expect(await admin("GET", `/queue/${enc(dest)}/dead-letters?limit=10`), 200);
+    assert.equal(list.body.total, 1);
+    expect(await admin("GET", `/queue/${enc(dest)}/dead-letters?from=x`), 400, "M_INVALID_PARAM");
+    expect(await admin("GET", `/queue/${enc("unknown.example")}/dead-letters`), 404, "M_NOT_FOUND");
+    expect(await admin("POST", `/queue/${enc(dest)}/dead-letters/drop`), 200);
+    expect(await admin("POST", `/queue/${enc(dest)}/dead-letters/replay`), 200);
+    expect(await admin("POST", `/queue/${enc("not a server name")}/dead-letters/replay`), 400, "M_INVALID_PARAM");
+    expect(await admin("POST", `/queue/${enc("unknown.example")}/dead-letters/drop`), 404, "M_NOT_FOUND");
   });
 
   test("remote: knock, join, leave, memberships", async () => {

@@ -28,10 +28,10 @@ after(async () => {
   for (const c of cleanups) await c().catch(() => undefined);
 });
 
-function startWorker(prefix: string): Promise<ChildProcess> {
+function startWorker(prefix: string, env: Record<string, string> = {}): Promise<ChildProcess> {
   const child = spawn(process.execPath, ["--import", "tsx", "test/support/sender-worker.ts"], {
     cwd: root,
-    env: { ...process.env, GH_PREFIX: prefix, GH_SEED_HEX: seedHex, GH_LOCK_MS: "1000" },
+    env: { ...process.env, GH_PREFIX: prefix, GH_SEED_HEX: seedHex, GH_LOCK_MS: "1000", ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });
   children.push(child);
@@ -101,6 +101,71 @@ test("a worker killed (SIGKILL) mid-transaction: another worker re-sends the sam
   assert.equal(await redis.llen(keys.outboundPdus(sink.serverName)), 0);
   assert.equal(await redis.exists(keys.outboundTxn(sink.serverName)), 0);
   t.diagnostic(`takeover after SIGKILL: ${takeoverMs} ms after the second worker started (lock 1000 ms)`);
+});
+
+/**
+ * A worker holding a transaction unanswered (the sink hangs), with locks far longer than the
+ * test: whatever takes the destination over does so through the mechanism under test, not
+ * through lock expiry. Returns the sink, the first worker and a cleanup-registered prefix.
+ */
+async function hangingTransaction(name: string, env: Record<string, string>) {
+  const prefix = uniquePrefix(name);
+  const redis = connect();
+  const sink = await SinkPeer.start(identity);
+  const producer = makeSender({ prefix, key });
+  cleanups.push(async () => {
+    await producer.close();
+    await sink.close();
+    await deleteKeys(redis, prefix);
+    await redis.quit();
+  });
+  sink.script = [{ hang: true }];
+  await persistPdus(producer.store, `!${name}:${GH_SERVER_NAME}`, [sink.serverName], 80);
+  producer.sender.wake([sink.serverName]);
+  // Requests time out after 30 s: the hanging transaction stays in flight for the whole test.
+  const first = await startWorker(prefix, { GH_LOCK_MS: "60000", GH_TIMEOUT_MS: "30000", ...env });
+  await sink.waitFor(() => sink.attempts.length === 1, 10_000, "the first transaction");
+  return { prefix, sink, first, redis, keys: new RedisKeys(prefix) };
+}
+
+async function assertResentAndDelivered(sink: SinkPeer, count: number) {
+  await sink.waitFor(() => sink.delivered.length === count, 10_000, `all ${count} PDUs, long before the 60 s lock expires`);
+  assert.equal(sink.attempts[1]!.txnId, sink.attempts[0]!.txnId, "the interrupted transaction keeps its txnId");
+  assert.equal(sink.attempts[1]!.rawBody, sink.attempts[0]!.rawBody, "and its body");
+  assert.deepEqual(numbersOf(sink.delivered), range(0, count), "each PDU processed once, in order");
+  assertExactlyOncePerTxn(sink.attempts);
+}
+
+test("kill -9, restart with the same instance ID: the new process takes its dead incarnation's job back at once", { timeout: 30_000 }, async (t) => {
+  const { prefix, sink, first } = await hangingTransaction("identity", { GH_INSTANCE_ID: "pod-0" });
+  await killed(first);
+  const t0 = Date.now();
+  await startWorker(prefix, { GH_LOCK_MS: "60000", GH_INSTANCE_ID: "pod-0" });
+  await assertResentAndDelivered(sink, 80);
+  t.diagnostic(`re-sent ${sink.attempts[1]!.receivedAt - t0} ms after the restart was started (lock 60 s)`);
+});
+
+test("SIGTERM releases the locks: a worker of another instance resumes the destination at once", { timeout: 30_000 }, async (t) => {
+  const { prefix, sink, first } = await hangingTransaction("sigterm", { GH_INSTANCE_ID: "pod-0", GH_SHUTDOWN_MS: "200" });
+  const exited = new Promise((r) => first.once("exit", r));
+  first.kill("SIGTERM");
+  await exited;
+  const t0 = Date.now();
+  await startWorker(prefix, { GH_LOCK_MS: "60000", GH_INSTANCE_ID: "pod-1" });
+  await assertResentAndDelivered(sink, 80);
+  t.diagnostic(`re-sent ${sink.attempts[1]!.receivedAt - t0} ms after the other worker was started (lock 60 s)`);
+});
+
+test("a live process started with the same instance ID does not take over the other's job", { timeout: 30_000 }, async () => {
+  const { prefix, sink, first, redis, keys } = await hangingTransaction("twin", { GH_INSTANCE_ID: "pod-0" });
+  await startWorker(prefix, { GH_LOCK_MS: "60000", GH_INSTANCE_ID: "pod-0" });
+  // The twin's start-up (claim, sweep) is over when it printed "ready"; give its workers a moment.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(sink.attempts.length, 1, "the transaction is still only in flight once");
+  assert.equal(await redis.llen(keys.outboundPdus(sink.serverName)), 80);
+  // When the first one dies, the twin's claim named the twin itself: its job is taken over by
+  // lock expiry (60 s here), not at once; not waited for.
+  await killed(first);
 });
 
 test("Redis killed and restarted with its append-only file: queued PDUs and the stored transaction survive", { timeout: 30_000 }, async () => {

@@ -1,6 +1,6 @@
 // The outbound transaction sender against local HTTPS sink peers and a real Redis: ordering,
 // batching, retries with the same txnId and body, backoff and catch-up, one transaction in flight
-// per destination across Sender instances, per-PDU errors, 4xx drops, the recovery sweep, the
+// per destination across Sender instances, per-PDU errors, 4xx splits and dead letters, /queue pagination, the recovery sweep, the
 // admin API wiring, and a 1000-PDU backlog.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -28,6 +28,10 @@ import { buildGatehouse } from "../../src/app.js";
 import { OwnKeys } from "../../src/keys/own-keys.js";
 import { createRoom } from "../../src/rooms/create-room.js";
 import { freePort } from "../../src/embedded-redis.js";
+import express from "express";
+import { queueAdminRouter } from "../../src/sender/admin-routes.js";
+import { errorHandler, unmatchedHandler } from "../../src/http/errors.js";
+import { dumpPrefix } from "../support/gatehouse.js";
 import { backoffDelay } from "../../src/sender/backoff.js";
 import { signRequest } from "../../src/protocol/x-matrix.js";
 import { canonicalJson } from "../../src/protocol/canonical-json.js";
@@ -53,10 +57,10 @@ async function setup(name: string, opts: { sinks?: number; settings?: Parameters
 }
 
 /** Polls the destination's admin view until `pred` holds (commits follow the sink's answer). */
-async function settled(s: TestSender, destination: string, pred: (d: Awaited<ReturnType<TestSender["sender"]["describe"]>>) => boolean = (d) => d?.pending_pdus === 0 && d?.pending_edus === 0 && d?.txn_id === null) {
+async function settled(s: TestSender, destination: string, pred: (d: Awaited<ReturnType<TestSender["sender"]["view"]["describe"]>>) => boolean = (d) => d?.pending_pdus === 0 && d?.pending_edus === 0 && d?.txn_id === null) {
   const deadline = Date.now() + 5000;
   for (;;) {
-    const d = await s.sender.describe(destination);
+    const d = await s.sender.view.describe(destination);
     if (pred(d)) return d;
     if (Date.now() > deadline) assert.fail(`destination ${destination} did not settle: ${JSON.stringify(d)}`);
     await new Promise((r) => setTimeout(r, 25));
@@ -139,7 +143,7 @@ describe("sender: failures", { timeout: 30_000 }, () => {
     await persistPdus(s.store, roomId, [sink.serverName], 70, 10);
     s.sender.wake([sink.serverName]);
     await sink.waitFor(() => sink.attempts.length >= 2, 5000, "second attempt");
-    const during = await s.sender.describe(sink.serverName);
+    const during = await s.sender.view.describe(sink.serverName);
     assert.equal(during?.txn_id, sink.attempts[0]!.txnId);
     assert.equal(during?.pending_pdus, 80);
     assert.ok((during?.failures ?? 0) >= 1);
@@ -195,10 +199,10 @@ describe("sender: failures", { timeout: 30_000 }, () => {
     await persistPdus(s.store, roomId, [dest], 3);
     await s.sender.startWorkers();
     const deadline = Date.now() + 5000;
-    let d = await s.sender.describe(dest);
+    let d = await s.sender.view.describe(dest);
     while ((d?.failures ?? 0) < 3 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      d = await s.sender.describe(dest);
+      d = await s.sender.view.describe(dest);
     }
     assert.ok((d?.failures ?? 0) >= 3, `failures ${d?.failures}`);
     assert.equal(d?.pending_pdus, 3);
@@ -208,24 +212,177 @@ describe("sender: failures", { timeout: 30_000 }, () => {
     assert.equal(d?.job, "delayed");
   });
 
-  test("a 4xx is retried a bounded number of times, then the batch is dropped and counted", async () => {
+  test("a 4xx is retried with the same txnId a bounded number of times, then the transaction is split and every PDU delivered", async () => {
     const { s, sink, roomId } = await setup("reject", { settings: { maxRejectedAttempts: 3 } });
     sink.script = [{ status: 400, body: {} }, { status: 400, body: {} }, { status: 403, body: { errcode: "M_FORBIDDEN", error: "no" } }];
     await persistPdus(s.store, roomId, [sink.serverName], 60);
     await s.sender.startWorkers();
-    await sink.waitFor(() => sink.delivered.length === 10, 10_000, "the second batch");
-    assert.deepEqual(sink.attempts.map((a) => a.answered), [400, 400, 403, 200]);
-    assert.equal(new Set(sink.attempts.slice(0, 3).map((a) => a.txnId)).size, 1);
-    assert.notEqual(sink.attempts[3]!.txnId, sink.attempts[0]!.txnId);
-    assert.deepEqual(numbersOf(sink.delivered), range(50, 10));
+    await sink.waitFor(() => sink.delivered.length === 60, 10_000, "all 60 PDUs");
+    assert.deepEqual(sink.attempts.slice(0, 4).map((a) => a.answered), [400, 400, 403, 200]);
+    assert.equal(new Set(sink.attempts.slice(0, 3).map((a) => a.txnId)).size, 1, "retried with its txnId");
+    assert.equal(sink.attempts[3]!.body.pdus.length, 1, "then its PDUs are sent one per transaction");
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 60), "in order, none lost");
+    assertExactlyOncePerTxn(sink.attempts.filter((a) => a.answered === 200));
     const d = await settled(s, sink.serverName);
-    assert.equal(d?.dropped_batches, 1);
-    assert.equal(d?.dropped_pdus, 50);
-    assert.equal(d?.pending_pdus, 0);
+    assert.equal(d?.dropped_pdus, 0);
+    assert.equal(d?.dead_letters, 0);
+    assert.equal(d?.isolating_pdus, 0, "back to full transactions");
+    assert.ok(sink.attempts.at(-1)!.body.pdus.length > 1, "the PDUs after the split batch go in full transactions again");
+  });
+});
+
+/** The queue admin routes on their own Express app, around a test Sender. */
+function queueApp(s: TestSender) {
+  const app = express();
+  app.use(queueAdminRouter(s.sender));
+  app.use(unmatchedHandler(app as never));
+  app.use(errorHandler(createLogger("silent")));
+  return app;
+}
+
+describe("sender: dead letters (a destination rejects a PDU)", { timeout: 30_000 }, () => {
+  const poisonous = (body: { pdus: Record<string, unknown>[] }) =>
+    body.pdus.some((p) => (p.content as { n?: number }).n === 7) ? { status: 400, body: { errcode: "M_NOT_JSON", error: "nesting too deep" } } : null;
+
+  test("only the offending PDU is dead-lettered, with the reason; innocent PDUs and EDUs of its batch are delivered", async () => {
+    const { s, sink, roomId, prefix } = await setup("dead", { settings: { maxRejectedAttempts: 2 } });
+    sink.rejectTransaction = poisonous;
+    await persistPdus(s.store, roomId, [sink.serverName], 20);
+    await s.sender.enqueueEdu(sink.serverName, { edu_type: "m.typing", content: { room_id: roomId, user_id: `@u:${GH_SERVER_NAME}`, typing: true } });
+    await persistPdus(s.store, roomId, [sink.serverName], 10, 20);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 29, 10_000, "the 29 innocent PDUs");
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 30).filter((n) => n !== 7), "every innocent PDU, in order");
+    assert.equal(sink.deliveredEdus.length, 1, "the EDU of the rejected batch too");
+    assertExactlyOncePerTxn(sink.attempts.filter((a) => a.answered === 200));
+    const d = await settled(s, sink.serverName);
+    assert.equal(d?.dead_letters, 1);
+    assert.equal(d?.dead_lettered_total, 1);
+    assert.equal(d?.dropped_pdus, 0);
+    assert.equal(d?.failures, 0, "the destination answered: it is not backing off");
+
+    const app = queueApp(s);
+    const list = await (request(app).get(`/_gatehouse/admin/v1/queue/${sink.serverName}/dead-letters`)).expect(200);
+    assert.equal(list.body.total, 1);
+    assert.equal(list.body.dead_letters[0].event_id, `$e7-${roomId.slice(1, 9)}`);
+    assert.equal(list.body.dead_letters[0].room_id, roomId);
+    assert.equal(list.body.dead_letters[0].status, 400);
+    assert.equal(list.body.dead_letters[0].reason, "HTTP 400 M_NOT_JSON: nesting too deep");
+    const overview = await request(app).get("/_gatehouse/admin/v1/queue").expect(200);
+    assert.equal(overview.body.destinations[0].dead_letters, 1);
+    assert.equal((await s.sender.view.metricsSnapshot()).deadLetters, 1, "the metric");
+
+    // The peer was fixed: replay sends it (after what is queued), and the list is empty.
+    sink.rejectTransaction = () => null;
+    const replay = await request(app).post(`/_gatehouse/admin/v1/queue/${sink.serverName}/dead-letters/replay`).expect(200);
+    assert.deepEqual(replay.body, { destination: sink.serverName, replayed: 1 });
+    await sink.waitFor(() => sink.delivered.length === 30, 10_000, "the replayed PDU");
+    assert.equal((sink.delivered.at(-1)!.content as { n: number }).n, 7);
+    assert.equal((await settled(s, sink.serverName))?.dead_letters, 0);
+    assert.equal(await redis.llen(`${prefix}:out:{${sink.serverName}}:dead`), 0);
+  });
+
+  test("drop forgets the dead letters (counted as dropped PDUs); a PDU still rejected when replayed goes back to the list", async () => {
+    const { s, sink, roomId } = await setup("deaddrop", { settings: { maxRejectedAttempts: 1 } });
+    sink.rejectTransaction = poisonous;
+    await persistPdus(s.store, roomId, [sink.serverName], 10);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 9, 10_000, "the 9 innocent PDUs");
+    let d = await settled(s, sink.serverName);
+    assert.equal(d?.dead_letters, 1);
+    const app = queueApp(s);
+    await request(app).post(`/_gatehouse/admin/v1/queue/${sink.serverName}/dead-letters/replay`).expect(200);
+    for (let i = 0; i < 100 && (d = await settled(s, sink.serverName))?.dead_lettered_total !== 2; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(d?.dead_letters, 1, "rejected again: back in the list");
+    assert.equal(d?.dead_lettered_total, 2);
+    const drop = await request(app).post(`/_gatehouse/admin/v1/queue/${sink.serverName}/dead-letters/drop`).expect(200);
+    assert.deepEqual(drop.body, { destination: sink.serverName, dropped: 1 });
+    d = await settled(s, sink.serverName);
+    assert.equal(d?.dead_letters, 0);
+    assert.equal(d?.dropped_pdus, 1);
+    assert.equal(sink.delivered.length, 9, "the offender was never delivered");
+  });
+
+  test("dead-letter routes refuse bad input without writing", async () => {
+    const { s, sink, roomId, prefix } = await setup("deadbad");
+    await persistPdus(s.store, roomId, [sink.serverName], 2);
+    const app = queueApp(s);
+    const before = await dumpPrefix(redis, prefix, ["bull:"]);
+    const cases = [
+      { why: "not a server name", method: "post", path: "/queue/not%20a%20name/dead-letters/drop", status: 400, errcode: "M_INVALID_PARAM" },
+      { why: "a destination never seen", method: "post", path: "/queue/unknown.example/dead-letters/replay", status: 404, errcode: "M_NOT_FOUND" },
+      { why: "a listing of a destination never seen", method: "get", path: "/queue/unknown.example/dead-letters", status: 404, errcode: "M_NOT_FOUND" },
+      { why: "an action that does not exist", method: "post", path: `/queue/${sink.serverName}/dead-letters/burn`, status: 404, errcode: "M_UNRECOGNIZED" },
+      { why: "a negative offset", method: "get", path: `/queue/${sink.serverName}/dead-letters?from=-1`, status: 400, errcode: "M_INVALID_PARAM" },
+      { why: "a limit of 0", method: "get", path: `/queue/${sink.serverName}/dead-letters?limit=0`, status: 400, errcode: "M_INVALID_PARAM" },
+    ] as const;
+    for (const c of cases) {
+      const r = await request(app)[c.method](`/_gatehouse/admin/v1${c.path}`);
+      assert.equal(r.status, c.status, c.why);
+      assert.equal(r.body.errcode, c.errcode, c.why);
+    }
+    assert.deepEqual(await dumpPrefix(redis, prefix, ["bull:"]), before, "Redis unchanged");
+  });
+});
+
+describe("sender: /queue pagination and sorting", { timeout: 30_000 }, () => {
+  test("from, limit, order_by and dir as Synapse's destinations admin API; next_token; totals over all pages", async () => {
+    const { s, roomId, prefix } = await setup("page");
+    // Four destinations with 4, 1, 3, 2 queued PDUs (no workers: they stay queued).
+    const counts: [string, number][] = [["a.example", 4], ["b.example", 1], ["c.example", 3], ["d.example", 2]];
+    let n = 0;
+    for (const [dest, count] of counts) {
+      await persistPdus(s.store, roomId, [dest], count, n);
+      n += count;
+    }
+    const app = queueApp(s);
+    const get = async (q: string) => (await request(app).get(`/_gatehouse/admin/v1/queue${q}`).expect(200)).body;
+    const names = (b: { destinations: { destination: string }[] }) => b.destinations.map((d) => d.destination);
+    const cases = [
+      { why: "default: by destination, ascending, one page", q: "", want: ["a.example", "b.example", "c.example", "d.example"], next: undefined },
+      { why: "most pending first", q: "?order_by=pending_pdus&dir=b", want: ["a.example", "c.example", "d.example", "b.example"], next: undefined },
+      { why: "least pending first, first page", q: "?order_by=pending_pdus&limit=3", want: ["b.example", "d.example", "c.example"], next: "3" },
+      { why: "the page next_token points at", q: "?order_by=pending_pdus&limit=3&from=3", want: ["a.example"], next: undefined },
+      { why: "past the end", q: "?from=10", want: [], next: undefined },
+    ];
+    for (const c of cases) {
+      const b = await get(c.q);
+      assert.deepEqual(names(b), c.want, c.why);
+      assert.equal(b.next_token, c.next, c.why);
+      assert.equal(b.total, 4, c.why);
+      assert.equal(b.total_pending_pdus, 10, `${c.why}: totals cover every page`);
+    }
+    const before = await dumpPrefix(redis, prefix, ["bull:"]);
+    const bad = [
+      { why: "unknown sort key", q: "?order_by=name" },
+      { why: "dir other than f/b", q: "?dir=up" },
+      { why: "limit above the maximum", q: "?limit=1001" },
+      { why: "limit not a number", q: "?limit=ten" },
+      { why: "from negative", q: "?from=-5" },
+      { why: "from repeated", q: "?from=1&from=2" },
+    ];
+    for (const c of bad) {
+      const r = await request(app).get(`/_gatehouse/admin/v1/queue${c.q}`);
+      assert.equal(r.status, 400, c.why);
+      assert.equal(r.body.errcode, "M_INVALID_PARAM", c.why);
+    }
+    assert.deepEqual(await dumpPrefix(redis, prefix, ["bull:"]), before, "Redis unchanged");
   });
 });
 
 describe("sender: shutdown", { timeout: 30_000 }, () => {
+  test("drain() (at shutdown, after the listeners closed) returns once what was queued is delivered; a destination backing off does not hold it", async () => {
+    const { s, sinks, roomId } = await setup("drainq", { sinks: 2 });
+    const [up, down] = sinks as [SinkPeer, SinkPeer];
+    down.defaultAnswer = { status: 503 };
+    await persistPdus(s.store, roomId, [up.serverName, down.serverName], 120);
+    await s.sender.startWorkers();
+    assert.equal(await s.sender.drain(10_000), true);
+    assert.equal(up.delivered.length, 120, "everything queued for the destination that answers was delivered");
+    assert.equal(down.delivered.length, 0);
+    assert.equal(await s.sender.view.jobState(down.serverName), "delayed", "the failing one waits for its next try");
+  });
+
   test("close() lets the in-flight transaction finish within the deadline", async () => {
     const { s, sink, roomId } = await setup("drain");
     sink.defaultAnswer = { delayMs: 400 };
@@ -292,7 +449,7 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     const body = JSON.stringify({ origin: GH_SERVER_NAME, origin_server_ts: 1, pdus: await Promise.all(head.pdus.map(async (r) => JSON.parse((await s.store.getEventJson(r.split(" ")[0]!, r.split(" ")[1]!))!))) });
     const stored = await s.sender.outbound.createTxn(b.serverName, "1", body, 1, head.pdus, []);
     assert.equal(stored.result, "created");
-    assert.equal(await s.sender.jobState(a.serverName), "none");
+    assert.equal(await s.sender.view.jobState(a.serverName), "none");
     await s.sender.startWorkers();
     await Promise.all([a, b].map((k) => k.waitFor(() => k.delivered.length === 5, 5000, "5 PDUs")));
     assert.equal(b.attempts[0]!.txnId, stored.txnId);
@@ -450,8 +607,8 @@ describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
     const attemptsBefore = sink.attempts.length;
     await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "third" } }, [sink.serverName]);
     await sink.waitFor(() => sink.attempts.length === attemptsBefore + 1, 5000, "the second failing attempt");
-    for (let i = 0; i < 40 && !(await gh.sender.describe(sink.serverName))?.backoff_until; i++) await new Promise((res) => setTimeout(res, 50));
-    assert.ok(((await gh.sender.describe(sink.serverName))?.backoff_until ?? 0) > Date.now() + 30_000);
+    for (let i = 0; i < 40 && !(await gh.sender.view.describe(sink.serverName))?.backoff_until; i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(((await gh.sender.view.describe(sink.serverName))?.backoff_until ?? 0) > Date.now() + 30_000);
     const sinkKey = (sink as unknown as { key: SigningKey }).key;
     const uri = `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(creator)}`;
     const auth = signRequest({ method: "GET", uri, origin: sink.serverName, destination: GH_SERVER_NAME, key: sinkKey });

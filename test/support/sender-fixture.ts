@@ -1,5 +1,6 @@
 /** Shared set-up for the sender tests: Gatehouse's identity, a Sender on a real Redis, queued PDUs. */
 import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { Redis } from "ioredis";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { RoomStore } from "../../src/store/room-store.js";
@@ -51,7 +52,16 @@ export interface TestSender {
   close(): Promise<void>;
 }
 
-export function makeSender(opts: { prefix: string; key: SigningKey; settings?: Partial<SenderSettings>; logLevel?: string; timeoutMs?: number; redisUrl?: string }): TestSender {
+export function makeSender(opts: {
+  prefix: string;
+  key: SigningKey;
+  settings?: Partial<SenderSettings>;
+  logLevel?: string;
+  timeoutMs?: number;
+  redisUrl?: string;
+  /** GATEHOUSE_INSTANCE_ID (none: no identity across restarts). */
+  instanceId?: string;
+}): TestSender {
   const redis = connect(opts.redisUrl);
   const keys = new RedisKeys(opts.prefix);
   const store = new RoomStore(redis, keys);
@@ -70,6 +80,8 @@ export function makeSender(opts: { prefix: string; key: SigningKey; settings?: P
     serverName: GH_SERVER_NAME,
     logger: createLogger(opts.logLevel ?? process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent"),
     settings: { ...FAST_SETTINGS, ...opts.settings },
+    instanceId: opts.instanceId,
+    hostname: hostname(),
   });
   return {
     sender,

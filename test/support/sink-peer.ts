@@ -7,7 +7,8 @@
  *   public key (401 and `badSignatures++` otherwise), records every attempt, and behaves like a
  *   receiver: a transaction is processed once (its PDUs appended to `delivered`) and a repeated
  *   txnId gets the stored answer;
- * - on command it answers with an HTTP error (500, 429, 400…), delays its answer, or hangs
+ * - on command it answers with an HTTP error (500, 429, 400…), refuses the transactions that
+ *   hold a given PDU (`rejectTransaction`), delays its answer, or hangs
  *   (a delayed or hung transaction is processed on receipt, like Synapse, so a sender that dies
  *   while waiting and re-sends the same txnId is de-duplicated);
  * - tracks concurrent /send requests per X-Matrix destination (`maxConcurrent`).
@@ -66,6 +67,11 @@ export class SinkPeer {
   defaultAnswer: Answer = { status: 200 };
   /** PDUs for which the 200 answer carries an `error`. */
   rejectPdu: (pdu: Record<string, unknown>) => string | null = () => null;
+  /**
+   * Transactions refused whole (before any is processed), e.g. by a peer whose JSON parser has
+   * a nesting limit: the answer for a transaction holding an offending PDU or EDU, else null.
+   */
+  rejectTransaction: (body: SinkAttempt["body"]) => { status: number; body: unknown } | null = () => null;
   private inFlight = 0;
   private readonly key: SigningKey;
   private readonly hung = new Set<http.ServerResponse>();
@@ -180,6 +186,8 @@ export class SinkPeer {
       this.notify();
     });
 
+    const refused = this.rejectTransaction(body);
+    if (refused) return this.finish(res, refused.status, refused.body, attempt);
     const answer = this.script.shift() ?? this.defaultAnswer;
     if ("status" in answer && answer.status !== 200) {
       return this.finish(res, answer.status, answer.body ?? { errcode: "M_UNKNOWN", error: `sink answers ${answer.status}` }, attempt);
