@@ -10,7 +10,7 @@
  * came from another server, and refused when they were created here.
  */
 import { randomBytes } from "node:crypto";
-import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/event-auth.js";
+import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/auth/index.js";
 import { buildEvent } from "../protocol/event-signing.js";
 import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
