@@ -352,14 +352,14 @@ export class RoomService {
    * events were missing from onPersisted (gatehouse_events_persisted_total).
    */
   async persistCreateEvent(roomId: string, eventId: string, pdu: Pdu, createRoom: NonNullable<PersistInput["createRoom"]>): Promise<PersistResult> {
-    // The room's first state group: nothing before the create event, the create event after it.
-    const [group] = await this.store.allocateStateGroups(roomId, 1);
+    // The room's first state group, "1" (the script starts the room's group counter there):
+    // nothing before the create event, the create event after it.
     const field = stateField("m.room.create", "");
     const state = {
-      groups: [{ id: group!, parent: null, delta: { [field]: eventId }, depth: 0 }],
+      groups: [{ id: "1", parent: null, delta: { [field]: eventId }, depth: 0 }],
       before: "",
-      after: group!,
-      current: { group: group!, set: [[field, eventId]] as [string, string][], del: [], members: [], reset: false },
+      after: "1",
+      current: { group: "1", set: [[field, eventId]] as [string, string][], del: [], members: [], reset: false },
     };
     const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state });
     if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);

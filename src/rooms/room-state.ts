@@ -127,76 +127,79 @@ export class RoomStateService {
 
   /**
    * The groups to write for `event` and the new current state. `outcome`: "accepted" changes
-   * current state, "soft_failed" does not (and is no extremity); "rejected" events add nothing
-   * to the state after them.
+   * current state, "soft_failed" does not (and is no extremity). Group IDs are allocated only
+   * for groups written: a message on current state needs none, a state event on it one.
    */
-  async plan(
-    view: RoomStateView,
-    eventId: string,
-    pdu: Pdu,
-    before: GroupState,
-    outcome: "accepted" | "soft_failed",
-  ): Promise<StatePlan> {
+  async plan(view: RoomStateView, eventId: string, pdu: Pdu, before: GroupState, outcome: "accepted" | "soft_failed"): Promise<StatePlan> {
     const { roomId, version } = view;
     const groups: StateGroupWrite[] = [];
-    const depths = new Map<string, number>();
-    const newIds = await this.store.allocateStateGroups(roomId, 3);
-    let next = 0;
-    const depthOf = async (group: string): Promise<number> => depths.get(group) ?? (await this.store.stateGroupDepth(roomId, group));
-    /** A group for `ids`, as a delta on `parent` (parent state `parentIds`). */
-    const addGroup = async (ids: ReadonlyMap<string, string>, parent: string | undefined, parentIds: ReadonlyMap<string, string> | undefined): Promise<string> => {
-      const id = newIds[next++]!;
-      const parentDepth = parent === undefined ? MAX_STATE_GROUP_DEPTH : parent === "" ? 0 : await depthOf(parent);
-      if (parent === undefined || parentIds === undefined || parentDepth + 1 >= MAX_STATE_GROUP_DEPTH) {
-        groups.push({ id, parent: null, delta: Object.fromEntries(ids), depth: 0 });
-        depths.set(id, 0);
-      } else {
-        groups.push({ id, parent: parent === "" ? null : parent, delta: Object.fromEntries(diff(parentIds, ids)), depth: parent === "" ? 0 : parentDepth + 1 });
-        depths.set(id, parent === "" ? 0 : parentDepth + 1);
-      }
-      return id;
+    const depthOf = async (group: string): Promise<number> =>
+      groups.find((g) => g.id === group)?.depth ?? (await this.store.stateGroupDepth(roomId, group));
+    /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
+    const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
+      const [id] = await this.store.allocateStateGroups(roomId, 1);
+      const parentDepth = parent === undefined ? MAX_STATE_GROUP_DEPTH : parent === "" ? -1 : await depthOf(parent);
+      const group: StateGroupWrite =
+        parentDepth + 1 >= MAX_STATE_GROUP_DEPTH || parent === undefined
+          ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0 }
+          : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
+      groups.push(group);
+      return id!;
     };
 
-    const beforeGroup = before.group ?? (await addGroup(before.ids, view.current.group, view.current.group === undefined ? undefined : view.current.ids));
-    const isState = typeof pdu.state_key === "string";
-    const ownKey = isState ? stateField(pdu.type, pdu.state_key as string) : undefined;
-    let after: GroupState = { ids: before.ids, group: beforeGroup };
-    if (ownKey !== undefined) {
-      const ids = new Map(before.ids);
-      ids.set(ownKey, eventId);
-      after = { ids, group: await addGroup(ids, beforeGroup, before.ids) };
-    }
-    const plan: StatePlan = { groups, before: beforeGroup, after: after.group! };
+    const beforeGroup =
+      before.group ??
+      (await addGroup(
+        view.current.group,
+        () => diff(view.current.ids, before.ids),
+        () => before.ids,
+      ));
+    const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
+    // The state after the event, built only when something needs it whole.
+    let afterIdsMemo: Map<string, string> | undefined;
+    const afterIds = (): ReadonlyMap<string, string> => {
+      if (ownKey === undefined) return before.ids;
+      afterIdsMemo ??= new Map(before.ids).set(ownKey, eventId);
+      return afterIdsMemo;
+    };
+    const afterGroup =
+      ownKey === undefined ? beforeGroup : await addGroup(beforeGroup, () => new Map([[ownKey, eventId]]), afterIds);
+    const plan: StatePlan = { groups, before: beforeGroup, after: afterGroup };
     if (outcome !== "accepted") return plan;
 
     // The new current state: the fast path when the event references every extremity.
     const prevs = new Set(prevEventIds(pdu));
-    let current: GroupState;
+    let currentGroup = afterGroup;
+    let changes: Map<string, string | null>;
     if (view.extremities.every((x) => prevs.has(x))) {
-      current = after;
+      if (before === view.current || before.group === view.current.group) {
+        changes = ownKey === undefined ? new Map() : new Map([[ownKey, eventId]]);
+      } else {
+        changes = diff(view.current.ids, afterIds());
+      }
     } else {
       const others = view.extremities.filter((x) => !prevs.has(x));
       const states = await this.statesAfter(roomId, others);
-      const ids = await this.resolve(roomId, version, [...states.map((s) => s.ids), after.ids], { eventId, pdu });
-      const same = diff(after.ids, ids).size === 0;
-      current = same ? after : { ids, group: await addGroup(ids, after.group, after.ids) };
+      const resolved = await this.resolve(roomId, version, [...states.map((s) => s.ids), afterIds()], { eventId, pdu });
+      const fromAfter = diff(afterIds(), resolved);
+      if (fromAfter.size > 0) currentGroup = await addGroup(afterGroup, () => fromAfter, () => resolved);
+      changes = diff(view.current.ids, resolved);
     }
-    const changes = diff(view.current.ids, current.ids);
     const set: [string, string][] = [];
     const del: string[] = [];
-    const members: [string, string][] = [];
-    const changedMembers: string[] = [];
+    const changedMembers: [userId: string, eventId: string | null][] = [];
     for (const [field, id] of changes) {
       if (id === null) del.push(field);
       else set.push([field, id]);
       const [type, stateKey] = JSON.parse(field) as [string, string];
-      if (type === "m.room.member") changedMembers.push(stateKey);
+      if (type === "m.room.member") changedMembers.push([stateKey, id]);
     }
+    const members: [string, string][] = [];
     if (changedMembers.length > 0) {
-      const memberEvents = await this.store.getEvents(roomId, changedMembers.map((u) => current.ids.get(stateField("m.room.member", u))).filter((x): x is string => x !== undefined));
-      for (const u of changedMembers) {
-        const id = current.ids.get(stateField("m.room.member", u));
-        const ev = id === undefined ? undefined : id === eventId ? pdu : memberEvents.get(id);
+      const ids = changedMembers.map(([, id]) => id).filter((x): x is string => x !== null && x !== eventId);
+      const memberEvents = await this.store.getEvents(roomId, ids);
+      for (const [u, id] of changedMembers) {
+        const ev = id === null ? undefined : id === eventId ? pdu : memberEvents.get(id);
         const m = (ev?.content as { membership?: unknown } | undefined)?.membership;
         members.push([u, typeof m === "string" ? m : ""]);
       }
@@ -204,7 +207,7 @@ export class RoomStateService {
     // The state cache follows current state by applying each accepted event's own key; tell it
     // to read again when the change was anything else (a lost conflict, a state reset).
     const asCacheExpects = ownKey === undefined ? changes.size === 0 : changes.size === 1 && changes.get(ownKey) === eventId;
-    plan.current = { group: current.group!, set, del, members, reset: !asCacheExpects };
+    plan.current = { group: currentGroup, set, del, members, reset: !asCacheExpects };
     return plan;
   }
 }

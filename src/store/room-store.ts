@@ -102,7 +102,7 @@ end
 if ARGV[11] ~= '' then
   local meta = cjson.decode(ARGV[11])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
-    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0')
+    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
   redis.call('SADD', KEYS[9], ARGV[1])
 end
 redis.call('SET', KEYS[6], ARGV[3])
@@ -209,6 +209,8 @@ export class RoomStore {
   private readonly eventCache = new Lru<string, Pdu>(5_000);
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
   private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
+  /** Deltas to the nearest whole group, by room and group ID (immutable too). */
+  private readonly groupDepthCache = new Lru<string, number>(4_096);
 
   constructor(
     redis: Redis,
@@ -253,7 +255,10 @@ export class RoomStore {
         : "",
     ];
     const result = (await this.redis.gatehousePersistEvent(12 + destinations.length, ...args)) as PersistResult;
-    if (result === "persisted") this.eventCache.set(`${roomId} ${eventId}`, pdu);
+    if (result === "persisted") {
+      this.eventCache.set(`${roomId} ${eventId}`, pdu);
+      for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
+    }
     return result;
   }
 
@@ -280,9 +285,13 @@ export class RoomStore {
   /** Deltas between a stored state group and the nearest whole one (0 for a whole group). */
   async stateGroupDepth(roomId: string, group: string): Promise<number> {
     if (group === "") return 0;
+    const cached = this.groupDepthCache.get(`${roomId} ${group}`);
+    if (cached !== undefined) return cached;
     const j = await this.redis.hget(this.keys.stateGroups(roomId), group);
     if (!j) throw new Error(`room ${roomId}: state group ${group} is not stored`);
-    return (JSON.parse(j) as { n?: number }).n ?? 0;
+    const depth = (JSON.parse(j) as { n?: number }).n ?? 0;
+    this.groupDepthCache.set(`${roomId} ${group}`, depth);
+    return depth;
   }
 
   /** Statuses of many events in one round trip (events without one are left out). */
