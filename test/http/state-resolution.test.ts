@@ -126,3 +126,47 @@ describe("soft failure against the resolved current state", () => {
     assert.equal((await t.store.stateAt(roomId, topic.eventId, "after"))!.get(TOPIC), topic.eventId);
   });
 });
+
+describe("state groups in Redis", () => {
+  test("every key of a room's state lives in the room's hash slot ({roomId} tag)", async () => {
+    const roomId = await t.createRoom({ room_version: "12" });
+    await t.setState(roomId, "m.room.topic", "", { topic: "slot" });
+    for (const key of [t.gh.keys.stateGroups(roomId), t.gh.keys.eventState(roomId)]) {
+      assert.ok(key.includes(`{${roomId}}`), key);
+      assert.ok((await t.redis.hlen(key)) > 0, `${key} is written`);
+    }
+  });
+
+  test("groups are deltas, stored whole again every 50: the state at an early event still reads right after 60 changes", async () => {
+    const roomId = await t.createRoom({ room_version: "12" });
+    const ids: string[] = [];
+    for (let i = 0; i < 60; i++) ids.push(await t.setState(roomId, "m.room.topic", "", { topic: `topic ${i}` }));
+    const groups = Object.values(await t.redis.hgetall(t.gh.keys.stateGroups(roomId))).map((j) => JSON.parse(j) as { p: string | null; d: Record<string, string>; n: number });
+    assert.ok(Math.max(...groups.map((g) => g.n)) < 50, "no chain longer than 50 deltas");
+    const whole = groups.filter((g) => g.p === null);
+    assert.ok(whole.length >= 2, "a whole group besides the create event's");
+    const deltas = groups.filter((g) => g.p !== null);
+    assert.ok(deltas.every((g) => Object.keys(g.d).length === 1), "a state event on current state stores one key");
+    // Read with a cold group cache (another process): from Redis alone.
+    const { RoomStore } = await import("../../src/store/room-store.js");
+    const cold = new RoomStore(t.redis, t.gh.keys);
+    assert.equal((await cold.stateAt(roomId, ids[4]!, "after"))!.get(TOPIC), ids[4]);
+    assert.equal((await cold.stateAt(roomId, ids[4]!, "before"))!.get(TOPIC), ids[3]);
+    assert.deepEqual(await cold.stateAt(roomId, ids[59]!, "after"), await t.store.getStateIds(roomId));
+  });
+
+  test("a room stored before state groups (no groups at all) gets a whole group from its current state on the next event", async () => {
+    const roomId = await t.createRoom({ room_version: "11" });
+    const before = await t.store.getStateIds(roomId);
+    // Forget the state groups, as data written by an older Gatehouse would be.
+    await t.redis.del(t.gh.keys.stateGroups(roomId), t.gh.keys.eventState(roomId));
+    await t.redis.hdel(t.gh.keys.room(roomId), "state_group");
+    const restarted = new (await import("../../src/store/room-store.js")).RoomStore(t.redis, t.gh.keys);
+    const last = (await t.store.timeline(roomId)).at(-1)!.eventId;
+    assert.deepEqual(await restarted.stateAt(roomId, last, "after"), before, "old events: replayed from the timeline");
+    const topic = await t.setState(roomId, "m.room.topic", "", { topic: "after the upgrade" });
+    const after = await t.store.stateAt(roomId, topic, "after");
+    assert.deepEqual(after, new Map([...before, [TOPIC, topic]]));
+    assert.deepEqual(await t.store.getStateIds(roomId), after);
+  });
+});
