@@ -318,13 +318,13 @@ export class RoomService {
         const prevs = prevEventIds(pdu);
         const createEventIdNow = createEventIdOf(snap);
         // Rejected when it fails the auth rules against the state before it (spec step 5).
-        const before = await this.roomState.stateBefore(view, prevs);
+        const { state: before, missingPrevs } = await this.roomState.stateBefore(view, prevs);
         const onCurrent = before === view.current;
         const beforeLookup = onCurrent ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, before.ids, pdu);
         const atEvent = checkEventAuth(pdu, version, beforeLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
         if (!atEvent.allowed) throw forbidden(`Event was rejected by the state before it: ${atEvent.reason}`);
         // Soft-failed when it fails them against the current state (spec step 6).
-        const currentIds = await this.roomState.currentForSoftFail(view, prevs, before);
+        const currentIds = await this.roomState.currentForSoftFail(view, before, missingPrevs);
         const currentLookup =
           currentIds === before.ids ? beforeLookup : currentIds === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, currentIds, pdu);
         const verdict = currentLookup === beforeLookup ? atEvent : checkEventAuth(pdu, version, currentLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
@@ -390,7 +390,7 @@ export class RoomService {
   ): Promise<"persisted" | "duplicate" | "conflict"> {
     const { pdu, eventId, roomId } = event;
     const view = this.stateView(snap);
-    const before = opts.before ?? (await this.roomState.stateBefore(view, prevEventIds(pdu)));
+    const before = opts.before ?? (await this.roomState.stateBefore(view, prevEventIds(pdu))).state;
     const state = await this.roomState.plan(view, eventId, pdu, before, "accepted");
     const updatesState = typeof pdu.state_key === "string";
     // Servers in the room once this event applies (a join adds its server; a leave of the last

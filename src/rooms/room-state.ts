@@ -10,9 +10,9 @@
  *     references every extremity, that is the state after E with no resolution (the fast path
  *     every event Gatehouse creates on top of its extremities takes);
  *   - soft failure (spec "Checks performed on receipt of a PDU", step 6) is checked against the
- *     current state: when P is exactly the extremities that is the state before E; otherwise,
- *     like Synapse's _check_for_soft_fail, the resolution of the extremities' states and the
- *     state before E.
+ *     current state (the resolution of the extremities' states, kept up to date); when some of P
+ *     have no state here, like Synapse's _check_for_soft_fail, against the resolution of the
+ *     extremities' states and the state before E.
  * States are stored as groups: a delta on a parent group, whole again every
  * MAX_STATE_GROUP_DEPTH deltas (room-store.ts), in the room's hash slot.
  *
@@ -31,6 +31,8 @@ export interface GroupState {
   ids: ReadonlyMap<string, string>;
   /** undefined: not stored as a group (yet). */
   group: string | undefined;
+  /** For a state not stored yet: a stored state close to it, to store it as a delta on. */
+  near?: GroupState;
 }
 
 /** What the room service knows about the room when an event arrives. */
@@ -69,7 +71,7 @@ export class RoomStateService {
     sets: readonly ReadonlyMap<string, string>[],
     inFlight?: { eventId: string; pdu: Pdu },
   ): Promise<Map<string, string>> {
-    const distinct = [...new Map(sets.map((s) => [JSON.stringify([...s].sort()), s])).values()];
+    const distinct = [...new Set(sets)];
     if (distinct.length === 1) return new Map(distinct[0]!);
     const rejected = new Set<string>();
     const resolved = await resolveState({
@@ -88,24 +90,34 @@ export class RoomStateService {
   }
 
   /** The state after each event that has a state group (others are left out). */
-  private async statesAfter(roomId: string, eventIds: readonly string[]): Promise<GroupState[]> {
-    const groups = await this.store.eventStateGroups(roomId, eventIds);
+  private async statesAfter(roomId: string, eventIds: readonly string[], known?: Map<string, { before: string; after: string }>): Promise<GroupState[]> {
+    const groups = known ?? (await this.store.eventStateGroups(roomId, eventIds));
     const unique = [...new Set([...groups.values()].map((g) => g.after))];
     return Promise.all(unique.map(async (g) => ({ ids: await this.store.loadStateGroup(roomId, g), group: g })));
   }
 
-  /** The state before an event with these prev_events. */
-  async stateBefore(view: RoomStateView, prevEvents: readonly string[]): Promise<GroupState> {
-    if (sameSet(prevEvents, view.extremities) && view.current.group !== undefined) return view.current;
-    const states = await this.statesAfter(view.roomId, prevEvents);
-    if (states.length === 0) return view.current;
-    if (states.length === 1) return states[0]!;
-    return { ids: await this.resolve(view.roomId, view.version, states.map((s) => s.ids)), group: undefined };
+  /**
+   * The state before an event with these prev_events, and whether some of them have no state
+   * here (unknown to Gatehouse, or stored before state groups).
+   */
+  async stateBefore(view: RoomStateView, prevEvents: readonly string[]): Promise<{ state: GroupState; missingPrevs: boolean }> {
+    if (sameSet(prevEvents, view.extremities) && view.current.group !== undefined) return { state: view.current, missingPrevs: false };
+    const groups = await this.store.eventStateGroups(view.roomId, prevEvents);
+    const missingPrevs = new Set(prevEvents).size > groups.size;
+    const states = await this.statesAfter(view.roomId, prevEvents, groups);
+    if (states.length === 0) return { state: view.current, missingPrevs };
+    if (states.length === 1) return { state: states[0]!, missingPrevs };
+    const ids = await this.resolve(view.roomId, view.version, states.map((s) => s.ids));
+    return { state: { ids, group: undefined, near: states[0]! }, missingPrevs };
   }
 
-  /** The current state for the soft-failure check of an event (see the module comment). */
-  async currentForSoftFail(view: RoomStateView, prevEvents: readonly string[], before: GroupState): Promise<ReadonlyMap<string, string>> {
-    if (sameSet(prevEvents, view.extremities)) return before.ids;
+  /**
+   * The current state for the soft-failure check of an event, as Synapse's _check_for_soft_fail:
+   * the current state; when some prev events are missing (a gap, easy to manufacture), the
+   * resolution of the extremities' states and the state before the event.
+   */
+  async currentForSoftFail(view: RoomStateView, before: GroupState, missingPrevs: boolean): Promise<ReadonlyMap<string, string>> {
+    if (!missingPrevs) return view.current.ids;
     const states = await this.statesAfter(view.roomId, view.extremities);
     if (states.length === 0) return view.current.ids;
     return this.resolve(view.roomId, view.version, [...states.map((s) => s.ids), before.ids]);
@@ -147,11 +159,12 @@ export class RoomStateService {
       return id!;
     };
 
+    const near = before.near ?? view.current;
     const beforeGroup =
       before.group ??
       (await addGroup(
-        view.current.group,
-        () => diff(view.current.ids, before.ids),
+        near.group,
+        () => diff(near.ids, before.ids),
         () => before.ids,
       ));
     const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
@@ -164,8 +177,14 @@ export class RoomStateService {
     };
     const afterGroup =
       ownKey === undefined ? beforeGroup : await addGroup(beforeGroup, () => new Map([[ownKey, eventId]]), afterIds);
-    const plan: StatePlan = { groups, before: beforeGroup, after: afterGroup };
-    if (outcome !== "accepted") return plan;
+    const plan: StatePlan = { groups, before: beforeGroup, after: afterGroup, known: [] };
+    const remember = () => {
+      if (afterIdsMemo && afterGroup !== beforeGroup) plan.known!.push([afterGroup, afterIdsMemo]);
+    };
+    if (outcome !== "accepted") {
+      remember();
+      return plan;
+    }
 
     // The new current state: the fast path when the event references every extremity.
     const prevs = new Set(prevEventIds(pdu));
@@ -182,8 +201,15 @@ export class RoomStateService {
       const states = await this.statesAfter(roomId, others);
       const resolved = await this.resolve(roomId, version, [...states.map((s) => s.ids), afterIds()], { eventId, pdu });
       const fromAfter = diff(afterIds(), resolved);
-      if (fromAfter.size > 0) currentGroup = await addGroup(afterGroup, () => fromAfter, () => resolved);
       changes = diff(view.current.ids, resolved);
+      if (fromAfter.size > 0) {
+        // A delta on whichever is closer: the state after the event or the previous current state.
+        const onCurrent = view.current.group !== undefined && changes.size < fromAfter.size;
+        currentGroup = onCurrent
+          ? await addGroup(view.current.group, () => changes, () => resolved)
+          : await addGroup(afterGroup, () => fromAfter, () => resolved);
+        plan.known!.push([currentGroup, resolved]);
+      }
     }
     const set: [string, string][] = [];
     const del: string[] = [];
@@ -208,6 +234,7 @@ export class RoomStateService {
     // to read again when the change was anything else (a lost conflict, a state reset).
     const asCacheExpects = ownKey === undefined ? changes.size === 0 : changes.size === 1 && changes.get(ownKey) === eventId;
     plan.current = { group: currentGroup, set, del, members, reset: !asCacheExpects };
+    remember();
     return plan;
   }
 }

@@ -65,6 +65,8 @@ export interface StatePlan {
   /** The state before and after the event ("" is the empty state, before a create event). */
   before: string;
   after: string;
+  /** Whole states of new groups the caller already built: cached once written (not stored). */
+  known?: [group: string, state: ReadonlyMap<string, string>][];
   /** Current state after the event (absent: unchanged, as for soft-failed events). */
   current?: {
     group: string;
@@ -258,6 +260,7 @@ export class RoomStore {
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
       for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
+      for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
     }
     return result;
   }

@@ -93,18 +93,18 @@ export class EventCache {
   }
 
   /**
-   * The given events plus all their auth ancestors (loaded on the way, one fetch per level).
-   * Unknown events end the walk on their branch.
+   * The given events plus all their auth ancestors (loaded on the way, one fetch per level),
+   * leaving out `known` and not walking past it. Unknown events end the walk on their branch.
    */
-  async ancestorsInclusive(ids: Iterable<string>): Promise<Set<string>> {
-    const seen = new Set(ids);
+  async ancestorsInclusive(ids: Iterable<string>, known?: ReadonlySet<string>): Promise<Set<string>> {
+    const seen = new Set([...ids].filter((id) => !known?.has(id)));
     let frontier = [...seen];
     while (frontier.length > 0) {
       await this.load(frontier);
       const next: string[] = [];
       for (const id of frontier) {
         for (const a of this.authEdges(id)) {
-          if (!seen.has(a)) {
+          if (!seen.has(a) && !known?.has(a)) {
             seen.add(a);
             next.push(a);
           }
@@ -115,11 +115,17 @@ export class EventCache {
     return seen;
   }
 
-  /** The given events plus their auth chain, through the injected `authChain` when there is one. */
-  async chainInclusive(ids: readonly string[]): Promise<Set<string>> {
-    if (!this.input.authChain) return this.ancestorsInclusive(ids);
+  /**
+   * The given events plus their auth chain, minus `known` — an auth-closed set (every
+   * ancestor of its events is in it), which the walk does not enter. Uses the injected
+   * `authChain` when there is one.
+   */
+  async chainInclusive(ids: readonly string[], known?: ReadonlySet<string>): Promise<Set<string>> {
+    if (!this.input.authChain) return this.ancestorsInclusive(ids, known);
+    if (ids.length === 0) return new Set();
     const chain = new Set(await this.input.authChain(ids));
     for (const id of ids) chain.add(id);
+    if (known) for (const id of known) chain.delete(id);
     return chain;
   }
 }

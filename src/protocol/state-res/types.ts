@@ -14,8 +14,20 @@ export type StateMap = ReadonlyMap<string, string>;
  * same string the room store uses as its state hash field.
  */
 export function stateMapKey(type: string, stateKey: string): string {
-  return JSON.stringify([type, stateKey]);
+  let byType = keyMemo.get(type);
+  if (!byType) {
+    if (keyMemo.size > 1_000) keyMemo.clear();
+    keyMemo.set(type, (byType = new Map()));
+  }
+  let key = byType.get(stateKey);
+  if (key === undefined) {
+    if (byType.size > 50_000) byType.clear();
+    byType.set(stateKey, (key = JSON.stringify([type, stateKey])));
+  }
+  return key;
 }
+/** Keys are built in the inner loops of state resolution; a bounded memo spares the JSON encoding. */
+const keyMemo = new Map<string, Map<string, string>>();
 
 /** `(type, state_key)` from a `stateMapKey` key. */
 export function parseStateMapKey(key: string): [type: string, stateKey: string] {
