@@ -40,7 +40,12 @@ export interface RoomVersion {
   readonly eventIdFormat: EventIdFormat;
   /** v1–v2 PDUs list prev/auth events as `[event_id, {sha256}]` pairs; v3+ as plain IDs. */
   readonly eventRefsAreIds: boolean;
-  readonly stateResolution: "v1" | "v2";
+  /**
+   * State resolution algorithm: v1 (room version 1), v2 (2–11), v2.1 (12, MSC4297: the
+   * conflicted state subgraph joins the full conflicted set, and the iterative auth checks of
+   * the power events start from empty state instead of the unconflicted state).
+   */
+  readonly stateResolution: "v1" | "v2" | "v2.1";
   /** v5+: a signing key is only valid for events up to its `valid_until_ts`. */
   readonly enforceKeyValidity: boolean;
   /** v6+: canonical JSON limits enforced (integers within ±(2^53−1), no floats). */
@@ -63,6 +68,10 @@ export interface RoomVersion {
   readonly createEventInAuthEvents: boolean;
   /** v12: the create sender and `additional_creators` have infinite power (MSC4289). */
   readonly privilegedCreators: boolean;
+  /** v1–v5: auth rule 4 special-cases `m.room.aliases` (only the server in its state_key may send it); v6 removed it (MSC2432). */
+  readonly aliasesAuthRule: boolean;
+  /** v1–v2: auth rule 11 lets a redaction through when its event ID's domain matches the target's; v3 removed it with server-chosen event IDs. */
+  readonly redactionDomainAuthRule: boolean;
   readonly redaction: RedactionRules;
 }
 
@@ -82,6 +91,8 @@ const V1: RoomVersion = Object.freeze({
   roomIdIsCreateEventHash: false,
   createEventInAuthEvents: true,
   privilegedCreators: false,
+  aliasesAuthRule: true,
+  redactionDomainAuthRule: true,
   redaction: Object.freeze({
     keepOriginMembershipPrevState: true,
     keepAliases: true,
@@ -94,13 +105,20 @@ const V1: RoomVersion = Object.freeze({
   }),
 });
 const V2 = Object.freeze({ ...V1, id: "2", stateResolution: "v2" as const });
-const V3 = Object.freeze({ ...V2, id: "3", eventIdFormat: "reference-hash-base64" as const, eventRefsAreIds: true });
+const V3 = Object.freeze({
+  ...V2,
+  id: "3",
+  eventIdFormat: "reference-hash-base64" as const,
+  eventRefsAreIds: true,
+  redactionDomainAuthRule: false,
+});
 const V4 = Object.freeze({ ...V3, id: "4", eventIdFormat: "reference-hash-base64url" as const });
 const V5 = Object.freeze({ ...V4, id: "5", enforceKeyValidity: true });
 const V6 = Object.freeze({
   ...V5,
   id: "6",
   strictCanonicalJson: true,
+  aliasesAuthRule: false,
   redaction: Object.freeze({ ...V5.redaction, keepAliases: false }),
 });
 const V7 = Object.freeze({ ...V6, id: "7", knock: true });
@@ -132,6 +150,7 @@ const V12 = Object.freeze({
   roomIdIsCreateEventHash: true,
   createEventInAuthEvents: false,
   privilegedCreators: true,
+  stateResolution: "v2.1" as const,
 });
 
 export const ROOM_VERSIONS: ReadonlyMap<string, RoomVersion> = new Map(

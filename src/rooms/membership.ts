@@ -6,7 +6,7 @@
  * Status codes follow the spec (knock.md): malformed events 400 M_INVALID_PARAM, auth-rule and
  * ACL failures 403 M_FORBIDDEN, unknown rooms 404 M_NOT_FOUND.
  */
-import { checkEventAuth, currentMembership, joinRuleOf, powerLevelOf, namedLevel } from "../protocol/event-auth.js";
+import { checkEventAuth, currentMembership, joinRuleOf, powerLevelOf, namedLevel } from "../protocol/auth/index.js";
 import { forbidden, incompatibleRoomVersion, invalidParam, MatrixError, missingParam, notFound } from "../protocol/errors.js";
 import { addEventSignature } from "../protocol/event-signing.js";
 import { verifySignedJson } from "../protocol/json-signing.js";

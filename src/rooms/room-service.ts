@@ -4,13 +4,16 @@
  * send_join, /send). The order is always: check → auth against the room's current state →
  * persist atomically together with the outbound queue entries → wake the sender.
  *
- * Gatehouse linearises its rooms: each event is authorised against the state Gatehouse holds
- * when it accepts it, so concurrent knocks (which fork the DAG: they share prev_events) all land
- * in state. Events that fail auth against current state are kept as soft-failed (spec) when they
- * came from another server, and refused when they were created here.
+ * State at each event (room-state.ts): an event is checked against its auth events, then
+ * against the state before it (the resolution of its prev events' states), and is refused when
+ * either fails; then against the current state (the resolution of the forward extremities'
+ * states), and kept as soft-failed (spec) when that fails and it came from another server, or
+ * refused when it was created here or comes through a membership handshake. The current state
+ * after an event is the resolution of the new forward extremities' states; an event on top of
+ * every extremity (every event Gatehouse creates) simply adds itself.
  */
 import { randomBytes } from "node:crypto";
-import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/event-auth.js";
+import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/auth/index.js";
 import { buildEvent } from "../protocol/event-signing.js";
 import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
@@ -18,6 +21,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
+import { RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf } from "../store/state-cache.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
@@ -133,9 +137,12 @@ export class RoomService {
   private readonly aclCache = new Map<string, ServerAcl>();
   /** Rooms with a merge of forward extremities scheduled or running. */
   private readonly merging = new Map<string, Promise<void>>();
+  /** State before/after events and current state as resolutions (state groups). */
+  readonly roomState: RoomStateService;
 
   constructor(private readonly deps: RoomServiceDeps) {
     this.store = deps.store;
+    this.roomState = new RoomStateService(deps.store);
     this.serverName = deps.serverName;
     this.clock = deps.clock ?? Date.now;
   }
@@ -307,17 +314,32 @@ export class RoomService {
         // The first attempt uses the snapshot read above (we hold the room lock; another replica's
         // write in between makes the persist script answer "conflict", and we read again).
         if (!snap) snap = await this.snapshot(roomId);
-        const verdict = checkEventAuth(pdu, version, stateLookup(snap.state), { createEventId: createEventIdOf(snap), verifyJoinAuthorisedVia });
+        const view = this.stateView(snap);
+        const prevs = prevEventIds(pdu);
+        const createEventIdNow = createEventIdOf(snap);
+        // Rejected when it fails the auth rules against the state before it (spec step 5).
+        const { state: before, missingPrevs } = await this.roomState.stateBefore(view, prevs);
+        const onCurrent = before === view.current;
+        const beforeLookup = onCurrent ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, before.ids, pdu);
+        const atEvent = checkEventAuth(pdu, version, beforeLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
+        if (!atEvent.allowed) throw forbidden(`Event was rejected by the state before it: ${atEvent.reason}`);
+        // Soft-failed when it fails them against the current state (spec step 6).
+        const currentIds = await this.roomState.currentForSoftFail(view, before, missingPrevs);
+        const currentLookup =
+          currentIds === before.ids ? beforeLookup : currentIds === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, currentIds, pdu);
+        const verdict = currentLookup === beforeLookup ? atEvent : checkEventAuth(pdu, version, currentLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
         if (!verdict.allowed) {
           if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
-          const r = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, status: "soft_failed" });
+          const state = await this.roomState.plan(view, eventId, pdu, before, "soft_failed");
+          const r = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, status: "soft_failed", state });
           if (r === "duplicate") return { eventId, pdu, outcome: "duplicate" };
           this.deps.logger.info({ roomId, eventId, reason: verdict.reason }, "soft-failed event");
           return { eventId, pdu, outcome: "soft_failed" };
         }
-        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [] });
+        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
         if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
-        if (result === "persisted") return { eventId, pdu, outcome: "persisted", stateBefore: snap };
+        // The handshakes answer with the state before the event; read back from its state group when it is not the snapshot.
+        if (result === "persisted") return onCurrent ? { eventId, pdu, outcome: "persisted", stateBefore: snap } : { eventId, pdu, outcome: "persisted" };
         snap = undefined;
       }
       throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
@@ -330,7 +352,16 @@ export class RoomService {
    * events were missing from onPersisted (gatehouse_events_persisted_total).
    */
   async persistCreateEvent(roomId: string, eventId: string, pdu: Pdu, createRoom: NonNullable<PersistInput["createRoom"]>): Promise<PersistResult> {
-    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: true, createRoom });
+    // The room's first state group, "1" (the script starts the room's group counter there):
+    // nothing before the create event, the create event after it.
+    const field = stateField("m.room.create", "");
+    const state = {
+      groups: [{ id: "1", parent: null, delta: { [field]: eventId }, depth: 0 }],
+      before: "",
+      after: "1",
+      current: { group: "1", set: [[field, eventId]] as [string, string][], del: [], members: [], reset: false },
+    };
+    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state });
     if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
     return result;
   }
@@ -342,12 +373,25 @@ export class RoomService {
     return checked;
   }
 
+  /** What room-state.ts needs to know of a snapshot. */
+  private stateView(snap: RoomSnapshot): RoomStateView {
+    return {
+      roomId: snap.room.roomId,
+      version: snap.version,
+      extremities: snap.extremities,
+      current: { ids: snap.stateIds, group: snap.room.stateGroup },
+    };
+  }
+
   private async persist(
     snap: RoomSnapshot,
     event: PersistedEvent,
-    opts: { origin: string | null; extraDestinations: readonly string[] },
+    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState },
   ): Promise<"persisted" | "duplicate" | "conflict"> {
     const { pdu, eventId, roomId } = event;
+    const view = this.stateView(snap);
+    const before = opts.before ?? (await this.roomState.stateBefore(view, prevEventIds(pdu))).state;
+    const state = await this.roomState.plan(view, eventId, pdu, before, "accepted");
     const updatesState = typeof pdu.state_key === "string";
     // Servers in the room once this event applies (a join adds its server; a leave of the last
     // member of a server still goes to that server, which must learn it left).
@@ -365,8 +409,10 @@ export class RoomService {
       eventId,
       pdu,
       expectedStream: snap.stream,
-      updatesState,
+      // The plan's current state replaces the single-field update.
+      updatesState: false,
       destinations: list,
+      state,
     });
     if (result === "persisted") {
       if (list.length > 0) this.deps.onQueued?.(list);

@@ -8,7 +8,7 @@
  */
 import { buildEvent } from "../protocol/event-signing.js";
 import { forbidden, invalidParam, MatrixError, unsupportedRoomVersion } from "../protocol/errors.js";
-import { canSendState } from "../protocol/event-auth.js";
+import { canSendState } from "../protocol/auth/index.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import { isValidUserId, serverOfUserId } from "../protocol/ids.js";

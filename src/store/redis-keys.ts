@@ -9,7 +9,12 @@ export class RedisKeys {
   // --- rooms -------------------------------------------------------------------------------
   /** SET of hosted room IDs. */
   rooms(): string { return `${this.prefix}:rooms`; }
-  /** HASH: version, creator, created_ts, depth, stream (last stream position), tombstone... */
+  /**
+   * HASH: version, creator, created_ts, depth, stream (last stream position), tombstone,
+   * state_group (the group holding current state), state_group_seq (group ID counter),
+   * state_reset (stream position of the last current-state change that was not just the
+   * event's own state key: the state cache re-reads after it)...
+   */
   room(roomId: string): string { return `${this.prefix}:{${roomId}}:room`; }
   /** HASH: JSON [type, state_key] → event ID (current state). */
   state(roomId: string): string { return `${this.prefix}:{${roomId}}:state`; }
@@ -23,6 +28,13 @@ export class RedisKeys {
   event(roomId: string, eventId: string): string { return `${this.prefix}:{${roomId}}:event:${eventId}`; }
   /** HASH: event ID → room ID, to find an event's room from its ID alone. */
   eventRooms(): string { return `${this.prefix}:event-rooms`; }
+  /**
+   * HASH: state group ID → JSON {"p": parent group or null, "d": {field: event ID or null
+   * (removed)}, "n": deltas since the last full group}. Immutable once written.
+   */
+  stateGroups(roomId: string): string { return `${this.prefix}:{${roomId}}:state-groups`; }
+  /** HASH: event ID → "before after": the state groups before and after the event. */
+  eventState(roomId: string): string { return `${this.prefix}:{${roomId}}:event-state`; }
   /** HASH: event ID → "rejected" | "soft_failed" reason for events kept but not in state. */
   eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
   /** HASH: alias → room ID (local aliases). */

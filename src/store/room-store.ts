@@ -25,6 +25,8 @@ export interface RoomRecord {
   stream: number;
   /** Replacement room after an upgrade, if any. */
   tombstone?: string;
+  /** The state group holding the current state (absent in rooms stored before state groups). */
+  stateGroup?: string;
 }
 
 export type EventStatus = "rejected" | "soft_failed" | "outlier";
@@ -43,7 +45,42 @@ export interface PersistInput {
   destinations?: readonly string[];
   /** Room metadata, only with the create event. */
   createRoom?: { version: string; creator: string; createdTs: number };
+  /** State groups before/after the event and the new current state (rooms/room-state.ts). */
+  state?: StatePlan;
 }
+
+/** A state group to write: `delta` on top of `parent` (null: `delta` is the whole state). */
+export interface StateGroupWrite {
+  id: string;
+  parent: string | null;
+  /** field → event ID, or null when the key left the state. */
+  delta: Record<string, string | null>;
+  /** Deltas since the last full group (0 for a full group). */
+  depth: number;
+}
+
+export interface StatePlan {
+  /** New groups (IDs from allocateStateGroups), parents first. */
+  groups: StateGroupWrite[];
+  /** The state before and after the event ("" is the empty state, before a create event). */
+  before: string;
+  after: string;
+  /** Whole states of new groups the caller already built: cached once written (not stored). */
+  known?: [group: string, state: ReadonlyMap<string, string>][];
+  /** Current state after the event (absent: unchanged, as for soft-failed events). */
+  current?: {
+    group: string;
+    set: [field: string, eventId: string][];
+    del: string[];
+    /** The members mirror: user → membership ("" removes). */
+    members: [userId: string, membership: string][];
+    /** True unless the only change is the event's own state key: the state cache must re-read. */
+    reset: boolean;
+  };
+}
+
+/** A group is stored whole again after this many deltas, so a read walks at most this far. */
+export const MAX_STATE_GROUP_DEPTH = 50;
 
 export type PersistResult = "persisted" | "duplicate" | "conflict";
 
@@ -52,10 +89,13 @@ export const parseStateField = (field: string): [string, string] => JSON.parse(f
 
 const PERSIST_EVENT_LUA = `
 -- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
---       9 rooms, 10 destinations set, 11.. outbound PDU lists (one per destination)
+--       9 rooms, 10 destinations set, 11 state groups, 12 event state,
+--       13.. outbound PDU lists (one per destination)
 -- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
 --       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
---       11 createRoomJson ("" = none), 12 destinationsJson
+--       11 createRoomJson ("" = none), 12 destinationsJson,
+--       13 new state groups JSON [[id, groupJson], ...] ("" = none), 14 "before after" groups ("" = none),
+--       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none)
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'duplicate' end
 if ARGV[4] ~= '' then
   local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
@@ -64,11 +104,15 @@ end
 if ARGV[11] ~= '' then
   local meta = cjson.decode(ARGV[11])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
-    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0')
+    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
   redis.call('SADD', KEYS[9], ARGV[1])
 end
 redis.call('SET', KEYS[6], ARGV[3])
 redis.call('HSET', KEYS[7], ARGV[2], ARGV[1])
+if ARGV[13] ~= '' then
+  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[11], g[1], g[2]) end
+end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[12], ARGV[2], ARGV[14]) end
 local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
 redis.call('ZADD', KEYS[5], pos, ARGV[2])
 if ARGV[10] ~= '' then
@@ -85,16 +129,45 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7]) end
 end
+if ARGV[15] ~= '' then
+  local cur = cjson.decode(ARGV[15])
+  for _, kv in ipairs(cur.set) do redis.call('HSET', KEYS[2], kv[1], kv[2]) end
+  for _, f in ipairs(cur.del) do redis.call('HDEL', KEYS[2], f) end
+  for _, m in ipairs(cur.mem) do
+    if m[2] == '' then redis.call('HDEL', KEYS[3], m[1]) else redis.call('HSET', KEYS[3], m[1], m[2]) end
+  end
+  redis.call('HSET', KEYS[1], 'state_group', cur.g)
+  if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
+end
 local dests = cjson.decode(ARGV[12])
 for i, d in ipairs(dests) do
-  redis.call('RPUSH', KEYS[10 + i], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('RPUSH', KEYS[12 + i], ARGV[1] .. ' ' .. ARGV[2])
   redis.call('SADD', KEYS[10], d)
 end
 return 'persisted'
 `;
 
+const LOAD_STATE_GROUP_LUA = `
+-- KEYS: 1 state groups
+-- ARGV: 1 group ID
+-- Returns the group's JSON and its ancestors' up to the nearest whole group (p = null), leaf
+-- first; stops early (the last entry missing) if a group is not stored.
+local out = {}
+local id = ARGV[1]
+for i = 1, ${MAX_STATE_GROUP_DEPTH + 2} do
+  local j = redis.call('HGET', KEYS[1], id)
+  if not j then return out end
+  out[#out + 1] = j
+  local g = cjson.decode(j)
+  if type(g.p) ~= 'string' then return out end
+  id = g.p
+end
+return out
+`;
+
 type RedisWithScripts = Redis & {
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
+  gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
 };
 
@@ -120,6 +193,7 @@ function parseRoomRecord(roomId: string, h: Record<string, string>): RoomRecord 
     depth: Number(h.depth ?? 0),
     stream: Number(h.stream ?? 0),
     ...(h.tombstone ? { tombstone: h.tombstone } : {}),
+    ...(h.state_group ? { stateGroup: h.state_group } : {}),
   };
 }
 
@@ -135,6 +209,10 @@ export class RoomStore {
   private readonly stateCache = new Lru<string, CachedState>(256);
   /** Parsed events (immutable once written), by room and event ID. */
   private readonly eventCache = new Lru<string, Pdu>(5_000);
+  /** State groups (immutable once written) as field → event ID, by room and group ID. */
+  private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
+  /** Deltas to the nearest whole group, by room and group ID (immutable too). */
+  private readonly groupDepthCache = new Lru<string, number>(4_096);
 
   constructor(
     redis: Redis,
@@ -145,6 +223,7 @@ export class RoomStore {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
+    if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
 
   async persistEvent(input: PersistInput): Promise<PersistResult> {
@@ -153,9 +232,11 @@ export class RoomStore {
     const destinations = [...(input.destinations ?? [])];
     const isMember = pdu.type === "m.room.member" && typeof pdu.state_key === "string";
     const membership = isMember ? String((pdu.content as { membership?: unknown }).membership ?? "") : "";
+    const plan = input.state;
     const args = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
       k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
+      k.stateGroups(roomId), k.eventState(roomId),
       ...destinations.map((d) => k.outboundPdus(d)),
       roomId,
       eventId,
@@ -169,10 +250,84 @@ export class RoomStore {
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
       JSON.stringify(destinations),
+      plan && plan.groups.length > 0 ? JSON.stringify(plan.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])) : "",
+      plan ? `${plan.before} ${plan.after}` : "",
+      plan?.current
+        ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
+        : "",
     ];
-    const result = (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
-    if (result === "persisted") this.eventCache.set(`${roomId} ${eventId}`, pdu);
+    const result = (await this.redis.gatehousePersistEvent(12 + destinations.length, ...args)) as PersistResult;
+    if (result === "persisted") {
+      this.eventCache.set(`${roomId} ${eventId}`, pdu);
+      for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
+      for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
+    }
     return result;
+  }
+
+  /** `count` new state group IDs for the room (unused ones, after a conflict, are harmless gaps). */
+  async allocateStateGroups(roomId: string, count: number): Promise<string[]> {
+    if (count === 0) return [];
+    const last = await this.redis.hincrby(this.keys.room(roomId), "state_group_seq", count);
+    return Array.from({ length: count }, (_, i) => String(last - count + 1 + i));
+  }
+
+  /** The state groups before and after each event (absent for events stored before state groups). */
+  async eventStateGroups(roomId: string, eventIds: readonly string[]): Promise<Map<string, { before: string; after: string }>> {
+    const out = new Map<string, { before: string; after: string }>();
+    if (eventIds.length === 0) return out;
+    const vals = await this.redis.hmget(this.keys.eventState(roomId), ...eventIds);
+    vals.forEach((v, i) => {
+      if (!v) return;
+      const [before = "", after = ""] = v.split(" ");
+      out.set(eventIds[i]!, { before, after });
+    });
+    return out;
+  }
+
+  /** Deltas between a stored state group and the nearest whole one (0 for a whole group). */
+  async stateGroupDepth(roomId: string, group: string): Promise<number> {
+    if (group === "") return 0;
+    const cached = this.groupDepthCache.get(`${roomId} ${group}`);
+    if (cached !== undefined) return cached;
+    const j = await this.redis.hget(this.keys.stateGroups(roomId), group);
+    if (!j) throw new Error(`room ${roomId}: state group ${group} is not stored`);
+    const depth = (JSON.parse(j) as { n?: number }).n ?? 0;
+    this.groupDepthCache.set(`${roomId} ${group}`, depth);
+    return depth;
+  }
+
+  /** Statuses of many events in one round trip (events without one are left out). */
+  async eventStatuses(roomId: string, eventIds: readonly string[]): Promise<Map<string, EventStatus>> {
+    const out = new Map<string, EventStatus>();
+    if (eventIds.length === 0) return out;
+    const vals = await this.redis.hmget(this.keys.eventStatus(roomId), ...eventIds);
+    vals.forEach((v, i) => {
+      if (v) out.set(eventIds[i]!, v as EventStatus);
+    });
+    return out;
+  }
+
+  /** A state group's state (field → event ID); "" is the empty state. Throws when it is not stored. */
+  async loadStateGroup(roomId: string, group: string): Promise<ReadonlyMap<string, string>> {
+    if (group === "") return new Map();
+    const cacheKey = `${roomId} ${group}`;
+    const cached = this.groupCache.get(cacheKey);
+    if (cached) return cached;
+    const chain = await this.redis.gatehouseLoadStateGroup(1, this.keys.stateGroups(roomId), group);
+    const parsed = chain.map((j) => JSON.parse(j) as { p: string | null; d: Record<string, string | null> });
+    if (parsed.length === 0 || typeof parsed[parsed.length - 1]!.p === "string") {
+      throw new Error(`room ${roomId}: state group ${group} or one of its parents is not stored`);
+    }
+    const state = new Map<string, string>();
+    for (let i = parsed.length - 1; i >= 0; i--) {
+      for (const [field, id] of Object.entries(parsed[i]!.d)) {
+        if (id === null) state.delete(field);
+        else state.set(field, id);
+      }
+    }
+    this.groupCache.set(cacheKey, state);
+    return state;
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {
@@ -367,10 +522,14 @@ export class RoomStore {
   }
 
   /**
-   * State before or after `eventId`, replayed from the timeline in acceptance order. Rooms hosted here are
-   * linearised by Gatehouse, so this is the state Gatehouse had when it accepted the event.
+   * State before or after `eventId`: its state groups (rooms/room-state.ts). Events stored before
+   * state groups existed have none; for them the state is replayed from the timeline in
+   * acceptance order, which is what Gatehouse then applied (it linearised rooms).
    */
   async stateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<Map<string, string> | null> {
+    const groups = (await this.eventStateGroups(roomId, [eventId])).get(eventId);
+    if (groups) return new Map(await this.loadStateGroup(roomId, at === "before" ? groups.before : groups.after));
+    // Events stored before state groups existed: Gatehouse had linearised the room.
     const upTo = await this.streamOf(roomId, eventId);
     if (upTo === null) return null;
     const ids = await this.redis.zrangebyscore(this.keys.timeline(roomId), 0, at === "after" ? upTo : `(${upTo}`);

@@ -2,8 +2,10 @@
  * In-process cache of hosted rooms' current state, kept exact by the room's stream position.
  *
  * Every accepted event gets the next stream position in the persist script, and the state hash
- * changes only there: an accepted event (no status) with a state_key sets its (type, state_key)
- * field. So the state at stream S is the state at stream C (cached) plus the accepted state events
+ * changes only there: usually an accepted event (no status) with a state_key sets its
+ * (type, state_key) field. When state resolution changes current state in any other way, the
+ * script records the position in the room's `state_reset`, and caches older than it are read
+ * again in full. So the state at stream S is the state at stream C (cached) plus the accepted state events
  * at positions (C, S], applied in order. A snapshot read is one script call that returns the room
  * record, the extremities, the event ID at the cached position (to detect a Redis that lost data
  * or was flushed: then the cache is dropped) and the event IDs and statuses after it; only events
@@ -141,7 +143,9 @@ export class Lru<K, V> {
  * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3.. event IDs whose status to read
  * (with KEYS[6]: the probed event first).
  * Returns {room hash (flat), extremities, event ID at the cached stream (or ""), delta IDs,
- * delta statuses, full state (flat; only when there is no usable cache entry, else false),
+ * delta statuses, full state (flat; only when there is no usable cache entry — none, too old,
+ * or older than the room's `state_reset`, a current-state change the delta cannot express —
+ * else false),
  * probe: {exists (0/1), statuses of ARGV[3..]}}.
  */
 export const SNAPSHOT_LUA = `
@@ -150,7 +154,8 @@ local ext = redis.call('SMEMBERS', KEYS[2])
 local probe = {0, {}}
 if #KEYS >= 6 then probe[1] = redis.call('EXISTS', KEYS[6]) end
 if #ARGV >= 3 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 3)) end
-if ARGV[1] ~= '' then
+local reset = tonumber(redis.call('HGET', KEYS[1], 'state_reset') or '0')
+if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then
   local at = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[1], ARGV[1])
   local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
   if #ids < tonumber(ARGV[2]) then

@@ -23,7 +23,7 @@ import { createLogger } from "../../src/logger.js";
 import { buildGatehouse, type Gatehouse } from "../../src/app.js";
 import { loadOrCreateSigningKeys, OwnKeys, parseOldVerifyKeys } from "../../src/keys/own-keys.js";
 import { RoomStore, stateField } from "../../src/store/room-store.js";
-import { authEventKeys } from "../../src/protocol/event-auth.js";
+import { authEventKeys } from "../../src/protocol/auth/index.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import type { RemoteServer } from "./remote-server.js";

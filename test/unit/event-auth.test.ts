@@ -26,7 +26,7 @@ import {
   type AuthResult,
   type EventLike,
   type StateLookup,
-} from "../../src/protocol/event-auth.js";
+} from "../../src/protocol/auth/index.js";
 
 // ---------------------------------------------------------------------------------------------
 // Fixture builder: plain objects, no hashing or signing.

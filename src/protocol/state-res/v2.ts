@@ -1,0 +1,326 @@
+/**
+ * State resolution v2 (room versions 2–11) and v2.1 (room version 12, MSC4297).
+ *
+ * Spec: Room Versions v2 "State resolution" (rooms/fragments/v2-state-res.md) and v12 "State
+ * resolution". The steps, with the two v2.1 changes marked:
+ *   1. Split the state sets into unconflicted and conflicted state. A key missing from some
+ *      set is conflicted.
+ *   2. Full conflicted set = conflicted events ∪ auth difference (∪ v2.1: the conflicted state
+ *      subgraph).
+ *   3. Power events of the full conflicted set, with their auth ancestors inside it, in reverse
+ *      topological power ordering (sender's power at the event, then origin_server_ts, then
+ *      event ID); iterative auth checks from the unconflicted state (v2.1: from empty state).
+ *   4. The other events in mainline order of the resolved power levels (mainline position,
+ *      then origin_server_ts, then event ID); iterative auth checks from step 3's state.
+ *   5. The unconflicted state is applied on top.
+ *
+ * Where Synapse (1.160, synapse/state/v2.py) and the spec's literal text part ways we follow
+ * Synapse, which is what the rest of the network runs:
+ *   - A state set's auth chain includes the state set's own events (Synapse: "reachable from
+ *     the state set"); the spec defines the auth chain of an event without the event. It changes
+ *     the answer of the vector auth-difference-own-state-events/v12.
+ *   - An event already rejected is never admitted in the iterative auth checks, even if it
+ *     would pass against the resolved state (synapse#13797).
+ *   - The iterative auth checks look up `m.room.create` in the partial state in every version
+ *     (Synapse's auth_types_for_event), also in v12 where auth_events leave it out.
+ */
+import { authEventKeys, checkEventAuth, type EventLike, type StateLookup } from "../auth/index.js";
+import { membershipOf } from "../auth/membership.js";
+import { powerLevelOf } from "../auth/power-levels.js";
+import type { RoomVersion } from "../room-versions.js";
+import { EventCache, originTs } from "./events.js";
+import { reverseTopologicalSort } from "./sort.js";
+import { stateMapKey, type StateMap, type StateResEvent, type StateResolutionInput, type StateResolutionTrace } from "./types.js";
+
+const CREATE_KEY = stateMapKey("m.room.create", "");
+const POWER_LEVELS_KEY = stateMapKey("m.room.power_levels", "");
+
+/** Step 1: unconflicted state, and the conflicted keys with the events the sets give them. */
+export function separate(stateSets: readonly StateMap[]): { unconflicted: Map<string, string>; conflicted: Map<string, Set<string>> } {
+  const unconflicted = new Map<string, string>();
+  const conflicted = new Map<string, Set<string>>();
+  const keys = new Set<string>();
+  for (const s of stateSets) for (const k of s.keys()) keys.add(k);
+  for (const k of keys) {
+    const ids = new Set<string | undefined>(stateSets.map((s) => s.get(k)));
+    if (ids.size === 1) {
+      unconflicted.set(k, [...ids][0]!);
+    } else {
+      ids.delete(undefined);
+      conflicted.set(k, ids as Set<string>);
+    }
+  }
+  return { unconflicted, conflicted };
+}
+
+/** Spec "power events": power levels, join rules, create, and kicks/bans of someone else. */
+export function isPowerEvent(ev: StateResEvent): boolean {
+  if (ev.state_key === "" && (ev.type === "m.room.power_levels" || ev.type === "m.room.join_rules" || ev.type === "m.room.create")) return true;
+  if (ev.type === "m.room.member") {
+    const m = membershipOf(ev);
+    return (m === "leave" || m === "ban") && ev.sender !== ev.state_key;
+  }
+  return false;
+}
+
+function keyOf(ev: EventLike): string | undefined {
+  return typeof ev.state_key === "string" ? stateMapKey(ev.type, ev.state_key) : undefined;
+}
+
+/** The event IDs given by a list of state sets, each set as a `Set`. */
+function idSets(stateSets: readonly StateMap[]): Set<string>[] {
+  return stateSets.map((s) => new Set(s.values()));
+}
+
+/**
+ * The auth difference: events in the auth chain of some state set but not of all, where a
+ * state set's auth chain includes its own events (Synapse; see the module comment).
+ *
+ * Computed without walking every set whole: the events all sets share (most of the state) have
+ * one common chain, in every set's chain; each set then only adds the chain of its other
+ * events, walked until it meets the common chain (whose ancestors are all in it).
+ */
+async function authDifference(cache: EventCache, stateSets: readonly StateMap[]): Promise<Set<string>> {
+  const sets = idSets(stateSets);
+  const common = new Set([...sets[0]!].filter((id) => sets.every((s) => s.has(id))));
+  const base = await cache.chainInclusive([...common]);
+  const extras: Set<string>[] = [];
+  for (const ids of sets) {
+    const own = [...ids].filter((id) => !common.has(id));
+    extras.push(await cache.chainInclusive(own, base));
+  }
+  const diff = new Set<string>();
+  for (const e of extras) for (const id of e) if (!extras.every((x) => x.has(id))) diff.add(id);
+  return diff;
+}
+
+/**
+ * v2.1's conflicted state subgraph: the events that are auth ancestors (or themselves) of a
+ * conflicted event and auth descendants (or themselves) of a conflicted event. Every such
+ * event lies in the conflicted events' auth chain, so the descendants are searched there.
+ */
+async function conflictedSubgraph(cache: EventCache, conflictedIds: ReadonlySet<string>): Promise<Set<string>> {
+  const back = await cache.chainInclusive([...conflictedIds]);
+  await cache.load(back);
+  const children = new Map<string, string[]>();
+  for (const id of back) {
+    for (const a of cache.authEdges(id)) {
+      if (!back.has(a)) continue;
+      let cs = children.get(a);
+      if (!cs) children.set(a, (cs = []));
+      cs.push(id);
+    }
+  }
+  const out = new Set<string>();
+  const todo: string[] = [];
+  for (const id of conflictedIds) {
+    if (back.has(id) && !out.has(id)) {
+      out.add(id);
+      todo.push(id);
+    }
+  }
+  while (todo.length > 0) {
+    for (const c of children.get(todo.pop()!) ?? []) {
+      if (!out.has(c)) {
+        out.add(c);
+        todo.push(c);
+      }
+    }
+  }
+  return out;
+}
+
+/** The event's sender's power level according to the event's own auth events (spec: "Reverse topological power ordering"). */
+async function senderPowerAtEvent(cache: EventCache, id: string, rv: RoomVersion): Promise<number> {
+  const ev = cache.get(id)!;
+  const edges = cache.authEdges(id);
+  await cache.load(edges);
+  let pl: StateResEvent | undefined;
+  let create: StateResEvent | undefined;
+  for (const a of edges) {
+    const aev = cache.get(a);
+    if (!aev || aev.state_key !== "") continue;
+    if (aev.type === "m.room.power_levels") pl = aev;
+    else if (aev.type === "m.room.create") create = aev;
+  }
+  const plContent = pl && typeof pl.content === "object" && pl.content !== null ? pl.content : undefined;
+  return powerLevelOf(ev.sender, plContent, create, rv);
+}
+
+/** Step 3's order: power events and their auth ancestors within the full conflicted set. */
+async function reverseTopologicalPowerSort(
+  cache: EventCache,
+  powerEvents: readonly string[],
+  fullConflictedSet: ReadonlySet<string>,
+  rv: RoomVersion,
+): Promise<string[]> {
+  const graph = new Map<string, Set<string>>();
+  for (const start of powerEvents) {
+    const todo = [start];
+    while (todo.length > 0) {
+      const id = todo.pop()!;
+      let edges = graph.get(id);
+      if (!edges) graph.set(id, (edges = new Set()));
+      for (const a of cache.authEdges(id)) {
+        if (!fullConflictedSet.has(a)) continue;
+        if (!graph.has(a)) todo.push(a);
+        edges.add(a);
+      }
+    }
+  }
+  const power = new Map<string, number>();
+  for (const id of graph.keys()) power.set(id, await senderPowerAtEvent(cache, id, rv));
+  // Smallest first: highest power, then earliest origin_server_ts, then smallest event ID.
+  const less = (a: string, b: string): boolean => {
+    const pa = power.get(a)!;
+    const pb = power.get(b)!;
+    if (pa !== pb) return pa > pb;
+    const ta = originTs(cache.get(a)!);
+    const tb = originTs(cache.get(b)!);
+    if (ta !== tb) return ta < tb;
+    return a < b;
+  };
+  return reverseTopologicalSort(graph, less);
+}
+
+/** The `m.room.power_levels` event among an event's auth events, if any. */
+async function powerLevelsAuthEvent(cache: EventCache, id: string): Promise<string | undefined> {
+  const ev = await cache.fetch(id);
+  if (!ev) return undefined;
+  const edges = cache.authEdges(id);
+  await cache.load(edges);
+  for (const a of edges) {
+    const aev = cache.get(a);
+    if (aev && aev.type === "m.room.power_levels" && aev.state_key === "") return a;
+  }
+  return undefined;
+}
+
+/** Step 4's order: mainline position of each event's closest power-levels ancestor, then origin_server_ts, then ID. */
+async function mainlineSort(cache: EventCache, ids: readonly string[], resolvedPowerLevels: string | undefined): Promise<{ sorted: string[]; mainline: string[] }> {
+  const mainline: string[] = [];
+  if (ids.length === 0) return { sorted: [], mainline };
+  for (let pl = resolvedPowerLevels; pl !== undefined; pl = await powerLevelsAuthEvent(cache, pl)) {
+    if (mainline.includes(pl)) break; // a cycle cannot happen in an auth DAG; never loop
+    mainline.push(pl);
+  }
+  // The oldest power levels event has position 1, the resolved one the highest.
+  const position = new Map(mainline.map((id, i) => [id, mainline.length - i] as const));
+  const depth = new Map<string, number>();
+  for (const id of ids) {
+    let d = 0;
+    const seen = new Set<string>();
+    for (let cur: string | undefined = id; cur !== undefined && !seen.has(cur); cur = await powerLevelsAuthEvent(cache, cur)) {
+      seen.add(cur);
+      const p = position.get(cur);
+      if (p !== undefined) {
+        d = p;
+        break;
+      }
+    }
+    depth.set(id, d);
+  }
+  const sorted = [...ids].sort((a, b) => {
+    const da = depth.get(a)!;
+    const db = depth.get(b)!;
+    if (da !== db) return da - db;
+    const ta = originTs(cache.get(a)!);
+    const tb = originTs(cache.get(b)!);
+    if (ta !== tb) return ta - tb;
+    return a < b ? -1 : a > b ? 1 : 0;
+  });
+  return { sorted, mainline };
+}
+
+/**
+ * Spec "iterative auth checks": each event in order is checked against its auth events,
+ * replaced by the partial state's events for the auth types it needs, and joins the partial
+ * state when it passes.
+ */
+async function iterativeAuthChecks(
+  cache: EventCache,
+  input: StateResolutionInput,
+  ids: readonly string[],
+  state: Map<string, string>,
+  steps: { eventId: string; accepted: boolean }[],
+): Promise<void> {
+  const rv = input.roomVersion;
+  const rejected = input.isRejected ?? (() => false);
+  const options = { verifyJoinAuthorisedVia: () => true, ...input.authOptions };
+  for (const id of ids) {
+    const ev = cache.get(id);
+    if (!ev) continue;
+    const auth = new Map<string, { id: string; ev: StateResEvent }>();
+    const edges = cache.authEdges(id);
+    await cache.load(edges);
+    for (const a of edges) {
+      const aev = cache.get(a);
+      const k = aev && keyOf(aev);
+      if (aev && k !== undefined && !rejected(a)) auth.set(k, { id: a, ev: aev });
+    }
+    const types = authEventKeys(ev, rv).map(([t, s]) => stateMapKey(t, s));
+    if (!types.includes(CREATE_KEY)) types.push(CREATE_KEY);
+    const fromState = types.filter((k) => state.has(k)).map((k) => state.get(k)!);
+    await cache.load(fromState);
+    for (const k of types) {
+      const sid = state.get(k);
+      const sev = sid === undefined ? undefined : cache.get(sid);
+      if (sid !== undefined && sev && !rejected(sid)) auth.set(k, { id: sid, ev: sev });
+    }
+    // Synapse: an event rejected before is not admitted again (see the module comment).
+    if (rejected(id)) {
+      steps.push({ eventId: id, accepted: false });
+      continue;
+    }
+    const lookup: StateLookup = (type, stateKey) => auth.get(stateMapKey(type, stateKey))?.ev;
+    const verdict = checkEventAuth(ev, rv, lookup, { ...options, createEventId: auth.get(CREATE_KEY)?.id });
+    const k = keyOf(ev);
+    if (verdict.allowed && k !== undefined) state.set(k, id);
+    steps.push({ eventId: id, accepted: verdict.allowed && k !== undefined });
+  }
+}
+
+/** State resolution v2 / v2.1 (by `input.roomVersion.stateResolution`). */
+export async function resolveStateV2(input: StateResolutionInput, trace?: (t: StateResolutionTrace) => void): Promise<Map<string, string>> {
+  const rv = input.roomVersion;
+  const v21 = rv.stateResolution === "v2.1";
+  const { unconflicted, conflicted } = separate(input.stateSets);
+  if (conflicted.size === 0) return unconflicted;
+
+  const cache = new EventCache(input, rv);
+  const conflictedIds = new Set<string>();
+  for (const ids of conflicted.values()) for (const id of ids) conflictedIds.add(id);
+
+  const authDiff = await authDifference(cache, input.stateSets);
+  const subgraph = v21 ? await conflictedSubgraph(cache, conflictedIds) : undefined;
+  const full = new Set<string>([...conflictedIds, ...authDiff, ...(subgraph ?? [])]);
+  await cache.load(full);
+  for (const id of full) if (!cache.get(id)) full.delete(id);
+
+  const powerEvents = [...full].filter((id) => isPowerEvent(cache.get(id)!));
+  const powerSorted = await reverseTopologicalPowerSort(cache, powerEvents, full, rv);
+
+  const state = new Map<string, string>(v21 ? [] : unconflicted);
+  const powerSteps: { eventId: string; accepted: boolean }[] = [];
+  await iterativeAuthChecks(cache, input, powerSorted, state, powerSteps);
+
+  const inPowerSort = new Set(powerSorted);
+  const others = [...full].filter((id) => !inPowerSort.has(id));
+  const { sorted, mainline } = await mainlineSort(cache, others, state.get(POWER_LEVELS_KEY));
+  const otherSteps: { eventId: string; accepted: boolean }[] = [];
+  await iterativeAuthChecks(cache, input, sorted, state, otherSteps);
+
+  for (const [k, id] of unconflicted) state.set(k, id);
+
+  trace?.({
+    unconflicted,
+    conflicted,
+    authDifference: authDiff,
+    ...(subgraph ? { conflictedSubgraph: subgraph } : {}),
+    fullConflictedSet: full,
+    powerSorted: powerSteps,
+    mainline,
+    mainlineSorted: otherSteps,
+  });
+  return state;
+}

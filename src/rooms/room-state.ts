@@ -1,0 +1,244 @@
+/**
+ * State at each event, for hosted rooms (issue #14, deliverable 3). Built on the pure state
+ * resolution of src/protocol/state-res/ and the state groups of the room store.
+ *
+ * For an event E with prev_events P:
+ *   - the state before E is the state after its prev event when there is one (or all share one
+ *     state group), else the resolution of the states after each of them;
+ *   - the state after E is that plus E itself when E is a state event that was not rejected;
+ *   - the current state is the resolution of the states after the forward extremities. When E
+ *     references every extremity, that is the state after E with no resolution (the fast path
+ *     every event Gatehouse creates on top of its extremities takes);
+ *   - soft failure (spec "Checks performed on receipt of a PDU", step 6) is checked against the
+ *     current state (the resolution of the extremities' states, kept up to date); when some of P
+ *     have no state here, like Synapse's _check_for_soft_fail, against the resolution of the
+ *     extremities' states and the state before E.
+ * States are stored as groups: a delta on a parent group, whole again every
+ * MAX_STATE_GROUP_DEPTH deltas (room-store.ts), in the room's hash slot.
+ *
+ * Events stored before state groups existed, and prev_events Gatehouse does not have, have no
+ * state group: they are left out, and an event none of whose prev events has one is placed on
+ * the current state (what Gatehouse did for every event before: it linearised rooms).
+ */
+import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
+import type { Pdu } from "../protocol/pdu.js";
+import type { RoomVersion } from "../protocol/room-versions.js";
+import { resolveState } from "../protocol/state-res/index.js";
+import { MAX_STATE_GROUP_DEPTH, stateField, type RoomStore, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+
+/** A state as IDs, and the state group that holds it if there is one yet. */
+export interface GroupState {
+  ids: ReadonlyMap<string, string>;
+  /** undefined: not stored as a group (yet). */
+  group: string | undefined;
+  /** For a state not stored yet: a stored state close to it, to store it as a delta on. */
+  near?: GroupState;
+}
+
+/** What the room service knows about the room when an event arrives. */
+export interface RoomStateView {
+  roomId: string;
+  version: RoomVersion;
+  extremities: readonly string[];
+  /** Current state and its group (undefined in rooms stored before state groups). */
+  current: GroupState;
+}
+
+function sameSet(a: readonly string[], b: readonly string[]): boolean {
+  const sb = new Set(b);
+  return new Set(a).size === sb.size && a.every((x) => sb.has(x));
+}
+
+/** field → [from, to] for every key whose event differs (undefined: absent). */
+function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>): Map<string, string | null> {
+  const out = new Map<string, string | null>();
+  for (const [k, v] of to) if (from.get(k) !== v) out.set(k, v);
+  for (const k of from.keys()) if (!to.has(k)) out.set(k, null);
+  return out;
+}
+
+export class RoomStateService {
+  constructor(private readonly store: RoomStore) {}
+
+  /**
+   * State resolution over states of this room, with the store as the event source, plus
+   * `inFlight`: the event being persisted, which the store does not have yet (Synapse's
+   * event_map).
+   */
+  async resolve(
+    roomId: string,
+    version: RoomVersion,
+    sets: readonly ReadonlyMap<string, string>[],
+    inFlight?: { eventId: string; pdu: Pdu },
+  ): Promise<Map<string, string>> {
+    const distinct = [...new Set(sets)];
+    if (distinct.length === 1) return new Map(distinct[0]!);
+    const rejected = new Set<string>();
+    const resolved = await resolveState({
+      roomVersion: version,
+      roomId,
+      stateSets: distinct,
+      fetchEvents: async (ids) => {
+        const events = await this.store.getEvents(roomId, ids.filter((id) => id !== inFlight?.eventId));
+        if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
+        for (const [id, status] of await this.store.eventStatuses(roomId, [...events.keys()])) if (status === "rejected") rejected.add(id);
+        return events;
+      },
+      isRejected: (id) => rejected.has(id),
+    });
+    return resolved;
+  }
+
+  /** The state after each event that has a state group (others are left out). */
+  private async statesAfter(roomId: string, eventIds: readonly string[], known?: Map<string, { before: string; after: string }>): Promise<GroupState[]> {
+    const groups = known ?? (await this.store.eventStateGroups(roomId, eventIds));
+    const unique = [...new Set([...groups.values()].map((g) => g.after))];
+    return Promise.all(unique.map(async (g) => ({ ids: await this.store.loadStateGroup(roomId, g), group: g })));
+  }
+
+  /**
+   * The state before an event with these prev_events, and whether some of them have no state
+   * here (unknown to Gatehouse, or stored before state groups).
+   */
+  async stateBefore(view: RoomStateView, prevEvents: readonly string[]): Promise<{ state: GroupState; missingPrevs: boolean }> {
+    if (sameSet(prevEvents, view.extremities) && view.current.group !== undefined) return { state: view.current, missingPrevs: false };
+    const groups = await this.store.eventStateGroups(view.roomId, prevEvents);
+    const missingPrevs = new Set(prevEvents).size > groups.size;
+    const states = await this.statesAfter(view.roomId, prevEvents, groups);
+    if (states.length === 0) return { state: view.current, missingPrevs };
+    if (states.length === 1) return { state: states[0]!, missingPrevs };
+    const ids = await this.resolve(view.roomId, view.version, states.map((s) => s.ids));
+    return { state: { ids, group: undefined, near: states[0]! }, missingPrevs };
+  }
+
+  /**
+   * The current state for the soft-failure check of an event, as Synapse's _check_for_soft_fail:
+   * the current state; when some prev events are missing (a gap, easy to manufacture), the
+   * resolution of the extremities' states and the state before the event.
+   */
+  async currentForSoftFail(view: RoomStateView, before: GroupState, missingPrevs: boolean): Promise<ReadonlyMap<string, string>> {
+    if (!missingPrevs) return view.current.ids;
+    const states = await this.statesAfter(view.roomId, view.extremities);
+    if (states.length === 0) return view.current.ids;
+    return this.resolve(view.roomId, view.version, [...states.map((s) => s.ids), before.ids]);
+  }
+
+  /** A StateLookup over a state of IDs, with the events `event`'s auth rules may read loaded. */
+  async lookupFor(roomId: string, version: RoomVersion, ids: ReadonlyMap<string, string>, event: Pdu): Promise<StateLookup> {
+    const keys = authEventKeys(event, version).map(([t, s]) => stateField(t, s));
+    keys.push(stateField("m.room.create", ""));
+    // Third-party invites and restricted joins may read keys beyond the selection; they are
+    // covered by authEventKeys. Load what exists.
+    const wanted = [...new Set(keys)].map((k) => ids.get(k)).filter((x): x is string => x !== undefined);
+    const events = await this.store.getEvents(roomId, wanted);
+    return (type, stateKey) => {
+      const id = ids.get(stateField(type, stateKey));
+      return id === undefined ? undefined : events.get(id);
+    };
+  }
+
+  /**
+   * The groups to write for `event` and the new current state. `outcome`: "accepted" changes
+   * current state, "soft_failed" does not (and is no extremity). Group IDs are allocated only
+   * for groups written: a message on current state needs none, a state event on it one.
+   */
+  async plan(view: RoomStateView, eventId: string, pdu: Pdu, before: GroupState, outcome: "accepted" | "soft_failed"): Promise<StatePlan> {
+    const { roomId, version } = view;
+    const groups: StateGroupWrite[] = [];
+    const depthOf = async (group: string): Promise<number> =>
+      groups.find((g) => g.id === group)?.depth ?? (await this.store.stateGroupDepth(roomId, group));
+    /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
+    const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
+      const [id] = await this.store.allocateStateGroups(roomId, 1);
+      const parentDepth = parent === undefined ? MAX_STATE_GROUP_DEPTH : parent === "" ? -1 : await depthOf(parent);
+      const group: StateGroupWrite =
+        parentDepth + 1 >= MAX_STATE_GROUP_DEPTH || parent === undefined
+          ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0 }
+          : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
+      groups.push(group);
+      return id!;
+    };
+
+    const near = before.near ?? view.current;
+    const beforeGroup =
+      before.group ??
+      (await addGroup(
+        near.group,
+        () => diff(near.ids, before.ids),
+        () => before.ids,
+      ));
+    const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
+    // The state after the event, built only when something needs it whole.
+    let afterIdsMemo: Map<string, string> | undefined;
+    const afterIds = (): ReadonlyMap<string, string> => {
+      if (ownKey === undefined) return before.ids;
+      afterIdsMemo ??= new Map(before.ids).set(ownKey, eventId);
+      return afterIdsMemo;
+    };
+    const afterGroup =
+      ownKey === undefined ? beforeGroup : await addGroup(beforeGroup, () => new Map([[ownKey, eventId]]), afterIds);
+    const plan: StatePlan = { groups, before: beforeGroup, after: afterGroup, known: [] };
+    const remember = () => {
+      if (afterIdsMemo && afterGroup !== beforeGroup) plan.known!.push([afterGroup, afterIdsMemo]);
+    };
+    if (outcome !== "accepted") {
+      remember();
+      return plan;
+    }
+
+    // The new current state: the fast path when the event references every extremity.
+    const prevs = new Set(prevEventIds(pdu));
+    let currentGroup = afterGroup;
+    let changes: Map<string, string | null>;
+    if (view.extremities.every((x) => prevs.has(x))) {
+      if (before === view.current || before.group === view.current.group) {
+        changes = ownKey === undefined ? new Map() : new Map([[ownKey, eventId]]);
+      } else {
+        changes = diff(view.current.ids, afterIds());
+      }
+    } else {
+      const others = view.extremities.filter((x) => !prevs.has(x));
+      const states = await this.statesAfter(roomId, others);
+      const resolved = await this.resolve(roomId, version, [...states.map((s) => s.ids), afterIds()], { eventId, pdu });
+      const fromAfter = diff(afterIds(), resolved);
+      changes = diff(view.current.ids, resolved);
+      if (fromAfter.size > 0) {
+        // A delta on whichever is closer: the state after the event or the previous current state.
+        const onCurrent = view.current.group !== undefined && changes.size < fromAfter.size;
+        currentGroup = onCurrent
+          ? await addGroup(view.current.group, () => changes, () => resolved)
+          : await addGroup(afterGroup, () => fromAfter, () => resolved);
+        plan.known!.push([currentGroup, resolved]);
+      }
+    }
+    const set: [string, string][] = [];
+    const del: string[] = [];
+    const changedMembers: [userId: string, eventId: string | null][] = [];
+    for (const [field, id] of changes) {
+      if (id === null) del.push(field);
+      else set.push([field, id]);
+      const [type, stateKey] = JSON.parse(field) as [string, string];
+      if (type === "m.room.member") changedMembers.push([stateKey, id]);
+    }
+    const members: [string, string][] = [];
+    if (changedMembers.length > 0) {
+      const ids = changedMembers.map(([, id]) => id).filter((x): x is string => x !== null && x !== eventId);
+      const memberEvents = await this.store.getEvents(roomId, ids);
+      for (const [u, id] of changedMembers) {
+        const ev = id === null ? undefined : id === eventId ? pdu : memberEvents.get(id);
+        const m = (ev?.content as { membership?: unknown } | undefined)?.membership;
+        members.push([u, typeof m === "string" ? m : ""]);
+      }
+    }
+    // The state cache follows current state by applying each accepted event's own key; tell it
+    // to read again when the change was anything else (a lost conflict, a state reset).
+    const asCacheExpects = ownKey === undefined ? changes.size === 0 : changes.size === 1 && changes.get(ownKey) === eventId;
+    plan.current = { group: currentGroup, set, del, members, reset: !asCacheExpects };
+    remember();
+    return plan;
+  }
+}
+
+function prevEventIds(pdu: Pdu): string[] {
+  return (Array.isArray(pdu.prev_events) ? pdu.prev_events : []).map((p: unknown) => (Array.isArray(p) ? String(p[0]) : String(p)));
+}
