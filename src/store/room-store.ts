@@ -43,6 +43,18 @@ export interface PersistInput {
   destinations?: readonly string[];
   /** Room metadata, only with the create event. */
   createRoom?: { version: string; creator: string; createdTs: number };
+  /**
+   * For an accepted `m.room.redaction`: the event it redacts, and whether its sender had the
+   * redact level in the state it was accepted against (else it applies only to events of the
+   * sender's own server; see rooms/redactions.ts). Recorded with the event, atomically.
+   */
+  redaction?: { target: string; senderHasRedactLevel: boolean };
+}
+
+/** A recorded redaction of an event: the redaction event's ID and whether its sender had the redact level. */
+export interface RedactionRecord {
+  redactionId: string;
+  senderHasRedactLevel: boolean;
 }
 
 export type PersistResult = "persisted" | "duplicate" | "conflict";
@@ -52,10 +64,11 @@ export const parseStateField = (field: string): [string, string] => JSON.parse(f
 
 const PERSIST_EVENT_LUA = `
 -- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
---       9 rooms, 10 destinations set, 11.. outbound PDU lists (one per destination)
+--       9 rooms, 10 destinations set, 11 redactions, 12.. outbound PDU lists (one per destination)
 -- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
 --       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
---       11 createRoomJson ("" = none), 12 destinationsJson
+--       11 createRoomJson ("" = none), 12 destinationsJson,
+--       13 redacted event ID ("" = not a redaction), 14 "1" when the redaction's sender had the redact level
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'duplicate' end
 if ARGV[4] ~= '' then
   local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
@@ -85,9 +98,15 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
   if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7]) end
 end
+if ARGV[13] ~= '' then
+  local prior = redis.call('HGET', KEYS[11], ARGV[13])
+  local entry = ARGV[2] .. ' ' .. ARGV[14]
+  if prior then entry = prior .. '\\n' .. entry end
+  redis.call('HSET', KEYS[11], ARGV[13], entry)
+end
 local dests = cjson.decode(ARGV[12])
 for i, d in ipairs(dests) do
-  redis.call('RPUSH', KEYS[10 + i], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('RPUSH', KEYS[11 + i], ARGV[1] .. ' ' .. ARGV[2])
   redis.call('SADD', KEYS[10], d)
 end
 return 'persisted'
@@ -155,7 +174,7 @@ export class RoomStore {
     const membership = isMember ? String((pdu.content as { membership?: unknown }).membership ?? "") : "";
     const args = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
-      k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
+      k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(), k.redactions(roomId),
       ...destinations.map((d) => k.outboundPdus(d)),
       roomId,
       eventId,
@@ -169,8 +188,10 @@ export class RoomStore {
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
       JSON.stringify(destinations),
+      input.redaction?.target ?? "",
+      input.redaction?.senderHasRedactLevel ? "1" : "0",
     ];
-    const result = (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
+    const result = (await this.redis.gatehousePersistEvent(11 + destinations.length, ...args)) as PersistResult;
     if (result === "persisted") this.eventCache.set(`${roomId} ${eventId}`, pdu);
     return result;
   }
@@ -256,6 +277,37 @@ export class RoomStore {
       out.set(missing[i]!, pdu);
     });
     return out;
+  }
+
+  /** The accepted redactions recorded against each of `eventIds` (only those with any), oldest first. */
+  async redactionsOf(roomId: string, eventIds: readonly string[]): Promise<Map<string, RedactionRecord[]>> {
+    const out = new Map<string, RedactionRecord[]>();
+    if (eventIds.length === 0) return out;
+    const values = await this.redis.hmget(this.keys.redactions(roomId), ...eventIds);
+    values.forEach((v, i) => {
+      if (!v) return;
+      out.set(
+        eventIds[i]!,
+        v.split("\n").map((line) => {
+          const [redactionId, level] = line.split(" ");
+          return { redactionId: redactionId!, senderHasRedactLevel: level === "1" };
+        }),
+      );
+    });
+    return out;
+  }
+
+  /** The stream positions of events in the room's timeline (null for events not in it). */
+  async streamsOf(roomId: string, eventIds: readonly string[]): Promise<(number | null)[]> {
+    if (eventIds.length === 0) return [];
+    const scores = await this.redis.zmscore(this.keys.timeline(roomId), ...eventIds);
+    return scores.map((s) => (s === null ? null : Number(s)));
+  }
+
+  /** Statuses (rejected, soft-failed, outlier) of events; null for accepted or unknown ones. */
+  async eventStatuses(roomId: string, eventIds: readonly string[]): Promise<(EventStatus | null)[]> {
+    if (eventIds.length === 0) return [];
+    return (await this.redis.hmget(this.keys.eventStatus(roomId), ...eventIds)) as (EventStatus | null)[];
   }
 
   async eventStatus(roomId: string, eventId: string): Promise<EventStatus | null> {

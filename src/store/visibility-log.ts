@@ -1,0 +1,93 @@
+/**
+ * The state history visibility needs, at any event of a hosted room: the `m.room.history_visibility`
+ * value and the memberships, as they were after each event.
+ *
+ * Gatehouse linearises its rooms: the state after the event at stream position S is the accepted
+ * state events at positions ≤ S applied in order (what RoomStore.stateAt replays). Replaying the
+ * whole timeline for every read would read every event of the room each time, so each process
+ * keeps, per room, the log of accepted `m.room.history_visibility` and `m.room.member` events
+ * (position, state key, value), brought up to date by the timeline delta since the last read, as
+ * the state cache does (state-cache.ts). A read costs two round trips (the delta's IDs, then their
+ * statuses and events; auto-pipelined), and the first read of a room in a process reads its events
+ * once. Statuses are written in the same script as the timeline entry and never change, so a
+ * position once read stays valid; a Redis that lost data (the event at the cached position is not
+ * the same) drops the entry.
+ *
+ * When state at events comes from state groups (state resolution, issue 14 deliverable 3), this
+ * log should be replaced by a read of those groups filtered to these two event types.
+ */
+import type { Redis } from "ioredis";
+import type { RedisKeys } from "./redis-keys.js";
+import type { Pdu } from "../protocol/pdu.js";
+import { Lru } from "./state-cache.js";
+import { historyVisibilityOf, membershipOfContent, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
+
+export interface VisibilityLogEntry {
+  stream: number;
+  /** "" for m.room.history_visibility, the user ID for m.room.member. */
+  stateKey: string;
+  kind: "visibility" | "member";
+  visibility?: HistoryVisibility;
+  membership?: Membership | undefined;
+}
+
+interface RoomLog {
+  /** Last timeline position read. */
+  stream: number;
+  /** Event ID at `stream` ("" before any event): detects a Redis that lost or rewrote history. */
+  lastEventId: string;
+  entries: VisibilityLogEntry[];
+}
+
+/** How many timeline entries one read fetches per batch of events. */
+const BATCH = 500;
+
+export class VisibilityLog {
+  private readonly rooms = new Lru<string, RoomLog>(256);
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    private readonly getEvents: (roomId: string, ids: readonly string[]) => Promise<Map<string, Pdu>>,
+  ) {}
+
+  /** The room's log up to its latest timeline position (entries in stream order). */
+  async entries(roomId: string): Promise<readonly VisibilityLogEntry[]> {
+    let log = this.rooms.get(roomId);
+    if (log && log.stream > 0) {
+      const at = await this.redis.zrangebyscore(this.keys.timeline(roomId), log.stream, log.stream);
+      if (at[0] !== log.lastEventId) log = undefined;
+    }
+    const base: RoomLog = log ?? { stream: 0, lastEventId: "", entries: [] };
+    const next: RoomLog = { stream: base.stream, lastEventId: base.lastEventId, entries: base.entries };
+    let appended: VisibilityLogEntry[] | null = null;
+    for (;;) {
+      const flat = await this.redis.zrangebyscore(this.keys.timeline(roomId), `(${next.stream}`, "+inf", "WITHSCORES", "LIMIT", 0, BATCH);
+      if (flat.length === 0) break;
+      const ids: string[] = [];
+      const streams: number[] = [];
+      for (let i = 0; i < flat.length; i += 2) {
+        ids.push(flat[i]!);
+        streams.push(Number(flat[i + 1]));
+      }
+      const [statuses, events] = await Promise.all([this.redis.hmget(this.keys.eventStatus(roomId), ...ids), this.getEvents(roomId, ids)]);
+      ids.forEach((id, i) => {
+        if (statuses[i]) return; // rejected / soft-failed / outlier: not in state
+        const ev = events.get(id);
+        if (!ev || typeof ev.state_key !== "string") return;
+        if (ev.type === "m.room.history_visibility" && ev.state_key === "") {
+          (appended ??= []).push({ stream: streams[i]!, stateKey: "", kind: "visibility", visibility: historyVisibilityOf(ev.content) });
+        } else if (ev.type === "m.room.member") {
+          (appended ??= []).push({ stream: streams[i]!, stateKey: ev.state_key, kind: "member", membership: membershipOfContent(ev.content) });
+        }
+      });
+      next.stream = streams[streams.length - 1]!;
+      next.lastEventId = ids[ids.length - 1]!;
+      if (ids.length < BATCH) break;
+    }
+    // Entries are shared with readers of the previous version: append by copying, never in place.
+    if (appended) next.entries = [...base.entries, ...appended];
+    this.rooms.set(roomId, next);
+    return next.entries;
+  }
+}

@@ -1,0 +1,85 @@
+// When an accepted m.room.redaction applies (src/protocol/redaction-rules.ts), where its target
+// is per room version, and the per-event visibility state sweep (rooms/history.ts).
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { redactionApplies, redactionTarget, senderHasRedactLevel } from "../../src/protocol/redaction-rules.js";
+import { getRoomVersion, type RoomVersion } from "../../src/protocol/room-versions.js";
+import { visibilityAtStreams } from "../../src/rooms/history.js";
+import type { VisibilityLogEntry } from "../../src/store/visibility-log.js";
+
+const v = (id: string): RoomVersion => getRoomVersion(id)!;
+const ROOM = "!r:hs.example";
+
+describe("redactionTarget: top level in v1–v10, content from v11", () => {
+  const cases: [string, Record<string, unknown>, string | undefined, string][] = [
+    ["10", { redacts: "$top", content: { redacts: "$in" } }, "$top", "v10 reads the top-level field"],
+    ["10", { content: { redacts: "$in" } }, undefined, "v10 ignores content.redacts"],
+    ["11", { redacts: "$top", content: { redacts: "$in" } }, "$in", "v11 (MSC2174) reads content.redacts"],
+    ["11", { redacts: "$top", content: {} }, undefined, "v11 ignores the top-level field"],
+    ["12", { content: { redacts: 5 } }, undefined, "not a string: no target"],
+    ["1", { redacts: "$x:hs" }, "$x:hs", "v1 top level"],
+  ];
+  for (const [version, fields, expected, why] of cases) {
+    test(`v${version} ${JSON.stringify(fields)} → ${expected} (${why})`, () => {
+      assert.equal(redactionTarget({ type: "m.room.redaction", sender: "@a:hs", ...fields }, v(version)), expected);
+    });
+  }
+});
+
+describe("redactionApplies", () => {
+  const redaction = (sender: string, room = ROOM) => ({ type: "m.room.redaction", sender, room_id: room });
+  const target = (sender: string, type = "m.room.message", room = ROOM) => ({ type, sender, room_id: room });
+  const cases: [string, ReturnType<typeof redaction>, ReturnType<typeof target>, boolean, boolean, string][] = [
+    ["10", redaction("@mod:a"), target("@u:b"), true, true, "v3+: the sender had the redact level"],
+    ["10", redaction("@other:b"), target("@u:b"), false, true, "v3+: same server as the target's sender"],
+    ["12", redaction("@u:b"), target("@u:b"), false, true, "v3+: own event"],
+    ["10", redaction("@x:a"), target("@u:b"), false, false, "v3+: neither redact level nor same server"],
+    ["12", redaction("@x:a"), target("@u:b"), false, false, "v12: neither"],
+    ["1", redaction("@x:a"), target("@u:b"), false, true, "v1: auth rule 11 already decided (the event was accepted)"],
+    ["10", redaction("@mod:a"), target("@u:b", "m.room.create"), true, false, "create events are never redacted (Synapse)"],
+    ["10", redaction("@u:b", "!other:hs"), target("@u:b"), true, false, "a redaction in another room"],
+  ];
+  for (const [version, r, t, level, expected, why] of cases) {
+    test(`v${version} ${r.sender} redacts ${t.type} of ${t.sender}${level ? " (redact level)" : ""} → ${expected} (${why})`, () => {
+      assert.equal(redactionApplies(r, t, level, v(version)).applies, expected);
+    });
+  }
+});
+
+describe("senderHasRedactLevel", () => {
+  const pl = { type: "m.room.power_levels", sender: "@c:hs", state_key: "", content: { users: { "@mod:hs": 50, "@c:hs": 100 }, redact: 50 } };
+  const create = { type: "m.room.create", sender: "@c:hs", state_key: "", content: { creator: "@c:hs" } };
+  const lookup = (type: string) => (type === "m.room.power_levels" ? pl : type === "m.room.create" ? create : undefined);
+  test("power ≥ redact level: yes; below: no; v12 creators: yes", () => {
+    assert.equal(senderHasRedactLevel("@mod:hs", lookup, v("10")), true);
+    assert.equal(senderHasRedactLevel("@u:hs", lookup, v("10")), false);
+    assert.equal(senderHasRedactLevel("@c:hs", () => (undefined), v("10")), false, "no create, no power levels: 0 < 50");
+    assert.equal(senderHasRedactLevel("@c:hs", (t) => (t === "m.room.create" ? create : undefined), v("12")), true, "v12 creator has infinite power");
+  });
+});
+
+describe("visibilityAtStreams: the state after (and before) each event", () => {
+  const log: VisibilityLogEntry[] = [
+    { stream: 2, stateKey: "@c:a", kind: "member", membership: "join" },
+    { stream: 3, stateKey: "", kind: "visibility", visibility: "joined" },
+    { stream: 5, stateKey: "@u:b", kind: "member", membership: "invite" },
+    { stream: 7, stateKey: "@u:b", kind: "member", membership: "join" },
+    { stream: 9, stateKey: "@v:b", kind: "member", membership: "knock" },
+    { stream: 10, stateKey: "", kind: "visibility", visibility: "shared" },
+  ];
+  const onB = (u: string) => u.endsWith(":b");
+  test("positions in any order, null for events not in the timeline, only kept members tracked", () => {
+    const out = visibilityAtStreams(log, [7, 1, null, 4, 10, 3], onB);
+    assert.equal(out[2], null);
+    assert.deepEqual(out[1], { visibility: "shared", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
+    assert.deepEqual(out[5], { visibility: "joined", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
+    assert.deepEqual(out[3]!.members, new Map(), "@c:a is not on server b");
+    assert.deepEqual(out[0], { visibility: "joined", visibilityBefore: "joined", members: new Map([["@u:b", "join"]]), membersBefore: new Map([["@u:b", "invite"]]) });
+    assert.deepEqual(out[4], {
+      visibility: "shared",
+      visibilityBefore: "joined",
+      members: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
+      membersBefore: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
+    });
+  });
+});
