@@ -53,16 +53,22 @@ export class VisibilityLog {
 
   /** The room's log up to its latest timeline position (entries in stream order). */
   async entries(roomId: string): Promise<readonly VisibilityLogEntry[]> {
+    const timeline = this.keys.timeline(roomId);
+    const range = (after: number) => this.redis.zrangebyscore(timeline, `(${after}`, "+inf", "WITHSCORES", "LIMIT", 0, BATCH);
     let log = this.rooms.get(roomId);
+    let first: string[] | null = null;
     if (log && log.stream > 0) {
-      const at = await this.redis.zrangebyscore(this.keys.timeline(roomId), log.stream, log.stream);
-      if (at[0] !== log.lastEventId) log = undefined;
+      // The check and the delta in one round trip (the connection is auto-pipelined).
+      const [at, delta] = await Promise.all([this.redis.zrangebyscore(timeline, log.stream, log.stream), range(log.stream)]);
+      if (at[0] === log.lastEventId) first = delta;
+      else log = undefined;
     }
     const base: RoomLog = log ?? { stream: 0, lastEventId: "", entries: [] };
     const next: RoomLog = { stream: base.stream, lastEventId: base.lastEventId, entries: base.entries };
     let appended: VisibilityLogEntry[] | null = null;
     for (;;) {
-      const flat = await this.redis.zrangebyscore(this.keys.timeline(roomId), `(${next.stream}`, "+inf", "WITHSCORES", "LIMIT", 0, BATCH);
+      const flat = first ?? (await range(next.stream));
+      first = null;
       if (flat.length === 0) break;
       const ids: string[] = [];
       const streams: number[] = [];
