@@ -112,7 +112,15 @@ export function adminRouter(deps: AdminDeps): Router {
       for (const m of Object.values(members)) counts[m] = (counts[m] ?? 0) + 1;
       const servers = new Set<string>();
       for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
-      const content = (type: string) => snap.state.get(stateField(type, ""))?.content as Record<string, unknown> | undefined;
+      // Summary fields from state as served (a redacted name or topic is gone).
+      const summaryTypes = ["m.room.name", "m.room.topic", "m.room.join_rules", "m.room.tombstone"];
+      const stored = summaryTypes.flatMap((type) => {
+        const field = stateField(type, "");
+        const pdu = snap.state.get(field);
+        return pdu ? [{ eventId: snap.stateIds.get(field)!, pdu }] : [];
+      });
+      const served = new Map((await applyRedactions(rooms.store, snap.room.roomId, snap.version, stored)).map((e) => [e.pdu.type, e.pdu]));
+      const content = (type: string) => served.get(type)?.content as Record<string, unknown> | undefined;
       // State content is whatever senders put there; the summary only passes on strings.
       const text = (v: unknown) => (typeof v === "string" ? v : undefined);
       res.json({

@@ -114,6 +114,19 @@ for (const v of ["10", "12"]) {
       await expectRedacted(v, m, r);
     });
 
+    test("a redaction that arrives before the event it redacts applies once the event arrives", async () => {
+      const { roomId, user, version } = rooms[v]!;
+      // Both built on the same graph; the redaction is sent first (the target is unknown then).
+      const target = await t.remoteEvent(remote, roomId, { type: "m.room.message", sender: user, content: { msgtype: "m.text", body: "late" } });
+      const redaction = await t.remoteEvent(remote, roomId, { sender: user, ...redactionOf(v, target.eventId) } as { type: string; sender: string; content: Record<string, unknown> });
+      for (const ev of [redaction, target]) {
+        const res = await t.fed(remote, "PUT", `${FED}/v1/send/early-${ev.eventId}`, { origin: remote.serverName, origin_server_ts: Date.now(), pdus: [ev.pdu] });
+        assert.deepEqual(res.body, { pdus: { [ev.eventId]: {} } });
+      }
+      assert.equal(computeEventId(target.pdu, version), target.eventId);
+      await expectRedacted(v, target.eventId, redaction.eventId);
+    });
+
     test("a remote user without the redact level redacts a local message: accepted, not applied", async () => {
       const m = await send(rooms[v]!.roomId, "keep me");
       await remoteSend(v, redactionOf(v, m));
@@ -127,6 +140,9 @@ for (const v of ["10", "12"]) {
       assert.equal(res.status, 200, JSON.stringify(res.body));
       const content = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/state/m.room.topic`);
       assert.deepEqual(content.body, {});
+      const summary = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}`);
+      assert.equal(summary.body.topic, undefined, "the room summary has no topic once it is redacted");
+      assert.equal(summary.body.name, `Redactions v${v}`);
       const state = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/state`);
       const ev = (state.body.state as Record<string, unknown>[]).find((e) => e.event_id === topic)!;
       assert.deepEqual(ev.content, {});
