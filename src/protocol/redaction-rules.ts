@@ -38,6 +38,21 @@ export function senderHasRedactLevel(sender: string, state: StateLookup, roomVer
   return powerLevelOf(sender, pl, state("m.room.create", ""), roomVersion) >= namedLevel("redact", pl, roomVersion);
 }
 
+/**
+ * What to record with an accepted event: for an `m.room.redaction` with a target, the target and
+ * whether its sender has the redact level in `state` (the state it is accepted in); else undefined.
+ */
+export function redactionRecordOf(
+  event: EventFields & { state_key?: unknown },
+  state: StateLookup,
+  roomVersion: RoomVersion,
+): { target: string; senderHasRedactLevel: boolean } | undefined {
+  if (event.type !== "m.room.redaction" || event.state_key !== undefined) return undefined;
+  const target = redactionTarget(event, roomVersion);
+  if (target === undefined) return undefined;
+  return { target, senderHasRedactLevel: senderHasRedactLevel(event.sender, state, roomVersion) };
+}
+
 export type RedactionVerdict = { applies: true; why: string } | { applies: false; why: string };
 
 /**

@@ -17,19 +17,12 @@
  * process-local event cache serves the redaction at once, with no cache invalidation.
  */
 import { redactEvent } from "../protocol/redaction.js";
-import { redactionApplies, redactionTarget, senderHasRedactLevel } from "../protocol/redaction-rules.js";
+import { redactionApplies, senderHasRedactLevel } from "../protocol/redaction-rules.js";
 import { forbidden, notFound } from "../protocol/errors.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
-import { stateField, type RedactionRecord, type RoomStore } from "../store/room-store.js";
-import type { StateLookup } from "../protocol/event-auth.js";
-// Types only: room-service.ts imports redactionRecordFor from here.
-import type { PersistedEvent, RoomService, RoomSnapshot } from "./room-service.js";
-
-const lookupIn =
-  (snap: RoomSnapshot): StateLookup =>
-  (type, stateKey) =>
-    snap.state.get(stateField(type, stateKey));
+import type { RedactionRecord, RoomStore } from "../store/room-store.js";
+import { stateLookup, type PersistedEvent, type RoomService } from "./room-service.js";
 
 export interface StoredEvent {
   eventId: string;
@@ -39,14 +32,6 @@ export interface StoredEvent {
 export interface ServedEvent extends StoredEvent {
   /** Set when a redaction applies: the redaction event (the first valid one, as Synapse picks). */
   redactedBy?: StoredEvent;
-}
-
-/** What the persist script records for an event `pdu` accepted on top of `snap` (undefined: not a redaction). */
-export function redactionRecordFor(snap: RoomSnapshot, pdu: Pdu): { target: string; senderHasRedactLevel: boolean } | undefined {
-  if (pdu.type !== "m.room.redaction" || pdu.state_key !== undefined) return undefined;
-  const target = redactionTarget(pdu, snap.version);
-  if (target === undefined) return undefined;
-  return { target, senderHasRedactLevel: senderHasRedactLevel(pdu.sender, lookupIn(snap), snap.version) };
 }
 
 /** The events with every valid recorded redaction applied (same order). Two round trips at most. */
@@ -79,7 +64,7 @@ export async function redactLocally(rooms: RoomService, roomId: string, input: {
   if (!target) throw notFound(`Event ${input.eventId} not found in ${roomId}`);
   if (target.type === "m.room.create") throw forbidden("Redacting create events is not permitted");
   if (target.type === "m.room.server_acl") throw forbidden("Redacting server ACL events is not permitted");
-  if (target.sender !== input.sender && !senderHasRedactLevel(input.sender, lookupIn(snap), snap.version)) {
+  if (target.sender !== input.sender && !senderHasRedactLevel(input.sender, stateLookup(snap.state), snap.version)) {
     throw forbidden(`${input.sender} may only redact their own events (the redact level is needed for others')`);
   }
   return rooms.sendLocalEvent(roomId, {

@@ -23,7 +23,7 @@ import { joinedServerOf } from "../store/state-cache.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
-import { redactionRecordFor } from "./redactions.js";
+import { redactionRecordOf } from "../protocol/redaction-rules.js";
 
 export type StateMap = ReadonlyMap<string, Pdu>;
 
@@ -365,7 +365,7 @@ export class RoomService {
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
     const list = [...destinations].sort();
-    const redaction = redactionRecordFor(snap, pdu);
+    const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
     const result = await this.store.persistEvent({
       roomId,
       eventId,

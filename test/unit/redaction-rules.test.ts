@@ -2,7 +2,7 @@
 // is per room version, and the per-event visibility state sweep (rooms/history.ts).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { redactionApplies, redactionTarget, senderHasRedactLevel } from "../../src/protocol/redaction-rules.js";
+import { redactionApplies, redactionRecordOf, redactionTarget, senderHasRedactLevel } from "../../src/protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../../src/protocol/room-versions.js";
 import { visibilityAtStreams } from "../../src/rooms/history.js";
 import type { VisibilityLogEntry } from "../../src/store/visibility-log.js";
@@ -56,6 +56,24 @@ describe("senderHasRedactLevel", () => {
     assert.equal(senderHasRedactLevel("@c:hs", () => (undefined), v("10")), false, "no create, no power levels: 0 < 50");
     assert.equal(senderHasRedactLevel("@c:hs", (t) => (t === "m.room.create" ? create : undefined), v("12")), true, "v12 creator has infinite power");
   });
+});
+
+describe("redactionRecordOf: what the persist script records", () => {
+  const pl = { type: "m.room.power_levels", sender: "@c:hs", state_key: "", content: { users: { "@mod:hs": 50 } } };
+  const lookup = (type: string) => (type === "m.room.power_levels" ? pl : undefined);
+  const cases: [string, Record<string, unknown>, ReturnType<typeof redactionRecordOf>, string][] = [
+    ["12", { type: "m.room.redaction", sender: "@mod:hs", content: { redacts: "$t" } }, { target: "$t", senderHasRedactLevel: true }, "a moderator's redaction (redact defaults to 50)"],
+    ["12", { type: "m.room.redaction", sender: "@u:hs", content: { redacts: "$t" } }, { target: "$t", senderHasRedactLevel: false }, "a user's redaction: recorded, applies only to their server's events"],
+    ["10", { type: "m.room.redaction", sender: "@u:hs", redacts: "$t", content: {} }, { target: "$t", senderHasRedactLevel: false }, "v10: top-level redacts"],
+    ["12", { type: "m.room.redaction", sender: "@u:hs", content: {} }, undefined, "no target: nothing to record"],
+    ["12", { type: "m.room.redaction", sender: "@u:hs", state_key: "", content: { redacts: "$t" } }, undefined, "a state event of that type is not a redaction"],
+    ["12", { type: "m.room.message", sender: "@u:hs", content: { redacts: "$t" } }, undefined, "not a redaction"],
+  ];
+  for (const [version, ev, expected, why] of cases) {
+    test(`v${version} ${JSON.stringify(ev)} → ${JSON.stringify(expected)} (${why})`, () => {
+      assert.deepEqual(redactionRecordOf(ev as { type: string; sender: string }, lookup, v(version)), expected);
+    });
+  }
 });
 
 describe("visibilityAtStreams: the state after (and before) each event", () => {
