@@ -185,3 +185,23 @@ describe("local redactions refused (nothing written)", () => {
     await expectRedacted("12", own, res.body.event_id);
   });
 });
+
+describe("a redaction that is not accepted is not applied", () => {
+  test("soft-failed (its sender was banned meanwhile): recorded nowhere, the target stays whole", async () => {
+    const roomId = await t.createRoom({ room_version: "12", name: "Soft-failed redaction" });
+    const user = remote.userId("banned");
+    await t.knockAcceptJoin(remote, roomId, user);
+    const msg = await t.remoteEvent(remote, roomId, { type: "m.room.message", sender: user, content: { msgtype: "m.text", body: "mine" } });
+    // Built while the user is still joined, sent after the ban: passes its auth events, fails current state.
+    const sendMsg = await t.fed(remote, "PUT", `${FED}/v1/send/soft-${msg.eventId}`, { origin: remote.serverName, origin_server_ts: Date.now(), pdus: [msg.pdu] });
+    assert.deepEqual(sendMsg.body, { pdus: { [msg.eventId]: {} } });
+    const redaction = await t.remoteEvent(remote, roomId, { type: "m.room.redaction", sender: user, content: { redacts: msg.eventId } });
+    assert.equal((await t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/ban`).send({ user_id: user })).status, 200);
+    const res = await t.fed(remote, "PUT", `${FED}/v1/send/soft-${redaction.eventId}`, { origin: remote.serverName, origin_server_ts: Date.now(), pdus: [redaction.pdu] });
+    assert.deepEqual(res.body, { pdus: { [redaction.eventId]: {} } });
+    assert.equal(await t.store.eventStatus(roomId, redaction.eventId), "soft_failed");
+    const admin = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/events/${enc(msg.eventId)}`);
+    assert.equal(admin.body.content.body, "mine");
+    assert.equal(admin.body.unsigned, undefined);
+  });
+});
