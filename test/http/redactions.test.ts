@@ -205,3 +205,25 @@ describe("a redaction that is not accepted is not applied", () => {
     assert.equal(admin.body.unsigned, undefined);
   });
 });
+
+describe("the membership handshakes serve redacted state", () => {
+  test("a redacted room name: send_knock's knock_room_state and send_join's state carry the redacted event", async () => {
+    const roomId = await t.createRoom({ room_version: "12", name: "Secret name" });
+    const version = getRoomVersion("12")!;
+    const nameId = (await t.graph(roomId)).stateIds.get(JSON.stringify(["m.room.name", ""]))!;
+    const red = await t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/redact/${enc(nameId)}`).send({ reason: "leaked" });
+    assert.equal(red.status, 200, JSON.stringify(red.body));
+    const redactedName = redactEvent((await t.store.getEvent(roomId, nameId))!, version);
+    const user = remote.userId("handshake");
+    const knock = await t.knock(remote, roomId, user);
+    const knockName = (knock.res.body.knock_room_state as Pdu[]).find((p) => p.type === "m.room.name");
+    assert.deepEqual(knockName, redactedName);
+    assert.equal((await t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/knocks/${enc(user)}/accept`).send({})).status, 200);
+    const inviteState = (remote.requestsTo("/_matrix/federation/v2/invite/").at(-1)!.body as { invite_room_state: Pdu[] }).invite_room_state;
+    assert.deepEqual(inviteState.find((p) => p.type === "m.room.name"), redactedName, "invite_room_state too");
+    const join = await t.join(remote, roomId, user);
+    const joinName = (join.res.body.state as Pdu[]).find((p) => p.type === "m.room.name");
+    assert.deepEqual(joinName, redactedName);
+    assert.equal(verifyEventSignatures(joinName as Record<string, unknown>, version, lookup).ok, true);
+  });
+});
