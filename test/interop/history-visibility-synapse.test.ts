@@ -3,7 +3,8 @@
  * messages sent before its user joined. With history_visibility `joined`, Gatehouse serves them
  * redacted; Synapse must accept those redacted copies (their signatures cover the redacted form),
  * and stores them with empty content. With `shared` they arrive in full. An event redacted on
- * Gatehouse arrives redacted either way.
+ * Gatehouse arrives redacted either way. Redactions also go both ways live: Synapse applies one
+ * Gatehouse sends, Gatehouse applies one a Synapse user sends.
  *
  * Synapse's own history (without client-side visibility filtering) is read through its admin API
  * (`GET /_synapse/admin/v1/rooms/{roomId}/messages`, which also backfills), as a server admin
@@ -100,4 +101,38 @@ describe("interop: Synapse backfills history from Gatehouse under each history v
       await waitFor("Synapse to receive the message sent after its join", async () => (await history()).get(late.body.event_id)?.content.body === "after the join");
     });
   }
+
+  test("redactions both ways: Synapse applies Gatehouse's, Gatehouse applies Synapse's", async () => {
+    const created = await admin("POST", "/rooms", { creator: `@admin:${lb.serverName}`, room_version: "12", join_rule: "public", name: "redactions" });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const roomId = created.body.room_id as string;
+    assert.equal((await reader.join(roomId, lb.serverName)).status, 200);
+    const history = async () => {
+      const r = await reader.call("GET", `/_synapse/admin/v1/rooms/${enc(roomId)}/messages?dir=b&limit=100`);
+      return new Map((r.body.chunk as { event_id: string; content: Record<string, unknown> }[]).map((e) => [e.event_id, e]));
+    };
+
+    // Gatehouse redacts its own message: Synapse receives the redaction over /send and applies it.
+    const ours = await admin("POST", `/rooms/${enc(roomId)}/send/m.room.message`, { content: { msgtype: "m.text", body: "gatehouse's" } });
+    await waitFor("Synapse to receive Gatehouse's message", async () => (await history()).get(ours.body.event_id)?.content.body === "gatehouse's");
+    const red = await admin("POST", `/rooms/${enc(roomId)}/redact/${enc(ours.body.event_id)}`, { reason: "interop" });
+    assert.equal(red.status, 200, JSON.stringify(red.body));
+    await waitFor("Synapse to apply Gatehouse's redaction", async () => {
+      const ev = (await history()).get(ours.body.event_id);
+      return ev !== undefined && Object.keys(ev.content).length === 0;
+    });
+
+    // Synapse's user redacts their own message: Gatehouse receives it over /send and applies it.
+    const theirs = await reader.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/t${Date.now()}`, { msgtype: "m.text", body: "synapse's" });
+    assert.equal(theirs.status, 200, JSON.stringify(theirs.body));
+    await waitFor("Gatehouse to receive Synapse's message", async () => (await admin("GET", `/rooms/${enc(roomId)}/events/${enc(theirs.body.event_id)}`)).status === 200);
+    const redacted = await reader.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/redact/${enc(theirs.body.event_id)}/r${Date.now()}`, { reason: "oops" });
+    assert.equal(redacted.status, 200, JSON.stringify(redacted.body));
+    const seen = await waitFor("Gatehouse to apply Synapse's redaction", async () => {
+      const ev = await admin("GET", `/rooms/${enc(roomId)}/events/${enc(theirs.body.event_id)}`);
+      return ev.body.unsigned?.redacted_because ? ev.body : null;
+    });
+    assert.deepEqual(seen.content, {});
+    assert.equal(seen.unsigned.redacted_because.event_id, redacted.body.event_id);
+  });
 });
