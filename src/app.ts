@@ -164,7 +164,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
   });
-  const history = new RoomHistory(rooms, new VisibilityLog(redis, keys, (roomId, ids) => store.getEvents(roomId, ids)));
+  const history = new RoomHistory(rooms, new VisibilityLog(redis, keys));
   const transactions = new InboundTransactions({ rooms, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
   const rl = config.rateLimits;

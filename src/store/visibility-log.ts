@@ -18,7 +18,6 @@
  */
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
-import type { Pdu } from "../protocol/pdu.js";
 import { Lru } from "./state-cache.js";
 import { historyVisibilityOf, membershipOfContent, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
 
@@ -39,6 +38,9 @@ interface RoomLog {
   entries: VisibilityLogEntry[];
 }
 
+const MEMBER_TYPE = '"type":"m.room.member"';
+const VISIBILITY_TYPE = '"type":"m.room.history_visibility"';
+
 /** How many timeline entries one read fetches per batch of events. */
 const BATCH = 500;
 
@@ -48,7 +50,6 @@ export class VisibilityLog {
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
-    private readonly getEvents: (roomId: string, ids: readonly string[]) => Promise<Map<string, Pdu>>,
   ) {}
 
   /** The room's log up to its latest timeline position (entries in stream order). */
@@ -76,11 +77,20 @@ export class VisibilityLog {
         ids.push(flat[i]!);
         streams.push(Number(flat[i + 1]));
       }
-      const [statuses, events] = await Promise.all([this.redis.hmget(this.keys.eventStatus(roomId), ...ids), this.getEvents(roomId, ids)]);
-      ids.forEach((id, i) => {
-        if (statuses[i]) return; // rejected / soft-failed / outlier: not in state
-        const ev = events.get(id);
-        if (!ev || typeof ev.state_key !== "string") return;
+      // The stored JSON, read here rather than through the store's event cache: a first read of a
+      // large room would otherwise parse every message and evict the cache's hot events. Only
+      // events whose text names one of the two types are parsed (JSON.stringify writes the
+      // top-level `"type":"…"` pair literally; a match inside content is ruled out by the parse).
+      const [statuses, texts] = await Promise.all([
+        this.redis.hmget(this.keys.eventStatus(roomId), ...ids),
+        this.redis.mget(...ids.map((id) => this.keys.event(roomId, id))),
+      ]);
+      ids.forEach((_, i) => {
+        const text = texts[i];
+        if (statuses[i] || !text) return; // rejected / soft-failed / outlier: not in state
+        if (!text.includes(MEMBER_TYPE) && !text.includes(VISIBILITY_TYPE)) return;
+        const ev = JSON.parse(text) as { type?: unknown; state_key?: unknown; content?: unknown };
+        if (typeof ev.state_key !== "string") return;
         if (ev.type === "m.room.history_visibility" && ev.state_key === "") {
           (appended ??= []).push({ stream: streams[i]!, stateKey: "", kind: "visibility", visibility: historyVisibilityOf(ev.content) });
         } else if (ev.type === "m.room.member") {
