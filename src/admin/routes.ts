@@ -203,9 +203,12 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/knocks`,
     route(async (req, res) => {
       const snap = await rooms.snapshot(req.params.roomId as string);
+      const pending = [...snap.state].filter(([, pdu]) => pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "knock");
+      // As served: a redacted knock has no reason or display name left.
+      const served = await applyRedactions(rooms.store, snap.room.roomId, snap.version, pending.map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu })));
       const knocks = [];
-      for (const [field, pdu] of snap.state) {
-        if (pdu.type !== "m.room.member" || (pdu.content as { membership?: unknown }).membership !== "knock") continue;
+      for (const [i, [field]] of pending.entries()) {
+        const pdu = served[i]!.pdu;
         const c = pdu.content as Record<string, unknown>;
         knocks.push({
           user_id: parseStateField(field)[1],

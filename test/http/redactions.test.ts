@@ -227,3 +227,17 @@ describe("the membership handshakes serve redacted state", () => {
     assert.equal(verifyEventSignatures(joinName as Record<string, unknown>, version, lookup).ok, true);
   });
 });
+
+describe("the admin knock list serves redacted knocks", () => {
+  test("a knock redacted by a moderator keeps its place in the list but loses its reason", async () => {
+    const roomId = await t.createRoom({ room_version: "12", name: "Knock redaction" });
+    const user = remote.userId("knockred");
+    const knock = await t.knock(remote, roomId, user, { reason: "offensive text" });
+    const before = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/knocks`);
+    assert.equal(before.body.knocks[0].reason, "offensive text");
+    const red = await t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/redact/${enc(knock.eventId)}`).send({});
+    assert.equal(red.status, 200, JSON.stringify(red.body));
+    const after = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/knocks`);
+    assert.deepEqual(after.body.knocks.map((k: { user_id: string; reason: unknown }) => [k.user_id, k.reason]), [[user, null]]);
+  });
+});
