@@ -52,12 +52,19 @@ export function visibilityAtStreams(
     if (e.kind === "visibility") visibility = e.visibility ?? "shared";
     else if (keep(e.stateKey)) members.set(e.stateKey, e.membership);
   };
+  let previous = null as { stream: number; at: VisibilityAtEvent } | null;
   for (const [stream, index] of order) {
+    // The same event asked for twice: the same answer (its own entry is already applied).
+    if (previous?.stream === stream) {
+      out[index] = previous.at;
+      continue;
+    }
     while (p < entries.length && entries[p]!.stream < stream) apply(entries[p++]!);
     const visibilityBefore = visibility;
     const membersBefore = new Map(members);
     while (p < entries.length && entries[p]!.stream === stream) apply(entries[p++]!);
     out[index] = { visibility, visibilityBefore, members: new Map(members), membersBefore };
+    previous = { stream, at: out[index]! };
   }
   return out;
 }

@@ -1,11 +1,9 @@
 // When an accepted m.room.redaction applies (src/protocol/redaction-rules.ts), where its target
-// is per room version, and the per-event visibility state sweep (rooms/history.ts).
+// is per room version, and what is recorded with it.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { redactionApplies, redactionRecordOf, redactionTarget, senderHasRedactLevel } from "../../src/protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../../src/protocol/room-versions.js";
-import { visibilityAtStreams } from "../../src/rooms/history.js";
-import type { VisibilityLogEntry } from "../../src/store/visibility-log.js";
 
 const v = (id: string): RoomVersion => getRoomVersion(id)!;
 const ROOM = "!r:hs.example";
@@ -74,30 +72,4 @@ describe("redactionRecordOf: what the persist script records", () => {
       assert.deepEqual(redactionRecordOf(ev as { type: string; sender: string }, lookup, v(version)), expected);
     });
   }
-});
-
-describe("visibilityAtStreams: the state after (and before) each event", () => {
-  const log: VisibilityLogEntry[] = [
-    { stream: 2, stateKey: "@c:a", kind: "member", membership: "join" },
-    { stream: 3, stateKey: "", kind: "visibility", visibility: "joined" },
-    { stream: 5, stateKey: "@u:b", kind: "member", membership: "invite" },
-    { stream: 7, stateKey: "@u:b", kind: "member", membership: "join" },
-    { stream: 9, stateKey: "@v:b", kind: "member", membership: "knock" },
-    { stream: 10, stateKey: "", kind: "visibility", visibility: "shared" },
-  ];
-  const onB = (u: string) => u.endsWith(":b");
-  test("positions in any order, null for events not in the timeline, only kept members tracked", () => {
-    const out = visibilityAtStreams(log, [7, 1, null, 4, 10, 3], onB);
-    assert.equal(out[2], null);
-    assert.deepEqual(out[1], { visibility: "shared", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
-    assert.deepEqual(out[5], { visibility: "joined", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
-    assert.deepEqual(out[3]!.members, new Map(), "@c:a is not on server b");
-    assert.deepEqual(out[0], { visibility: "joined", visibilityBefore: "joined", members: new Map([["@u:b", "join"]]), membersBefore: new Map([["@u:b", "invite"]]) });
-    assert.deepEqual(out[4], {
-      visibility: "shared",
-      visibilityBefore: "joined",
-      members: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
-      membersBefore: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
-    });
-  });
 });

@@ -1,9 +1,12 @@
 // History visibility decisions (src/protocol/visibility.ts): every value × every membership a
 // server's or a user's member can have at the event (join, invite, leave, ban, knock, none), the
-// boundary rules for a user's own membership events and for history_visibility events.
+// boundary rules for a user's own membership events and for history_visibility events; and the
+// sweep that finds the state at each event (rooms/history.ts visibilityAtStreams).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { historyVisibilityOf, membershipOfContent, serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../../src/protocol/visibility.js";
+import { visibilityAtStreams } from "../../src/rooms/history.js";
+import type { VisibilityLogEntry } from "../../src/store/visibility-log.js";
 
 type M = Membership | undefined;
 const show = (m: M) => m ?? "none";
@@ -166,5 +169,33 @@ describe("users: history_visibility events (before or after may allow)", () => {
   }
   test("without visibilityBefore only the visibility after the event counts", () => {
     assert.equal(userMaySee({ visibility: "joined", membership: undefined, joinedLater: false }), false);
+  });
+});
+
+describe("visibilityAtStreams: the state after (and before) each event", () => {
+  const log: VisibilityLogEntry[] = [
+    { stream: 2, stateKey: "@c:a", kind: "member", membership: "join" },
+    { stream: 3, stateKey: "", kind: "visibility", visibility: "joined" },
+    { stream: 5, stateKey: "@u:b", kind: "member", membership: "invite" },
+    { stream: 7, stateKey: "@u:b", kind: "member", membership: "join" },
+    { stream: 9, stateKey: "@v:b", kind: "member", membership: "knock" },
+    { stream: 10, stateKey: "", kind: "visibility", visibility: "shared" },
+  ];
+  const onB = (u: string) => u.endsWith(":b");
+  test("positions in any order, null for events not in the timeline, only kept members tracked", () => {
+    const out = visibilityAtStreams(log, [7, 1, null, 4, 10, 3], onB);
+    assert.equal(out[2], null);
+    assert.deepEqual(out[1], { visibility: "shared", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
+    assert.deepEqual(out[5], { visibility: "joined", visibilityBefore: "shared", members: new Map(), membersBefore: new Map() });
+    assert.deepEqual(out[3]!.members, new Map(), "@c:a is not on server b");
+    assert.deepEqual(out[0], { visibility: "joined", visibilityBefore: "joined", members: new Map([["@u:b", "join"]]), membersBefore: new Map([["@u:b", "invite"]]) });
+    const twice = visibilityAtStreams(log, [7, 7], onB);
+    assert.deepEqual(twice[1], twice[0], "an event asked for twice gets the same state before and after it");
+    assert.deepEqual(out[4], {
+      visibility: "shared",
+      visibilityBefore: "joined",
+      members: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
+      membersBefore: new Map([["@u:b", "join"], ["@v:b", "knock"]]),
+    });
   });
 });
