@@ -102,6 +102,27 @@ describe("interop: Synapse backfills history from Gatehouse under each history v
     });
   }
 
+  test("a knock room whose name was redacted: knock, accept (invite) and join still work with the redacted state", async () => {
+    const created = await admin("POST", "/rooms", { creator: `@admin:${lb.serverName}`, room_version: "12", join_rule: "knock", name: "to be redacted" });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const roomId = created.body.room_id as string;
+    const state = await admin("GET", `/rooms/${enc(roomId)}/state`);
+    const nameId = (state.body.state as { type: string; event_id: string }[]).find((e) => e.type === "m.room.name")!.event_id;
+    assert.equal((await admin("POST", `/rooms/${enc(roomId)}/redact/${enc(nameId)}`, {})).status, 200);
+    const knocker = await hs.user(`visknocker${Date.now()}`);
+    const knock = await knocker.knock(roomId, lb.serverName, "hello");
+    assert.equal(knock.status, 200, `knock: ${JSON.stringify(knock.body)}`);
+    await waitFor("Gatehouse to list the knock", async () => (await admin("GET", `/rooms/${enc(roomId)}/knocks`)).body.knocks.length === 1);
+    const accept = await admin("POST", `/rooms/${enc(roomId)}/knocks/${enc(knocker.userId)}/accept`, {});
+    assert.equal(accept.status, 200, `accept: ${JSON.stringify(accept.body)}`);
+    await waitFor("Synapse to show the invite", async () => (await knocker.membershipIn(roomId)) === "invite");
+    const joined = await knocker.join(roomId, lb.serverName);
+    assert.equal(joined.status, 200, `join: ${JSON.stringify(joined.body)}`);
+    // Synapse holds the redacted name event: no name.
+    const name = await knocker.state(roomId, "m.room.name");
+    assert.deepEqual(name.body, {});
+  });
+
   test("redactions both ways: Synapse applies Gatehouse's, Gatehouse applies Synapse's", async () => {
     const created = await admin("POST", "/rooms", { creator: `@admin:${lb.serverName}`, room_version: "12", join_rule: "public", name: "redactions" });
     assert.equal(created.status, 200, JSON.stringify(created.body));
