@@ -27,6 +27,7 @@ import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
+import { VisibilityLog } from "./store/visibility-log.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { hostname } from "node:os";
 import { Sender } from "./sender/sender.js";
@@ -60,6 +61,8 @@ export interface Gatehouse {
   rooms: RoomService;
   membership: MembershipService;
   remoteRooms: RemoteRooms;
+  /** Reads of hosted rooms' history (federation reads; the client API's visibleEventsForUser). */
+  history: RoomHistory;
   remoteKeys: RemoteKeys;
   client: FederationClient;
   keys: RedisKeys;
@@ -164,7 +167,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
   });
-  const history = new RoomHistory(rooms);
+  const history = new RoomHistory(rooms, new VisibilityLog(redis, keys));
   const transactions = new InboundTransactions({ rooms, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
   const rl = config.rateLimits;
@@ -222,6 +225,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     rooms,
     membership,
     remoteRooms,
+    history,
     remoteKeys,
     client,
     keys,

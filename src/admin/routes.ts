@@ -14,6 +14,7 @@ import { parseStateField, stateField } from "../store/room-store.js";
 import type { RoomService } from "../rooms/room-service.js";
 import type { MembershipService } from "../rooms/membership.js";
 import { computeEventId } from "../protocol/event-hashing.js";
+import { applyRedactions, redactLocally, type ServedEvent } from "../rooms/redactions.js";
 
 export const ADMIN_PREFIX = "/_gatehouse/admin/v1";
 
@@ -47,6 +48,15 @@ function requireString(b: Record<string, unknown>, key: string): string {
 /** An event as the admin API shows it: the PDU plus its ID. */
 export function withEventId(pdu: Pdu, eventId: string): Record<string, unknown> {
   return { event_id: eventId, ...pdu };
+}
+
+/**
+ * A stored event as the admin API shows it: redacted when a redaction applies, with the
+ * redaction event in `unsigned.redacted_because` (as Synapse shows redacted events to clients).
+ */
+export function servedEvent(e: ServedEvent): Record<string, unknown> {
+  if (!e.redactedBy) return withEventId(e.pdu, e.eventId);
+  return { ...withEventId(e.pdu, e.eventId), unsigned: { redacted_because: withEventId(e.redactedBy.pdu, e.redactedBy.eventId) } };
 }
 
 export function adminRouter(deps: AdminDeps): Router {
@@ -102,7 +112,15 @@ export function adminRouter(deps: AdminDeps): Router {
       for (const m of Object.values(members)) counts[m] = (counts[m] ?? 0) + 1;
       const servers = new Set<string>();
       for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
-      const content = (type: string) => snap.state.get(stateField(type, ""))?.content as Record<string, unknown> | undefined;
+      // Summary fields from state as served (a redacted name or topic is gone).
+      const summaryTypes = ["m.room.name", "m.room.topic", "m.room.join_rules", "m.room.tombstone"];
+      const stored = summaryTypes.flatMap((type) => {
+        const field = stateField(type, "");
+        const pdu = snap.state.get(field);
+        return pdu ? [{ eventId: snap.stateIds.get(field)!, pdu }] : [];
+      });
+      const served = new Map((await applyRedactions(rooms.store, snap.room.roomId, snap.version, stored)).map((e) => [e.pdu.type, e.pdu]));
+      const content = (type: string) => served.get(type)?.content as Record<string, unknown> | undefined;
       // State content is whatever senders put there; the summary only passes on strings.
       const text = (v: unknown) => (typeof v === "string" ? v : undefined);
       res.json({
@@ -123,24 +141,27 @@ export function adminRouter(deps: AdminDeps): Router {
     }),
   );
 
+  // Reads serve events with redactions applied. The admin API acts for the operator, not for a
+  // user, so history visibility does not apply to it (the client API filters per user).
   router.get(
     `${p}/rooms/:roomId/state`,
     route(async (req, res) => {
       const snap = await rooms.snapshot(req.params.roomId as string);
-      const out = [];
-      for (const [field, pdu] of snap.state) out.push(withEventId(pdu, snap.stateIds.get(field)!));
-      res.json({ state: out });
+      const stored = [...snap.state].map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu }));
+      const served = await applyRedactions(rooms.store, snap.room.roomId, snap.version, stored);
+      res.json({ state: served.map(servedEvent) });
     }),
   );
 
   router.get(
     `${p}/rooms/:roomId/state/:type{/:stateKey}`,
     route(async (req, res) => {
-      const roomId = req.params.roomId as string;
-      await rooms.requireRoom(roomId);
-      const ev = await rooms.store.getStateEvent(roomId, req.params.type as string, (req.params.stateKey as string | undefined) ?? "");
-      if (!ev) throw notFound("State event not found");
-      res.json(ev.content);
+      const snap = await rooms.snapshot(req.params.roomId as string);
+      const field = stateField(req.params.type as string, (req.params.stateKey as string | undefined) ?? "");
+      const pdu = snap.state.get(field);
+      if (!pdu) throw notFound("State event not found");
+      const [served] = await applyRedactions(rooms.store, snap.room.roomId, snap.version, [{ eventId: snap.stateIds.get(field)!, pdu }]);
+      res.json(served!.pdu.content);
     }),
   );
 
@@ -182,9 +203,12 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/knocks`,
     route(async (req, res) => {
       const snap = await rooms.snapshot(req.params.roomId as string);
+      const pending = [...snap.state].filter(([, pdu]) => pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "knock");
+      // As served: a redacted knock has no reason or display name left.
+      const served = await applyRedactions(rooms.store, snap.room.roomId, snap.version, pending.map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu })));
       const knocks = [];
-      for (const [field, pdu] of snap.state) {
-        if (pdu.type !== "m.room.member" || (pdu.content as { membership?: unknown }).membership !== "knock") continue;
+      for (const [i, [field]] of pending.entries()) {
+        const pdu = served[i]!.pdu;
         const c = pdu.content as Record<string, unknown>;
         knocks.push({
           user_id: parseStateField(field)[1],
@@ -263,7 +287,20 @@ export function adminRouter(deps: AdminDeps): Router {
       const pdu = await rooms.store.getEvent(roomId, req.params.eventId as string);
       if (!pdu) throw notFound("Event not found");
       const status = await rooms.store.eventStatus(roomId, req.params.eventId as string);
-      res.json({ ...withEventId(pdu, computeEventId(pdu, version)), ...(status ? { gatehouse_status: status } : {}) });
+      const [served] = await applyRedactions(rooms.store, roomId, version, [{ eventId: computeEventId(pdu, version), pdu }]);
+      res.json({ ...servedEvent(served!), ...(status ? { gatehouse_status: status } : {}) });
+    }),
+  );
+
+  router.post(
+    `${p}/rooms/:roomId/redact/:eventId`,
+    route(async (req, res) => {
+      const roomId = req.params.roomId as string;
+      const b = body(req);
+      const reason = optionalString(b, "reason");
+      const sender = await senderFor(roomId, b);
+      const ev = await redactLocally(rooms, roomId, { sender, eventId: req.params.eventId as string, ...(reason !== undefined ? { reason } : {}) });
+      res.json({ event_id: ev.eventId });
     }),
   );
 

@@ -41,8 +41,8 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
   router.get(
     "/_matrix/federation/v1/state/:roomId",
     route(async (req, res) => {
-      const s = await history.stateAt(req.params.roomId as string, eventIdParam(req.query), req.origin!);
-      res.json({ pdus: [...s.state.values()], auth_chain: [...s.chain.values()] });
+      const s = await history.stateAt(req.params.roomId as string, eventIdParam(req.query), req.origin!, true);
+      res.json({ pdus: s.state, auth_chain: s.chain });
     }),
   );
 

@@ -20,6 +20,7 @@ import { createEventIdOf, stateLookup, joinedServers, type RoomService, type Roo
 import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
+import { applyRedactions, type StoredEvent } from "./redactions.js";
 
 export type HandshakeMembership = "knock" | "join" | "leave";
 
@@ -205,7 +206,13 @@ export class MembershipService {
   async knockRoomState(roomId: string, stateBefore?: RoomSnapshot): Promise<Pdu[]> {
     // The state the knock was accepted on serves: a knock changes none of the stripped-state
     // types (create, name, avatar, topic, join rules, canonical alias, encryption).
-    return this.rooms.strippedStateEvents(stateBefore ?? (await this.rooms.snapshot(roomId)));
+    return this.strippedState(stateBefore ?? (await this.rooms.snapshot(roomId)));
+  }
+
+  /** The stripped-state events as served: redacted when a redaction applies (a redacted name is gone). */
+  private async strippedState(snap: RoomSnapshot): Promise<Pdu[]> {
+    const stored = this.rooms.strippedStateEvents(snap).map((pdu) => ({ eventId: snap.stateIds.get(stateField(pdu.type, pdu.state_key ?? ""))!, pdu }));
+    return (await applyRedactions(this.rooms.store, snap.room.roomId, snap.version, stored)).map((e) => e.pdu);
   }
 
   /**
@@ -235,31 +242,32 @@ export class MembershipService {
     return addEventSignature(pdu, this.rooms.serverName, this.rooms.signingKey, snap.version);
   }
 
-  /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event. */
+  /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event; redactions applied. */
   async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
-    let state: ReadonlyMap<string, Pdu>;
-    let stateIds: string[];
+    let stored: StoredEvent[];
     if (stateBefore) {
-      state = stateBefore.state;
-      stateIds = [...stateBefore.stateIds.values()];
+      stored = [...stateBefore.stateIds].map(([field, id]) => ({ eventId: id, pdu: stateBefore.state.get(field)! }));
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
       const before = (await this.rooms.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
       const events = await this.rooms.store.getEvents(roomId, [...before.values()]);
-      const found = [...before].filter(([, id]) => events.has(id));
-      state = new Map(found.map(([field, id]) => [field, events.get(id)!]));
-      stateIds = found.map(([, id]) => id);
+      stored = [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! }));
     }
-    const chain = await this.rooms.store.authChain(roomId, [...stateIds, eventId]);
-    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(state));
+    const chain = await this.rooms.store.authChain(roomId, [...stored.map((e) => e.eventId), eventId]);
+    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map(stored.map((e) => [e.eventId, e.pdu]))));
     servers.add(this.rooms.serverName);
     const joiner = serverOfUserId(pdu.sender);
     if (joiner) servers.add(joiner);
+    const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
+    const [state, authChain] = await Promise.all([
+      applyRedactions(this.rooms.store, roomId, version, stored),
+      applyRedactions(this.rooms.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev }))),
+    ]);
     return {
       origin: this.rooms.serverName,
-      state: [...state.values()],
-      auth_chain: [...chain.values()],
+      state: state.map((e) => e.pdu),
+      auth_chain: authChain.map((e) => e.pdu),
       event: pdu,
       members_omitted: false,
       servers_in_room: [...servers].sort(),
@@ -285,7 +293,7 @@ export class MembershipService {
     const snap = await this.rooms.snapshot(roomId);
     if (serverOfUserId(sender) !== this.rooms.serverName) throw forbidden(`${sender} is not a user on ${this.rooms.serverName}`);
     const built = this.rooms.buildLocalEvent(snap, { type: "m.room.member", sender, stateKey: target, content });
-    const inviteRoomState: Pdu[] = this.rooms.strippedStateEvents(snap);
+    const inviteRoomState: Pdu[] = await this.strippedState(snap);
     const inviterMember = snap.state.get(stateField("m.room.member", sender));
     if (inviterMember) inviteRoomState.push(inviterMember);
     let answer: { event?: unknown };

@@ -27,6 +27,7 @@ import { joinedServerOf } from "../store/state-cache.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
+import { redactionRecordOf } from "../protocol/redaction-rules.js";
 
 export type StateMap = ReadonlyMap<string, Pdu>;
 
@@ -49,6 +50,8 @@ export interface LocalEventInput {
   sender: string;
   stateKey?: string;
   content: Record<string, unknown>;
+  /** `m.room.redaction` only: the event redacted, written top level (v1–v10) or in content (v11+). */
+  redacts?: string;
 }
 
 export interface PersistedEvent {
@@ -222,13 +225,15 @@ export class RoomService {
 
   private buildFromSnapshot(snap: RoomSnapshot, input: LocalEventInput, senderServerName: string, authorise: boolean): PersistedEvent {
     const { prevEvents, authEvents, depth } = this.graphFields(snap, input);
+    const inContent = input.redacts !== undefined && snap.version.redactsInContent;
     const built = buildEvent(
       {
         type: input.type,
         room_id: snap.room.roomId,
         sender: input.sender,
         ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
-        content: input.content,
+        ...(input.redacts !== undefined && !inContent ? { redacts: input.redacts } : {}),
+        content: inContent ? { ...input.content, redacts: input.redacts } : input.content,
         prev_events: prevEvents,
         auth_events: authEvents,
         depth,
@@ -404,6 +409,7 @@ export class RoomService {
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
     const list = [...destinations].sort();
+    const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
     const result = await this.store.persistEvent({
       roomId,
       eventId,
@@ -413,6 +419,7 @@ export class RoomService {
       updatesState: false,
       destinations: list,
       state,
+      ...(redaction ? { redaction } : {}),
     });
     if (result === "persisted") {
       if (list.length > 0) this.deps.onQueued?.(list);

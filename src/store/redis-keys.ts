@@ -37,6 +37,8 @@ export class RedisKeys {
   eventState(roomId: string): string { return `${this.prefix}:{${roomId}}:event-state`; }
   /** HASH: event ID → "rejected" | "soft_failed" reason for events kept but not in state. */
   eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
+  /** HASH: redacted event ID → accepted redactions of it, one `redactionEventId 0|1` line each (1: sender had the redact level). */
+  redactions(roomId: string): string { return `${this.prefix}:{${roomId}}:redactions`; }
   /** HASH: alias → room ID (local aliases). */
   aliases(): string { return `${this.prefix}:aliases`; }
   /** STRING lock for serialising event creation in one room across replicas. */

@@ -47,6 +47,18 @@ export interface PersistInput {
   createRoom?: { version: string; creator: string; createdTs: number };
   /** State groups before/after the event and the new current state (rooms/room-state.ts). */
   state?: StatePlan;
+  /**
+   * For an accepted `m.room.redaction`: the event it redacts, and whether its sender had the
+   * redact level in the state it was accepted against (else it applies only to events of the
+   * sender's own server; see rooms/redactions.ts). Recorded with the event, atomically.
+   */
+  redaction?: { target: string; senderHasRedactLevel: boolean };
+}
+
+/** A recorded redaction of an event: the redaction event's ID and whether its sender had the redact level. */
+export interface RedactionRecord {
+  redactionId: string;
+  senderHasRedactLevel: boolean;
 }
 
 /** A state group to write: `delta` on top of `parent` (null: `delta` is the whole state). */
@@ -89,13 +101,14 @@ export const parseStateField = (field: string): [string, string] => JSON.parse(f
 
 const PERSIST_EVENT_LUA = `
 -- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
---       9 rooms, 10 destinations set, 11 state groups, 12 event state,
---       13.. outbound PDU lists (one per destination)
+--       9 rooms, 10 destinations set, 11 state groups, 12 event state, 13 redactions,
+--       14.. outbound PDU lists (one per destination)
 -- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
 --       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
 --       11 createRoomJson ("" = none), 12 destinationsJson,
 --       13 new state groups JSON [[id, groupJson], ...] ("" = none), 14 "before after" groups ("" = none),
---       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none)
+--       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
+--       16 redacted event ID ("" = not a redaction), 17 "1" when the redaction's sender had the redact level
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'duplicate' end
 if ARGV[4] ~= '' then
   local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
@@ -139,9 +152,15 @@ if ARGV[15] ~= '' then
   redis.call('HSET', KEYS[1], 'state_group', cur.g)
   if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
 end
+if ARGV[16] ~= '' then
+  local prior = redis.call('HGET', KEYS[13], ARGV[16])
+  local entry = ARGV[2] .. ' ' .. ARGV[17]
+  if prior then entry = prior .. '\\n' .. entry end
+  redis.call('HSET', KEYS[13], ARGV[16], entry)
+end
 local dests = cjson.decode(ARGV[12])
 for i, d in ipairs(dests) do
-  redis.call('RPUSH', KEYS[12 + i], ARGV[1] .. ' ' .. ARGV[2])
+  redis.call('RPUSH', KEYS[13 + i], ARGV[1] .. ' ' .. ARGV[2])
   redis.call('SADD', KEYS[10], d)
 end
 return 'persisted'
@@ -236,7 +255,7 @@ export class RoomStore {
     const args = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
       k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
-      k.stateGroups(roomId), k.eventState(roomId),
+      k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
       ...destinations.map((d) => k.outboundPdus(d)),
       roomId,
       eventId,
@@ -255,8 +274,10 @@ export class RoomStore {
       plan?.current
         ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
         : "",
+      input.redaction?.target ?? "",
+      input.redaction?.senderHasRedactLevel ? "1" : "0",
     ];
-    const result = (await this.redis.gatehousePersistEvent(12 + destinations.length, ...args)) as PersistResult;
+    const result = (await this.redis.gatehousePersistEvent(13 + destinations.length, ...args)) as PersistResult;
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
       for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
@@ -411,6 +432,31 @@ export class RoomStore {
       out.set(missing[i]!, pdu);
     });
     return out;
+  }
+
+  /** The accepted redactions recorded against each of `eventIds` (only those with any), oldest first. */
+  async redactionsOf(roomId: string, eventIds: readonly string[]): Promise<Map<string, RedactionRecord[]>> {
+    const out = new Map<string, RedactionRecord[]>();
+    if (eventIds.length === 0) return out;
+    const values = await this.redis.hmget(this.keys.redactions(roomId), ...eventIds);
+    values.forEach((v, i) => {
+      if (!v) return;
+      out.set(
+        eventIds[i]!,
+        v.split("\n").map((line) => {
+          const [redactionId, level] = line.split(" ");
+          return { redactionId: redactionId!, senderHasRedactLevel: level === "1" };
+        }),
+      );
+    });
+    return out;
+  }
+
+  /** The stream positions of events in the room's timeline (null for events not in it). */
+  async streamsOf(roomId: string, eventIds: readonly string[]): Promise<(number | null)[]> {
+    if (eventIds.length === 0) return [];
+    const scores = await this.redis.zmscore(this.keys.timeline(roomId), ...eventIds);
+    return scores.map((s) => (s === null ? null : Number(s)));
   }
 
   async eventStatus(roomId: string, eventId: string): Promise<EventStatus | null> {

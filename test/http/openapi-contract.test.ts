@@ -405,6 +405,16 @@ describe("admin listener", () => {
     expect(await admin("GET", `/rooms/${enc(roomId)}/events/${enc("$unknown")}`), 404, "M_NOT_FOUND");
   });
 
+  test("redact/{eventId}, and the redacted event as served", async () => {
+    const sent = expect(await admin("POST", `/rooms/${enc(roomId)}/send/m.room.message`, { content: { msgtype: "m.text", body: "to redact" } }), 200);
+    const id = sent.body.event_id as string;
+    const red = expect(await admin("POST", `/rooms/${enc(roomId)}/redact/${enc(id)}`, { reason: "contract" }), 200);
+    const ev = expect(await admin("GET", `/rooms/${enc(roomId)}/events/${enc(id)}`), 200);
+    assert.equal(ev.body.unsigned.redacted_because.event_id, red.body.event_id);
+    expect(await admin("POST", `/rooms/${enc(roomId)}/redact/${enc("$unknown")}`, {}), 404, "M_NOT_FOUND");
+    expect(await admin("POST", `/rooms/${enc(roomId)}/redact/${enc(id)}`, { reason: 1 }), 400, "M_INVALID_PARAM");
+  });
+
   test("upgrade, and what a replaced room answers", async () => {
     const old = await t.createRoom({ room_version: "11", name: "Old" });
     const up = expect(await admin("POST", `/rooms/${enc(old)}/upgrade`, { new_version: "12" }), 200);
