@@ -2,6 +2,7 @@
  * The composition root: builds every part of Gatehouse from the config and the connections it
  * is given, and wires them together. Nothing else constructs services.
  */
+import { readFileSync } from "node:fs";
 import express, { type Express } from "express";
 import type { Redis } from "ioredis";
 import { jsonBody } from "./http/body.js";
@@ -80,8 +81,14 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     signingKey: ownKeys.current,
     insecureSkipTlsVerify: config.outbound.insecureSkipTlsVerify,
     allowPrivateAddresses: config.outbound.allowPrivateAddresses,
+    ipRangeAllowlist: config.outbound.ipRangeAllowlist,
+    extraCaPem: config.outbound.caFile ? readFileSync(config.outbound.caFile, "utf8") : undefined,
     timeoutMs: config.outbound.requestTimeoutMs,
     now: clock,
+    onRefused: (reason, destination, message) => {
+      metrics.outboundRefused.inc({ reason });
+      logger.warn({ destination, reason }, `outbound federation refused: ${message}`);
+    },
   });
 
   const ownVerifyKeys = (): Record<string, CachedKey> => {
