@@ -303,7 +303,7 @@ export class FederationClient {
   private checkLiteral(host: string): void {
     if (isIP(host) === 0) return;
     const v = this.guard.check(host);
-    if (!v.allowed) throw new OutboundRefusedError("private_address", `refusing to connect to ${v.why}`);
+    if (!v.allowed) throw new OutboundRefusedError("private_address", `refusing to connect to ${host}: ${v.why}`);
   }
 
   /** Reports a refusal (metric, log) and turns it into the request's error. */

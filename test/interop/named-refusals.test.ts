@@ -1,0 +1,149 @@
+/**
+ * Outbound federation refusals in a named federation (DNS by dnsmasq, certificates from a private
+ * CA, verification on, only 127.0.0.0/8 allow-listed): each is refused with a log line naming the
+ * reason and counted in gatehouse_federation_outbound_refused_total{reason}.
+ *
+ *   wrong-name.test        serves a certificate for other.test            → certificate_name
+ *   expired.test           serves an expired certificate                  → certificate_expired
+ *   wk-name.test           .well-known → internal.test:8448 (A 10.20.30.40) → private_address
+ *   wk-literal.test        .well-known → 192.168.77.1:8448                → private_address
+ *   srv-private.test       SRV → internal.test:8448                       → private_address
+ *   redirect-private.test  .well-known redirects to https://192.168.1.1/… → private_address
+ *   redirect-loop.test     .well-known redirects a → b → a                → redirect_loop
+ *
+ * Runs inside the network namespace of `npm run test:interop` (no route but lo: the private
+ * targets are refused before any connection, and could not be reached anyway).
+ */
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { PassThrough } from "node:stream";
+import { startLoopbackGatehouse, type LoopbackGatehouse } from "../../src/dev/loopback.js";
+import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "../support/named-federation.js";
+import { join } from "node:path";
+import { rmSync } from "node:fs";
+
+const unavailable = namedUnavailable();
+
+describe("named federation: outbound refusals (log line and metric)", { skip: unavailable ?? false }, () => {
+  let ca: TestCa;
+  let dns: TestDns;
+  const servers: TestHttpsServer[] = [];
+  let lb: LoopbackGatehouse;
+  let dir: string;
+  const logLines: { msg?: string; reason?: string; destination?: string }[] = [];
+
+  before(async () => {
+    ca = await TestCa.create();
+    dns = new TestDns({
+      hosts: {
+        "gate.test": "127.0.0.10",
+        "wrong-name.test": "127.0.0.20",
+        "expired.test": "127.0.0.21",
+        "wk-name.test": "127.0.0.22",
+        "wk-literal.test": "127.0.0.23",
+        "redirect-private.test": "127.0.0.24",
+        "redirect-loop.test": "127.0.0.25",
+        "internal.test": "10.20.30.40",
+      },
+      srv: [{ service: "_matrix-fed._tcp.srv-private.test", target: "internal.test", port: 8448 }],
+    });
+    await dns.start();
+    const wk = "/.well-known/matrix/server";
+    const add = async (address: string, port: number, names: string[], routes: ConstructorParameters<typeof TestHttpsServer>[3], expired = false) => {
+      const s = new TestHttpsServer(address, port, await ca.issue(names, { expired }), routes);
+      await s.start();
+      servers.push(s);
+      return s;
+    };
+    const version = { "/_matrix/federation/v1/version": { json: { server: { name: "test", version: "0" } } } };
+    await add("127.0.0.20", 8448, ["other.test"], version);
+    await add("127.0.0.21", 8448, ["expired.test"], version, true);
+    await add("127.0.0.22", 443, ["wk-name.test"], { [wk]: { json: { "m.server": "internal.test:8448" } } });
+    await add("127.0.0.23", 443, ["wk-literal.test"], { [wk]: { json: { "m.server": "192.168.77.1:8448" } } });
+    await add("127.0.0.24", 443, ["redirect-private.test"], { [wk]: { redirect: "https://192.168.1.1/.well-known/matrix/server" } });
+    await add("127.0.0.25", 443, ["redirect-loop.test"], { [wk]: { redirect: "/loop-b" }, "/loop-b": { redirect: wk, status: 301 } });
+
+    const tls = await ca.issue(["gate.test"]);
+    dir = writeTempFiles("gatehouse-refusals-", { "tls.crt": tls.cert, "tls.key": tls.key, "ca.pem": ca.cert });
+    const logs = new PassThrough();
+    logs.on("data", (chunk: Buffer) => {
+      for (const line of chunk.toString().split("\n")) if (line.trim()) logLines.push(JSON.parse(line));
+    });
+    lb = await startLoopbackGatehouse({
+      label: "refusals",
+      logLevel: "warn",
+      logDestination: logs,
+      env: {
+        REDIS_URL: process.env.REDIS_URL,
+        GATEHOUSE_METRICS_LISTEN: "127.0.0.1:0",
+        GATEHOUSE_SERVER_NAME: "gate.test",
+        GATEHOUSE_FEDERATION_LISTEN: "127.0.0.10:8448",
+        GATEHOUSE_TLS: "files",
+        GATEHOUSE_TLS_CERT: join(dir, "tls.crt"),
+        GATEHOUSE_TLS_KEY: join(dir, "tls.key"),
+        GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "false",
+        GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "false",
+        GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST: "127.0.0.0/8",
+        GATEHOUSE_FEDERATION_CA_FILE: join(dir, "ca.pem"),
+        GATEHOUSE_FEDERATION_TIMEOUT_MS: "5000",
+      },
+    });
+  });
+
+  after(async () => {
+    await lb?.stop();
+    for (const s of servers) await s.stop();
+    await dns?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function refusedCount(reason: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${lb.gh.metricsPort}/metrics`)).text();
+    const m = new RegExp(`^gatehouse_federation_outbound_refused_total\\{reason="${reason}"\\} (\\d+)`, "m").exec(text);
+    return m ? Number(m[1]) : 0;
+  }
+
+  /** A remote knock via `server`: Gatehouse's make_knock (after its discovery) must fail. */
+  async function knockVia(server: string) {
+    return lb.admin("POST", "/remote/knock", { user_id: "@alice:gate.test", room_id: `!room:${server}`, via: [server] });
+  }
+
+  const cases = [
+    { server: "wrong-name.test", reason: "certificate_name", why: "the peer's certificate is for another name (other.test)" },
+    { server: "expired.test", reason: "certificate_expired", why: "the peer's certificate expired yesterday" },
+    { server: "wk-name.test", reason: "private_address", why: ".well-known delegates to a name that resolves to 10.20.30.40" },
+    { server: "wk-literal.test", reason: "private_address", why: ".well-known delegates to the private literal 192.168.77.1:8448" },
+    { server: "srv-private.test", reason: "private_address", why: "the SRV record points at a name that resolves to 10.20.30.40" },
+    { server: "redirect-private.test", reason: "private_address", why: "the .well-known redirects to a private IPv4 literal (measured as followed on 2026-12-04)" },
+    { server: "redirect-loop.test", reason: "redirect_loop", why: "the .well-known redirects in a loop" },
+  ];
+  for (const c of cases) {
+    test(`${c.server}: refused, ${c.reason} (${c.why})`, async () => {
+      const before = await refusedCount(c.reason);
+      const linesBefore = logLines.length;
+      const r = await knockVia(c.server);
+      assert.notEqual(r.status, 200, JSON.stringify(r.body));
+      assert.equal(await refusedCount(c.reason), before + 1, "counted once under its reason");
+      const line = logLines.slice(linesBefore).find((l) => l.reason === c.reason);
+      assert.ok(line, `a log line with reason ${c.reason}: ${JSON.stringify(logLines.slice(linesBefore))}`);
+      assert.equal(line.destination, c.server);
+      assert.match(line.msg ?? "", /^outbound federation refused: /);
+      console.log(`# ${c.server}: ${r.status} ${JSON.stringify(r.body.error ?? r.body)}\n#   log: ${line.msg}`);
+    });
+  }
+
+  test("the .well-known redirect target was never connected to: the redirecting server saw one request, and nothing else was asked", () => {
+    const redirecting = servers.find((s) => s.address === "127.0.0.24")!;
+    assert.equal(redirecting.hits["/.well-known/matrix/server"], 1);
+    const loop = servers.find((s) => s.address === "127.0.0.25")!;
+    assert.equal(loop.hits["/.well-known/matrix/server"], 1, "the loop is noticed when it comes back, not followed again");
+    assert.equal(loop.hits["/loop-b"], 1);
+  });
+
+  test("the discovery caches: a second request to the SRV-delegated server asks DNS nothing new", async () => {
+    const q = () => dns.queries().filter((x) => x.includes("srv-private.test")).length;
+    const before = q();
+    await knockVia("srv-private.test");
+    assert.equal(q(), before, `no new DNS query for srv-private.test: ${dns.queries().join(", ")}`);
+  });
+});
