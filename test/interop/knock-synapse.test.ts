@@ -13,7 +13,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { topologies } from "../support/topology.js";
+import { topologies, NamedTopology, NAMED } from "../support/topology.js";
 
 for (const topology of topologies()) {
 const unavailable = topology.unavailable();
@@ -216,5 +216,34 @@ describe(`interop (${topology.name}): Synapse knocks on Gatehouse rooms`, { skip
     assert.equal((await user.knock(roomId, ghName, "again")).status, 200);
     assert.equal((await admin("GET", `/rooms/${enc(roomId)}/members`)).body.members[user.userId], "knock");
   });
+
+  if (topology instanceof NamedTopology) {
+    const named = topology;
+    test("named: Gatehouse found hs-a.test through its .well-known and hs-b.test through SRV; Synapse found gate.test by DNS", () => {
+      const queries = named.dnsQueries();
+      const count = (q: string) => queries.filter((x) => x === q).length;
+      console.log(`# DNS queries: ${[...new Set(queries)].map((q) => `${q} ×${count(q)}`).join(", ")}; hs-a.test .well-known fetched ${named.wellKnownHits()}×`);
+      assert.ok(named.wellKnownHits() >= 1, "hs-a.test's .well-known was fetched");
+      assert.ok(count("query[SRV] _matrix-fed._tcp.hs-b.test") >= 1, "SRV of hs-b.test was looked up");
+      assert.ok(count("query[A] fed-a.test") >= 1 && count("query[A] fed-b.test") >= 1, "the delegated and SRV target hosts were resolved");
+      assert.ok(count("query[A] gate.test") >= 1, "Synapse resolved gate.test");
+    });
+
+    test("named: Synapse verifies certificates too: a Gatehouse presenting a certificate for another name is unreachable for it", async () => {
+      // Its own embedded Redis: two Gatehouses must not share queues.
+      const bad = await named.startGatehouse(`interop-badgate`, { REDIS_URL: undefined }, "badGate");
+      try {
+        const r = await bad.admin("POST", "/rooms", { creator: `@admin:${NAMED.badGate.name}`, join_rule: "knock", name: "bad certificate" });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        const user = await hsA.user("badcertknocker");
+        const knock = await user.knock(r.body.room_id, NAMED.badGate.name, "over a bad certificate");
+        assert.notEqual(knock.status, 200, `Synapse must not reach ${NAMED.badGate.name}: ${JSON.stringify(knock.body)}`);
+        assert.deepEqual((await bad.admin("GET", `/rooms/${enc(r.body.room_id)}/knocks`)).body.knocks, [], "the knock never arrived");
+        console.log(`# Synapse → ${NAMED.badGate.name} (certificate for ${NAMED.badGate.certName}): ${knock.status} ${JSON.stringify(knock.body)}`);
+      } finally {
+        await bad.stop();
+      }
+    });
+  }
 });
 }

@@ -64,6 +64,8 @@ class IpLiteralTopology implements InteropTopology {
 
 export const NAMED = {
   gate: { name: "gate.test", address: "127.0.0.10", port: 8448 },
+  /** A second Gatehouse whose certificate is for another name: Synapse must refuse it. */
+  badGate: { name: "bad-gate.test", address: "127.0.0.16", port: 8448, certName: "someone-else.test" },
   wellKnownA: { address: "127.0.0.11" },
   A: { serverName: "hs-a.test", host: "fed-a.test", address: "127.0.0.12", port: 28448, clientPort: 28108 },
   B: { serverName: "hs-b.test", host: "fed-b.test", address: "127.0.0.13", port: 28449, clientPort: 28208 },
@@ -76,7 +78,7 @@ class NamedTopology implements InteropTopology {
   private dns: TestDns | null = null;
   private wellKnown: TestHttpsServer | null = null;
   private peers!: Record<PeerRole, SynapsePeer>;
-  private gatehouseDir: string | null = null;
+  private readonly gatehouseDirs: string[] = [];
 
   unavailable() {
     return interopUnavailable() ?? namedUnavailable();
@@ -87,6 +89,7 @@ class NamedTopology implements InteropTopology {
     this.dns = new TestDns({
       hosts: {
         [NAMED.gate.name]: NAMED.gate.address,
+        [NAMED.badGate.name]: NAMED.badGate.address,
         [NAMED.A.serverName]: NAMED.wellKnownA.address,
         [NAMED.A.host]: NAMED.A.address,
         [NAMED.B.host]: NAMED.B.address,
@@ -116,7 +119,7 @@ class NamedTopology implements InteropTopology {
   async teardown() {
     await this.wellKnown?.stop();
     await this.dns?.stop();
-    if (this.gatehouseDir) rmSync(this.gatehouseDir, { recursive: true, force: true });
+    for (const d of this.gatehouseDirs.splice(0)) rmSync(d, { recursive: true, force: true });
   }
 
   peer(role: PeerRole) {
@@ -128,24 +131,27 @@ class NamedTopology implements InteropTopology {
     return this.ca.cert;
   }
 
-  async startGatehouse(label: string, env: Record<string, string | undefined> = {}) {
-    const tls = await this.ca.issue([NAMED.gate.name]);
-    this.gatehouseDir = writeTempFiles("gatehouse-named-", { "tls.crt": tls.cert, "tls.key": tls.key, "ca.pem": this.ca.cert });
+  /** Gatehouse as gate.test, or (`as: badGate`) as bad-gate.test presenting a certificate for another name. */
+  async startGatehouse(label: string, env: Record<string, string | undefined> = {}, as: "gate" | "badGate" = "gate") {
+    const me = NAMED[as];
+    const tls = await this.ca.issue([as === "badGate" ? NAMED.badGate.certName : me.name]);
+    const dir = writeTempFiles("gatehouse-named-", { "tls.crt": tls.cert, "tls.key": tls.key, "ca.pem": this.ca.cert });
+    this.gatehouseDirs.push(dir);
     return startLoopbackGatehouse({
       label,
       env: {
         REDIS_URL: process.env.REDIS_URL,
         GATEHOUSE_METRICS_LISTEN: "off",
-        GATEHOUSE_SERVER_NAME: NAMED.gate.name,
-        GATEHOUSE_FEDERATION_LISTEN: `${NAMED.gate.address}:${NAMED.gate.port}`,
+        GATEHOUSE_SERVER_NAME: me.name,
+        GATEHOUSE_FEDERATION_LISTEN: `${me.address}:${me.port}`,
         GATEHOUSE_TLS: "files",
-        GATEHOUSE_TLS_CERT: join(this.gatehouseDir, "tls.crt"),
-        GATEHOUSE_TLS_KEY: join(this.gatehouseDir, "tls.key"),
+        GATEHOUSE_TLS_CERT: join(dir, "tls.crt"),
+        GATEHOUSE_TLS_KEY: join(dir, "tls.key"),
         // Verification on, trusting the test CA; only loopback (where every test server is) allowed.
         GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "false",
         GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "false",
         GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST: "127.0.0.0/8",
-        GATEHOUSE_FEDERATION_CA_FILE: join(this.gatehouseDir, "ca.pem"),
+        GATEHOUSE_FEDERATION_CA_FILE: join(dir, "ca.pem"),
         ...env,
       },
       logLevel: logLevel(),
@@ -159,6 +165,11 @@ class NamedTopology implements InteropTopology {
   /** DNS queries dnsmasq answered so far. */
   dnsQueries(): string[] {
     return this.dns?.queries() ?? [];
+  }
+
+  /** Requests hs-a.test's .well-known server answered so far. */
+  wellKnownHits(): number {
+    return this.wellKnown?.hits["/.well-known/matrix/server"] ?? 0;
   }
 }
 
