@@ -8,7 +8,7 @@
 // tests start a dnsmasq. No lookup or connection of the interop tests leaves the namespace, and
 // their servers may use any loopback address and port without meeting other processes.
 import { spawnSync, spawn } from "node:child_process";
-import { readdirSync, statSync, mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { readdirSync, statSync, mkdtempSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join, relative } from "node:path";
 import { tmpdir } from "node:os";
@@ -33,29 +33,13 @@ function findTests(dir) {
   return out;
 }
 
-if (interop && process.getuid?.() === 0 && process.env.GATEHOUSE_INTEROP_NETNS !== "1") {
-  const probe = spawnSync("unshare", ["--net", "--mount", "true"], { stdio: "ignore" });
-  if (probe.status === 0) {
-    const r = spawnSync("unshare", ["--net", "--mount", "--fork", "--kill-child", process.execPath, fileURLToPath(import.meta.url), ...args], {
-      stdio: "inherit",
-      env: { ...process.env, GATEHOUSE_INTEROP_NETNS: "1" },
-    });
-    process.exit(r.status ?? 1);
-  }
+const netns = await import("../src/dev/netns.ts");
+if (interop && process.getuid?.() === 0 && !netns.inPrivateNamespace()) {
+  if (netns.privateNamespaceAvailable()) process.exit(netns.runInPrivateNamespace([process.execPath, fileURLToPath(import.meta.url), ...args]));
   console.log("# unshare --net --mount is not available: interop runs in this namespace, named-server tests skip");
 }
-if (interop && process.env.GATEHOUSE_INTEROP_NETNS === "1") {
-  const sh = (cmd, a) => {
-    const r = spawnSync(cmd, a, { stdio: "inherit" });
-    if (r.status !== 0) throw new Error(`${cmd} ${a.join(" ")} failed`);
-  };
-  sh("ip", ["link", "set", "lo", "up"]);
-  const resolvDir = mkdtempSync(join(tmpdir(), "gatehouse-netns-"));
-  const resolv = join(resolvDir, "resolv.conf");
-  writeFileSync(resolv, "nameserver 127.0.0.53\noptions timeout:1 attempts:2\n", { mode: 0o644 });
-  sh("mount", ["--bind", resolv, "/etc/resolv.conf"]);
-  const chrootResolv = join(process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid", "etc/resolv.conf");
-  if (existsSync(chrootResolv)) sh("mount", ["--bind", resolv, chrootResolv]);
+if (interop && netns.inPrivateNamespace()) {
+  netns.setUpPrivateNamespace("127.0.0.53", [join(process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid", "etc/resolv.conf")]);
   console.log("# interop in a private network namespace: lo only, DNS at 127.0.0.53 (the named-server tests start dnsmasq)");
 }
 

@@ -18,7 +18,7 @@ import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "../support/named-federation.js";
+import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "../../src/dev/named-federation.js";
 import { join } from "node:path";
 import { rmSync } from "node:fs";
 

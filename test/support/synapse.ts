@@ -3,7 +3,7 @@ import { execFileSync } from "node:child_process";
 import { jsonRequest } from "../../src/dev/http-json.js";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import YAML from "yaml";
-import type { IssuedCert } from "./named-federation.js";
+import type { IssuedCert } from "../../src/dev/named-federation.js";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 

@@ -20,7 +20,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { interopUnavailable, SynapsePeer } from "./synapse.js";
-import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "./named-federation.js";
+import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "../../src/dev/named-federation.js";
 
 export type PeerRole = "A" | "B" | "C";
 

@@ -1,5 +1,5 @@
 /**
- * A federation of named servers for the interop tests, as on the internet: DNS names (A and SRV
+ * A federation of named servers for the interop tests and the demo, as on the internet: DNS names (A and SRV
  * records served by a dnsmasq on 127.0.0.53), `.well-known/matrix/server` delegation, and TLS
  * certificates issued by a private CA with verification on everywhere.
  *
@@ -15,12 +15,13 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import selfsigned from "selfsigned";
+import { inPrivateNamespace } from "./netns.js";
 
 export const DNS_SERVER = "127.0.0.53";
 
 /** Why the named topology cannot run here, or null. */
 export function namedUnavailable(): string | null {
-  if (process.env.GATEHOUSE_INTEROP_NETNS !== "1") return "named-server interop runs inside the network namespace of `npm run test:interop` (root, unshare)";
+  if (!inPrivateNamespace()) return "named-server interop runs inside the network namespace of `npm run test:interop` (root, unshare)";
   if (!existsSync("/usr/sbin/dnsmasq")) return "dnsmasq not installed (apt-get install dnsmasq-base)";
   return null;
 }
@@ -117,7 +118,7 @@ export class TestDns {
     this.child.stderr!.on("data", (d) => (stderr += d));
     // Ready when it answers (dig-less: ask for a name through the system resolver is not enough, as
     // glibc would fall back; ask the server directly).
-    const { resolveSrvWithTtl } = await import("../../src/net/srv.js");
+    const { resolveSrvWithTtl } = await import("../net/srv.js");
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (this.child.exitCode !== null) throw new Error(`dnsmasq exited: ${stderr}`);
