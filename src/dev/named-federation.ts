@@ -163,6 +163,8 @@ export type WellKnownBehaviour =
 export class TestHttpsServer {
   private server: https.Server | null = null;
   readonly hits: Record<string, number> = {};
+  /** Every request: its path, Host header and the SNI name the client sent (false: none). */
+  readonly requests: { path: string; host: string | undefined; sni: string | false }[] = [];
   constructor(
     readonly address: string,
     readonly port: number,
@@ -174,6 +176,7 @@ export class TestHttpsServer {
     this.server = https.createServer({ cert: this.tls.cert, key: this.tls.key }, (req, res) => {
       const path = (req.url ?? "/").split("?")[0]!;
       this.hits[path] = (this.hits[path] ?? 0) + 1;
+      this.requests.push({ path, host: req.headers.host, sni: (req.socket as import("node:tls").TLSSocket).servername ?? false });
       const b = this.routes[path];
       if (!b) {
         res.writeHead(404, { "Content-Type": "application/json" }).end('{"errcode":"M_UNRECOGNIZED"}');

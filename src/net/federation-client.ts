@@ -130,7 +130,7 @@ export function refusalOf(err: unknown): { reason: RefusalReason; message: strin
 export type AddressResolver = (hostname: string, options: { family: number; hints?: number }) => Promise<{ address: string; family: number }[]>;
 
 export const systemResolver: AddressResolver = (hostname, options) =>
-  dns.promises.lookup(hostname, { all: true, family: options.family, hints: options.hints, verbatim: true } as dns.LookupAllOptions);
+  dns.promises.lookup(hostname, { all: true, family: options.family, hints: options.hints, order: "verbatim" } as dns.LookupAllOptions);
 
 /**
  * The `lookup` of the outbound agent: resolves every address of a hostname, drops those the guard

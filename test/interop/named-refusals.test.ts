@@ -44,8 +44,16 @@ describe("named federation: outbound refusals (log line and metric)", { skip: un
         "redirect-private.test": "127.0.0.24",
         "redirect-loop.test": "127.0.0.25",
         "internal.test": "10.20.30.40",
+        "plain.test": "127.0.0.30",
+        "wk-good.test": "127.0.0.31",
+        "fed-wk.test": "127.0.0.32",
+        "fed-srv.test": "127.0.0.33",
       },
-      srv: [{ service: "_matrix-fed._tcp.srv-private.test", target: "internal.test", port: 8448 }],
+      srv: [
+        { service: "_matrix-fed._tcp.srv-private.test", target: "internal.test", port: 8448 },
+        { service: "_matrix-fed._tcp.srv-good.test", target: "fed-srv.test", port: 8453 },
+        { service: "_matrix._tcp.old-srv.test", target: "fed-srv.test", port: 8454 },
+      ],
     });
     await dns.start();
     const wk = "/.well-known/matrix/server";
@@ -62,6 +70,14 @@ describe("named federation: outbound refusals (log line and metric)", { skip: un
     await add("127.0.0.23", 443, ["wk-literal.test"], { [wk]: { json: { "m.server": "192.168.77.1:8448" } } });
     await add("127.0.0.24", 443, ["redirect-private.test"], { [wk]: { redirect: "https://192.168.1.1/.well-known/matrix/server" } });
     await add("127.0.0.25", 443, ["redirect-loop.test"], { [wk]: { redirect: "/loop-b" }, "/loop-b": { redirect: wk, status: 301 } });
+    // Reached without refusal, each with the certificate name the spec's table requires.
+    await add("127.0.0.30", 8448, ["plain.test"], {});
+    await add("127.0.0.30", 8450, ["plain.test"], {});
+    await add("127.0.0.31", 443, ["wk-good.test"], { [wk]: { json: { "m.server": "fed-wk.test:8451" } } });
+    await add("127.0.0.32", 8451, ["fed-wk.test"], {});
+    await add("127.0.0.33", 8453, ["srv-good.test"], {});
+    await add("127.0.0.33", 8454, ["old-srv.test"], {});
+    await add("127.0.0.34", 8452, ["127.0.0.34"], {});
 
     const tls = await ca.issue(["gate.test"]);
     dir = writeTempFiles("gatehouse-refusals-", { "tls.crt": tls.cert, "tls.key": tls.key, "ca.pem": ca.cert });
@@ -129,6 +145,30 @@ describe("named federation: outbound refusals (log line and metric)", { skip: un
       assert.equal(line.destination, c.server);
       assert.match(line.msg ?? "", /^outbound federation refused: /);
       console.log(`# ${c.server}: ${r.status} ${JSON.stringify(r.body.error ?? r.body)}\n#   log: ${line.msg}`);
+    });
+  }
+
+  const table = [
+    { server: "plain.test", at: "127.0.0.30:8448", host: "plain.test", sni: "plain.test", why: "6. no .well-known, no SRV: port 8448; Host and certificate: the server name" },
+    { server: "plain.test:8450", at: "127.0.0.30:8450", host: "plain.test:8450", sni: "plain.test", why: "2. explicit port: no discovery; Host with the port; certificate for the hostname" },
+    { server: "wk-good.test", at: "127.0.0.32:8451", host: "fed-wk.test:8451", sni: "fed-wk.test", why: "3.2 .well-known to host:port: Host and certificate for the delegated host" },
+    { server: "srv-good.test", at: "127.0.0.33:8453", host: "srv-good.test", sni: "srv-good.test", why: "4. SRV _matrix-fed._tcp: connect to the target; Host and certificate for the server name" },
+    { server: "old-srv.test", at: "127.0.0.33:8454", host: "old-srv.test", sni: "old-srv.test", why: "5. deprecated SRV _matrix._tcp: as 4" },
+    { server: "127.0.0.34:8452", at: "127.0.0.34:8452", host: "127.0.0.34:8452", sni: false as const, why: "1. IP literal: no SNI, the certificate is for the IP; Host is the server name" },
+  ];
+  for (const c of table) {
+    test(`reached as the spec's table says: ${c.why}`, async () => {
+      const [address, port] = c.at.split(":");
+      const target = servers.find((s) => s.address === address && s.port === Number(port))!;
+      const before = target.requests.length;
+      const r = await knockVia(c.server);
+      // The peer answers 404 (it is no homeserver): reached, and no refusal.
+      assert.notEqual(r.status, 200);
+      assert.doesNotMatch(JSON.stringify(r.body), /refus|certificate/i, JSON.stringify(r.body));
+      const req = target.requests.slice(before).find((x) => x.path.startsWith("/_matrix/federation/v1/make_knock/"));
+      assert.ok(req, `make_knock reached ${c.at}: ${JSON.stringify(r.body)}`);
+      assert.equal(req.host, c.host, "Host header");
+      assert.equal(req.sni, c.sni, "TLS server name (SNI)");
     });
   }
 
