@@ -31,7 +31,7 @@ import { RoomHistory } from "./rooms/history.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { Sender } from "./sender/sender.js";
 import { queueAdminRouter } from "./sender/admin-routes.js";
-import type { Config } from "./config.js";
+import { ConfigError, type Config } from "./config.js";
 import { Metrics } from "./metrics.js";
 import { Registry } from "prom-client";
 import { observeRequests } from "./http/observe.js";
@@ -82,7 +82,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     insecureSkipTlsVerify: config.outbound.insecureSkipTlsVerify,
     allowPrivateAddresses: config.outbound.allowPrivateAddresses,
     ipRangeAllowlist: config.outbound.ipRangeAllowlist,
-    extraCaPem: config.outbound.caFile ? readFileSync(config.outbound.caFile, "utf8") : undefined,
+    extraCaPem: config.outbound.caFile ? readCaFile(config.outbound.caFile) : undefined,
     timeoutMs: config.outbound.requestTimeoutMs,
     now: clock,
     onRefused: (reason, destination, message) => {
@@ -242,4 +242,16 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
       client.close();
     },
   };
+}
+
+/** The PEM bundle of GATEHOUSE_FEDERATION_CA_FILE; a ConfigError naming the setting when unusable. */
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `${file} holds no PEM certificate`);
+  return pem;
 }

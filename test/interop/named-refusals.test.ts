@@ -1,5 +1,5 @@
 /**
- * Outbound federation refusals in a named federation (DNS by dnsmasq, certificates from a private
+ * Outbound federation in a named federation (DNS by dnsmasq, certificates from a private
  * CA, verification on, only 127.0.0.0/8 allow-listed): each is refused with a log line naming the
  * reason and counted in gatehouse_federation_outbound_refused_total{reason}.
  *
@@ -24,7 +24,7 @@ import { rmSync } from "node:fs";
 
 const unavailable = namedUnavailable();
 
-describe("named federation: outbound refusals (log line and metric)", { skip: unavailable ?? false }, () => {
+describe("named federation: outbound refusals (log line and metric), and the spec's discovery table", { skip: unavailable ?? false }, () => {
   let ca: TestCa;
   let dns: TestDns;
   const servers: TestHttpsServer[] = [];
