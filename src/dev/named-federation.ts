@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import selfsigned from "selfsigned";
 import { inPrivateNamespace } from "./netns.js";
+import { resolveSrvWithTtl } from "../net/srv.js";
 
 export const DNS_SERVER = "127.0.0.53";
 
@@ -116,9 +117,7 @@ export class TestDns {
     this.child = spawn("/usr/sbin/dnsmasq", ["--keep-in-foreground", `--conf-file=${conf}`], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     this.child.stderr!.on("data", (d) => (stderr += d));
-    // Ready when it answers (dig-less: ask for a name through the system resolver is not enough, as
-    // glibc would fall back; ask the server directly).
-    const { resolveSrvWithTtl } = await import("../net/srv.js");
+    // Ready when it answers a query sent to it directly.
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (this.child.exitCode !== null) throw new Error(`dnsmasq exited: ${stderr}`);
