@@ -10,6 +10,12 @@
  *   srv-private.test       SRV → internal.test:8448                       → private_address
  *   redirect-private.test  .well-known redirects to https://192.168.1.1/… → private_address
  *   redirect-loop.test     .well-known redirects a → b → a                → redirect_loop
+ *   redirect-chain.test    .well-known redirects 6 times                  → too_many_redirects
+ *   v6-private.test        AAAA fd00::36 and A 10.9.9.9                   → private_address
+ *
+ * and reached: dual.test (A 127.0.0.35 + AAAA fd00::35: the private IPv6 is dropped, IPv4 used),
+ * v6.test (AAAA ::1 only, allow-listed), and one server name per step of the spec's table, each
+ * with the Host header, SNI and certificate name the table requires.
  *
  * Runs inside the network namespace of `npm run test:interop` (no route but lo: the private
  * targets are refused before any connection, and could not be reached anyway).
@@ -48,6 +54,10 @@ describe("named federation: outbound refusals (log line and metric), and the spe
         "wk-good.test": "127.0.0.31",
         "fed-wk.test": "127.0.0.32",
         "fed-srv.test": "127.0.0.33",
+        "redirect-chain.test": "127.0.0.26",
+        "v6-private.test": ["fd00::36", "10.9.9.9"],
+        "dual.test": ["127.0.0.35", "fd00::35"],
+        "v6.test": "::1",
       },
       srv: [
         { service: "_matrix-fed._tcp.srv-private.test", target: "internal.test", port: 8448 },
@@ -70,6 +80,11 @@ describe("named federation: outbound refusals (log line and metric), and the spe
     await add("127.0.0.23", 443, ["wk-literal.test"], { [wk]: { json: { "m.server": "192.168.77.1:8448" } } });
     await add("127.0.0.24", 443, ["redirect-private.test"], { [wk]: { redirect: "https://192.168.1.1/.well-known/matrix/server" } });
     await add("127.0.0.25", 443, ["redirect-loop.test"], { [wk]: { redirect: "/loop-b" }, "/loop-b": { redirect: wk, status: 301 } });
+    const chain: ConstructorParameters<typeof TestHttpsServer>[3] = { [wk]: { redirect: "/r1" } };
+    for (let i = 1; i <= 6; i++) chain[`/r${i}`] = { redirect: `/r${i + 1}` };
+    await add("127.0.0.26", 443, ["redirect-chain.test"], chain);
+    await add("127.0.0.35", 8448, ["dual.test"], {});
+    await add("::1", 8455, ["v6.test"], {});
     // Reached without refusal, each with the certificate name the spec's table requires.
     await add("127.0.0.30", 8448, ["plain.test"], {});
     await add("127.0.0.30", 8450, ["plain.test"], {});
@@ -99,7 +114,7 @@ describe("named federation: outbound refusals (log line and metric), and the spe
         GATEHOUSE_TLS_KEY: join(dir, "tls.key"),
         GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "false",
         GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "false",
-        GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST: "127.0.0.0/8",
+        GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST: "127.0.0.0/8,::1/128",
         GATEHOUSE_FEDERATION_CA_FILE: join(dir, "ca.pem"),
         GATEHOUSE_FEDERATION_TIMEOUT_MS: "5000",
       },
@@ -132,6 +147,8 @@ describe("named federation: outbound refusals (log line and metric), and the spe
     { server: "srv-private.test", reason: "private_address", why: "the SRV record points at a name that resolves to 10.20.30.40" },
     { server: "redirect-private.test", reason: "private_address", why: "the .well-known redirects to a private IPv4 literal (measured as followed on 2026-12-04)" },
     { server: "redirect-loop.test", reason: "redirect_loop", why: "the .well-known redirects in a loop" },
+    { server: "redirect-chain.test", reason: "too_many_redirects", why: "the .well-known redirects more than 5 times" },
+    { server: "v6-private.test:8448", reason: "private_address", why: "every address (AAAA fd00::36, A 10.9.9.9) is private" },
   ];
   for (const c of cases) {
     test(`${c.server}: refused, ${c.reason} (${c.why})`, async () => {
@@ -149,17 +166,21 @@ describe("named federation: outbound refusals (log line and metric), and the spe
   }
 
   const table = [
-    { server: "plain.test", at: "127.0.0.30:8448", host: "plain.test", sni: "plain.test", why: "6. no .well-known, no SRV: port 8448; Host and certificate: the server name" },
-    { server: "plain.test:8450", at: "127.0.0.30:8450", host: "plain.test:8450", sni: "plain.test", why: "2. explicit port: no discovery; Host with the port; certificate for the hostname" },
-    { server: "wk-good.test", at: "127.0.0.32:8451", host: "fed-wk.test:8451", sni: "fed-wk.test", why: "3.2 .well-known to host:port: Host and certificate for the delegated host" },
-    { server: "srv-good.test", at: "127.0.0.33:8453", host: "srv-good.test", sni: "srv-good.test", why: "4. SRV _matrix-fed._tcp: connect to the target; Host and certificate for the server name" },
-    { server: "old-srv.test", at: "127.0.0.33:8454", host: "old-srv.test", sni: "old-srv.test", why: "5. deprecated SRV _matrix._tcp: as 4" },
-    { server: "127.0.0.34:8452", at: "127.0.0.34:8452", host: "127.0.0.34:8452", sni: false as const, why: "1. IP literal: no SNI, the certificate is for the IP; Host is the server name" },
+    { server: "plain.test", at: "127.0.0.30:8448", host: "plain.test", sni: "plain.test", why: "spec step 6, no .well-known, no SRV: port 8448; Host and certificate: the server name" },
+    { server: "plain.test:8450", at: "127.0.0.30:8450", host: "plain.test:8450", sni: "plain.test", why: "spec step 2, explicit port: no discovery; Host with the port; certificate for the hostname" },
+    { server: "wk-good.test", at: "127.0.0.32:8451", host: "fed-wk.test:8451", sni: "fed-wk.test", why: "spec step 3.2, .well-known to host:port: Host and certificate for the delegated host" },
+    { server: "srv-good.test", at: "127.0.0.33:8453", host: "srv-good.test", sni: "srv-good.test", why: "spec step 4, SRV _matrix-fed._tcp: connect to the target; Host and certificate for the server name" },
+    { server: "old-srv.test", at: "127.0.0.33:8454", host: "old-srv.test", sni: "old-srv.test", why: "spec step 5, deprecated SRV _matrix._tcp: as 4" },
+    { server: "127.0.0.34:8452", at: "127.0.0.34:8452", host: "127.0.0.34:8452", sni: false as const, why: "spec step 1, IP literal: no SNI, the certificate is for the IP; Host is the server name" },
+    { server: "dual.test:8448", at: "127.0.0.35:8448", host: "dual.test:8448", sni: "dual.test", why: "A and AAAA, the AAAA private (fd00::35): dropped, the IPv4 used" },
+    { server: "v6.test:8455", at: "::1:8455", host: "v6.test:8455", sni: "v6.test", why: "AAAA only (::1, allow-listed): reached over IPv6" },
   ];
   for (const c of table) {
-    test(`reached as the spec's table says: ${c.why}`, async () => {
-      const [address, port] = c.at.split(":");
-      const target = servers.find((s) => s.address === address && s.port === Number(port))!;
+    test(`reached: ${c.why}`, async () => {
+      const address = c.at.slice(0, c.at.lastIndexOf(":"));
+      const port = Number(c.at.slice(c.at.lastIndexOf(":") + 1));
+      const target = servers.find((s) => s.address === address && s.port === port)!;
+      const refusedBefore = await refusedCount("private_address");
       const before = target.requests.length;
       const r = await knockVia(c.server);
       // The peer answers 404 (it is no homeserver): reached, and no refusal.
@@ -169,6 +190,7 @@ describe("named federation: outbound refusals (log line and metric), and the spe
       assert.ok(req, `make_knock reached ${c.at}: ${JSON.stringify(r.body)}`);
       assert.equal(req.host, c.host, "Host header");
       assert.equal(req.sni, c.sni, "TLS server name (SNI)");
+      assert.equal(await refusedCount("private_address"), refusedBefore, "no refusal counted while an address was left");
     });
   }
 
