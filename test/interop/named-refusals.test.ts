@@ -12,6 +12,8 @@
  *   redirect-loop.test     .well-known redirects a → b → a                → redirect_loop
  *   redirect-chain.test    .well-known redirects 6 times                  → too_many_redirects
  *   v6-private.test        AAAA fd00::36 and A 10.9.9.9                   → private_address
+ *   nat64/sixtofour/compat.test  AAAA of 10.0.0.1 / 192.168.1.1 in NAT64, 6to4, IPv4-compatible form → private_address
+ *   testnet.test           A 192.0.2.1 (TEST-NET-1)                       → private_address
  *
  * and reached: dual.test (A 127.0.0.35 + AAAA fd00::35: the private IPv6 is dropped, IPv4 used),
  * v6.test (AAAA ::1 only, allow-listed), and one server name per step of the spec's table, each
@@ -58,6 +60,10 @@ describe("named federation: outbound refusals (log line and metric), and the spe
         "v6-private.test": ["fd00::36", "10.9.9.9"],
         "dual.test": ["127.0.0.35", "fd00::35"],
         "v6.test": "::1",
+        "nat64.test": "64:ff9b::a00:1",
+        "sixtofour.test": "2002:c0a8:101::1",
+        "compat.test": "::a00:1",
+        "testnet.test": "192.0.2.1",
       },
       srv: [
         { service: "_matrix-fed._tcp.srv-private.test", target: "internal.test", port: 8448 },
@@ -149,6 +155,10 @@ describe("named federation: outbound refusals (log line and metric), and the spe
     { server: "redirect-loop.test", reason: "redirect_loop", why: "the .well-known redirects in a loop" },
     { server: "redirect-chain.test", reason: "too_many_redirects", why: "the .well-known redirects more than 5 times" },
     { server: "v6-private.test:8448", reason: "private_address", why: "every address (AAAA fd00::36, A 10.9.9.9) is private" },
+    { server: "nat64.test:8448", reason: "private_address", why: "AAAA 64:ff9b::a00:1, the NAT64 form of 10.0.0.1 (measured as connected to on 2026-12-04)" },
+    { server: "sixtofour.test:8448", reason: "private_address", why: "AAAA 2002:c0a8:101::1, a 6to4 address of 192.168.1.1 (measured as connected to on 2026-12-04)" },
+    { server: "compat.test:8448", reason: "private_address", why: "AAAA ::a00:1, the IPv4-compatible form of 10.0.0.1 (measured as connected to on 2026-12-04)" },
+    { server: "testnet.test:8448", reason: "private_address", why: "A 192.0.2.1, TEST-NET-1 (measured as connected to on 2026-12-04)" },
   ];
   for (const c of cases) {
     test(`${c.server}: refused, ${c.reason} (${c.why})`, async () => {
