@@ -8,17 +8,78 @@
  *   admin: list knocks, accept @bob → /v2/invite to B (B countersigns)
  *                                              B joins by itself (auto_join): make_join/send_join to A
  *   admin: members show @bob joined; a topic change is delivered to B over /send
+ *
+ * `npm run demo -- --named` (root) plays the same between named servers, as on the internet, inside
+ * a private network namespace: a dnsmasq answers for a.demo.test (A 127.0.0.10, port 8448) and
+ * b.demo.test (whose .well-known on 127.0.0.11:443 delegates to gatehouse-b.demo.test:8449), a
+ * private CA issues every certificate, and both instances verify them.
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../src/dev/loopback.js";
 import { waitFor } from "../src/dev/wait.js";
+import { inPrivateNamespace, privateNamespaceAvailable, runInPrivateNamespace, setUpPrivateNamespace } from "../src/dev/netns.js";
+import { TestCa, TestDns, TestHttpsServer, DNS_SERVER } from "../src/dev/named-federation.js";
+
+const namedMode = process.argv.includes("--named");
+if (namedMode && !inPrivateNamespace()) {
+  if (!privateNamespaceAvailable()) {
+    console.error("demo --named needs root and `unshare --net --mount` (a private network namespace)");
+    process.exit(2);
+  }
+  process.exit(runInPrivateNamespace([process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)]));
+}
 
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (who: string, text: string) => console.log(`${bold(who.padEnd(3))} ${text}`);
 
+/** The named federation (--named): DNS, CA, the .well-known of b.demo.test, and each instance's settings. */
+const cleanups: (() => Promise<void> | void)[] = [];
+const namedEnv: Record<string, Record<string, string>> = {};
+if (namedMode) {
+  setUpPrivateNamespace(DNS_SERVER);
+  const dns = new TestDns({ hosts: { "a.demo.test": "127.0.0.10", "b.demo.test": "127.0.0.11", "gatehouse-b.demo.test": "127.0.0.12" } });
+  await dns.start();
+  cleanups.push(() => dns.stop());
+  const ca = await TestCa.create("Gatehouse demo CA");
+  const wellKnown = new TestHttpsServer("127.0.0.11", 443, await ca.issue(["b.demo.test"]), {
+    "/.well-known/matrix/server": { json: { "m.server": "gatehouse-b.demo.test:8449" } },
+  });
+  await wellKnown.start();
+  cleanups.push(() => wellKnown.stop());
+  const dir = mkdtempSync(join(tmpdir(), "gatehouse-demo-named-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, "ca.pem"), ca.cert);
+  for (const [label, serverName, listen, certName] of [
+    ["A", "a.demo.test", "127.0.0.10:8448", "a.demo.test"],
+    ["B", "b.demo.test", "127.0.0.12:8449", "gatehouse-b.demo.test"],
+  ] as const) {
+    const tls = await ca.issue([certName]);
+    writeFileSync(join(dir, `${label}.crt`), tls.cert);
+    writeFileSync(join(dir, `${label}.key`), tls.key, { mode: 0o600 });
+    namedEnv[label] = {
+      GATEHOUSE_SERVER_NAME: serverName,
+      GATEHOUSE_FEDERATION_LISTEN: listen,
+      GATEHOUSE_TLS: "files",
+      GATEHOUSE_TLS_CERT: join(dir, `${label}.crt`),
+      GATEHOUSE_TLS_KEY: join(dir, `${label}.key`),
+      GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "false",
+      GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES: "false",
+      GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST: "127.0.0.0/8",
+      GATEHOUSE_FEDERATION_CA_FILE: join(dir, "ca.pem"),
+    };
+  }
+  say("DNS", `dnsmasq at ${DNS_SERVER}: a.demo.test → 127.0.0.10; b.demo.test → 127.0.0.11 (its .well-known says gatehouse-b.demo.test:8449); gatehouse-b.demo.test → 127.0.0.12`);
+  say("CA", "a private CA issued every certificate; both instances verify them (GATEHOUSE_FEDERATION_CA_FILE)");
+}
+
 async function instance(label: string): Promise<LoopbackGatehouse> {
   // Each instance starts its own embedded redis-server (REDIS_URL is not passed on).
-  const g = await startLoopbackGatehouse({ label: `demo-${label}`, env: { REDIS_URL: undefined }, logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? "error" });
-  say(label, `Gatehouse ${g.serverName} (federation https://127.0.0.1:${g.gh.federationPort}, admin :${g.gh.adminPort}, Redis ${g.gh.redisUrl})`);
+  const g = await startLoopbackGatehouse({ label: `demo-${label}`, env: { REDIS_URL: undefined, ...namedEnv[label] }, logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? "error" });
+  const listen = namedEnv[label]?.GATEHOUSE_FEDERATION_LISTEN ?? `127.0.0.1:${g.gh.federationPort}`;
+  say(label, `Gatehouse ${g.serverName} (federation https://${listen}, admin :${g.gh.adminPort}, Redis ${g.gh.redisUrl})`);
   return g;
 }
 
@@ -67,8 +128,9 @@ try {
   say("A", `delivered to ${b.serverName}: queue empty, last transaction at ${new Date(delivered.last_success_ts).toISOString()}`);
   const remote = await adminB("GET", `/remote/memberships?user_id=${enc(bob)}`);
   say("B", `B's record: ${remote.memberships.map((m: any) => `${m.room_id} ${m.membership}`).join(", ")}`);
-  console.log("\ndemo complete: knock → accept → join between two Gatehouse instances");
+  console.log(`\ndemo complete: knock → accept → join between two Gatehouse instances${namedMode ? " with DNS names, .well-known delegation and verified certificates" : ""}`);
 } finally {
   await a.stop();
   await b.stop();
+  for (const c of cleanups.reverse()) await c();
 }

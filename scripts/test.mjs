@@ -2,8 +2,14 @@
 // `npm test`: type-check, then run every test file under test/ (except test/interop unless
 // --interop) with node's test runner. When REDIS_URL is unset a private redis-server is started
 // for the run and stopped afterwards.
+//
+// --interop as root runs inside a private network and mount namespace (unshare): lo is its only
+// interface, and /etc/resolv.conf (and the Synapse chroot's) name 127.0.0.53, where the named-server
+// tests start a dnsmasq. No lookup or connection of the interop tests leaves the namespace, and
+// their servers may use any loopback address and port without meeting other processes.
 import { spawnSync, spawn } from "node:child_process";
 import { readdirSync, statSync, mkdtempSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { join, relative } from "node:path";
 import { tmpdir } from "node:os";
 import { register } from "tsx/esm/api";
@@ -25,6 +31,16 @@ function findTests(dir) {
     else if (name.endsWith(".test.ts")) out.push(p);
   }
   return out;
+}
+
+const netns = await import("../src/dev/netns.ts");
+if (interop && process.getuid?.() === 0 && !netns.inPrivateNamespace()) {
+  if (netns.privateNamespaceAvailable()) process.exit(netns.runInPrivateNamespace([process.execPath, fileURLToPath(import.meta.url), ...args]));
+  console.log("# unshare --net --mount is not available: interop runs in this namespace, named-server tests skip");
+}
+if (interop && netns.inPrivateNamespace()) {
+  netns.setUpPrivateNamespace("127.0.0.53", [join(process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid", "etc/resolv.conf")]);
+  console.log("# interop in a private network namespace: lo only, DNS at 127.0.0.53 (the named-server tests start dnsmasq)");
 }
 
 let files = findTests(join(root, "test"))

@@ -2,6 +2,7 @@
  * The composition root: builds every part of Gatehouse from the config and the connections it
  * is given, and wires them together. Nothing else constructs services.
  */
+import { readFileSync } from "node:fs";
 import express, { type Express } from "express";
 import type { Redis } from "ioredis";
 import { jsonBody } from "./http/body.js";
@@ -32,7 +33,7 @@ import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { hostname } from "node:os";
 import { Sender } from "./sender/sender.js";
 import { queueAdminRouter } from "./sender/admin-routes.js";
-import type { Config } from "./config.js";
+import { ConfigError, type Config } from "./config.js";
 import { Metrics } from "./metrics.js";
 import { Registry } from "prom-client";
 import { observeRequests } from "./http/observe.js";
@@ -84,8 +85,14 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     signingKey: ownKeys.current,
     insecureSkipTlsVerify: config.outbound.insecureSkipTlsVerify,
     allowPrivateAddresses: config.outbound.allowPrivateAddresses,
+    ipRangeAllowlist: config.outbound.ipRangeAllowlist,
+    extraCaPem: config.outbound.caFile ? readCaFile(config.outbound.caFile) : undefined,
     timeoutMs: config.outbound.requestTimeoutMs,
     now: clock,
+    onRefused: (reason, destination, message) => {
+      metrics.outboundRefused.inc({ reason });
+      logger.warn({ destination, reason }, `outbound federation refused: ${message}`);
+    },
   });
 
   const ownVerifyKeys = (): Record<string, CachedKey> => {
@@ -242,4 +249,16 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
       client.close();
     },
   };
+}
+
+/** The PEM bundle of GATEHOUSE_FEDERATION_CA_FILE; a ConfigError naming the setting when unusable. */
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `${file} holds no PEM certificate`);
+  return pem;
 }

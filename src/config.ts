@@ -6,6 +6,7 @@
 import { resolve, join } from "node:path";
 import { hostname } from "node:os";
 import { parseServerName } from "./protocol/ids.js";
+import { parseCidr } from "./net/ip-ranges.js";
 import type { SenderSettings } from "./sender/sender.js";
 import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
 
@@ -35,6 +36,10 @@ export interface Config {
     insecureSkipTlsVerify: boolean;
     /** Allow outbound requests to loopback / private address ranges. */
     allowPrivateAddresses: boolean;
+    /** CIDRs outbound federation may reach although in a private/reserved range. */
+    ipRangeAllowlist: string[];
+    /** PEM bundle of extra CAs trusted for peers (added to Node's roots); null: none. */
+    caFile: string | null;
     requestTimeoutMs: number;
   };
   /** Trusted notary servers for key lookups when the origin cannot be reached. */
@@ -118,6 +123,15 @@ function hostPort(env: Env, key: string, fallback: string): { host: string; port
   return { host: m[1]!.replace(/^\[|\]$/g, ""), port };
 }
 
+function cidrList(env: Env, key: string): string[] {
+  const raw = env[key]?.trim() ?? "";
+  if (!raw) return [];
+  return raw.split(",").map((c) => {
+    if (!parseCidr(c)) throw new ConfigError(key, `not an IP range (CIDR) or address: ${JSON.stringify(c.trim())}`);
+    return c.trim();
+  });
+}
+
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const dataDir = resolve(cwd, str(env, "GATEHOUSE_DATA_DIR", "data"));
   const federation = hostPort(env, "GATEHOUSE_FEDERATION_LISTEN", "127.0.0.1:8448");
@@ -171,6 +185,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     outbound: {
       insecureSkipTlsVerify: bool(env, "GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY", false),
       allowPrivateAddresses: bool(env, "GATEHOUSE_FEDERATION_ALLOW_PRIVATE_ADDRESSES", false),
+      ipRangeAllowlist: cidrList(env, "GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST"),
+      caFile: env.GATEHOUSE_FEDERATION_CA_FILE?.trim() ? resolve(dataDir, env.GATEHOUSE_FEDERATION_CA_FILE.trim()) : null,
       requestTimeoutMs: int(env, "GATEHOUSE_FEDERATION_TIMEOUT_MS", 30_000, 100, 600_000),
     },
     trustedKeyServers: trusted,

@@ -30,6 +30,7 @@ export class Metrics {
   readonly outboundPdusPerTransaction: Histogram;
   readonly outboundPduErrors: Counter;
   readonly remoteKnocks: Counter<"outcome">;
+  readonly outboundRefused: Counter<"reason">;
   /** Filled at scrape time by the sender's snapshot (see setOutboundCollector). */
   readonly outboundPending: Gauge<"kind">;
   readonly outboundPendingTop: Gauge<"destination">;
@@ -132,6 +133,12 @@ export class Metrics {
       name: "gatehouse_remote_knocks_total",
       help: "Knocks by local users on rooms hosted elsewhere, by outcome (sent, failed).",
       labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.outboundRefused = new Counter({
+      name: "gatehouse_federation_outbound_refused_total",
+      help: "Outbound federation connections refused, by reason: private_address (every resolved address of a server name, .well-known, SRV or redirect target is in a blocked range), certificate_name, certificate_expired, certificate_untrusted, certificate_invalid, redirect_loop, too_many_redirects.",
+      labelNames: ["reason"] as const,
       registers: r,
     });
     // eslint-disable-next-line @typescript-eslint/no-this-alias

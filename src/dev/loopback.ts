@@ -24,7 +24,9 @@ export interface LoopbackGatehouse {
   stop(): Promise<void>;
 }
 
-export async function startLoopbackGatehouse(opts: { label?: string; env?: Record<string, string | undefined>; logLevel?: string } = {}): Promise<LoopbackGatehouse> {
+export async function startLoopbackGatehouse(
+  opts: { label?: string; env?: Record<string, string | undefined>; logLevel?: string; logDestination?: NodeJS.WritableStream } = {},
+): Promise<LoopbackGatehouse> {
   const dataDir = mkdtempSync(join(tmpdir(), `gatehouse-${opts.label ?? "loopback"}-`));
   const port = await freePort();
   const config = loadConfig({
@@ -37,7 +39,7 @@ export async function startLoopbackGatehouse(opts: { label?: string; env?: Recor
     GATEHOUSE_LOG_LEVEL: opts.logLevel ?? "warn",
     ...opts.env,
   });
-  const gh = await startGatehouse(config, createLogger(config.logLevel));
+  const gh = await startGatehouse(config, createLogger(config.logLevel, opts.logDestination));
   const admin: AdminCall = (method, path, body) =>
     jsonRequest(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, method, gh.adminToken, body);
   return {

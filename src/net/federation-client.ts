@@ -7,8 +7,11 @@
 import https from "node:https";
 import http from "node:http";
 import dns from "node:dns";
-import { BlockList, isIP, type LookupFunction } from "node:net";
-import { ServerResolver, type ResolvedServer } from "./discovery.js";
+import tls from "node:tls";
+import { isIP, type LookupFunction } from "node:net";
+import { ServerResolver, cacheSecondsFromHeaders, type ResolvedServer, type WellKnownAnswer } from "./discovery.js";
+import { AddressGuard } from "./ip-ranges.js";
+import { resolveSrvWithTtl } from "./srv.js";
 import { signRequest, signRequestCanonical } from "../protocol/x-matrix.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 
@@ -16,8 +19,17 @@ export interface FederationClientOptions {
   serverName: string;
   signingKey: SigningKey;
   insecureSkipTlsVerify: boolean;
+  /** Connect to private and reserved ranges too (the guard is off). */
   allowPrivateAddresses: boolean;
+  /** CIDRs connected to although in a blocked range (Synapse's ip_range_whitelist). */
+  ipRangeAllowlist?: readonly string[];
+  /** Extra CA certificates (PEM) trusted for peers, in addition to Node's bundled roots. */
+  extraCaPem?: string;
   timeoutMs: number;
+  /** Hostname → addresses; the system resolver by default (tests inject one). */
+  lookup?: AddressResolver;
+  /** Told of every refused connection (metric and log line). */
+  onRefused?: (reason: RefusalReason, destination: string, message: string) => void;
   /** Largest response body read (bytes). */
   maxResponseBytes?: number;
   resolver?: ServerResolver;
@@ -55,6 +67,8 @@ export class FederationRequestError extends Error {
     super(message);
     this.name = "FederationRequestError";
   }
+  /** Set when Gatehouse itself refused the connection (private address, certificate, redirects). */
+  refusal?: RefusalReason;
   get errcode(): string | undefined {
     const b = this.body as { errcode?: unknown } | undefined;
     return typeof b?.errcode === "string" ? b.errcode : undefined;
@@ -65,34 +79,81 @@ export class FederationRequestError extends Error {
   }
 }
 
-const privateRanges = new BlockList();
-for (const [net, prefix] of [
-  ["0.0.0.0", 8], ["10.0.0.0", 8], ["100.64.0.0", 10], ["127.0.0.0", 8], ["169.254.0.0", 16],
-  ["172.16.0.0", 12], ["192.0.0.0", 24], ["192.168.0.0", 16], ["198.18.0.0", 15], ["224.0.0.0", 4], ["240.0.0.0", 4],
-] as const) privateRanges.addSubnet(net, prefix, "ipv4");
-for (const [net, prefix] of [["::1", 128], ["::", 128], ["fc00::", 7], ["fe80::", 10], ["ff00::", 8]] as const)
-  privateRanges.addSubnet(net, prefix, "ipv6");
+/** Why an outbound connection was refused (the `reason` label of gatehouse_federation_outbound_refused_total). */
+export type RefusalReason =
+  | "private_address"
+  | "certificate_name"
+  | "certificate_expired"
+  | "certificate_untrusted"
+  | "certificate_invalid"
+  | "redirect_loop"
+  | "too_many_redirects";
 
-export function isPrivateAddress(ip: string): boolean {
-  const family = isIP(ip);
-  if (family === 0) return false;
-  if (family === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-    if (mapped) return privateRanges.check(mapped[1]!, "ipv4");
-    return privateRanges.check(ip, "ipv6");
+/** An outbound connection Gatehouse refused to make or to trust. */
+export class OutboundRefusedError extends Error {
+  readonly code = "ERR_GATEHOUSE_OUTBOUND_REFUSED";
+  constructor(
+    readonly reason: RefusalReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = "OutboundRefusedError";
   }
-  return privateRanges.check(ip, "ipv4");
 }
 
-function guardedLookup(allowPrivate: boolean): LookupFunction {
+const TLS_REASONS: Record<string, RefusalReason> = {
+  ERR_TLS_CERT_ALTNAME_INVALID: "certificate_name",
+  CERT_HAS_EXPIRED: "certificate_expired",
+  CERT_NOT_YET_VALID: "certificate_invalid",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "certificate_untrusted",
+  SELF_SIGNED_CERT_IN_CHAIN: "certificate_untrusted",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "certificate_untrusted",
+  UNABLE_TO_GET_ISSUER_CERT: "certificate_untrusted",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "certificate_untrusted",
+  CERT_UNTRUSTED: "certificate_untrusted",
+  CERT_REVOKED: "certificate_invalid",
+  CERT_SIGNATURE_FAILURE: "certificate_invalid",
+  INVALID_CA: "certificate_untrusted",
+  INVALID_PURPOSE: "certificate_invalid",
+};
+
+/** The refusal an error from a connection attempt stands for, if any (private address, or a TLS certificate check). */
+export function refusalOf(err: unknown): { reason: RefusalReason; message: string } | null {
+  if (err instanceof OutboundRefusedError) return { reason: err.reason, message: err.message };
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === "ERR_GATEHOUSE_OUTBOUND_REFUSED") return { reason: (err as OutboundRefusedError).reason, message: (err as Error).message };
+  if (typeof code === "string" && TLS_REASONS[code]) return { reason: TLS_REASONS[code]!, message: `TLS certificate refused (${code}): ${(err as Error).message}` };
+  return null;
+}
+
+/** Resolves a hostname to every address (A and AAAA, or one family); the system resolver by default. */
+export type AddressResolver = (hostname: string, options: { family: number; hints?: number }) => Promise<{ address: string; family: number }[]>;
+
+export const systemResolver: AddressResolver = (hostname, options) =>
+  dns.promises.lookup(hostname, { all: true, family: options.family, hints: options.hints, order: "verbatim" } as dns.LookupAllOptions);
+
+/**
+ * The `lookup` of the outbound agent: resolves every address of a hostname, drops those the guard
+ * refuses, and answers in the shape the caller asked for: an array for `all: true` (Node's Happy
+ * Eyeballs, autoSelectFamily, then tries each in turn), else the first address. Refuses
+ * (OutboundRefusedError "private_address") when no address is left.
+ */
+export function guardedLookup(guard: AddressGuard, resolve: AddressResolver = systemResolver): LookupFunction {
   return (hostname, options, callback) => {
-    dns.lookup(hostname, { ...options, all: false }, (err, address, family) => {
-      if (err) return (callback as (e: Error | null, a?: string, f?: number) => void)(err);
-      if (!allowPrivate && isPrivateAddress(address as string)) {
-        return (callback as (e: Error | null) => void)(new Error(`refusing to connect to private address ${address} for ${hostname}`));
-      }
-      (callback as (e: null, a: string, f: number) => void)(null, address as string, family as number);
-    });
+    const cb = callback as (err: NodeJS.ErrnoException | null, address?: string | dns.LookupAddress[], family?: number) => void;
+    const family = typeof options.family === "number" ? options.family : options.family === "IPv6" ? 6 : options.family === "IPv4" ? 4 : 0;
+    resolve(hostname, { family, hints: options.hints }).then(
+      (addresses) => {
+        const usable = addresses.filter((a) => guard.check(a.address).allowed);
+        if (usable.length === 0) {
+          const why = addresses.length ? addresses.map((a) => guard.check(a.address)).map((v) => (v.allowed ? "" : v.why)).join("; ") : "no address";
+          return cb(new OutboundRefusedError("private_address", `refusing to connect to ${hostname}: ${why}`));
+        }
+        if (options.all) return cb(null, usable.map((a) => ({ address: a.address, family: a.family })));
+        cb(null, usable[0]!.address, usable[0]!.family);
+      },
+      (err: NodeJS.ErrnoException) => cb(err),
+    );
   };
 }
 
@@ -116,6 +177,7 @@ function readBody(res: http.IncomingMessage, limit: number): Promise<string> {
 
 export class FederationClient {
   readonly resolver: ServerResolver;
+  readonly guard: AddressGuard;
   private readonly agent: https.Agent;
   private readonly maxResponseBytes: number;
   private readonly now: () => number;
@@ -123,18 +185,20 @@ export class FederationClient {
   constructor(private readonly opts: FederationClientOptions) {
     this.now = opts.now ?? Date.now;
     this.maxResponseBytes = opts.maxResponseBytes ?? 64 * 1024 * 1024;
+    this.guard = new AddressGuard({ allowAll: opts.allowPrivateAddresses, allowRanges: opts.ipRangeAllowlist ?? [] });
     this.agent = new https.Agent({
       keepAlive: true,
       maxSockets: 16,
       rejectUnauthorized: !opts.insecureSkipTlsVerify,
-      lookup: guardedLookup(opts.allowPrivateAddresses),
+      ...(opts.extraCaPem ? { ca: [...tls.rootCertificates, opts.extraCaPem] } : {}),
+      lookup: guardedLookup(this.guard, opts.lookup),
     });
     this.resolver =
       opts.resolver ??
       new ServerResolver({
         now: this.now,
         fetchWellKnown: (host) => this.fetchWellKnown(host),
-        resolveSrv: (name) => dns.promises.resolveSrv(name),
+        resolveSrv: (name) => resolveSrvWithTtl(name),
       });
   }
 
@@ -159,8 +223,10 @@ export class FederationClient {
     } catch (e) {
       throw new FederationRequestError(destination, `cannot resolve ${destination}: ${(e as Error).message}`);
     }
-    if (!this.opts.allowPrivateAddresses && isIP(target.connectHost) && isPrivateAddress(target.connectHost)) {
-      throw new FederationRequestError(destination, `refusing to connect to private address ${target.connectHost}`);
+    try {
+      this.checkLiteral(target.connectHost);
+    } catch (e) {
+      throw this.refused(destination, e as OutboundRefusedError);
     }
     const encoded = body instanceof EncodedJsonBody ? body : undefined;
     const payload =
@@ -209,7 +275,11 @@ export class FederationClient {
       const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
       req.on("close", () => clearTimeout(timer));
       req.on("timeout", () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
-      req.on("error", (err) => reject(new FederationRequestError(destination, `${method} ${path} to ${destination}: ${err.message}`)));
+      req.on("error", (err) => {
+        const refusal = refusalOf(err);
+        if (refusal) return reject(this.refused(destination, new OutboundRefusedError(refusal.reason, `${method} ${path.split("?")[0]} to ${destination}: ${refusal.message}`)));
+        reject(new FederationRequestError(destination, `${method} ${path} to ${destination}: ${err.message}`));
+      });
       req.end(payload);
     });
   }
@@ -229,50 +299,103 @@ export class FederationClient {
     return res.body as T;
   }
 
-  private fetchWellKnown(host: string, redirects = 0): Promise<string | null> {
-    return new Promise((resolve) => {
+  /** An IP-literal target (which no lookup sees) is checked by the guard here. */
+  private checkLiteral(host: string): void {
+    if (isIP(host) === 0) return;
+    const v = this.guard.check(host);
+    if (!v.allowed) throw new OutboundRefusedError("private_address", `refusing to connect to ${host}: ${v.why}`);
+  }
+
+  /** Reports a refusal (metric, log) and turns it into the request's error. */
+  private refused(destination: string, err: OutboundRefusedError): FederationRequestError {
+    this.opts.onRefused?.(err.reason, destination, err.message);
+    const e = new FederationRequestError(destination, err.message);
+    e.refusal = err.reason;
+    return e;
+  }
+
+  /**
+   * GET https://<host>/.well-known/matrix/server, following up to 5 redirects (https only, each
+   * target checked by the address guard; a loop is refused). Certificate for `host` (SNI `host`).
+   */
+  private async fetchWellKnown(host: string): Promise<WellKnownAnswer> {
+    const seen = new Set<string>();
+    let url = new URL(`https://${isIP(host) === 6 ? `[${host}]` : host}/.well-known/matrix/server`);
+    for (let hop = 0; ; hop++) {
+      seen.add(url.href);
+      let res: { status: number; location?: string; headers: http.IncomingHttpHeaders; body?: string };
+      try {
+        const hostname = url.hostname.replace(/^\[|\]$/g, "");
+        this.checkLiteral(hostname);
+        res = await this.getOnce(url, hostname);
+      } catch (e) {
+        const refusal = refusalOf(e);
+        if (refusal) {
+          this.opts.onRefused?.(refusal.reason, host, `.well-known of ${host}: ${refusal.message}`);
+          return { kind: "unavailable", why: refusal.message };
+        }
+        return { kind: "unavailable", why: (e as Error).message };
+      }
+      if (res.status >= 300 && res.status < 400 && res.location) {
+        let next: URL;
+        try {
+          next = new URL(res.location, url);
+        } catch {
+          return { kind: "invalid", why: `redirect to an invalid URL ${JSON.stringify(res.location)}` };
+        }
+        if (next.protocol !== "https:") return { kind: "invalid", why: `redirect to a non-https URL ${next.href}` };
+        const loop = seen.has(next.href);
+        if (loop || hop >= 5) {
+          const reason: RefusalReason = loop ? "redirect_loop" : "too_many_redirects";
+          const why = loop ? `redirect loop at ${next.href}` : `more than 5 redirects (last to ${next.href})`;
+          this.opts.onRefused?.(reason, host, `.well-known of ${host}: ${why}`);
+          return { kind: "unavailable", why };
+        }
+        url = next;
+        continue;
+      }
+      if (res.status >= 500) return { kind: "unavailable", why: `HTTP ${res.status}` };
+      if (res.status !== 200) return { kind: "invalid", why: `HTTP ${res.status}` };
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(res.body ?? "");
+      } catch {
+        return { kind: "invalid", why: "not JSON" };
+      }
+      const server = parsed && typeof parsed === "object" ? (parsed as Record<string, unknown>)["m.server"] : undefined;
+      return { kind: "ok", server, cacheSeconds: cacheSecondsFromHeaders(res.headers, this.now()) };
+    }
+  }
+
+  private getOnce(url: URL, hostname: string): Promise<{ status: number; location?: string; headers: http.IncomingHttpHeaders; body?: string }> {
+    return new Promise((resolve, reject) => {
+      const timeoutMs = Math.min(this.opts.timeoutMs, 10_000);
       const req = https.get(
         {
-          host,
-          port: 443,
-          path: "/.well-known/matrix/server",
+          host: hostname,
+          port: url.port ? Number(url.port) : 443,
+          path: url.pathname + url.search,
           agent: this.agent,
-          servername: isIP(host) ? "" : host,
-          timeout: Math.min(this.opts.timeoutMs, 10_000),
+          servername: isIP(hostname) ? "" : hostname,
+          headers: { "User-Agent": "Gatehouse" },
+          timeout: timeoutMs,
         },
         (res) => {
           const status = res.statusCode ?? 0;
-          if (status >= 300 && status < 400 && res.headers.location && redirects < 5) {
-            res.resume();
-            try {
-              const next = new URL(res.headers.location, `https://${host}`);
-              if (next.protocol === "https:" && next.pathname === "/.well-known/matrix/server") {
-                return resolve(this.fetchWellKnown(next.host, redirects + 1));
-              }
-            } catch {
-              /* fall through */
-            }
-            return resolve(null);
-          }
           if (status !== 200) {
             res.resume();
-            return resolve(null);
+            return resolve({ status, location: res.headers.location, headers: res.headers });
           }
-          readBody(res, 64 * 1024).then(
-            (text) => {
-              try {
-                const v = (JSON.parse(text) as { "m.server"?: unknown })["m.server"];
-                resolve(typeof v === "string" ? v : null);
-              } catch {
-                resolve(null);
-              }
-            },
-            () => resolve(null),
-          );
+          readBody(res, WELL_KNOWN_MAX_BYTES).then((body) => resolve({ status, headers: res.headers, body }), reject);
         },
       );
-      req.on("timeout", () => req.destroy(new Error("timeout")));
-      req.on("error", () => resolve(null));
+      const timer = setTimeout(() => req.destroy(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      req.on("close", () => clearTimeout(timer));
+      req.on("timeout", () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
+      req.on("error", reject);
     });
   }
 }
+
+/** Synapse's limit for a .well-known body. */
+const WELL_KNOWN_MAX_BYTES = 50 * 1024;

@@ -5,36 +5,44 @@
  * the membership. Refusals: a banned user and an ACL-denied server.
  *
  * Run: npm run test:interop (root). Synapse A serves the knocking users, Synapse B is the server
- * the ACL denies.
+ * the ACL denies. Every test runs in both topologies (test/support/topology.ts): IP literals, and
+ * named servers (gate.test; hs-a.test delegated by .well-known; hs-b.test reached only by SRV)
+ * resolved through DNS, with CA-issued certificates verified in both directions.
  */
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startLoopbackGatehouse, type AdminCall, type LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, interopUnavailable, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
+import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { topologies, NamedTopology, NAMED } from "../support/topology.js";
 
-const unavailable = interopUnavailable();
+for (const topology of topologies()) {
+const unavailable = topology.unavailable();
 
-describe("interop: Synapse knocks on Gatehouse rooms", { skip: unavailable ?? false }, () => {
+describe(`interop (${topology.name}): Synapse knocks on Gatehouse rooms`, { skip: unavailable ?? false }, () => {
   let lb: LoopbackGatehouse;
   let ghName: string;
-  const hsA = new SynapsePeer("ghA", 18108, 18548);
-  const hsB = new SynapsePeer("ghB", 18208, 18648);
+  let hsA: SynapsePeer;
+  let hsB: SynapsePeer;
   let admin: AdminCall;
   const creator = () => `@admin:${ghName}`;
 
   before(async () => {
     installPeers();
+    await topology.setup();
+    hsA = topology.peer("A");
+    hsB = topology.peer("B");
     hsA.start();
     hsB.start();
-    lb = await startLoopbackGatehouse({ label: "interop", env: { REDIS_URL: process.env.REDIS_URL, GATEHOUSE_METRICS_LISTEN: "off" }, logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? "warn" });
+    lb = await topology.startGatehouse(`interop-${topology.name}`);
     ghName = lb.serverName;
     admin = lb.admin;
   });
 
   after(async () => {
     await lb?.stop();
-    hsA.stop();
-    hsB.stop();
+    hsA?.stop();
+    hsB?.stop();
+    await topology.teardown();
   });
 
   const enc = encodeURIComponent;
@@ -174,17 +182,17 @@ describe("interop: Synapse knocks on Gatehouse rooms", { skip: unavailable ?? fa
   test("an ACL-denied server cannot knock; an allowed one can", async () => {
     const roomId = await createKnockRoom("12", "knock");
     const acl = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.server_acl`, {
-      content: { allow: ["*"], deny: ["127.0.0.1"], allow_ip_literals: true },
+      content: { allow: ["*"], deny: [topology.aclHost(hsB.serverName)], allow_ip_literals: true },
     });
     assert.equal(acl.status, 200, JSON.stringify(acl.body));
     const denied = await hsB.user("acldenied");
     const knock = await denied.knock(roomId, ghName);
     assert.equal(knock.status, 403, JSON.stringify(knock.body));
     assert.equal(knock.body.errcode, "M_FORBIDDEN");
-    // Gatehouse's own name is 127.0.0.1:<port> too, so deny by exact port-less host would ban it;
-    // instead allow only A's name pattern and deny the rest.
+    // Then allow only A's host (and Gatehouse's: in the IP-literal run all three are 127.0.0.1,
+    // which the deny above banned too) and deny the rest.
     const acl2 = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.server_acl`, {
-      content: { allow: ["127.0.0.1"], deny: [], allow_ip_literals: true },
+      content: { allow: [...new Set([topology.aclHost(hsA.serverName), topology.aclHost(ghName)])], deny: [], allow_ip_literals: true },
     });
     assert.equal(acl2.status, 200);
     const allowed = await hsA.user("aclallowed");
@@ -208,4 +216,34 @@ describe("interop: Synapse knocks on Gatehouse rooms", { skip: unavailable ?? fa
     assert.equal((await user.knock(roomId, ghName, "again")).status, 200);
     assert.equal((await admin("GET", `/rooms/${enc(roomId)}/members`)).body.members[user.userId], "knock");
   });
+
+  if (topology instanceof NamedTopology) {
+    const named = topology;
+    test("named: Gatehouse found hs-a.test through its .well-known and hs-b.test through SRV; Synapse found gate.test by DNS", () => {
+      const queries = named.dnsQueries();
+      const count = (q: string) => queries.filter((x) => x === q).length;
+      console.log(`# DNS queries: ${[...new Set(queries)].map((q) => `${q} ×${count(q)}`).join(", ")}; hs-a.test .well-known fetched ${named.wellKnownHits()}×`);
+      assert.ok(named.wellKnownHits() >= 1, "hs-a.test's .well-known was fetched");
+      assert.ok(count("query[SRV] _matrix-fed._tcp.hs-b.test") >= 1, "SRV of hs-b.test was looked up");
+      assert.ok(count("query[A] fed-a.test") >= 1 && count("query[A] fed-b.test") >= 1, "the delegated and SRV target hosts were resolved");
+      assert.ok(count("query[A] gate.test") >= 1, "Synapse resolved gate.test");
+    });
+
+    test("named: Synapse verifies certificates too: a Gatehouse presenting a certificate for another name is unreachable for it", async () => {
+      // Its own embedded Redis: two Gatehouses must not share queues.
+      const bad = await named.startGatehouse(`interop-badgate`, { REDIS_URL: undefined }, "badGate");
+      try {
+        const r = await bad.admin("POST", "/rooms", { creator: `@admin:${NAMED.badGate.name}`, join_rule: "knock", name: "bad certificate" });
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        const user = await hsA.user("badcertknocker");
+        const knock = await user.knock(r.body.room_id, NAMED.badGate.name, "over a bad certificate");
+        assert.notEqual(knock.status, 200, `Synapse must not reach ${NAMED.badGate.name}: ${JSON.stringify(knock.body)}`);
+        assert.deepEqual((await bad.admin("GET", `/rooms/${enc(r.body.room_id)}/knocks`)).body.knocks, [], "the knock never arrived");
+        console.log(`# Synapse → ${NAMED.badGate.name} (certificate for ${NAMED.badGate.certName}): ${knock.status} ${JSON.stringify(knock.body)}`);
+      } finally {
+        await bad.stop();
+      }
+    });
+  }
 });
+}

@@ -1,7 +1,9 @@
 // Real Synapse homeservers on loopback, through ../shared/peers/synapse-peers.sh (root only).
 import { execFileSync } from "node:child_process";
 import { jsonRequest } from "../../src/dev/http-json.js";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import YAML from "yaml";
+import type { IssuedCert } from "../../src/dev/named-federation.js";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 
@@ -31,6 +33,22 @@ export function installPeers(): void {
   peers(["install"], 900_000);
 }
 
+/**
+ * A Synapse in a named federation: its server name (a DNS name), the loopback address its
+ * federation listener binds, its certificate (from the test CA) and the CA it trusts for outbound
+ * federation (then `federation_verify_certificates: true`).
+ */
+export interface NamedSynapseOptions {
+  serverName: string;
+  federationAddress: string;
+  tls: IssuedCert;
+  caPem: string;
+}
+
+export function peersRoot(): string {
+  return process.env.PEERS_ROOT ?? "/var/tmp/matrix-peers/sid";
+}
+
 export class SynapsePeer {
   readonly serverName: string;
   readonly clientUrl: string;
@@ -38,15 +56,45 @@ export class SynapsePeer {
     readonly name: string,
     readonly clientPort: number,
     readonly federationPort: number,
+    readonly named?: NamedSynapseOptions,
   ) {
-    this.serverName = `127.0.0.1:${federationPort}`;
+    this.serverName = named?.serverName ?? `127.0.0.1:${federationPort}`;
     this.clientUrl = `http://127.0.0.1:${clientPort}`;
+  }
+
+  /** The data folder inside the chroot, and as seen from the host. */
+  private dirs(): { inChroot: string; onHost: string } {
+    return { inChroot: `/srv/${this.name}`, onHost: join(peersRoot(), "srv", this.name) };
   }
 
   start(): void {
     peers(["config", this.name, String(this.clientPort), String(this.federationPort)]);
+    if (this.named) this.configureNamed(this.named);
     peers(["stop", this.name]);
     peers(["start", this.name, String(this.clientPort)], 120_000);
+  }
+
+  /**
+   * Rewrites the homeserver.yaml synapse-peers.sh generated for a named server: server_name, the
+   * federation listener on its own address, the CA-issued certificate, and outbound certificate
+   * verification on against the test CA (federation_custom_ca_list).
+   */
+  private configureNamed(n: NamedSynapseOptions): void {
+    const { inChroot, onHost } = this.dirs();
+    const file = join(onHost, "homeserver.yaml");
+    const config = YAML.parse(readFileSync(file, "utf8")) as Record<string, any>;
+    config.server_name = n.serverName;
+    const fed = (config.listeners as any[]).find((l) => l.tls === true);
+    fed.bind_addresses = [n.federationAddress];
+    fed.port = this.federationPort;
+    writeFileSync(join(onHost, "tls-named.crt"), n.tls.cert);
+    writeFileSync(join(onHost, "tls-named.key"), n.tls.key, { mode: 0o600 });
+    writeFileSync(join(onHost, "federation-ca.pem"), n.caPem);
+    config.tls_certificate_path = `${inChroot}/tls-named.crt`;
+    config.tls_private_key_path = `${inChroot}/tls-named.key`;
+    config.federation_verify_certificates = true;
+    config.federation_custom_ca_list = [`${inChroot}/federation-ca.pem`];
+    writeFileSync(file, YAML.stringify(config));
   }
 
   stop(): void {

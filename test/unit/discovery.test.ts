@@ -4,22 +4,37 @@
  */
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { ServerResolver, splitHostPort, type DiscoveryDeps } from "../../src/net/discovery.js";
-import { isPrivateAddress } from "../../src/net/federation-client.js";
+import {
+  ServerResolver,
+  splitHostPort,
+  cacheSecondsFromHeaders,
+  type DiscoveryDeps,
+  type WellKnownAnswer,
+  WELL_KNOWN_DEFAULT_CACHE_MS,
+  WELL_KNOWN_MIN_CACHE_MS,
+  WELL_KNOWN_MAX_CACHE_MS,
+  WELL_KNOWN_INVALID_CACHE_MS,
+  WELL_KNOWN_DOWN_CACHE_MS,
+  SRV_NEGATIVE_CACHE_MS,
+} from "../../src/net/discovery.js";
 
-function resolver(wellKnown: Record<string, string | null | Error>, srv: Record<string, { name: string; port: number; priority?: number; weight?: number }[]>, now = { t: 0 }) {
+type WK = string | null | Error | WellKnownAnswer;
+function resolver(wellKnown: Record<string, WK>, srv: Record<string, { name: string; port: number; priority?: number; weight?: number }[]>, now = { t: 0 }, ttl: Record<string, number> = {}) {
   const calls: string[] = [];
   const deps: DiscoveryDeps = {
     now: () => now.t,
-    async fetchWellKnown(host) {
+    random: () => 0.5,
+    async fetchWellKnown(host): Promise<WellKnownAnswer> {
       calls.push(`well-known ${host}`);
       const v = wellKnown[host];
       if (v instanceof Error) throw v;
-      return v ?? null;
+      if (v === undefined || v === null) return { kind: "invalid", why: "HTTP 404" };
+      if (typeof v === "string") return { kind: "ok", server: v, cacheSeconds: null };
+      return v;
     },
     async resolveSrv(name) {
       calls.push(`srv ${name}`);
-      return (srv[name] ?? []).map((r) => ({ priority: 10, weight: 0, ...r }));
+      return { records: (srv[name] ?? []).map((r) => ({ priority: 10, weight: 0, ...r })), ttlSeconds: ttl[name] ?? 300 };
     },
   };
   return { r: new ServerResolver(deps), calls, now };
@@ -88,11 +103,141 @@ describe("server discovery", () => {
   });
 });
 
-describe("private address guard", () => {
-  for (const ip of ["127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.1.1", "100.64.0.1", "0.0.0.0", "::1", "fc00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"]) {
-    test(`${ip} is private`, () => assert.equal(isPrivateAddress(ip), true));
+
+describe("discovery caches (Synapse's bounds)", () => {
+  const count = (calls: string[], prefix: string) => calls.filter((c) => c.startsWith(prefix)).length;
+
+  for (const c of [
+    { headers: {}, want: null, why: "no caching headers: the caller uses the default" },
+    { headers: { "cache-control": "max-age=600" }, want: 600, why: "max-age in seconds" },
+    { headers: { "cache-control": "public, Max-Age=\"90\"" }, want: 90, why: "directive names are case-insensitive, quoted values allowed" },
+    { headers: { "cache-control": "no-store, max-age=600" }, want: 0, why: "no-store wins: not cached" },
+    { headers: { expires: "Thu, 01 Jan 1970 00:20:00 GMT" }, want: 1200, why: "Expires minus now (now = 0)" },
+    { headers: { expires: "0" }, want: 0, why: "an invalid Expires means already expired (RFC 7234)" },
+    { headers: { "cache-control": "max-age=60", expires: "Thu, 01 Jan 1970 10:00:00 GMT" }, want: 60, why: "max-age wins over Expires" },
+  ]) {
+    test(`cache headers: ${c.why}`, () => assert.equal(cacheSecondsFromHeaders(c.headers, 0), c.want));
   }
-  for (const ip of ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "not-an-ip"]) {
-    test(`${ip} is not private`, () => assert.equal(isPrivateAddress(ip), false));
+
+  const periods: { answer: WellKnownAnswer; wantMs: number; why: string }[] = [
+    { answer: { kind: "ok", server: "x.example:1", cacheSeconds: null }, wantMs: WELL_KNOWN_DEFAULT_CACHE_MS, why: "no headers: 24 h (jitter pinned to ×1)" },
+    { answer: { kind: "ok", server: "x.example:1", cacheSeconds: 10 }, wantMs: WELL_KNOWN_MIN_CACHE_MS, why: "a short max-age is raised to 5 min" },
+    { answer: { kind: "ok", server: "x.example:1", cacheSeconds: 7 * 24 * 3600 }, wantMs: WELL_KNOWN_MAX_CACHE_MS, why: "a long max-age is capped at 48 h" },
+    { answer: { kind: "ok", server: "x.example:1", cacheSeconds: 3 * 3600 }, wantMs: 3 * 3600_000, why: "a max-age within bounds is used as is" },
+    { answer: { kind: "invalid", why: "HTTP 404" }, wantMs: WELL_KNOWN_INVALID_CACHE_MS, why: "no well-known: 1 h" },
+    { answer: { kind: "ok", server: 42, cacheSeconds: 600 }, wantMs: WELL_KNOWN_INVALID_CACHE_MS, why: "m.server not a string: invalid, 1 h" },
+    { answer: { kind: "unavailable", why: "ECONNREFUSED" }, wantMs: WELL_KNOWN_INVALID_CACHE_MS, why: "unreachable, never had one: 1 h" },
+  ];
+  for (const c of periods) {
+    test(`well-known cache period: ${c.why}`, async () => {
+      const now = { t: 0 };
+      const { r, calls } = resolver({ "x.example": c.answer }, {}, now);
+      await r.resolve("x.example");
+      // A valid answer is refetched in the last 20 % of its period; a failure only once it expires.
+      const refetchAt = c.answer.kind === "ok" && typeof c.answer.server === "string" ? c.wantMs * 0.8 : c.wantMs;
+      now.t = refetchAt - 1;
+      await r.resolve("x.example");
+      assert.equal(count(calls, "well-known"), 1, "still cached");
+      now.t = refetchAt + 1;
+      await r.resolve("x.example");
+      assert.equal(count(calls, "well-known"), 2, "fetched again");
+    });
   }
+
+  test("no-store: the well-known answer is used but not cached", async () => {
+    const { r, calls } = resolver({ "x.example": { kind: "ok", server: "fed.x.example:9", cacheSeconds: 0 } }, {});
+    assert.equal((await r.resolve("x.example")).port, 9);
+    await r.resolve("x.example");
+    assert.equal(count(calls, "well-known"), 2);
+  });
+
+  test("a server that goes down keeps its cached delegation; one that lost it backs off from 2 min, doubling up to 1 h", async () => {
+    const now = { t: 0 };
+    const wk: Record<string, WK> = { "x.example": { kind: "ok", server: "fed.x.example:9", cacheSeconds: 3600 } };
+    const { r, calls } = resolver(wk, {}, now);
+    assert.equal((await r.resolve("x.example")).connectHost, "fed.x.example");
+    wk["x.example"] = { kind: "unavailable", why: "ECONNREFUSED" };
+    now.t = 3600_000 * 0.9; // in the grace period: refetch, fails, old answer kept
+    assert.equal((await r.resolve("x.example")).connectHost, "fed.x.example", "temporary failure keeps the old answer");
+    wk["x.example"] = { kind: "invalid", why: "HTTP 404" };
+    // Step through time a minute at a time, noting when the well-known is fetched again.
+    const fetchedAt: number[] = [];
+    for (now.t = 3600_000 + 1; now.t < 4 * 3600_000; now.t += 60_000) {
+      const before = count(calls, "well-known");
+      assert.equal((await r.resolve("x.example")).connectHost, "x.example", "no delegation any more");
+      if (count(calls, "well-known") > before) fetchedAt.push(now.t);
+    }
+    const steps = fetchedAt.slice(1).map((t, k) => Math.round((t - fetchedAt[k]!) / 60_000));
+    // 2, 4, 8, 16, 32 min, then capped at 1 h.
+    assert.deepEqual(steps.slice(0, 6), [2, 4, 8, 16, 32, 60], `backoff steps ${steps}`);
+    assert.ok(WELL_KNOWN_DOWN_CACHE_MS === 2 * 60_000);
+  });
+
+  test("SRV answers are cached by their TTL; an empty answer for 60 s (no second pair of lookups per request)", async () => {
+    const now = { t: 0 };
+    const { r, calls } = resolver({}, { "_matrix-fed._tcp.s.example": [{ name: "fed.s.example", port: 8500 }] }, now, { "_matrix-fed._tcp.s.example": 120 });
+    for (let i = 0; i < 5; i++) assert.equal((await r.resolve("s.example")).port, 8500);
+    assert.equal(count(calls, "srv _matrix-fed._tcp.s.example"), 1, "one SRV lookup for five requests");
+    now.t = 119_000;
+    await r.resolve("s.example");
+    assert.equal(count(calls, "srv _matrix-fed._tcp.s.example"), 1);
+    now.t = 121_000;
+    await r.resolve("s.example");
+    assert.equal(count(calls, "srv _matrix-fed._tcp.s.example"), 2, "looked up again after the TTL");
+
+    await r.resolve("plain.example");
+    await r.resolve("plain.example");
+    assert.equal(count(calls, "srv _matrix-fed._tcp.plain.example"), 1);
+    assert.equal(count(calls, "srv _matrix._tcp.plain.example"), 1, "the negative answer of both names is cached");
+    now.t += SRV_NEGATIVE_CACHE_MS + 1;
+    await r.resolve("plain.example");
+    assert.equal(count(calls, "srv _matrix-fed._tcp.plain.example"), 2);
+  });
+
+  test("a DNS failure keeps the previous SRV answer", async () => {
+    const now = { t: 0 };
+    let fail = false;
+    const calls: string[] = [];
+    const r = new ServerResolver({
+      now: () => now.t,
+      random: () => 0.5,
+      fetchWellKnown: async () => ({ kind: "invalid", why: "404" }),
+      resolveSrv: async (name) => {
+        calls.push(name);
+        if (fail) throw new Error("SERVFAIL");
+        return name.startsWith("_matrix-fed") ? { records: [{ name: "fed.t.example", port: 1, priority: 0, weight: 0 }], ttlSeconds: 60 } : { records: [], ttlSeconds: 0 };
+      },
+    });
+    assert.equal((await r.resolve("t.example")).connectHost, "fed.t.example");
+    fail = true;
+    now.t = 61_000;
+    assert.equal((await r.resolve("t.example")).connectHost, "fed.t.example");
+  });
+
+  test("concurrent resolutions share one well-known fetch and one SRV lookup", async () => {
+    const { r, calls } = resolver({ "c.example": "fed.c.example" }, { "_matrix-fed._tcp.fed.c.example": [{ name: "srv.c.example", port: 1 }] });
+    await Promise.all(Array.from({ length: 10 }, () => r.resolve("c.example")));
+    assert.deepEqual(calls, ["well-known c.example", "srv _matrix-fed._tcp.fed.c.example"]);
+  });
+
+  test("SRV weights: a choice weighted among the lowest priority", async () => {
+    let x = 0;
+    const r = new ServerResolver({
+      now: () => 0,
+      random: () => x,
+      fetchWellKnown: async () => ({ kind: "invalid", why: "404" }),
+      resolveSrv: async () => ({
+        records: [
+          { name: "a.example.", port: 1, priority: 10, weight: 1 },
+          { name: "b.example.", port: 2, priority: 10, weight: 3 },
+          { name: "c.example.", port: 3, priority: 20, weight: 100 },
+        ],
+        ttlSeconds: 300,
+      }),
+    });
+    x = 0.1; // 0.4 of 4 → a (weight 1)
+    assert.equal((await r.resolve("w.example")).connectHost, "a.example", "trailing dot removed");
+    x = 0.5; // 2 of 4 → b
+    assert.equal((await r.resolve("w.example")).connectHost, "b.example");
+  });
 });
