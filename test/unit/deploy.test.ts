@@ -8,9 +8,12 @@
  */
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync, existsSync, statSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { join, dirname, basename, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { stringify as toYaml } from "yaml";
 import request from "supertest";
 import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
@@ -18,6 +21,8 @@ import { loadConfig, type Config } from "../../src/config.js";
 import { Metrics } from "../../src/metrics.js";
 import { opsApp } from "../../src/http/ops.js";
 import { renderKustomization, kubectlKustomize, podContainers, parseYamlStream, type K8sObject } from "../support/kustomize.js";
+import { KubernetesSchemas } from "../support/k8s-schema.js";
+import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
@@ -149,6 +154,34 @@ function checkExpr(expr: string, where: string): string[] {
 }
 
 // --- rendering helpers --------------------------------------------------------------------------
+
+/**
+ * `promtool check rules` on a PrometheusRule's spec (a Prometheus rule file). .ci/run installs
+ * Debian's prometheus package, so in CI a missing promtool is a failure, elsewhere a skip.
+ */
+function promtoolCheck(spec: Obj): { status: number; output: string } | { skip: string } {
+  const promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].find(existsSync);
+  if (!promtool) {
+    if (process.env.CI) throw new Error("promtool is not installed (.ci/run installs Debian's prometheus package)");
+    return { skip: "promtool is not installed (apt-get install prometheus)" };
+  }
+  const dir = mkdtempSync(join(tmpdir(), "gatehouse-rules-"));
+  try {
+    const file = join(dir, "gatehouse.rules.yaml");
+    writeFileSync(file, toYaml(spec));
+    const r = spawnSync(promtool, ["check", "rules", file], { encoding: "utf8" });
+    return { status: r.status ?? 1, output: `${r.stdout}${r.stderr}` };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const K8S_SCHEMAS = new KubernetesSchemas();
+/** Custom resources (no schema in the Kubernetes API) and what checks them instead. */
+const CUSTOM_RESOURCES = new Map([
+  ["monitoring.coreos.com/v1 ServiceMonitor", "the ServiceMonitor port/label test"],
+  ["monitoring.coreos.com/v1 PrometheusRule", "promtool check rules"],
+]);
 
 const rendered = new Map(OVERLAYS.map((o) => [o, renderKustomization(join(k8sDir, "overlays", o))]));
 
@@ -298,6 +331,15 @@ for (const overlay of OVERLAYS) {
       assert.deepEqual(sort(objects), sort(real.objects));
     });
 
+    test("every object validates strictly against the Kubernetes API schemas", (t) => {
+      const { problems, unknownKinds, validated } = K8S_SCHEMAS.validate(objects);
+      t.diagnostic(`${validated} objects validated strictly (unknown fields refused); custom resources: ${unknownKinds.map((o) => o.kind).join(", ")}`);
+      assert.deepEqual(problems, []);
+      // Custom resources have no schema in the Kubernetes API: each kind must be one we check
+      // another way (promtool for PrometheusRule, the ServiceMonitor test above).
+      for (const o of unknownKinds) assert.ok(CUSTOM_RESOURCES.has(`${o.apiVersion} ${o.kind}`), `${o.apiVersion} ${o.kind} has no schema and no other check`);
+    });
+
     test("every GATEHOUSE_* name in the manifests is a setting of src/config.ts", () => {
       assert.deepEqual(unknownSettingMentions(allStrings(objects).join("\n")), []);
     });
@@ -306,8 +348,15 @@ for (const overlay of OVERLAYS) {
       const gcs = gatehouseContainers(objects);
       assert.ok(gcs.length > 0, "no Gatehouse container found");
       for (const gc of gcs) {
-        const extra = Object.keys(gc.env).filter((k) => !SETTINGS.has(k));
+        const extra = Object.keys(gc.env).filter((k) => !SETTINGS.has(k) && k !== "NODE_OPTIONS");
         assert.deepEqual(extra, [], `${gc.deployment.metadata.name}/${String(gc.container.name)}: not settings of src/config.ts`);
+        // The heap cap must reach the process (issue 13: under metadata it silently never did),
+        // and stay under the container's memory limit.
+        const heapMb = Number(/--max-old-space-size=(\d+)/.exec(gc.env.NODE_OPTIONS ?? "")?.[1]);
+        const limit = String(((gc.container.resources as Obj | undefined)?.limits as Obj | undefined)?.memory ?? "");
+        assert.ok(heapMb > 0, `${gc.deployment.metadata.name}: NODE_OPTIONS=--max-old-space-size=… is not in the container's environment`);
+        assert.match(limit, /^\d+Mi$/, "memory limit in Mi");
+        assert.ok(heapMb * 1.5 < parseInt(limit, 10), `heap cap ${heapMb} MB leaves too little of the ${limit} limit`);
         assert.ok(gc.config.redisUrl, "REDIS_URL must point at an external Redis (the embedded one is for development)");
       }
     });
@@ -474,6 +523,64 @@ for (const overlay of OVERLAYS) {
   });
 }
 
+describe("deploy: the schema checks refuse what kubectl, Prometheus and Grafana refuse", () => {
+  const base = renderKustomization(join(k8sDir, "overlays", "split"));
+  const mutate = (kind: string, name: string, edit: (o: Obj) => void) =>
+    base.map((o) => {
+      const c = structuredClone(o);
+      if (c.kind === kind && c.metadata.name === name) edit(c as unknown as Obj);
+      return c;
+    });
+  const podSpec = (o: Obj) => ((o.spec as Obj).template as Obj).spec as Obj;
+  const cases: { why: string; objects: K8sObject[]; expect: RegExp }[] = [
+    {
+      why: "a setting put under metadata instead of data (issue 13: kubectl apply refuses the ConfigMap)",
+      objects: mutate("ConfigMap", "gatehouse-config", (o) => ((o.metadata as Obj).NODE_OPTIONS = "--max-old-space-size=256")),
+      expect: /ConfigMap\/gatehouse-config: \/metadata has unknown field "NODE_OPTIONS"/,
+    },
+    {
+      why: "a misspelt container field is ignored by the API server but refused by kubectl's strict validation",
+      objects: mutate("Deployment", "gatehouse", (o) => ((podSpec(o).containers as Obj[])[0]!.resource = {})),
+      expect: /Deployment\/gatehouse: \/spec\/template\/spec\/containers\/0 has unknown field "resource"/,
+    },
+    {
+      why: "a quoted replica count is a string, not an int32",
+      objects: mutate("Deployment", "gatehouse-worker", (o) => ((o.spec as Obj).replicas = "2")),
+      expect: /Deployment\/gatehouse-worker: \/spec\/replicas must be integer/,
+    },
+    {
+      why: "a memory limit that is not a Kubernetes quantity",
+      objects: mutate("Deployment", "gatehouse", (o) => (((podSpec(o).containers as Obj[])[0]!.resources as Obj).limits = { memory: "512 MB" })),
+      expect: /resources\/limits\/memory must match format "quantity"/,
+    },
+  ];
+  for (const c of cases) {
+    test(`Kubernetes schemas: ${c.why}`, () => {
+      const { problems } = K8S_SCHEMAS.validate(c.objects);
+      assert.ok(problems.some((p) => c.expect.test(p)), `expected ${c.expect} in ${JSON.stringify(problems)}`);
+    });
+  }
+
+  test("promtool: a template function Prometheus does not have (issue 13: humanizeBytes)", (t) => {
+    const rule = byKind(base, "PrometheusRule")[0]!;
+    const text = JSON.stringify(rule.spec).replace("humanize1024", "humanizeBytes");
+    assert.notEqual(text, JSON.stringify(rule.spec), "the memory alert uses humanize1024");
+    const r = promtoolCheck(JSON.parse(text) as Obj);
+    if ("skip" in r) return t.skip(r.skip);
+    assert.notEqual(r.status, 0, "promtool accepts an unknown template function");
+    assert.match(r.output, /function "humanizeBytes" not defined/);
+  });
+
+  test("Grafana schema: unknown fields and values outside the schema's enumerations", () => {
+    const dashboard = JSON.parse(readFileSync(join(deployDir, "grafana/gatehouse-dashboard.json"), "utf8")) as Obj & { templating: { list: Obj[] } };
+    dashboard.templating.list[0]!.type = "prometheus"; // why: the variable type is an enumeration (VariableType)
+    (dashboard.panels as Obj[])[1]!.gridpos = (dashboard.panels as Obj[])[1]!.gridPos; // why: field names are case-sensitive
+    const problems = checkGrafanaDashboard(JSON.stringify(dashboard, null, 2));
+    assert.ok(problems.some((p) => /"prometheus"' is not assignable to type 'VariableType'/.test(p)), problems.join("\n"));
+    assert.ok(problems.some((p) => /'"gridpos"' does not exist/.test(p)), problems.join("\n"));
+  });
+});
+
 describe("deploy: overlay specifics", () => {
   test("sidecar: one pod with the homeserver, admin API on loopback", () => {
     const objects = rendered.get("sidecar")!;
@@ -505,6 +612,14 @@ describe("deploy: alerts (PrometheusRule)", () => {
   const alerts = rules.flatMap((r) =>
     ((r.spec as { groups: { name: string; rules: Obj[] }[] }).groups).flatMap((g) => g.rules.map((rule) => ({ group: g.name, ...rule }))),
   ) as { group: string; alert?: string; record?: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }[];
+
+  test("promtool check rules accepts the rendered rules", (t) => {
+    assert.equal(rules.length, 1);
+    const r = promtoolCheck(rules[0]!.spec as Obj);
+    if ("skip" in r) return t.skip(r.skip);
+    t.diagnostic(r.output.trim());
+    assert.equal(r.status, 0, r.output);
+  });
 
   test("there are alerts, each with a severity, summary and description, all documented", () => {
     assert.ok(alerts.length >= 10, `only ${alerts.length} alerts`);
@@ -562,6 +677,10 @@ describe("deploy: Grafana dashboard", () => {
   };
   const panels = dashboard.panels.filter((p) => p.type !== "row");
   const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+
+  test("the dashboard matches Grafana's Dashboard schema (@grafana/schema)", () => {
+    assert.deepEqual(checkGrafanaDashboard(readFileSync(file, "utf8")), []);
+  });
 
   test("panels are well formed", () => {
     assert.ok(panels.length >= 20, `only ${panels.length} panels`);
