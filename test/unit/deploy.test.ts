@@ -766,6 +766,41 @@ describe("deploy: Dockerfile and docs", () => {
     assert.ok(CLI.has(cmd[0]!), `CMD ${cmd[0]} is not a command of src/cli.ts`);
   });
 
+  test("the Dockerfile parses: known instructions, stages named before use, a JSON-form ENTRYPOINT and CMD", () => {
+    const KNOWN = new Set(["FROM", "ARG", "RUN", "COPY", "ADD", "ENV", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "LABEL", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD"]);
+    for (const i of instructions) assert.ok(KNOWN.has(i.op), `unknown instruction ${i.op}`);
+    const named: string[] = [];
+    for (const i of instructions) {
+      if (i.op === "FROM") {
+        const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(i.args);
+        assert.ok(m, `FROM ${i.args}`);
+        if (m[2]) named.push(m[2]);
+      }
+      const from = /--from=(\S+)/.exec(i.args)?.[1];
+      if (from) assert.ok(named.includes(from), `COPY --from=${from} before that stage`);
+    }
+    for (const op of ["ENTRYPOINT", "CMD"]) assert.ok(Array.isArray(JSON.parse(runtime.find((i) => i.op === op)!.args)), `${op} in exec (JSON) form`);
+  });
+
+  test("Node.js 24 LTS base; engines in package.json admit it; gatehouse on PATH; no tsx/esbuild in production", () => {
+    const arg = instructions.find((i) => i.op === "ARG" && i.args.startsWith("NODE_IMAGE="))?.args.split("=")[1];
+    assert.match(arg ?? "", /^node:24-/, "the image is built on Node 24");
+    assert.ok(stages.every((s) => s.args.startsWith("${NODE_IMAGE}")), "every stage uses NODE_IMAGE");
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { engines: { node: string }; dependencies: Record<string, string>; bin: Record<string, string> };
+    const min = Number(/^>=(\d+)/.exec(pkg.engines.node)?.[1]);
+    assert.ok(min <= 24 && min >= 20, `engines.node ${pkg.engines.node}`);
+    assert.ok(runtime.some((i) => i.op === "RUN" && /ln -s \/app\/bin\/gatehouse\.mjs \/usr\/local\/bin\/gatehouse\b/.test(i.args)), "gatehouse on PATH");
+    assert.equal(pkg.bin.gatehouse, "bin/gatehouse.mjs");
+    assert.ok(statSync(join(root, "bin/gatehouse.mjs")).mode & 0o111, "bin/gatehouse.mjs is executable");
+    // What `npm ci --omit=dev` installs: lockfile entries not marked dev.
+    const lock = JSON.parse(readFileSync(join(root, "package-lock.json"), "utf8")) as { packages: Record<string, { dev?: boolean; devOptional?: boolean }> };
+    for (const name of ["tsx", "esbuild", "typescript", "@esbuild/linux-x64"]) {
+      const entry = lock.packages[`node_modules/${name}`];
+      assert.ok(entry, `${name} is in the lockfile`);
+      assert.ok(entry.dev === true, `${name} would ship as a production dependency`);
+    }
+  });
+
   test("ENV defaults are settings that loadConfig accepts", () => {
     const env: Env = {};
     for (const i of runtime.filter((x) => x.op === "ENV")) for (const m of i.args.matchAll(/([A-Z_][A-Z0-9_]*)=(\S+)/g)) env[m[1]!] = m[2]!;
