@@ -175,8 +175,8 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.set("strict routing", true);
   federationApp.use(
     observeRequests(logger, (r) => {
-      metrics.federationRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
-      metrics.federationRequestDuration.observe({ endpoint: r.endpoint, method: r.method }, r.seconds);
+      metrics.federationRequests.inc({ route: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
+      metrics.federationRequestDuration.observe({ route: r.endpoint, method: r.method }, r.seconds);
     }),
   );
   federationApp.use(jsonBody(config.maxRequestBytes));
@@ -204,7 +204,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   adminApp.disable("x-powered-by");
   adminApp.set("etag", false);
   adminApp.use(
-    observeRequests(logger, (r) => metrics.adminRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status) })),
+    observeRequests(logger, (r) => metrics.adminRequests.inc({ route: r.endpoint, method: r.method, status: String(r.status) })),
   );
   adminApp.use(jsonBody(config.maxRequestBytes));
   adminApp.use("/_gatehouse/admin", requireAdminToken(opts.adminToken));

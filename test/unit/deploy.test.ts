@@ -305,10 +305,10 @@ describe("deploy: code facts the checks rely on", () => {
 
   test("the PromQL reader finds names and rejects unknown ones", () => {
     const { selectors, grouping } = promqlNames(
-      'histogram_quantile(0.99, sum by (le, endpoint) (rate(gatehouse_federation_request_duration_seconds_bucket{namespace=~"$namespace"}[$__rate_interval]))) > 2 and on (namespace) up',
+      'histogram_quantile(0.99, sum by (le, route) (rate(gatehouse_federation_request_duration_seconds_bucket{namespace=~"$namespace"}[$__rate_interval]))) > 2 and on (namespace) up',
     );
     assert.deepEqual(selectors.map((s) => s.name).sort(), ["gatehouse_federation_request_duration_seconds_bucket", "up"]);
-    assert.deepEqual(grouping, ["le", "endpoint", "namespace"]);
+    assert.deepEqual(grouping, ["le", "route", "namespace"]);
     assert.deepEqual(checkExpr("rate(gatehouse_no_such_metric_total[5m])", "t"), ["t: gatehouse_no_such_metric_total is not a metric of src/metrics.ts"]);
     assert.deepEqual(checkExpr('sum by (outcome) (gatehouse_knocks_total{state="x"})', "t"), ["t: gatehouse_knocks_total has no label state"]);
     assert.deepEqual(checkExpr("sum by (destination) (gatehouse_knocks_total)", "t"), ["t: grouping label destination is on none of the series"]);
@@ -442,7 +442,12 @@ for (const overlay of OVERLAYS) {
       for (const e of sm.endpoints) {
         assert.ok(((metricsSvc.spec as Obj).ports as Obj[]).some((p) => p.name === e.port), `ServiceMonitor port ${String(e.port)} not on ${metricsSvc.metadata.name}`);
         assert.equal(e.path ?? "/metrics", "/metrics");
+        // No Gatehouse label collides with a target label, so none is renamed to exported_*
+        // and honorLabels (which lets a target overwrite namespace/pod) is not needed.
+        assert.equal(e.honorLabels, undefined, "ServiceMonitor needs no honorLabels");
       }
+      const clashes = [...METRICS].flatMap(([name, m]) => [...m.labels].filter((l) => TARGET_LABELS.has(l)).map((l) => `${name}{${l}}`));
+      assert.deepEqual(clashes, [], "Gatehouse metric labels that collide with Prometheus Operator target labels");
       const gatehousePods = deployments.filter((d) => podContainers(d).some((c) => isGatehouseImage(c.image)));
       for (const d of gatehousePods) assert.ok(selects((metricsSvc.spec as Obj).selector as Record<string, string>, podLabels(d)), `${d.metadata.name} is not scraped`);
       // Prometheus Operator's job label is the Service name; the alerts and dashboard filter on it.
