@@ -465,7 +465,13 @@ async function keygen(): Promise<void> {
 
 function configCheck(): void {
   const config = loadOrExit();
-  const shown = { ...config, admin: { ...config.admin, token: config.admin.token ? "[set]" : null } };
+  let redisUrl = config.redisUrl;
+  if (redisUrl && /^rediss?:/.test(redisUrl)) {
+    const u = new URL(redisUrl);
+    if (u.password) u.password = "[set]";
+    redisUrl = u.toString().replace("%5Bset%5D", "[set]");
+  }
+  const shown = { ...config, redisUrl, admin: { ...config.admin, token: config.admin.token ? "[set]" : null } };
   console.log(JSON.stringify(shown, null, 2));
   console.log("configuration is valid");
 }

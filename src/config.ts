@@ -3,6 +3,7 @@
  * with an error naming the bad key; nothing else in the service reads process.env.
  * Every setting is documented in README.md ("Settings").
  */
+import { readFileSync } from "node:fs";
 import { resolve, join } from "node:path";
 import { parseServerName } from "./protocol/ids.js";
 import type { SenderSettings } from "./sender/sender.js";
@@ -75,6 +76,47 @@ function optional(env: Env, key: string): string | null {
   return v === undefined || v === "" ? null : v;
 }
 
+/**
+ * A secret setting: the value of `key`, or the contents of the file named by `${key}_FILE`
+ * (a mounted Kubernetes/Docker secret; one trailing newline removed). Setting both is an error,
+ * as is a file that cannot be read or is empty. Any secret setting (e.g. application service
+ * tokens) should be read through this, so every one of them has its `_FILE` form.
+ */
+export function secretSetting(env: Env, key: string, cwd: string = process.cwd()): string | null {
+  const direct = optional(env, key);
+  const file = optional(env, `${key}_FILE`);
+  if (file === null) return direct;
+  if (direct !== null) throw new ConfigError(`${key}_FILE`, `set either ${key} or ${key}_FILE, not both`);
+  let text: string;
+  try {
+    text = readFileSync(resolve(cwd, file), "utf8");
+  } catch (e) {
+    throw new ConfigError(`${key}_FILE`, `cannot read ${JSON.stringify(file)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const value = text.replace(/\r?\n$/, "");
+  if (value === "") throw new ConfigError(`${key}_FILE`, `${JSON.stringify(file)} is empty`);
+  return value;
+}
+
+/** REDIS_URL (or REDIS_URL_FILE), with REDIS_PASSWORD (or REDIS_PASSWORD_FILE) put into it. */
+function redisSetting(env: Env, cwd: string): string | null {
+  const url = secretSetting(env, "REDIS_URL", cwd);
+  if (url && !/^(rediss?|unix):\/\//.test(url)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+  const password = secretSetting(env, "REDIS_PASSWORD", cwd);
+  if (password === null) return url;
+  if (!url) throw new ConfigError("REDIS_PASSWORD", "needs REDIS_URL (the embedded Redis has no password)");
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError("REDIS_URL", "not a valid URL");
+  }
+  if (parsed.protocol === "unix:") throw new ConfigError("REDIS_PASSWORD", "is for redis:// and rediss:// URLs; put ?password=… in a unix:// URL");
+  if (parsed.password) throw new ConfigError("REDIS_PASSWORD", "REDIS_URL already has a password");
+  parsed.password = password;
+  return parsed.toString();
+}
+
 function int(env: Env, key: string, fallback: number, min: number, max: number): number {
   const raw = env[key];
   if (raw === undefined || raw === "") return fallback;
@@ -120,10 +162,9 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const tls = tlsMode === "off" ? null : { certFile, keyFile, generateIfMissing: tlsMode === "auto" };
 
   const metricsListen = str(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464");
-  const redisUrl = optional(env, "REDIS_URL");
-  if (redisUrl && !/^(rediss?|unix):\/\//.test(redisUrl)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+  const redisUrl = redisSetting(env, cwd);
 
-  const adminToken = optional(env, "GATEHOUSE_ADMIN_TOKEN");
+  const adminToken = secretSetting(env, "GATEHOUSE_ADMIN_TOKEN", cwd);
   if (adminToken !== null && adminToken.length < 16) throw new ConfigError("GATEHOUSE_ADMIN_TOKEN", "must be at least 16 characters");
 
   const trusted = str(env, "GATEHOUSE_TRUSTED_KEY_SERVERS", "")
