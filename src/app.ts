@@ -8,6 +8,7 @@ import { jsonBody } from "./http/body.js";
 import { errorHandler, unmatchedHandler } from "./http/errors.js";
 import { keysRouter } from "./federation/keys-routes.js";
 import { versionRouter } from "./federation/version-routes.js";
+import { wellKnownRouter } from "./federation/well-known-routes.js";
 import { requireXMatrix } from "./federation/auth.js";
 import { membershipRouter } from "./federation/membership-routes.js";
 import { inviteRouter } from "./federation/invite-routes.js";
@@ -182,6 +183,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.use(jsonBody(config.maxRequestBytes));
   federationApp.use(keysRouter(ownKeys, clock));
   federationApp.use(versionRouter());
+  federationApp.use(wellKnownRouter(config.wellKnownServer));
   federationApp.use(
     "/_matrix/federation",
     requireXMatrix({

@@ -11,6 +11,8 @@ import type { SenderSettings } from "./sender/sender.js";
 export interface Config {
   serverName: string;
   dataDir: string;
+  /** `m.server` of /.well-known/matrix/server on the federation listener; null: not served. */
+  wellKnownServer: string | null;
   /** Federation listener (HTTPS unless tls is null). */
   federation: { host: string; port: number };
   /** TLS for the federation listener; null = plain HTTP behind a TLS-terminating proxy. */
@@ -156,6 +158,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const serverName = str(env, "GATEHOUSE_SERVER_NAME", `${federation.host === "0.0.0.0" ? "127.0.0.1" : federation.host}:${federation.port}`);
   if (!parseServerName(serverName)) throw new ConfigError("GATEHOUSE_SERVER_NAME", `not a valid Matrix server name: ${JSON.stringify(serverName)}`);
 
+  const wellKnownServer = optional(env, "GATEHOUSE_WELL_KNOWN_SERVER");
+  if (wellKnownServer !== null && !parseServerName(wellKnownServer))
+    throw new ConfigError("GATEHOUSE_WELL_KNOWN_SERVER", `expected host or host:port (a server name), got ${JSON.stringify(wellKnownServer)}`);
+
   const tlsMode = oneOf(env, "GATEHOUSE_TLS", "auto", ["auto", "files", "off"] as const);
   const certFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_CERT", "tls.crt"));
   const keyFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_KEY", "tls.key"));
@@ -185,6 +191,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   return {
     serverName,
     dataDir,
+    wellKnownServer,
     federation,
     tls,
     admin: {
