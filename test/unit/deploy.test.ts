@@ -245,11 +245,19 @@ interface GatehouseContainer {
   config: Config;
   command: string;
 }
+/** The init containers of a pod template (podContainers lists them after the containers). */
+function initContainers(o: K8sObject): Obj[] {
+  const all = podContainers(o);
+  const n = ((((o.spec as Obj | undefined)?.template as Obj | undefined)?.spec as Obj | undefined)?.initContainers as Obj[] | undefined)?.length ?? 0;
+  return n ? all.slice(-n) : [];
+}
+
 function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
   const out: GatehouseContainer[] = [];
   for (const d of objects) {
+    const inits = new Set(initContainers(d));
     for (const c of podContainers(d)) {
-      if (!isGatehouseImage(c.image)) continue;
+      if (!isGatehouseImage(c.image) || inits.has(c)) continue;
       const env = containerEnv(objects, c);
       out.push({ deployment: d, container: c, env, config: loadConfig(env, "/"), command: String((c.args as string[] | undefined)?.[0]) });
     }
@@ -375,6 +383,30 @@ for (const overlay of OVERLAYS) {
         gcs.some((g) => g.command === "worker" || (g.command === "serve" && g.config.runWorkers)),
         "nothing runs the outbound sender (a worker, or serve with GATEHOUSE_RUN_WORKERS=true)",
       );
+    });
+
+    test("every Gatehouse pod checks its settings first (config-check init container with the same settings)", () => {
+      for (const gc of gatehouseContainers(objects)) {
+        const init = initContainers(gc.deployment).find((c) => c.name === "config-check");
+        assert.ok(init, `${gc.deployment.metadata.name}: no config-check init container`);
+        assert.deepEqual(init.args, ["config", "check"]);
+        assert.ok(CLI.has("config"), "config is a command of src/cli.ts");
+        assert.equal(init.image, gc.container.image, "the same image as the container it checks");
+        assert.deepEqual(containerEnv(objects, init), gc.env, "the same settings as the container it checks");
+        const sc = init.securityContext as Obj;
+        assert.equal(sc.readOnlyRootFilesystem, true);
+        assert.equal(sc.allowPrivilegeEscalation, false);
+      }
+    });
+
+    test("no CPU limit on any container (a CFS quota throttles single-threaded Node), a CPU request on each", () => {
+      for (const d of objects) {
+        for (const c of podContainers(d)) {
+          const res = (c.resources ?? {}) as { requests?: Obj; limits?: Obj };
+          assert.equal(res.limits?.cpu, undefined, `${d.metadata.name}/${String(c.name)} has a CPU limit`);
+          if (isGatehouseImage(c.image)) assert.ok(res.requests?.cpu, `${d.metadata.name}/${String(c.name)} requests no CPU`);
+        }
+      }
     });
 
     test("probes use the ops listener's paths and port", async () => {
