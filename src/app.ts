@@ -9,6 +9,7 @@ import { jsonBody } from "./http/body.js";
 import { errorHandler, unmatchedHandler } from "./http/errors.js";
 import { keysRouter } from "./federation/keys-routes.js";
 import { versionRouter } from "./federation/version-routes.js";
+import { wellKnownRouter } from "./federation/well-known-routes.js";
 import { requireXMatrix } from "./federation/auth.js";
 import { membershipRouter } from "./federation/membership-routes.js";
 import { inviteRouter } from "./federation/invite-routes.js";
@@ -188,13 +189,14 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   federationApp.set("strict routing", true);
   federationApp.use(
     observeRequests(logger, (r) => {
-      metrics.federationRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
-      metrics.federationRequestDuration.observe({ endpoint: r.endpoint, method: r.method }, r.seconds);
+      metrics.federationRequests.inc({ route: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
+      metrics.federationRequestDuration.observe({ route: r.endpoint, method: r.method }, r.seconds);
     }),
   );
   federationApp.use(jsonBody(config.maxRequestBytes));
   federationApp.use(keysRouter(ownKeys, clock));
   federationApp.use(versionRouter());
+  federationApp.use(wellKnownRouter(config.wellKnownServer));
   federationApp.use(
     "/_matrix/federation",
     requireXMatrix({
@@ -217,7 +219,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   adminApp.disable("x-powered-by");
   adminApp.set("etag", false);
   adminApp.use(
-    observeRequests(logger, (r) => metrics.adminRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status) })),
+    observeRequests(logger, (r) => metrics.adminRequests.inc({ route: r.endpoint, method: r.method, status: String(r.status) })),
   );
   adminApp.use(jsonBody(config.maxRequestBytes));
   adminApp.use("/_gatehouse/admin", requireAdminToken(opts.adminToken));

@@ -477,12 +477,39 @@ async function knocks(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * A file-system error (unwritable or read-only folder, missing parent) as one line for the
+ * operator, instead of a stack trace; anything else is rethrown.
+ */
+function exitOnFileError(e: unknown, what: string): never {
+  const err = e as NodeJS.ErrnoException;
+  const reasons: Record<string, string> = {
+    EACCES: "permission denied",
+    EPERM: "operation not permitted",
+    EROFS: "read-only file system",
+    ENOENT: "no such file or directory",
+    ENOTDIR: "a parent is not a directory",
+    ENOSPC: "no space left on the device",
+  };
+  if (!err || typeof err.code !== "string" || !(err.code in reasons)) throw e;
+  console.error(
+    `gatehouse: cannot ${what}: ${reasons[err.code]} (${err.code}${err.path ? `, ${err.path}` : ""}). ` +
+      "Point GATEHOUSE_DATA_DIR (or GATEHOUSE_SIGNING_KEY_FILE) at a folder this user may write, or mount a writable volume there.",
+  );
+  process.exit(1);
+}
+
 async function keygen(): Promise<void> {
   const config = loadOrExit();
   const { loadOrCreateSigningKeys } = await import("./keys/own-keys.js");
   const { generateSelfSignedCertificate } = await import("./tls.js");
   const existed = existsSync(config.signingKeyFile);
-  const { keys } = loadOrCreateSigningKeys(config.signingKeyFile);
+  let keys;
+  try {
+    ({ keys } = loadOrCreateSigningKeys(config.signingKeyFile));
+  } catch (e) {
+    exitOnFileError(e, `create the signing key ${config.signingKeyFile}`);
+  }
   console.log(`${existed ? "kept" : "created"} signing key ${keys[0]!.keyId} in ${config.signingKeyFile}`);
   console.log(`public key: ${keys[0]!.publicKeyBase64}`);
   if (config.tls) {
@@ -490,7 +517,9 @@ async function keygen(): Promise<void> {
       console.log(`kept TLS certificate ${config.tls.certFile}`);
     } else {
       const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
-      await generateSelfSignedCertificate(config.tls.certFile, config.tls.keyFile, host);
+      await generateSelfSignedCertificate(config.tls.certFile, config.tls.keyFile, host).catch((e: unknown) =>
+        exitOnFileError(e, `create the TLS certificate ${config.tls!.certFile}`),
+      );
       console.log(`created a self-signed TLS certificate for ${host} in ${config.tls.certFile} (development only)`);
     }
   }
@@ -498,7 +527,13 @@ async function keygen(): Promise<void> {
 
 function configCheck(): void {
   const config = loadOrExit();
-  const shown = { ...config, admin: { ...config.admin, token: config.admin.token ? "[set]" : null } };
+  let redisUrl = config.redisUrl;
+  if (redisUrl && /^rediss?:/.test(redisUrl)) {
+    const u = new URL(redisUrl);
+    if (u.password) u.password = "[set]";
+    redisUrl = u.toString().replace("%5Bset%5D", "[set]");
+  }
+  const shown = { ...config, redisUrl, admin: { ...config.admin, token: config.admin.token ? "[set]" : null } };
   console.log(JSON.stringify(shown, null, 2));
   console.log("configuration is valid");
 }
@@ -528,7 +563,13 @@ switch (command) {
     if (args[0] !== "rotate" || args.length !== 1) usage("usage: gatehouse keys rotate");
     const config = loadOrExit();
     const { rotateSigningKey } = await import("./keys/own-keys.js");
-    const { current, retired } = rotateSigningKey(config.signingKeyFile, config.oldSigningKeysFile, Date.now());
+    let rotated;
+    try {
+      rotated = rotateSigningKey(config.signingKeyFile, config.oldSigningKeysFile, Date.now());
+    } catch (e) {
+      exitOnFileError(e, `rotate the signing key ${config.signingKeyFile}`);
+    }
+    const { current, retired } = rotated;
     console.log(`new signing key ${current.keyId} (${current.publicKeyBase64}) in ${config.signingKeyFile}`);
     for (const r of retired) console.log(`retired ${r.keyId}: published in old_verify_keys from ${config.oldSigningKeysFile}`);
     console.log("restart gatehouse serve and worker processes to sign with the new key");

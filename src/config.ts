@@ -3,6 +3,7 @@
  * with an error naming the bad key; nothing else in the service reads process.env.
  * Every setting is documented in README.md ("Settings").
  */
+import { readFileSync } from "node:fs";
 import { resolve, join } from "node:path";
 import { hostname } from "node:os";
 import { parseServerName } from "./protocol/ids.js";
@@ -13,6 +14,8 @@ import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
 export interface Config {
   serverName: string;
   dataDir: string;
+  /** `m.server` of /.well-known/matrix/server on the federation listener; null: not served. */
+  wellKnownServer: string | null;
   /** Federation listener (HTTPS unless tls is null). */
   federation: { host: string; port: number };
   /** TLS for the federation listener; null = plain HTTP behind a TLS-terminating proxy. */
@@ -90,6 +93,47 @@ function optional(env: Env, key: string): string | null {
   return v === undefined || v === "" ? null : v;
 }
 
+/**
+ * A secret setting: the value of `key`, or the contents of the file named by `${key}_FILE`
+ * (a mounted Kubernetes/Docker secret; one trailing newline removed). Setting both is an error,
+ * as is a file that cannot be read or is empty. Any secret setting (e.g. application service
+ * tokens) should be read through this, so every one of them has its `_FILE` form.
+ */
+export function secretSetting(env: Env, key: string, cwd: string = process.cwd()): string | null {
+  const direct = optional(env, key);
+  const file = optional(env, `${key}_FILE`);
+  if (file === null) return direct;
+  if (direct !== null) throw new ConfigError(`${key}_FILE`, `set either ${key} or ${key}_FILE, not both`);
+  let text: string;
+  try {
+    text = readFileSync(resolve(cwd, file), "utf8");
+  } catch (e) {
+    throw new ConfigError(`${key}_FILE`, `cannot read ${JSON.stringify(file)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const value = text.replace(/\r?\n$/, "");
+  if (value === "") throw new ConfigError(`${key}_FILE`, `${JSON.stringify(file)} is empty`);
+  return value;
+}
+
+/** REDIS_URL (or REDIS_URL_FILE), with REDIS_PASSWORD (or REDIS_PASSWORD_FILE) put into it. */
+function redisSetting(env: Env, cwd: string): string | null {
+  const url = secretSetting(env, "REDIS_URL", cwd);
+  if (url && !/^(rediss?|unix):\/\//.test(url)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+  const password = secretSetting(env, "REDIS_PASSWORD", cwd);
+  if (password === null) return url;
+  if (!url) throw new ConfigError("REDIS_PASSWORD", "needs REDIS_URL (the embedded Redis has no password)");
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError("REDIS_URL", "not a valid URL");
+  }
+  if (parsed.protocol === "unix:") throw new ConfigError("REDIS_PASSWORD", "is for redis:// and rediss:// URLs; put ?password=… in a unix:// URL");
+  if (parsed.password) throw new ConfigError("REDIS_PASSWORD", "REDIS_URL already has a password");
+  parsed.password = password;
+  return parsed.toString();
+}
+
 function int(env: Env, key: string, fallback: number, min: number, max: number): number {
   const raw = env[key];
   if (raw === undefined || raw === "") return fallback;
@@ -138,16 +182,19 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const serverName = str(env, "GATEHOUSE_SERVER_NAME", `${federation.host === "0.0.0.0" ? "127.0.0.1" : federation.host}:${federation.port}`);
   if (!parseServerName(serverName)) throw new ConfigError("GATEHOUSE_SERVER_NAME", `not a valid Matrix server name: ${JSON.stringify(serverName)}`);
 
+  const wellKnownServer = optional(env, "GATEHOUSE_WELL_KNOWN_SERVER");
+  if (wellKnownServer !== null && !parseServerName(wellKnownServer))
+    throw new ConfigError("GATEHOUSE_WELL_KNOWN_SERVER", `expected host or host:port (a server name), got ${JSON.stringify(wellKnownServer)}`);
+
   const tlsMode = oneOf(env, "GATEHOUSE_TLS", "auto", ["auto", "files", "off"] as const);
   const certFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_CERT", "tls.crt"));
   const keyFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_KEY", "tls.key"));
   const tls = tlsMode === "off" ? null : { certFile, keyFile, generateIfMissing: tlsMode === "auto" };
 
   const metricsListen = str(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464");
-  const redisUrl = optional(env, "REDIS_URL");
-  if (redisUrl && !/^(rediss?|unix):\/\//.test(redisUrl)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+  const redisUrl = redisSetting(env, cwd);
 
-  const adminToken = optional(env, "GATEHOUSE_ADMIN_TOKEN");
+  const adminToken = secretSetting(env, "GATEHOUSE_ADMIN_TOKEN", cwd);
   if (adminToken !== null && adminToken.length < 16) throw new ConfigError("GATEHOUSE_ADMIN_TOKEN", "must be at least 16 characters");
 
   const trusted = str(env, "GATEHOUSE_TRUSTED_KEY_SERVERS", "")
@@ -168,6 +215,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   return {
     serverName,
     dataDir,
+    wellKnownServer,
     federation,
     tls,
     admin: {

@@ -10,14 +10,15 @@
  * so old destinations disappear).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { GATEHOUSE_VERSION } from "./federation/version-routes.js";
 
 export type KnockOutcome = "received" | "accepted" | "denied" | "rescinded" | "rejected";
 
 export class Metrics {
   readonly registry: Registry;
-  readonly federationRequests: Counter<"endpoint" | "method" | "status" | "errcode">;
-  readonly federationRequestDuration: Histogram<"endpoint" | "method">;
-  readonly adminRequests: Counter<"endpoint" | "method" | "status">;
+  readonly federationRequests: Counter<"route" | "method" | "status" | "errcode">;
+  readonly federationRequestDuration: Histogram<"route" | "method">;
+  readonly adminRequests: Counter<"route" | "method" | "status">;
   readonly knocks: Counter<"outcome">;
   readonly aclDenials: Counter<"room" | "reason">;
   readonly inboundCheckFailures: Counter<"check">;
@@ -38,6 +39,8 @@ export class Metrics {
   readonly outboundDeadLetters: Gauge;
   readonly outboundOldestPendingAge: Gauge;
   readonly bullmqJobs: Gauge<"state">;
+  /** Always 1; the labels say what runs (the usual *_build_info convention). */
+  readonly buildInfo: Gauge<"version" | "node_version">;
 
   private outboundCollector: (() => Promise<OutboundSnapshot>) | null = null;
   private outboundRefresh: Promise<void> | null = null;
@@ -46,23 +49,30 @@ export class Metrics {
     this.registry = registry;
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: "gatehouse_" });
     const r = [registry];
+    this.buildInfo = new Gauge({
+      name: "gatehouse_build_info",
+      help: "Always 1: the Gatehouse version (package.json) and the Node.js version running it.",
+      labelNames: ["version", "node_version"] as const,
+      registers: r,
+    });
+    this.buildInfo.set({ version: GATEHOUSE_VERSION, node_version: process.versions.node }, 1);
     this.federationRequests = new Counter({
       name: "gatehouse_federation_requests_total",
-      help: "Federation requests answered, by endpoint (route pattern), method, HTTP status and Matrix errcode (\"\" on success).",
-      labelNames: ["endpoint", "method", "status", "errcode"] as const,
+      help: "Federation requests answered, by route (the Express route pattern), method, HTTP status and Matrix errcode (\"\" on success).",
+      labelNames: ["route", "method", "status", "errcode"] as const,
       registers: r,
     });
     this.federationRequestDuration = new Histogram({
       name: "gatehouse_federation_request_duration_seconds",
-      help: "Time to answer a federation request, by endpoint and method.",
-      labelNames: ["endpoint", "method"] as const,
+      help: "Time to answer a federation request, by route and method.",
+      labelNames: ["route", "method"] as const,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: r,
     });
     this.adminRequests = new Counter({
       name: "gatehouse_admin_requests_total",
-      help: "Admin API requests, by endpoint, method and status.",
-      labelNames: ["endpoint", "method", "status"] as const,
+      help: "Admin API requests, by route, method and status.",
+      labelNames: ["route", "method", "status"] as const,
       registers: r,
     });
     this.knocks = new Counter({

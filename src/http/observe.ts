@@ -1,5 +1,5 @@
 /**
- * One structured log line and one metrics sample per request. The endpoint label is the Express
+ * One structured log line and one metrics sample per request. The route label (`endpoint` in the log line) is the Express
  * route pattern (bounded), never the raw path. Runs on `finish`, so it sees the final status and
  * the errcode the error handler put in res.locals.
  */

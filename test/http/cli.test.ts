@@ -7,7 +7,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import http from "node:http";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
@@ -102,6 +102,16 @@ describe("help, usage errors, config check", () => {
     assert.match(out, /configuration is valid/);
     assert.ok(!out.includes(t.adminToken), "the admin token is not printed");
     assert.match(out, /"token": "\[set\]"/);
+  });
+
+  test("keygen where it cannot write: one line naming the file and the reason, exit 1, no stack trace", async () => {
+    // A data folder below a regular file cannot be created, whoever runs the test (root too).
+    const file = join(dataDir, "not-a-folder");
+    writeFileSync(file, "");
+    const r = await cli(["keygen"], { GATEHOUSE_DATA_DIR: join(file, "data"), GATEHOUSE_TLS: "off" });
+    fails(r, 1, /^gatehouse: cannot create the signing key .*not-a-folder\/data\/signing\.key: a parent is not a directory \(ENOTDIR/);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   });
 });
 

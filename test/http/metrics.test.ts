@@ -3,6 +3,7 @@
 // scraped and its exposition text parsed to check each series and value.
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import request from "supertest";
 import { Registry } from "prom-client";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
@@ -164,9 +165,14 @@ describe("/metrics after a scripted knock flow", () => {
     assert.equal(value(scraped, "gatehouse_knocks_total", { outcome: "rejected" }), 1);
   });
 
-  test("federation requests by endpoint, method, status and errcode", () => {
-    const fed = (endpoint: string, status: string, errcode = "", method = "GET") =>
-      value(scraped, "gatehouse_federation_requests_total", { endpoint, method, status, errcode });
+  test("build info: the package version and the Node.js version", () => {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+    assert.equal(value(scraped, "gatehouse_build_info", { version: pkg.version, node_version: process.versions.node }), 1);
+  });
+
+  test("federation requests by route, method, status and errcode", () => {
+    const fed = (route: string, status: string, errcode = "", method = "GET") =>
+      value(scraped, "gatehouse_federation_requests_total", { route, method, status, errcode });
     // make_knock: 4 successful (3 knocks + the refused send_knock's template), the ACL 403.
     assert.equal(fed(MAKE_KNOCK, "200"), 4);
     assert.equal(fed(MAKE_KNOCK, "403", "M_FORBIDDEN"), 1);
@@ -230,8 +236,8 @@ describe("/metrics after a scripted knock flow", () => {
   });
 
   test("admin requests; process metrics", () => {
-    assert.equal(value(scraped, "gatehouse_admin_requests_total", { endpoint: "/_gatehouse/admin/v1/rooms", method: "GET", status: "200" }), 1);
-    assert.equal(value(scraped, "gatehouse_admin_requests_total", { endpoint: "/_gatehouse/admin/v1/rooms/:roomId/knocks/:userId/deny", method: "POST", status: "200" }), 1);
+    assert.equal(value(scraped, "gatehouse_admin_requests_total", { route: "/_gatehouse/admin/v1/rooms", method: "GET", status: "200" }), 1);
+    assert.equal(value(scraped, "gatehouse_admin_requests_total", { route: "/_gatehouse/admin/v1/rooms/:roomId/knocks/:userId/deny", method: "POST", status: "200" }), 1);
     // new Metrics(registry) collects the default process metrics with the gatehouse_ prefix.
     assert.ok(find(scraped, "gatehouse_process_cpu_user_seconds_total").length === 1);
     // Every sample belongs to a family with HELP and TYPE.

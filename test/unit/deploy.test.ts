@@ -8,9 +8,12 @@
  */
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, readdirSync, existsSync, statSync } from "node:fs";
+import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { join, dirname, basename, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+import { tmpdir } from "node:os";
+import { stringify as toYaml } from "yaml";
 import request from "supertest";
 import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
@@ -18,6 +21,8 @@ import { loadConfig, type Config } from "../../src/config.js";
 import { Metrics } from "../../src/metrics.js";
 import { opsApp } from "../../src/http/ops.js";
 import { renderKustomization, kubectlKustomize, podContainers, parseYamlStream, type K8sObject } from "../support/kustomize.js";
+import { KubernetesSchemas } from "../support/k8s-schema.js";
+import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
@@ -150,6 +155,34 @@ function checkExpr(expr: string, where: string): string[] {
 
 // --- rendering helpers --------------------------------------------------------------------------
 
+/**
+ * `promtool check rules` on a PrometheusRule's spec (a Prometheus rule file). .ci/run installs
+ * Debian's prometheus package, so in CI a missing promtool is a failure, elsewhere a skip.
+ */
+function promtoolCheck(spec: Obj): { status: number; output: string } | { skip: string } {
+  const promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].find(existsSync);
+  if (!promtool) {
+    if (process.env.CI) throw new Error("promtool is not installed (.ci/run installs Debian's prometheus package)");
+    return { skip: "promtool is not installed (apt-get install prometheus)" };
+  }
+  const dir = mkdtempSync(join(tmpdir(), "gatehouse-rules-"));
+  try {
+    const file = join(dir, "gatehouse.rules.yaml");
+    writeFileSync(file, toYaml(spec));
+    const r = spawnSync(promtool, ["check", "rules", file], { encoding: "utf8" });
+    return { status: r.status ?? 1, output: `${r.stdout}${r.stderr}` };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const K8S_SCHEMAS = new KubernetesSchemas();
+/** Custom resources (no schema in the Kubernetes API) and what checks them instead. */
+const CUSTOM_RESOURCES = new Map([
+  ["monitoring.coreos.com/v1 ServiceMonitor", "the ServiceMonitor port/label test"],
+  ["monitoring.coreos.com/v1 PrometheusRule", "promtool check rules"],
+]);
+
 const rendered = new Map(OVERLAYS.map((o) => [o, renderKustomization(join(k8sDir, "overlays", o))]));
 
 function byKind(objects: K8sObject[], kind: string): K8sObject[] {
@@ -212,11 +245,19 @@ interface GatehouseContainer {
   config: Config;
   command: string;
 }
+/** The init containers of a pod template (podContainers lists them after the containers). */
+function initContainers(o: K8sObject): Obj[] {
+  const all = podContainers(o);
+  const n = ((((o.spec as Obj | undefined)?.template as Obj | undefined)?.spec as Obj | undefined)?.initContainers as Obj[] | undefined)?.length ?? 0;
+  return n ? all.slice(-n) : [];
+}
+
 function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
   const out: GatehouseContainer[] = [];
   for (const d of objects) {
+    const inits = new Set(initContainers(d));
     for (const c of podContainers(d)) {
-      if (!isGatehouseImage(c.image)) continue;
+      if (!isGatehouseImage(c.image) || inits.has(c)) continue;
       const env = containerEnv(objects, c);
       out.push({ deployment: d, container: c, env, config: loadConfig(env, "/"), command: String((c.args as string[] | undefined)?.[0]) });
     }
@@ -272,10 +313,10 @@ describe("deploy: code facts the checks rely on", () => {
 
   test("the PromQL reader finds names and rejects unknown ones", () => {
     const { selectors, grouping } = promqlNames(
-      'histogram_quantile(0.99, sum by (le, endpoint) (rate(gatehouse_federation_request_duration_seconds_bucket{namespace=~"$namespace"}[$__rate_interval]))) > 2 and on (namespace) up',
+      'histogram_quantile(0.99, sum by (le, route) (rate(gatehouse_federation_request_duration_seconds_bucket{namespace=~"$namespace"}[$__rate_interval]))) > 2 and on (namespace) up',
     );
     assert.deepEqual(selectors.map((s) => s.name).sort(), ["gatehouse_federation_request_duration_seconds_bucket", "up"]);
-    assert.deepEqual(grouping, ["le", "endpoint", "namespace"]);
+    assert.deepEqual(grouping, ["le", "route", "namespace"]);
     assert.deepEqual(checkExpr("rate(gatehouse_no_such_metric_total[5m])", "t"), ["t: gatehouse_no_such_metric_total is not a metric of src/metrics.ts"]);
     assert.deepEqual(checkExpr('sum by (outcome) (gatehouse_knocks_total{state="x"})', "t"), ["t: gatehouse_knocks_total has no label state"]);
     assert.deepEqual(checkExpr("sum by (destination) (gatehouse_knocks_total)", "t"), ["t: grouping label destination is on none of the series"]);
@@ -298,6 +339,15 @@ for (const overlay of OVERLAYS) {
       assert.deepEqual(sort(objects), sort(real.objects));
     });
 
+    test("every object validates strictly against the Kubernetes API schemas", (t) => {
+      const { problems, unknownKinds, validated } = K8S_SCHEMAS.validate(objects);
+      t.diagnostic(`${validated} objects validated strictly (unknown fields refused); custom resources: ${unknownKinds.map((o) => o.kind).join(", ")}`);
+      assert.deepEqual(problems, []);
+      // Custom resources have no schema in the Kubernetes API: each kind must be one we check
+      // another way (promtool for PrometheusRule, the ServiceMonitor test above).
+      for (const o of unknownKinds) assert.ok(CUSTOM_RESOURCES.has(`${o.apiVersion} ${o.kind}`), `${o.apiVersion} ${o.kind} has no schema and no other check`);
+    });
+
     test("every GATEHOUSE_* name in the manifests is a setting of src/config.ts", () => {
       assert.deepEqual(unknownSettingMentions(allStrings(objects).join("\n")), []);
     });
@@ -306,8 +356,15 @@ for (const overlay of OVERLAYS) {
       const gcs = gatehouseContainers(objects);
       assert.ok(gcs.length > 0, "no Gatehouse container found");
       for (const gc of gcs) {
-        const extra = Object.keys(gc.env).filter((k) => !SETTINGS.has(k));
+        const extra = Object.keys(gc.env).filter((k) => !SETTINGS.has(k) && k !== "NODE_OPTIONS");
         assert.deepEqual(extra, [], `${gc.deployment.metadata.name}/${String(gc.container.name)}: not settings of src/config.ts`);
+        // The heap cap must reach the process (issue 13: under metadata it silently never did),
+        // and stay under the container's memory limit.
+        const heapMb = Number(/--max-old-space-size=(\d+)/.exec(gc.env.NODE_OPTIONS ?? "")?.[1]);
+        const limit = String(((gc.container.resources as Obj | undefined)?.limits as Obj | undefined)?.memory ?? "");
+        assert.ok(heapMb > 0, `${gc.deployment.metadata.name}: NODE_OPTIONS=--max-old-space-size=… is not in the container's environment`);
+        assert.match(limit, /^\d+Mi$/, "memory limit in Mi");
+        assert.ok(heapMb * 1.5 < parseInt(limit, 10), `heap cap ${heapMb} MB leaves too little of the ${limit} limit`);
         assert.ok(gc.config.redisUrl, "REDIS_URL must point at an external Redis (the embedded one is for development)");
       }
     });
@@ -326,6 +383,30 @@ for (const overlay of OVERLAYS) {
         gcs.some((g) => g.command === "worker" || (g.command === "serve" && g.config.runWorkers)),
         "nothing runs the outbound sender (a worker, or serve with GATEHOUSE_RUN_WORKERS=true)",
       );
+    });
+
+    test("every Gatehouse pod checks its settings first (config-check init container with the same settings)", () => {
+      for (const gc of gatehouseContainers(objects)) {
+        const init = initContainers(gc.deployment).find((c) => c.name === "config-check");
+        assert.ok(init, `${gc.deployment.metadata.name}: no config-check init container`);
+        assert.deepEqual(init.args, ["config", "check"]);
+        assert.ok(CLI.has("config"), "config is a command of src/cli.ts");
+        assert.equal(init.image, gc.container.image, "the same image as the container it checks");
+        assert.deepEqual(containerEnv(objects, init), gc.env, "the same settings as the container it checks");
+        const sc = init.securityContext as Obj;
+        assert.equal(sc.readOnlyRootFilesystem, true);
+        assert.equal(sc.allowPrivilegeEscalation, false);
+      }
+    });
+
+    test("no CPU limit on any container (a CFS quota throttles single-threaded Node), a CPU request on each", () => {
+      for (const d of objects) {
+        for (const c of podContainers(d)) {
+          const res = (c.resources ?? {}) as { requests?: Obj; limits?: Obj };
+          assert.equal(res.limits?.cpu, undefined, `${d.metadata.name}/${String(c.name)} has a CPU limit`);
+          if (isGatehouseImage(c.image)) assert.ok(res.requests?.cpu, `${d.metadata.name}/${String(c.name)} requests no CPU`);
+        }
+      }
     });
 
     test("probes use the ops listener's paths and port", async () => {
@@ -393,7 +474,12 @@ for (const overlay of OVERLAYS) {
       for (const e of sm.endpoints) {
         assert.ok(((metricsSvc.spec as Obj).ports as Obj[]).some((p) => p.name === e.port), `ServiceMonitor port ${String(e.port)} not on ${metricsSvc.metadata.name}`);
         assert.equal(e.path ?? "/metrics", "/metrics");
+        // No Gatehouse label collides with a target label, so none is renamed to exported_*
+        // and honorLabels (which lets a target overwrite namespace/pod) is not needed.
+        assert.equal(e.honorLabels, undefined, "ServiceMonitor needs no honorLabels");
       }
+      const clashes = [...METRICS].flatMap(([name, m]) => [...m.labels].filter((l) => TARGET_LABELS.has(l)).map((l) => `${name}{${l}}`));
+      assert.deepEqual(clashes, [], "Gatehouse metric labels that collide with Prometheus Operator target labels");
       const gatehousePods = deployments.filter((d) => podContainers(d).some((c) => isGatehouseImage(c.image)));
       for (const d of gatehousePods) assert.ok(selects((metricsSvc.spec as Obj).selector as Record<string, string>, podLabels(d)), `${d.metadata.name} is not scraped`);
       // Prometheus Operator's job label is the Service name; the alerts and dashboard filter on it.
@@ -474,6 +560,64 @@ for (const overlay of OVERLAYS) {
   });
 }
 
+describe("deploy: the schema checks refuse what kubectl, Prometheus and Grafana refuse", () => {
+  const base = renderKustomization(join(k8sDir, "overlays", "split"));
+  const mutate = (kind: string, name: string, edit: (o: Obj) => void) =>
+    base.map((o) => {
+      const c = structuredClone(o);
+      if (c.kind === kind && c.metadata.name === name) edit(c as unknown as Obj);
+      return c;
+    });
+  const podSpec = (o: Obj) => ((o.spec as Obj).template as Obj).spec as Obj;
+  const cases: { why: string; objects: K8sObject[]; expect: RegExp }[] = [
+    {
+      why: "a setting put under metadata instead of data (issue 13: kubectl apply refuses the ConfigMap)",
+      objects: mutate("ConfigMap", "gatehouse-config", (o) => ((o.metadata as Obj).NODE_OPTIONS = "--max-old-space-size=256")),
+      expect: /ConfigMap\/gatehouse-config: \/metadata has unknown field "NODE_OPTIONS"/,
+    },
+    {
+      why: "a misspelt container field is ignored by the API server but refused by kubectl's strict validation",
+      objects: mutate("Deployment", "gatehouse", (o) => ((podSpec(o).containers as Obj[])[0]!.resource = {})),
+      expect: /Deployment\/gatehouse: \/spec\/template\/spec\/containers\/0 has unknown field "resource"/,
+    },
+    {
+      why: "a quoted replica count is a string, not an int32",
+      objects: mutate("Deployment", "gatehouse-worker", (o) => ((o.spec as Obj).replicas = "2")),
+      expect: /Deployment\/gatehouse-worker: \/spec\/replicas must be integer/,
+    },
+    {
+      why: "a memory limit that is not a Kubernetes quantity",
+      objects: mutate("Deployment", "gatehouse", (o) => (((podSpec(o).containers as Obj[])[0]!.resources as Obj).limits = { memory: "512 MB" })),
+      expect: /resources\/limits\/memory must match format "quantity"/,
+    },
+  ];
+  for (const c of cases) {
+    test(`Kubernetes schemas: ${c.why}`, () => {
+      const { problems } = K8S_SCHEMAS.validate(c.objects);
+      assert.ok(problems.some((p) => c.expect.test(p)), `expected ${c.expect} in ${JSON.stringify(problems)}`);
+    });
+  }
+
+  test("promtool: a template function Prometheus does not have (issue 13: humanizeBytes)", (t) => {
+    const rule = byKind(base, "PrometheusRule")[0]!;
+    const text = JSON.stringify(rule.spec).replace("humanize1024", "humanizeBytes");
+    assert.notEqual(text, JSON.stringify(rule.spec), "the memory alert uses humanize1024");
+    const r = promtoolCheck(JSON.parse(text) as Obj);
+    if ("skip" in r) return t.skip(r.skip);
+    assert.notEqual(r.status, 0, "promtool accepts an unknown template function");
+    assert.match(r.output, /function "humanizeBytes" not defined/);
+  });
+
+  test("Grafana schema: unknown fields and values outside the schema's enumerations", () => {
+    const dashboard = JSON.parse(readFileSync(join(deployDir, "grafana/gatehouse-dashboard.json"), "utf8")) as Obj & { templating: { list: Obj[] } };
+    dashboard.templating.list[0]!.type = "prometheus"; // why: the variable type is an enumeration (VariableType)
+    (dashboard.panels as Obj[])[1]!.gridpos = (dashboard.panels as Obj[])[1]!.gridPos; // why: field names are case-sensitive
+    const problems = checkGrafanaDashboard(JSON.stringify(dashboard, null, 2));
+    assert.ok(problems.some((p) => /"prometheus"' is not assignable to type 'VariableType'/.test(p)), problems.join("\n"));
+    assert.ok(problems.some((p) => /'"gridpos"' does not exist/.test(p)), problems.join("\n"));
+  });
+});
+
 describe("deploy: overlay specifics", () => {
   test("sidecar: one pod with the homeserver, admin API on loopback", () => {
     const objects = rendered.get("sidecar")!;
@@ -505,6 +649,14 @@ describe("deploy: alerts (PrometheusRule)", () => {
   const alerts = rules.flatMap((r) =>
     ((r.spec as { groups: { name: string; rules: Obj[] }[] }).groups).flatMap((g) => g.rules.map((rule) => ({ group: g.name, ...rule }))),
   ) as { group: string; alert?: string; record?: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }[];
+
+  test("promtool check rules accepts the rendered rules", (t) => {
+    assert.equal(rules.length, 1);
+    const r = promtoolCheck(rules[0]!.spec as Obj);
+    if ("skip" in r) return t.skip(r.skip);
+    t.diagnostic(r.output.trim());
+    assert.equal(r.status, 0, r.output);
+  });
 
   test("there are alerts, each with a severity, summary and description, all documented", () => {
     assert.ok(alerts.length >= 10, `only ${alerts.length} alerts`);
@@ -562,6 +714,10 @@ describe("deploy: Grafana dashboard", () => {
   };
   const panels = dashboard.panels.filter((p) => p.type !== "row");
   const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, expr: t.expr })));
+
+  test("the dashboard matches Grafana's Dashboard schema (@grafana/schema)", () => {
+    assert.deepEqual(checkGrafanaDashboard(readFileSync(file, "utf8")), []);
+  });
 
   test("panels are well formed", () => {
     assert.ok(panels.length >= 20, `only ${panels.length} panels`);
@@ -645,6 +801,41 @@ describe("deploy: Dockerfile and docs", () => {
     const cmd = JSON.parse(runtime.find((i) => i.op === "CMD")!.args) as string[];
     assert.deepEqual(cmd, ["serve"]);
     assert.ok(CLI.has(cmd[0]!), `CMD ${cmd[0]} is not a command of src/cli.ts`);
+  });
+
+  test("the Dockerfile parses: known instructions, stages named before use, a JSON-form ENTRYPOINT and CMD", () => {
+    const KNOWN = new Set(["FROM", "ARG", "RUN", "COPY", "ADD", "ENV", "WORKDIR", "USER", "EXPOSE", "ENTRYPOINT", "CMD", "LABEL", "VOLUME", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "ONBUILD"]);
+    for (const i of instructions) assert.ok(KNOWN.has(i.op), `unknown instruction ${i.op}`);
+    const named: string[] = [];
+    for (const i of instructions) {
+      if (i.op === "FROM") {
+        const m = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(i.args);
+        assert.ok(m, `FROM ${i.args}`);
+        if (m[2]) named.push(m[2]);
+      }
+      const from = /--from=(\S+)/.exec(i.args)?.[1];
+      if (from) assert.ok(named.includes(from), `COPY --from=${from} before that stage`);
+    }
+    for (const op of ["ENTRYPOINT", "CMD"]) assert.ok(Array.isArray(JSON.parse(runtime.find((i) => i.op === op)!.args)), `${op} in exec (JSON) form`);
+  });
+
+  test("Node.js 24 LTS base; engines in package.json admit it; gatehouse on PATH; no tsx/esbuild in production", () => {
+    const arg = instructions.find((i) => i.op === "ARG" && i.args.startsWith("NODE_IMAGE="))?.args.split("=")[1];
+    assert.match(arg ?? "", /^node:24-/, "the image is built on Node 24");
+    assert.ok(stages.every((s) => s.args.startsWith("${NODE_IMAGE}")), "every stage uses NODE_IMAGE");
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { engines: { node: string }; dependencies: Record<string, string>; bin: Record<string, string> };
+    const min = Number(/^>=(\d+)/.exec(pkg.engines.node)?.[1]);
+    assert.ok(min <= 24 && min >= 20, `engines.node ${pkg.engines.node}`);
+    assert.ok(runtime.some((i) => i.op === "RUN" && /ln -s \/app\/bin\/gatehouse\.mjs \/usr\/local\/bin\/gatehouse\b/.test(i.args)), "gatehouse on PATH");
+    assert.equal(pkg.bin.gatehouse, "bin/gatehouse.mjs");
+    assert.ok(statSync(join(root, "bin/gatehouse.mjs")).mode & 0o111, "bin/gatehouse.mjs is executable");
+    // What `npm ci --omit=dev` installs: lockfile entries not marked dev.
+    const lock = JSON.parse(readFileSync(join(root, "package-lock.json"), "utf8")) as { packages: Record<string, { dev?: boolean; devOptional?: boolean }> };
+    for (const name of ["tsx", "esbuild", "typescript", "@esbuild/linux-x64"]) {
+      const entry = lock.packages[`node_modules/${name}`];
+      assert.ok(entry, `${name} is in the lockfile`);
+      assert.ok(entry.dev === true, `${name} would ship as a production dependency`);
+    }
   });
 
   test("ENV defaults are settings that loadConfig accepts", () => {
