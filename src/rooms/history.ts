@@ -85,8 +85,11 @@ export class RoomHistory {
 
   /** The visibility state at each event, tracking the members `keep` selects (two or three round trips). */
   private async visibilityAt(roomId: string, eventIds: readonly string[], keep: (userId: string) => boolean) {
-    const [streams, entries] = await Promise.all([this.rooms.store.streamsOf(roomId, eventIds), this.log.entries(roomId)]);
-    return { streams, entries, states: visibilityAtStreams(entries, streams, keep) };
+    const [streams, first] = await Promise.all([this.rooms.store.streamsOf(roomId, eventIds), this.log.entries(roomId)]);
+    let log = first;
+    // An event persisted between the two reads is newer than the log: read the log again.
+    if (streams.some((s) => s !== null && s > log.stream)) log = await this.log.entries(roomId);
+    return { streams, entries: log.entries, states: visibilityAtStreams(log.entries, streams, keep) };
   }
 
   /**

@@ -46,14 +46,29 @@ const BATCH = 500;
 
 export class VisibilityLog {
   private readonly rooms = new Lru<string, RoomLog>(256);
+  private readonly updating = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly redis: Redis,
     private readonly keys: RedisKeys,
   ) {}
 
-  /** The room's log up to its latest timeline position (entries in stream order). */
-  async entries(roomId: string): Promise<readonly VisibilityLogEntry[]> {
+  /**
+   * The room's log up to its latest timeline position (entries in stream order), and that position.
+   * Updates of one room run one after another, so that entries are appended once.
+   */
+  async entries(roomId: string): Promise<{ entries: readonly VisibilityLogEntry[]; stream: number }> {
+    const previous = this.updating.get(roomId) ?? Promise.resolve();
+    const run = previous.catch(() => undefined).then(() => this.update(roomId));
+    this.updating.set(roomId, run);
+    try {
+      return await run;
+    } finally {
+      if (this.updating.get(roomId) === run) this.updating.delete(roomId);
+    }
+  }
+
+  private async update(roomId: string): Promise<{ entries: readonly VisibilityLogEntry[]; stream: number }> {
     const timeline = this.keys.timeline(roomId);
     const range = (after: number) => this.redis.zrangebyscore(timeline, `(${after}`, "+inf", "WITHSCORES", "LIMIT", 0, BATCH);
     let log = this.rooms.get(roomId);
@@ -64,9 +79,9 @@ export class VisibilityLog {
       if (at[0] === log.lastEventId) first = delta;
       else log = undefined;
     }
-    const base: RoomLog = log ?? { stream: 0, lastEventId: "", entries: [] };
-    const next: RoomLog = { stream: base.stream, lastEventId: base.lastEventId, entries: base.entries };
-    let appended: VisibilityLogEntry[] | null = null;
+    // Entries are appended in place: a reader's sweep only applies entries up to the positions it
+    // asks about, so later entries never change its answer (and updates are serialised per room).
+    const next: RoomLog = log ?? { stream: 0, lastEventId: "", entries: [] };
     for (;;) {
       const flat = first ?? (await range(next.stream));
       first = null;
@@ -85,6 +100,8 @@ export class VisibilityLog {
         this.redis.hmget(this.keys.eventStatus(roomId), ...ids),
         this.redis.mget(...ids.map((id) => this.keys.event(roomId, id))),
       ]);
+      // A batch is applied whole (entries and position together), or not at all.
+      const batch: VisibilityLogEntry[] = [];
       ids.forEach((_, i) => {
         const text = texts[i];
         if (statuses[i] || !text) return; // rejected / soft-failed / outlier: not in state
@@ -92,18 +109,17 @@ export class VisibilityLog {
         const ev = JSON.parse(text) as { type?: unknown; state_key?: unknown; content?: unknown };
         if (typeof ev.state_key !== "string") return;
         if (ev.type === "m.room.history_visibility" && ev.state_key === "") {
-          (appended ??= []).push({ stream: streams[i]!, stateKey: "", kind: "visibility", visibility: historyVisibilityOf(ev.content) });
+          batch.push({ stream: streams[i]!, stateKey: "", kind: "visibility", visibility: historyVisibilityOf(ev.content) });
         } else if (ev.type === "m.room.member") {
-          (appended ??= []).push({ stream: streams[i]!, stateKey: ev.state_key, kind: "member", membership: membershipOfContent(ev.content) });
+          batch.push({ stream: streams[i]!, stateKey: ev.state_key, kind: "member", membership: membershipOfContent(ev.content) });
         }
       });
+      for (const e of batch) next.entries.push(e);
       next.stream = streams[streams.length - 1]!;
       next.lastEventId = ids[ids.length - 1]!;
       if (ids.length < BATCH) break;
     }
-    // Entries are shared with readers of the previous version: append by copying, never in place.
-    if (appended) next.entries = [...base.entries, ...appended];
     this.rooms.set(roomId, next);
-    return next.entries;
+    return { entries: next.entries, stream: next.stream };
   }
 }

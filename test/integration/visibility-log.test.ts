@@ -50,7 +50,7 @@ describe("VisibilityLog", () => {
     await append("$j", member("@c:hs.test", "join"));
     await append("$hv", { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "joined" } });
     await append("$msg", { type: "m.room.message", content: { body: "hi", nested: { type: "m.room.member", state_key: "@z:hs.test", content: { membership: "join" } } } });
-    assert.deepEqual(await log.entries(ROOM), [
+    assert.deepEqual((await log.entries(ROOM)).entries, [
       { stream: 2, stateKey: "@c:hs.test", kind: "member", membership: "join" },
       { stream: 3, stateKey: "", kind: "visibility", visibility: "joined" },
     ]);
@@ -58,35 +58,45 @@ describe("VisibilityLog", () => {
     await append("$soft", member("@x:other", "join"), "soft_failed");
     await append("$inv", member("@u:other", "invite"));
     await append("$bad", { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "nonsense" } });
-    const entries = await log.entries(ROOM);
+    const entries = (await log.entries(ROOM)).entries;
     assert.equal(fetched, 3, "only the delta is read");
     assert.deepEqual(entries.slice(2), [
       { stream: 6, stateKey: "@u:other", kind: "member", membership: "invite" },
       { stream: 7, stateKey: "", kind: "visibility", visibility: "shared" },
     ]);
     fetched = 0;
-    assert.equal((await log.entries(ROOM)).length, 4);
+    assert.equal(((await log.entries(ROOM)).entries).length, 4);
     assert.equal(fetched, 0, "nothing new: no event read");
   });
 
   test("a timeline rewritten under the cache (Redis restored or flushed) is read again", async () => {
     const log = new VisibilityLog(redis, keys);
-    assert.equal((await log.entries(ROOM)).length, 4);
+    assert.equal(((await log.entries(ROOM)).entries).length, 4);
     await redis.del(keys.timeline(ROOM), keys.eventStatus(ROOM));
     stream = 0;
     await append("$c2", { type: "m.room.create", state_key: "", content: {} });
     await append("$j2", member("@d:hs.test", "join"));
-    assert.deepEqual(await log.entries(ROOM), [{ stream: 2, stateKey: "@d:hs.test", kind: "member", membership: "join" }]);
+    assert.deepEqual((await log.entries(ROOM)).entries, [{ stream: 2, stateKey: "@d:hs.test", kind: "member", membership: "join" }]);
   });
 
   test("more events than one batch", async () => {
     const log = new VisibilityLog(redis, keys);
     for (let i = 0; i < 1200; i++) await append(`$m${i}`, i % 100 === 0 ? member(`@u${i}:hs.test`, "join") : { type: "m.room.message", content: {} });
-    const entries = await log.entries(ROOM);
+    const entries = (await log.entries(ROOM)).entries;
     assert.equal(entries.length, 1 + 12);
     assert.deepEqual(
       entries.map((e) => e.stream),
       [...entries.map((e) => e.stream)].sort((a, b) => a - b),
     );
+  });
+
+  test("concurrent reads of a delta append its entries once", async () => {
+    const log = new VisibilityLog(redis, keys);
+    const before = (await log.entries(ROOM)).entries.length;
+    await append("$c1", member("@p:hs.test", "join"));
+    await append("$c2", member("@q:hs.test", "join"));
+    const results = await Promise.all([log.entries(ROOM), log.entries(ROOM), log.entries(ROOM)]);
+    for (const r of results) assert.equal(r.stream, stream);
+    assert.equal((await log.entries(ROOM)).entries.length, before + 2);
   });
 });
