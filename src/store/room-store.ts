@@ -210,7 +210,7 @@ export class RoomStore {
   /** Parsed events (immutable once written), by room and event ID. */
   private readonly eventCache = new Lru<string, Pdu>(5_000);
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
-  private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(32);
+  private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
   /** Deltas to the nearest whole group, by room and group ID (immutable too). */
   private readonly groupDepthCache = new Lru<string, number>(4_096);
 
