@@ -5,7 +5,8 @@
  * For an event E with prev_events P:
  *   - the state before E is the state after its prev event when there is one (or all share one
  *     state group), else the resolution of the states after each of them;
- *   - the state after E is that plus E itself when E is a state event that was not rejected;
+ *   - the state after E is that plus E itself when E is a state event (an event failing the
+ *     auth rules against its auth events or the state before it is refused, not stored);
  *   - the current state is the resolution of the states after the forward extremities. When E
  *     references every extremity, that is the state after E with no resolution (the fast path
  *     every event Gatehouse creates on top of its extremities takes);
@@ -49,7 +50,7 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return new Set(a).size === sb.size && a.every((x) => sb.has(x));
 }
 
-/** field → [from, to] for every key whose event differs (undefined: absent). */
+/** For every key whose event differs: the event in `to`, or null when `to` lacks the key. */
 function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>): Map<string, string | null> {
   const out = new Map<string, string | null>();
   for (const [k, v] of to) if (from.get(k) !== v) out.set(k, v);
@@ -127,8 +128,7 @@ export class RoomStateService {
   async lookupFor(roomId: string, version: RoomVersion, ids: ReadonlyMap<string, string>, event: Pdu): Promise<StateLookup> {
     const keys = authEventKeys(event, version).map(([t, s]) => stateField(t, s));
     keys.push(stateField("m.room.create", ""));
-    // Third-party invites and restricted joins may read keys beyond the selection; they are
-    // covered by authEventKeys. Load what exists.
+    // authEventKeys covers every key the rules read (third-party invite token, authorising user).
     const wanted = [...new Set(keys)].map((k) => ids.get(k)).filter((x): x is string => x !== undefined);
     const events = await this.store.getEvents(roomId, wanted);
     return (type, stateKey) => {
