@@ -192,7 +192,7 @@ export class PerDestinationSender {
     const delay = Math.max(backoff, Math.min(minDelayMs, s.backoffMaxMs));
     const at = now + delay;
     await this.deps.outbound.setBackoffUntil(destination, at);
-    this.deps.logger.warn({ destination, txnId: txn.txnId, error: message, failures, retryInMs: delay }, "transaction failed; backing off");
+    this.deps.logger.warn({ destination, txnId: txn.txnId, error: message, failures, failingForMs: now - failingSince, retryInMs: delay }, "transaction failed; backing off");
     return { kind: "retry", at };
   }
 

@@ -51,10 +51,13 @@ test("the embedded Redis runs with the configured appendfsync policy", { timeout
   }
 });
 
-test("redis-server killed (SIGKILL) right after acknowledged writes, everysec: none of them is lost", { timeout: 20_000 }, async () => {
+// With everysec there is no such promise: while a background fsync lags, Redis postpones writing
+// its append-only file for up to 2 s and still answers (a full `npm test` on a loaded machine
+// lost 208 of 500 writes acknowledged just before the kill), hence the README's "up to ~2 s".
+test("appendfsync always: redis-server killed (SIGKILL) right after acknowledged writes loses none of them", { timeout: 20_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-kill-"));
   dirs.push(dir);
-  let server = await startRedis({ dir, persistent: true, appendfsync: "everysec" });
+  let server = await startRedis({ dir, persistent: true, appendfsync: "always" });
   const port = server.port;
   const r = new Redis(server.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
   r.on("error", () => undefined);
@@ -63,7 +66,7 @@ test("redis-server killed (SIGKILL) right after acknowledged writes, everysec: n
   server.child.kill("SIGKILL");
   await new Promise((res) => server.child.once("exit", res));
   r.disconnect();
-  server = await startRedis({ dir, persistent: true, port });
+  server = await startRedis({ dir, persistent: true, appendfsync: "always", port });
   const check = new Redis(server.url);
   try {
     assert.equal(await check.llen("acked"), 500);

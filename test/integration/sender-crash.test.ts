@@ -96,6 +96,7 @@ test("a worker killed (SIGKILL) mid-transaction: another worker re-sends the sam
   assert.equal(sink.attempts[1]!.rawBody, sink.attempts[0]!.rawBody, "and its body");
   assert.deepEqual(numbersOf(sink.delivered), range(0, 150), "each PDU processed once, in order");
   assertExactlyOncePerTxn(sink.attempts);
+  assert.equal(sink.maxConcurrent, 1, "never two transactions in flight to the destination");
   assert.equal(sink.badSignatures, 0);
   for (let i = 0; i < 50 && (await redis.llen(keys.outboundPdus(sink.serverName))) > 0; i++) await new Promise((r) => setTimeout(r, 50));
   assert.equal(await redis.llen(keys.outboundPdus(sink.serverName)), 0);
@@ -134,6 +135,7 @@ async function assertResentAndDelivered(sink: SinkPeer, count: number) {
   assert.equal(sink.attempts[1]!.rawBody, sink.attempts[0]!.rawBody, "and its body");
   assert.deepEqual(numbersOf(sink.delivered), range(0, count), "each PDU processed once, in order");
   assertExactlyOncePerTxn(sink.attempts);
+  assert.equal(sink.maxConcurrent, 1, "never two transactions in flight to the destination");
 }
 
 test("kill -9, restart with the same instance ID: the new process takes its dead incarnation's job back at once", { timeout: 30_000 }, async (t) => {
@@ -162,6 +164,7 @@ test("a live process started with the same instance ID does not take over the ot
   // The twin's start-up (claim, sweep) is over when it printed "ready"; give its workers a moment.
   await new Promise((r) => setTimeout(r, 1500));
   assert.equal(sink.attempts.length, 1, "the transaction is still only in flight once");
+  assert.equal(sink.maxConcurrent, 1);
   assert.equal(await redis.llen(keys.outboundPdus(sink.serverName)), 80);
   // When the first one dies, the twin's claim named the twin itself: its job is taken over by
   // lock expiry (60 s here), not at once; not waited for.

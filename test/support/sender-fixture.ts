@@ -61,6 +61,8 @@ export function makeSender(opts: {
   redisUrl?: string;
   /** GATEHOUSE_INSTANCE_ID (none: no identity across restarts). */
   instanceId?: string;
+  /** Where the log lines go (JSON lines), e.g. to read the sender's decisions. */
+  logStream?: NodeJS.WritableStream;
 }): TestSender {
   const redis = connect(opts.redisUrl);
   const keys = new RedisKeys(opts.prefix);
@@ -78,7 +80,7 @@ export function makeSender(opts: {
     store,
     client,
     serverName: GH_SERVER_NAME,
-    logger: createLogger(opts.logLevel ?? process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent"),
+    logger: createLogger(opts.logLevel ?? process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent", opts.logStream),
     settings: { ...FAST_SETTINGS, ...opts.settings },
     instanceId: opts.instanceId,
     hostname: hostname(),
