@@ -7,10 +7,17 @@ import { forbidden, invalidParam, notFound } from "../protocol/errors.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { prevEventIds } from "../store/room-store.js";
-import type { RoomService, RoomSnapshot } from "./room-service.js";
+import type { RoomContext, RoomService, RoomSnapshot } from "./room-service.js";
+import type { RoomStore } from "../store/room-store.js";
 
 export class RoomHistory {
-  constructor(private readonly rooms: RoomService) {}
+  private readonly rooms: RoomService;
+  private readonly store: RoomStore;
+
+  constructor(ctx: RoomContext) {
+    this.rooms = ctx.rooms;
+    this.store = ctx.store;
+  }
 
   private serverMembership(snap: RoomSnapshot, origin: string): { joined: boolean; any: boolean } {
     let joined = false;
@@ -33,14 +40,14 @@ export class RoomHistory {
   }
 
   async event(eventId: string, origin: string): Promise<Pdu> {
-    const roomId = await this.rooms.store.roomOfEvent(eventId);
+    const roomId = await this.store.roomOfEvent(eventId);
     if (!roomId) throw notFound(`Event ${eventId} not found`);
     // Joined servers only, like the other reads (and Synapse's is_host_in_room). Allowing "any
     // member" let a server with only a knocking, invited, left or banned user read every event:
     // make_knock/make_leave templates hand out the latest event IDs as prev_events, and
     // prev_events lead to the rest of the history.
     await this.readableSnapshot(roomId, origin);
-    const pdu = await this.rooms.store.getEvent(roomId, eventId);
+    const pdu = await this.store.getEvent(roomId, eventId);
     if (!pdu) throw notFound(`Event ${eventId} not found`);
     return pdu;
   }
@@ -48,11 +55,11 @@ export class RoomHistory {
   /** State before `eventId` (what /state_ids and /state mean by "state at"), plus its auth chain. */
   async stateAt(roomId: string, eventId: string, origin: string): Promise<{ stateIds: string[]; authChainIds: string[]; state: Map<string, Pdu>; chain: Map<string, Pdu> }> {
     await this.readableSnapshot(roomId, origin);
-    const before = await this.rooms.store.stateAt(roomId, eventId, "before");
+    const before = await this.store.stateAt(roomId, eventId, "before");
     if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
     const stateIds = [...before.values()];
-    const chain = await this.rooms.store.authChain(roomId, stateIds);
-    const state = await this.rooms.store.getEvents(roomId, stateIds);
+    const chain = await this.store.authChain(roomId, stateIds);
+    const state = await this.store.getEvents(roomId, stateIds);
     return { stateIds, authChainIds: [...chain.keys()], state, chain };
   }
 
@@ -67,13 +74,13 @@ export class RoomHistory {
     const out: Pdu[] = [];
     const seen = new Set<string>(b.latest_events as string[]);
     let frontier: string[] = [];
-    const latest = await this.rooms.store.getEvents(roomId, b.latest_events as string[]);
+    const latest = await this.store.getEvents(roomId, b.latest_events as string[]);
     for (const ev of latest.values()) frontier.push(...prevEventIds(ev));
     while (frontier.length > 0 && out.length < limit) {
       const ids = [...new Set(frontier)].filter((id) => !seen.has(id) && !earliest.has(id));
       ids.forEach((id) => seen.add(id));
       frontier = [];
-      const found = await this.rooms.store.getEvents(roomId, ids);
+      const found = await this.store.getEvents(roomId, ids);
       for (const id of ids) {
         const ev = found.get(id);
         if (!ev || ev.depth < minDepth) continue;
@@ -95,7 +102,7 @@ export class RoomHistory {
       const ids = [...new Set(frontier)].filter((id) => !seen.has(id));
       ids.forEach((id) => seen.add(id));
       frontier = [];
-      const found = await this.rooms.store.getEvents(roomId, ids);
+      const found = await this.store.getEvents(roomId, ids);
       for (const id of ids) {
         const ev = found.get(id);
         if (!ev) continue;
@@ -109,7 +116,7 @@ export class RoomHistory {
 
   async eventAuth(roomId: string, eventId: string, origin: string): Promise<Pdu[]> {
     await this.readableSnapshot(roomId, origin);
-    if (!(await this.rooms.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
-    return [...(await this.rooms.store.authChain(roomId, [eventId])).values()];
+    if (!(await this.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
+    return [...(await this.store.authChain(roomId, [eventId])).values()];
   }
 }

@@ -16,7 +16,8 @@ import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
-import { createEventIdOf, stateLookup, joinedServers, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
+import { createEventIdOf, stateLookup, joinedServers, type RoomContext, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
+import type { RoomStore } from "../store/room-store.js";
 import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
@@ -48,12 +49,18 @@ function tombstoneOf(snap: RoomSnapshot): string | undefined {
 }
 
 export class MembershipService {
+  private readonly rooms: RoomService;
+  private readonly store: RoomStore;
+
   constructor(
-    private readonly rooms: RoomService,
+    ctx: RoomContext,
     private readonly client: FederationClient | null,
     private readonly remoteKeys: RemoteKeys | null,
     private readonly events: MembershipEvents = {},
-  ) {}
+  ) {
+    this.rooms = ctx.rooms;
+    this.store = ctx.store;
+  }
 
   // ------------------------------------------------------------------------------------------
   // make_knock / make_join / make_leave
@@ -225,7 +232,7 @@ export class MembershipService {
         : [];
       let member = false;
       for (const r of allowRooms) {
-        if ((await this.rooms.store.getMembership(r, pdu.sender)) === "join") {
+        if ((await this.store.getMembership(r, pdu.sender)) === "join") {
           member = true;
           break;
         }
@@ -245,13 +252,13 @@ export class MembershipService {
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
-      const before = (await this.rooms.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
-      const events = await this.rooms.store.getEvents(roomId, [...before.values()]);
+      const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
+      const events = await this.store.getEvents(roomId, [...before.values()]);
       const found = [...before].filter(([, id]) => events.has(id));
       state = new Map(found.map(([field, id]) => [field, events.get(id)!]));
       stateIds = found.map(([, id]) => id);
     }
-    const chain = await this.rooms.store.authChain(roomId, [...stateIds, eventId]);
+    const chain = await this.store.authChain(roomId, [...stateIds, eventId]);
     const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(state));
     servers.add(this.rooms.serverName);
     const joiner = serverOfUserId(pdu.sender);
@@ -348,7 +355,7 @@ export class MembershipService {
 
   private async requirePendingKnock(roomId: string, target: string): Promise<void> {
     await this.rooms.requireRoom(roomId);
-    if ((await this.rooms.store.getMembership(roomId, target)) !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
+    if ((await this.store.getMembership(roomId, target)) !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
   }
 
   /** Kick: used to deny a knock, or remove a member. */

@@ -125,8 +125,14 @@ function verifyJoinAuthorisedVia(event: EventLike, via: string): boolean {
   return server !== undefined && typeof sigs?.[server] === "object" && sigs[server] !== null;
 }
 
+/** What the room use cases work with: the room service and the store it writes through. */
+export interface RoomContext {
+  rooms: RoomService;
+  store: RoomStore;
+}
+
 export class RoomService {
-  readonly store: RoomStore;
+  private readonly store: RoomStore;
   readonly serverName: string;
   private readonly mutex = new KeyedMutex();
   private readonly clock: () => number;

@@ -361,6 +361,14 @@ export class RoomStore {
     return out;
   }
 
+  /** Event IDs before stream position `before` (exclusive; the end when null), newest first. */
+  async timelineBefore(roomId: string, before: number | null, limit: number): Promise<{ eventId: string; stream: number }[]> {
+    const flat = await this.redis.zrevrangebyscore(this.keys.timeline(roomId), before === null ? "+inf" : `(${before}`, "-inf", "WITHSCORES", "LIMIT", 0, limit);
+    const out: { eventId: string; stream: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ eventId: flat[i]!, stream: Number(flat[i + 1]) });
+    return out;
+  }
+
   async streamOf(roomId: string, eventId: string): Promise<number | null> {
     const s = await this.redis.zscore(this.keys.timeline(roomId), eventId);
     return s === null ? null : Number(s);

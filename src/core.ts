@@ -1,0 +1,171 @@
+/**
+ * buildCore: the parts every Gatehouse role shares (store, keys, outbound client, sender and the
+ * room use cases), built from the config and the connections it is given. Listeners are built
+ * from a Core by their own modules (src/federation/app.ts, src/admin/app.ts, src/client/app.ts);
+ * src/app.ts puts them together.
+ */
+import type { Redis } from "ioredis";
+import { Registry } from "prom-client";
+import { RedisKeys } from "./store/redis-keys.js";
+import { RoomStore } from "./store/room-store.js";
+import { RemoteKeys, type CachedKey } from "./keys/remote-keys.js";
+import type { OwnKeys } from "./keys/own-keys.js";
+import { FederationClient } from "./net/federation-client.js";
+import { EventVerifier } from "./rooms/event-verifier.js";
+import { RoomService, type RoomContext } from "./rooms/room-service.js";
+import { MembershipService } from "./rooms/membership.js";
+import { RoomHistory } from "./rooms/history.js";
+import { RoomQueries } from "./rooms/room-queries.js";
+import { RemoteRooms } from "./rooms/remote-rooms.js";
+import { InboundTransactions } from "./rooms/inbound-transactions.js";
+import { Sender } from "./sender/sender.js";
+import { RateLimiter } from "./http/rate-limit.js";
+import { Metrics } from "./metrics.js";
+import { membershipHooks, roomServiceHooks, senderHooks } from "./metrics-hooks.js";
+import type { Config } from "./config.js";
+import type { Logger } from "./logger.js";
+
+export interface CoreOptions {
+  config: Config;
+  logger: Logger;
+  /** The room store's and request handlers' connection (auto-pipelined in production). */
+  redis: Redis;
+  /** The sender's connection, shared with BullMQ (never auto-pipelined); `redis` when not given. */
+  queueRedis?: Redis;
+  ownKeys: OwnKeys;
+  clock?: () => number;
+  /** Redis key prefix; tests give each suite its own. */
+  redisPrefix?: string;
+  /** Metrics registry holder; a private one (without process metrics) when not given. */
+  metrics?: Metrics;
+}
+
+export interface Core extends RoomContext {
+  config: Config;
+  logger: Logger;
+  clock: () => number;
+  redis: Redis;
+  ownKeys: OwnKeys;
+  keys: RedisKeys;
+  metrics: Metrics;
+  client: FederationClient;
+  remoteKeys: RemoteKeys;
+  /** The outbound transaction sender; its workers run only after sender.startWorkers(). */
+  sender: Sender;
+  membership: MembershipService;
+  remoteRooms: RemoteRooms;
+  history: RoomHistory;
+  queries: RoomQueries;
+  transactions: InboundTransactions;
+  limiter: RateLimiter;
+  close(): Promise<void>;
+}
+
+export function buildCore(opts: CoreOptions): Core {
+  const { config, logger, redis, ownKeys } = opts;
+  const clock = opts.clock ?? Date.now;
+  const keys = new RedisKeys(opts.redisPrefix ?? "gh");
+  const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
+  const store = new RoomStore(redis, keys);
+
+  const client = new FederationClient({
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    insecureSkipTlsVerify: config.outbound.insecureSkipTlsVerify,
+    allowPrivateAddresses: config.outbound.allowPrivateAddresses,
+    timeoutMs: config.outbound.requestTimeoutMs,
+    now: clock,
+  });
+
+  const ownVerifyKeys = (): Record<string, CachedKey> => {
+    const out: Record<string, CachedKey> = {};
+    const now = clock();
+    for (const k of ownKeys.keys) out[k.keyId] = { key: k.publicKeyBase64, validUntilTs: now + config.keyValidityMs, fetchedTs: now };
+    for (const k of ownKeys.oldKeys) out[k.keyId] = { key: k.publicKeyBase64, validUntilTs: k.expiredTs, expiredTs: k.expiredTs, fetchedTs: now };
+    return out;
+  };
+  const remoteKeys = new RemoteKeys({
+    redis,
+    keys,
+    client,
+    trustedKeyServers: config.trustedKeyServers,
+    ownServerName: config.serverName,
+    ownKeys: ownVerifyKeys,
+    logger,
+    now: clock,
+    onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
+  });
+
+  const sender = new Sender({
+    redis: opts.queueRedis ?? redis,
+    keys,
+    store,
+    client,
+    serverName: config.serverName,
+    logger,
+    settings: config.sender,
+    clock,
+    ...senderHooks(metrics),
+  });
+  metrics.setOutboundCollector(() => sender.metricsSnapshot());
+  const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
+
+  const rooms = new RoomService({
+    store,
+    ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
+    maxForwardExtremities: config.maxForwardExtremities,
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    verifier,
+    logger,
+    clock,
+  });
+  const ctx: RoomContext = { rooms, store };
+  const membership = new MembershipService(ctx, client, remoteKeys, membershipHooks(metrics));
+  const remoteRooms = new RemoteRooms({
+    redis,
+    keys,
+    client,
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    verifier,
+    logger,
+    clock,
+    onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
+  });
+  const history = new RoomHistory(ctx);
+  const queries = new RoomQueries(ctx);
+  const transactions = new InboundTransactions({ rooms, store, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
+  const limiter = new RateLimiter(redis, keys, clock);
+
+  return {
+    config,
+    logger,
+    clock,
+    redis,
+    ownKeys,
+    keys,
+    metrics,
+    store,
+    client,
+    remoteKeys,
+    sender,
+    rooms,
+    membership,
+    remoteRooms,
+    history,
+    queries,
+    transactions,
+    limiter,
+    async close() {
+      // A merge of forward extremities in progress finishes first, within the shutdown deadline
+      // (with Redis unreachable its commands would wait for a reconnection forever).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([rooms.settled(), new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs)))]);
+      clearTimeout(timer);
+      // Workers first: an in-flight transaction may finish within the shutdown deadline.
+      await sender.close(config.shutdownTimeoutMs);
+      client.close();
+    },
+  };
+}
