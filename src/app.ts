@@ -6,6 +6,7 @@ import type { Express } from "express";
 import { buildCore, type Core, type CoreOptions } from "./core.js";
 import { buildFederationApp } from "./federation/app.js";
 import { buildAdminApp } from "./admin/app.js";
+import { buildClientApp } from "./client/app.js";
 
 export interface GatehouseOptions extends CoreOptions {
   adminToken: string;
@@ -14,6 +15,8 @@ export interface GatehouseOptions extends CoreOptions {
 export interface Gatehouse extends Core {
   federationApp: Express;
   adminApp: Express;
+  /** The Client-Server API for application services (GATEHOUSE_CLIENT_LISTEN). */
+  clientApp: Express;
 }
 
 export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
@@ -22,5 +25,6 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     ...core,
     federationApp: buildFederationApp(core),
     adminApp: buildAdminApp(core, opts.adminToken),
+    clientApp: buildClientApp(core),
   };
 }

@@ -57,6 +57,9 @@ export interface Config {
     originBurst: number;
     knocksPerRoomPerSecond: number;
     knocksPerRoomBurst: number;
+    /** Client API requests per masqueraded user, for application services with rate_limited: true. */
+    clientPerSecond: number;
+    clientBurst: number;
   };
 }
 
@@ -204,6 +207,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       originBurst: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_BURST", 500, 1, 10_000_000),
       knocksPerRoomPerSecond: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_PER_SECOND", 20, 0, 1_000_000),
       knocksPerRoomBurst: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST", 200, 1, 10_000_000),
+      clientPerSecond: int(env, "GATEHOUSE_RATELIMIT_CLIENT_PER_SECOND", 10, 0, 1_000_000),
+      clientBurst: int(env, "GATEHOUSE_RATELIMIT_CLIENT_BURST", 50, 1, 10_000_000),
     },
   };
 }

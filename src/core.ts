@@ -22,6 +22,11 @@ import { Sender } from "./sender/sender.js";
 import { RateLimiter } from "./http/rate-limit.js";
 import { Metrics } from "./metrics.js";
 import { membershipHooks, roomServiceHooks, senderHooks } from "./metrics-hooks.js";
+import { AppserviceRegistry } from "./appservice/registry.js";
+import { AppserviceAccounts } from "./appservice/accounts.js";
+import { AppserviceClient } from "./appservice/as-client.js";
+import { AppservicePing } from "./appservice/ping.js";
+import { ClientActions } from "./appservice/client-actions.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logger.js";
 
@@ -58,6 +63,14 @@ export interface Core extends RoomContext {
   queries: RoomQueries;
   transactions: InboundTransactions;
   limiter: RateLimiter;
+  /** Registered application services and the client API's use cases. */
+  appservices: {
+    registry: AppserviceRegistry;
+    accounts: AppserviceAccounts;
+    client: AppserviceClient;
+    actions: ClientActions;
+    ping: AppservicePing;
+  };
   close(): Promise<void>;
 }
 
@@ -138,6 +151,12 @@ export function buildCore(opts: CoreOptions): Core {
   const transactions = new InboundTransactions({ rooms, store, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
 
+  const registry = new AppserviceRegistry(config.appservices, config.serverName);
+  const accounts = new AppserviceAccounts(redis, keys, registry);
+  const asClient = new AppserviceClient({ timeoutMs: config.outbound.requestTimeoutMs, legacyAuthorization: config.appserviceLegacyAuthorization });
+  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, federation: client, registry, accounts, asClient, redis, keys });
+  const appservices = { registry, accounts, client: asClient, actions, ping: new AppservicePing(asClient, clock) };
+
   return {
     config,
     logger,
@@ -157,6 +176,7 @@ export function buildCore(opts: CoreOptions): Core {
     queries,
     transactions,
     limiter,
+    appservices,
     async close() {
       // A merge of forward extremities in progress finishes first, within the shutdown deadline
       // (with Redis unreachable its commands would wait for a reconnection forever).

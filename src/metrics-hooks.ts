@@ -22,6 +22,12 @@ export function adminRequestHook(metrics: Metrics) {
   };
 }
 
+export function clientRequestHook(metrics: Metrics) {
+  return (r: RequestSample): void => {
+    metrics.clientRequests.inc({ endpoint: r.endpoint, method: r.method, status: String(r.status), errcode: r.errcode });
+  };
+}
+
 export function senderHooks(metrics: Metrics): Pick<SenderDeps, "onTransaction"> {
   return {
     onTransaction: (outcome, info) => {

@@ -18,6 +18,7 @@ export class Metrics {
   readonly federationRequests: Counter<"endpoint" | "method" | "status" | "errcode">;
   readonly federationRequestDuration: Histogram<"endpoint" | "method">;
   readonly adminRequests: Counter<"endpoint" | "method" | "status">;
+  readonly clientRequests: Counter<"endpoint" | "method" | "status" | "errcode">;
   readonly knocks: Counter<"outcome">;
   readonly aclDenials: Counter<"room" | "reason">;
   readonly inboundCheckFailures: Counter<"check">;
@@ -61,6 +62,12 @@ export class Metrics {
       name: "gatehouse_admin_requests_total",
       help: "Admin API requests, by endpoint, method and status.",
       labelNames: ["endpoint", "method", "status"] as const,
+      registers: r,
+    });
+    this.clientRequests = new Counter({
+      name: "gatehouse_client_requests_total",
+      help: "Client-Server API requests from application services, by endpoint, method, status and Matrix errcode (\"\" on success).",
+      labelNames: ["endpoint", "method", "status", "errcode"] as const,
       registers: r,
     });
     this.knocks = new Counter({

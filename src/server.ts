@@ -25,6 +25,8 @@ export interface RunningGatehouse {
   gatehouse: Gatehouse;
   federationPort: number;
   adminPort: number;
+  /** The client listener's port; null when no application service is registered. */
+  clientPort: number | null;
   metricsPort: number | null;
   redisUrl: string;
   adminToken: string;
@@ -127,12 +129,15 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     federationServer = http.createServer(expressServerOptions(gatehouse.federationApp), gatehouse.federationApp);
   }
   const adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
+  // The client API serves application services only: no registration, no listener.
+  const clientServer = config.appservices.length > 0 ? http.createServer(expressServerOptions(gatehouse.clientApp), gatehouse.clientApp) : null;
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
   const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
+  const clientPort = clientServer ? await listen(clientServer, config.client.host, config.client.port) : null;
   if (config.runWorkers) await gatehouse.sender.startWorkers();
   logger.info(
-    { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, keyId: ownKeys.current.keyId },
+    { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, ...(clientPort !== null ? { client: `http://${config.client.host}:${clientPort}`, appservices: config.appservices.map((r) => r.id) } : {}), keyId: ownKeys.current.keyId },
     "gatehouse is listening",
   );
 
@@ -141,6 +146,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     gatehouse,
     federationPort,
     adminPort,
+    clientPort,
     metricsPort: ops?.port ?? null,
     redisUrl,
     adminToken,
@@ -153,6 +159,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       await Promise.all([
         closeServer(federationServer, config.shutdownTimeoutMs),
         closeServer(adminServer, config.shutdownTimeoutMs),
+        ...(clientServer ? [closeServer(clientServer, config.shutdownTimeoutMs)] : []),
         gatehouse.sender.close(config.shutdownTimeoutMs),
       ]);
       await gatehouse.close();

@@ -36,7 +36,7 @@ export interface CreatedRoom {
 }
 
 /** Power levels Synapse gives a new room (the spec leaves them to the server). */
-function defaultPowerLevels(creator: string, privilegedCreators: boolean, preset: Preset, invitees: string[]): Record<string, unknown> {
+export function defaultPowerLevels(creator: string, privilegedCreators: boolean, preset: Preset, invitees: string[]): Record<string, unknown> {
   const users: Record<string, number> = privilegedCreators ? {} : { [creator]: 100 };
   if (preset === "trusted_private_chat") for (const u of invitees) users[u] = 100;
   return {

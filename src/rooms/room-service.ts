@@ -16,7 +16,7 @@ import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
-import { serverOfUserId } from "../protocol/ids.js";
+import { checkPduLimits, serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf } from "../store/state-cache.js";
@@ -45,6 +45,10 @@ export interface LocalEventInput {
   sender: string;
   stateKey?: string;
   content: Record<string, unknown>;
+  /** origin_server_ts to use instead of the clock (an application service's `ts`). */
+  originServerTs?: number;
+  /** Top-level `redacts` of an m.room.redaction before room version 11. */
+  redacts?: string;
 }
 
 export interface PersistedEvent {
@@ -228,12 +232,17 @@ export class RoomService {
         sender: input.sender,
         ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
         content: input.content,
+        ...(input.redacts !== undefined ? { redacts: input.redacts } : {}),
+        ...(input.originServerTs !== undefined ? { origin_server_ts: input.originServerTs } : {}),
         prev_events: prevEvents,
         auth_events: authEvents,
         depth,
       },
       { roomVersion: snap.version, serverName: senderServerName, key: this.deps.signingKey, clock: this.clock },
     );
+    // Size limits (64 KiB, 255-byte IDs) before anything is written: 413 M_TOO_LARGE.
+    const limits = checkPduLimits(built.pdu);
+    if (limits) throw limits;
     if (authorise) {
       const verdict = checkEventAuth(built.pdu, snap.version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
       if (!verdict.allowed) throw forbidden(verdict.reason);

@@ -210,6 +210,11 @@ export class RoomStore {
     await this.redis.hset(this.keys.aliases(), alias, roomId);
   }
 
+  /** Sets the alias unless it exists; false when it was taken. */
+  async setAliasIfAbsent(alias: string, roomId: string): Promise<boolean> {
+    return (await this.redis.hsetnx(this.keys.aliases(), alias, roomId)) === 1;
+  }
+
   async removeAlias(alias: string): Promise<void> {
     await this.redis.hdel(this.keys.aliases(), alias);
   }
