@@ -120,7 +120,7 @@ export function buildCore(opts: CoreOptions): Core {
     clock,
     ...senderHooks(metrics),
   });
-  metrics.setOutboundCollector(() => sender.metricsSnapshot());
+  metrics.setOutboundCollector(() => sender.view.metricsSnapshot());
   const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
 
   const rooms = new RoomService({

@@ -8,13 +8,12 @@
 import { Router } from "express";
 import { route } from "../http/errors.js";
 import { invalidParam, notFound } from "../protocol/errors.js";
-import { parseServerName } from "../protocol/ids.js";
 import type { Sender } from "./sender.js";
 
 const PREFIX = "/_gatehouse/admin/v1";
 
-function destinationParam(raw: unknown): string {
-  if (typeof raw !== "string" || !parseServerName(raw)) throw invalidParam("destination must be a server name");
+function destinationParam(sender: Sender, raw: unknown): string {
+  if (typeof raw !== "string" || !sender.transports.isValidDestination(raw)) throw invalidParam("destination must be a server name");
   return raw;
 }
 
@@ -24,7 +23,7 @@ export function queueAdminRouter(sender: Sender): Router {
   router.get(
     `${PREFIX}/queue`,
     route(async (_req, res) => {
-      const destinations = await sender.listDestinations();
+      const destinations = await sender.view.listDestinations();
       res.json({
         destinations,
         total_pending_pdus: destinations.reduce((n, d) => n + d.pending_pdus, 0),
@@ -37,7 +36,7 @@ export function queueAdminRouter(sender: Sender): Router {
   router.get(
     `${PREFIX}/queue/:destination`,
     route(async (req, res) => {
-      const d = await sender.describe(destinationParam(req.params.destination));
+      const d = await sender.view.describe(destinationParam(sender, req.params.destination));
       if (!d) throw notFound("Unknown destination");
       res.json(d);
     }),
@@ -46,7 +45,7 @@ export function queueAdminRouter(sender: Sender): Router {
   router.post(
     `${PREFIX}/queue/:destination/retry`,
     route(async (req, res) => {
-      const destination = destinationParam(req.params.destination);
+      const destination = destinationParam(sender, req.params.destination);
       if (!(await sender.outbound.isKnownDestination(destination))) throw notFound("Unknown destination");
       const job = await sender.retryNow(destination);
       res.json({ destination, job });

@@ -4,7 +4,7 @@
  *
  * Why: an event sent to a room with N remote servers is put into N transactions, and every
  * transaction body is canonical JSON (it is what the X-Matrix signature covers, see
- * Sender.buildTxn). Without this cache each of the N transactions fetched the event from Redis,
+ * transaction-builder.ts). Without this cache each of the N transactions fetched the event from Redis,
  * parsed it and encoded it again; with it that happens once per process. Stored events never
  * change (the persist script refuses to overwrite an event key), so an entry cannot go stale.
  * Bytes rather than strings: a transaction body is then assembled with one Buffer.concat (the

@@ -6,7 +6,7 @@
  *   out:{dest}:txn-body STRING, its exact body (transactions stored by older versions keep it in
  *                      the hash's `body` field instead; both are read)
  *   out:{dest}:txn-next:{nonce} STRING, scratch: the body of the transaction being created (see
- *                      CREATE_TXN_LUA), expiring
+ *                      ../store/lua/sender-create-txn.lua), expiring
  *   out:{dest}:status  HASH, last_success_ts, last_error, last_error_ts, failures, backoff_until, counters
  *
  * The in-flight transaction always covers the first pdu_count / edu_count entries of the lists
@@ -17,6 +17,7 @@
 import { randomBytes } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
+import { defineLuaCommands } from "../store/lua-scripts.js";
 
 /** A stored transaction without its body (what the admin views need). */
 export interface StoredTxnInfo {
@@ -57,95 +58,16 @@ export interface DestinationStatus {
   droppedEdus: number;
 }
 
-// The body (tens of kB) never passes through Lua: the caller SETs it into a scratch key of its
-// own (random name, with an expiry) just before calling this script (same connection, so in
+// Scripts: ../store/lua/sender-*.lua. A transaction's body (tens of kB) never passes through
+// Lua: the caller SETs it into a scratch key of its own (random name, with an expiry) just
+// before calling sender-create-txn (same connection, so in
 // that order) and the script RENAMEs it into place. Handing it to the script as an argument made
 // Redis copy it into a Lua string and garbage-collect it again, which cost more than all the rest
 // of creating and committing the transaction together. The scratch name is unique per call so
 // that a body left over by a crashed attempt can never be taken for this one's.
-const CREATE_TXN_LUA = `
--- KEYS: 1 txn, 2 pdus, 3 edus, 4 txn counter, 5 scratch (holds the body), 6 body
--- ARGV: 1 txn id prefix, 2 created_ts, 3 pdu count, 4 edu count, 5 canonical ("1"/"0"),
---       6 attempted ("1": the caller sends it right away, counted as its first attempt at
---       created_ts, saving a separate markAttempt round trip), 7.. pdu refs then EDU JSON
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('DEL', KEYS[5])
-  return {'exists', redis.call('HGET', KEYS[1], 'txn_id')}
-end
-local np = tonumber(ARGV[3])
-local ne = tonumber(ARGV[4])
-if np > 0 then
-  local head = redis.call('LRANGE', KEYS[2], 0, np - 1)
-  if #head ~= np then redis.call('DEL', KEYS[5]) return {'stale', ''} end
-  for i = 1, np do if head[i] ~= ARGV[6 + i] then redis.call('DEL', KEYS[5]) return {'stale', ''} end end
-end
-if ne > 0 then
-  local head = redis.call('LRANGE', KEYS[3], 0, ne - 1)
-  if #head ~= ne then redis.call('DEL', KEYS[5]) return {'stale', ''} end
-  for i = 1, ne do if head[i] ~= ARGV[6 + np + i] then redis.call('DEL', KEYS[5]) return {'stale', ''} end end
-end
-if redis.call('EXISTS', KEYS[5]) == 0 then return {'nobody', ''} end
-redis.call('RENAME', KEYS[5], KEYS[6])
-redis.call('PERSIST', KEYS[6])
-local txnId = ARGV[1] .. '_' .. redis.call('INCR', KEYS[4])
-local attempts = '0'
-if ARGV[6] == '1' then attempts = '1' end
-redis.call('HSET', KEYS[1], 'txn_id', txnId, 'pdu_count', ARGV[3], 'edu_count', ARGV[4],
-  'created_ts', ARGV[2], 'attempts', attempts, 'rejections', '0', 'canonical', ARGV[5])
-if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'last_attempt_ts', ARGV[2]) end
-return {'created', txnId}
-`;
 
 /** Lifetime of a transaction body's scratch key if the script after its SET never runs. */
 const SCRATCH_TTL_MS = 600_000;
-
-const BEGIN_LUA = `
--- What a sender run needs to start (see OutboundStore.begin).
--- KEYS: 1 status, 2 txn, 3 pdus, 4 edus, 5 body; ARGV: 1 max PDUs, 2 max EDUs
--- Returns backoff_until, the txn hash (flat), the queue heads (only without a txn), the body.
-local backoff = redis.call('HGET', KEYS[1], 'backoff_until') or '0'
-local txn = redis.call('HGETALL', KEYS[2])
-if #txn > 0 then return {backoff, txn, {}, {}, redis.call('GET', KEYS[5]) or ''} end
-return {backoff, txn, redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1), redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1), ''}
-`;
-
-const MARK_ATTEMPT_LUA = `
--- KEYS: 1 txn; ARGV: 1 txn_id, 2 now
-if redis.call('HGET', KEYS[1], 'txn_id') ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'last_attempt_ts', ARGV[2])
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-`;
-
-const COMMIT_TXN_LUA = `
--- Removes the transaction's entries from the head of the lists and clears it.
--- KEYS: 1 txn, 2 pdus, 3 edus, 4 status, 5 body
--- ARGV: 1 txn_id, 2 now, 3 mode ("sent" | "dropped"), 4 per-PDU errors in the response,
---       5 / 6 max PDUs / EDUs of the next transaction: the new queue heads are returned too
---       (what begin would read next, saving that round trip; "0" = not wanted)
-if redis.call('HGET', KEYS[1], 'txn_id') ~= ARGV[1] then return {-1, -1, -1, {}, {}} end
-local np = tonumber(redis.call('HGET', KEYS[1], 'pdu_count') or '0')
-local ne = tonumber(redis.call('HGET', KEYS[1], 'edu_count') or '0')
-if np > 0 then redis.call('LTRIM', KEYS[2], np, -1) end
-if ne > 0 then redis.call('LTRIM', KEYS[3], ne, -1) end
-redis.call('DEL', KEYS[1], KEYS[5])
-if ARGV[3] == 'sent' then
-  redis.call('HSET', KEYS[4], 'last_success_ts', ARGV[2], 'failures', '0', 'backoff_until', '0', 'last_txn_id', ARGV[1])
-  redis.call('HDEL', KEYS[4], 'failing_since')
-  redis.call('HINCRBY', KEYS[4], 'txns_sent', 1)
-  redis.call('HINCRBY', KEYS[4], 'pdus_sent', np)
-  redis.call('HINCRBY', KEYS[4], 'edus_sent', ne)
-  redis.call('HINCRBY', KEYS[4], 'pdu_errors', tonumber(ARGV[4]))
-else
-  redis.call('HINCRBY', KEYS[4], 'dropped_batches', 1)
-  redis.call('HINCRBY', KEYS[4], 'dropped_pdus', np)
-  redis.call('HINCRBY', KEYS[4], 'dropped_edus', ne)
-end
-local maxP = tonumber(ARGV[5] or '0')
-local maxE = tonumber(ARGV[6] or '0')
-return {redis.call('LLEN', KEYS[2]), redis.call('LLEN', KEYS[3]), np,
-  maxP > 0 and redis.call('LRANGE', KEYS[2], 0, maxP - 1) or {},
-  maxE > 0 and redis.call('LRANGE', KEYS[3], 0, maxE - 1) or {}}
-`;
 
 type ScriptedRedis = Redis & {
   gatehouseCreateTxn(numKeys: number, ...args: (string | Buffer)[]): Promise<[string, string]>;
@@ -225,12 +147,12 @@ export class OutboundStore {
     readonly keys: RedisKeys,
   ) {
     this.redis = redis as ScriptedRedis;
-    if (!("gatehouseBegin" in redis)) {
-      redis.defineCommand("gatehouseCreateTxn", { lua: CREATE_TXN_LUA });
-      redis.defineCommand("gatehouseBegin", { lua: BEGIN_LUA });
-      redis.defineCommand("gatehouseMarkAttempt", { lua: MARK_ATTEMPT_LUA });
-      redis.defineCommand("gatehouseCommitTxn", { lua: COMMIT_TXN_LUA });
-    }
+    defineLuaCommands(redis, {
+      gatehouseCreateTxn: "sender-create-txn",
+      gatehouseBegin: "sender-begin",
+      gatehouseMarkAttempt: "sender-mark-attempt",
+      gatehouseCommitTxn: "sender-commit-txn",
+    });
   }
 
   /**
@@ -284,7 +206,7 @@ export class OutboundStore {
     opts: { canonical?: boolean; attempted?: boolean } = {},
   ): Promise<{ result: "created" | "exists" | "stale"; txnId: string }> {
     const k = this.keys;
-    // Sent together on one connection, so the script runs after the SET (see CREATE_TXN_LUA).
+    // Sent together on one connection, so the script runs after the SET (see sender-create-txn.lua).
     // A crash in between leaves only the scratch key, which expires.
     const scratch = k.outboundTxnNext(destination, randomBytes(8).toString("hex"));
     const stored = this.redis.set(scratch, body, "PX", SCRATCH_TTL_MS);

@@ -53,10 +53,10 @@ async function setup(name: string, opts: { sinks?: number; settings?: Parameters
 }
 
 /** Polls the destination's admin view until `pred` holds (commits follow the sink's answer). */
-async function settled(s: TestSender, destination: string, pred: (d: Awaited<ReturnType<TestSender["sender"]["describe"]>>) => boolean = (d) => d?.pending_pdus === 0 && d?.pending_edus === 0 && d?.txn_id === null) {
+async function settled(s: TestSender, destination: string, pred: (d: Awaited<ReturnType<TestSender["sender"]["view"]["describe"]>>) => boolean = (d) => d?.pending_pdus === 0 && d?.pending_edus === 0 && d?.txn_id === null) {
   const deadline = Date.now() + 5000;
   for (;;) {
-    const d = await s.sender.describe(destination);
+    const d = await s.sender.view.describe(destination);
     if (pred(d)) return d;
     if (Date.now() > deadline) assert.fail(`destination ${destination} did not settle: ${JSON.stringify(d)}`);
     await new Promise((r) => setTimeout(r, 25));
@@ -139,7 +139,7 @@ describe("sender: failures", { timeout: 30_000 }, () => {
     await persistPdus(s.store, roomId, [sink.serverName], 70, 10);
     s.sender.wake([sink.serverName]);
     await sink.waitFor(() => sink.attempts.length >= 2, 5000, "second attempt");
-    const during = await s.sender.describe(sink.serverName);
+    const during = await s.sender.view.describe(sink.serverName);
     assert.equal(during?.txn_id, sink.attempts[0]!.txnId);
     assert.equal(during?.pending_pdus, 80);
     assert.ok((during?.failures ?? 0) >= 1);
@@ -195,10 +195,10 @@ describe("sender: failures", { timeout: 30_000 }, () => {
     await persistPdus(s.store, roomId, [dest], 3);
     await s.sender.startWorkers();
     const deadline = Date.now() + 5000;
-    let d = await s.sender.describe(dest);
+    let d = await s.sender.view.describe(dest);
     while ((d?.failures ?? 0) < 3 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 100));
-      d = await s.sender.describe(dest);
+      d = await s.sender.view.describe(dest);
     }
     assert.ok((d?.failures ?? 0) >= 3, `failures ${d?.failures}`);
     assert.equal(d?.pending_pdus, 3);
@@ -292,7 +292,7 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     const body = JSON.stringify({ origin: GH_SERVER_NAME, origin_server_ts: 1, pdus: await Promise.all(head.pdus.map(async (r) => JSON.parse((await s.store.getEventJson(r.split(" ")[0]!, r.split(" ")[1]!))!))) });
     const stored = await s.sender.outbound.createTxn(b.serverName, "1", body, 1, head.pdus, []);
     assert.equal(stored.result, "created");
-    assert.equal(await s.sender.jobState(a.serverName), "none");
+    assert.equal(await s.sender.view.jobState(a.serverName), "none");
     await s.sender.startWorkers();
     await Promise.all([a, b].map((k) => k.waitFor(() => k.delivered.length === 5, 5000, "5 PDUs")));
     assert.equal(b.attempts[0]!.txnId, stored.txnId);
@@ -450,8 +450,8 @@ describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
     const attemptsBefore = sink.attempts.length;
     await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "third" } }, [sink.serverName]);
     await sink.waitFor(() => sink.attempts.length === attemptsBefore + 1, 5000, "the second failing attempt");
-    for (let i = 0; i < 40 && !(await gh.sender.describe(sink.serverName))?.backoff_until; i++) await new Promise((res) => setTimeout(res, 50));
-    assert.ok(((await gh.sender.describe(sink.serverName))?.backoff_until ?? 0) > Date.now() + 30_000);
+    for (let i = 0; i < 40 && !(await gh.sender.view.describe(sink.serverName))?.backoff_until; i++) await new Promise((res) => setTimeout(res, 50));
+    assert.ok(((await gh.sender.view.describe(sink.serverName))?.backoff_until ?? 0) > Date.now() + 30_000);
     const sinkKey = (sink as unknown as { key: SigningKey }).key;
     const uri = `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(creator)}`;
     const auth = signRequest({ method: "GET", uri, origin: sink.serverName, destination: GH_SERVER_NAME, key: sinkKey });

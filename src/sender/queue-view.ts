@@ -1,0 +1,116 @@
+/**
+ * What the admin API (/queue), the CLI and the metrics scrape read of the outbound queue. Reads
+ * only: the per-destination lists, stored transactions and status hashes (OutboundStore) and the
+ * BullMQ job of each destination.
+ */
+import type { Queue } from "bullmq";
+import type { OutboundSnapshot } from "../metrics.js";
+import type { DestinationSnapshot, OutboundStore } from "./outbound-store.js";
+
+/** A destination as the admin API and CLI show it. */
+export interface DestinationView {
+  destination: string;
+  pending_pdus: number;
+  pending_edus: number;
+  txn_id: string | null;
+  txn_age_ms: number | null;
+  txn_pdus: number | null;
+  txn_edus: number | null;
+  txn_attempts: number | null;
+  last_success_ts: number | null;
+  last_error: string | null;
+  last_error_ts: number | null;
+  failures: number;
+  backoff_until: number | null;
+  txns_sent: number;
+  pdus_sent: number;
+  edus_sent: number;
+  pdu_errors: number;
+  dropped_batches: number;
+  dropped_pdus: number;
+  dropped_edus: number;
+}
+
+export class QueueView {
+  constructor(
+    private readonly outbound: OutboundStore,
+    private readonly queue: Queue,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async listDestinations(): Promise<DestinationView[]> {
+    const all = await this.outbound.destinations();
+    const out: DestinationView[] = [];
+    for (let i = 0; i < all.length; i += 500) out.push(...(await this.outbound.snapshots(all.slice(i, i + 500))).map((s) => this.view(s)));
+    return out;
+  }
+
+  /** One destination with its BullMQ job state; null when it never had traffic. */
+  async describe(destination: string): Promise<(DestinationView & { job: string }) | null> {
+    const [snap] = await this.outbound.snapshots([destination]);
+    if (!snap) return null;
+    if (!snap.txn && snap.pendingPdus === 0 && snap.pendingEdus === 0 && !(await this.outbound.isKnownDestination(destination))) return null;
+    return { ...this.view(snap), job: await this.jobState(destination) };
+  }
+
+  /** The state of the destination's BullMQ job ("none" when it has none). */
+  async jobState(destination: string): Promise<string> {
+    const jobId = await this.queue.getDeduplicationJobId(destination);
+    if (!jobId) return "none";
+    const job = await this.queue.getJob(jobId);
+    return job ? await job.getState() : "none";
+  }
+
+  /**
+   * Queue figures for the metrics scrape: totals, the 10 destinations with most pending PDUs,
+   * destinations in backoff, the age of the oldest stored (undelivered) transaction, BullMQ job
+   * counts. One pass over the destination set per scrape.
+   */
+  async metricsSnapshot(): Promise<OutboundSnapshot> {
+    const now = this.clock();
+    const views = await this.listDestinations();
+    let pendingPdus = 0;
+    let pendingEdus = 0;
+    let inBackoff = 0;
+    let oldest = 0;
+    for (const v of views) {
+      pendingPdus += v.pending_pdus;
+      pendingEdus += v.pending_edus;
+      if (v.backoff_until !== null && v.backoff_until > now) inBackoff++;
+      if (v.txn_age_ms !== null) oldest = Math.max(oldest, v.txn_age_ms);
+    }
+    const top = views
+      .filter((v) => v.pending_pdus > 0)
+      .sort((a, b) => b.pending_pdus - a.pending_pdus)
+      .slice(0, 10)
+      .map((v) => [v.destination, v.pending_pdus] as [string, number]);
+    const jobs = await this.queue.getJobCounts("waiting", "active", "delayed", "failed");
+    return { pendingPdus, pendingEdus, top, destinationsInBackoff: inBackoff, oldestPendingAgeSeconds: oldest / 1000, jobs };
+  }
+
+  private view(s: DestinationSnapshot): DestinationView {
+    const now = this.clock();
+    return {
+      destination: s.destination,
+      pending_pdus: s.pendingPdus,
+      pending_edus: s.pendingEdus,
+      txn_id: s.txn?.txnId ?? null,
+      txn_age_ms: s.txn ? now - s.txn.createdTs : null,
+      txn_pdus: s.txn?.pduCount ?? null,
+      txn_edus: s.txn?.eduCount ?? null,
+      txn_attempts: s.txn?.attempts ?? null,
+      last_success_ts: s.status.lastSuccessTs,
+      last_error: s.status.lastError,
+      last_error_ts: s.status.lastErrorTs,
+      failures: s.status.failures,
+      backoff_until: s.status.backoffUntil > now ? s.status.backoffUntil : null,
+      txns_sent: s.status.txnsSent,
+      pdus_sent: s.status.pdusSent,
+      edus_sent: s.status.edusSent,
+      pdu_errors: s.status.pduErrors,
+      dropped_batches: s.status.droppedBatches,
+      dropped_pdus: s.status.droppedPdus,
+      dropped_edus: s.status.droppedEdus,
+    };
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * Queued entries → a transaction body. Reads each queued PDU from the room store once per
+ * process (encoded bytes cached per transport kind and event, shared by every destination of
+ * that kind), canonicalises the queued EDUs, and lets the destination's transport put the
+ * envelope around them. No Redis writes: storing the body is the algorithm's (per-destination.ts).
+ */
+import type { Logger } from "../logger.js";
+import { canonicalJson } from "../protocol/canonical-json.js";
+import { CanonicalPduCache } from "./canonical-pdu-cache.js";
+import type { DestinationTransport } from "./transport.js";
+
+/** Size of the in-process cache of encoded events (bytes, outside the V8 heap). */
+export const EVENT_CACHE_BYTES = 16 * 1024 * 1024;
+
+export interface TransactionBuilderDeps {
+  store: { getEventJson(roomId: string, eventId: string): Promise<string | null> };
+  logger: Logger;
+  cacheBytes?: number;
+}
+
+type Loaded = Buffer | { missing: boolean; error?: string };
+
+export class TransactionBuilder {
+  private readonly cache: CanonicalPduCache;
+  /** Events being read and encoded, so concurrent transactions share one read. */
+  private readonly loading = new Map<string, Promise<Loaded>>();
+
+  constructor(private readonly deps: TransactionBuilderDeps) {
+    this.cache = new CanonicalPduCache(deps.cacheBytes ?? EVENT_CACHE_BYTES);
+  }
+
+  /**
+   * The body of a transaction carrying the queued PDUs `pduRefs` ("roomId eventId") and EDUs
+   * (JSON text) to `destination`, created at `ts`. A PDU that cannot be sent (not in the store,
+   * or not encodable, so no signature could cover it) and an EDU that is not JSON are logged and
+   * left out: the transaction would otherwise fail forever. They still count as part of the
+   * transaction, so its commit removes them from the queue.
+   */
+  async build(destination: string, transport: DestinationTransport, pduRefs: readonly string[], edus: readonly string[], ts: number): Promise<Buffer> {
+    const events = (await this.encodedEvents(destination, transport, pduRefs)).filter((p): p is Buffer => p !== null);
+    const encodedEdus: string[] = [];
+    for (const e of edus) {
+      try {
+        encodedEdus.push(canonicalJson(JSON.parse(e)));
+      } catch {
+        this.deps.logger.error({ destination, edu: e.slice(0, 200) }, "queued EDU is not JSON (or not canonical-encodable); skipped");
+      }
+    }
+    return transport.encodeBody({ events, edus: encodedEdus, ts });
+  }
+
+  /** The encoded queued events `refs`, in order; null for one that cannot be sent (logged). */
+  async encodedEvents(destination: string, transport: DestinationTransport, refs: readonly string[]): Promise<(Buffer | null)[]> {
+    const out: (Buffer | null)[] = new Array(refs.length).fill(null);
+    const waits: Promise<void>[] = [];
+    for (let i = 0; i < refs.length; i++) {
+      const ref = refs[i]!;
+      const key = `${transport.kind}|${ref}`;
+      const hit = this.cache.get(key);
+      if (hit !== undefined) {
+        out[i] = hit;
+        continue;
+      }
+      // When a backlog drains, every destination asks for the same new events at about the same
+      // moment: one read and encode per event, the others wait for it.
+      let p = this.loading.get(key);
+      if (!p) {
+        p = this.load(transport, key, ref).finally(() => this.loading.delete(key));
+        this.loading.set(key, p);
+      }
+      waits.push(
+        p.then((r) => {
+          if (Buffer.isBuffer(r)) out[i] = r;
+          else if (r.missing) this.deps.logger.error({ destination, ref }, "queued PDU not found in the store; skipped");
+          else this.deps.logger.error({ destination, ref, err: r.error }, "queued PDU cannot be encoded for its destination; skipped");
+        }),
+      );
+    }
+    if (waits.length) await Promise.all(waits);
+    return out;
+  }
+
+  private async load(transport: DestinationTransport, key: string, ref: string): Promise<Loaded> {
+    const space = ref.indexOf(" ");
+    const text = await this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
+    if (text === null) return { missing: true };
+    try {
+      return this.cache.set(key, transport.encodeEvent(text));
+    } catch (e) {
+      return { missing: false, error: (e as Error).message };
+    }
+  }
+}
