@@ -27,6 +27,8 @@ import { AppserviceAccounts } from "./appservice/accounts.js";
 import { AppserviceClient } from "./appservice/as-client.js";
 import { AppservicePing } from "./appservice/ping.js";
 import { ClientActions } from "./appservice/client-actions.js";
+import { AppserviceTransport } from "./appservice/transport.js";
+import { AppservicePush } from "./appservice/push.js";
 import type { Config } from "./config.js";
 import type { Logger } from "./logger.js";
 
@@ -68,6 +70,7 @@ export interface Core extends RoomContext {
     registry: AppserviceRegistry;
     accounts: AppserviceAccounts;
     client: AppserviceClient;
+    push: AppservicePush;
     actions: ClientActions;
     ping: AppservicePing;
   };
@@ -123,8 +126,15 @@ export function buildCore(opts: CoreOptions): Core {
   metrics.setOutboundCollector(() => sender.view.metricsSnapshot());
   const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
 
+  // Application services: registrations, their users, and pushes through the sender's queue.
+  const registry = new AppserviceRegistry(config.appservices, config.serverName);
+  const asClient = new AppserviceClient({ timeoutMs: config.outbound.requestTimeoutMs, legacyAuthorization: config.appserviceLegacyAuthorization });
+  sender.transports.add(new AppserviceTransport(registry, asClient));
+  const push = new AppservicePush({ registry, redis, keys, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
+
   const rooms = new RoomService({
     store,
+    appserviceDestinations: (pdu, roomId, snap) => push.destinationsFor(pdu, roomId, snap),
     ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
     maxForwardExtremities: config.maxForwardExtremities,
     serverName: config.serverName,
@@ -145,17 +155,16 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
+    onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
   });
   const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
   const transactions = new InboundTransactions({ rooms, store, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
 
-  const registry = new AppserviceRegistry(config.appservices, config.serverName);
   const accounts = new AppserviceAccounts(redis, keys, registry);
-  const asClient = new AppserviceClient({ timeoutMs: config.outbound.requestTimeoutMs, legacyAuthorization: config.appserviceLegacyAuthorization });
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, federation: client, registry, accounts, asClient, redis, keys });
-  const appservices = { registry, accounts, client: asClient, actions, ping: new AppservicePing(asClient, clock) };
+  const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
 
   return {
     config,

@@ -36,7 +36,7 @@ export class AppserviceClient {
   }
 
   /** One request; resolves with status and parsed body for any HTTP answer, throws when unreachable. */
-  async request(reg: AppserviceRegistration, method: "GET" | "PUT" | "POST", path: string, body?: string | Buffer): Promise<{ status: number; body: unknown }> {
+  async request(reg: AppserviceRegistration, method: "GET" | "PUT" | "POST", path: string, body?: string | Buffer): Promise<{ status: number; body: unknown; rawBody: string }> {
     const url = this.url(reg, path);
     if (!url) throw new AppserviceRequestError(`application service ${reg.id} has no url`, undefined, undefined);
     let res: Response;
@@ -60,7 +60,7 @@ export class AppserviceClient {
     } catch {
       /* not JSON: keep the text */
     }
-    return { status: res.status, body: parsed };
+    return { status: res.status, body: parsed, rawBody: text };
   }
 
   /** Asks whether the service has a user (`GET /_matrix/app/v1/users/{userId}`): true on 200. */

@@ -97,6 +97,8 @@ export function parseRegistration(text: string, file: string, serverName: string
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) fail(file, "(document)", "expected a YAML mapping");
   const d = doc as Record<string, unknown>;
   const id = requiredString(file, d, "id");
+  // The service's queue destination is `as:{id}`; with digits only it would read as a server name.
+  if (/^\d+$/.test(id)) fail(file, "id", "must not be digits only");
   let url: string | null = null;
   if (d.url !== undefined && d.url !== null) {
     if (typeof d.url !== "string") fail(file, "url", "expected a URL or null");

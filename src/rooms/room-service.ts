@@ -70,6 +70,11 @@ export interface RoomServiceDeps {
   onPersisted?: (event: PersistedEvent, origin: string | null) => void;
   onAclDenied?: (roomId: string, origin: string) => void;
   /**
+   * Application service queue destinations interested in an event (appservice/push.ts), queued
+   * in the same atomic write as the event; `snap` is the state before it (null for a create event).
+   */
+  appserviceDestinations?: (pdu: Pdu, roomId: string, snap: RoomSnapshot | null) => Promise<string[]>;
+  /**
    * When a room has more forward extremities than this after an event, a dummy event by a local
    * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
    */
@@ -345,8 +350,12 @@ export class RoomService {
    * events were missing from onPersisted (gatehouse_events_persisted_total).
    */
   async persistCreateEvent(roomId: string, eventId: string, pdu: Pdu, createRoom: NonNullable<PersistInput["createRoom"]>): Promise<PersistResult> {
-    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: true, createRoom });
-    if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+    const destinations = (await this.deps.appserviceDestinations?.(pdu, roomId, null)) ?? [];
+    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: true, createRoom, destinations });
+    if (result === "persisted") {
+      if (destinations.length > 0) this.deps.onQueued?.(destinations);
+      this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+    }
     return result;
   }
 
@@ -374,6 +383,7 @@ export class RoomService {
     }
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
+    if (this.deps.appserviceDestinations) for (const d of await this.deps.appserviceDestinations(pdu, roomId, snap)) destinations.add(d);
     const list = [...destinations].sort();
     const result = await this.store.persistEvent({
       roomId,
