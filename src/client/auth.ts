@@ -61,7 +61,9 @@ export function requireAppserviceToken(deps: ClientAuthDeps) {
           if (typeof q !== "string" || !isValidUserId(q)) throw forbidden("user_id is not a valid user ID");
           if (serverOfUserId(q) !== deps.registry.serverName) throw forbidden(`${q} is not a user on ${deps.registry.serverName}`);
           if (!deps.registry.mayMasquerade(reg, q)) throw forbidden(`Application service ${reg.id} cannot masquerade as ${q}`);
-          if (q !== sender && (await deps.accounts.ownerOf(q)) === null) throw forbidden(`Application service has not registered ${q}`);
+          // Registering is how a user comes to exist (Synapse ignores user_id there too).
+          const registering = req.method === "POST" && /^\/(?:v3|r0)\/register$/.test(req.path);
+          if (q !== sender && !registering && (await deps.accounts.ownerOf(q)) === null) throw forbidden(`Application service has not registered ${q}`);
           userId = q;
         }
         req.appservice = reg;
