@@ -40,6 +40,18 @@ if (!interop && !filters.length) {
     cwd: root,
   });
   if (tsc.status !== 0) process.exit(tsc.status ?? 1);
+
+  // Architecture boundaries: no import cycles in src/, and the protocol core imports no adapters
+  // and no I/O modules (eslint.config.js).
+  console.log("# boundaries (madge --circular, eslint no-restricted-imports)");
+  const madge = spawnSync(
+    process.execPath,
+    [join(root, "node_modules/madge/bin/cli.js"), "--circular", "--no-spinner", "--extensions", "ts", "--ts-config", join(root, "tsconfig.json"), join(root, "src")],
+    { stdio: "inherit", cwd: root },
+  );
+  if (madge.status !== 0) process.exit(madge.status ?? 1);
+  const eslint = spawnSync(process.execPath, [join(root, "node_modules/eslint/bin/eslint.js"), "--max-warnings=0", "src"], { stdio: "inherit", cwd: root });
+  if (eslint.status !== 0) process.exit(eslint.status ?? 1);
 }
 
 let redis = null;

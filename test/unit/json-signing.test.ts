@@ -186,7 +186,8 @@ describe("src/protocol is pure", () => {
     "child_process", "cluster", "worker_threads", "readline", "os", "process", "inspector", "vm",
   ]);
   const dir = fileURLToPath(new URL("../../src/protocol/", import.meta.url));
-  const files = readdirSync(dir).filter((f) => f.endsWith(".ts"));
+  // Subfolders too (auth/, state resolution): the whole tree is the core.
+  const files = (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith(".ts"));
   const IMPORT = /(?:\bfrom\s*|\bimport\s*\(?\s*|\brequire\s*\(\s*)["']([^"']+)["']/g;
 
   test("finds the protocol files", () => assert.ok(files.length >= 10, files.join(",")));
