@@ -45,10 +45,11 @@ export interface ClientEvent {
   unsigned?: Record<string, unknown>;
 }
 
+/** `room_id` is the event's, or (a v12 create event has none) the room's ID derived from its event ID. */
 export function toClientEvent(eventId: string, pdu: Pdu): ClientEvent {
   return {
     event_id: eventId,
-    room_id: pdu.room_id as string,
+    room_id: typeof pdu.room_id === "string" ? pdu.room_id : `!${eventId.slice(1)}`,
     sender: pdu.sender,
     type: pdu.type,
     ...(typeof pdu.state_key === "string" ? { state_key: pdu.state_key } : {}),

@@ -49,7 +49,8 @@ export class AppserviceTransport implements DestinationTransport {
       content: pdu.content,
       event_id: eventId,
       origin_server_ts: pdu.origin_server_ts,
-      room_id: pdu.room_id,
+      // A v12 create event has no room_id: the room ID is its event ID with `!`.
+      room_id: typeof pdu.room_id === "string" ? pdu.room_id : `!${eventId.slice(1)}`,
       sender: pdu.sender,
       type: pdu.type,
       ...(typeof pdu.state_key === "string" ? { state_key: pdu.state_key } : {}),

@@ -17,6 +17,11 @@ export function buildClientApp(core: Core): Express {
   app.disable("x-powered-by");
   app.set("etag", false);
   app.set("case sensitive routing", true);
+  // SDKs of the r0 era (matrix-bot-sdk 0.5) call `/_matrix/client/r0/...`: the same endpoints.
+  app.use((req, _res, next) => {
+    if (req.url.startsWith("/_matrix/client/r0/")) req.url = `/_matrix/client/v3/${req.url.slice("/_matrix/client/r0/".length)}`;
+    next();
+  });
   app.use(observeRequests(logger, clientRequestHook(core.metrics)));
   app.use(jsonBody(config.maxRequestBytes));
   app.use(versionsRouter());

@@ -1,6 +1,6 @@
 /**
- * The Client-Server API routes for application services (`/_matrix/client/v3/...`, and `r0/`
- * for SDKs that still use it, as Synapse serves both). Each route parses, then calls one
+ * The Client-Server API routes for application services (`/_matrix/client/v3/...`; `r0/` is
+ * rewritten to `v3/` by the app, as Synapse serves both). Each route parses, then calls one
  * ClientActions use case; errors are MatrixErrors mapped by the one error handler.
  */
 import { Router, type Request } from "express";
@@ -15,7 +15,7 @@ import type { AppservicePing } from "../appservice/ping.js";
 /** Spec versions whose client API subset Gatehouse serves for application services. */
 export const CLIENT_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"];
 
-const paths = (p: string): string[] => [`/_matrix/client/v3${p}`, `/_matrix/client/r0${p}`];
+const paths = (p: string): string => `/_matrix/client/v3${p}`;
 
 function body(req: Request): Record<string, unknown> {
   if (req.body === undefined) return {};

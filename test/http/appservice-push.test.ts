@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer } from "../support/remote-server.js";
 import { waitFor } from "../../src/dev/wait.js";
+import { openApiContract } from "../support/openapi.js";
 
 const AS_TOKEN = "as-token-push-0000001";
 const HS_TOKEN = "hs-token-push-0000001";
@@ -86,6 +87,10 @@ describe("pushing to an application service", () => {
     roomId = created.body.room_id;
     await waitFor("pushed events", () => events().some((e) => e.type === "m.room.name"), 5000);
     assert.equal(events()[0]!.type, "m.room.create", "the create event is pushed first (the creator is the service's sender)");
+    assert.equal(events()[0]!.room_id, roomId, "a v12 create event has no room_id; the pushed event has the room's");
+    // Every pushed body matches the documented transaction schema.
+    const validate = openApiContract().compile("#/components/schemas/AppserviceTransaction");
+    for (const a of attempts) assert.ok(validate(JSON.parse(a.body)), JSON.stringify(validate.errors));
 
     const { eventId: knockId } = await t.knock(remote, roomId, knocker(), { reason: "let me in" });
     await waitFor("pushed events", () => events().some((e) => e.event_id === knockId), 5000);

@@ -5,8 +5,10 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Test } from "supertest";
 import { TestGatehouse, enc } from "../support/gatehouse.js";
 import { RemoteServer } from "../support/remote-server.js";
+import { openApiContract, validateResponse, loadOpenApi, HTTP_METHODS } from "../support/openapi.js";
 
 const AS_TOKEN = "as-token-bridge-000001";
 const OTHER_TOKEN = "as-token-other-000001";
@@ -53,10 +55,33 @@ let service: http.Server;
 const serviceRequests: { method: string; url: string; auth: string | undefined; body: string }[] = [];
 let pingStatus = 200;
 
+/** `METHOD template` → statuses seen, for the coverage check at the end. */
+const seen = new Map<string, Set<number>>();
+
+/**
+ * A request to the client listener whose response is validated against openapi/gatehouse.yaml
+ * (r0 paths as the v3 operations they are). Paths no operation documents are the unmatched
+ * handler's 404 M_UNRECOGNIZED.
+ */
+function client(method: "GET" | "PUT" | "POST" | "DELETE", path: string): Test {
+  return t.client(method, path).expect((res) => {
+    const p = path.replace("/_matrix/client/r0/", "/_matrix/client/v3/");
+    if (!openApiContract().findOperation(method, p)) {
+      assert.equal(res.body.errcode, "M_UNRECOGNIZED", `${method} ${p} is not documented`);
+      return;
+    }
+    const ct = String(res.headers["content-type"] ?? "");
+    const match = validateResponse(method, p, res.status, ct.startsWith("application/json") ? res.body : res.text, ct || undefined);
+    const key = `${method} ${match.template}`;
+    if (!seen.has(key)) seen.set(key, new Set());
+    seen.get(key)!.add(res.status);
+  });
+}
+
 /** A request as the bridge: as_token in the header, optional user_id. */
 function as(method: "GET" | "PUT" | "POST" | "DELETE", path: string, userId?: string, token = AS_TOKEN) {
   const sep = path.includes("?") ? "&" : "?";
-  return t.client(method, userId ? `${path}${sep}user_id=${enc(userId)}` : path).set("Authorization", `Bearer ${token}`);
+  return client(method, userId ? `${path}${sep}user_id=${enc(userId)}` : path).set("Authorization", `Bearer ${token}`);
 }
 
 async function ok(res: { status: number; body: unknown }) {
@@ -101,18 +126,18 @@ after(async () => {
 
 describe("authentication (Synapse's conventions)", () => {
   test("GET /versions needs no token", async () => {
-    const res = await t.client("GET", "/_matrix/client/versions");
+    const res = await client("GET", "/_matrix/client/versions");
     assert.equal(res.status, 200);
     assert.ok((res.body.versions as string[]).includes("v1.12"));
   });
 
   const refusals: { why: string; req: () => ReturnType<typeof as>; status: number; errcode: string }[] = [
-    { why: "no token at all", req: () => t.client("GET", `${C}/account/whoami`), status: 401, errcode: "M_MISSING_TOKEN" },
+    { why: "no token at all", req: () => client("GET", `${C}/account/whoami`), status: 401, errcode: "M_MISSING_TOKEN" },
     { why: "a token no registration has", req: () => as("GET", `${C}/account/whoami`, undefined, "not-a-token"), status: 401, errcode: "M_UNKNOWN_TOKEN" },
     { why: "an hs_token is not an as_token", req: () => as("GET", `${C}/account/whoami`, undefined, "hs-token-bridge-000001"), status: 401, errcode: "M_UNKNOWN_TOKEN" },
     {
       why: "header and access_token query together are refused (Synapse: mixing them is ambiguous)",
-      req: () => t.client("GET", `${C}/account/whoami?access_token=${AS_TOKEN}`).set("Authorization", `Bearer ${AS_TOKEN}`),
+      req: () => client("GET", `${C}/account/whoami?access_token=${AS_TOKEN}`).set("Authorization", `Bearer ${AS_TOKEN}`),
       status: 401,
       errcode: "M_MISSING_TOKEN",
     },
@@ -133,8 +158,8 @@ describe("authentication (Synapse's conventions)", () => {
   test("whoami: the sender by default, the masqueraded user with user_id; access_token query works", async () => {
     assert.equal((await ok(await as("GET", `${C}/account/whoami`))).user_id, BOT);
     assert.equal((await ok(await as("GET", `${C}/account/whoami`, ALICE))).user_id, ALICE);
-    assert.equal((await ok(await t.client("GET", `${C}/account/whoami?access_token=${AS_TOKEN}`))).user_id, BOT);
-    assert.equal((await ok(await t.client("GET", `/_matrix/client/r0/account/whoami?access_token=${AS_TOKEN}`))).user_id, BOT, "r0 paths too");
+    assert.equal((await ok(await client("GET", `${C}/account/whoami?access_token=${AS_TOKEN}`))).user_id, BOT);
+    assert.equal((await ok(await client("GET", `/_matrix/client/r0/account/whoami?access_token=${AS_TOKEN}`))).user_id, BOT, "r0 paths too");
   });
 
   test("rate_limited: true limits per acting user with 429 M_LIMIT_EXCEEDED and retry_after_ms", async () => {
@@ -402,5 +427,58 @@ describe("ping", () => {
     assert.equal(bad.status, 502);
     assert.equal(bad.body.errcode, "M_BAD_STATUS");
     assert.equal(bad.body.status, 403);
+  });
+});
+
+describe("every documented client operation, for success and for an error", () => {
+  let roomId: string;
+  before(async () => {
+    roomId = (await ok(await as("POST", `${C}/createRoom`, ALICE).send({ initial_state: [{ type: "m.room.join_rules", content: { join_rule: "public" } }] }))).room_id as string;
+  });
+  const R = () => `${C}/rooms/${enc(roomId)}`;
+  const calls: { why: string; req: () => Test; status: number }[] = [
+    { why: "capabilities with an unknown token", req: () => as("GET", `${C}/capabilities`, undefined, "nope"), status: 401 },
+    { why: "joined_rooms with an unknown token", req: () => as("GET", `${C}/joined_rooms`, undefined, "nope"), status: 401 },
+    { why: "join by ID: a public hosted room", req: () => as("POST", `${R()}/join`, BOB).send({}), status: 200 },
+    { why: "join by ID: not a room ID", req: () => as("POST", `${C}/rooms/${enc("nonsense")}/join`, BOB).send({}), status: 400 },
+    { why: "join by alias: unknown local alias", req: () => as("POST", `${C}/join/${enc("#_br_nothing:gatehouse.test")}`, BOB).send({}), status: 404 },
+    { why: "leave", req: () => as("POST", `${R()}/leave`, BOB).send({}), status: 200 },
+    { why: "leave a room never seen", req: () => as("POST", `${C}/rooms/${enc("!x:elsewhere.test")}/leave`, BOB).send({}), status: 404 },
+    { why: "invite without user_id", req: () => as("POST", `${R()}/invite`, ALICE).send({}), status: 400 },
+    { why: "kick by a user without kick power", req: () => as("POST", `${R()}/kick`, BOB).send({ user_id: ALICE }), status: 403 },
+    { why: "ban a malformed user ID", req: () => as("POST", `${R()}/ban`, ALICE).send({ user_id: "bob" }), status: 400 },
+    { why: "unban someone not banned", req: () => as("POST", `${R()}/unban`, ALICE).send({ user_id: BOB }), status: 403 },
+    { why: "redact with a non-string reason", req: () => as("PUT", `${R()}/redact/${enc("$x")}/rx`, ALICE).send({ reason: 5 }), status: 400 },
+    { why: "replace m.room.create through PUT /state", req: () => as("PUT", `${R()}/state/m.room.create`, ALICE).send({}), status: 403 },
+    { why: "set state with an empty state key", req: () => as("PUT", `${R()}/state/org.example.empty`, ALICE).send({ v: 1 }), status: 200 },
+    { why: "set state with a state key", req: () => as("PUT", `${R()}/state/org.example.keyed/k1`, ALICE).send({ v: 2 }), status: 200 },
+    { why: "state event with empty key that does not exist", req: () => as("GET", `${R()}/state/org.example.none`, ALICE), status: 404 },
+    { why: "state event with a key that does not exist", req: () => as("GET", `${R()}/state/org.example.keyed/none`, ALICE), status: 404 },
+    { why: "joined_members of a room the user left", req: () => as("GET", `${R()}/joined_members`, BOB), status: 403 },
+    { why: "displayname of an unknown user", req: () => as("GET", `${C}/profile/${enc("@_br_ghost:gatehouse.test")}/displayname`), status: 404 },
+    { why: "avatar_url", req: () => as("GET", `${C}/profile/${enc(ALICE)}/avatar_url`), status: 200 },
+    { why: "avatar_url of an unknown user", req: () => as("GET", `${C}/profile/${enc("@_br_ghost:gatehouse.test")}/avatar_url`), status: 404 },
+    { why: "avatar_url of another user", req: () => as("PUT", `${C}/profile/${enc(BOB)}/avatar_url`, ALICE).send({ avatar_url: "mxc://x/y" }), status: 403 },
+  ];
+  for (const c of calls) {
+    test(c.why, async () => {
+      const res = await c.req();
+      assert.equal(res.status, c.status, JSON.stringify(res.body));
+    });
+  }
+
+  test("coverage: every /_matrix/client operation of the OpenAPI document was answered with a success and an error", () => {
+    const missing: string[] = [];
+    for (const [path, item] of Object.entries(loadOpenApi().paths)) {
+      if (!path.startsWith("/_matrix/client/")) continue;
+      for (const m of HTTP_METHODS) {
+        if (!item[m]) continue;
+        const key = `${m.toUpperCase()} ${path}`;
+        const statuses = [...(seen.get(key) ?? [])];
+        if (!statuses.some((s) => s >= 200 && s < 300)) missing.push(`${key}: no success`);
+        if (path !== "/_matrix/client/versions" && !statuses.some((s) => s >= 400)) missing.push(`${key}: no error`);
+      }
+    }
+    assert.deepEqual(missing, []);
   });
 });
