@@ -138,6 +138,10 @@ describe("pushing to an application service", () => {
     await waitFor("pushed events", () => ids.every((id) => events().some((e) => e.event_id === id)), 5000);
     const retried = accepted.get(failed[0]!.txnId);
     assert.ok(retried, "the failed txnId was finally accepted");
+    // The metrics count the service's transactions with federation's (sent and failed).
+    const scraped = await t.gh.metrics.registry.getSingleMetricAsString("gatehouse_outbound_transactions_total");
+    assert.match(scraped, /outcome="failed"\} [1-9]/);
+    assert.match(scraped, /outcome="sent"\} [1-9]/);
     const list = await t.admin.get(`${ADMIN}/queue`);
     assert.ok((list.body.destinations as { destination: string }[]).some((d) => d.destination === "as:pusher"), JSON.stringify(list.body));
   });

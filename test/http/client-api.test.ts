@@ -54,6 +54,8 @@ let remote: RemoteServer;
 let service: http.Server;
 const serviceRequests: { method: string; url: string; auth: string | undefined; body: string }[] = [];
 let pingStatus = 200;
+/** The room the bridge points `#_br_made` at when Gatehouse asks for it. */
+let aliasRoom: string | undefined;
 
 /** `METHOD template` → statuses seen, for the coverage check at the end. */
 const seen = new Map<string, Set<number>>();
@@ -97,6 +99,20 @@ before(async () => {
       serviceRequests.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, body });
       if (req.url?.startsWith("/_matrix/app/v1/ping")) {
         res.writeHead(pingStatus, { "Content-Type": "application/json" }).end(pingStatus === 200 ? "{}" : '{"errcode":"M_FORBIDDEN"}');
+        return;
+      }
+      if (req.url?.startsWith("/_matrix/app/v1/rooms/")) {
+        // The bridge creates the room's alias when asked for one of its namespace, then answers 200.
+        const alias = decodeURIComponent(req.url.split("/").pop()!.split("?")[0]!);
+        if (alias !== "#_br_made:gatehouse.test" || !aliasRoom) {
+          res.writeHead(404, { "Content-Type": "application/json" }).end('{"errcode":"M_NOT_FOUND"}');
+          return;
+        }
+        void fetch(`http://127.0.0.1:${t.clientPort}/_matrix/client/v3/directory/room/${enc(alias)}`, {
+          method: "PUT",
+          headers: { Authorization: `Bearer ${AS_TOKEN}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ room_id: aliasRoom }),
+        }).then((r) => res.writeHead(r.ok ? 200 : 500, { "Content-Type": "application/json" }).end("{}"));
         return;
       }
       if (req.url?.startsWith("/_matrix/app/v1/users/")) {
@@ -373,6 +389,17 @@ describe("directory and profiles", () => {
   before(async () => {
     roomId = (await ok(await as("POST", `${C}/createRoom`, ALICE).send({}))).room_id as string;
   });
+  test("an unknown alias in the service's namespace is asked of the service (GET /_matrix/app/v1/rooms/{alias}), which creates it", async () => {
+    aliasRoom = roomId;
+    serviceRequests.length = 0;
+    const found = await ok(await as("GET", `${C}/directory/room/${enc("#_br_made:gatehouse.test")}`));
+    assert.equal(found.room_id, roomId);
+    assert.equal(serviceRequests.filter((r) => r.url.startsWith("/_matrix/app/v1/rooms/")).length, 1);
+    // Outside every namespace: not asked, 404.
+    assert.equal((await as("GET", `${C}/directory/room/${enc("#plain:gatehouse.test")}`)).status, 404);
+    assert.equal(serviceRequests.filter((r) => r.url.startsWith("/_matrix/app/v1/rooms/")).length, 1);
+  });
+
   test("PUT, GET, DELETE an alias", async () => {
     const alias = "#_br_dir:gatehouse.test";
     await ok(await as("PUT", `${C}/directory/room/${enc(alias)}`, ALICE).send({ room_id: roomId }));
