@@ -163,7 +163,7 @@ export function buildCore(opts: CoreOptions): Core {
   const limiter = new RateLimiter(redis, keys, clock);
 
   const accounts = new AppserviceAccounts(redis, keys, registry);
-  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, federation: client, registry, accounts, asClient, redis, keys });
+  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, federation: client, registry, accounts, asClient, redis, keys, logger });
   const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
 
   return {

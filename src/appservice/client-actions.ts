@@ -24,6 +24,7 @@ import type { RoomStore } from "../store/room-store.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { FederationClient } from "../net/federation-client.js";
 import type { Redis } from "ioredis";
+import type { Logger } from "../logger.js";
 import type { AppserviceRegistration } from "./registration.js";
 import type { AppserviceRegistry } from "./registry.js";
 import type { AppserviceAccounts, Profile } from "./accounts.js";
@@ -76,10 +77,30 @@ export interface ClientActionsDeps {
   asClient: AppserviceClient;
   redis: Redis;
   keys: RedisKeys;
+  logger: Logger;
 }
 
 /** Room ID, hashes, signatures, prev/auth events and depth a built event adds to its content (generous). */
 const PDU_OVERHEAD_BYTES = 2048;
+
+const POWER_LEVEL_NUMBERS = ["ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"];
+
+/**
+ * Power levels content the auth rules accept (integers, and objects of integers for `events`,
+ * `users` and `notifications`); 400 M_INVALID_ROOM_STATE otherwise.
+ */
+function checkPowerLevelsContent(content: unknown, what: string): void {
+  if (content === undefined) return;
+  const bad = (detail: string) => new MatrixError(400, "M_INVALID_ROOM_STATE", `${what}: ${detail}`);
+  if (!isPlainObject(content)) throw bad("must be an object");
+  for (const k of POWER_LEVEL_NUMBERS) if (content[k] !== undefined && !Number.isSafeInteger(content[k])) throw bad(`${k} must be an integer`);
+  for (const k of ["events", "users", "notifications"]) {
+    const v = content[k];
+    if (v === undefined) continue;
+    if (!isPlainObject(v) || Object.values(v).some((n) => !Number.isSafeInteger(n))) throw bad(`${k} must map to integers`);
+  }
+  if (isPlainObject(content.users) && Object.keys(content.users).some((u) => !isValidUserId(u))) throw bad("users keys must be user IDs");
+}
 
 const MEMBERSHIPS = ["invite", "join", "knock", "leave", "ban"];
 
@@ -182,9 +203,12 @@ export class ClientActions {
     this.checkCreateRoomInput(input, version.id);
     const created = await createRoom(this.d.ctx, input);
     // Local invitees were invited during creation; users on other servers over federation now.
+    // The room exists by then: a server that refuses or cannot be reached does not undo it.
     for (const u of input.invite ?? []) {
       if (serverOfUserId(u) === this.serverName) continue;
-      await this.d.membership.invite(created.room_id, actor.userId, u);
+      await this.d.membership.invite(created.room_id, actor.userId, u).catch((e: unknown) => {
+        this.d.logger.warn({ roomId: created.room_id, invitee: u, err: (e as Error).message }, "createRoom: invite over federation failed");
+      });
     }
     return { room_id: created.room_id, ...(created.room_alias ? { room_alias: created.room_alias } : {}) };
   }
@@ -210,6 +234,10 @@ export class ClientActions {
       if (pduByteLength({ ...c, sender: input.creator }) + PDU_OVERHEAD_BYTES > MAX_PDU_BYTES)
         throw new MatrixError(413, "M_TOO_LARGE", `${c.type} would exceed the ${MAX_PDU_BYTES}-byte event limit`);
     }
+    // Power levels the auth rules would refuse (after the create event was written): refused now.
+    checkPowerLevelsContent(input.power_level_content_override, "power_level_content_override");
+    for (const st of input.initial_state ?? []) if (st.type === "m.room.power_levels") checkPowerLevelsContent(st.content, "initial_state m.room.power_levels");
+    if ((input.invite ?? []).includes(input.creator)) throw invalidParam("the creator cannot invite themselves");
     if (input.power_level_content_override === undefined) return;
     if (!isPlainObject(input.power_level_content_override)) throw badJson("power_level_content_override must be an object");
     const preset = input.preset ?? "private_chat";
