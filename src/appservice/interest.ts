@@ -14,7 +14,7 @@ export const appserviceDestination = (id: string): string => `as:${id}`;
 
 export interface RoomFacts {
   roomId: string;
-  /** Users joined to the room (before the event). */
+  /** Local users joined to the room (before the event); Synapse also checks local members only. */
   joinedMembers: Iterable<string>;
   aliases: readonly string[];
 }

@@ -29,6 +29,8 @@ export interface AppservicePushDeps {
 export class AppservicePush {
   private readonly pushing: boolean;
   private readonly aliasNamespaces: boolean;
+  /** Local joined members per state version (a state map is never changed once built). */
+  private readonly joinedCache = new WeakMap<object, readonly string[]>();
 
   constructor(private readonly d: AppservicePushDeps) {
     this.pushing = d.registry.all.some((r) => r.url !== null);
@@ -45,15 +47,33 @@ export class AppservicePush {
     const joined: string[] = [];
     const aliases: string[] = [];
     if (snap) {
-      for (const ev of snap.state.values()) {
-        if (ev.type === "m.room.member" && typeof ev.state_key === "string" && (ev.content as { membership?: unknown }).membership === "join") joined.push(ev.state_key);
-      }
+      joined.push(...this.localJoined(snap));
       const canonical = snap.state.get(stateField("m.room.canonical_alias", ""))?.content as { alias?: unknown; alt_aliases?: unknown } | undefined;
       if (typeof canonical?.alias === "string") aliases.push(canonical.alias);
       if (Array.isArray(canonical?.alt_aliases)) for (const a of canonical.alt_aliases) if (typeof a === "string") aliases.push(a);
     }
     if (this.aliasNamespaces) aliases.push(...(await this.d.aliasesOf(roomId)));
     return interestedServices(this.d.registry, pdu, { roomId, joinedMembers: joined, aliases }).map((r) => appserviceDestination(r.id));
+  }
+
+  /**
+   * Local users joined in `snap` (Synapse's member-list check also reads the room's local users
+   * only: namespace users are users of this server). State versions are immutable and shared by
+   * snapshots (store/state-cache.ts), so the scan runs once per state change, not per message.
+   */
+  private localJoined(snap: RoomSnapshot): readonly string[] {
+    let joined = this.joinedCache.get(snap.state);
+    if (!joined) {
+      const local = `:${this.d.registry.serverName}`;
+      const out: string[] = [];
+      for (const ev of snap.state.values()) {
+        if (ev.type === "m.room.member" && typeof ev.state_key === "string" && ev.state_key.endsWith(local) && (ev.content as { membership?: unknown }).membership === "join")
+          out.push(ev.state_key);
+      }
+      joined = out;
+      this.joinedCache.set(snap.state, joined);
+    }
+    return joined;
   }
 
   /** Queues an invite of a namespace user to a room hosted elsewhere; returns the destinations. */
