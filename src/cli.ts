@@ -533,7 +533,23 @@ function configCheck(): void {
     if (u.password) u.password = "[set]";
     redisUrl = u.toString().replace("%5Bset%5D", "[set]");
   }
-  const shown = { ...config, redisUrl, admin: { ...config.admin, token: config.admin.token ? "[set]" : null } };
+  const shown = {
+    ...config,
+    redisUrl,
+    admin: { ...config.admin, token: config.admin.token ? "[set]" : null },
+    // Registrations without their tokens; namespaces as written.
+    appservices: config.appservices.map((r) => ({
+      id: r.id,
+      file: r.file,
+      url: r.url,
+      sender_localpart: r.senderLocalpart,
+      as_token: "[set]",
+      hs_token: "[set]",
+      rate_limited: r.rateLimited,
+      receive_ephemeral: r.receiveEphemeral,
+      namespaces: Object.fromEntries(Object.entries(r.namespaces).map(([k, list]) => [k, list.map((n) => ({ exclusive: n.exclusive, regex: n.source }))])),
+    })),
+  };
   console.log(JSON.stringify(shown, null, 2));
   console.log("configuration is valid");
 }

@@ -10,6 +10,7 @@ import { parseServerName } from "./protocol/ids.js";
 import { parseCidr } from "./net/ip-ranges.js";
 import type { SenderSettings } from "./sender/sender.js";
 import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
+import { loadRegistrations, RegistrationError, type AppserviceRegistration } from "./appservice/registration.js";
 
 export interface Config {
   serverName: string;
@@ -20,6 +21,12 @@ export interface Config {
   federation: { host: string; port: number };
   /** TLS for the federation listener; null = plain HTTP behind a TLS-terminating proxy. */
   tls: { certFile: string; keyFile: string; generateIfMissing: boolean } | null;
+  /** Client-Server API listener for application services (plain HTTP). */
+  client: { host: string; port: number };
+  /** Application services registered from GATEHOUSE_APPSERVICE_REGISTRATION_FILES. */
+  appservices: AppserviceRegistration[];
+  /** Also send the hs_token as `access_token` in the query of pushes (older AS API versions; Synapse's use_appservice_legacy_authorization). */
+  appserviceLegacyAuthorization: boolean;
   /** Admin API listener (plain HTTP; keep it on loopback or a pod-internal address). */
   admin: { host: string; port: number; token: string | null; tokenFile: string };
   /** Prometheus /metrics and health probes listener; null disables it. */
@@ -68,6 +75,9 @@ export interface Config {
     originBurst: number;
     knocksPerRoomPerSecond: number;
     knocksPerRoomBurst: number;
+    /** Client API requests per masqueraded user, for application services with rate_limited: true. */
+    clientPerSecond: number;
+    clientBurst: number;
   };
 }
 
@@ -212,12 +222,28 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const sweepIntervalMs = int(env, "GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", 60_000, 0, 86_400_000);
   if (sweepIntervalMs > 0 && sweepIntervalMs < 1000) throw new ConfigError("GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", "must be 0 (off) or at least 1000");
 
+  const registrationFiles = str(env, "GATEHOUSE_APPSERVICE_REGISTRATION_FILES", "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((f) => resolve(dataDir, f));
+  let appservices: AppserviceRegistration[];
+  try {
+    appservices = loadRegistrations(registrationFiles, serverName, adminToken);
+  } catch (err) {
+    if (err instanceof RegistrationError) throw new ConfigError("GATEHOUSE_APPSERVICE_REGISTRATION_FILES", err.message);
+    throw err;
+  }
+
   return {
     serverName,
     dataDir,
     wellKnownServer,
     federation,
     tls,
+    client: hostPort(env, "GATEHOUSE_CLIENT_LISTEN", "127.0.0.1:8008"),
+    appservices,
+    appserviceLegacyAuthorization: bool(env, "GATEHOUSE_APPSERVICE_LEGACY_AUTHORIZATION", false),
     admin: {
       ...hostPort(env, "GATEHOUSE_ADMIN_LISTEN", "127.0.0.1:8009"),
       token: adminToken,
@@ -257,6 +283,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       originBurst: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_BURST", 500, 1, 10_000_000),
       knocksPerRoomPerSecond: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_PER_SECOND", 20, 0, 1_000_000),
       knocksPerRoomBurst: int(env, "GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST", 200, 1, 10_000_000),
+      clientPerSecond: int(env, "GATEHOUSE_RATELIMIT_CLIENT_PER_SECOND", 10, 0, 1_000_000),
+      clientBurst: int(env, "GATEHOUSE_RATELIMIT_CLIENT_BURST", 50, 1, 10_000_000),
     },
   };
 }

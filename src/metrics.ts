@@ -19,6 +19,7 @@ export class Metrics {
   readonly federationRequests: Counter<"route" | "method" | "status" | "errcode">;
   readonly federationRequestDuration: Histogram<"route" | "method">;
   readonly adminRequests: Counter<"route" | "method" | "status">;
+  readonly clientRequests: Counter<"route" | "method" | "status" | "errcode">;
   readonly knocks: Counter<"outcome">;
   readonly aclDenials: Counter<"room" | "reason">;
   readonly inboundCheckFailures: Counter<"check">;
@@ -73,6 +74,12 @@ export class Metrics {
       name: "gatehouse_admin_requests_total",
       help: "Admin API requests, by route, method and status.",
       labelNames: ["route", "method", "status"] as const,
+      registers: r,
+    });
+    this.clientRequests = new Counter({
+      name: "gatehouse_client_requests_total",
+      help: "Client-Server API requests from application services, by route, method, status and Matrix errcode (\"\" on success).",
+      labelNames: ["route", "method", "status", "errcode"] as const,
       registers: r,
     });
     this.knocks = new Counter({

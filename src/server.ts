@@ -25,6 +25,8 @@ export interface RunningGatehouse {
   gatehouse: Gatehouse;
   federationPort: number;
   adminPort: number;
+  /** The client listener's port; null when no application service is registered. */
+  clientPort: number | null;
   metricsPort: number | null;
   redisUrl: string;
   adminToken: string;
@@ -128,15 +130,18 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     federationServer = http.createServer(expressServerOptions(gatehouse.federationApp), gatehouse.federationApp);
   }
   const adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
+  // The client API serves application services only: no registration, no listener.
+  const clientServer = config.appservices.length > 0 ? http.createServer(expressServerOptions(gatehouse.clientApp), gatehouse.clientApp) : null;
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
   const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
+  const clientPort = clientServer ? await listen(clientServer, config.client.host, config.client.port) : null;
   // Without workers here, still look once for queued work that a killed process left without a
   // job (the workers elsewhere only sweep every GATEHOUSE_SENDER_SWEEP_INTERVAL_MS).
   if (config.runWorkers) await gatehouse.sender.startWorkers("serve");
   else await gatehouse.sender.recoverySweep().catch((err: Error) => logger.warn({ err: err.message }, "sender sweep failed"));
   logger.info(
-    { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, keyId: ownKeys.current.keyId },
+    { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, ...(clientPort !== null ? { client: `http://${config.client.host}:${clientPort}`, appservices: config.appservices.map((r) => r.id) } : {}), keyId: ownKeys.current.keyId },
     "gatehouse is listening",
   );
 
@@ -145,6 +150,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     gatehouse,
     federationPort,
     adminPort,
+    clientPort,
     metricsPort: ops?.port ?? null,
     redisUrl,
     adminToken,
@@ -158,7 +164,11 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
       // the destinations answer) rather than after the next process starts. Its in-flight
       // transactions then finish within what is left of the same deadline.
       const deadline = Date.now() + config.shutdownTimeoutMs;
-      await Promise.all([closeServer(federationServer, config.shutdownTimeoutMs), closeServer(adminServer, config.shutdownTimeoutMs)]);
+      await Promise.all([
+        closeServer(federationServer, config.shutdownTimeoutMs),
+        closeServer(adminServer, config.shutdownTimeoutMs),
+        ...(clientServer ? [closeServer(clientServer, config.shutdownTimeoutMs)] : []),
+      ]);
       if (config.runWorkers) await gatehouse.sender.drain(deadline - Date.now());
       await gatehouse.sender.close(Math.max(0, deadline - Date.now()));
       await gatehouse.close();

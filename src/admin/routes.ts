@@ -10,16 +10,17 @@ import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
 import { upgradeRoom } from "../rooms/upgrade.js";
-import { parseStateField, stateField } from "../store/room-store.js";
-import type { RoomService } from "../rooms/room-service.js";
+import type { RoomContext } from "../rooms/room-service.js";
+import type { RoomQueries } from "../rooms/room-queries.js";
 import type { MembershipService } from "../rooms/membership.js";
-import { computeEventId } from "../protocol/event-hashing.js";
-import { applyRedactions, redactLocally, type ServedEvent } from "../rooms/redactions.js";
+import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
 
 export const ADMIN_PREFIX = "/_gatehouse/admin/v1";
 
 export interface AdminDeps {
-  rooms: RoomService;
+  /** The room service and its store, for the createRoom and upgrade use cases. */
+  ctx: RoomContext;
+  queries: RoomQueries;
   membership: MembershipService;
   serverName: string;
   /** Extra routers mounted under the prefix by other features (queue, knock-out, upgrades). */
@@ -60,7 +61,8 @@ export function servedEvent(e: ServedEvent): Record<string, unknown> {
 }
 
 export function adminRouter(deps: AdminDeps): Router {
-  const { rooms, membership } = deps;
+  const { membership, queries } = deps;
+  const rooms = deps.ctx.rooms;
   const router = Router();
   const p = ADMIN_PREFIX;
 
@@ -80,7 +82,7 @@ export function adminRouter(deps: AdminDeps): Router {
     route(async (req, res) => {
       const input = body(req) as unknown as CreateRoomInput;
       if (typeof input.creator !== "string") throw invalidParam("creator (a local user ID) is required");
-      const created = await createRoom(rooms, input);
+      const created = await createRoom(deps.ctx, input);
       const invited: string[] = [];
       const failed: Record<string, string> = {};
       for (const u of input.invite ?? []) {
@@ -99,45 +101,14 @@ export function adminRouter(deps: AdminDeps): Router {
   router.get(
     `${p}/rooms`,
     route(async (_req, res) => {
-      res.json({ rooms: await rooms.store.listRooms() });
+      res.json({ rooms: await queries.listRooms() });
     }),
   );
 
   router.get(
     `${p}/rooms/:roomId`,
     route(async (req, res) => {
-      const snap = await rooms.snapshot(req.params.roomId as string);
-      const members = await rooms.store.getMembers(snap.room.roomId);
-      const counts: Record<string, number> = {};
-      for (const m of Object.values(members)) counts[m] = (counts[m] ?? 0) + 1;
-      const servers = new Set<string>();
-      for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
-      // Summary fields from state as served (a redacted name or topic is gone).
-      const summaryTypes = ["m.room.name", "m.room.topic", "m.room.join_rules", "m.room.tombstone"];
-      const stored = summaryTypes.flatMap((type) => {
-        const field = stateField(type, "");
-        const pdu = snap.state.get(field);
-        return pdu ? [{ eventId: snap.stateIds.get(field)!, pdu }] : [];
-      });
-      const served = new Map((await applyRedactions(rooms.store, snap.room.roomId, snap.version, stored)).map((e) => [e.pdu.type, e.pdu]));
-      const content = (type: string) => served.get(type)?.content as Record<string, unknown> | undefined;
-      // State content is whatever senders put there; the summary only passes on strings.
-      const text = (v: unknown) => (typeof v === "string" ? v : undefined);
-      res.json({
-        room_id: snap.room.roomId,
-        room_version: snap.version.id,
-        creator: snap.room.creator,
-        created_ts: snap.room.createdTs,
-        name: text(content("m.room.name")?.name),
-        topic: text(content("m.room.topic")?.topic),
-        join_rule: text(content("m.room.join_rules")?.join_rule) ?? "invite",
-        membership_counts: counts,
-        joined_servers: [...servers].sort(),
-        forward_extremities: snap.extremities.length,
-        depth: snap.depth,
-        aliases: await rooms.store.aliasesOf(snap.room.roomId),
-        ...(text(content("m.room.tombstone")?.replacement_room) ? { replacement_room: text(content("m.room.tombstone")!.replacement_room) } : {}),
-      });
+      res.json(await queries.summary(req.params.roomId as string));
     }),
   );
 
@@ -146,22 +117,17 @@ export function adminRouter(deps: AdminDeps): Router {
   router.get(
     `${p}/rooms/:roomId/state`,
     route(async (req, res) => {
-      const snap = await rooms.snapshot(req.params.roomId as string);
-      const stored = [...snap.state].map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu }));
-      const served = await applyRedactions(rooms.store, snap.room.roomId, snap.version, stored);
-      res.json({ state: served.map(servedEvent) });
+      const { events } = await queries.state(req.params.roomId as string);
+      res.json({ state: events.map(servedEvent) });
     }),
   );
 
   router.get(
     `${p}/rooms/:roomId/state/:type{/:stateKey}`,
     route(async (req, res) => {
-      const snap = await rooms.snapshot(req.params.roomId as string);
-      const field = stateField(req.params.type as string, (req.params.stateKey as string | undefined) ?? "");
-      const pdu = snap.state.get(field);
-      if (!pdu) throw notFound("State event not found");
-      const [served] = await applyRedactions(rooms.store, snap.room.roomId, snap.version, [{ eventId: snap.stateIds.get(field)!, pdu }]);
-      res.json(served!.pdu.content);
+      const ev = await queries.stateEvent(req.params.roomId as string, req.params.type as string, (req.params.stateKey as string | undefined) ?? "");
+      if (!ev) throw notFound("State event not found");
+      res.json(ev.content);
     }),
   );
 
@@ -193,34 +159,14 @@ export function adminRouter(deps: AdminDeps): Router {
   router.get(
     `${p}/rooms/:roomId/members`,
     route(async (req, res) => {
-      const roomId = req.params.roomId as string;
-      await rooms.requireRoom(roomId);
-      res.json({ members: await rooms.store.getMembers(roomId) });
+      res.json({ members: await queries.members(req.params.roomId as string) });
     }),
   );
 
   router.get(
     `${p}/rooms/:roomId/knocks`,
     route(async (req, res) => {
-      const snap = await rooms.snapshot(req.params.roomId as string);
-      const pending = [...snap.state].filter(([, pdu]) => pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "knock");
-      // As served: a redacted knock has no reason or display name left.
-      const served = await applyRedactions(rooms.store, snap.room.roomId, snap.version, pending.map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu })));
-      const knocks = [];
-      for (const [i, [field]] of pending.entries()) {
-        const pdu = served[i]!.pdu;
-        const c = pdu.content as Record<string, unknown>;
-        knocks.push({
-          user_id: parseStateField(field)[1],
-          event_id: snap.stateIds.get(field),
-          reason: typeof c.reason === "string" ? c.reason : null,
-          displayname: typeof c.displayname === "string" ? c.displayname : null,
-          ts: pdu.origin_server_ts,
-        });
-      }
-      knocks.sort((a, b) => a.ts - b.ts);
-      const tombstone = snap.state.get(stateField("m.room.tombstone", ""))?.content as { replacement_room?: string } | undefined;
-      res.json({ knocks, ...(tombstone?.replacement_room ? { replacement_room: tombstone.replacement_room } : {}) });
+      res.json(await queries.knocks(req.params.roomId as string));
     }),
   );
 
@@ -282,13 +228,8 @@ export function adminRouter(deps: AdminDeps): Router {
   router.get(
     `${p}/rooms/:roomId/events/:eventId`,
     route(async (req, res) => {
-      const roomId = req.params.roomId as string;
-      const { version } = await rooms.requireRoom(roomId);
-      const pdu = await rooms.store.getEvent(roomId, req.params.eventId as string);
-      if (!pdu) throw notFound("Event not found");
-      const status = await rooms.store.eventStatus(roomId, req.params.eventId as string);
-      const [served] = await applyRedactions(rooms.store, roomId, version, [{ eventId: computeEventId(pdu, version), pdu }]);
-      res.json({ ...servedEvent(served!), ...(status ? { gatehouse_status: status } : {}) });
+      const { status, ...served } = await queries.event(req.params.roomId as string, req.params.eventId as string);
+      res.json({ ...servedEvent(served), ...(status ? { gatehouse_status: status } : {}) });
     }),
   );
 
@@ -299,7 +240,7 @@ export function adminRouter(deps: AdminDeps): Router {
       const b = body(req);
       const reason = optionalString(b, "reason");
       const sender = await senderFor(roomId, b);
-      const ev = await redactLocally(rooms, roomId, { sender, eventId: req.params.eventId as string, ...(reason !== undefined ? { reason } : {}) });
+      const ev = await redactLocally(deps.ctx, roomId, { sender, eventId: req.params.eventId as string, ...(reason !== undefined ? { reason } : {}) });
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -308,7 +249,7 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/upgrade`,
     route(async (req, res) => {
       const b = body(req);
-      res.json(await upgradeRoom(rooms, req.params.roomId as string, { sender: b.sender, new_version: b.new_version }));
+      res.json(await upgradeRoom(deps.ctx, req.params.roomId as string, { sender: b.sender, new_version: b.new_version }));
     }),
   );
 

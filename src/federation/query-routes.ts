@@ -16,8 +16,9 @@ import { invalidParam, missingParam, notFound } from "../protocol/errors.js";
 import { isValidUserId, parseRoomAlias, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject } from "../protocol/pdu.js";
 import { type RoomService } from "../rooms/room-service.js";
+import type { RoomQueries } from "../rooms/room-queries.js";
 
-export function queryRouter(rooms: RoomService): Router {
+export function queryRouter(rooms: RoomService, queries: RoomQueries): Router {
   const router = Router();
   const ours = (userId: unknown): string => {
     if (typeof userId !== "string" || !isValidUserId(userId)) throw invalidParam("user_id must be a user ID");
@@ -31,7 +32,7 @@ export function queryRouter(rooms: RoomService): Router {
       const alias = req.query.room_alias;
       if (typeof alias !== "string") throw missingParam("room_alias is required");
       if (!parseRoomAlias(alias)) throw invalidParam("room_alias is not a room alias");
-      const roomId = await rooms.store.aliasTarget(alias);
+      const roomId = await queries.resolveAlias(alias);
       if (!roomId) throw notFound(`Room alias ${alias} not found`);
       const snap = await rooms.snapshot(roomId);
       const servers = [rooms.serverName, ...[...snap.joinedServers].filter((s) => s !== rooms.serverName).sort()];

@@ -22,7 +22,15 @@ export type Errcode =
   | "M_ROOM_IN_USE"
   | "M_UNKNOWN"
   | "M_BAD_STATE"
-  | "M_UNABLE_TO_GRANT_JOIN";
+  | "M_UNABLE_TO_GRANT_JOIN"
+  | "M_EXCLUSIVE"
+  | "M_USER_IN_USE"
+  | "M_INVALID_USERNAME"
+  | "M_INVALID_ROOM_STATE"
+  | "M_URL_NOT_SET"
+  | "M_BAD_STATUS"
+  | "M_CONNECTION_FAILED"
+  | "M_CONNECTION_TIMEOUT";
 
 export class MatrixError extends Error {
   readonly errcode: Errcode;

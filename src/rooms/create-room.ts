@@ -10,7 +10,7 @@ import { DEFAULT_ROOM_VERSION, getRoomVersion } from "../protocol/room-versions.
 import { isValidUserId, serverOfUserId, isValidNewLocalpart } from "../protocol/ids.js";
 import { isPlainObject } from "../protocol/pdu.js";
 import { stateField } from "../store/room-store.js";
-import type { RoomService } from "./room-service.js";
+import type { RoomContext } from "./room-service.js";
 
 export type Preset = "private_chat" | "public_chat" | "trusted_private_chat";
 
@@ -36,7 +36,7 @@ export interface CreatedRoom {
 }
 
 /** Power levels Synapse gives a new room (the spec leaves them to the server). */
-function defaultPowerLevels(creator: string, privilegedCreators: boolean, preset: Preset, invitees: string[]): Record<string, unknown> {
+export function defaultPowerLevels(creator: string, privilegedCreators: boolean, preset: Preset, invitees: string[]): Record<string, unknown> {
   const users: Record<string, number> = privilegedCreators ? {} : { [creator]: 100 };
   if (preset === "trusted_private_chat") for (const u of invitees) users[u] = 100;
   return {
@@ -63,7 +63,8 @@ function defaultPowerLevels(creator: string, privilegedCreators: boolean, preset
 
 const JOIN_RULES = ["public", "invite", "knock", "restricted", "knock_restricted", "private"];
 
-export async function createRoom(rooms: RoomService, input: CreateRoomInput): Promise<CreatedRoom> {
+export async function createRoom(ctx: RoomContext, input: CreateRoomInput): Promise<CreatedRoom> {
+  const { rooms, store } = ctx;
   const serverName = rooms.serverName;
   if (typeof input.creator !== "string" || !isValidUserId(input.creator) || serverOfUserId(input.creator) !== serverName)
     throw invalidParam(`creator must be a user ID on ${serverName}`);
@@ -89,7 +90,7 @@ export async function createRoom(rooms: RoomService, input: CreateRoomInput): Pr
     if (typeof input.room_alias_name !== "string" || !isValidNewLocalpart(input.room_alias_name.toLowerCase(), serverName) || input.room_alias_name.includes(":"))
       throw invalidParam("room_alias_name is not a valid alias localpart");
     alias = `#${input.room_alias_name}:${serverName}`;
-    if (await rooms.store.aliasTarget(alias)) throw new MatrixError(400, "M_ROOM_IN_USE", `Room alias ${alias} already taken`);
+    if (await store.aliasTarget(alias)) throw new MatrixError(400, "M_ROOM_IN_USE", `Room alias ${alias} already taken`);
   }
   for (const s of input.initial_state ?? []) {
     if (!isPlainObject(s) || typeof s.type !== "string" || !isPlainObject(s.content)) throw badJson("initial_state entries need type and content");
@@ -134,7 +135,7 @@ export async function createRoom(rooms: RoomService, input: CreateRoomInput): Pr
   // 4. canonical alias
   if (alias) {
     await send("m.room.canonical_alias", "", { alias });
-    await rooms.store.setAlias(alias, roomId);
+    await store.setAlias(alias, roomId);
   }
   // 5. preset state, unless initial_state sets the same key
   const initial = new Map((input.initial_state ?? []).map((s) => [stateField(s.type, s.state_key ?? ""), s]));

@@ -19,10 +19,10 @@ import { serverOfUserId } from "../protocol/ids.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
-import { prevEventIds } from "../store/room-store.js";
+import { prevEventIds, type RoomStore } from "../store/room-store.js";
 import type { VisibilityLog, VisibilityLogEntry } from "../store/visibility-log.js";
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
-import { DUMMY_EVENT_TYPE, type RoomService, type RoomSnapshot } from "./room-service.js";
+import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** The state history visibility reads at one event: after it, and before it. */
 export interface VisibilityAtEvent {
@@ -70,10 +70,16 @@ export function visibilityAtStreams(
 }
 
 export class RoomHistory {
+  private readonly rooms: RoomService;
+  private readonly store: RoomStore;
+
   constructor(
-    private readonly rooms: RoomService,
+    ctx: RoomContext,
     private readonly log: VisibilityLog,
-  ) {}
+  ) {
+    this.rooms = ctx.rooms;
+    this.store = ctx.store;
+  }
 
   /** ACL, then the requesting server must have a joined member now (Synapse's assert_host_in_room). */
   private async joinedSnapshot(roomId: string, origin: string): Promise<RoomSnapshot> {
@@ -85,7 +91,7 @@ export class RoomHistory {
 
   /** The visibility state at each event, tracking the members `keep` selects (two or three round trips). */
   private async visibilityAt(roomId: string, eventIds: readonly string[], keep: (userId: string) => boolean) {
-    const [streams, first] = await Promise.all([this.rooms.store.streamsOf(roomId, eventIds), this.log.entries(roomId)]);
+    const [streams, first] = await Promise.all([this.store.streamsOf(roomId, eventIds), this.log.entries(roomId)]);
     let log = first;
     // An event persisted between the two reads is newer than the log: read the log again.
     if (streams.some((s) => s !== null && s > log.stream)) log = await this.log.entries(roomId);
@@ -99,7 +105,7 @@ export class RoomHistory {
   async forServer(snap: RoomSnapshot, origin: string, events: readonly StoredEvent[]): Promise<Pdu[]> {
     const roomId = snap.room.roomId;
     const [served, { states }] = await Promise.all([
-      applyRedactions(this.rooms.store, roomId, snap.version, events),
+      applyRedactions(this.store, roomId, snap.version, events),
       this.visibilityAt(roomId, events.map((e) => e.eventId), (userId) => serverOfUserId(userId) === origin),
     ]);
     return served.map((e, i) => {
@@ -120,9 +126,9 @@ export class RoomHistory {
     const { version } = await this.rooms.requireRoom(roomId);
     const ids = events.map((e) => e.eventId);
     const [served, { streams, entries, states }, statuses] = await Promise.all([
-      applyRedactions(this.rooms.store, roomId, version, events),
+      applyRedactions(this.store, roomId, version, events),
       this.visibilityAt(roomId, ids, (u) => u === userId),
-      this.rooms.store.eventStatuses(roomId, ids),
+      this.store.eventStatuses(roomId, ids),
     ]);
     let lastJoin = -1;
     for (const e of entries) if (e.kind === "member" && e.stateKey === userId && e.membership === "join") lastJoin = e.stream;
@@ -142,14 +148,14 @@ export class RoomHistory {
   }
 
   async event(eventId: string, origin: string): Promise<Pdu> {
-    const roomId = await this.rooms.store.roomOfEvent(eventId);
+    const roomId = await this.store.roomOfEvent(eventId);
     if (!roomId) throw notFound(`Event ${eventId} not found`);
     // Joined servers only, like the other reads (and Synapse's is_host_in_room). Allowing "any
     // member" let a server with only a knocking, invited, left or banned user read every event:
     // make_knock/make_leave templates hand out the latest event IDs as prev_events, and
     // prev_events lead to the rest of the history.
     const snap = await this.joinedSnapshot(roomId, origin);
-    const pdu = await this.rooms.store.getEvent(roomId, eventId);
+    const pdu = await this.store.getEvent(roomId, eventId);
     if (!pdu) throw notFound(`Event ${eventId} not found`);
     return (await this.forServer(snap, origin, [{ eventId, pdu }]))[0]!;
   }
@@ -165,16 +171,16 @@ export class RoomHistory {
     withPdus = false,
   ): Promise<{ stateIds: string[]; authChainIds: string[]; state: Pdu[]; chain: Pdu[] }> {
     const snap = await this.joinedSnapshot(roomId, origin);
-    const before = await this.rooms.store.stateAt(roomId, eventId, "before");
+    const before = await this.store.stateAt(roomId, eventId, "before");
     if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
     const stateIds = [...before.values()];
-    const chain = await this.rooms.store.authChain(roomId, stateIds);
+    const chain = await this.store.authChain(roomId, stateIds);
     if (!withPdus) return { stateIds, authChainIds: [...chain.keys()], state: [], chain: [] };
-    const stateEvents = await this.rooms.store.getEvents(roomId, stateIds);
+    const stateEvents = await this.store.getEvents(roomId, stateIds);
     const stored = (m: Map<string, Pdu>, ids: Iterable<string>) => [...ids].flatMap((id) => (m.has(id) ? [{ eventId: id, pdu: m.get(id)! }] : []));
     const [state, chainServed] = await Promise.all([
-      applyRedactions(this.rooms.store, roomId, snap.version, stored(stateEvents, stateIds)),
-      applyRedactions(this.rooms.store, roomId, snap.version, stored(chain, chain.keys())),
+      applyRedactions(this.store, roomId, snap.version, stored(stateEvents, stateIds)),
+      applyRedactions(this.store, roomId, snap.version, stored(chain, chain.keys())),
     ]);
     return { stateIds, authChainIds: [...chain.keys()], state: state.map((e) => e.pdu), chain: chainServed.map((e) => e.pdu) };
   }
@@ -190,13 +196,13 @@ export class RoomHistory {
     const out: StoredEvent[] = [];
     const seen = new Set<string>(b.latest_events as string[]);
     let frontier: string[] = [];
-    const latest = await this.rooms.store.getEvents(roomId, b.latest_events as string[]);
+    const latest = await this.store.getEvents(roomId, b.latest_events as string[]);
     for (const ev of latest.values()) frontier.push(...prevEventIds(ev));
     while (frontier.length > 0 && out.length < limit) {
       const ids = [...new Set(frontier)].filter((id) => !seen.has(id) && !earliest.has(id));
       ids.forEach((id) => seen.add(id));
       frontier = [];
-      const found = await this.rooms.store.getEvents(roomId, ids);
+      const found = await this.store.getEvents(roomId, ids);
       for (const id of ids) {
         const ev = found.get(id);
         if (!ev || ev.depth < minDepth) continue;
@@ -219,7 +225,7 @@ export class RoomHistory {
       const ids = [...new Set(frontier)].filter((id) => !seen.has(id));
       ids.forEach((id) => seen.add(id));
       frontier = [];
-      const found = await this.rooms.store.getEvents(roomId, ids);
+      const found = await this.store.getEvents(roomId, ids);
       for (const id of ids) {
         const ev = found.get(id);
         if (!ev) continue;
@@ -234,9 +240,9 @@ export class RoomHistory {
   /** The auth chain of the event (its auth events, recursively), redactions applied. */
   async eventAuth(roomId: string, eventId: string, origin: string): Promise<Pdu[]> {
     const snap = await this.joinedSnapshot(roomId, origin);
-    if (!(await this.rooms.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
-    const chain = await this.rooms.store.authChain(roomId, [eventId]);
-    const served = await applyRedactions(this.rooms.store, roomId, snap.version, [...chain].map(([id, pdu]) => ({ eventId: id, pdu })));
+    if (!(await this.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
+    const chain = await this.store.authChain(roomId, [eventId]);
+    const served = await applyRedactions(this.store, roomId, snap.version, [...chain].map(([id, pdu]) => ({ eventId: id, pdu })));
     return served.map((e) => e.pdu);
   }
 }

@@ -14,6 +14,7 @@ import { isPlainObject } from "../protocol/pdu.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService } from "./room-service.js";
+import type { RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
 
 export const MAX_TXN_PDUS = 50;
@@ -24,6 +25,7 @@ export type PduOutcome = "accepted" | "duplicate" | "soft_failed" | "rejected" |
 
 export interface InboundTransactionDeps {
   rooms: RoomService;
+  store: RoomStore;
   redis: Redis;
   keys: RedisKeys;
   logger: Logger;
@@ -79,7 +81,7 @@ export class InboundTransactions {
     const { rooms } = this.deps;
     if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
     const roomId = raw.room_id;
-    const room = await rooms.store.getRoom(roomId);
+    const room = await this.deps.store.getRoom(roomId);
     // Like Synapse: PDUs for rooms we do not host are left out of the response.
     if (!room) return "unknown_room";
     const snap = await rooms.snapshot(roomId);

@@ -16,7 +16,8 @@ import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
-import { createEventIdOf, stateLookup, joinedServers, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
+import { createEventIdOf, stateLookup, joinedServers, type RoomContext, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
+import type { RoomStore } from "../store/room-store.js";
 import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
@@ -49,12 +50,18 @@ function tombstoneOf(snap: RoomSnapshot): string | undefined {
 }
 
 export class MembershipService {
+  private readonly rooms: RoomService;
+  private readonly store: RoomStore;
+
   constructor(
-    private readonly rooms: RoomService,
+    ctx: RoomContext,
     private readonly client: FederationClient | null,
     private readonly remoteKeys: RemoteKeys | null,
     private readonly events: MembershipEvents = {},
-  ) {}
+  ) {
+    this.rooms = ctx.rooms;
+    this.store = ctx.store;
+  }
 
   // ------------------------------------------------------------------------------------------
   // make_knock / make_join / make_leave
@@ -212,7 +219,7 @@ export class MembershipService {
   /** The stripped-state events as served: redacted when a redaction applies (a redacted name is gone). */
   private async strippedState(snap: RoomSnapshot): Promise<Pdu[]> {
     const stored = this.rooms.strippedStateEvents(snap).map((pdu) => ({ eventId: snap.stateIds.get(stateField(pdu.type, pdu.state_key ?? ""))!, pdu }));
-    return (await applyRedactions(this.rooms.store, snap.room.roomId, snap.version, stored)).map((e) => e.pdu);
+    return (await applyRedactions(this.store, snap.room.roomId, snap.version, stored)).map((e) => e.pdu);
   }
 
   /**
@@ -232,7 +239,7 @@ export class MembershipService {
         : [];
       let member = false;
       for (const r of allowRooms) {
-        if ((await this.rooms.store.getMembership(r, pdu.sender)) === "join") {
+        if ((await this.store.getMembership(r, pdu.sender)) === "join") {
           member = true;
           break;
         }
@@ -250,19 +257,19 @@ export class MembershipService {
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
-      const before = (await this.rooms.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
-      const events = await this.rooms.store.getEvents(roomId, [...before.values()]);
+      const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
+      const events = await this.store.getEvents(roomId, [...before.values()]);
       stored = [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! }));
     }
-    const chain = await this.rooms.store.authChain(roomId, [...stored.map((e) => e.eventId), eventId]);
+    const chain = await this.store.authChain(roomId, [...stored.map((e) => e.eventId), eventId]);
     const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map(stored.map((e) => [e.eventId, e.pdu]))));
     servers.add(this.rooms.serverName);
     const joiner = serverOfUserId(pdu.sender);
     if (joiner) servers.add(joiner);
     const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
     const [state, authChain] = await Promise.all([
-      applyRedactions(this.rooms.store, roomId, version, stored),
-      applyRedactions(this.rooms.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev }))),
+      applyRedactions(this.store, roomId, version, stored),
+      applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev }))),
     ]);
     return {
       origin: this.rooms.serverName,
@@ -356,7 +363,7 @@ export class MembershipService {
 
   private async requirePendingKnock(roomId: string, target: string): Promise<void> {
     await this.rooms.requireRoom(roomId);
-    if ((await this.rooms.store.getMembership(roomId, target)) !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
+    if ((await this.store.getMembership(roomId, target)) !== "knock") throw notFound(`${target} has no pending knock in ${roomId}`);
   }
 
   /** Kick: used to deny a knock, or remove a member. */

@@ -22,7 +22,7 @@ import { forbidden, notFound } from "../protocol/errors.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import type { RedactionRecord, RoomStore } from "../store/room-store.js";
-import { stateLookup, type PersistedEvent, type RoomService } from "./room-service.js";
+import { stateLookup, type PersistedEvent, type RoomContext } from "./room-service.js";
 
 export interface StoredEvent {
   eventId: string;
@@ -58,9 +58,10 @@ export async function applyRedactions(store: RoomStore, roomId: string, version:
  * the room, `m.room.create` and `m.room.server_acl` events cannot be redacted, and a user
  * without the redact level may only redact their own events.
  */
-export async function redactLocally(rooms: RoomService, roomId: string, input: { sender: string; eventId: string; reason?: string }): Promise<PersistedEvent> {
+export async function redactLocally(ctx: RoomContext, roomId: string, input: { sender: string; eventId: string; reason?: string }): Promise<PersistedEvent> {
+  const { rooms, store } = ctx;
   const snap = await rooms.snapshot(roomId);
-  const target = await rooms.store.getEvent(roomId, input.eventId);
+  const target = await store.getEvent(roomId, input.eventId);
   if (!target) throw notFound(`Event ${input.eventId} not found in ${roomId}`);
   if (target.type === "m.room.create") throw forbidden("Redacting create events is not permitted");
   if (target.type === "m.room.server_acl") throw forbidden("Redacting server ACL events is not permitted");

@@ -56,6 +56,8 @@ export interface RemoteRoomsDeps {
   logger: Logger;
   clock?: () => number;
   onKnockOut?: (outcome: "sent" | "failed") => void;
+  /** An invite from another server was accepted (application services are told: appservice/push.ts). */
+  onInvite?: (pdu: Pdu, eventId: string, inviteRoomState: StrippedStateEvent[]) => Promise<unknown>;
 }
 
 /** The versions we offer in `ver`: every version we can build events for (IDs are hashes). */
@@ -345,6 +347,7 @@ export class RemoteRooms {
       updated_ts: this.clock(),
     };
     await this.save(record);
+    await this.d.onInvite?.(pdu, checked.eventId, state);
     if (existing?.membership === "knock" && existing.auto_join) this.scheduleAutoJoin(target, roomId);
     return { event: signed };
   }

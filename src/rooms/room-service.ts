@@ -19,7 +19,7 @@ import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
-import { serverOfUserId } from "../protocol/ids.js";
+import { checkPduLimits, serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
 import { RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { KeyedMutex } from "./room-lock.js";
@@ -50,6 +50,8 @@ export interface LocalEventInput {
   sender: string;
   stateKey?: string;
   content: Record<string, unknown>;
+  /** origin_server_ts to use instead of the clock (an application service's `ts`). */
+  originServerTs?: number;
   /** `m.room.redaction` only: the event redacted, written top level (v1–v10) or in content (v11+). */
   redacts?: string;
 }
@@ -72,6 +74,11 @@ export interface RoomServiceDeps {
   /** Called after every persisted event (metrics, knock bookkeeping). */
   onPersisted?: (event: PersistedEvent, origin: string | null) => void;
   onAclDenied?: (roomId: string, origin: string) => void;
+  /**
+   * Application service queue destinations interested in an event (appservice/push.ts), queued
+   * in the same atomic write as the event; `snap` is the state before it (null for a create event).
+   */
+  appserviceDestinations?: (pdu: Pdu, roomId: string, snap: RoomSnapshot | null) => Promise<string[]>;
   /**
    * When a room has more forward extremities than this after an event, a dummy event by a local
    * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
@@ -132,8 +139,14 @@ function verifyJoinAuthorisedVia(event: EventLike, via: string): boolean {
   return server !== undefined && typeof sigs?.[server] === "object" && sigs[server] !== null;
 }
 
+/** What the room use cases work with: the room service and the store it writes through. */
+export interface RoomContext {
+  rooms: RoomService;
+  store: RoomStore;
+}
+
 export class RoomService {
-  readonly store: RoomStore;
+  private readonly store: RoomStore;
   readonly serverName: string;
   private readonly mutex = new KeyedMutex();
   private readonly clock: () => number;
@@ -234,12 +247,16 @@ export class RoomService {
         ...(input.stateKey !== undefined ? { state_key: input.stateKey } : {}),
         ...(input.redacts !== undefined && !inContent ? { redacts: input.redacts } : {}),
         content: inContent ? { ...input.content, redacts: input.redacts } : input.content,
+        ...(input.originServerTs !== undefined ? { origin_server_ts: input.originServerTs } : {}),
         prev_events: prevEvents,
         auth_events: authEvents,
         depth,
       },
       { roomVersion: snap.version, serverName: senderServerName, key: this.deps.signingKey, clock: this.clock },
     );
+    // Size limits (64 KiB, 255-byte IDs) before anything is written: 413 M_TOO_LARGE.
+    const limits = checkPduLimits(built.pdu);
+    if (limits) throw limits;
     if (authorise) {
       const verdict = checkEventAuth(built.pdu, snap.version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
       if (!verdict.allowed) throw forbidden(verdict.reason);
@@ -366,8 +383,12 @@ export class RoomService {
       after: "1",
       current: { group: "1", set: [[field, eventId]] as [string, string][], del: [], members: [], reset: false },
     };
-    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state });
-    if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+    const destinations = (await this.deps.appserviceDestinations?.(pdu, roomId, null)) ?? [];
+    const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state, destinations });
+    if (result === "persisted") {
+      if (destinations.length > 0) this.deps.onQueued?.(destinations);
+      this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+    }
     return result;
   }
 
@@ -408,6 +429,7 @@ export class RoomService {
     }
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
+    if (this.deps.appserviceDestinations) for (const d of await this.deps.appserviceDestinations(pdu, roomId, snap)) destinations.add(d);
     const list = [...destinations].sort();
     const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
     const result = await this.store.persistEvent({

@@ -14,7 +14,7 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { stateField, parseStateField } from "../store/room-store.js";
-import { stateLookup, type RoomService, type RoomSnapshot } from "./room-service.js";
+import { stateLookup, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** State copied to the new room, in this order (spec list; bans and space children follow). */
 export const TRANSFERABLE_STATE = [
@@ -62,14 +62,16 @@ export function upgradedPowerLevels(old: Record<string, unknown> | undefined, cr
   return pl;
 }
 
-export async function upgradeRoom(rooms: RoomService, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
+export async function upgradeRoom(ctx: RoomContext, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
+  const { rooms } = ctx;
   // Fix: two upgrade calls for the same room in one process ran side by side, each able to build
   // its own replacement room and send the copied state (and the tombstone) twice. Serialised here
   // (a key of its own: sendLocalEvent takes the room's key); across replicas see the claim below.
-  return rooms.withRoomLock(`upgrade:${roomId}`, () => upgradeRoomLocked(rooms, roomId, input));
+  return rooms.withRoomLock(`upgrade:${roomId}`, () => upgradeRoomLocked(ctx, roomId, input));
 }
 
-async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
+async function upgradeRoomLocked(ctx: RoomContext, roomId: string, input: { sender?: unknown; new_version?: unknown }): Promise<UpgradeResult> {
+  const { rooms, store } = ctx;
   const old = await rooms.snapshot(roomId);
   const sender = typeof input.sender === "string" ? input.sender : old.room.creator;
   if (!isValidUserId(sender) || serverOfUserId(sender) !== rooms.serverName) throw invalidParam(`sender must be a user on ${rooms.serverName}`);
@@ -85,8 +87,8 @@ async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { se
     // replacement room's own, not whatever this repeated call asked for.
     const replacement = existingTombstone.replacement_room;
     await restrictOldRoom(rooms, roomId, sender);
-    await rooms.store.setRoomFields(roomId, { tombstone: replacement });
-    const replacementVersion = (await rooms.store.getRoom(replacement))?.version ?? target.id;
+    await store.setRoomFields(roomId, { tombstone: replacement });
+    const replacementVersion = (await store.getRoom(replacement))?.version ?? target.id;
     return { replacement_room: replacement, room_version: replacementVersion, resumed: true };
   }
   const pl = lookup("m.room.power_levels", "")?.content as Record<string, unknown> | undefined;
@@ -99,7 +101,7 @@ async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { se
 
   // 1. The replacement room: reuse the one an interrupted attempt recorded, else build it and
   //    record it before persisting anything, so the room ID (a hash in v12) is chosen once.
-  let newRoomId = await rooms.store.getRoomField(roomId, "upgrade_to");
+  let newRoomId = await store.getRoomField(roomId, "upgrade_to");
   let resumed = newRoomId !== null;
   if (!newRoomId) {
     const oldCreate = lookup("m.room.create", "")!;
@@ -119,17 +121,17 @@ async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { se
     );
     // Fix: recorded only if no other replica recorded a replacement first (was a plain HSET: the
     // later writer won and the first writer's room was left behind, half built).
-    const claimed = await rooms.store.setRoomFieldsIfAbsent(roomId, "upgrade_to", {
+    const claimed = await store.setRoomFieldsIfAbsent(roomId, "upgrade_to", {
       upgrade_to: built.roomId,
       upgrade_create: JSON.stringify({ eventId: built.eventId, pdu: built.pdu }),
       upgrade_version: target.id,
     });
-    newRoomId = claimed ? built.roomId : (await rooms.store.getRoomField(roomId, "upgrade_to"))!;
+    newRoomId = claimed ? built.roomId : (await store.getRoomField(roomId, "upgrade_to"))!;
     resumed = !claimed;
   }
-  if (!(await rooms.store.getRoom(newRoomId))) {
-    const pending = JSON.parse((await rooms.store.getRoomField(roomId, "upgrade_create"))!) as { eventId: string; pdu: Pdu };
-    const version = getRoomVersion((await rooms.store.getRoomField(roomId, "upgrade_version"))!)!;
+  if (!(await store.getRoom(newRoomId))) {
+    const pending = JSON.parse((await store.getRoomField(roomId, "upgrade_create"))!) as { eventId: string; pdu: Pdu };
+    const version = getRoomVersion((await store.getRoomField(roomId, "upgrade_version"))!)!;
     await rooms.persistCreateEvent(newRoomId, pending.eventId, pending.pdu, { version: version.id, creator: pending.pdu.sender, createdTs: pending.pdu.origin_server_ts });
   }
 
@@ -174,8 +176,8 @@ async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { se
   }
 
   // 4. Local aliases move to the new room, with the canonical alias.
-  const aliases = await rooms.store.aliasesOf(roomId);
-  for (const alias of aliases) await rooms.store.setAlias(alias, newRoomId);
+  const aliases = await store.aliasesOf(roomId);
+  for (const alias of aliases) await store.setAlias(alias, newRoomId);
   const canonical = lookup("m.room.canonical_alias", "");
   // Fix: an attempt interrupted after clearing the old room's canonical alias (below) resumed by
   // copying that empty content over the new room's alias. Only a non-empty alias is copied.
@@ -192,7 +194,7 @@ async function upgradeRoomLocked(rooms: RoomService, roomId: string, input: { se
     content: { body: "This room has been replaced", replacement_room: newRoomId },
   });
   await restrictOldRoom(rooms, roomId, sender);
-  await rooms.store.setRoomFields(roomId, { tombstone: newRoomId });
+  await store.setRoomFields(roomId, { tombstone: newRoomId });
   return { replacement_room: newRoomId, room_version: snap.version.id, resumed };
 }
 

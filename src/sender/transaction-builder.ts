@@ -85,7 +85,7 @@ export class TransactionBuilder {
     const text = await this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
     if (text === null) return { missing: true };
     try {
-      return this.cache.set(key, transport.encodeEvent(text));
+      return this.cache.set(key, transport.encodeEvent(text, ref.slice(space + 1)));
     } catch (e) {
       return { missing: false, error: (e as Error).message };
     }

@@ -46,9 +46,10 @@ export interface DestinationTransport {
   /**
    * One queued event as this transport sends it (canonical JSON), from the stored PDU JSON.
    * Cached per (kind, event) by the transaction builder, so it must depend on the event alone.
+   * `eventId` is the event's ID from its queue reference (v3+ PDUs do not carry it).
    * Throws when the event cannot be encoded (it is then skipped).
    */
-  encodeEvent(pduJson: string): string;
+  encodeEvent(pduJson: string, eventId: string): string;
   /** The transaction body: canonical JSON built around the encoded parts. */
   encodeBody(parts: TxnParts): Buffer;
   /** Sends (or re-sends) the stored transaction, byte for byte. */

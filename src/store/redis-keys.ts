@@ -50,6 +50,16 @@ export class RedisKeys {
   /** SET of local users with remote memberships. */
   remoteMembers(): string { return `${this.prefix}:remote-members`; }
 
+  // --- application services (client API) ---------------------------------------------------
+  /** HASH: user ID → ID of the application service that registered it. */
+  appserviceUsers(): string { return `${this.prefix}:as-users`; }
+  /** HASH: displayname, avatar_url of a local user. */
+  profile(userId: string): string { return `${this.prefix}:profile:${userId}`; }
+  /** STRING: event ID sent for a client transaction (application service, user, txnId). */
+  clientTxn(appserviceId: string, userId: string, txnId: string): string { return `${this.prefix}:client-txn:${appserviceId}:${userId}:${txnId}`; }
+  /** HASH: alias → user who created it through the client API. */
+  aliasCreators(): string { return `${this.prefix}:alias-creators`; }
+
   // --- federation --------------------------------------------------------------------------
   /** HASH: key ID → JSON {key, validUntilTs, expiredTs?, fetchedTs} of a remote server. */
   serverKeys(serverName: string): string { return `${this.prefix}:server-keys:${serverName}`; }

@@ -386,6 +386,11 @@ export class RoomStore {
     await this.redis.hset(this.keys.aliases(), alias, roomId);
   }
 
+  /** Sets the alias unless it exists; false when it was taken. */
+  async setAliasIfAbsent(alias: string, roomId: string): Promise<boolean> {
+    return (await this.redis.hsetnx(this.keys.aliases(), alias, roomId)) === 1;
+  }
+
   async removeAlias(alias: string): Promise<void> {
     await this.redis.hdel(this.keys.aliases(), alias);
   }
@@ -557,6 +562,14 @@ export class RoomStore {
   /** Event IDs in the order Gatehouse accepted them, with their stream positions. */
   async timeline(roomId: string, fromStream = 0, limit = 1000): Promise<{ eventId: string; stream: number }[]> {
     const flat = await this.redis.zrangebyscore(this.keys.timeline(roomId), fromStream, "+inf", "WITHSCORES", "LIMIT", 0, limit);
+    const out: { eventId: string; stream: number }[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ eventId: flat[i]!, stream: Number(flat[i + 1]) });
+    return out;
+  }
+
+  /** Event IDs before stream position `before` (exclusive; the end when null), newest first. */
+  async timelineBefore(roomId: string, before: number | null, limit: number): Promise<{ eventId: string; stream: number }[]> {
+    const flat = await this.redis.zrevrangebyscore(this.keys.timeline(roomId), before === null ? "+inf" : `(${before}`, "-inf", "WITHSCORES", "LIMIT", 0, limit);
     const out: { eventId: string; stream: number }[] = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ eventId: flat[i]!, stream: Number(flat[i + 1]) });
     return out;

@@ -74,7 +74,11 @@ const table = (out: string) => out.trimEnd().split("\n").map((l) => l.split(/ {2
 
 describe("help, usage errors, config check", () => {
   test("per-command --help and the overview; usage errors exit 2; a bad setting exits 2 naming the variable", async () => {
-    const [overview, rooms, knocks, unknownSub, missingUser, badOption, badSetting, good] = await Promise.all([
+    writeFileSync(
+      join(dataDir, "bridge.yaml"),
+      "id: clibridge\nurl: null\nas_token: cli-as-token-secret\nhs_token: cli-hs-token-secret\nsender_localpart: clibot\nnamespaces:\n  users: [{ exclusive: true, regex: '@_cli_.*' }]\n",
+    );
+    const [overview, rooms, knocks, unknownSub, missingUser, badOption, badSetting, good, withBridge, badBridge] = await Promise.all([
       cli(["help"]),
       cli(["rooms", "create", "--help"]),
       cli(["knocks", "--help"]),
@@ -84,6 +88,8 @@ describe("help, usage errors, config check", () => {
       cli(["rooms", "list", "--colour"]),
       cli(["config", "check"], { GATEHOUSE_KEY_VALIDITY_HOURS: "500" }),
       cli(["config", "check"]),
+      cli(["config", "check"], { GATEHOUSE_APPSERVICE_REGISTRATION_FILES: "bridge.yaml" }),
+      cli(["config", "check"], { GATEHOUSE_APPSERVICE_REGISTRATION_FILES: "bridge.yaml,missing.yaml" }),
     ]);
     for (const line of ["gatehouse rooms [list]", "gatehouse rooms show <roomId>", "gatehouse rooms create --creator", "gatehouse knocks list <roomId>", "gatehouse knocks accept", "gatehouse knocks deny"]) {
       assert.ok(ok(overview).includes(line), line);
@@ -102,6 +108,11 @@ describe("help, usage errors, config check", () => {
     assert.match(out, /configuration is valid/);
     assert.ok(!out.includes(t.adminToken), "the admin token is not printed");
     assert.match(out, /"token": "\[set\]"/);
+    const bridged = ok(withBridge);
+    assert.match(bridged, /"id": "clibridge"/);
+    assert.match(bridged, /"regex": "@_cli_\.\*"/);
+    assert.ok(!bridged.includes("cli-as-token-secret") && !bridged.includes("cli-hs-token-secret"), "registration tokens are not printed");
+    fails(badBridge, 2, /invalid setting GATEHOUSE_APPSERVICE_REGISTRATION_FILES: .*missing\.yaml: cannot be read: ENOENT/);
   });
 
   test("keygen where it cannot write: one line naming the file and the reason, exit 1, no stack trace", async () => {

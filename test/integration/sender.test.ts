@@ -585,10 +585,10 @@ describe("sender: wiring and admin API", { timeout: 30_000 }, () => {
     const admin = (method: "get" | "post", path: string) => request(gh.adminApp)[method](`/_gatehouse/admin/v1${path}`).set("Authorization", `Bearer ${token}`);
 
     const creator = `@admin:${GH_SERVER_NAME}`;
-    const { room_id } = await createRoom(gh.rooms, { creator });
+    const { room_id } = await createRoom(gh, { creator });
     const ev = await gh.rooms.sendLocalEvent(room_id, { type: "m.room.message", sender: creator, content: { body: "hello" } }, [sink.serverName]);
     await sink.waitFor(() => sink.delivered.length === 1, 5000, "the event");
-    assert.deepEqual(sink.delivered[0], JSON.parse((await gh.rooms.store.getEventJson(room_id, ev.eventId))!), "sent as stored");
+    assert.deepEqual(sink.delivered[0], JSON.parse((await gh.store.getEventJson(room_id, ev.eventId))!), "sent as stored");
 
     // A failure: 60 s backoff, visible in /queue; retry now sends at once.
     sink.script = [{ status: 500 }];

@@ -9,7 +9,7 @@
  * certificate checks off and private addresses allowed, as the README documents for loopback tests.
  */
 import http from "node:http";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -104,6 +104,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Metrics holder to build the Gatehouse with (a private one when not given). */
   metrics?: Metrics;
+  /** Application service registration files (YAML text), written to the data folder and loaded. */
+  registrations?: string[];
 }
 
 export interface FedOptions {
@@ -133,6 +135,7 @@ export class TestGatehouse {
     private readonly federationServer: http.Server,
     private readonly adminServer: http.Server,
     private readonly queueRedis: Redis,
+    private readonly clientServer: http.Server,
   ) {
     this.store = new RoomStore(redis, gh.keys);
     this.admin = request.agent(adminServer).set("Authorization", `Bearer ${adminToken}`);
@@ -159,6 +162,10 @@ export class TestGatehouse {
     const url = requireRedisUrl();
     const dataDir = mkdtempSync(join(tmpdir(), `gatehouse-${opts.name}-`));
     const adminToken = randomBytes(24).toString("base64url");
+    const registrationFiles = (opts.registrations ?? []).map((text, i) => {
+      writeFileSync(join(dataDir, `appservice-${i}.yaml`), text);
+      return `appservice-${i}.yaml`;
+    });
     const config = loadConfig(
       {
         REDIS_URL: url,
@@ -171,6 +178,7 @@ export class TestGatehouse {
         GATEHOUSE_FEDERATION_TIMEOUT_MS: "5000",
         GATEHOUSE_LOG_LEVEL: process.env.GATEHOUSE_TEST_LOG_LEVEL ?? "silent",
         GATEHOUSE_RUN_WORKERS: "false",
+        ...(registrationFiles.length > 0 ? { GATEHOUSE_APPSERVICE_REGISTRATION_FILES: registrationFiles.join(",") } : {}),
         ...(opts.env ?? {}),
       },
       dataDir,
@@ -192,7 +200,19 @@ export class TestGatehouse {
     };
     const federationServer = await listen(gh.federationApp);
     const adminServer = await listen(gh.adminApp);
-    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer, queueRedis);
+    const clientServer = await listen(gh.clientApp);
+    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer, queueRedis, clientServer);
+  }
+
+  /** Port of the client listener (127.0.0.1), for SDKs that need a base URL. */
+  get clientPort(): number {
+    return (this.clientServer.address() as AddressInfo).port;
+  }
+
+  /** A request to the client app (no token set). */
+  client(method: "GET" | "PUT" | "POST" | "DELETE", uri: string): Test {
+    const agent = request(this.clientServer);
+    return method === "GET" ? agent.get(uri) : method === "PUT" ? agent.put(uri) : method === "POST" ? agent.post(uri) : agent.delete(uri);
   }
 
   get federationPort(): number {
@@ -338,6 +358,10 @@ export class TestGatehouse {
       new Promise<void>((r) => {
         this.adminServer.closeAllConnections();
         this.adminServer.close(() => r());
+      }),
+      new Promise<void>((r) => {
+        this.clientServer.closeAllConnections();
+        this.clientServer.close(() => r());
       }),
     ]);
     await this.gh.close();

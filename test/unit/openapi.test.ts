@@ -124,6 +124,7 @@ describe("OpenAPI document", () => {
         const codes = Object.keys(op.responses);
         const federated = path.startsWith("/_matrix/federation/") && path !== "/_matrix/federation/v1/version";
         const admin = path.startsWith("/_gatehouse/admin/");
+        const client = path.startsWith("/_matrix/client/") && path !== "/_matrix/client/versions";
         if (federated) {
           if (JSON.stringify(op.security) !== JSON.stringify([{ XMatrix: [] }])) problems.push(`${name}: must require XMatrix`);
           for (const c of ["400", "401", "429", "500"]) if (!codes.includes(c)) problems.push(`${name}: no ${c}`);
@@ -131,6 +132,10 @@ describe("OpenAPI document", () => {
         } else if (admin) {
           if (JSON.stringify(op.security) !== JSON.stringify([{ AdminToken: [] }])) problems.push(`${name}: must require AdminToken`);
           for (const c of ["401", "500"]) if (!codes.includes(c)) problems.push(`${name}: no ${c}`);
+        } else if (client) {
+          if (JSON.stringify(op.security) !== JSON.stringify([{ AsToken: [] }])) problems.push(`${name}: must require AsToken`);
+          for (const c of ["401", "429", "500"]) if (!codes.includes(c)) problems.push(`${name}: no ${c}`);
+          if (!servers[0]?.url.includes("{clientHost}")) problems.push(`${name}: not on the client listener`);
         } else if (JSON.stringify(op.security) !== "[]") problems.push(`${name}: unauthenticated endpoint must say security: []`);
         if (op.requestBody && !codes.includes("413")) problems.push(`${name}: takes a body but documents no 413`);
         if (!path.startsWith("/health/") && !codes.includes("500")) problems.push(`${name}: no 500`);
@@ -159,6 +164,7 @@ describe("OpenAPI document ↔ Express routes", () => {
     const registered = new Set<string>([
       ...registeredRoutes(t.gh.federationApp),
       ...registeredRoutes(t.gh.adminApp),
+      ...registeredRoutes(t.gh.clientApp),
       ...registeredRoutes(opsApp(new Registry(), redis, { shuttingDown: false })),
       // Mounted on the admin listener by app.ts (adminApp.use(openapiRouter())).
       ...registeredRoutes(openapiRouter()),

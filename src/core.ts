@@ -1,0 +1,220 @@
+/**
+ * buildCore: the parts every Gatehouse role shares (store, keys, outbound client, sender and the
+ * room use cases), built from the config and the connections it is given. Listeners are built
+ * from a Core by their own modules (src/federation/app.ts, src/admin/app.ts, src/client/app.ts);
+ * src/app.ts puts them together.
+ */
+import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import type { Redis } from "ioredis";
+import { Registry } from "prom-client";
+import { RedisKeys } from "./store/redis-keys.js";
+import { RoomStore } from "./store/room-store.js";
+import { RemoteKeys, type CachedKey } from "./keys/remote-keys.js";
+import type { OwnKeys } from "./keys/own-keys.js";
+import { FederationClient } from "./net/federation-client.js";
+import { EventVerifier } from "./rooms/event-verifier.js";
+import { RoomService, type RoomContext } from "./rooms/room-service.js";
+import { MembershipService } from "./rooms/membership.js";
+import { RoomHistory } from "./rooms/history.js";
+import { VisibilityLog } from "./store/visibility-log.js";
+import { RoomQueries } from "./rooms/room-queries.js";
+import { RemoteRooms } from "./rooms/remote-rooms.js";
+import { InboundTransactions } from "./rooms/inbound-transactions.js";
+import { Sender } from "./sender/sender.js";
+import { RateLimiter } from "./http/rate-limit.js";
+import { Metrics } from "./metrics.js";
+import { membershipHooks, outboundHooks, roomServiceHooks, senderHooks } from "./metrics-hooks.js";
+import { AppserviceRegistry } from "./appservice/registry.js";
+import { AppserviceAccounts } from "./appservice/accounts.js";
+import { AppserviceClient } from "./appservice/as-client.js";
+import { AppservicePing } from "./appservice/ping.js";
+import { ClientActions } from "./appservice/client-actions.js";
+import { AppserviceTransport } from "./appservice/transport.js";
+import { AppservicePush } from "./appservice/push.js";
+import { ConfigError, type Config } from "./config.js";
+import type { Logger } from "./logger.js";
+
+export interface CoreOptions {
+  config: Config;
+  logger: Logger;
+  /** The room store's and request handlers' connection (auto-pipelined in production). */
+  redis: Redis;
+  /** The sender's connection, shared with BullMQ (never auto-pipelined); `redis` when not given. */
+  queueRedis?: Redis;
+  ownKeys: OwnKeys;
+  clock?: () => number;
+  /** Redis key prefix; tests give each suite its own. */
+  redisPrefix?: string;
+  /** Metrics registry holder; a private one (without process metrics) when not given. */
+  metrics?: Metrics;
+}
+
+export interface Core extends RoomContext {
+  config: Config;
+  logger: Logger;
+  clock: () => number;
+  redis: Redis;
+  ownKeys: OwnKeys;
+  keys: RedisKeys;
+  metrics: Metrics;
+  client: FederationClient;
+  remoteKeys: RemoteKeys;
+  /** The outbound transaction sender; its workers run only after sender.startWorkers(). */
+  sender: Sender;
+  membership: MembershipService;
+  remoteRooms: RemoteRooms;
+  history: RoomHistory;
+  queries: RoomQueries;
+  transactions: InboundTransactions;
+  limiter: RateLimiter;
+  /** Registered application services and the client API's use cases. */
+  appservices: {
+    registry: AppserviceRegistry;
+    accounts: AppserviceAccounts;
+    client: AppserviceClient;
+    push: AppservicePush;
+    actions: ClientActions;
+    ping: AppservicePing;
+  };
+  close(): Promise<void>;
+}
+
+export function buildCore(opts: CoreOptions): Core {
+  const { config, logger, redis, ownKeys } = opts;
+  const clock = opts.clock ?? Date.now;
+  const keys = new RedisKeys(opts.redisPrefix ?? "gh");
+  const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
+  const store = new RoomStore(redis, keys);
+
+  const client = new FederationClient({
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    insecureSkipTlsVerify: config.outbound.insecureSkipTlsVerify,
+    allowPrivateAddresses: config.outbound.allowPrivateAddresses,
+    ipRangeAllowlist: config.outbound.ipRangeAllowlist,
+    extraCaPem: config.outbound.caFile ? readCaFile(config.outbound.caFile) : undefined,
+    timeoutMs: config.outbound.requestTimeoutMs,
+    now: clock,
+    ...outboundHooks(metrics, logger),
+  });
+
+  const ownVerifyKeys = (): Record<string, CachedKey> => {
+    const out: Record<string, CachedKey> = {};
+    const now = clock();
+    for (const k of ownKeys.keys) out[k.keyId] = { key: k.publicKeyBase64, validUntilTs: now + config.keyValidityMs, fetchedTs: now };
+    for (const k of ownKeys.oldKeys) out[k.keyId] = { key: k.publicKeyBase64, validUntilTs: k.expiredTs, expiredTs: k.expiredTs, fetchedTs: now };
+    return out;
+  };
+  const remoteKeys = new RemoteKeys({
+    redis,
+    keys,
+    client,
+    trustedKeyServers: config.trustedKeyServers,
+    ownServerName: config.serverName,
+    ownKeys: ownVerifyKeys,
+    logger,
+    now: clock,
+    onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
+  });
+
+  const sender = new Sender({
+    redis: opts.queueRedis ?? redis,
+    keys,
+    store,
+    client,
+    serverName: config.serverName,
+    logger,
+    settings: config.sender,
+    instanceId: config.instanceId,
+    hostname: hostname(),
+    clock,
+    ...senderHooks(metrics),
+  });
+  metrics.setOutboundCollector(() => sender.view.metricsSnapshot());
+  const verifier = new EventVerifier(remoteKeys, (check) => metrics.inboundCheckFailures.inc({ check }));
+
+  // Application services: registrations, their users, and pushes through the sender's queue.
+  const registry = new AppserviceRegistry(config.appservices, config.serverName);
+  const asClient = new AppserviceClient({ timeoutMs: config.outbound.requestTimeoutMs, legacyAuthorization: config.appserviceLegacyAuthorization });
+  sender.transports.add(new AppserviceTransport(registry, asClient));
+  const push = new AppservicePush({ registry, redis, keys, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
+
+  const rooms = new RoomService({
+    store,
+    appserviceDestinations: (pdu, roomId, snap) => push.destinationsFor(pdu, roomId, snap),
+    ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
+    maxForwardExtremities: config.maxForwardExtremities,
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    verifier,
+    logger,
+    clock,
+  });
+  const ctx: RoomContext = { rooms, store };
+  const membership = new MembershipService(ctx, client, remoteKeys, membershipHooks(metrics));
+  const remoteRooms = new RemoteRooms({
+    redis,
+    keys,
+    client,
+    serverName: config.serverName,
+    signingKey: ownKeys.current,
+    verifier,
+    logger,
+    clock,
+    onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
+    onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
+  });
+  const history = new RoomHistory(ctx, new VisibilityLog(redis, keys));
+  const queries = new RoomQueries(ctx);
+  const transactions = new InboundTransactions({ rooms, store, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
+  const limiter = new RateLimiter(redis, keys, clock);
+
+  const accounts = new AppserviceAccounts(redis, keys, registry);
+  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });
+  const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
+
+  return {
+    config,
+    logger,
+    clock,
+    redis,
+    ownKeys,
+    keys,
+    metrics,
+    store,
+    client,
+    remoteKeys,
+    sender,
+    rooms,
+    membership,
+    remoteRooms,
+    history,
+    queries,
+    transactions,
+    limiter,
+    appservices,
+    async close() {
+      // A merge of forward extremities in progress finishes first, within the shutdown deadline
+      // (with Redis unreachable its commands would wait for a reconnection forever).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([rooms.settled(), new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs)))]);
+      clearTimeout(timer);
+      // Workers first: an in-flight transaction may finish within the shutdown deadline.
+      await sender.close(config.shutdownTimeoutMs);
+      client.close();
+    },
+  };
+}
+
+/** The PEM bundle of GATEHOUSE_FEDERATION_CA_FILE; a ConfigError naming the setting when unusable. */
+function readCaFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) throw new ConfigError("GATEHOUSE_FEDERATION_CA_FILE", `${file} holds no PEM certificate`);
+  return pem;
+}
