@@ -252,9 +252,39 @@ function initContainers(o: K8sObject): Obj[] {
   return n ? all.slice(-n) : [];
 }
 
+/**
+ * Secrets created by `gatehouse keygen --kubernetes-secret NAME` Jobs whose service account may
+ * get that Secret and create Secrets (Role + RoleBinding), with a token mounted.
+ */
+function keygenJobs(objects: K8sObject[]): string[] {
+  const out: string[] = [];
+  for (const job of objects.filter((o) => o.kind === "Job")) {
+    const pod = ((job.spec as Obj).template as Obj).spec as Obj;
+    const c = podContainers(job).find((x) => isGatehouseImage(x.image) && (x.args as string[])[0] === "keygen");
+    if (!c) continue;
+    const args = c.args as string[];
+    assert.equal(args[1], "--kubernetes-secret");
+    const name = args[2]!;
+    assert.equal(pod.automountServiceAccountToken, true, "the keygen pod needs its token");
+    assert.ok(["keygen"].every((cmd) => CLI.has(cmd)));
+    const sa = String(pod.serviceAccountName);
+    assert.ok(find(objects, "ServiceAccount", sa), `ServiceAccount ${sa}`);
+    const bindings = objects.filter((o) => o.kind === "RoleBinding" && (o.subjects as Obj[]).some((x) => x.kind === "ServiceAccount" && x.name === sa));
+    const rules = bindings.flatMap((b) => ((find(objects, "Role", String((b.roleRef as Obj).name))?.rules as Obj[] | undefined) ?? []));
+    const allows = (verb: string, resourceName?: string) =>
+      rules.some((r) => (r.apiGroups as string[]).includes("") && (r.resources as string[]).includes("secrets") && (r.verbs as string[]).includes(verb) && (!r.resourceNames || (resourceName !== undefined && (r.resourceNames as string[]).includes(resourceName))));
+    assert.ok(allows("get", name), `${sa} may not get Secret ${name}`);
+    assert.ok(allows("create"), `${sa} may not create Secrets`);
+    assert.ok(!rules.some((r) => (r.verbs as string[]).some((v) => ["list", "watch", "update", "patch", "delete", "*"].includes(v))), "keygen needs only get and create");
+    out.push(name);
+  }
+  return out;
+}
+
 function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
   const out: GatehouseContainer[] = [];
   for (const d of objects) {
+    if (d.kind !== "Deployment") continue; // the keygen Job is checked on its own
     const inits = new Set(initContainers(d));
     for (const c of podContainers(d)) {
       if (!isGatehouseImage(c.image) || inits.has(c)) continue;
@@ -519,8 +549,9 @@ for (const overlay of OVERLAYS) {
         const keyMount = mountOf(dirname(gc.config.signingKeyFile));
         const keyVolume = keyMount ? (volumes.get(keyMount.name)?.secret as { secretName: string } | undefined) : undefined;
         assert.ok(keyVolume, `${where}: the signing key ${gc.config.signingKeyFile} must come from a Secret volume`);
-        const keySecret = find(objects, "Secret", keyVolume.secretName);
-        assert.ok(keySecret && basename(gc.config.signingKeyFile) in ((keySecret.stringData ?? keySecret.data) as Obj), `${where}: Secret ${keyVolume.secretName} has no ${basename(gc.config.signingKeyFile)}`);
+        assert.equal(basename(gc.config.signingKeyFile), "signing.key", "the key the keygen Job writes");
+        assert.deepEqual(keygenJobs(objects), [keyVolume.secretName], `${where}: the gatehouse-keygen Job must create Secret ${keyVolume.secretName}`);
+        assert.equal(find(objects, "Secret", keyVolume.secretName), undefined, "no placeholder key Secret (the Job would keep it)");
         if (gc.command === "serve" && gc.config.tls && !gc.config.tls.generateIfMissing) {
           const tlsMount = mountOf(dirname(gc.config.tls.certFile));
           assert.ok(tlsMount && volumes.get(tlsMount.name)?.secret, `${where}: GATEHOUSE_TLS=files needs the certificate from a Secret volume`);
