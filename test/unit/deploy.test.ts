@@ -18,6 +18,7 @@ import request from "supertest";
 import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
 import { loadConfig, type Config } from "../../src/config.js";
+import { parseServerName } from "../../src/protocol/ids.js";
 import { Metrics } from "../../src/metrics.js";
 import { opsApp } from "../../src/http/ops.js";
 import { renderKustomization, kubectlKustomize, podContainers, parseYamlStream, type K8sObject } from "../support/kustomize.js";
@@ -27,7 +28,7 @@ import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
 const k8sDir = join(deployDir, "kubernetes");
-const OVERLAYS = ["sidecar", "split"] as const;
+const OVERLAYS = ["sidecar", "split", "ingress"] as const;
 
 type Env = Record<string, string>;
 type Obj = Record<string, unknown>;
@@ -659,6 +660,30 @@ describe("deploy: overlay specifics", () => {
     const [gc] = gatehouseContainers(objects);
     assert.equal(gc!.config.admin.host, "127.0.0.1");
     assert.equal(gc!.config.runWorkers, true);
+  });
+
+  test("ingress: TLS ends at the ingress for the server name, which Gatehouse's well-known delegates to :443", () => {
+    const objects = rendered.get("ingress")!;
+    const ing = byKind(objects, "Ingress")[0]!;
+    const spec = ing.spec as { tls: { hosts: string[]; secretName: string }[]; rules: { host: string; http: { paths: { path: string; backend: { service: { name: string; port: { name: string } } } }[] } }[] };
+    assert.ok((ing.metadata as { annotations?: Record<string, string> }).annotations?.["cert-manager.io/cluster-issuer"], "cert-manager issues the certificate");
+    for (const gc of gatehouseContainers(objects).filter((g) => g.command === "serve")) {
+      assert.equal(gc.config.tls, null, "plain HTTP behind the ingress");
+      assert.ok(!((gc.container.volumeMounts as Obj[]) ?? []).some((m) => String(m.mountPath).includes("tls")), "no TLS Secret mounted");
+      const host = parseServerName(gc.config.serverName)!.host;
+      assert.equal(gc.config.wellKnownServer, `${host}:443`);
+      assert.ok(spec.tls.some((t) => t.hosts.includes(host)), "the certificate covers the server name");
+      const rule = spec.rules.find((r) => r.host === host);
+      assert.ok(rule, "a rule for the server name");
+      const paths = rule.http.paths.map((p) => p.path);
+      for (const want of ["/.well-known/matrix/server", "/_matrix/federation", "/_matrix/key"]) assert.ok(paths.includes(want), `routes ${want}`);
+      const svc = find(objects, "Service", rule.http.paths[0]!.backend.service.name)!;
+      for (const p of rule.http.paths) {
+        assert.equal(p.backend.service.name, svc.metadata.name);
+        assert.ok(((svc.spec as Obj).ports as Obj[]).some((x) => x.name === p.backend.service.port.name), `Service port ${p.backend.service.port.name}`);
+      }
+      assert.equal(resolvePort([gc.container], "federation"), gc.config.federation.port);
+    }
   });
 
   test("split: gateway without the in-process sender, HPA-scaled workers", () => {
