@@ -14,6 +14,7 @@ import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
+import { checkEventNesting } from "../protocol/pdu-format.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
 import { createEventIdOf, stateLookup, joinedServers, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
@@ -172,6 +173,10 @@ export class MembershipService {
     if (typeof body.sender !== "string" || serverOfUserId(body.sender) !== origin)
       throw invalidParam(`Sender ${String(body.sender)} does not belong to the requesting server ${origin}`);
     if (body.room_id !== roomId) throw invalidParam("room_id in the event does not match the path");
+    // An event we are asked to accept, and then relay to every server in the room: it must parse
+    // there too (json-nesting.ts). Checked before any signature key is fetched.
+    const nesting = checkEventNesting(body);
+    if (nesting) throw nesting;
     const replacement = tombstoneOf(snap);
     if (replacement && membership !== "leave") throw forbidden(`This room has been replaced by ${replacement}`, { replacement_room: replacement });
 

@@ -11,8 +11,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/event-auth.js";
-import { buildEvent } from "../protocol/event-signing.js";
-import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
+import { buildEvent, type EventTemplate } from "../protocol/event-signing.js";
+import { CanonicalJsonError } from "../protocol/canonical-json.js";
+import { checkPduLimits } from "../protocol/ids.js";
+import { checkEventNesting } from "../protocol/pdu-format.js";
+import { badJson, forbidden, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
@@ -90,6 +93,27 @@ export const STRIPPED_STATE_TYPES = [
   "m.room.canonical_alias",
   "m.room.encryption",
 ] as const;
+
+/**
+ * buildEvent for an event Gatehouse creates, with content from an operator or client: content
+ * that canonical JSON cannot hold (a float, a lone surrogate, an integer beyond 2^53) is 400
+ * M_BAD_JSON, and the signed PDU must pass the size limits inbound PDUs pass (65,536 bytes;
+ * 255 bytes for sender, room_id, event_id, state_key and type): 413 M_TOO_LARGE.
+ */
+export function buildLocalPdu(template: EventTemplate, opts: Parameters<typeof buildEvent>[1]): ReturnType<typeof buildEvent> {
+  const nesting = checkEventNesting(template);
+  if (nesting) throw nesting;
+  let built: ReturnType<typeof buildEvent>;
+  try {
+    built = buildEvent(template, opts);
+  } catch (e) {
+    if (e instanceof CanonicalJsonError) throw badJson(`Event content is not canonical JSON: ${e.message}`);
+    throw e;
+  }
+  const limits = checkPduLimits(built.pdu);
+  if (limits) throw limits;
+  return built;
+}
 
 /** The create event's ID: from the room ID in v12, from state before. */
 export function createEventIdOf(snap: Pick<RoomSnapshot, "room" | "version" | "stateIds">): string | undefined {
@@ -214,8 +238,10 @@ export class RoomService {
   }
 
   private buildFromSnapshot(snap: RoomSnapshot, input: LocalEventInput, senderServerName: string, authorise: boolean): PersistedEvent {
+    // Our own events obey the limits we hold other servers' PDUs to, checked before anything is
+    // written (buildLocalPdu): nesting, canonical JSON, the spec's size limits.
     const { prevEvents, authEvents, depth } = this.graphFields(snap, input);
-    const built = buildEvent(
+    const built = buildLocalPdu(
       {
         type: input.type,
         room_id: snap.room.roomId,
