@@ -20,7 +20,7 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf } from "../store/state-cache.js";
 import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
@@ -359,6 +359,17 @@ export class RoomService {
     const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: true, createRoom });
     if (result === "persisted") this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
     return result;
+  }
+
+  /**
+   * Writes a room built in memory (createRoom) in one atomic script: all its events or none.
+   * 400 M_ROOM_IN_USE when the alias was taken since it was checked.
+   */
+  async persistNewRoom(input: NewRoomInput): Promise<void> {
+    const result = await this.store.persistNewRoom(input);
+    if (result === "alias_taken") throw new MatrixError(400, "M_ROOM_IN_USE", `Room alias ${input.alias} already taken`);
+    if (result === "exists") throw new MatrixError(409, "M_UNKNOWN", `Room ${input.room.roomId} already exists`);
+    for (const e of input.events) this.deps.onPersisted?.({ eventId: e.eventId, pdu: e.pdu, roomId: input.room.roomId }, null);
   }
 
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */

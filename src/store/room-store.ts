@@ -8,6 +8,7 @@
  * Within one process RoomService also serialises writers per room, so conflicts only happen
  * between replicas.
  */
+import { readFileSync } from "node:fs";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
@@ -93,7 +94,25 @@ end
 return 'persisted'
 `;
 
+/** Lua files beside this module (copied next to the compiled store/ by `npm run build`). */
+const lua = (name: string): string => readFileSync(new URL(`./lua/${name}`, import.meta.url), "utf8");
+const PERSIST_NEW_ROOM_LUA = lua("persist-new-room.lua");
+
+export interface NewRoomInput {
+  room: { roomId: string; version: string; creator: string; createdTs: number };
+  /** Every event of the new room, in order (the create event first). */
+  events: readonly { eventId: string; pdu: Pdu }[];
+  /** The room's state after the last event: state field → event ID. */
+  state: ReadonlyMap<string, string>;
+  /** Memberships after the last event. */
+  members: Readonly<Record<string, string>>;
+  depth: number;
+  /** A local alias claimed in the same write. */
+  alias?: string;
+}
+
 type RedisWithScripts = Redis & {
+  gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
 };
@@ -144,6 +163,7 @@ export class RoomStore {
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
+    if (!("gatehousePersistNewRoom" in redis)) redis.defineCommand("gatehousePersistNewRoom", { lua: PERSIST_NEW_ROOM_LUA });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
   }
 
@@ -173,6 +193,30 @@ export class RoomStore {
     const result = (await this.redis.gatehousePersistEvent(10 + destinations.length, ...args)) as PersistResult;
     if (result === "persisted") this.eventCache.set(`${roomId} ${eventId}`, pdu);
     return result;
+  }
+
+  /**
+   * Writes a whole new room in one script (persist-new-room.lua): all of its events and final
+   * state, or nothing when the room ID or the alias is already taken.
+   */
+  async persistNewRoom(input: NewRoomInput): Promise<"persisted" | "exists" | "alias_taken"> {
+    const { room, events } = input;
+    const k = this.keys;
+    const last = events.at(-1);
+    if (!last) throw new Error("a new room needs at least its create event");
+    const state: Record<string, string> = Object.fromEntries(input.state);
+    const result = await this.redis.gatehousePersistNewRoom(
+      8 + events.length,
+      k.room(room.roomId), k.state(room.roomId), k.members(room.roomId), k.extremities(room.roomId), k.timeline(room.roomId),
+      k.eventRooms(), k.rooms(), k.aliases(),
+      ...events.map((e) => k.event(room.roomId, e.eventId)),
+      room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
+      // cjson would encode an empty object as an empty array; both decode to an empty table.
+      JSON.stringify(state), JSON.stringify(input.members),
+      ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+    );
+    if (result === "persisted") for (const e of events) this.eventCache.set(`${room.roomId} ${e.eventId}`, e.pdu);
+    return result as "persisted" | "exists" | "alias_taken";
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer } from "../support/remote-server.js";
 import { MAX_BODY_NESTING, MAX_EVENT_NESTING } from "../../src/protocol/json-nesting.js";
+import { createRoom } from "../../src/rooms/create-room.js";
 
 let t: TestGatehouse;
 let remote: RemoteServer;
@@ -122,5 +123,104 @@ describe("deliverable 1: bounded, strict parsing before any key fetch", () => {
   test(`admin: event content nesting past ${MAX_EVENT_NESTING} levels → 400 M_BAD_JSON, nothing written`, async () => {
     const res = await t.assertNothingWritten(() => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).send({ content: { body: "x", a: nestedObject(MAX_EVENT_NESTING) } }));
     assertError(res, 400, "M_BAD_JSON");
+  });
+});
+
+describe("deliverable 3: local events obey the limits remote ones do; admin writes validate fully first", () => {
+  const big = "x".repeat(200_000);
+  const long = "k".repeat(300);
+  // Each row: a write through the admin API that was accepted or a 500 before, why, and its answer now.
+  const writes: { why: string; send: () => Promise<{ status: number; body: Record<string, unknown> }>; status: number; errcode: string }[] = [
+    { why: "a 200 kB topic (was accepted and queued to peers)", send: () => t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/m.room.topic/`).send({ content: { topic: big } }), status: 413, errcode: "M_TOO_LARGE" },
+    { why: "a 300-byte state_key (was accepted)", send: () => t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/org.example.s/${long}`).send({ content: {} }), status: 413, errcode: "M_TOO_LARGE" },
+    { why: "a 300-byte event type", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/${long}`).send({ content: { body: "x" } }), status: 413, errcode: "M_TOO_LARGE" },
+    { why: "a float in content (was a 500)", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).set("Content-Type", "application/json").send('{"content":{"body":"x","n":1.5}}'), status: 400, errcode: "M_BAD_JSON" },
+    { why: "1.0 in content (JSON.parse would hide it as 1)", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).set("Content-Type", "application/json").send('{"content":{"body":"x","n":1.0}}'), status: 400, errcode: "M_BAD_JSON" },
+    { why: "an integer beyond 2^53", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).set("Content-Type", "application/json").send('{"content":{"body":"x","n":9007199254740993}}'), status: 400, errcode: "M_BAD_JSON" },
+    { why: "a lone surrogate in content (was a 500)", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).set("Content-Type", "application/json").send('{"content":{"body":"\\ud800"}}'), status: 400, errcode: "M_BAD_JSON" },
+    { why: "a lone surrogate (UTF-8-encoded) in a state key path parameter (was a 500)", send: () => t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/org.example.s/%ED%A0%80`).send({ content: {} }), status: 400, errcode: "M_INVALID_PARAM" },
+    { why: "a cut-short percent escape in a path parameter (was a 500)", send: () => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.%E0`).send({ content: {} }), status: 400, errcode: "M_INVALID_PARAM" },
+    { why: "a federation path parameter that is not percent-encoded UTF-8 (was a 500)", send: () => t.fed(remote, "GET", `${FED}/v1/make_knock/${enc(roomId)}/%E0%80`), status: 400, errcode: "M_INVALID_PARAM" },
+  ];
+  for (const w of writes) {
+    test(`admin: ${w.why} → ${w.status} ${w.errcode}, nothing written`, async () => {
+      assertError(await t.assertNothingWritten(w.send), w.status, w.errcode);
+    });
+  }
+
+  const creations: { why: string; body: Record<string, unknown> | string; status: number; errcode: string }[] = [
+    { why: "a float in creation_content (was a 500 and a half-created room)", body: `{"creator":"@admin:gatehouse.test","creation_content":{"n":0.5}}`, status: 400, errcode: "M_BAD_JSON" },
+    { why: "a lone surrogate in the name (was a 500 after the first events were written)", body: `{"creator":"@admin:gatehouse.test","name":"\\udc00"}`, status: 400, errcode: "M_BAD_JSON" },
+    { why: "deep nesting in initial_state (was a 500 after the first events were written)", body: { initial_state: [{ type: "org.example.deep", state_key: "", content: nestedObject(MAX_EVENT_NESTING) }] }, status: 400, errcode: "M_BAD_JSON" },
+    { why: "a second create event in initial_state (was a 500 and a half-created room)", body: { initial_state: [{ type: "m.room.create", state_key: "", content: { room_version: "12" } }] }, status: 400, errcode: "M_INVALID_PARAM" },
+    { why: "a 200 kB topic", body: { topic: big }, status: 413, errcode: "M_TOO_LARGE" },
+    { why: "a 300-byte state_key in initial_state", body: { initial_state: [{ type: "org.example.s", state_key: long, content: {} }] }, status: 413, errcode: "M_TOO_LARGE" },
+    { why: "an initial_state event the auth rules refuse (another user's join), after five good events", body: { initial_state: [{ type: "m.room.member", state_key: "@other:gatehouse.test", content: { membership: "join" } }] }, status: 403, errcode: "M_FORBIDDEN" },
+    { why: "a name that is not a string", body: { name: 5 }, status: 400, errcode: "M_INVALID_PARAM" },
+    { why: "an alias taken by another room", body: { room_alias_name: "taken" }, status: 400, errcode: "M_ROOM_IN_USE" },
+  ];
+  before(async () => {
+    await t.createRoom({ room_alias_name: "taken" });
+  });
+  for (const c of creations) {
+    test(`POST /rooms: ${c.why} → ${c.status} ${c.errcode}, no trace of a room`, async () => {
+      const body = typeof c.body === "string" ? c.body : JSON.stringify({ creator: t.creator, ...c.body });
+      const res = await t.assertNothingWritten(() => t.admin.post(`${ADMIN}/rooms`).set("Content-Type", "application/json").send(body));
+      assertError(res, c.status, c.errcode);
+    });
+  }
+
+  test("room creation is all or nothing: a fault at each step k leaves Redis unchanged", async () => {
+    const input = { creator: t.creator, join_rule: "knock", name: "n", topic: "t", room_alias_name: `all-or-nothing-${++n}`, invite: [t.local("bob")], initial_state: [{ type: "org.example.s", state_key: "", content: { a: 1 } }] };
+    const steps: string[] = [];
+    // A dry run that stops at the write: counts the steps (and proves the stop itself writes nothing).
+    await assert.rejects(
+      t.assertNothingWritten(() =>
+        createRoom(t.gh.rooms, input, {
+          beforeStep: (_k, label) => {
+            steps.push(label);
+            if (label === "write") throw new Error("stop before the write");
+          },
+        }),
+      ),
+      /stop before the write/,
+    );
+    assert.deepEqual(steps, ["m.room.create", "m.room.member", "m.room.power_levels", "m.room.canonical_alias", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "org.example.s", "m.room.name", "m.room.topic", "m.room.member", "write"]);
+    for (let k = 1; k <= steps.length; k++) {
+      await assert.rejects(
+        t.assertNothingWritten(() =>
+          createRoom(t.gh.rooms, input, {
+            beforeStep: (step) => {
+              if (step === k) throw new Error(`injected fault at step ${k}`);
+            },
+          }),
+        ),
+        new RegExp(`injected fault at step ${k}$`),
+      );
+    }
+    // And with no fault the same input creates the room, alias included.
+    const created = await createRoom(t.gh.rooms, input);
+    assert.equal(await t.store.aliasTarget(created.room_alias!), created.room_id);
+    assert.equal((await t.store.timeline(created.room_id)).length, steps.length - 1);
+  });
+
+  test("the write itself refuses when the alias was taken in between: M_ROOM_IN_USE and only the other room's alias", async () => {
+    const name = `raced-${++n}`;
+    const alias = `#${name}:${t.serverName}`;
+    const before = await t.dump();
+    const err = await createRoom(t.gh.rooms, { creator: t.creator, room_alias_name: name }, {
+      // Another creator claims the alias after our check, just before our write.
+      beforeStep: async (_k, label) => {
+        if (label === "write") await t.store.setAlias(alias, "!other:gatehouse.test");
+      },
+    }).then(
+      () => assert.fail("created a room with a taken alias"),
+      (e: unknown) => e,
+    );
+    assert.equal((err as { errcode?: string }).errcode, "M_ROOM_IN_USE");
+    const after = await t.dump();
+    const aliasesKey = `${t.prefix}:aliases`;
+    assert.deepEqual({ ...after, [aliasesKey]: undefined }, { ...before, [aliasesKey]: undefined });
+    await t.store.removeAlias(alias);
   });
 });
