@@ -101,6 +101,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     logger,
     now: clock,
     onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
+    fetchLimits: config.keyFetch,
   });
 
   const sender = new Sender({

@@ -20,6 +20,7 @@ import { Registry } from "prom-client";
 import { Metrics } from "./metrics.js";
 import { opsApp, type OpsState } from "./http/ops.js";
 import { expressServerOptions } from "./http/express-server.js";
+import { applyConnectionLimits, connectionServerOptions } from "./http/connections.js";
 
 export interface RunningGatehouse {
   gatehouse: Gatehouse;
@@ -122,10 +123,14 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
     const tls = await loadTls(config.tls, host);
     if (tls.generated) logger.warn({ cert: config.tls.certFile }, "generated a self-signed TLS certificate (development only)");
-    federationServer = https.createServer({ cert: tls.cert, key: tls.key, ...expressServerOptions(gatehouse.federationApp) }, gatehouse.federationApp);
+    federationServer = https.createServer(
+      { cert: tls.cert, key: tls.key, ...connectionServerOptions(config.connections), ...expressServerOptions(gatehouse.federationApp) },
+      gatehouse.federationApp,
+    );
   } else {
-    federationServer = http.createServer(expressServerOptions(gatehouse.federationApp), gatehouse.federationApp);
+    federationServer = http.createServer({ ...connectionServerOptions(config.connections), ...expressServerOptions(gatehouse.federationApp) }, gatehouse.federationApp);
   }
+  applyConnectionLimits(federationServer, config.connections);
   const adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
 
   const federationPort = await listen(federationServer, config.federation.host, config.federation.port);

@@ -5,7 +5,11 @@ import { test, describe, before, after } from "node:test";
 import http from "node:http";
 import assert from "node:assert/strict";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
-import { RemoteServer } from "../support/remote-server.js";
+import { RemoteServer, randomKey } from "../support/remote-server.js";
+import net from "node:net";
+import type { AddressInfo } from "node:net";
+import { signRequest } from "../../src/protocol/x-matrix.js";
+import { signJson } from "../../src/protocol/json-signing.js";
 import { MAX_BODY_NESTING, MAX_EVENT_NESTING } from "../../src/protocol/json-nesting.js";
 import { createRoom } from "../../src/rooms/create-room.js";
 
@@ -16,7 +20,7 @@ let user: string;
 let n = 0;
 
 before(async () => {
-  t = await TestGatehouse.start({ name: "bad-input" });
+  t = await TestGatehouse.start({ name: "bad-input", env: { GATEHOUSE_KEY_FETCH_TIMEOUT_MS: "500" } });
   remote = await RemoteServer.start();
   roomId = await t.createRoom({ room_version: "12" });
   user = remote.userId("alice");
@@ -222,5 +226,79 @@ describe("deliverable 3: local events obey the limits remote ones do; admin writ
     const aliasesKey = `${t.prefix}:aliases`;
     assert.deepEqual({ ...after, [aliasesKey]: undefined }, { ...before, [aliasesKey]: undefined });
     await t.store.removeAlias(alias);
+  });
+});
+
+describe("deliverable 4: Authorization headers agree before any key fetch; key fetches are bounded", () => {
+  test("headers naming two origins: 400 M_UNAUTHORIZED, and neither origin's keys are fetched (were fetched one after another)", async () => {
+    const [a, b] = await Promise.all([RemoteServer.start(), RemoteServer.start()]);
+    try {
+      const uri = `${FED}/v1/make_knock/${enc(roomId)}/${enc(a.userId("x"))}?ver=12`;
+      const res = await t.assertNothingWritten(() => t.fed(a, "GET", uri, undefined, { auth: [a.authHeader("GET", uri, t.serverName), b.authHeader("GET", uri, t.serverName)] }));
+      assertError(res, 400, "M_UNAUTHORIZED");
+      assert.deepEqual([...a.requestsTo("/_matrix/key"), ...b.requestsTo("/_matrix/key")], [], "no key fetched");
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  test("headers addressed to another server next to ours: refused before any key fetch", async () => {
+    const a = await RemoteServer.start();
+    try {
+      const uri = `${FED}/v1/make_knock/${enc(roomId)}/${enc(a.userId("x"))}?ver=12`;
+      const res = await t.fed(a, "GET", uri, undefined, { auth: [a.authHeader("GET", uri, "elsewhere.test"), a.authHeader("GET", uri, t.serverName)] });
+      assertError(res, 401, "M_UNAUTHORIZED");
+      assert.deepEqual(a.requestsTo("/_matrix/key"), []);
+    } finally {
+      await a.close();
+    }
+  });
+
+  test("nine headers of one origin: 400 M_UNAUTHORIZED before any key fetch", async () => {
+    const a = await RemoteServer.start();
+    try {
+      const uri = `${FED}/v1/make_knock/${enc(roomId)}/${enc(a.userId("x"))}?ver=12`;
+      const auth = Array.from({ length: 9 }, (_, i) => a.authHeader("GET", uri, t.serverName, undefined, randomKey(`ed25519:k${i}`)));
+      assertError(await t.fed(a, "GET", uri, undefined, { auth }), 400, "M_UNAUTHORIZED");
+      assert.deepEqual(a.requestsTo("/_matrix/key"), []);
+    } finally {
+      await a.close();
+    }
+  });
+
+  test("a 2 MiB key document is not read (GATEHOUSE_KEY_FETCH_MAX_BYTES, 1 MiB; 64 MiB were read before): 401", async () => {
+    const a = await RemoteServer.start();
+    try {
+      a.extraRoutes = (req) =>
+        req.url.startsWith("/_matrix/key/v2/server")
+          ? [200, signJson({ ...(a.keyDocument() as Record<string, unknown>), signatures: undefined, padding: "p".repeat(2 * 1_048_576) }, a.serverName, a.key)]
+          : null;
+      const uri = `${FED}/v1/make_knock/${enc(roomId)}/${enc(a.userId("x"))}?ver=12`;
+      const res = await t.fed(a, "GET", uri);
+      assertError(res, 401, "M_UNAUTHORIZED");
+      assert.equal(a.requestsTo("/_matrix/key/v2/server").length, 1, "the document was asked for once");
+    } finally {
+      await a.close();
+    }
+  });
+
+  test("a key server that never answers holds a request for GATEHOUSE_KEY_FETCH_TIMEOUT_MS (500 ms here), not 10 s: 401", async () => {
+    // Accepts TCP connections and never says a word (not even the TLS handshake).
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
+    const origin = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    try {
+      const uri = `${FED}/v1/make_knock/${enc(roomId)}/${enc(`@x:${origin}`)}?ver=12`;
+      const auth = signRequest({ method: "GET", uri, origin, destination: t.serverName, key: randomKey() });
+      const started = Date.now();
+      const res = await t.fed(remote, "GET", uri, undefined, { auth });
+      assertError(res, 401, "M_UNAUTHORIZED");
+      assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+      assert.ok(sockets.length >= 1, "the key server was asked");
+    } finally {
+      for (const s of sockets) s.destroy();
+      silent.close();
+    }
   });
 });
