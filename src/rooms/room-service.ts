@@ -15,7 +15,7 @@ import { buildEvent, type EventTemplate } from "../protocol/event-signing.js";
 import { CanonicalJsonError } from "../protocol/canonical-json.js";
 import { checkPduLimits } from "../protocol/ids.js";
 import { checkEventNesting } from "../protocol/pdu-format.js";
-import { badJson, forbidden, MatrixError, notFound } from "../protocol/errors.js";
+import { badJson, forbidden, invalidParam, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
@@ -23,7 +23,7 @@ import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf } from "../store/state-cache.js";
-import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
+import { aclExclusionReason, checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
 
@@ -254,6 +254,10 @@ export class RoomService {
       },
       { roomVersion: snap.version, serverName: senderServerName, key: this.deps.signingKey, clock: this.clock },
     );
+    if (authorise && input.type === "m.room.server_acl" && input.stateKey === "") {
+      const reason = aclExclusionReason(input.content, this.serverName);
+      if (reason) throw invalidParam(`This m.room.server_acl would lock ${this.serverName} out of the room: ${reason}`);
+    }
     if (authorise) {
       const verdict = checkEventAuth(built.pdu, snap.version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
       if (!verdict.allowed) throw forbidden(verdict.reason);

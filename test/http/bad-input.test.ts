@@ -302,3 +302,107 @@ describe("deliverable 4: Authorization headers agree before any key fetch; key f
     }
   });
 });
+
+describe("deliverable 5: rooms (self-locking ACLs, join rules merge, knocks over /send)", () => {
+  // A second Gatehouse whose server name is an IP literal, with a small knock limit.
+  let lit: TestGatehouse;
+  let litRoom: string;
+  before(async () => {
+    lit = await TestGatehouse.start({
+      name: "bad-input-lit",
+      serverName: "127.0.0.1:8448",
+      env: { GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_PER_SECOND: "1", GATEHOUSE_RATELIMIT_KNOCKS_PER_ROOM_BURST: "2" },
+    });
+    litRoom = await lit.createRoom({ room_version: "12" });
+  });
+  after(() => lit.cleanup());
+
+  const acls: { why: string; gh: () => TestGatehouse; content: Record<string, unknown>; reason: RegExp | null }[] = [
+    { why: "allow_ip_literals false with an IP-literal own name (was accepted)", gh: () => lit, content: { allow: ["*"], allow_ip_literals: false }, reason: /allow_ip_literals is false and 127\.0\.0\.1:8448 is an IP literal/ },
+    { why: "our own name denied", gh: () => t, content: { allow: ["*"], deny: ["gatehouse.test"] }, reason: /matches the deny pattern "gatehouse.test"/ },
+    { why: "a deny glob matching us", gh: () => t, content: { allow: ["*"], deny: ["*.test"] }, reason: /deny pattern "\*\.test"/ },
+    { why: "an allow list without us", gh: () => t, content: { allow: ["example.org"] }, reason: /matches no allow pattern/ },
+    { why: "no allow list at all (denies everyone)", gh: () => t, content: { deny: [] }, reason: /the allow list is empty/ },
+    { why: "an ACL that keeps us (a guard: still accepted)", gh: () => t, content: { allow: ["*"], deny: ["evil.example"], allow_ip_literals: false }, reason: null },
+    { why: "an IP-literal own name with IP literals allowed (a guard: still accepted)", gh: () => lit, content: { allow: ["*"], allow_ip_literals: true }, reason: null },
+  ];
+  for (const a of acls) {
+    test(`PUT m.room.server_acl: ${a.why} → ${a.reason ? "400 M_INVALID_PARAM with the reason, nothing written" : "200"}`, async () => {
+      const gh = a.gh();
+      const room = gh === lit ? litRoom : roomId;
+      const put = () => gh.admin.put(`${ADMIN}/rooms/${enc(room)}/state/m.room.server_acl/`).send({ content: a.content });
+      if (!a.reason) {
+        const res = await put();
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        return;
+      }
+      const res = await gh.assertNothingWritten(put);
+      assertError(res, 400, "M_INVALID_PARAM");
+      assert.match(String(res.body.error), a.reason);
+    });
+  }
+
+  test("POST /rooms with a self-locking ACL in initial_state → 400 M_INVALID_PARAM, no trace of a room", async () => {
+    const res = await t.assertNothingWritten(() =>
+      t.admin.post(`${ADMIN}/rooms`).send({ creator: t.creator, initial_state: [{ type: "m.room.server_acl", state_key: "", content: { allow: ["example.org"] } }] }),
+    );
+    assertError(res, 400, "M_INVALID_PARAM");
+  });
+
+  const allow = [{ type: "m.room_membership", room_id: "!space:gatehouse.test" }];
+  const merges: { why: string; body: Record<string, unknown>; expect: Record<string, unknown> | string }[] = [
+    {
+      why: "join_rule and an initial_state allow list: the allow list is kept (was dropped)",
+      body: { join_rule: "knock_restricted", initial_state: [{ type: "m.room.join_rules", content: { join_rule: "knock_restricted", allow } }] },
+      expect: { join_rule: "knock_restricted", allow },
+    },
+    {
+      why: "join_rule fills in an initial_state join_rules event that only gives the allow list",
+      body: { join_rule: "restricted", initial_state: [{ type: "m.room.join_rules", content: { allow } }] },
+      expect: { join_rule: "restricted", allow },
+    },
+    {
+      why: "initial_state join rules win over the preset, as in Synapse (public_chat would make it public)",
+      body: { preset: "public_chat", initial_state: [{ type: "m.room.join_rules", content: { join_rule: "knock_restricted", allow } }] },
+      expect: { join_rule: "knock_restricted", allow },
+    },
+    {
+      why: "join_rule and initial_state naming different rules: refused, not one silently dropped",
+      body: { join_rule: "knock", initial_state: [{ type: "m.room.join_rules", content: { join_rule: "public" } }] },
+      expect: "M_INVALID_PARAM",
+    },
+  ];
+  for (const m of merges) {
+    test(`createRoom join rules: ${m.why}`, async () => {
+      if (typeof m.expect === "string") {
+        const res = await t.assertNothingWritten(() => t.admin.post(`${ADMIN}/rooms`).send({ creator: t.creator, ...m.body }));
+        assertError(res, 400, m.expect);
+        return;
+      }
+      const res = await t.admin.post(`${ADMIN}/rooms`).send({ creator: t.creator, ...m.body });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.deepEqual((await t.store.getStateEvent(res.body.room_id, "m.room.join_rules", ""))?.content, m.expect);
+    });
+  }
+
+  test("knocks relayed in /send count against the room's knock limit (burst 2): the third is refused, and make_knock is then limited too", async () => {
+    const knockers = ["k1", "k2", "k3"].map((l) => remote.userId(`${l}-${++n}`));
+    const pdus = [];
+    const ids = [];
+    for (const k of knockers) {
+      const { pdu, eventId } = await lit.remoteEvent(remote, litRoom, { type: "m.room.member", sender: k, state_key: k, content: { membership: "knock" } });
+      pdus.push(pdu);
+      ids.push(eventId);
+    }
+    const res = await lit.fed(remote, "PUT", `${FED}/v1/send/knocks-${++n}`, { origin: remote.serverName, origin_server_ts: Date.now(), pdus });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    const results = res.body.pdus as Record<string, Record<string, unknown>>;
+    assert.deepEqual(results[ids[0]!], {});
+    assert.deepEqual(results[ids[1]!], {});
+    assert.equal(results[ids[2]!]?.errcode, "M_LIMIT_EXCEEDED", JSON.stringify(results));
+    assert.equal(await lit.store.getEvent(litRoom, ids[2]!), null, "the refused knock is not stored");
+    assert.equal(await lit.store.getMembership(litRoom, knockers[2]!), null);
+    const made = await lit.makeMembership(remote, "knock", litRoom, remote.userId(`k4-${++n}`), ["12"]);
+    assertError(made, 429, "M_LIMIT_EXCEEDED");
+  });
+});
