@@ -372,7 +372,8 @@ export class RoomService {
   async persistNewRoom(input: NewRoomInput): Promise<void> {
     const result = await this.store.persistNewRoom(input);
     if (result === "alias_taken") throw new MatrixError(400, "M_ROOM_IN_USE", `Room alias ${input.alias} already taken`);
-    if (result === "exists") throw new MatrixError(409, "M_UNKNOWN", `Room ${input.room.roomId} already exists`);
+    // Only an identical v12 create event (same creator, content and millisecond) collides.
+    if (result === "exists") throw new MatrixError(503, "M_UNKNOWN", `Room ${input.room.roomId} already exists, try again`);
     for (const e of input.events) this.deps.onPersisted?.({ eventId: e.eventId, pdu: e.pdu, roomId: input.room.roomId }, null);
   }
 
