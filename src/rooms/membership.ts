@@ -12,7 +12,7 @@ import { addEventSignature } from "../protocol/event-signing.js";
 import { verifySignedJson } from "../protocol/json-signing.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
-import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
+import { checkPduLimits, isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { checkEventNesting } from "../protocol/pdu-format.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
@@ -318,6 +318,10 @@ export class MembershipService {
       ...ours,
       signatures: { ...(ours.signatures ?? {}), [targetServer]: theirSigs as Record<string, string> },
     };
+    // Their signatures become part of an event we relay: it must still pass the limits (a huge or
+    // deeply nested signature object would make peers refuse it).
+    const limits = checkPduLimits(merged) ?? checkEventNesting(merged);
+    if (limits) throw new MatrixError(502, "M_UNKNOWN", `${targetServer}'s countersigned invite is not a valid event: ${limits.message}`);
     if (computeEventId(merged, version) !== computeEventId(ours, version))
       throw new MatrixError(502, "M_UNKNOWN", `${targetServer} changed the invite event`);
     if (this.remoteKeys) {

@@ -12,6 +12,9 @@ import { signRequest } from "../../src/protocol/x-matrix.js";
 import { signJson } from "../../src/protocol/json-signing.js";
 import { MAX_BODY_NESTING, MAX_EVENT_NESTING } from "../../src/protocol/json-nesting.js";
 import { createRoom } from "../../src/rooms/create-room.js";
+import { addEventSignature } from "../../src/protocol/event-signing.js";
+import { getRoomVersion } from "../../src/protocol/room-versions.js";
+import type { Pdu } from "../../src/protocol/pdu.js";
 
 let t: TestGatehouse;
 let remote: RemoteServer;
@@ -173,6 +176,26 @@ describe("deliverable 3: local events obey the limits remote ones do; admin writ
       assertError(res, c.status, c.errcode);
     });
   }
+
+  test("accepting a knock: an invitee server that pads its countersignature past 65,536 bytes gets 502, nothing written (was persisted and relayed)", async () => {
+    const other = await RemoteServer.start();
+    try {
+      const knocker = other.userId(`padded${++n}`);
+      await t.knock(other, roomId, knocker);
+      other.extraRoutes = (req) => {
+        if (req.method !== "PUT" || !req.url.startsWith("/_matrix/federation/v2/invite/")) return null;
+        const b = req.body as { room_version: string; event: Pdu };
+        const signed = addEventSignature(b.event, other.serverName, other.key, getRoomVersion(b.room_version)!);
+        const sigs = signed.signatures![other.serverName]!;
+        return [200, { event: { ...signed, signatures: { ...signed.signatures, [other.serverName]: { ...sigs, "ed25519:pad": "p".repeat(70_000) } } } }];
+      };
+      const res = await t.assertNothingWritten(() => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/knocks/${enc(knocker)}/accept`).send({}));
+      assertError(res, 502, "M_UNKNOWN");
+      assert.equal(await t.store.getMembership(roomId, knocker), "knock");
+    } finally {
+      await other.close();
+    }
+  });
 
   test("room creation is all or nothing: a fault at each step k leaves Redis unchanged", async () => {
     const input = { creator: t.creator, join_rule: "knock", name: "n", topic: "t", room_alias_name: `all-or-nothing-${++n}`, invite: [t.local("bob")], initial_state: [{ type: "org.example.s", state_key: "", content: { a: 1 } }] };
