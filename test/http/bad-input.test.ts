@@ -127,6 +127,24 @@ describe("deliverable 1: bounded, strict parsing before any key fetch", () => {
     assert.ok(await t.store.getEvent(roomId, eventId));
   });
 
+  test(`an invite for a local user nesting past ${MAX_EVENT_NESTING} levels (we would countersign it) → 400 M_BAD_JSON, nothing written`, async () => {
+    const create = remote.signEvent({ type: "m.room.create", sender: remote.userId("host"), state_key: "", content: { room_version: "12" }, prev_events: [], auth_events: [], depth: 1, origin_server_ts: Date.now() }, "12");
+    const remoteRoomId = `!${create.eventId.slice(1)}`;
+    const invite = (extra: unknown) =>
+      remote.signEvent(
+        { type: "m.room.member", room_id: remoteRoomId, sender: remote.userId("host"), state_key: t.local(`invitee${++n}`), content: { membership: "invite", x: extra }, prev_events: [create.eventId], auth_events: [], depth: 2, origin_server_ts: Date.now() },
+        "12",
+      );
+    const deep = invite(nestedObject(MAX_EVENT_NESTING - 1));
+    const uri = `${FED}/v2/invite/${enc(remoteRoomId)}/${enc(deep.eventId)}`;
+    const res = await t.assertNothingWritten(() => t.fed(remote, "PUT", uri, { room_version: "12", event: deep.pdu, invite_room_state: [create.pdu] }));
+    assertError(res, 400, "M_BAD_JSON");
+    // The same invite, shallow: countersigned (a guard that the request itself is right).
+    const shallow = invite(1);
+    const ok = await t.fed(remote, "PUT", `${FED}/v2/invite/${enc(remoteRoomId)}/${enc(shallow.eventId)}`, { room_version: "12", event: shallow.pdu, invite_room_state: [create.pdu] });
+    assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  });
+
   test(`admin: event content nesting past ${MAX_EVENT_NESTING} levels → 400 M_BAD_JSON, nothing written`, async () => {
     const res = await t.assertNothingWritten(() => t.admin.post(`${ADMIN}/rooms/${enc(roomId)}/send/m.room.message`).send({ content: { body: "x", a: nestedObject(MAX_EVENT_NESTING) } }));
     assertError(res, 400, "M_BAD_JSON");
