@@ -113,6 +113,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     logger,
     now: clock,
     onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
+    fetchLimits: config.keyFetch,
   });
 
   const sender = new Sender({
@@ -176,9 +177,17 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
   });
   const history = new RoomHistory(rooms, new VisibilityLog(redis, keys));
-  const transactions = new InboundTransactions({ rooms, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
   const rl = config.rateLimits;
+  const knockBucket = { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst };
+  const transactions = new InboundTransactions({
+    rooms,
+    redis,
+    keys,
+    logger,
+    onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
+    knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket),
+  });
 
   // --- federation listener -------------------------------------------------------------------
   const federationApp = express();
@@ -207,7 +216,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     }),
   );
   federationApp.use("/_matrix/federation", limiter.perOrigin({ ratePerSecond: rl.originPerSecond, burst: rl.originBurst }));
-  federationApp.use(membershipRouter(membership, limiter.perRoom("knock", { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst })));
+  federationApp.use(membershipRouter(membership, limiter.perRoom("knock", knockBucket)));
   federationApp.use(inviteRouter(remoteRooms));
   federationApp.use(queryRouter(rooms));
   federationApp.use(roomRouter({ transactions, history, serverName: config.serverName, clock }));
