@@ -11,6 +11,8 @@ import { makeSigningKey } from "../src/protocol/signing-key.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import { checkEvent, signEvent } from "../src/protocol/event-signing.js";
 import type { VerifierLookup } from "../src/protocol/json-signing.js";
+import { isUtf8 } from "node:buffer";
+import { jsonTextDepth, exceedsNesting, MAX_BODY_NESTING, MAX_EVENT_NESTING } from "../src/protocol/json-nesting.js";
 
 export interface BenchRow {
   name: string;
@@ -86,6 +88,17 @@ export function runCryptoBench(options: { seconds?: number } = {}): BenchRow[] {
   rows.push(measure("canonical JSON + sha256 (event)", "node:crypto", seconds, () =>
     createHash("sha256").update(canonicalJsonBytes(event)).digest(),
   ));
+  // What every request body now costs before JSON.parse (src/http/body.ts), and the nesting walk
+  // of a knock Gatehouse is asked to accept, next to the parse they precede (issue #12).
+  const knockBody = Buffer.from(JSON.stringify(signEvent(event, "remote.example", makeSigningKey("ed25519:a_1", seed), roomVersion)));
+  const parsedKnock = JSON.parse(knockBody.toString("utf8")) as unknown;
+  rows.push(measure(`request body: toString + JSON.parse (${knockBody.length} B knock)`, "node", seconds, () => JSON.parse(knockBody.toString("utf8"))));
+  rows.push(measure(`request body: isUtf8 + depth scan (${knockBody.length} B knock)`, "gatehouse", seconds, () => {
+    if (!isUtf8(knockBody) || jsonTextDepth(knockBody, MAX_BODY_NESTING) > MAX_BODY_NESTING) throw new Error("refused");
+  }));
+  rows.push(measure("event nesting walk (knock PDU)", "gatehouse", seconds, () => {
+    if (exceedsNesting(parsedKnock, MAX_EVENT_NESTING)) throw new Error("refused");
+  }));
   for (const impl of impls) {
     const key = makeSigningKey("ed25519:a_1", seed, impl);
     const signed = signEvent(event, "remote.example", key, roomVersion);

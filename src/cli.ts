@@ -86,8 +86,9 @@ function onSignals(config: Config, logger: Logger, stop: () => Promise<void>): v
       () => process.exit(1),
     );
   };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
+  // Every signal that would end the process by default: a terminal hangup (SIGHUP) or quit
+  // (SIGQUIT) must stop the embedded redis-server and drain like SIGTERM, not orphan it.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"] as const) process.once(signal, () => shutdown(signal));
 }
 
 async function worker(): Promise<void> {

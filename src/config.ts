@@ -54,6 +54,10 @@ export interface Config {
   };
   /** Trusted notary servers for key lookups when the origin cannot be reached. */
   trustedKeyServers: string[];
+  /** Timeouts and caps of the federation listener's connections (src/http/connections.ts). */
+  connections: { headersTimeoutMs: number; idleTimeoutMs: number; requestTimeoutMs: number; maxConnections: number; maxConnectionsPerIp: number };
+  /** Bounds of one remote key fetch (a server's key document or a notary query). */
+  keyFetch: { timeoutMs: number; maxBytes: number };
   /** Largest request body accepted (bytes). */
   maxRequestBytes: number;
   /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
@@ -234,6 +238,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     if (err instanceof RegistrationError) throw new ConfigError("GATEHOUSE_APPSERVICE_REGISTRATION_FILES", err.message);
     throw err;
   }
+  const headersTimeoutMs = int(env, "GATEHOUSE_HEADERS_TIMEOUT_MS", 30_000, 1000, 600_000);
+  const requestTimeoutMs = int(env, "GATEHOUSE_REQUEST_TIMEOUT_MS", 60_000, 1000, 3_600_000);
+  if (requestTimeoutMs < headersTimeoutMs)
+    throw new ConfigError("GATEHOUSE_REQUEST_TIMEOUT_MS", `must be at least GATEHOUSE_HEADERS_TIMEOUT_MS (${headersTimeoutMs})`);
 
   return {
     serverName,
@@ -264,6 +272,17 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       requestTimeoutMs: int(env, "GATEHOUSE_FEDERATION_TIMEOUT_MS", 30_000, 100, 600_000),
     },
     trustedKeyServers: trusted,
+    connections: {
+      headersTimeoutMs,
+      idleTimeoutMs: int(env, "GATEHOUSE_IDLE_TIMEOUT_MS", 60_000, 1000, 3_600_000),
+      requestTimeoutMs,
+      maxConnections: int(env, "GATEHOUSE_MAX_CONNECTIONS", 4096, 0, 1_000_000),
+      maxConnectionsPerIp: int(env, "GATEHOUSE_MAX_CONNECTIONS_PER_IP", 128, 0, 1_000_000),
+    },
+    keyFetch: {
+      timeoutMs: int(env, "GATEHOUSE_KEY_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),
+      maxBytes: int(env, "GATEHOUSE_KEY_FETCH_MAX_BYTES", 1_048_576, 4096, 64 * 1_048_576),
+    },
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),

@@ -80,6 +80,11 @@ export interface Core extends RoomContext {
   close(): Promise<void>;
 }
 
+/** The per-room knock token bucket, shared by send_knock and knocks arriving through /send. */
+export function knockBucket(config: Config): { ratePerSecond: number; burst: number } {
+  return { ratePerSecond: config.rateLimits.knocksPerRoomPerSecond, burst: config.rateLimits.knocksPerRoomBurst };
+}
+
 export function buildCore(opts: CoreOptions): Core {
   const { config, logger, redis, ownKeys } = opts;
   const clock = opts.clock ?? Date.now;
@@ -116,6 +121,7 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     now: clock,
     onFetch: (outcome) => metrics.keyFetches.inc({ outcome }),
+    fetchLimits: config.keyFetch,
   });
 
   const sender = new Sender({
@@ -142,7 +148,7 @@ export function buildCore(opts: CoreOptions): Core {
 
   const rooms = new RoomService({
     store,
-    appserviceDestinations: (pdu, roomId, snap) => push.destinationsFor(pdu, roomId, snap),
+    appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
     maxForwardExtremities: config.maxForwardExtremities,
     serverName: config.serverName,
@@ -167,8 +173,17 @@ export function buildCore(opts: CoreOptions): Core {
   });
   const history = new RoomHistory(ctx, new VisibilityLog(redis, keys));
   const queries = new RoomQueries(ctx);
-  const transactions = new InboundTransactions({ rooms, store, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
+  const transactions = new InboundTransactions({
+    rooms,
+    store,
+    redis,
+    keys,
+    logger,
+    onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
+    // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
+    knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
+  });
 
   const accounts = new AppserviceAccounts(redis, keys, registry);
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });

@@ -85,6 +85,15 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+  // However this process ends (process.exit after a failed start, an uncaught exception), the
+  // child gets SIGTERM (redis then finishes its append-only file and exits): no orphaned Redis
+  // keeps the data folder. ('exit' handlers run synchronously; kill is a synchronous syscall.)
+  // Only SIGKILL of this process escapes it.
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+  };
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
   return {
     url: `redis://127.0.0.1:${port}`,
     port,

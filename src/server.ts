@@ -20,6 +20,7 @@ import { Registry } from "prom-client";
 import { Metrics } from "./metrics.js";
 import { opsApp, type OpsState } from "./http/ops.js";
 import { expressServerOptions } from "./http/express-server.js";
+import { applyConnectionLimits, connectionServerOptions } from "./http/connections.js";
 
 export interface RunningGatehouse {
   gatehouse: Gatehouse;
@@ -110,36 +111,73 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     redisUrl = embedded.url;
     logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
   }
+  // Everything started from here on is undone when a later step fails (a port in use, Redis
+  // unreachable): a failed start leaves no embedded redis-server, connection or listener behind.
+  const started: (() => Promise<void>)[] = [];
+  if (embedded) started.push(() => embedded.stop());
   const redis = connectRedis(redisUrl, { autoPipelining: true });
   const queueRedis = connectRedis(redisUrl);
+  started.push(async () => {
+    redis.disconnect();
+    queueRedis.disconnect();
+  });
   for (const r of [redis, queueRedis]) r.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
-  await Promise.all([redis.ping(), queueRedis.ping()]);
-  if (!embedded) await checkExternalRedisDurability(redis, logger);
+  const undoAndThrow = async (e: unknown): Promise<never> => {
+    for (const undo of started.reverse()) await undo().catch(() => undefined);
+    throw e;
+  };
 
-  const metrics = new Metrics(new Registry());
-  const gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
-  const ops = await startOps(config, metrics, redis);
-
+  let gatehouse: Gatehouse;
+  let ops: Awaited<ReturnType<typeof startOps>>;
   let federationServer: http.Server | https.Server;
-  if (config.tls) {
-    const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
-    const tls = await loadTls(config.tls, host);
-    if (tls.generated) logger.warn({ cert: config.tls.certFile }, "generated a self-signed TLS certificate (development only)");
-    federationServer = https.createServer({ cert: tls.cert, key: tls.key, ...expressServerOptions(gatehouse.federationApp) }, gatehouse.federationApp);
-  } else {
-    federationServer = http.createServer(expressServerOptions(gatehouse.federationApp), gatehouse.federationApp);
-  }
-  const adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
-  // The client API serves application services only: no registration, no listener.
-  const clientServer = config.appservices.length > 0 ? http.createServer(expressServerOptions(gatehouse.clientApp), gatehouse.clientApp) : null;
+  let adminServer: http.Server;
+  let clientServer: http.Server | null;
+  let federationPort: number;
+  let adminPort: number;
+  let clientPort: number | null;
+  try {
+    await Promise.all([redis.ping(), queueRedis.ping()]);
+    if (!embedded) await checkExternalRedisDurability(redis, logger);
+    const metrics = new Metrics(new Registry());
+    gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
+    const built = gatehouse;
+    started.push(() => built.close());
+    ops = await startOps(config, metrics, redis);
+    const opsServer = ops?.server;
+    if (opsServer) started.push(() => closeServer(opsServer, 0));
 
-  const federationPort = await listen(federationServer, config.federation.host, config.federation.port);
-  const adminPort = await listen(adminServer, config.admin.host, config.admin.port);
-  const clientPort = clientServer ? await listen(clientServer, config.client.host, config.client.port) : null;
-  // Without workers here, still look once for queued work that a killed process left without a
-  // job (the workers elsewhere only sweep every GATEHOUSE_SENDER_SWEEP_INTERVAL_MS).
-  if (config.runWorkers) await gatehouse.sender.startWorkers("serve");
-  else await gatehouse.sender.recoverySweep().catch((err: Error) => logger.warn({ err: err.message }, "sender sweep failed"));
+    if (config.tls) {
+      const host = parseServerName(config.serverName)?.host.replace(/^\[|\]$/g, "") ?? "localhost";
+      const tls = await loadTls(config.tls, host);
+      if (tls.generated) logger.warn({ cert: config.tls.certFile }, "generated a self-signed TLS certificate (development only)");
+      federationServer = https.createServer(
+        { cert: tls.cert, key: tls.key, ...connectionServerOptions(config.connections), ...expressServerOptions(gatehouse.federationApp) },
+        gatehouse.federationApp,
+      );
+    } else {
+      federationServer = http.createServer({ ...connectionServerOptions(config.connections), ...expressServerOptions(gatehouse.federationApp) }, gatehouse.federationApp);
+    }
+    applyConnectionLimits(federationServer, config.connections);
+    adminServer = http.createServer(expressServerOptions(gatehouse.adminApp), gatehouse.adminApp);
+    // The client API serves application services only: no registration, no listener.
+    clientServer = config.appservices.length > 0 ? http.createServer(expressServerOptions(gatehouse.clientApp), gatehouse.clientApp) : null;
+
+    federationPort = await listen(federationServer, config.federation.host, config.federation.port);
+    const fed = federationServer;
+    started.push(() => closeServer(fed, 0));
+    adminPort = await listen(adminServer, config.admin.host, config.admin.port);
+    const adm = adminServer;
+    started.push(() => closeServer(adm, 0));
+    clientPort = clientServer ? await listen(clientServer, config.client.host, config.client.port) : null;
+    const cli = clientServer;
+    if (cli) started.push(() => closeServer(cli, 0));
+    // Without workers here, still look once for queued work that a killed process left without a
+    // job (the workers elsewhere only sweep every GATEHOUSE_SENDER_SWEEP_INTERVAL_MS).
+    if (config.runWorkers) await gatehouse.sender.startWorkers("serve");
+    else await gatehouse.sender.recoverySweep().catch((err: Error) => logger.warn({ err: err.message }, "sender sweep failed"));
+  } catch (e) {
+    return undoAndThrow(e);
+  }
   logger.info(
     { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, ...(clientPort !== null ? { client: `http://${config.client.host}:${clientPort}`, appservices: config.appservices.map((r) => r.id) } : {}), keyId: ownKeys.current.keyId },
     "gatehouse is listening",

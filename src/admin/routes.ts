@@ -14,6 +14,7 @@ import type { RoomContext } from "../rooms/room-service.js";
 import type { RoomQueries } from "../rooms/room-queries.js";
 import type { MembershipService } from "../rooms/membership.js";
 import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
+import { findNonCanonicalNumber } from "../protocol/canonical-json.js";
 
 export const ADMIN_PREFIX = "/_gatehouse/admin/v1";
 
@@ -72,6 +73,13 @@ export function adminRouter(deps: AdminDeps): Router {
     const { room } = await rooms.requireRoom(roomId);
     return room.creator;
   };
+
+  // Admin bodies end up in events: a number canonical JSON cannot hold is refused on the raw text
+  // (JSON.parse would turn 1.0 into 1 and hide it), before any write, as Synapse refuses floats.
+  router.use(p, (req, _res, next) => {
+    const problem = req.rawBody ? findNonCanonicalNumber(req.rawBody) : null;
+    next(problem ? badJson(`Request body is not canonical JSON: ${problem}`) : undefined);
+  });
 
   router.get(`${p}/server`, (_req, res) => {
     res.json({ server_name: deps.serverName, signing_key_id: rooms.signingKey.keyId, public_key: rooms.signingKey.publicKeyBase64 });

@@ -8,7 +8,7 @@
  * the state of rooms it does not host.
  */
 import { KeyedMutex } from "../rooms/room-lock.js";
-import { createRoom, defaultPowerLevels, type CreateRoomInput } from "../rooms/create-room.js";
+import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
 import { upgradeRoom } from "../rooms/upgrade.js";
 import { stateLookup, type PersistedEvent, type RoomContext, type RoomService } from "../rooms/room-service.js";
 import type { RoomQueries } from "../rooms/room-queries.js";
@@ -18,8 +18,8 @@ import type { RoomHistory } from "../rooms/history.js";
 import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
 import { remoteRefusal } from "../rooms/membership.js";
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from "../protocol/errors.js";
-import { canSendState, currentMembership } from "../protocol/auth/index.js";
-import { checkPduLimits, pduByteLength, MAX_PDU_BYTES, isValidRoomAlias, isValidRoomId, isValidUserId, parseRoomAlias, serverOfRoomAlias, serverOfRoomId, serverOfUserId, isValidServerName } from "../protocol/ids.js";
+import { currentMembership } from "../protocol/auth/index.js";
+import { isValidRoomAlias, isValidRoomId, isValidUserId, parseRoomAlias, serverOfRoomAlias, serverOfRoomId, serverOfUserId, isValidServerName } from "../protocol/ids.js";
 import { getRoomVersion, DEFAULT_ROOM_VERSION } from "../protocol/room-versions.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomStore } from "../store/room-store.js";
@@ -89,9 +89,6 @@ export interface ClientActionsDeps {
   keys: RedisKeys;
   logger: Logger;
 }
-
-/** Room ID, hashes, signatures, prev/auth events and depth a built event adds to its content (generous). */
-const PDU_OVERHEAD_BYTES = 2048;
 
 const POWER_LEVEL_NUMBERS = ["ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"];
 
@@ -210,7 +207,7 @@ export class ClientActions {
       ...(body.power_level_content_override !== undefined ? { power_level_content_override: body.power_level_content_override as Record<string, unknown> } : {}),
       ...(body.invite !== undefined ? { invite: body.invite as string[] } : {}),
     };
-    this.checkCreateRoomInput(input, version.id);
+    this.checkCreateRoomInput(input);
     const created = await createRoom(this.d.ctx, input);
     // Local invitees were invited during creation; users on other servers over federation now.
     // The room exists by then: a server that refuses or cannot be reached does not undo it.
@@ -224,45 +221,16 @@ export class ClientActions {
   }
 
   /**
-   * The spec's M_INVALID_ROOM_STATE ("e.g. the user's power level is set below that necessary to
-   * set the room name"), checked before the first event is written: every state event createRoom
-   * would send after the power levels must be one the creator may send under them.
+   * What the client API checks before the shared createRoom use case (rooms/create-room.ts),
+   * which builds, size-checks (buildLocalPdu: 413 M_TOO_LARGE) and authorises every event in
+   * memory and writes the room in one script, all or nothing: an event the auth rules would refuse
+   * there is 400 M_INVALID_ROOM_STATE. Here only what the request itself gets wrong: power levels
+   * that are not integers, and a creator inviting themselves.
    */
-  private checkCreateRoomInput(input: CreateRoomInput, versionId: string): void {
-    const version = getRoomVersion(versionId)!;
-    // Size limits first: a room must not be left half-created by an event that turns out too large.
-    const candidates: { type: string; state_key: string; content: unknown }[] = [
-      ...(input.initial_state ?? []).map((s) => ({ type: s.type, state_key: s.state_key ?? "", content: s.content })),
-      { type: "m.room.name", state_key: "", content: { name: input.name ?? "" } },
-      { type: "m.room.topic", state_key: "", content: { topic: input.topic ?? "" } },
-      { type: "m.room.power_levels", state_key: "", content: input.power_level_content_override ?? {} },
-      { type: "m.room.create", state_key: "", content: input.creation_content ?? {} },
-    ];
-    for (const c of candidates) {
-      const tooLarge = checkPduLimits({ ...c, sender: input.creator, room_id: `!${"x".repeat(43)}` });
-      if (tooLarge) throw tooLarge;
-      if (pduByteLength({ ...c, sender: input.creator }) + PDU_OVERHEAD_BYTES > MAX_PDU_BYTES)
-        throw new MatrixError(413, "M_TOO_LARGE", `${c.type} would exceed the ${MAX_PDU_BYTES}-byte event limit`);
-    }
-    // Power levels the auth rules would refuse (after the create event was written): refused now.
+  private checkCreateRoomInput(input: CreateRoomInput): void {
     checkPowerLevelsContent(input.power_level_content_override, "power_level_content_override");
     for (const st of input.initial_state ?? []) if (st.type === "m.room.power_levels") checkPowerLevelsContent(st.content, "initial_state m.room.power_levels");
     if ((input.invite ?? []).includes(input.creator)) throw invalidParam("the creator cannot invite themselves");
-    if (input.power_level_content_override === undefined) return;
-    if (!isPlainObject(input.power_level_content_override)) throw badJson("power_level_content_override must be an object");
-    const preset = input.preset ?? "private_chat";
-    const pl = { ...defaultPowerLevels(input.creator, version.privilegedCreators, preset, input.invite ?? []), ...input.power_level_content_override };
-    const createContent = { ...(input.creation_content ?? {}), ...(version.createHasCreator ? { creator: input.creator } : {}), room_version: versionId };
-    const create = { type: "m.room.create", state_key: "", sender: input.creator, content: createContent } as unknown as Pdu;
-    const types = new Set<string>(["m.room.join_rules", "m.room.history_visibility"]);
-    if (input.room_alias_name !== undefined) types.add("m.room.canonical_alias");
-    if (input.name !== undefined) types.add("m.room.name");
-    if (input.topic !== undefined) types.add("m.room.topic");
-    for (const s of input.initial_state ?? []) types.add(s.type);
-    for (const type of types) {
-      if (!canSendState(input.creator, type, pl, create, version))
-        throw new MatrixError(400, "M_INVALID_ROOM_STATE", `power_level_content_override leaves ${input.creator} unable to send ${type}`);
-    }
   }
 
   /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. */

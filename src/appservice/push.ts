@@ -9,7 +9,6 @@ import type { Redis } from "ioredis";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import { defineLuaCommands } from "../store/lua-scripts.js";
-import type { RoomSnapshot } from "../rooms/room-service.js";
 import { stateField } from "../store/room-store.js";
 import { appserviceDestination, interestedServices } from "./interest.js";
 import type { AppserviceRegistry } from "./registry.js";
@@ -40,15 +39,15 @@ export class AppservicePush {
 
   /**
    * Queue destinations (`as:{id}`) of the services interested in `pdu`, an event of a hosted room
-   * whose state before it is `snap` (null for a create event). Costs nothing without registrations.
+   * whose state before it is `stateBefore` (null for a create event). Costs nothing without registrations.
    */
-  async destinationsFor(pdu: Pdu, roomId: string, snap: RoomSnapshot | null): Promise<string[]> {
+  async destinationsFor(pdu: Pdu, roomId: string, stateBefore: ReadonlyMap<string, Pdu> | null): Promise<string[]> {
     if (!this.pushing) return [];
     const joined: string[] = [];
     const aliases: string[] = [];
-    if (snap) {
-      joined.push(...this.localJoined(snap));
-      const canonical = snap.state.get(stateField("m.room.canonical_alias", ""))?.content as { alias?: unknown; alt_aliases?: unknown } | undefined;
+    if (stateBefore) {
+      joined.push(...this.localJoined(stateBefore));
+      const canonical = stateBefore.get(stateField("m.room.canonical_alias", ""))?.content as { alias?: unknown; alt_aliases?: unknown } | undefined;
       if (typeof canonical?.alias === "string") aliases.push(canonical.alias);
       if (Array.isArray(canonical?.alt_aliases)) for (const a of canonical.alt_aliases) if (typeof a === "string") aliases.push(a);
     }
@@ -57,21 +56,21 @@ export class AppservicePush {
   }
 
   /**
-   * Local users joined in `snap` (Synapse's member-list check also reads the room's local users
+   * Local users joined in `state` (Synapse's member-list check also reads the room's local users
    * only: namespace users are users of this server). State versions are immutable and shared by
    * snapshots (store/state-cache.ts), so the scan runs once per state change, not per message.
    */
-  private localJoined(snap: RoomSnapshot): readonly string[] {
-    let joined = this.joinedCache.get(snap.state);
+  private localJoined(state: ReadonlyMap<string, Pdu>): readonly string[] {
+    let joined = this.joinedCache.get(state);
     if (!joined) {
       const local = `:${this.d.registry.serverName}`;
       const out: string[] = [];
-      for (const ev of snap.state.values()) {
+      for (const ev of state.values()) {
         if (ev.type === "m.room.member" && typeof ev.state_key === "string" && ev.state_key.endsWith(local) && (ev.content as { membership?: unknown }).membership === "join")
           out.push(ev.state_key);
       }
       joined = out;
-      this.joinedCache.set(snap.state, joined);
+      this.joinedCache.set(state, joined);
     }
     return joined;
   }

@@ -15,7 +15,7 @@ import { membershipRouter } from "./membership-routes.js";
 import { inviteRouter } from "./invite-routes.js";
 import { queryRouter } from "./query-routes.js";
 import { roomRouter } from "./room-routes.js";
-import type { Core } from "../core.js";
+import { knockBucket, type Core } from "../core.js";
 
 export function buildFederationApp(core: Core): Express {
   const { config, logger, metrics, limiter, sender } = core;
@@ -41,7 +41,7 @@ export function buildFederationApp(core: Core): Express {
     }),
   );
   app.use("/_matrix/federation", limiter.perOrigin({ ratePerSecond: rl.originPerSecond, burst: rl.originBurst }));
-  app.use(membershipRouter(core.membership, limiter.perRoom("knock", { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst })));
+  app.use(membershipRouter(core.membership, limiter.perRoom("knock", knockBucket(config))));
   app.use(inviteRouter(core.remoteRooms));
   app.use(queryRouter(core.rooms, core.queries));
   app.use(roomRouter({ transactions: core.transactions, history: core.history, serverName: config.serverName, clock: core.clock }));

@@ -4,7 +4,7 @@
  * over the raw request target and the parsed body, and record the authenticated origin.
  */
 import type { NextFunction, Request, Response } from "express";
-import { parseXMatrixHeaders, verifyRequest, type XMatrixAuth } from "../protocol/x-matrix.js";
+import { checkAuthHeaders, parseXMatrixHeaders, verifyRequest, type XMatrixAuth } from "../protocol/x-matrix.js";
 import { badJson, MatrixError, unauthorized } from "../protocol/errors.js";
 import { findNonCanonicalNumber } from "../protocol/canonical-json.js";
 import type { Ed25519Verifier } from "../protocol/ed25519.js";
@@ -66,6 +66,9 @@ async function authenticate(req: Request, opts: { serverName: string; remoteKeys
     if (!parsed.ok) throw parsed.error;
     auths.push(parsed.auth);
   }
+  // Several headers must agree (one origin, addressed to us) before any key is fetched.
+  const headerError = checkAuthHeaders(auths, opts.serverName);
+  if (headerError) throw headerError;
   // Floats and out-of-range integers have no canonical form, so no signature can cover them.
   if (req.rawBody) {
     const problem = findNonCanonicalNumber(req.rawBody);

@@ -1,9 +1,17 @@
 /**
  * Request bodies are read raw and parsed here, once: the raw text is kept because JSON.parse
  * hides non-canonical numbers (`1.0` → 1), and request signatures cover the parsed content.
+ *
+ * Bounded and strict, before anything else looks at the request (X-Matrix key fetches included):
+ * invalid UTF-8 is refused rather than decoded to U+FFFD (the spec requires UTF-8, and a
+ * replaced character would change what was signed), and a body nesting deeper than
+ * MAX_BODY_NESTING is refused before JSON.parse (see protocol/json-nesting.ts). Both are 400
+ * M_NOT_JSON: the bytes are not JSON Gatehouse accepts.
  */
+import { isUtf8 } from "node:buffer";
 import type { NextFunction, Request, Response } from "express";
 import { MatrixError, notJson, tooLarge } from "../protocol/errors.js";
+import { jsonTextDepth, MAX_BODY_NESTING } from "../protocol/json-nesting.js";
 
 declare module "express-serve-static-core" {
   interface Request {
@@ -44,12 +52,16 @@ export function jsonBody(limitBytes: number) {
     });
     req.on("end", () => {
       if (failed) return;
-      const text = Buffer.concat(chunks).toString("utf8");
-      req.rawBody = text;
-      if (text.length === 0) {
+      const bytes = Buffer.concat(chunks);
+      if (bytes.length === 0) {
+        req.rawBody = "";
         req.body = undefined;
         return next();
       }
+      if (!isUtf8(bytes)) return next(notJson("request body is not valid UTF-8"));
+      if (jsonTextDepth(bytes, MAX_BODY_NESTING) > MAX_BODY_NESTING) return next(notJson(`request body nests deeper than ${MAX_BODY_NESTING} levels`));
+      const text = bytes.toString("utf8");
+      req.rawBody = text;
       try {
         req.body = JSON.parse(text);
       } catch {

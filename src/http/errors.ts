@@ -69,6 +69,13 @@ export function errorHandler(logger: Logger) {
       res.status(400).json({ errcode: "M_NOT_JSON", error: "Content not JSON." });
       return;
     }
+    // The router could not percent-decode a path parameter (`%ED%A0%80` is a lone surrogate, `%E0`
+    // is cut short): the client's request is malformed, not our bug.
+    if (status === 400 && err instanceof URIError) {
+      res.locals.errcode = "M_INVALID_PARAM";
+      res.status(400).json({ errcode: "M_INVALID_PARAM", error: "Path parameter is not valid percent-encoded UTF-8" });
+      return;
+    }
     logger.error({ err, method: req.method, path: req.path }, "unhandled error");
     res.locals.errcode = "M_UNKNOWN";
     res.status(500).json({ errcode: "M_UNKNOWN", error: "Internal server error" });

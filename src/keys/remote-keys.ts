@@ -53,6 +53,12 @@ export interface RemoteKeysOptions {
   now?: () => number;
   ed25519?: Ed25519;
   onFetch?: (outcome: KeyFetchOutcome) => void;
+  /**
+   * Bounds of one key request (a server's own document, or one notary query): the whole answer
+   * within `timeoutMs`, at most `maxBytes` read (a key document is under 1 kB; an unbounded one
+   * used to be read up to 64 MiB). Defaults: 10 s and 1 MiB.
+   */
+  fetchLimits?: { timeoutMs: number; maxBytes: number };
 }
 
 /** Parses and checks a key document from `serverName`; returns its keys or a reason. */
@@ -162,6 +168,11 @@ export class RemoteKeys {
     return entry;
   }
 
+  private fetchLimits(): { timeoutMs: number; maxResponseBytes: number } {
+    const l = this.o.fetchLimits ?? { timeoutMs: 10_000, maxBytes: 1_048_576 };
+    return { timeoutMs: l.timeoutMs, maxResponseBytes: l.maxBytes };
+  }
+
   /** Fetches and caches all keys of a server (direct, then notaries); one fetch at a time per server. */
   fetch(serverName: string, minimumValidUntilTs: number): Promise<Record<string, CachedKey> | null> {
     const running = this.inflight.get(serverName);
@@ -179,7 +190,7 @@ export class RemoteKeys {
     const fetchedTs = this.now();
     let keys: Record<string, CachedKey> | null = null;
     try {
-      const res = await this.o.client.request("GET", serverName, "/_matrix/key/v2/server", undefined, { signed: false, timeoutMs: 10_000 });
+      const res = await this.o.client.request("GET", serverName, "/_matrix/key/v2/server", undefined, { signed: false, ...this.fetchLimits() });
       if (res.status === 200) {
         const parsed = parseKeyDocument(res.body, serverName, fetchedTs, this.ed);
         if (parsed.ok) keys = parsed.keys;
@@ -228,7 +239,7 @@ export class RemoteKeys {
           notary,
           "/_matrix/key/v2/query",
           { server_keys: { [serverName]: {} } },
-          { timeoutMs: 10_000 },
+          this.fetchLimits(),
         );
         if (res.status !== 200) continue;
         const list = (res.body as { server_keys?: unknown })?.server_keys;

@@ -215,7 +215,7 @@ export class FederationClient {
     destination: string,
     path: string,
     body?: unknown,
-    options: { signed?: boolean; timeoutMs?: number } = {},
+    options: { signed?: boolean; timeoutMs?: number; maxResponseBytes?: number } = {},
   ): Promise<FederationResponse> {
     let target: ResolvedServer;
     try {
@@ -256,7 +256,7 @@ export class FederationClient {
           timeout: timeoutMs,
         },
         (res) => {
-          readBody(res, this.maxResponseBytes).then(
+          readBody(res, options.maxResponseBytes ?? this.maxResponseBytes).then(
             (rawBody) => {
               let parsed: unknown = undefined;
               if (rawBody.length > 0) {

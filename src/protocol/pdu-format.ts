@@ -9,6 +9,7 @@ import { checkPduLimits, isValidUserId, parseRoomId, parseEventId } from "./ids.
 import { isPlainObject, referencedEventIds } from "./pdu.js";
 import type { RoomVersion } from "./room-versions.js";
 import { MAX_SAFE_INT } from "./canonical-json.js";
+import { exceedsNesting, MAX_EVENT_NESTING } from "./json-nesting.js";
 
 export const MAX_PREV_EVENTS = 20;
 export const MAX_AUTH_EVENTS = 10;
@@ -43,4 +44,13 @@ export function validatePduFormat(pdu: unknown, version: RoomVersion): MatrixErr
   if (pdu.type === "m.room.member" && (typeof pdu.state_key !== "string" || typeof pdu.content.membership !== "string"))
     return badJson("m.room.member events need a state_key and content.membership");
   return null;
+}
+
+/**
+ * Nesting limit for events Gatehouse decides on itself (json-nesting.ts explains the number):
+ * knocks, joins and leaves it is asked to accept, and events it creates. Never applied to PDUs
+ * that other servers relay in /send, which the spec's rules alone judge.
+ */
+export function checkEventNesting(event: unknown): MatrixError | null {
+  return exceedsNesting(event, MAX_EVENT_NESTING) ? badJson(`Event nests deeper than ${MAX_EVENT_NESTING} levels of objects and arrays`) : null;
 }

@@ -229,3 +229,19 @@ export function isAclProtectedPath(path: string): boolean {
   const p = path.toLowerCase();
   return ACL_PROTECTED_PREFIXES.some((prefix) => p.startsWith(prefix + "/"));
 }
+
+/**
+ * Why an ACL content would deny `serverName` (port allowed), in the spec's order, or null when
+ * it allows it. Gatehouse refuses to send an ACL that locks itself out of its own room: every
+ * later request of other servers would then be checked against a room it can no longer serve.
+ */
+export function aclExclusionReason(content: unknown, serverName: string): string | null {
+  const acl = compileServerAcl(content);
+  if (acl.allowsServer(serverName)) return null;
+  const host = parseServerName(serverName)?.host;
+  if (host === undefined) return `${serverName} is not a valid server name`;
+  if (!acl.allowIpLiterals && isIpLiteralHost(host)) return `allow_ip_literals is false and ${serverName} is an IP literal`;
+  const denying = acl.deny.find((p) => !build({ allow: ["*"], deny: [p] }).allowsHost(host));
+  if (denying !== undefined) return `${serverName} matches the deny pattern ${JSON.stringify(denying)}`;
+  return acl.allow.length === 0 ? "the allow list is empty" : `${serverName} matches no allow pattern (${acl.allow.map((p) => JSON.stringify(p)).join(", ")})`;
+}

@@ -21,7 +21,10 @@ export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
 const TXN_TTL_SECONDS = 24 * 3600;
 
-export type PduOutcome = "accepted" | "duplicate" | "soft_failed" | "rejected" | "acl_denied" | "unknown_room";
+export type PduOutcome = "accepted" | "duplicate" | "soft_failed" | "rejected" | "acl_denied" | "unknown_room" | "rate_limited";
+
+const isKnock = (pdu: { type: string; state_key?: unknown; content: Record<string, unknown> }): boolean =>
+  pdu.type === "m.room.member" && typeof pdu.state_key === "string" && pdu.content.membership === "knock";
 
 export interface InboundTransactionDeps {
   rooms: RoomService;
@@ -30,6 +33,12 @@ export interface InboundTransactionDeps {
   keys: RedisKeys;
   logger: Logger;
   onPdu?: (outcome: PduOutcome) => void;
+  /**
+   * The per-room knock limit that make_knock / send_knock pass through: milliseconds until a
+   * token is free (0: taken). Knocks relayed in /send count against the same bucket, else a
+   * server could fill a room's knock list by skipping the handshake.
+   */
+  knockLimit?: (roomId: string) => Promise<number>;
 }
 
 export class InboundTransactions {
@@ -99,6 +108,13 @@ export class InboundTransactions {
     }
     try {
       const verified = await rooms.verifyRemoteEvent(raw, snap.version);
+      const wait = isKnock(verified.pdu) ? await this.deps.knockLimit?.(roomId).catch(() => 0) : 0;
+      if (wait) {
+        // The answer send_knock would give (429), for this PDU only; nothing is written.
+        results[eventId] = { errcode: "M_LIMIT_EXCEEDED", error: "Too many knocks on this room", retry_after_ms: wait };
+        this.deps.logger.info({ origin, roomId, eventId }, "knock in transaction over the room's knock limit");
+        return "rate_limited";
+      }
       const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false });
       results[verified.eventId] = {};
       return out.outcome === "persisted" ? "accepted" : out.outcome;

@@ -12,8 +12,9 @@ import { addEventSignature } from "../protocol/event-signing.js";
 import { verifySignedJson } from "../protocol/json-signing.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
-import { isValidUserId, serverOfUserId } from "../protocol/ids.js";
+import { checkPduLimits, isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
+import { checkEventNesting } from "../protocol/pdu-format.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
 import { createEventIdOf, stateLookup, joinedServers, type RoomContext, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
@@ -180,6 +181,10 @@ export class MembershipService {
     if (typeof body.sender !== "string" || serverOfUserId(body.sender) !== origin)
       throw invalidParam(`Sender ${String(body.sender)} does not belong to the requesting server ${origin}`);
     if (body.room_id !== roomId) throw invalidParam("room_id in the event does not match the path");
+    // An event we are asked to accept, and then relay to every server in the room: it must parse
+    // there too (json-nesting.ts). Checked before any signature key is fetched.
+    const nesting = checkEventNesting(body);
+    if (nesting) throw nesting;
     const replacement = tombstoneOf(snap);
     if (replacement && membership !== "leave") throw forbidden(`This room has been replaced by ${replacement}`, { replacement_room: replacement });
 
@@ -328,6 +333,10 @@ export class MembershipService {
       ...ours,
       signatures: { ...(ours.signatures ?? {}), [targetServer]: theirSigs as Record<string, string> },
     };
+    // Their signatures become part of an event we relay: it must still pass the limits (a huge or
+    // deeply nested signature object would make peers refuse it).
+    const limits = checkPduLimits(merged) ?? checkEventNesting(merged);
+    if (limits) throw new MatrixError(502, "M_UNKNOWN", `${targetServer}'s countersigned invite is not a valid event: ${limits.message}`);
     if (computeEventId(merged, version) !== computeEventId(ours, version))
       throw new MatrixError(502, "M_UNKNOWN", `${targetServer} changed the invite event`);
     if (this.remoteKeys) {

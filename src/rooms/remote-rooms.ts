@@ -11,7 +11,7 @@ import { roomIdFromCreateEvent } from "../protocol/event-hashing.js";
 import { getRoomVersion, ROOM_VERSIONS, type RoomVersion } from "../protocol/room-versions.js";
 import { isValidRoomId, isValidUserId, parseServerName, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
-import { validatePduFormat } from "../protocol/pdu-format.js";
+import { checkEventNesting, validatePduFormat } from "../protocol/pdu-format.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { FederationClient } from "../net/federation-client.js";
@@ -317,6 +317,9 @@ export class RemoteRooms {
     const event = body.event;
     const formatError = validatePduFormat(event, version);
     if (formatError) throw invalidParam(formatError.message);
+    // We countersign it and our user may join from it: an event we decide on (json-nesting.ts).
+    const nesting = checkEventNesting(event);
+    if (nesting) throw nesting;
     const pdu = event as Pdu;
     const content = pdu.content as Record<string, unknown>;
     if (pdu.type !== "m.room.member" || content.membership !== "invite") throw invalidParam("Event is not an invite");

@@ -14,17 +14,21 @@
  */
 import { randomBytes } from "node:crypto";
 import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/auth/index.js";
-import { buildEvent } from "../protocol/event-signing.js";
-import { forbidden, MatrixError, notFound } from "../protocol/errors.js";
+import { buildEvent, type EventTemplate } from "../protocol/event-signing.js";
+import { CanonicalJsonError } from "../protocol/canonical-json.js";
+import { checkPduLimits } from "../protocol/ids.js";
+import { checkEventNesting } from "../protocol/pdu-format.js";
+import { badJson, forbidden, invalidParam, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
-import { checkPduLimits, serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult } from "../store/room-store.js";
-import { RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
+import { serverOfUserId } from "../protocol/ids.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
+import { planNewRoom } from "./new-room-state.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf } from "../store/state-cache.js";
-import { checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
+import { aclExclusionReason, checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
 import { redactionRecordOf } from "../protocol/redaction-rules.js";
@@ -76,9 +80,10 @@ export interface RoomServiceDeps {
   onAclDenied?: (roomId: string, origin: string) => void;
   /**
    * Application service queue destinations interested in an event (appservice/push.ts), queued
-   * in the same atomic write as the event; `snap` is the state before it (null for a create event).
+   * in the same atomic write as the event; `stateBefore` is the room's state before it (null for
+   * a create event). State maps are immutable (a new map per state change).
    */
-  appserviceDestinations?: (pdu: Pdu, roomId: string, snap: RoomSnapshot | null) => Promise<string[]>;
+  appserviceDestinations?: (pdu: Pdu, roomId: string, stateBefore: ReadonlyMap<string, Pdu> | null) => Promise<string[]>;
   /**
    * When a room has more forward extremities than this after an event, a dummy event by a local
    * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
@@ -104,6 +109,27 @@ export const STRIPPED_STATE_TYPES = [
   "m.room.canonical_alias",
   "m.room.encryption",
 ] as const;
+
+/**
+ * buildEvent for an event Gatehouse creates, with content from an operator or client: content
+ * that canonical JSON cannot hold (a float, a lone surrogate, an integer beyond 2^53) is 400
+ * M_BAD_JSON, and the signed PDU must pass the size limits inbound PDUs pass (65,536 bytes;
+ * 255 bytes for sender, room_id, event_id, state_key and type): 413 M_TOO_LARGE.
+ */
+export function buildLocalPdu(template: EventTemplate, opts: Parameters<typeof buildEvent>[1]): ReturnType<typeof buildEvent> {
+  const nesting = checkEventNesting(template);
+  if (nesting) throw nesting;
+  let built: ReturnType<typeof buildEvent>;
+  try {
+    built = buildEvent(template, opts);
+  } catch (e) {
+    if (e instanceof CanonicalJsonError) throw badJson(`Event content is not canonical JSON: ${e.message}`);
+    throw e;
+  }
+  const limits = checkPduLimits(built.pdu);
+  if (limits) throw limits;
+  return built;
+}
 
 /** The create event's ID: from the room ID in v12, from state before. */
 export function createEventIdOf(snap: Pick<RoomSnapshot, "room" | "version" | "stateIds">): string | undefined {
@@ -237,9 +263,11 @@ export class RoomService {
   }
 
   private buildFromSnapshot(snap: RoomSnapshot, input: LocalEventInput, senderServerName: string, authorise: boolean): PersistedEvent {
+    // Our own events obey the limits we hold other servers' PDUs to, checked before anything is
+    // written (buildLocalPdu): nesting, canonical JSON, the spec's size limits.
     const { prevEvents, authEvents, depth } = this.graphFields(snap, input);
     const inContent = input.redacts !== undefined && snap.version.redactsInContent;
-    const built = buildEvent(
+    const built = buildLocalPdu(
       {
         type: input.type,
         room_id: snap.room.roomId,
@@ -254,9 +282,10 @@ export class RoomService {
       },
       { roomVersion: snap.version, serverName: senderServerName, key: this.deps.signingKey, clock: this.clock },
     );
-    // Size limits (64 KiB, 255-byte IDs) before anything is written: 413 M_TOO_LARGE.
-    const limits = checkPduLimits(built.pdu);
-    if (limits) throw limits;
+    if (authorise && input.type === "m.room.server_acl" && input.stateKey === "") {
+      const reason = aclExclusionReason(input.content, this.serverName);
+      if (reason) throw invalidParam(`This m.room.server_acl would lock ${this.serverName} out of the room: ${reason}`);
+    }
     if (authorise) {
       const verdict = checkEventAuth(built.pdu, snap.version, stateLookup(snap.state), { createEventId: createEventIdOf(snap) });
       if (!verdict.allowed) throw forbidden(verdict.reason);
@@ -374,15 +403,7 @@ export class RoomService {
    * events were missing from onPersisted (gatehouse_events_persisted_total).
    */
   async persistCreateEvent(roomId: string, eventId: string, pdu: Pdu, createRoom: NonNullable<PersistInput["createRoom"]>): Promise<PersistResult> {
-    // The room's first state group, "1" (the script starts the room's group counter there):
-    // nothing before the create event, the create event after it.
-    const field = stateField("m.room.create", "");
-    const state = {
-      groups: [{ id: "1", parent: null, delta: { [field]: eventId }, depth: 0 }],
-      before: "",
-      after: "1",
-      current: { group: "1", set: [[field, eventId]] as [string, string][], del: [], members: [], reset: false },
-    };
+    const state = createEventStatePlan(eventId);
     const destinations = (await this.deps.appserviceDestinations?.(pdu, roomId, null)) ?? [];
     const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state, destinations });
     if (result === "persisted") {
@@ -390,6 +411,39 @@ export class RoomService {
       this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
     }
     return result;
+  }
+
+  /**
+   * Writes a room built in memory (createRoom) in one atomic script: all its events or none, with
+   * the state groups, state before/after each event, current state and redaction records that
+   * persisting the events one by one would write (planned in memory, new-room-state.ts).
+   * 400 M_ROOM_IN_USE when the alias was taken since it was checked.
+   */
+  async persistNewRoom(input: Omit<NewRoomInput, "state" | "members" | "stateGroups">): Promise<void> {
+    const version = getRoomVersion(input.room.version);
+    if (!version) throw new Error(`new room ${input.room.roomId} has unknown version ${input.room.version}`);
+    const planned = await planNewRoom(input.room.roomId, version, input.events);
+    // Application services interested in each event (its state before it, as persist asks),
+    // queued in the same write; no other server is in a new room.
+    const queue = new Map<string, string[]>();
+    if (this.deps.appserviceDestinations) {
+      let stateBefore: Map<string, Pdu> | null = null;
+      for (const e of input.events) {
+        const destinations = await this.deps.appserviceDestinations(e.pdu, input.room.roomId, stateBefore);
+        if (destinations.length > 0) queue.set(e.eventId, destinations);
+        // A new map per state change: state maps are never changed once built.
+        if (typeof e.pdu.state_key === "string") stateBefore = new Map(stateBefore ?? []).set(stateField(e.pdu.type, e.pdu.state_key), e.pdu);
+      }
+    }
+    const result = await this.store.persistNewRoom({ ...input, state: planned.state, members: planned.members, stateGroups: planned, queue });
+    if (result === "alias_taken") throw new MatrixError(400, "M_ROOM_IN_USE", `Room alias ${input.alias} already taken`);
+    // Only an identical v12 create event (same creator, content and millisecond) collides.
+    if (result === "exists") throw new MatrixError(503, "M_UNKNOWN", `Room ${input.room.roomId} already exists, try again`);
+    for (const e of input.events) {
+      const destinations = queue.get(e.eventId);
+      if (destinations) this.deps.onQueued?.(destinations);
+      this.deps.onPersisted?.({ eventId: e.eventId, pdu: e.pdu, roomId: input.room.roomId }, null);
+    }
   }
 
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */
@@ -429,7 +483,7 @@ export class RoomService {
     }
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
-    if (this.deps.appserviceDestinations) for (const d of await this.deps.appserviceDestinations(pdu, roomId, snap)) destinations.add(d);
+    if (this.deps.appserviceDestinations) for (const d of await this.deps.appserviceDestinations(pdu, roomId, snap.state)) destinations.add(d);
     const list = [...destinations].sort();
     const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
     const result = await this.store.persistEvent({

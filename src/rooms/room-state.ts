@@ -58,8 +58,29 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
   return out;
 }
 
+/**
+ * What the planner reads of a room's stored states and events: the RoomStore, or the in-memory
+ * store of a room being created in one write (new-room-state.ts).
+ */
+export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents">;
+
+/**
+ * The plan of a room's create event: nothing before it, the room's first state group "1" (the
+ * create script starts the room's group counter there) holding the create event after it, and
+ * that group as the current state.
+ */
+export function createEventStatePlan(eventId: string): StatePlan {
+  const field = stateField("m.room.create", "");
+  return {
+    groups: [{ id: "1", parent: null, delta: { [field]: eventId }, depth: 0 }],
+    before: "",
+    after: "1",
+    current: { group: "1", set: [[field, eventId]], del: [], members: [], reset: false },
+  };
+}
+
 export class RoomStateService {
-  constructor(private readonly store: RoomStore) {}
+  constructor(private readonly store: StateGroupSource) {}
 
   /**
    * State resolution over states of this room, with the store as the event source, plus

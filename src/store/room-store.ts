@@ -13,6 +13,7 @@ import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
+import { defineLuaCommands } from "./lua-scripts.js";
 
 export interface RoomRecord {
   roomId: string;
@@ -184,7 +185,41 @@ end
 return out
 `;
 
+/** The state groups of a new room, as persisting its events one by one would write them (rooms/new-room-state.ts). */
+export interface NewRoomStateWrite {
+  /** Every group, parents first. */
+  groups: readonly StateGroupWrite[];
+  /** Per event: its ID and the groups before and after it. */
+  eventState: readonly (readonly [eventId: string, before: string, after: string])[];
+  /** The current state group after the last event. */
+  currentGroup: string;
+  /** The last group ID allocated (the room's state group counter). */
+  stateGroupSeq: number;
+  /** Stream position of the last event after which the state cache must re-read (null: none). */
+  stateReset: number | null;
+  /** Redaction records: redacted event ID, redaction event ID, whether its sender had the redact level. */
+  redactions: readonly (readonly [target: string, redactionId: string, senderHasRedactLevel: boolean])[];
+}
+
+export interface NewRoomInput {
+  room: { roomId: string; version: string; creator: string; createdTs: number };
+  /** Every event of the new room, in order (the create event first). */
+  events: readonly { eventId: string; pdu: Pdu }[];
+  /** The room's state after the last event: state field → event ID. */
+  state: ReadonlyMap<string, string>;
+  /** Memberships after the last event. */
+  members: ReadonlyMap<string, string>;
+  /** State groups, event state and redaction records. */
+  stateGroups: NewRoomStateWrite;
+  depth: number;
+  /** A local alias claimed in the same write. */
+  alias?: string;
+  /** Per event (by ID): the destinations to queue it for (application services), in the same write. */
+  queue?: ReadonlyMap<string, readonly string[]>;
+}
+
 type RedisWithScripts = Redis & {
+  gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
@@ -241,6 +276,7 @@ export class RoomStore {
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
@@ -349,6 +385,53 @@ export class RoomStore {
     }
     this.groupCache.set(cacheKey, state);
     return state;
+  }
+
+  /**
+   * Writes a whole new room in one script (persist-new-room.lua): all of its events and final
+   * state, or nothing when the room ID or the alias is already taken.
+   */
+  async persistNewRoom(input: NewRoomInput): Promise<"persisted" | "exists" | "alias_taken"> {
+    const { room, events } = input;
+    const k = this.keys;
+    const last = events.at(-1);
+    if (!last) throw new Error("a new room needs at least its create event");
+    const groups = input.stateGroups;
+    // Queue entries as [event index, destination index] (1-based), destinations in first-use order.
+    const destinations: string[] = [];
+    const queue: [number, number][] = [];
+    for (const [i, e] of events.entries()) {
+      for (const d of input.queue?.get(e.eventId) ?? []) {
+        let j = destinations.indexOf(d);
+        if (j < 0) j = destinations.push(d) - 1;
+        queue.push([i + 1, j + 1]);
+      }
+    }
+    const result = await this.redis.gatehousePersistNewRoom(
+      12 + events.length + destinations.length,
+      k.room(room.roomId), k.state(room.roomId), k.members(room.roomId), k.extremities(room.roomId), k.timeline(room.roomId),
+      k.eventRooms(), k.rooms(), k.aliases(), k.stateGroups(room.roomId), k.eventState(room.roomId), k.redactions(room.roomId), k.destinations(),
+      ...events.map((e) => k.event(room.roomId, e.eventId)),
+      ...destinations.map((d) => k.outboundPdus(d)),
+      room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
+      // cjson would encode an empty object as an empty array; both decode to an empty table.
+      JSON.stringify(Object.fromEntries(input.state)), JSON.stringify(Object.fromEntries(input.members)),
+      JSON.stringify(groups.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])),
+      JSON.stringify(groups.eventState.map(([id, before, after]) => [id, `${before} ${after}`])),
+      groups.currentGroup,
+      String(groups.stateGroupSeq),
+      groups.stateReset === null ? "" : String(groups.stateReset),
+      JSON.stringify(groups.redactions.map(([target, id, level]) => [target, `${id} ${level ? "1" : "0"}`])),
+      String(events.length),
+      JSON.stringify(destinations),
+      JSON.stringify(queue),
+      ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+    );
+    if (result === "persisted") {
+      for (const e of events) this.eventCache.set(`${room.roomId} ${e.eventId}`, e.pdu);
+      for (const g of groups.groups) this.groupDepthCache.set(`${room.roomId} ${g.id}`, g.depth);
+    }
+    return result as "persisted" | "exists" | "alias_taken";
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {

@@ -1,0 +1,149 @@
+// Starting and stopping `gatehouse serve` as a real process with its embedded redis-server
+// (REDIS_URL unset): a failed start (the federation port is taken) stops the redis-server it had
+// started, and every signal that ends the process leaves no redis-server behind (#12 deliverable 6).
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../../src/embedded-redis.js";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const dirs: string[] = [];
+const redisPorts: number[] = [];
+
+/** The pid of the redis-server serving 127.0.0.1:port (it names its address in its process title). */
+function redisPid(port: number): number | null {
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
+      if (cmd.startsWith("redis-server") || cmd.includes("/redis-server")) {
+        if (cmd.includes(`127.0.0.1:${port}`) || cmd.includes(`--port ${port} `)) return Number(entry);
+      }
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return null;
+}
+
+after(() => {
+  // A test that failed may have left its redis-server running: stop exactly that one.
+  for (const port of redisPorts) {
+    const pid = redisPid(port);
+    if (pid) process.kill(pid, "SIGKILL");
+  }
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+/** Waits until nothing listens on the port any more (true), or gives up after `ms` (false). */
+async function closedWithin(port: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!(await portOpen(port)) && redisPid(port) === null) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+interface Serve {
+  child: ChildProcess;
+  /** Port of the embedded redis-server, from its log line. */
+  redisPort: Promise<number>;
+  listening: Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function serve(federationListen: string): Serve {
+  const dataDir = mkdtempSync(join(tmpdir(), "gatehouse-start-stop-"));
+  dirs.push(dataDir);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GATEHOUSE_") && k !== "REDIS_URL") env[k] = v;
+  Object.assign(env, {
+    GATEHOUSE_DATA_DIR: dataDir,
+    GATEHOUSE_SERVER_NAME: "gatehouse.test",
+    GATEHOUSE_FEDERATION_LISTEN: federationListen,
+    GATEHOUSE_ADMIN_LISTEN: "127.0.0.1:0",
+    GATEHOUSE_METRICS_LISTEN: "off",
+    GATEHOUSE_TLS: "off",
+    GATEHOUSE_RUN_WORKERS: "true",
+    GATEHOUSE_LOG_LEVEL: "info",
+    GATEHOUSE_SHUTDOWN_TIMEOUT_MS: "2000",
+  });
+  const child = spawn(process.execPath, ["bin/gatehouse.mjs", "serve"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
+  let resolvePort!: (p: number) => void;
+  let resolveListening!: () => void;
+  const redisPort = new Promise<number>((r) => (resolvePort = r));
+  const listening = new Promise<void>((r) => (resolveListening = r));
+  let buffered = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    buffered += d.toString();
+    let nl;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      try {
+        const rec = JSON.parse(line) as { msg?: string; url?: string };
+        if (rec.msg?.startsWith("started embedded redis-server") && rec.url) {
+          const port = Number(new URL(rec.url).port);
+          redisPorts.push(port);
+          resolvePort(port);
+        }
+        if (rec.msg === "gatehouse is listening") resolveListening();
+      } catch {
+        // not a log line
+      }
+    }
+  });
+  child.stderr!.on("data", () => undefined);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  return { child, redisPort, listening, exited };
+}
+
+test("a failed start (federation port in use) exits 1 and stops the embedded redis-server it started (it was left running)", async () => {
+  const blocker = net.createServer();
+  const port = await freePort();
+  await new Promise<void>((r) => blocker.listen(port, "127.0.0.1", () => r()));
+  try {
+    const s = serve(`127.0.0.1:${port}`);
+    const redisPort = await s.redisPort;
+    const { code } = await s.exited;
+    assert.equal(code, 1);
+    assert.ok(await closedWithin(redisPort, 5000), `redis-server on ${redisPort} is still running after the failed start`);
+  } finally {
+    blocker.close();
+  }
+});
+
+const signals: { signal: NodeJS.Signals; why: string }[] = [
+  { signal: "SIGTERM", why: "what Kubernetes and systemd send" },
+  { signal: "SIGINT", why: "Ctrl-C in a terminal" },
+  { signal: "SIGHUP", why: "the terminal closes (was: Node's default, exit without stopping redis-server)" },
+  { signal: "SIGQUIT", why: "Ctrl-\\ in a terminal (was: Node's default)" },
+];
+for (const { signal, why } of signals) {
+  test(`${signal} (${why}): a clean exit 0, and no redis-server left behind`, async () => {
+    const s = serve("127.0.0.1:0");
+    const redisPort = await s.redisPort;
+    await s.listening;
+    s.child.kill(signal);
+    const { code } = await s.exited;
+    assert.equal(code, 0, `exit code after ${signal}`);
+    assert.ok(await closedWithin(redisPort, 5000), `redis-server on ${redisPort} is still running after ${signal}`);
+  });
+}
