@@ -16,6 +16,7 @@
  * destination has every event).
  */
 import { readFileSync } from "node:fs";
+import { Redis } from "ioredis";
 import { Conn, percentile } from "./lib/loadgen.js";
 import { handshake, signedRequest, signEvent, enc, type FakeServer } from "./lib/fed.js";
 import { SinkFarm } from "./lib/sink-farm-client.js";
@@ -43,6 +44,8 @@ export interface InboundFigures {
   forwardedSeconds: number | null;
   /** Deliveries of the pushed events to the other origins (origins − 1 per event when all forwarded). */
   forwarded: number;
+  /** Gatehouse: Redis commands and bytes per accepted PDU (INFO stats / commandstats over the run). */
+  redisTraffic?: { commandsPerPdu: number; bytesInPerPdu: number; bytesOutPerPdu: number; byCommand: { command: string; callsPerPdu: number; usecPerPdu: number }[] };
   loadAverage: string;
 }
 
@@ -57,7 +60,7 @@ export function loadAverage(): string {
 }
 
 export async function inboundBench(
-  target: FanoutTarget & { pids: number[]; pidNames: string[] },
+  target: FanoutTarget & { pids: number[]; pidNames: string[]; redisUrl?: string },
   opts: { origins: number; events: number; perTxn: number },
 ): Promise<InboundFigures> {
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
@@ -122,6 +125,8 @@ export async function inboundBench(
     let accepted = 0;
     let refused = 0;
     let firstError: string | undefined;
+    const redis = target.redisUrl ? new Redis(target.redisUrl, { maxRetriesPerRequest: 1 }) : null;
+    await redis?.call("CONFIG", "RESETSTAT");
     const cpu0 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
     const start = performance.now();
     await Promise.all(
@@ -171,6 +176,25 @@ export async function inboundBench(
     const cpu1 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
     const split = target.pidNames.map((name, i) => ({ name, msPerPdu: ((cpu1[i]! - cpu0[i]!) * 1000) / Math.max(1, accepted) }));
     latencies.sort((a, b) => a - b);
+    let redisTraffic: InboundFigures["redisTraffic"];
+    if (redis) {
+      // What each PDU costs in Redis round trips and bytes (the sender's too), by command.
+      const stats = await redis.info("stats");
+      const cmds = await redis.info("commandstats");
+      redis.disconnect();
+      const num = (re: RegExp) => Number(re.exec(stats)?.[1] ?? NaN);
+      const per = Math.max(1, accepted);
+      const byCommand = [...cmds.matchAll(/cmdstat_([a-z|_]+):calls=(\d+),usec=(\d+)/g)]
+        .map((m) => ({ command: m[1]!, callsPerPdu: Number(m[2]) / per, usecPerPdu: Number(m[3]) / per }))
+        .filter((c) => c.command !== "config" && c.command !== "info")
+        .sort((a, b) => b.usecPerPdu - a.usecPerPdu);
+      redisTraffic = {
+        commandsPerPdu: byCommand.reduce((a, c) => a + c.callsPerPdu, 0),
+        bytesInPerPdu: num(/total_net_input_bytes:(\d+)/) / per,
+        bytesOutPerPdu: num(/total_net_output_bytes:(\d+)/) / per,
+        byCommand,
+      };
+    }
     const fig: InboundFigures = {
       target: target.name,
       origins: opts.origins,
@@ -186,6 +210,7 @@ export async function inboundBench(
       cpuSplit: split,
       forwardedSeconds,
       forwarded,
+      ...(redisTraffic ? { redisTraffic } : {}),
       loadAverage: loadAverage(),
     };
     log(
@@ -194,6 +219,13 @@ export async function inboundBench(
         `forwarded to the other ${opts.origins - 1} origins: ${fmt(forwarded)} of ${fmt(expected)} deliveries${forwardedSeconds === null ? "" : ` (all after ${fmt(forwardedSeconds, 2)} s)`}; load average ${fig.loadAverage}` +
         (firstError ? `; first refusal: ${firstError}` : ""),
     );
+    if (fig.redisTraffic) {
+      const t = fig.redisTraffic;
+      log(
+        `Redis per PDU: ${fmt(t.commandsPerPdu, 1)} commands, ${fmt(t.bytesInPerPdu)} B in, ${fmt(t.bytesOutPerPdu)} B out; by command (calls, µs per PDU): ` +
+          t.byCommand.slice(0, 8).map((c) => `${c.command} ${fmt(c.callsPerPdu, 2)} ${fmt(c.usecPerPdu, 1)}`).join(", "),
+      );
+    }
     return fig;
   } finally {
     await farm.stop();

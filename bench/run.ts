@@ -82,7 +82,7 @@ try {
     if (only.has("inbound")) {
       console.log("\n## inbound (PUT /send)\n");
       const io = { origins: Number(inboundSize[1]), events: Number(inboundSize[2]), perTxn: 50 };
-      inbounds.push(await inboundBench({ ...gatehouseFanoutTarget(gh), pids: [gh.pid, redis.pid], pidNames: ["node", "redis"] }, io));
+      inbounds.push(await inboundBench({ ...gatehouseFanoutTarget(gh), pids: [gh.pid, redis.pid], pidNames: ["node", "redis"], redisUrl: redis.url }, io));
       if (hs) inbounds.push(await inboundBench({ ...(await synapseFanoutTarget(hs)), pids: [hs.pid], pidNames: ["synapse"] }, io));
     }
 

@@ -68,14 +68,21 @@ export class InboundTransactions {
 
   private async process(origin: string, pdus: unknown[]): Promise<Record<string, unknown>> {
     const results: Record<string, unknown> = {};
-    for (const raw of pdus) {
-      const outcome = await this.processPdu(origin, raw, results);
-      this.deps.onPdu?.(outcome);
+    // One sender wake-up per transaction: its accepted PDUs leave together, one outbound
+    // transaction per destination rather than one per PDU.
+    const destinations = new Set<string>();
+    try {
+      for (const raw of pdus) {
+        const outcome = await this.processPdu(origin, raw, results, destinations);
+        this.deps.onPdu?.(outcome);
+      }
+    } finally {
+      this.deps.rooms.wakeSender(destinations);
     }
     return { pdus: results };
   }
 
-  private async processPdu(origin: string, raw: unknown, results: Record<string, unknown>): Promise<PduOutcome> {
+  private async processPdu(origin: string, raw: unknown, results: Record<string, unknown>, destinations: Set<string>): Promise<PduOutcome> {
     const { rooms } = this.deps;
     if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
     const roomId = raw.room_id;
@@ -97,7 +104,7 @@ export class InboundTransactions {
     }
     try {
       const verified = await rooms.verifyRemoteEvent(raw, snap.version);
-      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false });
+      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false, deferWake: destinations });
       results[verified.eventId] = {};
       return out.outcome === "persisted" ? "accepted" : out.outcome;
     } catch (e) {
