@@ -103,15 +103,21 @@ export class InboundTransactions {
     }
     // Like Synapse: PDUs for rooms we do not host are left out of the response.
     if (!snap) return "unknown_room";
-    let eventId: string | null = null;
-    try {
-      eventId = computeEventId(raw, snap.version);
-    } catch {
-      return "rejected";
-    }
+    // The event ID keys a refusal in the answer; an accepted PDU's comes from the verifier (it
+    // computes it anyway), so it is computed here only on the refusal paths. One the ID cannot
+    // be computed for is left out of the answer.
+    const idOrNull = (): string | null => {
+      try {
+        return computeEventId(raw, snap.version);
+      } catch {
+        return null;
+      }
+    };
     try {
       rooms.requireAclAllows(snap, origin);
     } catch {
+      const eventId = idOrNull();
+      if (eventId === null) return "rejected";
       results[eventId] = { errcode: "M_FORBIDDEN", error: ACL_DENIED_MESSAGE };
       return "acl_denied";
     }
@@ -123,6 +129,8 @@ export class InboundTransactions {
       return out.outcome === "persisted" ? "accepted" : out.outcome;
     } catch (e) {
       if (e instanceof MatrixError) {
+        const eventId = idOrNull();
+        if (eventId === null) return "rejected";
         results[eventId] = { error: e.message };
         this.deps.logger.info({ origin, roomId, eventId, reason: e.message }, "rejected PDU in transaction");
         return "rejected";
