@@ -79,6 +79,31 @@ describe("PUT /send: accepted PDUs", () => {
   });
 });
 
+describe("PUT /send: one sender wake-up per transaction", () => {
+  test("three PDUs queued for another server wake the sender once, after the last (why: they leave in one outbound transaction, not one each)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    await t.knockAcceptJoin(other, room, other.userId("bob"));
+    const pdus = [];
+    for (const body of ["one", "two", "three"]) pdus.push((await message(body, user, room)).pdu);
+    const sender = t.gh.sender;
+    const wakes: string[][] = [];
+    const wake = sender.wake;
+    sender.wake = (destinations) => {
+      wakes.push([...destinations]);
+      wake.call(sender, destinations);
+    };
+    try {
+      const res = await send(remote, txnId(), pdus);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.equal(Object.values(res.body.pdus).filter((r) => JSON.stringify(r) === "{}").length, 3, JSON.stringify(res.body));
+    } finally {
+      sender.wake = wake;
+    }
+    assert.deepEqual(wakes, [[other.serverName]]);
+  });
+});
+
 describe("PUT /send: idempotency on (origin, txnId)", () => {
   test("a repeated txnId returns the stored response without reprocessing", async () => {
     const id = txnId();
