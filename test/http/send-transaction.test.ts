@@ -214,6 +214,20 @@ describe("PUT /send: per-PDU results in a 200", () => {
     assert.equal(await t.store.getRoom("!nowhere:gatehouse.test"), null);
   });
 
+  test("a server ACL accepted early in a transaction applies to its later PDUs (why: the ACL check reads the room once per transaction, and again after an ACL change)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    const carol = remote.userId("carol");
+    await t.knockAcceptJoin(remote, room, carol);
+    await t.setState(room, "m.room.power_levels", "", { users: { [carol]: 100 }, users_default: 0, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: 0 });
+    const acl = await t.remoteEvent(remote, room, { type: "m.room.server_acl", sender: carol, state_key: "", content: { allow: ["*"], deny: ["127.0.0.1"] } });
+    const after = await message("after the ACL", carol, room);
+    const res = await send(remote, txnId(), [acl.pdu, after.pdu]);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body.pdus[acl.eventId], {});
+    assert.equal(res.body.pdus[after.eventId]?.errcode, "M_FORBIDDEN", JSON.stringify(res.body));
+    assert.equal(await t.store.getEvent(room, after.eventId), null);
+  });
+
   test("a PDU by a user who is not in the room fails its auth events: {error}, not stored", async () => {
     const stranger = remote.userId("stranger");
     const { pdu, eventId } = await message("who am I", stranger);
