@@ -140,10 +140,11 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
 
   const rooms = new RoomService({
     store,
-    onQueued: (destinations) => {
+    onQueued: (destinations, { wake }) => {
       metrics.outboundPdusQueued.inc(destinations.length);
-      sender.wake(destinations);
+      if (wake) sender.wake(destinations);
     },
+    wakeSender: (destinations) => sender.wake(destinations),
     onPersisted: (event, origin) => {
       const kind = event.pdu.type === "m.room.member" ? "member" : typeof event.pdu.state_key === "string" ? "state" : "message";
       metrics.eventsPersisted.inc({ origin: origin ? "remote" : "local", kind });

@@ -67,8 +67,15 @@ export interface RoomServiceDeps {
   verifier: EventVerifier;
   logger: Logger;
   clock?: () => number;
-  /** Called after an event is persisted with the destinations it was queued for. */
-  onQueued?: (destinations: readonly string[]) => void;
+  /**
+   * Called after an event is persisted with the destinations it was queued for. `wake: false`:
+   * the caller collects the destinations of a batch (an inbound transaction) and wakes the
+   * sender once for all of them with `wakeSender`, so the batch leaves in one transaction per
+   * destination instead of one per event.
+   */
+  onQueued?: (destinations: readonly string[], opts: { wake: boolean }) => void;
+  /** Wakes the sender for destinations whose wake-up a batch deferred (see onQueued). */
+  wakeSender?: (destinations: readonly string[]) => void;
   /** Called after every persisted event (metrics, knock bookkeeping). */
   onPersisted?: (event: PersistedEvent, origin: string | null) => void;
   onAclDenied?: (roomId: string, origin: string) => void;
@@ -273,7 +280,7 @@ export class RoomService {
     roomId: string,
     eventId: string,
     pdu: Pdu,
-    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[] },
+    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[]; deferWake?: Set<string> },
   ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
     return this.withRoomLock(roomId, async () => {
       // One round trip: a snapshot (404 for unknown rooms), whether the event is stored, and the
@@ -341,7 +348,7 @@ export class RoomService {
           this.deps.logger.info({ roomId, eventId, reason: verdict.reason }, "soft-failed event");
           return { eventId, pdu, outcome: "soft_failed" };
         }
-        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
+        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before, ...(opts.deferWake ? { deferWake: opts.deferWake } : {}) });
         if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
         // The handshakes answer with the state before the event; read back from its state group when it is not the snapshot.
         if (result === "persisted") return onCurrent ? { eventId, pdu, outcome: "persisted", stateBefore: snap } : { eventId, pdu, outcome: "persisted" };
@@ -371,6 +378,12 @@ export class RoomService {
     return result;
   }
 
+  /** Wakes the sender for the destinations a batch collected with `deferWake` (see persistEvent). */
+  wakeSender(destinations: Iterable<string>): void {
+    const list = [...destinations];
+    if (list.length > 0) this.deps.wakeSender?.(list);
+  }
+
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */
   async verifyRemoteEvent(raw: unknown, version: RoomVersion, opts?: VerifyOptions): Promise<{ eventId: string; pdu: Pdu; hashOk: boolean }> {
     const checked = await this.deps.verifier.verify(raw, version, opts);
@@ -391,7 +404,7 @@ export class RoomService {
   private async persist(
     snap: RoomSnapshot,
     event: PersistedEvent,
-    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState },
+    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState; deferWake?: Set<string> },
   ): Promise<"persisted" | "duplicate" | "conflict"> {
     const { pdu, eventId, roomId } = event;
     const view = this.stateView(snap);
@@ -422,7 +435,12 @@ export class RoomService {
       ...(redaction ? { redaction } : {}),
     });
     if (result === "persisted") {
-      if (list.length > 0) this.deps.onQueued?.(list);
+      if (list.length > 0) {
+        // The entries are in Redis with the event; the wake-up is only a hint (workers sweep for
+        // destinations with entries and no job), so deferring it to the end of a batch is safe.
+        if (opts.deferWake) for (const d of list) opts.deferWake.add(d);
+        this.deps.onQueued?.(list, { wake: !opts.deferWake });
+      }
       this.deps.onPersisted?.(event, opts.origin);
       // Extremities after this event: the ones it did not reference, plus itself (if it is
       // part of the graph: soft-failed events are not).

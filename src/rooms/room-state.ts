@@ -25,6 +25,7 @@ import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState } from "../protocol/state-res/index.js";
+import { Lru } from "../store/state-cache.js";
 import { MAX_STATE_GROUP_DEPTH, stateField, type RoomStore, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
@@ -58,7 +59,25 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
   return out;
 }
 
+/** Identity numbers for state maps (the store hands out one immutable map per state group). */
+const mapIds = new WeakMap<object, number>();
+let nextMapId = 0;
+function mapId(m: object): number {
+  let id = mapIds.get(m);
+  if (id === undefined) mapIds.set(m, (id = ++nextMapId));
+  return id;
+}
+
 export class RoomStateService {
+  /**
+   * Resolutions by room and the identities of the state maps resolved. Several servers talking
+   * at once leave one forward extremity each, and every event of theirs is checked against the
+   * resolution of the same few state groups (the store's cached maps): resolved once, not once
+   * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
+   * is the same answer.
+   */
+  private readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
+
   constructor(private readonly store: RoomStore) {}
 
   /**
@@ -74,6 +93,9 @@ export class RoomStateService {
   ): Promise<Map<string, string>> {
     const distinct = [...new Set(sets)];
     if (distinct.length === 1) return new Map(distinct[0]!);
+    const memoKey = `${roomId}\u0000${distinct.map(mapId).sort((a, b) => a - b).join(",")}`;
+    const hit = this.resolved.get(memoKey);
+    if (hit) return new Map(hit);
     const rejected = new Set<string>();
     const resolved = await resolveState({
       roomVersion: version,
@@ -87,6 +109,7 @@ export class RoomStateService {
       },
       isRejected: (id) => rejected.has(id),
     });
+    this.resolved.set(memoKey, new Map(resolved));
     return resolved;
   }
 
