@@ -117,6 +117,19 @@ for (const visibility of ["joined", "invited", "shared", "world_readable"] as co
       await expectServed(res.body.pdus, ["m1", "m2", "m3", "m4", "invite", "join"], "/backfill");
     });
 
+    test("GET /backfill of events stored before state groups existed (no event-state entry): the timeline replay serves the same", async () => {
+      const key = t.gh.keys.eventState(s.roomId);
+      const saved = await t.redis.hgetall(key);
+      await t.redis.del(key);
+      try {
+        const res = await t.fed(s.remote, "GET", `${FED}/v1/backfill/${enc(s.roomId)}?v=${enc(s.m4)}&limit=100`);
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        await expectServed(res.body.pdus, ["m1", "m2", "m3", "m4", "invite", "join"], "/backfill without state groups");
+      } finally {
+        await t.redis.hset(key, saved);
+      }
+    });
+
     test("POST /get_missing_events up to the last message", async () => {
       const res = await t.fed(s.remote, "POST", `${FED}/v1/get_missing_events/${enc(s.roomId)}`, { earliest_events: [], latest_events: [s.m4], limit: 100 });
       assert.equal(res.status, 200, JSON.stringify(res.body));
