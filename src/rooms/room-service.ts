@@ -409,7 +409,11 @@ export class RoomService {
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
     const list = [...destinations].sort();
-    const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
+    // The redact level is judged in the state before the redaction (the state it was accepted
+    // against), not the current state: an event on an older branch keeps the power it had there.
+    const redactionState =
+      pdu.type !== "m.room.redaction" || before.ids === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, snap.version, before.ids, pdu);
+    const redaction = redactionRecordOf(pdu, redactionState, snap.version);
     const result = await this.store.persistEvent({
       roomId,
       eventId,
