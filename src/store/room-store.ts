@@ -443,9 +443,14 @@ export class RoomStore {
    * valid one, as Synapse picks). Two round trips at most (the records; the redaction events,
    * usually from the event cache), one when none is redacted.
    */
-  async withRedactions<E extends { eventId: string; pdu: Pdu }>(roomId: string, version: RoomVersion, events: readonly E[]): Promise<(E & { redactedBy?: { eventId: string; pdu: Pdu } })[]> {
+  async withRedactions<E extends { eventId: string; pdu: Pdu }>(
+    roomId: string,
+    version: RoomVersion,
+    events: readonly E[],
+    known?: Map<string, RedactionRecord[]>,
+  ): Promise<(E & { redactedBy?: { eventId: string; pdu: Pdu } })[]> {
     if (events.length === 0) return [];
-    const records = await this.redactionsOf(roomId, events.map((e) => e.eventId));
+    const records = known ?? (await this.redactionsOf(roomId, events.map((e) => e.eventId)));
     if (records.size === 0) return events.map((e) => ({ ...e }));
     const redactions = await this.getEvents(roomId, [...new Set([...records.values()].flat().map((r) => r.redactionId))]);
     return events.map((e) => {
@@ -465,8 +470,9 @@ export class RoomStore {
    * in v1–v10, a redacted m.room.server_acl everything).
    */
   async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
-    const found = await this.getEvents(roomId, eventIds);
-    const served = await this.withRedactions(roomId, version, [...found].map(([eventId, pdu]) => ({ eventId, pdu })));
+    // The events and their redaction records in one round trip.
+    const [found, records] = await Promise.all([this.getEvents(roomId, eventIds), this.redactionsOf(roomId, eventIds)]);
+    const served = await this.withRedactions(roomId, version, [...found].map(([eventId, pdu]) => ({ eventId, pdu })), records);
     return new Map(served.map((e) => [e.eventId, e.pdu]));
   }
 
