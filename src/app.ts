@@ -29,7 +29,6 @@ import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
-import { VisibilityLog } from "./store/visibility-log.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { hostname } from "node:os";
 import { Sender } from "./sender/sender.js";
@@ -176,7 +175,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
   });
-  const history = new RoomHistory(rooms, new VisibilityLog(redis, keys));
+  const history = new RoomHistory(rooms);
   const transactions = new InboundTransactions({ rooms, redis, keys, logger, onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }) });
   const limiter = new RateLimiter(redis, keys, clock);
   const rl = config.rateLimits;

@@ -144,7 +144,8 @@ export class RoomService {
   readonly serverName: string;
   private readonly mutex = new KeyedMutex();
   private readonly clock: () => number;
-  private readonly aclCache = new Map<string, ServerAcl>();
+  /** Compiled ACLs by the state's event object (a redacted copy is another object). */
+  private readonly aclCache = new WeakMap<Pdu, ServerAcl>();
   /** Rooms with a merge of forward extremities scheduled or running. */
   private readonly merging = new Map<string, Promise<void>>();
   /** State before/after events and current state as resolutions (state groups). */
@@ -300,7 +301,8 @@ export class RoomService {
       // Auth against the event's own auth_events (rule: "passes authorization rules based on the
       // event's auth events"), all of which must be known, accepted events of this room.
       const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
-      const authEvents = await this.store.getEvents(roomId, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
+      // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
+      const authEvents = await this.store.getStateEvents(roomId, version, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
       const create = createEventIdV12 ? authEvents.get(createEventIdV12) : undefined;
       if (createEventIdV12 && !authIds.includes(createEventIdV12)) authEvents.delete(createEventIdV12);
       if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
@@ -422,7 +424,14 @@ export class RoomService {
     destinations.delete(this.serverName);
     if (opts.origin) destinations.delete(opts.origin);
     const list = [...destinations].sort();
-    const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
+    // The redact level is judged in the state before the redaction (the state it was accepted
+    // against), not the current state: an event on an older branch keeps the power it had there.
+    const redactionState =
+      pdu.type !== "m.room.redaction" || before.ids === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, snap.version, before.ids, pdu);
+    const redaction = redactionRecordOf(pdu, redactionState, snap.version);
+    // A redaction of a current state event changes what the auth rules read there: every
+    // process's state cache reads the state again (with redactions applied).
+    if (redaction && state.current && [...snap.stateIds.values()].includes(redaction.target)) state.current.reset = true;
     const result = await this.store.persistEvent({
       roomId,
       eventId,
@@ -506,13 +515,12 @@ export class RoomService {
 
   /** The room's server ACL, compiled once per ACL event. */
   aclOf(snap: RoomSnapshot): ServerAcl {
-    const id = snap.stateIds.get(stateField("m.room.server_acl", ""));
-    if (!id) return NO_ACL;
-    let acl = this.aclCache.get(id);
+    const event = snap.state.get(stateField("m.room.server_acl", ""));
+    if (!event) return NO_ACL;
+    let acl = this.aclCache.get(event);
     if (!acl) {
-      acl = compileServerAcl(snap.state.get(stateField("m.room.server_acl", ""))?.content);
-      if (this.aclCache.size > 1000) this.aclCache.clear();
-      this.aclCache.set(id, acl);
+      acl = compileServerAcl(event.content);
+      this.aclCache.set(event, acl);
     }
     return acl;
   }

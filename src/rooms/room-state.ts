@@ -102,7 +102,8 @@ export class RoomStateService {
       roomId,
       stateSets: distinct,
       fetchEvents: async (ids) => {
-        const events = await this.store.getEvents(roomId, ids.filter((id) => id !== inFlight?.eventId));
+        // Redacted state events as their redacted copies, as Synapse's event cache serves them.
+        const events = await this.store.getStateEvents(roomId, version, ids.filter((id) => id !== inFlight?.eventId));
         if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
         for (const [id, status] of await this.store.eventStatuses(roomId, [...events.keys()])) if (status === "rejected") rejected.add(id);
         return events;
@@ -153,7 +154,7 @@ export class RoomStateService {
     keys.push(stateField("m.room.create", ""));
     // authEventKeys covers every key the rules read (third-party invite token, authorising user).
     const wanted = [...new Set(keys)].map((k) => ids.get(k)).filter((x): x is string => x !== undefined);
-    const events = await this.store.getEvents(roomId, wanted);
+    const events = await this.store.getStateEvents(roomId, version, wanted);
     return (type, stateKey) => {
       const id = ids.get(stateField(type, stateKey));
       return id === undefined ? undefined : events.get(id);
