@@ -29,7 +29,6 @@ import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
-import { VisibilityLog } from "./store/visibility-log.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { hostname } from "node:os";
 import { Sender } from "./sender/sender.js";
@@ -141,10 +140,11 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
 
   const rooms = new RoomService({
     store,
-    onQueued: (destinations) => {
+    onQueued: (destinations, { wake }) => {
       metrics.outboundPdusQueued.inc(destinations.length);
-      sender.wake(destinations);
+      if (wake) sender.wake(destinations);
     },
+    wakeSender: (destinations) => sender.wake(destinations),
     onPersisted: (event, origin) => {
       const kind = event.pdu.type === "m.room.member" ? "member" : typeof event.pdu.state_key === "string" ? "state" : "message";
       metrics.eventsPersisted.inc({ origin: origin ? "remote" : "local", kind });
@@ -176,7 +176,7 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
   });
-  const history = new RoomHistory(rooms, new VisibilityLog(redis, keys));
+  const history = new RoomHistory(rooms);
   const limiter = new RateLimiter(redis, keys, clock);
   const rl = config.rateLimits;
   const knockBucket = { ratePerSecond: rl.knocksPerRoomPerSecond, burst: rl.knocksPerRoomBurst };

@@ -40,6 +40,8 @@ Usage:
                             describes each.)
   gatehouse keygen          Create the signing key (and a self-signed TLS certificate when
                             GATEHOUSE_TLS=auto) in the data folder, if they do not exist.
+  gatehouse keygen --kubernetes-secret <name>   In a pod: create the Secret holding the
+                            signing key unless it exists (the gatehouse-keygen Job).
   gatehouse keys rotate     Make a new signing key; the old one moves to the retired-keys file
                             (published as old_verify_keys). Restart serve/worker afterwards.
   gatehouse config check    Validate the settings from the environment and print them.
@@ -500,7 +502,36 @@ function exitOnFileError(e: unknown, what: string): never {
   process.exit(1);
 }
 
-async function keygen(): Promise<void> {
+const KEYGEN_HELP = `Usage:
+  gatehouse keygen
+      Create the signing key (GATEHOUSE_SIGNING_KEY_FILE, in the data folder by default) and, with
+      GATEHOUSE_TLS=auto, a self-signed TLS certificate, where they do not exist yet.
+  gatehouse keygen --kubernetes-secret <name>
+      In a Kubernetes pod (the gatehouse-keygen Job): create the Secret <name> holding a new
+      signing key under signing.key, unless the Secret exists (then its key is checked and kept).
+      Uses the pod's service account (get and create on Secrets in its namespace). Prints the key
+      id and public key, never the private key.`;
+
+async function keygen(args: string[]): Promise<void> {
+  const { values } = parse(args, { "kubernetes-secret": { type: "string" }, "serviceaccount-dir": { type: "string" }, help: { type: "boolean" } }, [], KEYGEN_HELP);
+  if (values.help) {
+    console.log(KEYGEN_HELP);
+    return;
+  }
+  if (values["kubernetes-secret"] !== undefined) {
+    const { ensureSigningKeySecret, KubernetesSecretError, SERVICE_ACCOUNT_DIR } = await import("./keys/kubernetes-secret.js");
+    try {
+      const name = values["kubernetes-secret"];
+      const r = await ensureSigningKeySecret(name, process.env, values["serviceaccount-dir"] ?? SERVICE_ACCOUNT_DIR);
+      console.log(`${r.created ? "created" : "kept"} Secret ${r.namespace}/${name} with signing key ${r.key.keyId}`);
+      console.log(`public key: ${r.key.publicKeyBase64}`);
+    } catch (e) {
+      if (!(e instanceof KubernetesSecretError)) throw e;
+      console.error(`gatehouse: ${e.message}`);
+      process.exit(1);
+    }
+    return;
+  }
   const config = loadOrExit();
   const { loadOrCreateSigningKeys } = await import("./keys/own-keys.js");
   const { generateSelfSignedCertificate } = await import("./tls.js");
@@ -558,7 +589,7 @@ switch (command) {
     await knocks(args);
     break;
   case "keygen":
-    await keygen();
+    await keygen(args);
     break;
   case "keys": {
     if (args[0] !== "rotate" || args.length !== 1) usage("usage: gatehouse keys rotate");

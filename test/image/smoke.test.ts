@@ -129,9 +129,10 @@ describe("container image smoke run", { skip }, () => {
       for (let i = 0; i < 20; i++) {
         version = await new Promise<{ status: number; body: string; cert: string } | Error>((resolve) => {
           const req = httpsGet({ host, port: Number(port), path: "/_matrix/federation/v1/version", rejectUnauthorized: false, servername: "gatehouse.example.org" }, (res) => {
+            const cert = String((res.socket as TLSSocket).getPeerCertificate().subject?.CN ?? "");
             let body = "";
             res.on("data", (c: Buffer) => (body += c.toString("utf8")));
-            res.on("end", () => resolve({ status: res.statusCode ?? 0, body, cert: String((res.socket as TLSSocket).getPeerCertificate().subject?.CN ?? "") }));
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body, cert }));
           });
           req.on("error", (e) => resolve(e));
         });

@@ -3,8 +3,8 @@
  * what deploy/kubernetes uses, and refusing anything else rather than rendering it wrong:
  *
  *   kustomization fields: resources (files and kustomization folders), patches (`path:` to a
- *   strategic-merge patch whose kind and metadata.name pick the target), namespace, images
- *   (name, newName, newTag, digest).
+ *   strategic-merge patch whose kind and metadata.name pick the target), namespace (also set on
+ *   role bindings' ServiceAccount subjects), images (name, newName, newTag, digest).
  *   strategic merge: maps merge recursively (null deletes a key); these lists merge by key and
  *   everything else is replaced, as kustomize does for them:
  *     pod spec containers / initContainers (name), volumes (name), imagePullSecrets (name);
@@ -92,7 +92,12 @@ export function renderKustomization(dir: string): K8sObject[] {
 
   if (k.namespace !== undefined) {
     if (typeof k.namespace !== "string") throw new Error(`${file}: namespace must be a string`);
-    for (const o of objects) if (!CLUSTER_SCOPED.has(o.kind)) o.metadata.namespace = k.namespace;
+    for (const o of objects) {
+      if (!CLUSTER_SCOPED.has(o.kind)) o.metadata.namespace = k.namespace;
+      // kustomize also moves the ServiceAccount subjects of role bindings into the namespace.
+      if (o.kind === "RoleBinding" || o.kind === "ClusterRoleBinding")
+        for (const sub of (o.subjects as JsonMap[] | undefined) ?? []) if (sub.kind === "ServiceAccount") sub.namespace = k.namespace;
+    }
   }
 
   for (const img of (k.images ?? []) as Json[]) {

@@ -18,6 +18,7 @@ import request from "supertest";
 import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
 import { loadConfig, type Config } from "../../src/config.js";
+import { parseServerName } from "../../src/protocol/ids.js";
 import { Metrics } from "../../src/metrics.js";
 import { opsApp } from "../../src/http/ops.js";
 import { renderKustomization, kubectlKustomize, podContainers, parseYamlStream, type K8sObject } from "../support/kustomize.js";
@@ -27,7 +28,7 @@ import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
 const k8sDir = join(deployDir, "kubernetes");
-const OVERLAYS = ["sidecar", "split"] as const;
+const OVERLAYS = ["sidecar", "split", "ingress"] as const;
 
 type Env = Record<string, string>;
 type Obj = Record<string, unknown>;
@@ -252,9 +253,39 @@ function initContainers(o: K8sObject): Obj[] {
   return n ? all.slice(-n) : [];
 }
 
+/**
+ * Secrets created by `gatehouse keygen --kubernetes-secret NAME` Jobs whose service account may
+ * get that Secret and create Secrets (Role + RoleBinding), with a token mounted.
+ */
+function keygenJobs(objects: K8sObject[]): string[] {
+  const out: string[] = [];
+  for (const job of objects.filter((o) => o.kind === "Job")) {
+    const pod = ((job.spec as Obj).template as Obj).spec as Obj;
+    const c = podContainers(job).find((x) => isGatehouseImage(x.image) && (x.args as string[])[0] === "keygen");
+    if (!c) continue;
+    const args = c.args as string[];
+    assert.equal(args[1], "--kubernetes-secret");
+    const name = args[2]!;
+    assert.equal(pod.automountServiceAccountToken, true, "the keygen pod needs its token");
+    assert.ok(["keygen"].every((cmd) => CLI.has(cmd)));
+    const sa = String(pod.serviceAccountName);
+    assert.ok(find(objects, "ServiceAccount", sa), `ServiceAccount ${sa}`);
+    const bindings = objects.filter((o) => o.kind === "RoleBinding" && (o.subjects as Obj[]).some((x) => x.kind === "ServiceAccount" && x.name === sa));
+    const rules = bindings.flatMap((b) => ((find(objects, "Role", String((b.roleRef as Obj).name))?.rules as Obj[] | undefined) ?? []));
+    const allows = (verb: string, resourceName?: string) =>
+      rules.some((r) => (r.apiGroups as string[]).includes("") && (r.resources as string[]).includes("secrets") && (r.verbs as string[]).includes(verb) && (!r.resourceNames || (resourceName !== undefined && (r.resourceNames as string[]).includes(resourceName))));
+    assert.ok(allows("get", name), `${sa} may not get Secret ${name}`);
+    assert.ok(allows("create"), `${sa} may not create Secrets`);
+    assert.ok(!rules.some((r) => (r.verbs as string[]).some((v) => ["list", "watch", "update", "patch", "delete", "*"].includes(v))), "keygen needs only get and create");
+    out.push(name);
+  }
+  return out;
+}
+
 function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
   const out: GatehouseContainer[] = [];
   for (const d of objects) {
+    if (d.kind !== "Deployment") continue; // the keygen Job is checked on its own
     const inits = new Set(initContainers(d));
     for (const c of podContainers(d)) {
       if (!isGatehouseImage(c.image) || inits.has(c)) continue;
@@ -519,8 +550,9 @@ for (const overlay of OVERLAYS) {
         const keyMount = mountOf(dirname(gc.config.signingKeyFile));
         const keyVolume = keyMount ? (volumes.get(keyMount.name)?.secret as { secretName: string } | undefined) : undefined;
         assert.ok(keyVolume, `${where}: the signing key ${gc.config.signingKeyFile} must come from a Secret volume`);
-        const keySecret = find(objects, "Secret", keyVolume.secretName);
-        assert.ok(keySecret && basename(gc.config.signingKeyFile) in ((keySecret.stringData ?? keySecret.data) as Obj), `${where}: Secret ${keyVolume.secretName} has no ${basename(gc.config.signingKeyFile)}`);
+        assert.equal(basename(gc.config.signingKeyFile), "signing.key", "the key the keygen Job writes");
+        assert.deepEqual(keygenJobs(objects), [keyVolume.secretName], `${where}: the gatehouse-keygen Job must create Secret ${keyVolume.secretName}`);
+        assert.equal(find(objects, "Secret", keyVolume.secretName), undefined, "no placeholder key Secret (the Job would keep it)");
         if (gc.command === "serve" && gc.config.tls && !gc.config.tls.generateIfMissing) {
           const tlsMount = mountOf(dirname(gc.config.tls.certFile));
           assert.ok(tlsMount && volumes.get(tlsMount.name)?.secret, `${where}: GATEHOUSE_TLS=files needs the certificate from a Secret volume`);
@@ -628,6 +660,30 @@ describe("deploy: overlay specifics", () => {
     const [gc] = gatehouseContainers(objects);
     assert.equal(gc!.config.admin.host, "127.0.0.1");
     assert.equal(gc!.config.runWorkers, true);
+  });
+
+  test("ingress: TLS ends at the ingress for the server name, which Gatehouse's well-known delegates to :443", () => {
+    const objects = rendered.get("ingress")!;
+    const ing = byKind(objects, "Ingress")[0]!;
+    const spec = ing.spec as { tls: { hosts: string[]; secretName: string }[]; rules: { host: string; http: { paths: { path: string; backend: { service: { name: string; port: { name: string } } } }[] } }[] };
+    assert.ok((ing.metadata as { annotations?: Record<string, string> }).annotations?.["cert-manager.io/cluster-issuer"], "cert-manager issues the certificate");
+    for (const gc of gatehouseContainers(objects).filter((g) => g.command === "serve")) {
+      assert.equal(gc.config.tls, null, "plain HTTP behind the ingress");
+      assert.ok(!((gc.container.volumeMounts as Obj[]) ?? []).some((m) => String(m.mountPath).includes("tls")), "no TLS Secret mounted");
+      const host = parseServerName(gc.config.serverName)!.host;
+      assert.equal(gc.config.wellKnownServer, `${host}:443`);
+      assert.ok(spec.tls.some((t) => t.hosts.includes(host)), "the certificate covers the server name");
+      const rule = spec.rules.find((r) => r.host === host);
+      assert.ok(rule, "a rule for the server name");
+      const paths = rule.http.paths.map((p) => p.path);
+      for (const want of ["/.well-known/matrix/server", "/_matrix/federation", "/_matrix/key"]) assert.ok(paths.includes(want), `routes ${want}`);
+      const svc = find(objects, "Service", rule.http.paths[0]!.backend.service.name)!;
+      for (const p of rule.http.paths) {
+        assert.equal(p.backend.service.name, svc.metadata.name);
+        assert.ok(((svc.spec as Obj).ports as Obj[]).some((x) => x.name === p.backend.service.port.name), `Service port ${p.backend.service.port.name}`);
+      }
+      assert.equal(resolvePort([gc.container], "federation"), gc.config.federation.port);
+    }
   });
 
   test("split: gateway without the in-process sender, HPA-scaled workers", () => {
