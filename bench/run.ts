@@ -5,7 +5,8 @@
  *   BENCH_LOAD_SECONDS  measuring time per load row (default 5; 1 with BENCH_QUICK=1)
  *   BENCH_QUICK=1       fast smoke run (short rows, small backlog, 20 fan-out servers)
  *   BENCH_NO_SYNAPSE=1  Gatehouse only
- *   BENCH_ONLY=crypto,knock,fanout   run a subset
+ *   BENCH_ONLY=crypto,knock,fanout,inbound   run a subset
+ *   BENCH_INBOUND=4x1000  inbound row: origins × events per origin (default 4x1000; 4x200 with BENCH_QUICK=1)
  *
  * Layout: this process (load generator, fake remote servers, sink farm) pins itself to core 1;
  * the server under test — Gatehouse (`gatehouse serve` child process) and its redis-server, or
@@ -15,6 +16,7 @@ import { cpus } from "node:os";
 import { cryptoBench } from "./crypto.js";
 import { gatehouseTarget, knockBench, setRunTag, synapseTarget, type KnockFigures } from "./knock.js";
 import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures } from "./fanout.js";
+import { inboundBench, loadAverage, type InboundFigures } from "./inbound.js";
 import { GatehouseProc, LOAD_CORE, pinSelf, RedisProc, SERVER_CORE, SynapseProc, synapseUnavailable } from "./lib/procs.js";
 import { RemoteServer } from "../test/support/remote-server.js";
 
@@ -22,11 +24,13 @@ const seconds = Number(process.env.BENCH_SECONDS ?? "1");
 if (!(seconds > 0)) throw new Error(`BENCH_SECONDS must be a positive number, got ${process.env.BENCH_SECONDS}`);
 const quick = process.env.BENCH_QUICK === "1";
 const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? (quick ? "1" : "5"));
-const only = new Set((process.env.BENCH_ONLY ?? "crypto,knock,fanout").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "crypto,knock,fanout,inbound").split(",").map((s) => s.trim()));
 
 pinSelf();
 console.log(`# Gatehouse benchmarks: node ${process.version}, ${cpus().length} CPU(s), ${cpus()[0]?.model ?? "unknown CPU"}`);
-console.log(`# server under test on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}${quick ? ", QUICK run" : ""}; ${new Date().toISOString()}`);
+console.log(`# server under test on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}${quick ? ", QUICK run" : ""}; ${new Date().toISOString()}; load average ${loadAverage()}`);
+const inboundSize = /^(\d+)x(\d+)$/.exec(process.env.BENCH_INBOUND ?? (quick ? "4x200" : "4x1000"));
+if (!inboundSize) throw new Error(`BENCH_INBOUND must be ORIGINSxEVENTS (e.g. 4x1000), got ${process.env.BENCH_INBOUND}`);
 
 if (only.has("crypto")) cryptoBench({ seconds: quick ? Math.min(seconds, 0.3) : seconds });
 
@@ -39,7 +43,7 @@ process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
 const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
 
 try {
-  if (only.has("knock") || only.has("fanout")) {
+  if (only.has("knock") || only.has("fanout") || only.has("inbound")) {
     setRunTag(Date.now().toString(36));
     const redis = await RedisProc.start({ aof: false });
     cleanups.push(() => redis.cleanup());
@@ -60,6 +64,7 @@ try {
 
     const knocks: KnockFigures[] = [];
     const fanouts: FanoutFigures[] = [];
+    const inbounds: InboundFigures[] = [];
     if (only.has("knock")) {
       console.log("\n## knocks\n");
       const remote = await RemoteServer.start();
@@ -72,6 +77,13 @@ try {
       const fo = { servers: quick ? 20 : 100, rate: 20, seconds: quick ? 2 : 10, backlog: quick ? 50 : 200 };
       fanouts.push(await fanoutBench(gatehouseFanoutTarget(gh), { ...fo, redis, gatehouse: gh }));
       if (hs) fanouts.push(await fanoutBench(await synapseFanoutTarget(hs), fo));
+    }
+
+    if (only.has("inbound")) {
+      console.log("\n## inbound (PUT /send)\n");
+      const io = { origins: Number(inboundSize[1]), events: Number(inboundSize[2]), perTxn: 50 };
+      inbounds.push(await inboundBench({ ...gatehouseFanoutTarget(gh), pids: [gh.pid, redis.pid], pidNames: ["node", "redis"], redisUrl: redis.url }, io));
+      if (hs) inbounds.push(await inboundBench({ ...(await synapseFanoutTarget(hs)), pids: [hs.pid], pidNames: ["synapse"] }, io));
     }
 
     // --- summary -------------------------------------------------------------------------------------
@@ -108,6 +120,15 @@ try {
       rows.push([`fan-out backlog drain (${f.backlog.events} events × ${f.servers})`, `${fmt(f.backlog.deliveriesPerSec)} deliveries/s, ${fmt(f.backlog.pdusPerTxn, 1)} PDUs/txn (${fmt(f.backlog.drainSeconds, 2)} s)`, sf ? `${fmt(sf.backlog.deliveriesPerSec)} deliveries/s, ${fmt(sf.backlog.pdusPerTxn, 1)} PDUs/txn (${fmt(sf.backlog.drainSeconds, 2)} s)` : "–", ratio(f.backlog.deliveriesPerSec, sf?.backlog.deliveriesPerSec)]);
       if (f.memory) rows.push(["memory per queued PDU (per destination entry)", `Redis ${fmt(f.memory.redisBytesPerQueuedPdu)} B, RSS ${fmt(f.memory.rssBytesPerQueuedPdu)} B (${fmt(f.memory.queuedEntries)} entries)`, "", ""]);
     }
+    const gi = inbounds.find((x) => x.target === "Gatehouse");
+    const si = inbounds.find((x) => x.target === "Synapse");
+    if (gi) {
+      const inb = (x: InboundFigures) => `${fmt(x.pdusPerSec)} PDUs/s (txn p50 ${fmt(x.txnP50Ms)} / p99 ${fmt(x.txnP99Ms)} ms)${x.refused ? `, ${fmt(x.refused)} refused` : ""}; forwarded ${fmt(x.forwarded)} of ${fmt((x.pdusPerSec * x.seconds) * (x.origins - 1))}`;
+      const cpu = (x: InboundFigures) => `${fmt(x.cpuMsPerPdu, 3)} ms${x.cpuSplit.length > 1 ? ` (${x.cpuSplit.map((c) => `${c.name} ${fmt(c.msPerPdu, 3)}`).join(" + ")})` : ""}`;
+      rows.push([`inbound /send, ${gi.origins} origins × ${fmt(gi.events)} events, ${gi.perTxn}/txn`, inb(gi), si ? inb(si) : "–", ratio(gi.pdusPerSec, si?.pdusPerSec)]);
+      rows.push(["server CPU per inbound PDU (incl. forwarding)", cpu(gi), si ? cpu(si) : "–", si ? `${fmt(si.cpuMsPerPdu / gi.cpuMsPerPdu, 1)}× less` : ""]);
+    }
+    console.log(`load average at the end: ${loadAverage()}`);
     console.log("| scenario | Gatehouse | Synapse 1.160 | ratio |");
     console.log("|---|---|---|---|");
     for (const r of rows) console.log(`| ${r.join(" | ")} |`);

@@ -17,7 +17,6 @@ import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService, type RoomContext } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
-import { VisibilityLog } from "./store/visibility-log.js";
 import { RoomQueries } from "./rooms/room-queries.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
@@ -171,7 +170,7 @@ export function buildCore(opts: CoreOptions): Core {
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
     onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
   });
-  const history = new RoomHistory(ctx, new VisibilityLog(redis, keys));
+  const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
   const limiter = new RateLimiter(redis, keys, clock);
   const transactions = new InboundTransactions({

@@ -54,12 +54,14 @@ export function senderHooks(metrics: Metrics): Pick<SenderDeps, "onTransaction">
 }
 
 /** The room service's hooks; `wake` tells the sender which destinations have new entries. */
-export function roomServiceHooks(metrics: Metrics, wake: (destinations: readonly string[]) => void): Pick<RoomServiceDeps, "onQueued" | "onPersisted" | "onAclDenied"> {
+export function roomServiceHooks(metrics: Metrics, wake: (destinations: readonly string[]) => void): Pick<RoomServiceDeps, "onQueued" | "wakeSender" | "onPersisted" | "onAclDenied"> {
   return {
-    onQueued: (destinations) => {
+    onQueued: (destinations, { wake: now }) => {
       metrics.outboundPdusQueued.inc(destinations.length);
-      wake(destinations);
+      if (now) wake(destinations);
     },
+    // A batch (an inbound transaction) wakes the sender once, after its last event.
+    wakeSender: (destinations) => wake(destinations),
     onPersisted: (event, origin) => {
       const kind = event.pdu.type === "m.room.member" ? "member" : typeof event.pdu.state_key === "string" ? "state" : "message";
       metrics.eventsPersisted.inc({ origin: origin ? "remote" : "local", kind });

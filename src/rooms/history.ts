@@ -13,14 +13,19 @@
  * Every read checks the room's server ACL first. "Now" is the current state, as Synapse's
  * `assert_host_in_room`: a server is not asked to have been in the room at the event; history
  * visibility then decides what it sees in full.
+ *
+ * The state at an event that history visibility reads (history_visibility and memberships) is
+ * the event's state group (rooms/room-state.ts): the state after it, and the state before it for
+ * the boundary rules (a history_visibility event, the user's own member event). One mechanism for
+ * "state at an event", the one the auth rules use; events stored before state groups existed fall
+ * back to a replay of the timeline.
  */
 import { forbidden, invalidParam, notFound } from "../protocol/errors.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
-import { serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
-import { prevEventIds, type RoomStore } from "../store/room-store.js";
-import type { VisibilityLog, VisibilityLogEntry } from "../store/visibility-log.js";
+import { historyVisibilityOf, membershipOfContent, serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
+import { authEventIds, parseStateField, prevEventIds, stateField, type RoomStore } from "../store/room-store.js";
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
 import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
@@ -34,11 +39,25 @@ export interface VisibilityAtEvent {
 }
 
 /**
+ * A change of history visibility or of a membership, at a stream position: the fallback replay
+ * for events stored before state groups existed.
+ */
+export interface VisibilityChange {
+  stream: number;
+  /** "" for m.room.history_visibility, the user ID for m.room.member. */
+  stateKey: string;
+  kind: "visibility" | "member";
+  visibility?: HistoryVisibility;
+  membership?: Membership | undefined;
+}
+
+/**
  * The visibility state at each position of `streams` (null: the event is not in the timeline),
- * from the room's log, in one pass. Only members for whom `keep(userId)` holds are tracked.
+ * from the room's changes in stream order, in one pass. Only members for whom `keep(userId)` holds
+ * are tracked. Used for events without state groups (Gatehouse then linearised its rooms).
  */
 export function visibilityAtStreams(
-  entries: readonly VisibilityLogEntry[],
+  entries: readonly VisibilityChange[],
   streams: readonly (number | null)[],
   keep: (userId: string) => boolean,
 ): (VisibilityAtEvent | null)[] {
@@ -48,7 +67,7 @@ export function visibilityAtStreams(
   let visibility: HistoryVisibility = "shared";
   const members = new Map<string, Membership | undefined>();
   let p = 0;
-  const apply = (e: VisibilityLogEntry) => {
+  const apply = (e: VisibilityChange) => {
     if (e.kind === "visibility") visibility = e.visibility ?? "shared";
     else if (keep(e.stateKey)) members.set(e.stateKey, e.membership);
   };
@@ -69,14 +88,21 @@ export function visibilityAtStreams(
   return out;
 }
 
+const VISIBILITY_FIELD = stateField("m.room.history_visibility", "");
+const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -2); // `["m.room.member",`
+/** How far back the user's membership events are followed to find their last join. */
+const MAX_MEMBERSHIP_HOPS = 50;
+/** Timeline entries read per batch by the replay fallback. */
+const REPLAY_BATCH = 500;
+
+/** Which events need the state before them as well as after (users' boundary rules). */
+type NeedsBefore = (pdu: Pdu) => boolean;
+
 export class RoomHistory {
   private readonly rooms: RoomService;
   private readonly store: RoomStore;
 
-  constructor(
-    ctx: RoomContext,
-    private readonly log: VisibilityLog,
-  ) {
+  constructor(ctx: RoomContext) {
     this.rooms = ctx.rooms;
     this.store = ctx.store;
   }
@@ -89,13 +115,133 @@ export class RoomHistory {
     return snap;
   }
 
-  /** The visibility state at each event, tracking the members `keep` selects (two or three round trips). */
-  private async visibilityAt(roomId: string, eventIds: readonly string[], keep: (userId: string) => boolean) {
-    const [streams, first] = await Promise.all([this.store.streamsOf(roomId, eventIds), this.log.entries(roomId)]);
-    let log = first;
-    // An event persisted between the two reads is newer than the log: read the log again.
-    if (streams.some((s) => s !== null && s > log.stream)) log = await this.log.entries(roomId);
-    return { streams, entries: log.entries, states: visibilityAtStreams(log.entries, streams, keep) };
+  /**
+   * The visibility state at each event (null: not in the room's timeline): history_visibility and
+   * the memberships of the users `members` selects, in the state after the event, and before it
+   * for events `needsBefore` picks; read from the events' state groups (rooms/room-state.ts), the
+   * same state the auth rules used. Round trips: the events' groups (one HMGET), the groups not in
+   * the store's group cache (one script call each, sent together), the state events named (one
+   * MGET, mostly from the event cache). Events stored before state groups existed have none: for
+   * them the room's timeline is replayed (`replay`).
+   */
+  private async visibilityAt(
+    roomId: string,
+    events: readonly StoredEvent[],
+    members: { user: string } | { server: string },
+    needsBefore: NeedsBefore = () => false,
+  ): Promise<(VisibilityAtEvent | null)[]> {
+    const store = this.store;
+    const ids = events.map((e) => e.eventId);
+    const groups = await store.eventStateGroups(roomId, ids);
+    const wanted = new Set<string>();
+    events.forEach((e) => {
+      const g = groups.get(e.eventId);
+      if (!g) return;
+      wanted.add(g.after);
+      if (needsBefore(e.pdu)) wanted.add(g.before);
+    });
+    const keep = "user" in members ? (u: string) => u === members.user : (u: string) => serverOfUserId(u) === members.server;
+    // Per group: the history_visibility event and the selected members' events, by ID.
+    const picked = new Map<string, { visibility: string | undefined; members: [string, string][] }>();
+    await Promise.all(
+      [...wanted].map(async (g) => {
+        const state = await store.loadStateGroup(roomId, g);
+        const found: [string, string][] = [];
+        if ("user" in members) {
+          const id = state.get(stateField("m.room.member", members.user));
+          if (id !== undefined) found.push([members.user, id]);
+        } else {
+          // A cheap test on the field's text first (a member field ends with `:server"]`), then the parse.
+          const suffix = `:${members.server}"]`;
+          for (const [field, id] of state) {
+            if (!field.startsWith(MEMBER_FIELD_PREFIX) || !field.endsWith(suffix)) continue;
+            const [, user] = parseStateField(field);
+            if (keep(user)) found.push([user, id]);
+          }
+        }
+        picked.set(g, { visibility: state.get(VISIBILITY_FIELD), members: found });
+      }),
+    );
+    const stateIds = new Set<string>();
+    for (const p of picked.values()) {
+      if (p.visibility !== undefined) stateIds.add(p.visibility);
+      for (const [, id] of p.members) stateIds.add(id);
+    }
+    const ungrouped = events.filter((e) => !groups.has(e.eventId));
+    const [stateEvents, replayed] = await Promise.all([
+      store.getEvents(roomId, [...stateIds]),
+      ungrouped.length > 0 ? this.replay(roomId, ungrouped, keep) : Promise.resolve(new Map<string, VisibilityAtEvent | null>()),
+    ]);
+    const memo = new Map<string, { visibility: HistoryVisibility; members: Map<string, Membership | undefined> }>();
+    const at = (g: string) => {
+      let out = memo.get(g);
+      if (!out) {
+        const p = picked.get(g)!;
+        const hv = p.visibility === undefined ? undefined : stateEvents.get(p.visibility);
+        const ms = new Map<string, Membership | undefined>();
+        for (const [user, id] of p.members) {
+          const ev = stateEvents.get(id);
+          if (ev) ms.set(user, membershipOfContent(ev.content));
+        }
+        out = { visibility: historyVisibilityOf(hv?.content), members: ms };
+        memo.set(g, out);
+      }
+      return out;
+    };
+    return events.map((e) => {
+      const g = groups.get(e.eventId);
+      if (!g) return replayed.get(e.eventId) ?? null;
+      const after = at(g.after);
+      const before = needsBefore(e.pdu) ? at(g.before) : after;
+      return { visibility: after.visibility, visibilityBefore: before.visibility, members: after.members, membersBefore: before.members };
+    });
+  }
+
+  /**
+   * The fallback for events stored before state groups existed: the room's accepted
+   * history_visibility and member events replayed in stream order up to the latest of them (what
+   * Gatehouse applied then: it linearised rooms). Reads the timeline up to there on every call;
+   * such events are only in rooms created before state groups, and only their old part.
+   */
+  private async replay(roomId: string, events: readonly StoredEvent[], keep: (userId: string) => boolean): Promise<Map<string, VisibilityAtEvent | null>> {
+    const store = this.store;
+    const streams = await store.streamsOf(roomId, events.map((e) => e.eventId));
+    const upTo = Math.max(0, ...streams.filter((s): s is number => s !== null));
+    const changes: VisibilityChange[] = [];
+    for (let from = 0; from <= upTo; ) {
+      const page = (await store.timeline(roomId, from, REPLAY_BATCH)).filter((e) => e.stream <= upTo);
+      if (page.length === 0) break;
+      const pageIds = page.map((e) => e.eventId);
+      const [statuses, pdus] = await Promise.all([store.eventStatuses(roomId, pageIds), store.getEvents(roomId, pageIds)]);
+      for (const { eventId, stream } of page) {
+        const ev = pdus.get(eventId);
+        if (!ev || statuses.has(eventId) || typeof ev.state_key !== "string") continue; // not in state
+        if (ev.type === "m.room.history_visibility" && ev.state_key === "") changes.push({ stream, stateKey: "", kind: "visibility", visibility: historyVisibilityOf(ev.content) });
+        else if (ev.type === "m.room.member") changes.push({ stream, stateKey: ev.state_key, kind: "member", membership: membershipOfContent(ev.content) });
+      }
+      from = page[page.length - 1]!.stream + 1;
+    }
+    const states = visibilityAtStreams(changes, streams, keep);
+    return new Map(events.map((e, i) => [e.eventId, states[i] ?? null]));
+  }
+
+  /**
+   * The stream position of `userId`'s last join (-1: never joined): their member event in the
+   * current state, then back through the member event each one lists in its auth_events (the
+   * auth rules put the target's previous membership there), to the first join.
+   */
+  private async lastJoinStream(snap: RoomSnapshot, userId: string): Promise<number> {
+    const roomId = snap.room.roomId;
+    const field = stateField("m.room.member", userId);
+    let id = snap.stateIds.get(field);
+    let pdu = snap.state.get(field);
+    for (let hop = 0; id !== undefined && pdu !== undefined && hop < MAX_MEMBERSHIP_HOPS; hop++) {
+      if (membershipOfContent(pdu.content) === "join") return (await this.store.streamsOf(roomId, [id]))[0] ?? -1;
+      const auth = await this.store.getEvents(roomId, authEventIds(pdu));
+      const previous = [...auth].find(([, ev]) => ev.type === "m.room.member" && ev.state_key === userId);
+      [id, pdu] = previous ?? [undefined, undefined];
+    }
+    return -1;
   }
 
   /**
@@ -104,9 +250,9 @@ export class RoomHistory {
    */
   async forServer(snap: RoomSnapshot, origin: string, events: readonly StoredEvent[]): Promise<Pdu[]> {
     const roomId = snap.room.roomId;
-    const [served, { states }] = await Promise.all([
+    const [served, states] = await Promise.all([
       applyRedactions(this.store, roomId, snap.version, events),
-      this.visibilityAt(roomId, events.map((e) => e.eventId), (userId) => serverOfUserId(userId) === origin),
+      this.visibilityAt(roomId, events, { server: origin }),
     ]);
     return served.map((e, i) => {
       const at = states[i];
@@ -123,25 +269,27 @@ export class RoomHistory {
    * soft-failed, outliers) and dummy events that merge forward extremities.
    */
   async visibleEventsForUser(roomId: string, userId: string, events: readonly StoredEvent[]): Promise<ServedEvent[]> {
-    const { version } = await this.rooms.requireRoom(roomId);
+    const snap = await this.rooms.snapshot(roomId);
     const ids = events.map((e) => e.eventId);
-    const [served, { streams, entries, states }, statuses] = await Promise.all([
-      applyRedactions(this.store, roomId, version, events),
-      this.visibilityAt(roomId, ids, (u) => u === userId),
+    const isVisibilityEvent = (pdu: Pdu) => pdu.type === "m.room.history_visibility" && pdu.state_key === "";
+    const isOwnMemberEvent = (pdu: Pdu) => pdu.type === "m.room.member" && pdu.state_key === userId;
+    const [served, states, streams, statuses, lastJoin] = await Promise.all([
+      applyRedactions(this.store, roomId, snap.version, events),
+      this.visibilityAt(roomId, events, { user: userId }, (pdu) => isVisibilityEvent(pdu) || isOwnMemberEvent(pdu)),
+      this.store.streamsOf(roomId, ids),
       this.store.eventStatuses(roomId, ids),
+      this.lastJoinStream(snap, userId),
     ]);
-    let lastJoin = -1;
-    for (const e of entries) if (e.kind === "member" && e.stateKey === userId && e.membership === "join") lastJoin = e.stream;
     return served.filter((e, i) => {
       const at = states[i];
       const stream = streams[i];
       if (!at || stream === null || stream === undefined || statuses.has(e.eventId) || e.pdu.type === DUMMY_EVENT_TYPE) return false;
-      const own = e.pdu.type === "m.room.member" && e.pdu.state_key === userId;
+      const pdu = events[i]!.pdu;
       return userMaySee({
         visibility: at.visibility,
-        ...(e.pdu.type === "m.room.history_visibility" && e.pdu.state_key === "" ? { visibilityBefore: at.visibilityBefore } : {}),
+        ...(isVisibilityEvent(pdu) ? { visibilityBefore: at.visibilityBefore } : {}),
         membership: at.members.get(userId),
-        ...(own ? { ownMemberEvent: { membershipBefore: at.membersBefore.get(userId) } } : {}),
+        ...(isOwnMemberEvent(pdu) ? { ownMemberEvent: { membershipBefore: at.membersBefore.get(userId) } } : {}),
         joinedLater: lastJoin >= stream,
       });
     });

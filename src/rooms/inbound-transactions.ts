@@ -13,7 +13,7 @@ import { ACL_DENIED_MESSAGE } from "../protocol/server-acl.js";
 import { isPlainObject } from "../protocol/pdu.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import type { RedisKeys } from "../store/redis-keys.js";
-import type { RoomService } from "./room-service.js";
+import type { RoomService, RoomSnapshot } from "./room-service.js";
 import type { RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
 
@@ -79,30 +79,56 @@ export class InboundTransactions {
 
   private async process(origin: string, pdus: unknown[]): Promise<Record<string, unknown>> {
     const results: Record<string, unknown> = {};
-    for (const raw of pdus) {
-      const outcome = await this.processPdu(origin, raw, results);
-      this.deps.onPdu?.(outcome);
+    // One sender wake-up per transaction: its accepted PDUs leave together, one outbound
+    // transaction per destination rather than one per PDU.
+    const destinations = new Set<string>();
+    // The rooms' snapshots for the ACL check and the room version, read once per room per
+    // transaction (persistEvent reads its own, under the room lock, for everything else); an
+    // accepted m.room.server_acl in the transaction makes the next PDU of its room read again.
+    const snapshots = new Map<string, RoomSnapshot | null>();
+    try {
+      for (const raw of pdus) {
+        const outcome = await this.processPdu(origin, raw, results, destinations, snapshots);
+        this.deps.onPdu?.(outcome);
+      }
+    } finally {
+      this.deps.rooms.wakeSender(destinations);
     }
     return { pdus: results };
   }
 
-  private async processPdu(origin: string, raw: unknown, results: Record<string, unknown>): Promise<PduOutcome> {
+  private async processPdu(
+    origin: string,
+    raw: unknown,
+    results: Record<string, unknown>,
+    destinations: Set<string>,
+    snapshots: Map<string, RoomSnapshot | null>,
+  ): Promise<PduOutcome> {
     const { rooms } = this.deps;
     if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
     const roomId = raw.room_id;
-    const room = await this.deps.store.getRoom(roomId);
-    // Like Synapse: PDUs for rooms we do not host are left out of the response.
-    if (!room) return "unknown_room";
-    const snap = await rooms.snapshot(roomId);
-    let eventId: string | null = null;
-    try {
-      eventId = computeEventId(raw, snap.version);
-    } catch {
-      return "rejected";
+    let snap = snapshots.get(roomId);
+    if (snap === undefined) {
+      snap = (await this.deps.store.getRoom(roomId)) ? await rooms.snapshot(roomId) : null;
+      snapshots.set(roomId, snap);
     }
+    // Like Synapse: PDUs for rooms we do not host are left out of the response.
+    if (!snap) return "unknown_room";
+    // The event ID keys a refusal in the answer; an accepted PDU's comes from the verifier (it
+    // computes it anyway), so it is computed here only on the refusal paths. One the ID cannot
+    // be computed for is left out of the answer.
+    const idOrNull = (): string | null => {
+      try {
+        return computeEventId(raw, snap.version);
+      } catch {
+        return null;
+      }
+    };
     try {
       rooms.requireAclAllows(snap, origin);
     } catch {
+      const eventId = idOrNull();
+      if (eventId === null) return "rejected";
       results[eventId] = { errcode: "M_FORBIDDEN", error: ACL_DENIED_MESSAGE };
       return "acl_denied";
     }
@@ -111,15 +137,18 @@ export class InboundTransactions {
       const wait = isKnock(verified.pdu) ? await this.deps.knockLimit?.(roomId).catch(() => 0) : 0;
       if (wait) {
         // The answer send_knock would give (429), for this PDU only; nothing is written.
-        results[eventId] = { errcode: "M_LIMIT_EXCEEDED", error: "Too many knocks on this room", retry_after_ms: wait };
-        this.deps.logger.info({ origin, roomId, eventId }, "knock in transaction over the room's knock limit");
+        results[verified.eventId] = { errcode: "M_LIMIT_EXCEEDED", error: "Too many knocks on this room", retry_after_ms: wait };
+        this.deps.logger.info({ origin, roomId, eventId: verified.eventId }, "knock in transaction over the room's knock limit");
         return "rate_limited";
       }
-      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false });
+      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false, deferWake: destinations });
       results[verified.eventId] = {};
+      if (out.outcome === "persisted" && verified.pdu.type === "m.room.server_acl" && verified.pdu.state_key === "") snapshots.delete(roomId);
       return out.outcome === "persisted" ? "accepted" : out.outcome;
     } catch (e) {
       if (e instanceof MatrixError) {
+        const eventId = idOrNull();
+        if (eventId === null) return "rejected";
         results[eventId] = { error: e.message };
         this.deps.logger.info({ origin, roomId, eventId, reason: e.message }, "rejected PDU in transaction");
         return "rejected";

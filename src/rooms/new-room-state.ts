@@ -102,6 +102,11 @@ class InMemoryRoomStates implements StateGroupSource {
     return state;
   }
 
+  /** State events as served: createRoom sends no redaction (planNewRoom refuses one), so none is redacted. */
+  async getStateEvents(roomId: string, _version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+    return this.getEvents(roomId, eventIds);
+  }
+
   async getEvents(_roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
     const out = new Map<string, Pdu>();
     for (const id of eventIds) {
@@ -119,6 +124,9 @@ class InMemoryRoomStates implements StateGroupSource {
 export async function planNewRoom(roomId: string, version: RoomVersion, events: readonly { eventId: string; pdu: Pdu }[]): Promise<NewRoomState> {
   const create = events[0];
   if (!create || create.pdu.type !== "m.room.create") throw new Error("a new room starts with its create event");
+  // Redacted state events would be served redacted to the planner (RoomStore.getStateEvents);
+  // createRoom builds no redaction, and the in-memory store does not apply any.
+  if (events.some((e) => e.pdu.type === "m.room.redaction")) throw new Error(`new room ${roomId}: a redaction cannot be written with the room`);
   const mem = new InMemoryRoomStates();
   const planner = new RoomStateService(mem);
   const out: NewRoomState = {

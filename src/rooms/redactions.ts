@@ -14,14 +14,15 @@
  * originals, for `redaction_retention_period` (7 days by default), then overwrites them with the
  * redacted copy. Gatehouse has no such pruning yet: originals are kept until the room's keys are
  * deleted (documented in the README). Applying at read time also means every replica and every
- * process-local event cache serves the redaction at once, with no cache invalidation.
+ * process-local event cache serves the redaction at once, with no cache invalidation. State reads
+ * (auth rules, current state, state resolution) see redacted copies too (RoomStore.getStateEvents);
+ * the current state cache is read again when a redaction of a current state event is persisted.
  */
-import { redactEvent } from "../protocol/redaction.js";
-import { redactionApplies, senderHasRedactLevel } from "../protocol/redaction-rules.js";
+import { senderHasRedactLevel } from "../protocol/redaction-rules.js";
 import { forbidden, notFound } from "../protocol/errors.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
-import type { RedactionRecord, RoomStore } from "../store/room-store.js";
+import type { RoomStore } from "../store/room-store.js";
 import { stateLookup, type PersistedEvent, type RoomContext } from "./room-service.js";
 
 export interface StoredEvent {
@@ -36,21 +37,7 @@ export interface ServedEvent extends StoredEvent {
 
 /** The events with every valid recorded redaction applied (same order). Two round trips at most. */
 export async function applyRedactions(store: RoomStore, roomId: string, version: RoomVersion, events: readonly StoredEvent[]): Promise<ServedEvent[]> {
-  if (events.length === 0) return [];
-  const records = await store.redactionsOf(roomId, events.map((e) => e.eventId));
-  if (records.size === 0) return events.map((e) => ({ ...e }));
-  const redactionIds = [...new Set([...records.values()].flat().map((r) => r.redactionId))];
-  const redactions = await store.getEvents(roomId, redactionIds);
-  return events.map((e) => {
-    const list: RedactionRecord[] = records.get(e.eventId) ?? [];
-    for (const r of list) {
-      const redaction = redactions.get(r.redactionId);
-      if (!redaction) continue;
-      if (!redactionApplies(redaction, e.pdu, r.senderHasRedactLevel, version).applies) continue;
-      return { eventId: e.eventId, pdu: redactEvent(e.pdu, version), redactedBy: { eventId: r.redactionId, pdu: redaction } };
-    }
-    return { ...e };
-  });
+  return store.withRedactions(roomId, version, events);
 }
 
 /**

@@ -73,8 +73,15 @@ export interface RoomServiceDeps {
   verifier: EventVerifier;
   logger: Logger;
   clock?: () => number;
-  /** Called after an event is persisted with the destinations it was queued for. */
-  onQueued?: (destinations: readonly string[]) => void;
+  /**
+   * Called after an event is persisted with the destinations it was queued for. `wake: false`:
+   * the caller collects the destinations of a batch (an inbound transaction) and wakes the
+   * sender once for all of them with `wakeSender`, so the batch leaves in one transaction per
+   * destination instead of one per event.
+   */
+  onQueued?: (destinations: readonly string[], opts: { wake: boolean }) => void;
+  /** Wakes the sender for destinations whose wake-up a batch deferred (see onQueued). */
+  wakeSender?: (destinations: readonly string[]) => void;
   /** Called after every persisted event (metrics, knock bookkeeping). */
   onPersisted?: (event: PersistedEvent, origin: string | null) => void;
   onAclDenied?: (roomId: string, origin: string) => void;
@@ -176,7 +183,8 @@ export class RoomService {
   readonly serverName: string;
   private readonly mutex = new KeyedMutex();
   private readonly clock: () => number;
-  private readonly aclCache = new Map<string, ServerAcl>();
+  /** Compiled ACLs by the state's event object (a redacted copy is another object). */
+  private readonly aclCache = new WeakMap<Pdu, ServerAcl>();
   /** Rooms with a merge of forward extremities scheduled or running. */
   private readonly merging = new Map<string, Promise<void>>();
   /** State before/after events and current state as resolutions (state groups). */
@@ -319,7 +327,7 @@ export class RoomService {
     roomId: string,
     eventId: string,
     pdu: Pdu,
-    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[] },
+    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[]; deferWake?: Set<string> },
   ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
     return this.withRoomLock(roomId, async () => {
       // One round trip: a snapshot (404 for unknown rooms), whether the event is stored, and the
@@ -339,7 +347,8 @@ export class RoomService {
       // Auth against the event's own auth_events (rule: "passes authorization rules based on the
       // event's auth events"), all of which must be known, accepted events of this room.
       const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
-      const authEvents = await this.store.getEvents(roomId, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
+      // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
+      const authEvents = await this.store.getStateEvents(roomId, version, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
       const create = createEventIdV12 ? authEvents.get(createEventIdV12) : undefined;
       if (createEventIdV12 && !authIds.includes(createEventIdV12)) authEvents.delete(createEventIdV12);
       if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
@@ -387,7 +396,7 @@ export class RoomService {
           this.deps.logger.info({ roomId, eventId, reason: verdict.reason }, "soft-failed event");
           return { eventId, pdu, outcome: "soft_failed" };
         }
-        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
+        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before, ...(opts.deferWake ? { deferWake: opts.deferWake } : {}) });
         if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
         // The handshakes answer with the state before the event; read back from its state group when it is not the snapshot.
         if (result === "persisted") return onCurrent ? { eventId, pdu, outcome: "persisted", stateBefore: snap } : { eventId, pdu, outcome: "persisted" };
@@ -407,7 +416,7 @@ export class RoomService {
     const destinations = (await this.deps.appserviceDestinations?.(pdu, roomId, null)) ?? [];
     const result = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, createRoom, state, destinations });
     if (result === "persisted") {
-      if (destinations.length > 0) this.deps.onQueued?.(destinations);
+      if (destinations.length > 0) this.deps.onQueued?.(destinations, { wake: true });
       this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
     }
     return result;
@@ -441,9 +450,15 @@ export class RoomService {
     if (result === "exists") throw new MatrixError(503, "M_UNKNOWN", `Room ${input.room.roomId} already exists, try again`);
     for (const e of input.events) {
       const destinations = queue.get(e.eventId);
-      if (destinations) this.deps.onQueued?.(destinations);
+      if (destinations) this.deps.onQueued?.(destinations, { wake: true });
       this.deps.onPersisted?.({ eventId: e.eventId, pdu: e.pdu, roomId: input.room.roomId }, null);
     }
+  }
+
+  /** Wakes the sender for the destinations a batch collected with `deferWake` (see persistEvent). */
+  wakeSender(destinations: Iterable<string>): void {
+    const list = [...destinations];
+    if (list.length > 0) this.deps.wakeSender?.(list);
   }
 
   /** Verifies a PDU from another server (format, signatures, hash) and returns its ID and kept copy. */
@@ -466,7 +481,7 @@ export class RoomService {
   private async persist(
     snap: RoomSnapshot,
     event: PersistedEvent,
-    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState },
+    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState; deferWake?: Set<string> },
   ): Promise<"persisted" | "duplicate" | "conflict"> {
     const { pdu, eventId, roomId } = event;
     const view = this.stateView(snap);
@@ -485,7 +500,14 @@ export class RoomService {
     if (opts.origin) destinations.delete(opts.origin);
     if (this.deps.appserviceDestinations) for (const d of await this.deps.appserviceDestinations(pdu, roomId, snap.state)) destinations.add(d);
     const list = [...destinations].sort();
-    const redaction = redactionRecordOf(pdu, stateLookup(snap.state), snap.version);
+    // The redact level is judged in the state before the redaction (the state it was accepted
+    // against), not the current state: an event on an older branch keeps the power it had there.
+    const redactionState =
+      pdu.type !== "m.room.redaction" || before.ids === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, snap.version, before.ids, pdu);
+    const redaction = redactionRecordOf(pdu, redactionState, snap.version);
+    // A redaction of a current state event changes what the auth rules read there: every
+    // process's state cache reads the state again (with redactions applied).
+    if (redaction && state.current && [...snap.stateIds.values()].includes(redaction.target)) state.current.reset = true;
     const result = await this.store.persistEvent({
       roomId,
       eventId,
@@ -498,7 +520,12 @@ export class RoomService {
       ...(redaction ? { redaction } : {}),
     });
     if (result === "persisted") {
-      if (list.length > 0) this.deps.onQueued?.(list);
+      if (list.length > 0) {
+        // The entries are in Redis with the event; the wake-up is only a hint (workers sweep for
+        // destinations with entries and no job), so deferring it to the end of a batch is safe.
+        if (opts.deferWake) for (const d of list) opts.deferWake.add(d);
+        this.deps.onQueued?.(list, { wake: !opts.deferWake });
+      }
       this.deps.onPersisted?.(event, opts.origin);
       // Extremities after this event: the ones it did not reference, plus itself (if it is
       // part of the graph: soft-failed events are not).
@@ -564,13 +591,12 @@ export class RoomService {
 
   /** The room's server ACL, compiled once per ACL event. */
   aclOf(snap: RoomSnapshot): ServerAcl {
-    const id = snap.stateIds.get(stateField("m.room.server_acl", ""));
-    if (!id) return NO_ACL;
-    let acl = this.aclCache.get(id);
+    const event = snap.state.get(stateField("m.room.server_acl", ""));
+    if (!event) return NO_ACL;
+    let acl = this.aclCache.get(event);
     if (!acl) {
-      acl = compileServerAcl(snap.state.get(stateField("m.room.server_acl", ""))?.content);
-      if (this.aclCache.size > 1000) this.aclCache.clear();
-      this.aclCache.set(id, acl);
+      acl = compileServerAcl(event.content);
+      this.aclCache.set(event, acl);
     }
     return acl;
   }

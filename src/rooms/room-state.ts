@@ -25,6 +25,7 @@ import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState } from "../protocol/state-res/index.js";
+import { Lru } from "../store/state-cache.js";
 import { MAX_STATE_GROUP_DEPTH, stateField, type RoomStore, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
@@ -62,7 +63,7 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
  * What the planner reads of a room's stored states and events: the RoomStore, or the in-memory
  * store of a room being created in one write (new-room-state.ts).
  */
-export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents">;
+export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents">;
 
 /**
  * The plan of a room's create event: nothing before it, the room's first state group "1" (the
@@ -79,7 +80,26 @@ export function createEventStatePlan(eventId: string): StatePlan {
   };
 }
 
+
+/** Identity numbers for state maps (the store hands out one immutable map per state group). */
+const mapIds = new WeakMap<object, number>();
+let nextMapId = 0;
+function mapId(m: object): number {
+  let id = mapIds.get(m);
+  if (id === undefined) mapIds.set(m, (id = ++nextMapId));
+  return id;
+}
+
 export class RoomStateService {
+  /**
+   * Resolutions by room and the identities of the state maps resolved. Several servers talking
+   * at once leave one forward extremity each, and every event of theirs is checked against the
+   * resolution of the same few state groups (the store's cached maps): resolved once, not once
+   * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
+   * is the same answer.
+   */
+  private readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
+
   constructor(private readonly store: StateGroupSource) {}
 
   /**
@@ -95,19 +115,24 @@ export class RoomStateService {
   ): Promise<Map<string, string>> {
     const distinct = [...new Set(sets)];
     if (distinct.length === 1) return new Map(distinct[0]!);
+    const memoKey = `${roomId}\u0000${distinct.map(mapId).sort((a, b) => a - b).join(",")}`;
+    const hit = this.resolved.get(memoKey);
+    if (hit) return new Map(hit);
     const rejected = new Set<string>();
     const resolved = await resolveState({
       roomVersion: version,
       roomId,
       stateSets: distinct,
       fetchEvents: async (ids) => {
-        const events = await this.store.getEvents(roomId, ids.filter((id) => id !== inFlight?.eventId));
+        // Redacted state events as their redacted copies, as Synapse's event cache serves them.
+        const events = await this.store.getStateEvents(roomId, version, ids.filter((id) => id !== inFlight?.eventId));
         if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
         for (const [id, status] of await this.store.eventStatuses(roomId, [...events.keys()])) if (status === "rejected") rejected.add(id);
         return events;
       },
       isRejected: (id) => rejected.has(id),
     });
+    this.resolved.set(memoKey, new Map(resolved));
     return resolved;
   }
 
@@ -151,7 +176,7 @@ export class RoomStateService {
     keys.push(stateField("m.room.create", ""));
     // authEventKeys covers every key the rules read (third-party invite token, authorising user).
     const wanted = [...new Set(keys)].map((k) => ids.get(k)).filter((x): x is string => x !== undefined);
-    const events = await this.store.getEvents(roomId, wanted);
+    const events = await this.store.getStateEvents(roomId, version, wanted);
     return (type, stateKey) => {
       const id = ids.get(stateField(type, stateKey));
       return id === undefined ? undefined : events.get(id);

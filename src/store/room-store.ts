@@ -11,6 +11,9 @@
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
+import { redactEvent } from "../protocol/redaction.js";
+import { redactionApplies } from "../protocol/redaction-rules.js";
+import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
 import { defineLuaCommands } from "./lua-scripts.js";
@@ -522,6 +525,45 @@ export class RoomStore {
     return out;
   }
 
+  /**
+   * `events` with every valid recorded redaction applied (same order): the redacted copy
+   * (redaction.ts, the room version's algorithm) and the redaction that applies (the first
+   * valid one, as Synapse picks). Two round trips at most (the records; the redaction events,
+   * usually from the event cache), one when none is redacted.
+   */
+  async withRedactions<E extends { eventId: string; pdu: Pdu }>(
+    roomId: string,
+    version: RoomVersion,
+    events: readonly E[],
+    known?: Map<string, RedactionRecord[]>,
+  ): Promise<(E & { redactedBy?: { eventId: string; pdu: Pdu } })[]> {
+    if (events.length === 0) return [];
+    const records = known ?? (await this.redactionsOf(roomId, events.map((e) => e.eventId)));
+    if (records.size === 0) return events.map((e) => ({ ...e }));
+    const redactions = await this.getEvents(roomId, [...new Set([...records.values()].flat().map((r) => r.redactionId))]);
+    return events.map((e) => {
+      for (const r of records.get(e.eventId) ?? []) {
+        const redaction = redactions.get(r.redactionId);
+        if (!redaction || !redactionApplies(redaction, e.pdu, r.senderHasRedactLevel, version).applies) continue;
+        return { ...e, pdu: redactEvent(e.pdu, version), redactedBy: { eventId: r.redactionId, pdu: redaction } };
+      }
+      return { ...e };
+    });
+  }
+
+  /**
+   * Events as the auth rules, current state and state resolution read them: a state event a
+   * valid redaction targets is its redacted copy, as in Synapse, whose event cache serves the
+   * pruned event once the redaction is persisted (a redacted m.room.power_levels loses `invite`
+   * in v1–v10, a redacted m.room.server_acl everything).
+   */
+  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+    // The events and their redaction records in one round trip.
+    const [found, records] = await Promise.all([this.getEvents(roomId, eventIds), this.redactionsOf(roomId, eventIds)]);
+    const served = await this.withRedactions(roomId, version, [...found].map(([eventId, pdu]) => ({ eventId, pdu })), records);
+    return new Map(served.map((e) => [e.eventId, e.pdu]));
+  }
+
   /** The accepted redactions recorded against each of `eventIds` (only those with any), oldest first. */
   async redactionsOf(roomId: string, eventIds: readonly string[]): Promise<Map<string, RedactionRecord[]>> {
     const out = new Map<string, RedactionRecord[]>();
@@ -593,11 +635,15 @@ export class RoomStore {
       this.stateCache.delete(roomId);
       return { room, current: { stream, depth, state: LayeredMap.empty(), stateIds: LayeredMap.empty(), joinedServers: new Set(), extremities }, probe: probeOut };
     }
+    // State as the auth rules read it: redactions applied (a redaction of a current state event
+    // makes the persist script record a state reset, so caches read it again).
+    const version = getRoomVersion(room.version);
+    if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
     let entry: CachedState;
     if (full !== null || !cached) {
       const ids = flatToRecord(full ?? []);
       const fields = Object.keys(ids);
-      const events = await this.getEvents(roomId, fields.map((f) => ids[f]!));
+      const events = await this.getStateEvents(roomId, version, fields.map((f) => ids[f]!));
       const entries: StateEntry[] = [];
       for (const field of fields) {
         const pdu = events.get(ids[field]!);
@@ -615,7 +661,8 @@ export class RoomStore {
         if (!pdu) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
         if (typeof pdu.state_key === "string") changes.push({ field: stateField(pdu.type, pdu.state_key), eventId: id, pdu });
       }
-      entry = applyStateEntries(cached, stream, ids[ids.length - 1]!, changes);
+      // A state event whose redaction arrived first enters state redacted.
+      entry = applyStateEntries(cached, stream, ids[ids.length - 1]!, await this.withRedactions(roomId, version, changes));
     }
     if (entry !== cached) this.stateCache.set(roomId, entry);
     return {

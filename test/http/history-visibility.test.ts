@@ -117,6 +117,19 @@ for (const visibility of ["joined", "invited", "shared", "world_readable"] as co
       await expectServed(res.body.pdus, ["m1", "m2", "m3", "m4", "invite", "join"], "/backfill");
     });
 
+    test("GET /backfill of events stored before state groups existed (no event-state entry): the timeline replay serves the same", async () => {
+      const key = t.gh.keys.eventState(s.roomId);
+      const saved = await t.redis.hgetall(key);
+      await t.redis.del(key);
+      try {
+        const res = await t.fed(s.remote, "GET", `${FED}/v1/backfill/${enc(s.roomId)}?v=${enc(s.m4)}&limit=100`);
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        await expectServed(res.body.pdus, ["m1", "m2", "m3", "m4", "invite", "join"], "/backfill without state groups");
+      } finally {
+        await t.redis.hset(key, saved);
+      }
+    });
+
     test("POST /get_missing_events up to the last message", async () => {
       const res = await t.fed(s.remote, "POST", `${FED}/v1/get_missing_events/${enc(s.roomId)}`, { earliest_events: [], latest_events: [s.m4], limit: 100 });
       assert.equal(res.status, 200, JSON.stringify(res.body));
@@ -152,6 +165,36 @@ describe("a server whose users leave", () => {
       assert.equal(res.body.errcode, "M_FORBIDDEN");
     } finally {
       await s.remote.close();
+    }
+  });
+});
+
+describe("visibility at an event is its state group, not its place in the timeline", () => {
+  test("a message built before the change to joined, arriving after it, keeps shared: a server that joined later reads it in full (as Synapse, from the state at the event)", async () => {
+    const a = await RemoteServer.start();
+    const b = await RemoteServer.start();
+    try {
+      const roomId = await t.createRoom({ room_version: "12", initial_state: [{ type: "m.room.history_visibility", content: { history_visibility: "shared" } }] });
+      const author = a.userId("author");
+      await t.knockAcceptJoin(a, roomId, author);
+      // Built on the shared state...
+      const msg = await t.remoteEvent(a, roomId, { type: "m.room.message", sender: author, content: { msgtype: "m.text", body: "from the shared branch" } });
+      const change = await t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/m.room.history_visibility/`).send({ content: { history_visibility: "joined" } });
+      assert.equal(change.status, 200, JSON.stringify(change.body));
+      // ...accepted after the change: later in the timeline, on the other branch of the graph.
+      const sent = await t.fed(a, "PUT", `${FED}/v1/send/fork-${msg.eventId}`, { origin: a.serverName, origin_server_ts: Date.now(), pdus: [msg.pdu] });
+      assert.deepEqual(sent.body, { pdus: { [msg.eventId]: {} } });
+      const later = await send(roomId, "on the joined branch");
+      await t.knockAcceptJoin(b, roomId, b.userId("late"));
+      const stored = (await t.store.getEvent(roomId, msg.eventId))!;
+      const forked = await t.fed(b, "GET", `${FED}/v1/event/${enc(msg.eventId)}`);
+      assert.equal(forked.status, 200, JSON.stringify(forked.body));
+      assert.deepEqual(forked.body.pdus[0], stored, "shared in the state after the message: full");
+      const linear = await t.fed(b, "GET", `${FED}/v1/event/${enc(later)}`);
+      assert.deepEqual(linear.body.pdus[0], redactEvent((await t.store.getEvent(roomId, later))!, V12), "joined in the state after this one, and b had no member: redacted");
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });

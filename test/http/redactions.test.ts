@@ -206,6 +206,27 @@ describe("a redaction that is not accepted is not applied", () => {
   });
 });
 
+describe("the redact level is judged in the state before the redaction", () => {
+  test("a moderator's redaction built before their demotion, arriving after it, still applies (state before it, not current state)", async () => {
+    const roomId = await t.createRoom({ room_version: "12", name: "Demoted moderator" });
+    const user = remote.userId("demoted");
+    await t.knockAcceptJoin(remote, roomId, user);
+    const target = await send(roomId, "a local message the remote moderator redacts");
+    const pl = structuredClone((await t.graph(roomId)).state.get(JSON.stringify(["m.room.power_levels", ""]))!.content) as { users: Record<string, number> };
+    assert.equal((await t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/m.room.power_levels/`).send({ content: { ...pl, users: { ...pl.users, [user]: 50 } } })).status, 200);
+    // Built on the state where the user has the redact level (50)...
+    const redaction = await t.remoteEvent(remote, roomId, { type: "m.room.redaction", sender: user, content: { redacts: target } });
+    // ...and sent after the demotion (current state: power 0, which may still send a redaction event).
+    assert.equal((await t.admin.put(`${ADMIN}/rooms/${enc(roomId)}/state/m.room.power_levels/`).send({ content: pl })).status, 200);
+    const res = await t.fed(remote, "PUT", `${FED}/v1/send/demoted-${redaction.eventId}`, { origin: remote.serverName, origin_server_ts: Date.now(), pdus: [redaction.pdu] });
+    assert.deepEqual(res.body, { pdus: { [redaction.eventId]: {} } });
+    assert.equal(await t.store.eventStatus(roomId, redaction.eventId), null, "accepted");
+    const served = await t.admin.get(`${ADMIN}/rooms/${enc(roomId)}/events/${enc(target)}`);
+    assert.deepEqual(served.body.content, {}, "redacted: the sender (another server) had the redact level at the redaction");
+    assert.equal(served.body.unsigned?.redacted_because?.event_id, redaction.eventId);
+  });
+});
+
 describe("the membership handshakes serve redacted state", () => {
   test("a redacted room name: send_knock's knock_room_state and send_join's state carry the redacted event", async () => {
     const roomId = await t.createRoom({ room_version: "12", name: "Secret name" });

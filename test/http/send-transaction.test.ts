@@ -79,6 +79,31 @@ describe("PUT /send: accepted PDUs", () => {
   });
 });
 
+describe("PUT /send: one sender wake-up per transaction", () => {
+  test("three PDUs queued for another server wake the sender once, after the last (why: they leave in one outbound transaction, not one each)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    await t.knockAcceptJoin(other, room, other.userId("bob"));
+    const pdus = [];
+    for (const body of ["one", "two", "three"]) pdus.push((await message(body, user, room)).pdu);
+    const sender = t.gh.sender;
+    const wakes: string[][] = [];
+    const wake = sender.wake;
+    sender.wake = (destinations) => {
+      wakes.push([...destinations]);
+      wake.call(sender, destinations);
+    };
+    try {
+      const res = await send(remote, txnId(), pdus);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.equal(Object.values(res.body.pdus).filter((r) => JSON.stringify(r) === "{}").length, 3, JSON.stringify(res.body));
+    } finally {
+      sender.wake = wake;
+    }
+    assert.deepEqual(wakes, [[other.serverName]]);
+  });
+});
+
 describe("PUT /send: idempotency on (origin, txnId)", () => {
   test("a repeated txnId returns the stored response without reprocessing", async () => {
     const id = txnId();
@@ -187,6 +212,20 @@ describe("PUT /send: per-PDU results in a 200", () => {
     assert.equal(await t.store.getEvent(aclRoom, denied.eventId), null);
     assert.deepEqual(await t.graph(aclRoom), aclBefore);
     assert.equal(await t.store.getRoom("!nowhere:gatehouse.test"), null);
+  });
+
+  test("a server ACL accepted early in a transaction applies to its later PDUs (why: the ACL check reads the room once per transaction, and again after an ACL change)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    const carol = remote.userId("carol");
+    await t.knockAcceptJoin(remote, room, carol);
+    await t.setState(room, "m.room.power_levels", "", { users: { [carol]: 100 }, users_default: 0, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: 0 });
+    const acl = await t.remoteEvent(remote, room, { type: "m.room.server_acl", sender: carol, state_key: "", content: { allow: ["*"], deny: ["127.0.0.1"] } });
+    const after = await message("after the ACL", carol, room);
+    const res = await send(remote, txnId(), [acl.pdu, after.pdu]);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(res.body.pdus[acl.eventId], {});
+    assert.equal(res.body.pdus[after.eventId]?.errcode, "M_FORBIDDEN", JSON.stringify(res.body));
+    assert.equal(await t.store.getEvent(room, after.eventId), null);
   });
 
   test("a PDU by a user who is not in the room fails its auth events: {error}, not stored", async () => {

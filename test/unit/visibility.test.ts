@@ -6,7 +6,7 @@ import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { historyVisibilityOf, membershipOfContent, serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../../src/protocol/visibility.js";
 import { visibilityAtStreams } from "../../src/rooms/history.js";
-import type { VisibilityLogEntry } from "../../src/store/visibility-log.js";
+import type { VisibilityChange } from "../../src/rooms/history.js";
 
 type M = Membership | undefined;
 const show = (m: M) => m ?? "none";
@@ -173,7 +173,7 @@ describe("users: history_visibility events (before or after may allow)", () => {
 });
 
 describe("visibilityAtStreams: the state after (and before) each event", () => {
-  const log: VisibilityLogEntry[] = [
+  const log: VisibilityChange[] = [
     { stream: 2, stateKey: "@c:a", kind: "member", membership: "join" },
     { stream: 3, stateKey: "", kind: "visibility", visibility: "joined" },
     { stream: 5, stateKey: "@u:b", kind: "member", membership: "invite" },
