@@ -69,6 +69,12 @@ export interface StateGroupWrite {
   delta: Record<string, string | null>;
   /** Deltas since the last full group (0 for a full group). */
   depth: number;
+  /**
+   * A full group written because the chain grew long: the group it would have been a delta on
+   * and that delta. Not read to load the state; it keeps the group tree connected, so forks
+   * find their common ancestor across full groups (room-state.ts).
+   */
+  ancestor?: { id: string; delta: Record<string, string | null> };
 }
 
 export interface StatePlan {
@@ -89,6 +95,20 @@ export interface StatePlan {
     /** True unless the only change is the event's own state key: the state cache must re-read. */
     reset: boolean;
   };
+}
+
+/** What state resolution needs of a state group to find where states fork (see room-state.ts). */
+export interface StateGroupMeta {
+  depth: number;
+  /** The group this one is a delta on (for a full group: the one it was built on, if recorded). */
+  up: string | null;
+  /** The delta on `up` (absent when `up` is null). */
+  delta?: Readonly<Record<string, string | null>>;
+}
+
+export function metaOf(g: Pick<StateGroupWrite, "parent" | "depth" | "delta" | "ancestor">): StateGroupMeta {
+  if (g.parent !== null) return { depth: g.depth, up: g.parent, delta: g.delta };
+  return g.ancestor ? { depth: g.depth, up: g.ancestor.id, delta: g.ancestor.delta } : { depth: g.depth, up: null };
 }
 
 /** A group is stored whole again after this many deltas, so a read walks at most this far. */
@@ -230,8 +250,8 @@ export class RoomStore {
   private readonly eventCache = new Lru<string, Pdu>(5_000);
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
   private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
-  /** Deltas to the nearest whole group, by room and group ID (immutable too). */
-  private readonly groupDepthCache = new Lru<string, number>(4_096);
+  /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
+  private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
 
   constructor(
     redis: Redis,
@@ -269,7 +289,9 @@ export class RoomStore {
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
       JSON.stringify(destinations),
-      plan && plan.groups.length > 0 ? JSON.stringify(plan.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])) : "",
+      plan && plan.groups.length > 0
+        ? JSON.stringify(plan.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth, ...(g.ancestor ? { a: g.ancestor.id, x: g.ancestor.delta } : {}) })]))
+        : "",
       plan ? `${plan.before} ${plan.after}` : "",
       plan?.current
         ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
@@ -280,7 +302,7 @@ export class RoomStore {
     const result = (await this.redis.gatehousePersistEvent(13 + destinations.length, ...args)) as PersistResult;
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
-      for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
+      for (const g of plan?.groups ?? []) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
       for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
     }
     return result;
@@ -309,13 +331,19 @@ export class RoomStore {
   /** Deltas between a stored state group and the nearest whole one (0 for a whole group). */
   async stateGroupDepth(roomId: string, group: string): Promise<number> {
     if (group === "") return 0;
-    const cached = this.groupDepthCache.get(`${roomId} ${group}`);
+    return (await this.stateGroupMeta(roomId, group)).depth;
+  }
+
+  /** A stored state group's parent, depth and delta (the delta only for groups that have a parent). */
+  async stateGroupMeta(roomId: string, group: string): Promise<StateGroupMeta> {
+    const cached = this.groupMetaCache.get(`${roomId} ${group}`);
     if (cached !== undefined) return cached;
     const j = await this.redis.hget(this.keys.stateGroups(roomId), group);
     if (!j) throw new Error(`room ${roomId}: state group ${group} is not stored`);
-    const depth = (JSON.parse(j) as { n?: number }).n ?? 0;
-    this.groupDepthCache.set(`${roomId} ${group}`, depth);
-    return depth;
+    const g = JSON.parse(j) as { p?: string | null; d: Record<string, string | null>; n?: number; a?: string; x?: Record<string, string | null> };
+    const meta = metaOf({ parent: g.p ?? null, depth: g.n ?? 0, delta: g.d, ...(g.a !== undefined && g.x ? { ancestor: { id: g.a, delta: g.x } } : {}) });
+    this.groupMetaCache.set(`${roomId} ${group}`, meta);
+    return meta;
   }
 
   /** Statuses of many events in one round trip (events without one are left out). */
