@@ -65,29 +65,25 @@ interface LocatedState {
   group?: string | undefined;
 }
 
-/** A set of event IDs as a chain of layers: extending it by a few IDs shares the rest. */
+/** A set of event IDs as a few layers: extending it by a few IDs shares the rest. */
 class LayeredIdSet implements IdSet {
-  private constructor(
-    private readonly own: ReadonlySet<string>,
-    private readonly parent: LayeredIdSet | undefined,
-    private readonly layers: number,
-  ) {}
+  private constructor(private readonly layers: readonly ReadonlySet<string>[]) {}
 
   static of(ids: ReadonlySet<string>): LayeredIdSet {
-    return new LayeredIdSet(ids, undefined, 0);
+    return new LayeredIdSet([ids]);
   }
 
   has(id: string): boolean {
-    for (let s: LayeredIdSet | undefined = this; s; s = s.parent) if (s.own.has(id)) return true;
+    for (const s of this.layers) if (s.has(id)) return true;
     return false;
   }
 
-  /** This set plus `ids`; flattened into one set every 16 layers, so a lookup stays cheap. */
+  /** This set plus `ids`; flattened into one set past 16 layers, so a lookup stays cheap. */
   plus(ids: ReadonlySet<string>): LayeredIdSet {
     if (ids.size === 0) return this;
-    if (this.layers < 16) return new LayeredIdSet(ids, this, this.layers + 1);
+    if (this.layers.length < 16) return new LayeredIdSet([...this.layers, ids]);
     const all = new Set(ids);
-    for (let s: LayeredIdSet | undefined = this; s; s = s.parent) for (const id of s.own) all.add(id);
+    for (const s of this.layers) for (const id of s) all.add(id);
     return LayeredIdSet.of(all);
   }
 }
