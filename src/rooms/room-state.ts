@@ -26,6 +26,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
 import { MAX_STATE_GROUP_DEPTH, metaOf, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
@@ -103,7 +104,7 @@ export class RoomStateService {
    * Whether stored events were rejected, by room and event ID. An event's status is written once,
    * with the event (the persist script), so it never changes while the event is stored.
    */
-  private readonly rejectedCache = new Lru<string, boolean>(50_000);
+  private readonly rejectedCache = new Lru<string, boolean>(20_000);
 
   constructor(private readonly store: RoomStore) {}
 
@@ -298,10 +299,11 @@ export class RoomStateService {
       ));
     const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
     // The state after the event, built only when something needs it whole.
-    let afterIdsMemo: Map<string, string> | undefined;
+    // A LayeredMap: it shares the state before's entries (the group cache keeps it, see room-store.ts).
+    let afterIdsMemo: LayeredMap<string> | undefined;
     const afterIds = (): ReadonlyMap<string, string> => {
       if (ownKey === undefined) return before.ids;
-      afterIdsMemo ??= new Map(before.ids).set(ownKey, eventId);
+      afterIdsMemo ??= layered(before.ids).with([[ownKey, eventId]]);
       return afterIdsMemo;
     };
     const afterGroup =
@@ -337,7 +339,10 @@ export class RoomStateService {
         currentGroup = onCurrent
           ? await addGroup(view.current.group, () => changes, () => resolved)
           : await addGroup(afterGroup, () => fromAfter, () => resolved);
-        plan.known!.push([currentGroup, resolved]);
+        // Kept as the state after plus what the resolution added, sharing entries, when it only added.
+        const after = afterIds();
+        const shared = after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null) ? after.with(fromAfter as Map<string, string>) : resolved;
+        plan.known!.push([currentGroup, shared]);
       }
     }
     const set: [string, string][] = [];
@@ -366,6 +371,11 @@ export class RoomStateService {
     remember();
     return plan;
   }
+}
+
+/** `ids` as a LayeredMap (itself when it is one; else a copy that later versions can share). */
+function layered(ids: ReadonlyMap<string, string>): LayeredMap<string> {
+  return ids instanceof LayeredMap ? (ids as LayeredMap<string>) : LayeredMap.from(ids);
 }
 
 function prevEventIds(pdu: Pdu): string[] {

@@ -111,6 +111,23 @@ export function metaOf(g: Pick<StateGroupWrite, "parent" | "depth" | "delta" | "
   return g.ancestor ? { depth: g.depth, up: g.ancestor.id, delta: g.ancestor.delta } : { depth: g.depth, up: null };
 }
 
+/**
+ * `from` (a LayeredMap) with `deltas` applied, nearest group first (so applied last), sharing
+ * `from`'s entries; undefined when a delta removes a key (LayeredMap has no deletion) or `from`
+ * is not layered.
+ */
+function extended(from: ReadonlyMap<string, string>, deltas: readonly Readonly<Record<string, string | null>>[]): LayeredMap<string> | undefined {
+  if (!(from instanceof LayeredMap)) return undefined;
+  const changes: [string, string][] = [];
+  for (let i = deltas.length - 1; i >= 0; i--) {
+    for (const [field, id] of Object.entries(deltas[i]!)) {
+      if (id === null) return undefined;
+      changes.push([field, id]);
+    }
+  }
+  return from.with(changes);
+}
+
 /** A group is stored whole again after this many deltas, so a read walks at most this far. */
 export const MAX_STATE_GROUP_DEPTH = 50;
 
@@ -357,24 +374,55 @@ export class RoomStore {
     return out;
   }
 
-  /** A state group's state (field → event ID); "" is the empty state. Throws when it is not stored. */
+  /**
+   * A state group's state (field → event ID); "" is the empty state. Throws when it is not stored.
+   * States are LayeredMaps: a group within reach of a cached one (by the cached deltas, or the
+   * chain read from Redis) is that state plus its deltas, sharing all other entries, so the cache
+   * costs O(√members) per group rather than O(members).
+   */
   async loadStateGroup(roomId: string, group: string): Promise<ReadonlyMap<string, string>> {
-    if (group === "") return new Map();
+    if (group === "") return LayeredMap.empty<string>();
     const cacheKey = `${roomId} ${group}`;
     const cached = this.groupCache.get(cacheKey);
     if (cached) return cached;
+    // In-process first: deltas up to a cached ancestor, if every group on the way is known.
+    const deltas: Readonly<Record<string, string | null>>[] = [];
+    for (let g: string | null = group; g !== null && deltas.length <= MAX_STATE_GROUP_DEPTH; ) {
+      const meta = this.groupMetaCache.get(`${roomId} ${g}`);
+      if (!meta?.delta || meta.up === null) break;
+      deltas.push(meta.delta);
+      const from = this.groupCache.get(`${roomId} ${meta.up}`);
+      if (from) {
+        const state = extended(from, deltas);
+        if (state) return this.cacheGroup(cacheKey, state);
+        break;
+      }
+      g = meta.up;
+    }
     const chain = await this.redis.gatehouseLoadStateGroup(1, this.keys.stateGroups(roomId), group);
     const parsed = chain.map((j) => JSON.parse(j) as { p: string | null; d: Record<string, string | null> });
     if (parsed.length === 0 || typeof parsed[parsed.length - 1]!.p === "string") {
       throw new Error(`room ${roomId}: state group ${group} or one of its parents is not stored`);
     }
-    const state = new Map<string, string>();
+    // A cached group on the chain: its state plus the deltas below it.
+    for (let i = 0; i < parsed.length - 1; i++) {
+      const from = this.groupCache.get(`${roomId} ${parsed[i]!.p}`);
+      if (!from) continue;
+      const state = extended(from, parsed.slice(0, i + 1).map((x) => x.d));
+      if (state) return this.cacheGroup(cacheKey, state);
+      break;
+    }
+    const whole = new Map<string, string>();
     for (let i = parsed.length - 1; i >= 0; i--) {
       for (const [field, id] of Object.entries(parsed[i]!.d)) {
-        if (id === null) state.delete(field);
-        else state.set(field, id);
+        if (id === null) whole.delete(field);
+        else whole.set(field, id);
       }
     }
+    return this.cacheGroup(cacheKey, LayeredMap.from(whole));
+  }
+
+  private cacheGroup(cacheKey: string, state: ReadonlyMap<string, string>): ReadonlyMap<string, string> {
     this.groupCache.set(cacheKey, state);
     return state;
   }
