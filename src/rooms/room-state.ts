@@ -99,12 +99,14 @@ export class RoomStateService {
    * branches add is walked (see StateFork). A child group that only adds keys extends its
    * parent's chain by a layer.
    */
-  private readonly chainCache = new Lru<string, LayeredIdSet>(64);
+  private readonly chainCache = new Lru<string, LayeredIdSet>(16);
   /**
    * Whether stored events were rejected, by room and event ID. An event's status is written once,
    * with the event (the persist script), so it never changes while the event is stored.
    */
   private readonly rejectedCache = new Lru<string, boolean>(20_000);
+  /** Auth verdicts of the iterative auth checks (StateResolutionInput.authVerdicts). */
+  private readonly authVerdicts = new Lru<string, boolean>(10_000);
 
   constructor(private readonly store: RoomStore) {}
 
@@ -148,6 +150,7 @@ export class RoomStateService {
       stateSets: distinct.map((s) => s.ids),
       fetchEvents,
       isRejected: (id) => rejected.has(id),
+      authVerdicts: this.authVerdicts,
       ...(fork ? { fork } : {}),
     });
   }

@@ -63,7 +63,12 @@ function authChainOver(events: ReadonlyMap<string, StateResEvent>, roomVersionId
 
 async function resolveCase(
   c: VectorCase,
-  opts: { injectAuthChain?: boolean; isRejected?: (id: string) => boolean; fork?: { moveToDeltas: number; breakBase?: boolean } } = {},
+  opts: {
+    injectAuthChain?: boolean;
+    isRejected?: (id: string) => boolean;
+    fork?: { moveToDeltas: number; breakBase?: boolean };
+    authVerdicts?: Map<string, boolean>;
+  } = {},
 ): Promise<{ state: Record<string, string>; trace?: StateResolutionTrace }> {
   const rv = getRoomVersion(c.room_version);
   assert.ok(rv, `room version ${c.room_version}`);
@@ -79,6 +84,7 @@ async function resolveCase(
     {
       ...base,
       ...(opts.fork ? { fork: await forkOf(base, opts.fork) } : {}),
+      ...(opts.authVerdicts ? { authVerdicts: opts.authVerdicts } : {}),
       ...(opts.injectAuthChain ? { authChain: authChainOver(events, c.room_version) } : {}),
       ...(opts.isRejected ? { isRejected: opts.isRejected } : {}),
     },
@@ -128,6 +134,19 @@ describe("state resolution: the injected parts", () => {
     for (const c of vectors.cases) {
       assert.deepEqual((await resolveCase(c, { injectAuthChain: true })).state, c.expected, c.name);
     }
+  });
+
+  test("a memo of auth verdicts shared by every resolution gives the same states and steps (every vector, twice)", async () => {
+    const memo = new Map<string, boolean>();
+    for (const pass of [1, 2]) {
+      for (const c of vectors.cases) {
+        const whole = await resolveCase(c);
+        const memoised = await resolveCase(c, { authVerdicts: memo, fork: { moveToDeltas: 0.5 } });
+        assert.deepEqual(memoised.state, c.expected, `${c.name} (pass ${pass})`);
+        assert.deepEqual(memoised.trace, whole.trace, `${c.name} (pass ${pass}): intermediate results`);
+      }
+    }
+    assert.ok(memo.size > 0, "the memo was used");
   });
 
   const forkRows = [

@@ -76,6 +76,11 @@ export class EventCache {
     }
   }
 
+  /** Were all these asked for already (loaded, or known to be missing)? */
+  loaded(ids: readonly string[]): boolean {
+    return ids.every((id) => this.events.has(id) || this.missing.has(id));
+  }
+
   /** A loaded event, or undefined when the source does not have it. */
   get(id: string): StateResEvent | undefined {
     return this.events.get(id);

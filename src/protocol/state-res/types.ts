@@ -76,6 +76,13 @@ export interface StateResolutionInput {
    * deltas cost instead of what the whole state costs. See `StateFork`.
    */
   fork?: StateFork;
+  /**
+   * Optional: a memo of auth-rule verdicts across resolutions, keyed by the event and the exact
+   * auth events it was checked with (the verdict is a pure function of those). Forks built on
+   * an old extremity re-check the same events against the same auth events every time; with it
+   * they are checked once. Not used with `authOptions` (callbacks the key cannot capture).
+   */
+  authVerdicts?: { get(key: string): boolean | undefined; set(key: string, allowed: boolean): void };
 }
 
 /** A set of event IDs to test membership of (a `Set`, or a layered one). */

@@ -316,12 +316,13 @@ async function iterativeAuthChecks(
   const rv = input.roomVersion;
   const rejected = input.isRejected ?? (() => false);
   const options = { verifyJoinAuthorisedVia: () => true, ...input.authOptions };
+  const memo = input.authOptions ? undefined : input.authVerdicts;
   for (const id of ids) {
     const ev = cache.get(id);
     if (!ev) continue;
     const auth = new Map<string, { id: string; ev: StateResEvent }>();
     const edges = cache.authEdges(id);
-    await cache.load(edges);
+    if (!cache.loaded(edges)) await cache.load(edges);
     for (const a of edges) {
       const aev = cache.get(a);
       const k = aev && keyOf(aev);
@@ -330,7 +331,7 @@ async function iterativeAuthChecks(
     const types = authEventKeys(ev, rv).map(([t, s]) => stateMapKey(t, s));
     if (!types.includes(CREATE_KEY)) types.push(CREATE_KEY);
     const fromState = types.filter((k) => state.has(k)).map((k) => state.get(k)!);
-    await cache.load(fromState);
+    if (!cache.loaded(fromState)) await cache.load(fromState);
     for (const k of types) {
       const sid = state.get(k);
       const sev = sid === undefined ? undefined : cache.get(sid);
@@ -341,11 +342,17 @@ async function iterativeAuthChecks(
       steps.push({ eventId: id, accepted: false });
       continue;
     }
-    const lookup: StateLookup = (type, stateKey) => auth.get(stateMapKey(type, stateKey))?.ev;
-    const verdict = checkEventAuth(ev, rv, lookup, { ...options, createEventId: auth.get(CREATE_KEY)?.id });
+    const createEventId = auth.get(CREATE_KEY)?.id;
+    const memoKey = memo && `${rv.id} ${id} ${createEventId ?? ""} ${[...auth].map(([k, a]) => `${k}=${a.id}`).sort().join(" ")}`;
+    let allowed = memoKey === undefined ? undefined : memo!.get(memoKey);
+    if (allowed === undefined) {
+      const lookup: StateLookup = (type, stateKey) => auth.get(stateMapKey(type, stateKey))?.ev;
+      allowed = checkEventAuth(ev, rv, lookup, { ...options, createEventId }).allowed;
+      if (memoKey !== undefined) memo!.set(memoKey, allowed);
+    }
     const k = keyOf(ev);
-    if (verdict.allowed && k !== undefined) state.set(k, id);
-    steps.push({ eventId: id, accepted: verdict.allowed && k !== undefined });
+    if (allowed && k !== undefined) state.set(k, id);
+    steps.push({ eventId: id, accepted: allowed && k !== undefined });
   }
 }
 
