@@ -15,7 +15,7 @@
  *     have no state here, like Synapse's _check_for_soft_fail, against the resolution of the
  *     extremities' states and the state before E.
  * States are stored as groups: a delta on a parent group, whole again every
- * MAX_STATE_GROUP_DEPTH deltas (room-store.ts), in the room's hash slot.
+ * stateGroupDepthLimit deltas (room-store.ts), in the room's hash slot.
  *
  * Events stored before state groups existed, and prev_events Gatehouse does not have, have no
  * state group: they are left out, and an event none of whose prev events has one is placed on
@@ -25,7 +25,7 @@ import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
-import { MAX_STATE_GROUP_DEPTH, metaOf, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { metaOf, stateGroupDepthLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
 
@@ -281,11 +281,11 @@ export class RoomStateService {
     /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
     const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
       const [id] = await this.store.allocateStateGroups(roomId, 1);
-      const parentDepth = parent === undefined ? MAX_STATE_GROUP_DEPTH : parent === "" ? -1 : await depthOf(parent);
+      const parentDepth = parent === undefined ? STATE_GROUP_DEPTH_CAP : parent === "" ? -1 : await depthOf(parent);
       const group: StateGroupWrite =
         parent === undefined
           ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0 }
-          : parentDepth + 1 >= MAX_STATE_GROUP_DEPTH
+          : parentDepth + 1 >= stateGroupDepthLimit(ids().size)
             ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0, ancestor: { id: parent, delta: Object.fromEntries(delta()) } }
             : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
       groups.push(group);

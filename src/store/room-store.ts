@@ -128,8 +128,21 @@ function extended(from: ReadonlyMap<string, string>, deltas: readonly Readonly<R
   return from.with(changes);
 }
 
-/** A group is stored whole again after this many deltas, so a read walks at most this far. */
+/** A group is stored whole again after this many deltas in a small room (see stateGroupDepthLimit). */
 export const MAX_STATE_GROUP_DEPTH = 50;
+/** The longest delta chain in any room, so a read walks at most this far. */
+export const STATE_GROUP_DEPTH_CAP = 1_000;
+
+/**
+ * Deltas before a state of `size` keys is stored whole again: 50, or a quarter of the state in
+ * larger rooms. A whole group costs `size` entries; every 50 deltas it cost each 1-key delta
+ * size/50 entries of Redis (~1.3 kB per knock at 700 members, more than the delta itself). At
+ * size/4 each delta pays at most 4 entries for it, and a cold read walks at most size/4 deltas
+ * — no more than reading the whole state once.
+ */
+export function stateGroupDepthLimit(size: number): number {
+  return Math.min(STATE_GROUP_DEPTH_CAP, Math.max(MAX_STATE_GROUP_DEPTH, Math.floor(size / 4)));
+}
 
 export type PersistResult = "persisted" | "duplicate" | "conflict";
 
@@ -210,7 +223,7 @@ const LOAD_STATE_GROUP_LUA = `
 -- first; stops early (the last entry missing) if a group is not stored.
 local out = {}
 local id = ARGV[1]
-for i = 1, ${MAX_STATE_GROUP_DEPTH + 2} do
+for i = 1, ${STATE_GROUP_DEPTH_CAP + 2} do
   local j = redis.call('HGET', KEYS[1], id)
   if not j then return out end
   out[#out + 1] = j
@@ -387,7 +400,7 @@ export class RoomStore {
     if (cached) return cached;
     // In-process first: deltas up to a cached ancestor, if every group on the way is known.
     const deltas: Readonly<Record<string, string | null>>[] = [];
-    for (let g: string | null = group; g !== null && deltas.length <= MAX_STATE_GROUP_DEPTH; ) {
+    for (let g: string | null = group; g !== null && deltas.length <= STATE_GROUP_DEPTH_CAP; ) {
       const meta = this.groupMetaCache.get(`${roomId} ${g}`);
       if (!meta?.delta || meta.up === null) break;
       deltas.push(meta.delta);
