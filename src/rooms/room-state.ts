@@ -276,11 +276,19 @@ export class RoomStateService {
   async plan(view: RoomStateView, eventId: string, pdu: Pdu, before: GroupState, outcome: "accepted" | "soft_failed"): Promise<StatePlan> {
     const { roomId, version } = view;
     const groups: StateGroupWrite[] = [];
+    const idPool: string[] = [];
     const depthOf = async (group: string): Promise<number> =>
       groups.find((g) => g.id === group)?.depth ?? (await this.store.stateGroupDepth(roomId, group));
     /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
     const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
-      const [id] = await this.store.allocateStateGroups(roomId, 1);
+      // Every group this plan may write, allocated in one round trip (unused IDs are harmless gaps).
+      if (idPool.length === 0) {
+        const prevsNow = new Set(prevEventIds(pdu));
+        const mayResolve = outcome === "accepted" && !view.extremities.every((x) => prevsNow.has(x));
+        const most = (before.group === undefined ? 1 : 0) + (typeof pdu.state_key === "string" ? 1 : 0) + (mayResolve ? 1 : 0);
+        idPool.push(...(await this.store.allocateStateGroups(roomId, Math.max(1, most - groups.length))));
+      }
+      const id = idPool.shift();
       const parentDepth = parent === undefined ? STATE_GROUP_DEPTH_CAP : parent === "" ? -1 : await depthOf(parent);
       const group: StateGroupWrite =
         parent === undefined
