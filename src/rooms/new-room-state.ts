@@ -12,7 +12,7 @@
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { redactionRecordOf } from "../protocol/redaction-rules.js";
-import { prevEventIds, stateField, type EventStatus, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { metaOf, prevEventIds, stateField, type EventStatus, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { createEventStatePlan, RoomStateService, type GroupState, type StateGroupSource } from "./room-state.js";
 
 export interface NewRoomState {
@@ -77,6 +77,12 @@ class InMemoryRoomStates implements StateGroupSource {
     const g = this.groups.get(group);
     if (!g) throw new Error(`room ${roomId}: state group ${group} is not planned`);
     return g.depth;
+  }
+
+  async stateGroupMeta(roomId: string, group: string): Promise<StateGroupMeta> {
+    const g = this.groups.get(group);
+    if (!g) throw new Error(`room ${roomId}: state group ${group} is not planned`);
+    return metaOf(g);
   }
 
   /** Every event of a room being created is accepted. */

@@ -15,7 +15,7 @@
  *     have no state here, like Synapse's _check_for_soft_fail, against the resolution of the
  *     extremities' states and the state before E.
  * States are stored as groups: a delta on a parent group, whole again every
- * MAX_STATE_GROUP_DEPTH deltas (room-store.ts), in the room's hash slot.
+ * stateGroupDepthLimit deltas (room-store.ts), in the room's hash slot.
  *
  * Events stored before state groups existed, and prev_events Gatehouse does not have, have no
  * state group: they are left out, and an event none of whose prev events has one is placed on
@@ -24,9 +24,10 @@
 import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
-import { resolveState } from "../protocol/state-res/index.js";
+import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
+import { metaOf, stateGroupDepthLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
-import { MAX_STATE_GROUP_DEPTH, stateField, type RoomStore, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
 export interface GroupState {
@@ -63,7 +64,7 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
  * What the planner reads of a room's stored states and events: the RoomStore, or the in-memory
  * store of a room being created in one write (new-room-state.ts).
  */
-export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents">;
+export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta">;
 
 /**
  * The plan of a room's create event: nothing before it, the room's first state group "1" (the
@@ -90,6 +91,38 @@ function mapId(m: object): number {
   return id;
 }
 
+/** A state to resolve, and the state group it is when known (then forks are found from the groups). */
+interface LocatedState {
+  ids: ReadonlyMap<string, string>;
+  group?: string | undefined;
+}
+
+/** A set of event IDs as a few layers: extending it by a few IDs shares the rest. */
+class LayeredIdSet implements IdSet {
+  private constructor(private readonly layers: readonly ReadonlySet<string>[]) {}
+
+  static of(ids: ReadonlySet<string>): LayeredIdSet {
+    return new LayeredIdSet([ids]);
+  }
+
+  has(id: string): boolean {
+    for (const s of this.layers) if (s.has(id)) return true;
+    return false;
+  }
+
+  /** This set plus `ids`; flattened into one set past 16 layers, so a lookup stays cheap. */
+  plus(ids: ReadonlySet<string>): LayeredIdSet {
+    if (ids.size === 0) return this;
+    if (this.layers.length < 16) return new LayeredIdSet([...this.layers, ids]);
+    const all = new Set(ids);
+    for (const s of this.layers) for (const id of s) all.add(id);
+    return LayeredIdSet.of(all);
+  }
+}
+
+/** How far up the group tree a fork's common ancestor is searched. */
+const MAX_FORK_WALK = 64;
+
 export class RoomStateService {
   /**
    * Resolutions by room and the identities of the state maps resolved. Several servers talking
@@ -100,40 +133,138 @@ export class RoomStateService {
    */
   private readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
 
+  /**
+   * Auth chains (the events plus all their auth ancestors) of the states of recent fork points,
+   * by room and state group: a fork's states share their fork point's state, so only what the
+   * branches add is walked (see StateFork). A child group that only adds keys extends its
+   * parent's chain by a layer.
+   */
+  private readonly chainCache = new Lru<string, LayeredIdSet>(16);
+  /**
+   * Whether stored events were rejected, by room and event ID. An event's status is written once,
+   * with the event (the persist script), so it never changes while the event is stored.
+   */
+  private readonly rejectedCache = new Lru<string, boolean>(20_000);
+  /** Auth verdicts of the iterative auth checks (StateResolutionInput.authVerdicts). */
+  private readonly authVerdicts = new Lru<string, boolean>(10_000);
+
   constructor(private readonly store: StateGroupSource) {}
 
   /**
    * State resolution over states of this room, with the store as the event source, plus
    * `inFlight`: the event being persisted, which the store does not have yet (Synapse's
-   * event_map).
+   * event_map). `local`: groups being written with the event (not stored yet).
    */
   async resolve(
     roomId: string,
     version: RoomVersion,
-    sets: readonly ReadonlyMap<string, string>[],
+    sets: readonly LocatedState[],
     inFlight?: { eventId: string; pdu: Pdu },
+    local: readonly StateGroupWrite[] = [],
   ): Promise<Map<string, string>> {
-    const distinct = [...new Set(sets)];
-    if (distinct.length === 1) return new Map(distinct[0]!);
-    const memoKey = `${roomId}\u0000${distinct.map(mapId).sort((a, b) => a - b).join(",")}`;
+    const distinct: LocatedState[] = [];
+    for (const s of sets) if (!distinct.some((d) => d.ids === s.ids || (d.group !== undefined && d.group === s.group))) distinct.push(s);
+    if (distinct.length === 1) return new Map(distinct[0]!.ids);
+    const memoKey = `${roomId}\u0000${distinct.map((s) => mapId(s.ids)).sort((a, b) => a - b).join(",")}`;
     const hit = this.resolved.get(memoKey);
     if (hit) return new Map(hit);
     const rejected = new Set<string>();
+    const fetchEvents = async (ids: readonly string[]) => {
+      // Redacted state events as their redacted copies, as Synapse's event cache serves them.
+      const events = await this.store.getStateEvents(roomId, version, ids.filter((id) => id !== inFlight?.eventId));
+      const unknown: string[] = [];
+      for (const id of events.keys()) {
+        const r = this.rejectedCache.get(`${roomId} ${id}`);
+        if (r === undefined) unknown.push(id);
+        else if (r) rejected.add(id);
+      }
+      const statuses = await this.store.eventStatuses(roomId, unknown);
+      for (const id of unknown) {
+        const r = statuses.get(id) === "rejected";
+        this.rejectedCache.set(`${roomId} ${id}`, r);
+        if (r) rejected.add(id);
+      }
+      if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
+      return events;
+    };
+    const fork = await this.forkOf(roomId, version, distinct, local);
     const resolved = await resolveState({
       roomVersion: version,
       roomId,
-      stateSets: distinct,
-      fetchEvents: async (ids) => {
-        // Redacted state events as their redacted copies, as Synapse's event cache serves them.
-        const events = await this.store.getStateEvents(roomId, version, ids.filter((id) => id !== inFlight?.eventId));
-        if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
-        for (const [id, status] of await this.store.eventStatuses(roomId, [...events.keys()])) if (status === "rejected") rejected.add(id);
-        return events;
-      },
+      stateSets: distinct.map((s) => s.ids),
+      fetchEvents,
       isRejected: (id) => rejected.has(id),
+      authVerdicts: this.authVerdicts,
+      ...(fork ? { fork } : {}),
     });
     this.resolved.set(memoKey, new Map(resolved));
     return resolved;
+  }
+
+  private async groupMeta(roomId: string, group: string, local: readonly StateGroupWrite[]): Promise<StateGroupMeta> {
+    const w = local.find((g) => g.id === group);
+    return w ? metaOf(w) : this.store.stateGroupMeta(roomId, group);
+  }
+
+  /** The group and its ancestors, nearest first (at most MAX_FORK_WALK). */
+  private async ancestry(roomId: string, group: string, local: readonly StateGroupWrite[]): Promise<{ group: string; meta: StateGroupMeta }[]> {
+    const out: { group: string; meta: StateGroupMeta }[] = [];
+    for (let g: string | null = group; g !== null && out.length < MAX_FORK_WALK; ) {
+      const meta = await this.groupMeta(roomId, g, local);
+      out.push({ group: g, meta });
+      g = meta.up;
+    }
+    return out;
+  }
+
+  /**
+   * The states as a StateFork: their nearest common ancestor group, its state and auth chain,
+   * and each state's delta from it (the groups' deltas in between, composed). Undefined when a
+   * state has no group, or the groups do not meet within MAX_FORK_WALK.
+   */
+  private async forkOf(roomId: string, version: RoomVersion, sets: readonly LocatedState[], local: readonly StateGroupWrite[]): Promise<StateFork | undefined> {
+    if (sets.some((s) => s.group === undefined || s.group === "")) return undefined;
+    const paths = await Promise.all(sets.map((s) => this.ancestry(roomId, s.group!, local)));
+    const others = paths.slice(1).map((p) => new Map(p.map((x, i) => [x.group, i] as const)));
+    const at = paths[0]!.findIndex((x) => others.every((o) => o.has(x.group)));
+    if (at < 0) return undefined;
+    const common = paths[0]![at]!.group;
+    const deltas = paths.map((p, i) => {
+      const end = i === 0 ? at : others[i - 1]!.get(common)!;
+      const d = new Map<string, string | null>();
+      // Oldest first, so that later deltas win.
+      for (let j = end - 1; j >= 0; j--) for (const [k, v] of Object.entries(p[j]!.meta.delta ?? {})) d.set(k, v);
+      return d;
+    });
+    const base = await this.store.loadStateGroup(roomId, common);
+    const baseChain = await this.chainOf(roomId, version, common, base, local);
+    return { base, baseChain, deltas };
+  }
+
+  /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */
+  private async chainOf(roomId: string, version: RoomVersion, group: string, state: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<LayeredIdSet> {
+    const key = `${roomId} ${group}`;
+    const cached = this.chainCache.get(key);
+    if (cached) return cached;
+    const source = { roomVersion: version, roomId, fetchEvents: (ids: readonly string[]) => this.store.getEvents(roomId, ids) };
+    const path = await this.ancestry(roomId, group, local);
+    let chain: LayeredIdSet | undefined;
+    const ancestorAt = path.findIndex((x, i) => i > 0 && this.chainCache.get(`${roomId} ${x.group}`) !== undefined);
+    if (ancestorAt > 0) {
+      // Exact when the groups since only added keys the ancestor's state lacks: this state is
+      // then the ancestor's plus the added events.
+      const ancestor = path[ancestorAt]!.group;
+      const added = new Map<string, string | null>();
+      for (let j = ancestorAt - 1; j >= 0; j--) for (const [k, v] of Object.entries(path[j]!.meta.delta ?? {})) added.set(k, v);
+      const ancestorState = await this.store.loadStateGroup(roomId, ancestor);
+      if ([...added].every(([k, v]) => v !== null && !ancestorState.has(k))) {
+        const from = this.chainCache.get(`${roomId} ${ancestor}`)!;
+        chain = from.plus(await stateAuthChain(source, [...added.values()] as string[], from));
+      }
+    }
+    chain ??= LayeredIdSet.of(await stateAuthChain(source, [...state.values()]));
+    this.chainCache.set(key, chain);
+    return chain;
   }
 
   /** The state after each event that has a state group (others are left out). */
@@ -154,7 +285,7 @@ export class RoomStateService {
     const states = await this.statesAfter(view.roomId, prevEvents, groups);
     if (states.length === 0) return { state: view.current, missingPrevs };
     if (states.length === 1) return { state: states[0]!, missingPrevs };
-    const ids = await this.resolve(view.roomId, view.version, states.map((s) => s.ids));
+    const ids = await this.resolve(view.roomId, view.version, states);
     return { state: { ids, group: undefined, near: states[0]! }, missingPrevs };
   }
 
@@ -167,7 +298,7 @@ export class RoomStateService {
     if (!missingPrevs) return view.current.ids;
     const states = await this.statesAfter(view.roomId, view.extremities);
     if (states.length === 0) return view.current.ids;
-    return this.resolve(view.roomId, view.version, [...states.map((s) => s.ids), before.ids]);
+    return this.resolve(view.roomId, view.version, [...states, before]);
   }
 
   /** A StateLookup over a state of IDs, with the events `event`'s auth rules may read loaded. */
@@ -191,16 +322,26 @@ export class RoomStateService {
   async plan(view: RoomStateView, eventId: string, pdu: Pdu, before: GroupState, outcome: "accepted" | "soft_failed"): Promise<StatePlan> {
     const { roomId, version } = view;
     const groups: StateGroupWrite[] = [];
+    const idPool: string[] = [];
     const depthOf = async (group: string): Promise<number> =>
       groups.find((g) => g.id === group)?.depth ?? (await this.store.stateGroupDepth(roomId, group));
     /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
     const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
-      const [id] = await this.store.allocateStateGroups(roomId, 1);
-      const parentDepth = parent === undefined ? MAX_STATE_GROUP_DEPTH : parent === "" ? -1 : await depthOf(parent);
+      // Every group this plan may write, allocated in one round trip (unused IDs are harmless gaps).
+      if (idPool.length === 0) {
+        const prevsNow = new Set(prevEventIds(pdu));
+        const mayResolve = outcome === "accepted" && !view.extremities.every((x) => prevsNow.has(x));
+        const most = (before.group === undefined ? 1 : 0) + (typeof pdu.state_key === "string" ? 1 : 0) + (mayResolve ? 1 : 0);
+        idPool.push(...(await this.store.allocateStateGroups(roomId, Math.max(1, most - groups.length))));
+      }
+      const id = idPool.shift();
+      const parentDepth = parent === undefined ? STATE_GROUP_DEPTH_CAP : parent === "" ? -1 : await depthOf(parent);
       const group: StateGroupWrite =
-        parentDepth + 1 >= MAX_STATE_GROUP_DEPTH || parent === undefined
+        parent === undefined
           ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0 }
-          : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
+          : parentDepth + 1 >= stateGroupDepthLimit(ids().size)
+            ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0, ancestor: { id: parent, delta: Object.fromEntries(delta()) } }
+            : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
       groups.push(group);
       return id!;
     };
@@ -215,10 +356,11 @@ export class RoomStateService {
       ));
     const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
     // The state after the event, built only when something needs it whole.
-    let afterIdsMemo: Map<string, string> | undefined;
+    // A LayeredMap: it shares the state before's entries (the group cache keeps it, see room-store.ts).
+    let afterIdsMemo: LayeredMap<string> | undefined;
     const afterIds = (): ReadonlyMap<string, string> => {
       if (ownKey === undefined) return before.ids;
-      afterIdsMemo ??= new Map(before.ids).set(ownKey, eventId);
+      afterIdsMemo ??= layered(before.ids).with([[ownKey, eventId]]);
       return afterIdsMemo;
     };
     const afterGroup =
@@ -245,7 +387,7 @@ export class RoomStateService {
     } else {
       const others = view.extremities.filter((x) => !prevs.has(x));
       const states = await this.statesAfter(roomId, others);
-      const resolved = await this.resolve(roomId, version, [...states.map((s) => s.ids), afterIds()], { eventId, pdu });
+      const resolved = await this.resolve(roomId, version, [...states, { ids: afterIds(), group: afterGroup }], { eventId, pdu }, groups);
       const fromAfter = diff(afterIds(), resolved);
       changes = diff(view.current.ids, resolved);
       if (fromAfter.size > 0) {
@@ -254,7 +396,10 @@ export class RoomStateService {
         currentGroup = onCurrent
           ? await addGroup(view.current.group, () => changes, () => resolved)
           : await addGroup(afterGroup, () => fromAfter, () => resolved);
-        plan.known!.push([currentGroup, resolved]);
+        // Kept as the state after plus what the resolution added, sharing entries, when it only added.
+        const after = afterIds();
+        const shared = after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null) ? after.with(fromAfter as Map<string, string>) : resolved;
+        plan.known!.push([currentGroup, shared]);
       }
     }
     const set: [string, string][] = [];
@@ -283,6 +428,11 @@ export class RoomStateService {
     remember();
     return plan;
   }
+}
+
+/** `ids` as a LayeredMap (itself when it is one; else a copy that later versions can share). */
+function layered(ids: ReadonlyMap<string, string>): LayeredMap<string> {
+  return ids instanceof LayeredMap ? (ids as LayeredMap<string>) : LayeredMap.from(ids);
 }
 
 function prevEventIds(pdu: Pdu): string[] {

@@ -73,6 +73,12 @@ export interface StateGroupWrite {
   delta: Record<string, string | null>;
   /** Deltas since the last full group (0 for a full group). */
   depth: number;
+  /**
+   * A full group written because the chain grew long: the group it would have been a delta on
+   * and that delta. Not read to load the state; it keeps the group tree connected, so forks
+   * find their common ancestor across full groups (room-state.ts).
+   */
+  ancestor?: { id: string; delta: Record<string, string | null> };
 }
 
 export interface StatePlan {
@@ -95,8 +101,57 @@ export interface StatePlan {
   };
 }
 
-/** A group is stored whole again after this many deltas, so a read walks at most this far. */
+/** What state resolution needs of a state group to find where states fork (see room-state.ts). */
+export interface StateGroupMeta {
+  depth: number;
+  /** The group this one is a delta on (for a full group: the one it was built on, if recorded). */
+  up: string | null;
+  /** The delta on `up` (absent when `up` is null). */
+  delta?: Readonly<Record<string, string | null>>;
+}
+
+/** A group as the persist scripts store it: `[id, JSON]` (`a`/`x`: a whole group's ancestor and delta on it). */
+function storedGroup(g: StateGroupWrite): [string, string] {
+  return [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth, ...(g.ancestor ? { a: g.ancestor.id, x: g.ancestor.delta } : {}) })];
+}
+
+export function metaOf(g: Pick<StateGroupWrite, "parent" | "depth" | "delta" | "ancestor">): StateGroupMeta {
+  if (g.parent !== null) return { depth: g.depth, up: g.parent, delta: g.delta };
+  return g.ancestor ? { depth: g.depth, up: g.ancestor.id, delta: g.ancestor.delta } : { depth: g.depth, up: null };
+}
+
+/**
+ * `from` (a LayeredMap) with `deltas` applied, nearest group first (so applied last), sharing
+ * `from`'s entries; undefined when a delta removes a key (LayeredMap has no deletion) or `from`
+ * is not layered.
+ */
+function extended(from: ReadonlyMap<string, string>, deltas: readonly Readonly<Record<string, string | null>>[]): LayeredMap<string> | undefined {
+  if (!(from instanceof LayeredMap)) return undefined;
+  const changes: [string, string][] = [];
+  for (let i = deltas.length - 1; i >= 0; i--) {
+    for (const [field, id] of Object.entries(deltas[i]!)) {
+      if (id === null) return undefined;
+      changes.push([field, id]);
+    }
+  }
+  return from.with(changes);
+}
+
+/** A group is stored whole again after this many deltas in a small room (see stateGroupDepthLimit). */
 export const MAX_STATE_GROUP_DEPTH = 50;
+/** The longest delta chain in any room, so a read walks at most this far. */
+export const STATE_GROUP_DEPTH_CAP = 1_000;
+
+/**
+ * Deltas before a state of `size` keys is stored whole again: 50, or a quarter of the state in
+ * larger rooms. A whole group costs `size` entries; every 50 deltas it cost each 1-key delta
+ * size/50 entries of Redis (~1.3 kB per knock at 700 members, more than the delta itself). At
+ * size/4 each delta pays at most 4 entries for it, and a cold read walks at most size/4 deltas
+ * — no more than reading the whole state once.
+ */
+export function stateGroupDepthLimit(size: number): number {
+  return Math.min(STATE_GROUP_DEPTH_CAP, Math.max(MAX_STATE_GROUP_DEPTH, Math.floor(size / 4)));
+}
 
 export type PersistResult = "persisted" | "duplicate" | "conflict";
 
@@ -177,7 +232,7 @@ const LOAD_STATE_GROUP_LUA = `
 -- first; stops early (the last entry missing) if a group is not stored.
 local out = {}
 local id = ARGV[1]
-for i = 1, ${MAX_STATE_GROUP_DEPTH + 2} do
+for i = 1, ${STATE_GROUP_DEPTH_CAP + 2} do
   local j = redis.call('HGET', KEYS[1], id)
   if not j then return out end
   out[#out + 1] = j
@@ -268,8 +323,8 @@ export class RoomStore {
   private readonly eventCache = new Lru<string, Pdu>(5_000);
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
   private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
-  /** Deltas to the nearest whole group, by room and group ID (immutable too). */
-  private readonly groupDepthCache = new Lru<string, number>(4_096);
+  /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
+  private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
 
   constructor(
     redis: Redis,
@@ -308,7 +363,9 @@ export class RoomStore {
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
       JSON.stringify(destinations),
-      plan && plan.groups.length > 0 ? JSON.stringify(plan.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])) : "",
+      plan && plan.groups.length > 0
+        ? JSON.stringify(plan.groups.map(storedGroup))
+        : "",
       plan ? `${plan.before} ${plan.after}` : "",
       plan?.current
         ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
@@ -319,7 +376,7 @@ export class RoomStore {
     const result = (await this.redis.gatehousePersistEvent(13 + destinations.length, ...args)) as PersistResult;
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
-      for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
+      for (const g of plan?.groups ?? []) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
       for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
     }
     return result;
@@ -348,13 +405,19 @@ export class RoomStore {
   /** Deltas between a stored state group and the nearest whole one (0 for a whole group). */
   async stateGroupDepth(roomId: string, group: string): Promise<number> {
     if (group === "") return 0;
-    const cached = this.groupDepthCache.get(`${roomId} ${group}`);
+    return (await this.stateGroupMeta(roomId, group)).depth;
+  }
+
+  /** A stored state group's parent, depth and delta (the delta only for groups that have a parent). */
+  async stateGroupMeta(roomId: string, group: string): Promise<StateGroupMeta> {
+    const cached = this.groupMetaCache.get(`${roomId} ${group}`);
     if (cached !== undefined) return cached;
     const j = await this.redis.hget(this.keys.stateGroups(roomId), group);
     if (!j) throw new Error(`room ${roomId}: state group ${group} is not stored`);
-    const depth = (JSON.parse(j) as { n?: number }).n ?? 0;
-    this.groupDepthCache.set(`${roomId} ${group}`, depth);
-    return depth;
+    const g = JSON.parse(j) as { p?: string | null; d: Record<string, string | null>; n?: number; a?: string; x?: Record<string, string | null> };
+    const meta = metaOf({ parent: g.p ?? null, depth: g.n ?? 0, delta: g.d, ...(g.a !== undefined && g.x ? { ancestor: { id: g.a, delta: g.x } } : {}) });
+    this.groupMetaCache.set(`${roomId} ${group}`, meta);
+    return meta;
   }
 
   /** Statuses of many events in one round trip (events without one are left out). */
@@ -368,24 +431,55 @@ export class RoomStore {
     return out;
   }
 
-  /** A state group's state (field → event ID); "" is the empty state. Throws when it is not stored. */
+  /**
+   * A state group's state (field → event ID); "" is the empty state. Throws when it is not stored.
+   * States are LayeredMaps: a group within reach of a cached one (by the cached deltas, or the
+   * chain read from Redis) is that state plus its deltas, sharing all other entries, so the cache
+   * costs O(√members) per group rather than O(members).
+   */
   async loadStateGroup(roomId: string, group: string): Promise<ReadonlyMap<string, string>> {
-    if (group === "") return new Map();
+    if (group === "") return LayeredMap.empty<string>();
     const cacheKey = `${roomId} ${group}`;
     const cached = this.groupCache.get(cacheKey);
     if (cached) return cached;
+    // In-process first: deltas up to a cached ancestor, if every group on the way is known.
+    const deltas: Readonly<Record<string, string | null>>[] = [];
+    for (let g: string | null = group; g !== null && deltas.length <= STATE_GROUP_DEPTH_CAP; ) {
+      const meta = this.groupMetaCache.get(`${roomId} ${g}`);
+      if (!meta?.delta || meta.up === null) break;
+      deltas.push(meta.delta);
+      const from = this.groupCache.get(`${roomId} ${meta.up}`);
+      if (from) {
+        const state = extended(from, deltas);
+        if (state) return this.cacheGroup(cacheKey, state);
+        break;
+      }
+      g = meta.up;
+    }
     const chain = await this.redis.gatehouseLoadStateGroup(1, this.keys.stateGroups(roomId), group);
     const parsed = chain.map((j) => JSON.parse(j) as { p: string | null; d: Record<string, string | null> });
     if (parsed.length === 0 || typeof parsed[parsed.length - 1]!.p === "string") {
       throw new Error(`room ${roomId}: state group ${group} or one of its parents is not stored`);
     }
-    const state = new Map<string, string>();
+    // A cached group on the chain: its state plus the deltas below it.
+    for (let i = 0; i < parsed.length - 1; i++) {
+      const from = this.groupCache.get(`${roomId} ${parsed[i]!.p}`);
+      if (!from) continue;
+      const state = extended(from, parsed.slice(0, i + 1).map((x) => x.d));
+      if (state) return this.cacheGroup(cacheKey, state);
+      break;
+    }
+    const whole = new Map<string, string>();
     for (let i = parsed.length - 1; i >= 0; i--) {
       for (const [field, id] of Object.entries(parsed[i]!.d)) {
-        if (id === null) state.delete(field);
-        else state.set(field, id);
+        if (id === null) whole.delete(field);
+        else whole.set(field, id);
       }
     }
+    return this.cacheGroup(cacheKey, LayeredMap.from(whole));
+  }
+
+  private cacheGroup(cacheKey: string, state: ReadonlyMap<string, string>): ReadonlyMap<string, string> {
     this.groupCache.set(cacheKey, state);
     return state;
   }
@@ -419,7 +513,7 @@ export class RoomStore {
       room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
       // cjson would encode an empty object as an empty array; both decode to an empty table.
       JSON.stringify(Object.fromEntries(input.state)), JSON.stringify(Object.fromEntries(input.members)),
-      JSON.stringify(groups.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])),
+      JSON.stringify(groups.groups.map(storedGroup)),
       JSON.stringify(groups.eventState.map(([id, before, after]) => [id, `${before} ${after}`])),
       groups.currentGroup,
       String(groups.stateGroupSeq),
@@ -432,7 +526,7 @@ export class RoomStore {
     );
     if (result === "persisted") {
       for (const e of events) this.eventCache.set(`${room.roomId} ${e.eventId}`, e.pdu);
-      for (const g of groups.groups) this.groupDepthCache.set(`${room.roomId} ${g.id}`, g.depth);
+      for (const g of groups.groups) this.groupMetaCache.set(`${room.roomId} ${g.id}`, metaOf(g));
     }
     return result as "persisted" | "exists" | "alias_taken";
   }

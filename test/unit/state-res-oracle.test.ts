@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import { resolveState } from "../../src/protocol/state-res/index.js";
 import { makeForkedRoom, type ForkedRoom } from "../support/forked-rooms.js";
+import { forkOf } from "../support/state-fork.js";
 import { resolveWithSynapse, synapseOracleSkipReason, triples } from "../support/synapse-state-res.js";
 
 const SEED = Number(process.env.GATEHOUSE_STATE_RES_ORACLE_SEED ?? 1);
@@ -28,16 +29,18 @@ test(`state resolution agrees with Synapse's synapse.state.v2 on ${CASES} random
     for (const v of ["10", "12"]) rooms.push(await makeForkedRoom(getRoomVersion(v)!, SEED * 100_003 + i));
   }
   const ours = [];
+  const forked = [];
   for (const room of rooms) {
     const events = new Map(room.events.map((e) => [e.eventId, e.pdu] as const));
-    ours.push(
-      await resolveState({
-        roomVersion: room.roomVersion,
-        roomId: room.roomId,
-        stateSets: room.stateSets,
-        fetchEvents: (ids) => new Map(ids.filter((id) => events.has(id)).map((id) => [id, events.get(id)!] as const)),
-      }),
-    );
+    const input = {
+      roomVersion: room.roomVersion,
+      roomId: room.roomId,
+      stateSets: room.stateSets,
+      fetchEvents: (ids: readonly string[]) => new Map(ids.filter((id) => events.has(id)).map((id) => [id, events.get(id)!] as const)),
+    };
+    ours.push(await resolveState(input));
+    // As room-state.ts resolves forks of state groups: a shared base and a delta per set.
+    forked.push(await resolveState({ ...input, fork: await forkOf(input, { moveToDeltas: 0.25, seed: room.seed }) }));
   }
   const synapse = resolveWithSynapse(rooms.map((r) => ({ roomVersion: r.roomVersion.id, roomId: r.roomId, events: r.events, stateSets: r.stateSets })));
   assert.equal(synapse.length, rooms.length);
@@ -48,6 +51,7 @@ test(`state resolution agrees with Synapse's synapse.state.v2 on ${CASES} random
     assert.deepEqual(synapse[i]!.problems, [], `${where}: Synapse would not accept the generated room`);
     if (new Set(room.stateSets.map((s) => JSON.stringify(triples(s)))).size > 1) conflicted++;
     assert.deepEqual(triples(ours[i]!), synapse[i]!.resolved, `${where}: resolved state differs from Synapse's`);
+    assert.deepEqual(triples(forked[i]!), synapse[i]!.resolved, `${where}: resolved from a fork (base + deltas), the state differs from Synapse's`);
   }
   // The generator must produce real conflicts, or the test proves little.
   assert.ok(conflicted > rooms.length * 0.8, `only ${conflicted} of ${rooms.length} rooms had differing state sets`);

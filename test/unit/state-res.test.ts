@@ -7,6 +7,7 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { loadVectors } from "../support/vectors.js";
+import { forkOf } from "../support/state-fork.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import { authEdges, resolveState, separate, stateMapKey, StateResolutionError, type StateResEvent, type StateResolutionTrace } from "../../src/protocol/state-res/index.js";
 
@@ -62,18 +63,28 @@ function authChainOver(events: ReadonlyMap<string, StateResEvent>, roomVersionId
 
 async function resolveCase(
   c: VectorCase,
-  opts: { injectAuthChain?: boolean; isRejected?: (id: string) => boolean } = {},
+  opts: {
+    injectAuthChain?: boolean;
+    isRejected?: (id: string) => boolean;
+    fork?: { moveToDeltas: number; breakBase?: boolean };
+    authVerdicts?: Map<string, boolean>;
+  } = {},
 ): Promise<{ state: Record<string, string>; trace?: StateResolutionTrace }> {
   const rv = getRoomVersion(c.room_version);
   assert.ok(rv, `room version ${c.room_version}`);
   const events = new Map(c.events.map((e) => [e.event_id, e.pdu] as const));
   let trace: StateResolutionTrace | undefined;
+  const base = {
+    roomVersion: rv,
+    roomId: c.room_id,
+    stateSets: c.state_sets.map((s) => new Map(Object.entries(s).map(([k, v]) => [toKey(k), v] as const))),
+    fetchEvents: (ids: readonly string[]) => new Map(ids.filter((id) => events.has(id)).map((id) => [id, events.get(id)!] as const)),
+  };
   const resolved = await resolveState(
     {
-      roomVersion: rv,
-      roomId: c.room_id,
-      stateSets: c.state_sets.map((s) => new Map(Object.entries(s).map(([k, v]) => [toKey(k), v] as const))),
-      fetchEvents: (ids) => new Map(ids.filter((id) => events.has(id)).map((id) => [id, events.get(id)!] as const)),
+      ...base,
+      ...(opts.fork ? { fork: await forkOf(base, opts.fork) } : {}),
+      ...(opts.authVerdicts ? { authVerdicts: opts.authVerdicts } : {}),
       ...(opts.injectAuthChain ? { authChain: authChainOver(events, c.room_version) } : {}),
       ...(opts.isRejected ? { isRejected: opts.isRejected } : {}),
     },
@@ -124,6 +135,36 @@ describe("state resolution: the injected parts", () => {
       assert.deepEqual((await resolveCase(c, { injectAuthChain: true })).state, c.expected, c.name);
     }
   });
+
+  test("a memo of auth verdicts shared by every resolution gives the same states and steps (every vector, twice)", async () => {
+    const memo = new Map<string, boolean>();
+    for (const pass of [1, 2]) {
+      for (const c of vectors.cases) {
+        const whole = await resolveCase(c);
+        const memoised = await resolveCase(c, { authVerdicts: memo, fork: { moveToDeltas: 0.5 } });
+        assert.deepEqual(memoised.state, c.expected, `${c.name} (pass ${pass})`);
+        assert.deepEqual(memoised.trace, whole.trace, `${c.name} (pass ${pass}): intermediate results`);
+      }
+    }
+    assert.ok(memo.size > 0, "the memo was used");
+  });
+
+  const forkRows = [
+    { why: "base = everything the sets share", fork: { moveToDeltas: 0 } },
+    { why: "half of what they share added alike on every branch", fork: { moveToDeltas: 0.5 } },
+    { why: "everything added on the branches (empty base)", fork: { moveToDeltas: 1 } },
+    { why: "a base holding a key not every set keeps (falls back to whole sets)", fork: { moveToDeltas: 0.3, breakBase: true } },
+  ];
+  for (const row of forkRows) {
+    test(`a fork (base + deltas) gives the same state and steps as whole sets, every vector: ${row.why}`, async () => {
+      for (const c of vectors.cases) {
+        const whole = await resolveCase(c);
+        const forked = await resolveCase(c, { fork: row.fork });
+        assert.deepEqual(forked.state, c.expected, c.name);
+        assert.deepEqual(forked.trace, whole.trace, `${c.name}: intermediate results`);
+      }
+    });
+  }
 
   const rows = [
     {

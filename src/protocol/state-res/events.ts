@@ -3,7 +3,7 @@
  * auth edges of an event (v12: the create event is implied by the room ID), and auth chains.
  */
 import type { RoomVersion } from "../room-versions.js";
-import type { StateResEvent, StateResolutionInput } from "./types.js";
+import type { IdSet, StateResEvent, StateResolutionInput } from "./types.js";
 
 /** The event IDs an event's `auth_events` name (v1–v2 pairs or v3+ strings). */
 function listedAuthIds(ev: StateResEvent): string[] {
@@ -76,6 +76,11 @@ export class EventCache {
     }
   }
 
+  /** Were all these asked for already (loaded, or known to be missing)? */
+  loaded(ids: readonly string[]): boolean {
+    return ids.every((id) => this.events.has(id) || this.missing.has(id));
+  }
+
   /** A loaded event, or undefined when the source does not have it. */
   get(id: string): StateResEvent | undefined {
     return this.events.get(id);
@@ -96,7 +101,7 @@ export class EventCache {
    * The given events plus all their auth ancestors (loaded on the way, one fetch per level),
    * leaving out `known` and not walking past it. Unknown events end the walk on their branch.
    */
-  async ancestorsInclusive(ids: Iterable<string>, known?: ReadonlySet<string>): Promise<Set<string>> {
+  async ancestorsInclusive(ids: Iterable<string>, known?: IdSet): Promise<Set<string>> {
     const seen = new Set([...ids].filter((id) => !known?.has(id)));
     let frontier = [...seen];
     while (frontier.length > 0) {
@@ -120,12 +125,12 @@ export class EventCache {
    * ancestor of its events is in it), which the walk does not enter. Uses the injected
    * `authChain` when there is one.
    */
-  async chainInclusive(ids: readonly string[], known?: ReadonlySet<string>): Promise<Set<string>> {
+  async chainInclusive(ids: readonly string[], known?: IdSet): Promise<Set<string>> {
     if (!this.input.authChain) return this.ancestorsInclusive(ids, known);
     if (ids.length === 0) return new Set();
     const chain = new Set(await this.input.authChain(ids));
     for (const id of ids) chain.add(id);
-    if (known) for (const id of known) chain.delete(id);
+    if (known) for (const id of chain) if (known.has(id)) chain.delete(id);
     return chain;
   }
 }

@@ -6,9 +6,9 @@ import { resolveStateV2 } from "./v2.js";
 import { StateResolutionError, type StateResolutionInput, type StateResolutionTrace } from "./types.js";
 
 export { stateMapKey, parseStateMapKey, StateResolutionError } from "./types.js";
-export type { StateMap, StateResEvent, StateResolutionInput, StateResolutionTrace } from "./types.js";
+export type { IdSet, StateFork, StateMap, StateResEvent, StateResolutionInput, StateResolutionTrace } from "./types.js";
 export { authEdges, createEventIdOfRoom } from "./events.js";
-export { isPowerEvent, separate } from "./v2.js";
+export { isPowerEvent, separate, stateAuthChain } from "./v2.js";
 
 /**
  * The resolved state of `input.stateSets`. With one set, or sets that agree, that state is

@@ -70,6 +70,38 @@ export interface StateResolutionInput {
    * state, so without it such invites fail, as in the auth rules.
    */
   authOptions?: Pick<AuthCheckOptions, "verifyJoinAuthorisedVia" | "verifyThirdPartyInvite">;
+  /**
+   * Optional: how the state sets relate, when the caller knows (e.g. from state groups). The
+   * answer is the same with or without it; with it, a fork that only adds keys costs what its
+   * deltas cost instead of what the whole state costs. See `StateFork`.
+   */
+  fork?: StateFork;
+  /**
+   * Optional: a memo of auth-rule verdicts across resolutions, keyed by the event and the exact
+   * auth events it was checked with (the verdict is a pure function of those). Forks built on
+   * an old extremity re-check the same events against the same auth events every time; with it
+   * they are checked once. Not used with `authOptions` (callbacks the key cannot capture).
+   */
+  authVerdicts?: { get(key: string): boolean | undefined; set(key: string, allowed: boolean): void };
+}
+
+/** A set of event IDs to test membership of (a `Set`, or a layered one). */
+export interface IdSet {
+  has(id: string): boolean;
+}
+
+/**
+ * The state sets as one common `base` state and a delta per set: `stateSets[i]` is `base` with
+ * `deltas[i]` applied (an ID sets the key, null removes it). `baseChain` is exactly `base`'s
+ * events plus their whole auth chain (as `stateAuthChain` computes it). Used only when no key
+ * that a delta changes is in `base` (the sets then share all of `base`, so the auth chain of
+ * their common events is `baseChain` plus that of the events they add alike); otherwise the
+ * resolution compares the whole sets.
+ */
+export interface StateFork {
+  base: StateMap;
+  baseChain: IdSet;
+  deltas: readonly ReadonlyMap<string, string | null>[];
 }
 
 /** Intermediate results, for tests and debugging (the vectors' `trace`). */

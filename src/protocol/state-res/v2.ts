@@ -30,7 +30,7 @@ import { powerLevelOf } from "../auth/power-levels.js";
 import type { RoomVersion } from "../room-versions.js";
 import { EventCache, originTs } from "./events.js";
 import { reverseTopologicalSort } from "./sort.js";
-import { stateMapKey, type StateMap, type StateResEvent, type StateResolutionInput, type StateResolutionTrace } from "./types.js";
+import { stateMapKey, type StateFork, type StateMap, type StateResEvent, type StateResolutionInput, type StateResolutionTrace } from "./types.js";
 
 const CREATE_KEY = stateMapKey("m.room.create", "");
 const POWER_LEVELS_KEY = stateMapKey("m.room.power_levels", "");
@@ -51,6 +51,43 @@ export function separate(stateSets: readonly StateMap[]): { unconflicted: Map<st
     }
   }
   return { unconflicted, conflicted };
+}
+
+/**
+ * Step 1 from a fork (see `StateFork`): only keys a delta touches can differ. Also returns each
+ * set's events that not every set has (`own`) and the events the deltas add alike (`agreed`).
+ * Undefined when a touched key is in the base with a value not every set keeps: the sets then do
+ * not share all of the base, and the caller compares them whole.
+ */
+function separateFork(
+  fork: StateFork,
+): { unconflicted: Map<string, string>; conflicted: Map<string, Set<string>>; own: Set<string>[]; agreed: string[] } | undefined {
+  const touched = new Set<string>();
+  for (const d of fork.deltas) for (const k of d.keys()) touched.add(k);
+  const changes: [string, string | undefined][] = [];
+  const conflicted = new Map<string, Set<string>>();
+  const own = fork.deltas.map(() => new Set<string>());
+  const agreed: string[] = [];
+  for (const k of touched) {
+    const b = fork.base.get(k);
+    const vals = fork.deltas.map((d) => (d.has(k) ? (d.get(k) ?? undefined) : b));
+    const ids = new Set(vals);
+    if (ids.size === 1 && vals[0] === b) continue;
+    if (b !== undefined) return undefined;
+    if (ids.size === 1) {
+      agreed.push(vals[0]!);
+      changes.push([k, vals[0]]);
+      continue;
+    }
+    ids.delete(undefined);
+    conflicted.set(k, ids as Set<string>);
+    vals.forEach((v, i) => {
+      if (v !== undefined) own[i]!.add(v);
+    });
+  }
+  const unconflicted = new Map(fork.base);
+  for (const [k, v] of changes) unconflicted.set(k, v!);
+  return { unconflicted, conflicted, own, agreed };
 }
 
 /** Spec "power events": power levels, join rules, create, and kicks/bans of someone else. */
@@ -89,6 +126,21 @@ async function authDifference(cache: EventCache, stateSets: readonly StateMap[])
     const own = [...ids].filter((id) => !common.has(id));
     extras.push(await cache.chainInclusive(own, base));
   }
+  const diff = new Set<string>();
+  for (const e of extras) for (const id of e) if (!extras.every((x) => x.has(id))) diff.add(id);
+  return diff;
+}
+
+/**
+ * `authDifference` for a fork that shares all of its base: the sets' common events are the
+ * base's plus `agreed`, so their common chain is `baseChain` plus the chain of `agreed`; each
+ * set then walks only from its own events until it meets that chain.
+ */
+async function authDifferenceFork(cache: EventCache, fork: StateFork, own: readonly Set<string>[], agreed: readonly string[]): Promise<Set<string>> {
+  const agreedChain = await cache.chainInclusive(agreed, fork.baseChain);
+  const common = { has: (id: string) => fork.baseChain.has(id) || agreedChain.has(id) };
+  const extras: Set<string>[] = [];
+  for (const ids of own) extras.push(await cache.chainInclusive([...ids], common));
   const diff = new Set<string>();
   for (const e of extras) for (const id of e) if (!extras.every((x) => x.has(id))) diff.add(id);
   return diff;
@@ -237,22 +289,40 @@ async function mainlineSort(cache: EventCache, ids: readonly string[], resolvedP
  * replaced by the partial state's events for the auth types it needs, and joins the partial
  * state when it passes.
  */
+/** The partial state of the iterative auth checks: a `Map`, or a layer over the unconflicted state. */
+interface PartialState {
+  get(key: string): string | undefined;
+  has(key: string): boolean;
+  set(key: string, id: string): unknown;
+}
+
+/** A partial state starting as `base` without copying it (writes go to a layer on top). */
+function layerOver(base: ReadonlyMap<string, string>): PartialState {
+  const top = new Map<string, string>();
+  return {
+    get: (k) => top.get(k) ?? base.get(k),
+    has: (k) => top.has(k) || base.has(k),
+    set: (k, id) => top.set(k, id),
+  };
+}
+
 async function iterativeAuthChecks(
   cache: EventCache,
   input: StateResolutionInput,
   ids: readonly string[],
-  state: Map<string, string>,
+  state: PartialState,
   steps: { eventId: string; accepted: boolean }[],
 ): Promise<void> {
   const rv = input.roomVersion;
   const rejected = input.isRejected ?? (() => false);
   const options = { verifyJoinAuthorisedVia: () => true, ...input.authOptions };
+  const memo = input.authOptions ? undefined : input.authVerdicts;
   for (const id of ids) {
     const ev = cache.get(id);
     if (!ev) continue;
     const auth = new Map<string, { id: string; ev: StateResEvent }>();
     const edges = cache.authEdges(id);
-    await cache.load(edges);
+    if (!cache.loaded(edges)) await cache.load(edges);
     for (const a of edges) {
       const aev = cache.get(a);
       const k = aev && keyOf(aev);
@@ -261,7 +331,7 @@ async function iterativeAuthChecks(
     const types = authEventKeys(ev, rv).map(([t, s]) => stateMapKey(t, s));
     if (!types.includes(CREATE_KEY)) types.push(CREATE_KEY);
     const fromState = types.filter((k) => state.has(k)).map((k) => state.get(k)!);
-    await cache.load(fromState);
+    if (!cache.loaded(fromState)) await cache.load(fromState);
     for (const k of types) {
       const sid = state.get(k);
       const sev = sid === undefined ? undefined : cache.get(sid);
@@ -272,11 +342,17 @@ async function iterativeAuthChecks(
       steps.push({ eventId: id, accepted: false });
       continue;
     }
-    const lookup: StateLookup = (type, stateKey) => auth.get(stateMapKey(type, stateKey))?.ev;
-    const verdict = checkEventAuth(ev, rv, lookup, { ...options, createEventId: auth.get(CREATE_KEY)?.id });
+    const createEventId = auth.get(CREATE_KEY)?.id;
+    const memoKey = memo && `${rv.id} ${id} ${createEventId ?? ""} ${[...auth].map(([k, a]) => `${k}=${a.id}`).sort().join(" ")}`;
+    let allowed = memoKey === undefined ? undefined : memo!.get(memoKey);
+    if (allowed === undefined) {
+      const lookup: StateLookup = (type, stateKey) => auth.get(stateMapKey(type, stateKey))?.ev;
+      allowed = checkEventAuth(ev, rv, lookup, { ...options, createEventId }).allowed;
+      if (memoKey !== undefined) memo!.set(memoKey, allowed);
+    }
     const k = keyOf(ev);
-    if (verdict.allowed && k !== undefined) state.set(k, id);
-    steps.push({ eventId: id, accepted: verdict.allowed && k !== undefined });
+    if (allowed && k !== undefined) state.set(k, id);
+    steps.push({ eventId: id, accepted: allowed && k !== undefined });
   }
 }
 
@@ -284,14 +360,16 @@ async function iterativeAuthChecks(
 export async function resolveStateV2(input: StateResolutionInput, trace?: (t: StateResolutionTrace) => void): Promise<Map<string, string>> {
   const rv = input.roomVersion;
   const v21 = rv.stateResolution === "v2.1";
-  const { unconflicted, conflicted } = separate(input.stateSets);
+  // With a usable fork, steps 1–2 cost what the deltas cost, not what the whole state costs.
+  const fork = input.fork && input.fork.deltas.length === input.stateSets.length ? separateFork(input.fork) : undefined;
+  const { unconflicted, conflicted } = fork ?? separate(input.stateSets);
   if (conflicted.size === 0) return unconflicted;
 
   const cache = new EventCache(input, rv);
   const conflictedIds = new Set<string>();
   for (const ids of conflicted.values()) for (const id of ids) conflictedIds.add(id);
 
-  const authDiff = await authDifference(cache, input.stateSets);
+  const authDiff = fork ? await authDifferenceFork(cache, input.fork!, fork.own, fork.agreed) : await authDifference(cache, input.stateSets);
   const subgraph = v21 ? await conflictedSubgraph(cache, conflictedIds) : undefined;
   const full = new Set<string>([...conflictedIds, ...authDiff, ...(subgraph ?? [])]);
   await cache.load(full);
@@ -300,7 +378,8 @@ export async function resolveStateV2(input: StateResolutionInput, trace?: (t: St
   const powerEvents = [...full].filter((id) => isPowerEvent(cache.get(id)!));
   const powerSorted = await reverseTopologicalPowerSort(cache, powerEvents, full, rv);
 
-  const state = new Map<string, string>(v21 ? [] : unconflicted);
+  // v2 starts from the unconflicted state, v2.1 from empty; the fork path layers over it instead of copying it.
+  const state: PartialState = v21 ? new Map<string, string>() : fork ? layerOver(unconflicted) : new Map<string, string>(unconflicted);
   const powerSteps: { eventId: string; accepted: boolean }[] = [];
   await iterativeAuthChecks(cache, input, powerSorted, state, powerSteps);
 
@@ -310,7 +389,20 @@ export async function resolveStateV2(input: StateResolutionInput, trace?: (t: St
   const otherSteps: { eventId: string; accepted: boolean }[] = [];
   await iterativeAuthChecks(cache, input, sorted, state, otherSteps);
 
-  for (const [k, id] of unconflicted) state.set(k, id);
+  // Step 5: the unconflicted state on top of what the checks admitted.
+  let resolved: Map<string, string>;
+  if (!fork) {
+    resolved = state as Map<string, string>;
+    for (const [k, id] of unconflicted) resolved.set(k, id);
+  } else {
+    // Only keys of admitted events can differ from the unconflicted state (separateFork's own
+    // map: reused unless the trace still needs it as it was).
+    resolved = trace ? new Map(unconflicted) : unconflicted;
+    for (const step of [...powerSteps, ...otherSteps]) {
+      const k = step.accepted ? keyOf(cache.get(step.eventId)!) : undefined;
+      if (k !== undefined && !unconflicted.has(k)) resolved.set(k, state.get(k)!);
+    }
+  }
 
   trace?.({
     unconflicted,
@@ -322,5 +414,19 @@ export async function resolveStateV2(input: StateResolutionInput, trace?: (t: St
     mainline,
     mainlineSorted: otherSteps,
   });
-  return state;
+  return resolved;
+}
+
+/**
+ * The given events plus their whole auth chain, as state resolution walks it (unknown events
+ * end the walk and are included): a state's `StateFork.baseChain`. `known`: an auth-closed set
+ * to leave out and not walk into (to extend a known chain by the events a delta adds).
+ */
+export async function stateAuthChain(
+  input: Pick<StateResolutionInput, "roomVersion" | "roomId" | "fetchEvents" | "authChain">,
+  ids: readonly string[],
+  known?: { has(id: string): boolean },
+): Promise<Set<string>> {
+  const full: StateResolutionInput = { ...input, stateSets: [] };
+  return new EventCache(full, input.roomVersion).chainInclusive(ids, known);
 }
