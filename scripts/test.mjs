@@ -3,6 +3,9 @@
 // --interop) with node's test runner. When REDIS_URL is unset a private redis-server is started
 // for the run and stopped afterwards.
 //
+// --cluster (or GATEHOUSE_TEST_REDIS=cluster) starts a six-node Redis Cluster on loopback instead
+// (src/embedded-redis-cluster.ts) and gives the tests its redis-cluster:// URL.
+//
 // --interop as root runs inside a private network and mount namespace (unshare): lo is its only
 // interface, and /etc/resolv.conf (and the Synapse chroot's) name 127.0.0.53, where the named-server
 // tests start a dnsmasq. No lookup or connection of the interop tests leaves the namespace, and
@@ -17,10 +20,12 @@ import { register } from "tsx/esm/api";
 // Lets this plain script load the TypeScript source (the embedded Redis starter).
 register();
 const { startRedis } = await import("../src/embedded-redis.ts");
+const { startRedisCluster } = await import("../src/embedded-redis-cluster.ts");
 
 const root = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);
 const interop = args.includes("--interop");
+const cluster = args.includes("--cluster") || process.env.GATEHOUSE_TEST_REDIS === "cluster";
 const filters = args.filter((a) => !a.startsWith("--"));
 
 function findTests(dir) {
@@ -77,9 +82,9 @@ let redisDir = null;
 const env = { ...process.env };
 if (!env.REDIS_URL) {
   redisDir = mkdtempSync(join(tmpdir(), "gatehouse-test-redis-"));
-  redis = await startRedis({ dir: redisDir });
+  redis = cluster ? await startRedisCluster({ dir: redisDir }) : await startRedis({ dir: redisDir });
   env.REDIS_URL = redis.url;
-  console.log(`# started redis-server for the tests at ${redis.url}`);
+  console.log(`# started ${cluster ? "a six-node Redis Cluster" : "redis-server"} for the tests at ${redis.url}`);
 }
 
 const child = spawn(
