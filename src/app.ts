@@ -79,7 +79,10 @@ export function buildGatehouse(opts: GatehouseOptions): Gatehouse {
   const clock = opts.clock ?? Date.now;
   const keys = new RedisKeys(opts.redisPrefix ?? "gh");
   const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
-  const store = new RoomStore(redis, keys);
+  const store = new RoomStore(redis, keys, {
+    // The entry stays in the room's outbox; the sender's sweep fans it out (store/fanout.ts).
+    onFanoutError: (roomId, err) => logger.warn({ roomId, err: err.message }, "fan-out after a write failed; the sender's sweep retries it"),
+  });
 
   const client = new FederationClient({
     serverName: config.serverName,

@@ -1,7 +1,9 @@
 /**
- * Hosted rooms in Redis. One event is written by one Lua script (event, timeline, extremities,
- * state, membership mirror, outbound queue entries), so a crash never leaves half an event and a
- * persisted event is never missing from a destination's queue.
+ * Hosted rooms in Redis. One event is written by one Lua script in the room's slot (event,
+ * timeline, extremities, state, membership mirror, and its outbox entry naming the destinations),
+ * so a crash never leaves half an event, and the fan-out stage (fanout.ts) then moves the outbox
+ * entry to every destination's queue, idempotently, so a persisted event is never missing from one.
+ * The global indexes (event → room, the rooms set) are other slots: written right after, idempotently.
  *
  * Concurrency: writers pass the stream position they read state at; the script refuses the write
  * (CONFLICT) when another event was accepted in between, and the caller re-checks and retries.
@@ -13,6 +15,7 @@ import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
+import { Fanout } from "./fanout.js";
 
 export interface RoomRecord {
   roomId: string;
@@ -100,12 +103,11 @@ export const stateField = (type: string, stateKey: string): string => JSON.strin
 export const parseStateField = (field: string): [string, string] => JSON.parse(field) as [string, string];
 
 const PERSIST_EVENT_LUA = `
--- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
---       9 rooms, 10 destinations set, 11 state groups, 12 event state, 13 redactions,
---       14.. outbound PDU lists (one per destination)
+-- KEYS (all in the room's slot): 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event,
+--       7 outbox, 8 eventStatus, 9 state groups, 10 event state, 11 redactions
 -- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
 --       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
---       11 createRoomJson ("" = none), 12 destinationsJson,
+--       11 createRoomJson ("" = none), 12 destinations, space-separated ("" = none),
 --       13 new state groups JSON [[id, groupJson], ...] ("" = none), 14 "before after" groups ("" = none),
 --       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
 --       16 redacted event ID ("" = not a redaction), 17 "1" when the redaction's sender had the redact level
@@ -118,14 +120,12 @@ if ARGV[11] ~= '' then
   local meta = cjson.decode(ARGV[11])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
     'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
-  redis.call('SADD', KEYS[9], ARGV[1])
 end
 redis.call('SET', KEYS[6], ARGV[3])
-redis.call('HSET', KEYS[7], ARGV[2], ARGV[1])
 if ARGV[13] ~= '' then
-  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[11], g[1], g[2]) end
+  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[9], g[1], g[2]) end
 end
-if ARGV[14] ~= '' then redis.call('HSET', KEYS[12], ARGV[2], ARGV[14]) end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[10], ARGV[2], ARGV[14]) end
 local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
 redis.call('ZADD', KEYS[5], pos, ARGV[2])
 if ARGV[10] ~= '' then
@@ -153,16 +153,12 @@ if ARGV[15] ~= '' then
   if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
 end
 if ARGV[16] ~= '' then
-  local prior = redis.call('HGET', KEYS[13], ARGV[16])
+  local prior = redis.call('HGET', KEYS[11], ARGV[16])
   local entry = ARGV[2] .. ' ' .. ARGV[17]
   if prior then entry = prior .. '\\n' .. entry end
-  redis.call('HSET', KEYS[13], ARGV[16], entry)
+  redis.call('HSET', KEYS[11], ARGV[16], entry)
 end
-local dests = cjson.decode(ARGV[12])
-for i, d in ipairs(dests) do
-  redis.call('RPUSH', KEYS[13 + i], ARGV[1] .. ' ' .. ARGV[2])
-  redis.call('SADD', KEYS[10], d)
-end
+if ARGV[12] ~= '' then redis.call('XADD', KEYS[7], '*', 'e', ARGV[2], 'd', ARGV[12]) end
 return 'persisted'
 `;
 
@@ -233,11 +229,16 @@ export class RoomStore {
   /** Deltas to the nearest whole group, by room and group ID (immutable too). */
   private readonly groupDepthCache = new Lru<string, number>(4_096);
 
+  /** Moves outbox entries to destination queues (run inline after each write with destinations). */
+  readonly fanout: Fanout;
+
   constructor(
     redis: Redis,
     readonly keys: RedisKeys,
+    private readonly opts: { onFanoutError?: (roomId: string, err: Error) => void } = {},
   ) {
     this.redis = redis as RedisWithScripts;
+    this.fanout = new Fanout(redis, keys);
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
@@ -254,9 +255,8 @@ export class RoomStore {
     const plan = input.state;
     const args = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
-      k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
+      k.event(roomId, eventId), k.outbox(roomId), k.eventStatus(roomId),
       k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
-      ...destinations.map((d) => k.outboundPdus(d)),
       roomId,
       eventId,
       JSON.stringify(pdu),
@@ -268,7 +268,7 @@ export class RoomStore {
       String(pdu.depth ?? 0),
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
-      JSON.stringify(destinations),
+      destinations.join(" "),
       plan && plan.groups.length > 0 ? JSON.stringify(plan.groups.map((g) => [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth })])) : "",
       plan ? `${plan.before} ${plan.after}` : "",
       plan?.current
@@ -277,13 +277,38 @@ export class RoomStore {
       input.redaction?.target ?? "",
       input.redaction?.senderHasRedactLevel ? "1" : "0",
     ];
-    const result = (await this.redis.gatehousePersistEvent(13 + destinations.length, ...args)) as PersistResult;
+    const result = (await this.redis.gatehousePersistEvent(11, ...args)) as PersistResult;
+    if (result !== "conflict") {
+      // The global indexes are other slots: written after the script, idempotently (a duplicate
+      // writes them again, which heals a crash between the two; a conflict writes nothing).
+      await this.redis.hset(k.eventRooms(), eventId, roomId);
+      if (input.createRoom) await this.redis.sadd(k.rooms(), roomId);
+    }
+    if (result === "persisted" && destinations.length > 0 && !input.status) {
+      // Inline fan-out (latency); a failure leaves the entry in the outbox for the sender's sweep.
+      await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
+    }
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
       for (const g of plan?.groups ?? []) this.groupDepthCache.set(`${roomId} ${g.id}`, g.depth);
       for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
     }
     return result;
+  }
+
+  /**
+   * Fans out every room's outbox entries left by a failed or interrupted inline fan-out (the
+   * sender's sweep calls it). Returns the destinations given PDUs.
+   */
+  async drainOutboxes(): Promise<string[]> {
+    const rooms = await this.listRooms();
+    const queued = new Set<string>();
+    for (let i = 0; i < rooms.length; i += 500) {
+      for (const roomId of await this.fanout.pendingRooms(rooms.slice(i, i + 500))) {
+        for (const d of await this.fanout.drain(roomId)) queued.add(d);
+      }
+    }
+    return [...queued].sort();
   }
 
   /** `count` new state group IDs for the room (unused ones, after a conflict, are harmless gaps). */

@@ -4,7 +4,8 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "../../src/server.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { VisibilityLog } from "../../src/store/visibility-log.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
@@ -17,7 +18,7 @@ let prefix: string;
 let fetched = 0;
 
 before(() => {
-  redis = new Redis(requireRedisUrl(), { enableAutoPipelining: true });
+  redis = connectRedis(requireRedisUrl(), { autoPipelining: true, redisOptions: { maxRetriesPerRequest: 20 } });
   prefix = `ghtest:vislog:${randomBytes(4).toString("hex")}`;
   keys = new RedisKeys(prefix);
   // Counts the events the log reads.
