@@ -44,12 +44,15 @@ export function connectRedis(url: string, opts: { autoPipelining?: boolean; redi
   if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), ...options });
   const cluster = parseClusterUrl(url);
   if (cluster) {
-    const { enableAutoPipelining, ...redisOptions } = options;
+    // No auto-pipelining on a cluster: ioredis (5.x) picks a script call's slot from its first
+    // argument, not its first key, and then refuses the batch ("All keys in the pipeline should
+    // belong to the same slots allocation group", redis/ioredis#2109).
+    const { enableAutoPipelining: _unused, ...redisOptions } = options;
     // Every Gatehouse script and multi-key command touches one slot (redis-keys.ts), so a Cluster
     // answers each of them; ioredis's Cluster has the command surface of Redis (the cast), and
     // BullMQ accepts it (its queue prefixes carry a hash tag, sender.ts).
     return new Cluster(cluster.nodes, {
-      enableAutoPipelining,
+      enableAutoPipelining: false,
       redisOptions: { ...redisOptions, ...(cluster.username ? { username: cluster.username } : {}), ...(cluster.password ? { password: cluster.password } : {}) },
       // Failover: retry a command refused while a replica is being promoted (CLUSTERDOWN / TRYAGAIN).
       retryDelayOnClusterDown: 200,
