@@ -113,7 +113,11 @@ const CLUSTER_PASS = [
   "test/http/redactions", "test/http/state-resolution", "test/http/history-visibility", "test/http/upgrade",
   "test/http/admin", "test/http/rate-limit",
 ];
-const CLUSTER_SKIP = ["test/integration/durability", "test/integration/sender-crash", "test/integration/two-gatehouses"];
+// (and the two that start a cluster of their own: redis-cluster, cluster-failover).
+const CLUSTER_SKIP = [
+  "test/integration/durability", "test/integration/sender-crash", "test/integration/two-gatehouses",
+  "test/integration/redis-cluster", "test/integration/cluster-failover",
+];
 
 let code = await runPass(files, cluster);
 if (!filters.length && !interop && !cluster && process.env.GATEHOUSE_TEST_CLUSTER !== "off") {

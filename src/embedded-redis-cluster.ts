@@ -18,7 +18,7 @@ export interface EmbeddedRedisCluster {
   nodes: EmbeddedRedis[];
   /** INFO/CLUSTER commands against one node (by port), answered as text. */
   command(port: number, ...args: string[]): Promise<string>;
-  /** Waits until every live node reports cluster_state:ok and each slot has a live primary. */
+  /** Waits until every live node reports cluster_state:ok, each slot has a live primary, and every live replica's link to its primary is up. */
   waitHealthy(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
@@ -78,7 +78,10 @@ export async function startRedisCluster(opts: { dir: string; nodeTimeoutMs?: num
     for (;;) {
       const live = nodes.filter((n) => n.child.exitCode === null && n.child.signalCode === null);
       const states = await Promise.all(live.map((n) => command(n.port, "CLUSTER", "INFO").catch(() => "")));
-      if (states.every((s) => /cluster_state:ok/.test(s) && /cluster_slots_ok:16384/.test(s))) return;
+      // Replicas must have synced too: one whose link never came up cannot take over (it has no data).
+      const repl = await Promise.all(live.map((n) => command(n.port, "INFO", "replication").catch(() => "")));
+      const synced = repl.every((r) => !/role:slave/.test(r) || /master_link_status:up/.test(r));
+      if (synced && states.every((s) => /cluster_state:ok/.test(s) && /cluster_slots_ok:16384/.test(s))) return;
       if (Date.now() > deadline) throw new Error(`cluster not healthy within ${timeoutMs} ms: ${states.map((s) => s.split("\n")[0]).join(" | ")}`);
       await new Promise((r) => setTimeout(r, 100));
     }
