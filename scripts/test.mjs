@@ -3,6 +3,10 @@
 // --interop) with node's test runner. When REDIS_URL is unset a private redis-server is started
 // for the run and stopped afterwards.
 //
+// --cluster (or GATEHOUSE_TEST_REDIS=cluster) starts a six-node Redis Cluster on loopback instead
+// (src/embedded-redis-cluster.ts) and gives the tests its redis-cluster:// URL. A full run (no
+// filters) runs the Redis-backed suites a second time on such a cluster (CLUSTER_PASS below).
+//
 // --interop as root runs inside a private network and mount namespace (unshare): lo is its only
 // interface, and /etc/resolv.conf (and the Synapse chroot's) name 127.0.0.53, where the named-server
 // tests start a dnsmasq. No lookup or connection of the interop tests leaves the namespace, and
@@ -17,10 +21,12 @@ import { register } from "tsx/esm/api";
 // Lets this plain script load the TypeScript source (the embedded Redis starter).
 register();
 const { startRedis } = await import("../src/embedded-redis.ts");
+const { startRedisCluster } = await import("../src/embedded-redis-cluster.ts");
 
 const root = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);
 const interop = args.includes("--interop");
+const cluster = args.includes("--cluster") || process.env.GATEHOUSE_TEST_REDIS === "cluster";
 const filters = args.filter((a) => !a.startsWith("--"));
 
 function findTests(dir) {
@@ -72,22 +78,54 @@ if (!interop && !filters.length) {
   if (eslint.status !== 0) process.exit(eslint.status ?? 1);
 }
 
-let redis = null;
-let redisDir = null;
-const env = { ...process.env };
-if (!env.REDIS_URL) {
-  redisDir = mkdtempSync(join(tmpdir(), "gatehouse-test-redis-"));
-  redis = await startRedis({ dir: redisDir });
-  env.REDIS_URL = redis.url;
-  console.log(`# started redis-server for the tests at ${redis.url}`);
+/**
+ * Runs `list` with node's test runner against a private Redis (a cluster when `onCluster`), unless
+ * REDIS_URL names one. Resolves to the exit code.
+ */
+async function runPass(list, onCluster) {
+  let redis = null;
+  let redisDir = null;
+  const env = { ...process.env };
+  if (!env.REDIS_URL || onCluster) {
+    redisDir = mkdtempSync(join(tmpdir(), "gatehouse-test-redis-"));
+    redis = onCluster ? await startRedisCluster({ dir: redisDir }) : await startRedis({ dir: redisDir });
+    env.REDIS_URL = redis.url;
+    console.log(`# started ${onCluster ? "a six-node Redis Cluster" : "redis-server"} for the tests at ${redis.url}`);
+  }
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${interop ? 1 : 2}`, ...list],
+    { stdio: "inherit", cwd: root, env },
+  );
+  const code = await new Promise((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+  if (redis) await redis.stop();
+  if (redisDir) rmSync(redisDir, { recursive: true, force: true });
+  return code;
 }
 
-const child = spawn(
-  process.execPath,
-  ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${interop ? 1 : 2}`, ...files],
-  { stdio: "inherit", cwd: root, env },
-);
-const code = await new Promise((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
-if (redis) await redis.stop();
-if (redisDir) rmSync(redisDir, { recursive: true, force: true });
+// The Redis Cluster pass of a full run: the suites that exercise Redis (the store, the fan-out,
+// the sender, and the HTTP suites through the room service) again against a six-node cluster.
+// GATEHOUSE_TEST_CLUSTER=off skips it. Left out: suites that start their own single redis-server
+// (durability, sender-crash, two-gatehouses) or use no Redis.
+const CLUSTER_PASS = [
+  "test/integration/",
+  "test/http/send-transaction", "test/http/knock", "test/http/leave-join", "test/http/event-reads",
+  "test/http/redactions", "test/http/state-resolution", "test/http/history-visibility", "test/http/upgrade",
+  "test/http/admin", "test/http/rate-limit",
+  // Application services: createRoom's whole-room write and remote invites through the outbox.
+  "test/http/appservice-push", "test/http/client-api",
+];
+// (and the two that start a cluster of their own: redis-cluster, cluster-failover).
+const CLUSTER_SKIP = [
+  "test/integration/durability", "test/integration/sender-crash", "test/integration/two-gatehouses",
+  "test/integration/redis-cluster", "test/integration/cluster-failover",
+];
+
+let code = await runPass(files, cluster);
+if (!filters.length && !interop && !cluster && process.env.GATEHOUSE_TEST_CLUSTER !== "off") {
+  const clusterFiles = files.filter((f) => CLUSTER_PASS.some((x) => f.startsWith(x)) && !CLUSTER_SKIP.some((x) => f.startsWith(x)));
+  console.log(`# the Redis Cluster pass: ${clusterFiles.length} suites again on a six-node cluster (GATEHOUSE_TEST_CLUSTER=off skips it)`);
+  const clusterCode = await runPass(clusterFiles, true);
+  if (code === 0) code = clusterCode;
+}
 process.exit(code);

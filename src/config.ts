@@ -132,10 +132,19 @@ export function secretSetting(env: Env, key: string, cwd: string = process.cwd()
 /** REDIS_URL (or REDIS_URL_FILE), with REDIS_PASSWORD (or REDIS_PASSWORD_FILE) put into it. */
 function redisSetting(env: Env, cwd: string): string | null {
   const url = secretSetting(env, "REDIS_URL", cwd);
-  if (url && !/^(rediss?|unix):\/\//.test(url)) throw new ConfigError("REDIS_URL", `expected redis://, rediss:// or unix:// URL`);
+  if (url && !/^(rediss?|unix|redis-cluster):\/\//.test(url)) throw new ConfigError("REDIS_URL", `expected redis://, rediss://, unix:// or redis-cluster:// URL`);
+  if (url?.startsWith("redis-cluster://") && !/^redis-cluster:\/\/(?:[^@/]*@)?(?:(?:\[[0-9a-fA-F:.]+\]|[^:,@/\[\]]+):\d{1,5})(?:,(?:\[[0-9a-fA-F:.]+\]|[^:,@/\[\]]+):\d{1,5})*\/?$/.test(url)) {
+    throw new ConfigError("REDIS_URL", "expected redis-cluster://[user:password@]host:port,host:port,… (the cluster's seed nodes)");
+  }
   const password = secretSetting(env, "REDIS_PASSWORD", cwd);
   if (password === null) return url;
   if (!url) throw new ConfigError("REDIS_PASSWORD", "needs REDIS_URL (the embedded Redis has no password)");
+  if (url.startsWith("redis-cluster://")) {
+    const user = /^redis-cluster:\/\/([^@/]*)@/.exec(url)?.[1];
+    if (user?.includes(":")) throw new ConfigError("REDIS_PASSWORD", "REDIS_URL already has a password");
+    const nodes = user === undefined ? url.slice("redis-cluster://".length) : url.slice("redis-cluster://".length + user.length + 1);
+    return `redis-cluster://${user ?? ""}:${encodeURIComponent(password)}@${nodes}`;
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);

@@ -89,7 +89,10 @@ export function buildCore(opts: CoreOptions): Core {
   const clock = opts.clock ?? Date.now;
   const keys = new RedisKeys(opts.redisPrefix ?? "gh");
   const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
-  const store = new RoomStore(redis, keys);
+  const store = new RoomStore(redis, keys, {
+    // The entry stays in the room's outbox; the sender's sweep fans it out (store/fanout.ts).
+    onFanoutError: (roomId, err) => logger.warn({ roomId, err: err.message }, "fan-out after a write failed; the sender's sweep retries it"),
+  });
 
   const client = new FederationClient({
     serverName: config.serverName,
@@ -143,7 +146,7 @@ export function buildCore(opts: CoreOptions): Core {
   const registry = new AppserviceRegistry(config.appservices, config.serverName);
   const asClient = new AppserviceClient({ timeoutMs: config.outbound.requestTimeoutMs, legacyAuthorization: config.appserviceLegacyAuthorization });
   sender.transports.add(new AppserviceTransport(registry, asClient));
-  const push = new AppservicePush({ registry, redis, keys, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
+  const push = new AppservicePush({ registry, redis, keys, fanout: store.fanout, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
 
   const rooms = new RoomService({
     store,

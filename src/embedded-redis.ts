@@ -59,7 +59,7 @@ export type AppendFsync = (typeof APPENDFSYNC_POLICIES)[number];
  * a power cut or kernel crash can lose the last second of writes; `always`: none, at the cost of
  * an fsync per write); tests run without persistence.
  */
-export async function startRedis(opts: { dir: string; persistent?: boolean; port?: number; appendfsync?: AppendFsync }): Promise<EmbeddedRedis> {
+export async function startRedis(opts: { dir: string; persistent?: boolean; port?: number; appendfsync?: AppendFsync; extraArgs?: readonly string[] }): Promise<EmbeddedRedis> {
   const bin = findRedisServer();
   if (!bin) {
     throw new Error(
@@ -71,6 +71,7 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
   const args = ["--port", String(port), "--bind", "127.0.0.1", "--dir", opts.dir, "--daemonize", "no", "--save", ""];
   args.push("--appendonly", opts.persistent ? "yes" : "no");
   if (opts.persistent) args.push("--appendfsync", opts.appendfsync ?? "everysec");
+  args.push(...(opts.extraArgs ?? []));
   const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output = (output + d).slice(-4000)));

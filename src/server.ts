@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import { Redis } from "ioredis";
+import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./logger.js";
 import { loadOrCreateSigningKeys, OwnKeys, parseOldVerifyKeys } from "./keys/own-keys.js";
@@ -41,11 +41,50 @@ export interface RunningGatehouse {
  * 0.024 ms). It is used for the room store and request handling only; BullMQ gets a connection
  * without it (Bull users reported jobs going missing from the active list with it on).
  */
-export function connectRedis(url: string, opts: { autoPipelining?: boolean } = {}): Redis {
+export function connectRedis(url: string, opts: { autoPipelining?: boolean; redisOptions?: RedisOptions } = {}): Redis {
   // BullMQ needs maxRetriesPerRequest: null on connections its workers use.
-  const options = { maxRetriesPerRequest: null, enableAutoPipelining: opts.autoPipelining ?? false };
+  const options: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: opts.autoPipelining ?? false, ...opts.redisOptions };
   if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), ...options });
+  const cluster = parseClusterUrl(url);
+  if (cluster) {
+    // No auto-pipelining on a cluster: ioredis (5.x) picks a script call's slot from its first
+    // argument, not its first key, and then refuses the batch ("All keys in the pipeline should
+    // belong to the same slots allocation group", redis/ioredis#2109).
+    const { enableAutoPipelining: _unused, ...redisOptions } = options;
+    // Every Gatehouse script and multi-key command touches one slot (redis-keys.ts), so a Cluster
+    // answers each of them; ioredis's Cluster has the command surface of Redis (the cast), and
+    // BullMQ accepts it (its queue prefixes carry a hash tag, sender.ts).
+    return new Cluster(cluster.nodes, {
+      enableAutoPipelining: false,
+      redisOptions: { ...redisOptions, ...(cluster.username ? { username: cluster.username } : {}), ...(cluster.password ? { password: cluster.password } : {}) },
+      // Failover: retry a command refused while a replica is being promoted (CLUSTERDOWN / TRYAGAIN).
+      retryDelayOnClusterDown: 200,
+      retryDelayOnTryAgain: 100,
+      retryDelayOnFailover: 200,
+    }) as unknown as Redis;
+  }
   return new Redis(url, options);
+}
+
+/**
+ * `redis-cluster://[user:password@]host:port,host:port,…`: the seed nodes of a Redis Cluster
+ * (any of its nodes; ioredis learns the rest with CLUSTER SLOTS). Null for other URLs.
+ */
+export function parseClusterUrl(url: string): { nodes: { host: string; port: number }[]; username?: string; password?: string } | null {
+  const m = /^redis-cluster:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]+)\/?$/.exec(url);
+  if (!m) return null;
+  const nodes = m[3]!.split(",").map((hp) => {
+    const at = hp.lastIndexOf(":");
+    const host = hp.slice(0, at).replace(/^\[|\]$/g, "");
+    const port = Number(hp.slice(at + 1));
+    if (at <= 0 || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`redis-cluster URL: ${JSON.stringify(hp)} is not host:port`);
+    return { host, port };
+  });
+  return {
+    nodes,
+    ...(m[1] ? { username: decodeURIComponent(m[1]) } : {}),
+    ...(m[2] ? { password: decodeURIComponent(m[2]) } : {}),
+  };
 }
 
 export function loadAdminToken(config: Config, logger: Logger): string {

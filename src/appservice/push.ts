@@ -9,6 +9,7 @@ import type { Redis } from "ioredis";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import { defineLuaCommands } from "../store/lua-scripts.js";
+import type { Fanout } from "../store/fanout.js";
 import { stateField } from "../store/room-store.js";
 import { appserviceDestination, interestedServices } from "./interest.js";
 import type { AppserviceRegistry } from "./registry.js";
@@ -19,6 +20,8 @@ export interface AppservicePushDeps {
   registry: AppserviceRegistry;
   redis: Redis;
   keys: RedisKeys;
+  /** The fan-out stage (store/fanout.ts): moves the invite's outbox entry to the destinations' queues. */
+  fanout: Pick<Fanout, "drain">;
   /** Local aliases of a hosted room. */
   aliasesOf: (roomId: string) => Promise<string[]>;
   /** Tells the sender which destinations have new entries. */
@@ -83,16 +86,21 @@ export class AppservicePush {
     if (destinations.length === 0) return [];
     const kept = { ...pdu, unsigned: { ...((pdu.unsigned as Record<string, unknown> | undefined) ?? {}), invite_room_state: inviteRoomState } };
     const { keys } = this.d;
+    // Slot rule (redis-keys.ts): the room is not hosted here, so it is not in the rooms set the
+    // sender's sweep walks; it is listed in the remote-outboxes set (its own slot) FIRST, so an
+    // outbox entry left by a crash is always found. Then one script in the room's slot (the event
+    // JSON and the outbox entry), then the fan-out stage, as for a hosted room's event.
+    await this.d.redis.sadd(keys.remoteOutboxRooms(), roomId);
     await (this.d.redis as RedisWithQueue).gatehouseAppserviceQueueEvent(
-      2 + destinations.length,
+      2,
       keys.event(roomId, eventId),
-      keys.destinations(),
-      ...destinations.map((d) => keys.outboundPdus(d)),
+      keys.outbox(roomId),
       JSON.stringify(kept),
-      `${roomId} ${eventId}`,
-      ...destinations,
+      eventId,
+      destinations.join(" "),
     );
-    this.d.wake(destinations);
+    const queued = await this.d.fanout.drain(roomId);
+    this.d.wake([...queued]);
     return destinations;
   }
 }

@@ -130,11 +130,9 @@ export class RemoteRooms {
   }
 
   private async save(record: RemoteMembershipRecord): Promise<void> {
-    await this.d.redis
-      .multi()
-      .hset(this.d.keys.remoteMemberships(record.user_id), record.room_id, JSON.stringify(record))
-      .sadd(this.d.keys.remoteMembers(), record.user_id)
-      .exec();
+    // Two slots on a Redis Cluster: the user listed first (a listed user without records is harmless).
+    await this.d.redis.sadd(this.d.keys.remoteMembers(), record.user_id);
+    await this.d.redis.hset(this.d.keys.remoteMemberships(record.user_id), record.room_id, JSON.stringify(record));
   }
 
   private checkLocalUser(userId: unknown): string {

@@ -240,7 +240,7 @@ export class OutboundStore {
       k.outboundTxn(destination),
       k.outboundPdus(destination),
       k.outboundEdus(destination),
-      k.txnCounter(),
+      k.txnCounter(destination),
       scratch,
       k.outboundTxnBody(destination),
       txnIdPrefix,
@@ -349,7 +349,9 @@ export class OutboundStore {
    */
   async resolveDeadLetters(destination: string, action: "replay" | "drop"): Promise<number> {
     const k = this.keys;
-    return this.redis.gatehouseDeadLetters(4, k.outboundDead(destination), k.outboundPdus(destination), k.destinationStatus(destination), k.destinations(), action, destination);
+    // The destinations set is global (another slot): recorded first, idempotently.
+    if (action === "replay") await this.redis.sadd(k.destinations(), destination);
+    return this.redis.gatehouseDeadLetters(3, k.outboundDead(destination), k.outboundPdus(destination), k.destinationStatus(destination), action);
   }
 
   /**
@@ -384,7 +386,9 @@ export class OutboundStore {
   }
 
   async enqueueEdu(destination: string, eduJson: string): Promise<void> {
-    await this.redis.multi().rpush(this.keys.outboundEdus(destination), eduJson).sadd(this.keys.destinations(), destination).exec();
+    // Two slots (the destination's, the global set): recorded in the set first, so a queued EDU is never unlisted.
+    await this.redis.sadd(this.keys.destinations(), destination);
+    await this.redis.rpush(this.keys.outboundEdus(destination), eduJson);
   }
 
   async destinations(): Promise<string[]> {
@@ -395,13 +399,15 @@ export class OutboundStore {
     return (await this.redis.sismember(this.keys.destinations(), destination)) === 1;
   }
 
-  /** Queue lengths, stored transaction and status of many destinations in one round trip. */
+  /** Queue lengths, stored transaction and status of many destinations (one MULTI each, sent together). */
   async snapshots(destinations: readonly string[]): Promise<DestinationSnapshot[]> {
     if (destinations.length === 0) return [];
     const k = this.keys;
-    const m = this.redis.multi();
-    for (const d of destinations) m.llen(k.outboundPdus(d)).llen(k.outboundEdus(d)).hgetall(k.outboundTxn(d)).hgetall(k.destinationStatus(d)).llen(k.outboundDead(d));
-    const res = (await m.exec()) as [Error | null, unknown][];
+    // One MULTI per destination: each touches one slot (a Redis Cluster refuses a cross-slot one).
+    const per = await Promise.all(
+      destinations.map((d) => this.redis.multi().llen(k.outboundPdus(d)).llen(k.outboundEdus(d)).hgetall(k.outboundTxn(d)).hgetall(k.destinationStatus(d)).llen(k.outboundDead(d)).exec()),
+    );
+    const res = per.flatMap((r) => r ?? []) as [Error | null, unknown][];
     for (const [err] of res) if (err) throw err;
     return destinations.map((destination, i) => ({
       destination,

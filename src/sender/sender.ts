@@ -39,7 +39,11 @@ import { claimInstance, releaseLocksOf } from "./takeover.js";
 export { MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN, MAX_TXNS_PER_JOB_RUN } from "./per-destination.js";
 export type { DestinationView } from "./queue-view.js";
 
-const QUEUE_NAME = "send";
+/**
+ * The queue's name carries a hash tag: BullMQ's scripts touch many keys of one queue at once, and
+ * on a Redis Cluster they must all be in one slot (`{prefix}:bull:{send}:…`).
+ */
+const QUEUE_NAME = "{send}";
 const JOB_NAME = "destination";
 /** The BullMQ attempts budget for unexpected processor errors (Redis down...): effectively forever. */
 const JOB_ATTEMPTS = 1_000_000_000;
@@ -89,7 +93,11 @@ export interface SenderDeps {
   /** Must have maxRetriesPerRequest: null (BullMQ workers block on it). */
   redis: Redis;
   keys: RedisKeys;
-  store: { getEventJson(roomId: string, eventId: string): Promise<string | null> };
+  store: {
+    getEventJson(roomId: string, eventId: string): Promise<string | null>;
+    /** The fan-out stage's catch-up (RoomStore.drainOutboxes): run by every sweep, before it looks at queues. */
+    drainOutboxes?(): Promise<string[]>;
+  };
   client: Pick<FederationClient, "request">;
   serverName: string;
   logger: Logger;
@@ -200,6 +208,8 @@ export class Sender {
    * those destinations.
    */
   async recoverySweep(): Promise<string[]> {
+    const fannedOut = (await this.deps.store.drainOutboxes?.()) ?? [];
+    if (fannedOut.length) this.deps.logger.info({ destinations: fannedOut.length }, "sender sweep fanned out outbox entries left by an interrupted write");
     const all = await this.outbound.destinations();
     const need: string[] = [];
     for (let i = 0; i < all.length; i += 500) {

@@ -1,7 +1,10 @@
 /**
- * Every Redis key Gatehouse uses, in one place (like BullMQ's queue-keys). Room- and event-scoped
- * keys carry the room ID in a hash tag so that one event's multi-key write stays on one slot if
- * the deployment ever moves to Redis Cluster.
+ * Every Redis key Gatehouse uses, in one place (like BullMQ's queue-keys). Slot rule (Redis
+ * Cluster): room- and event-scoped keys carry the room ID in a hash tag `{roomId}`, destination
+ * keys the destination `{destination}`, and every script and multi-key command touches keys of
+ * ONE tag only. Global keys (rooms, event-rooms, destinations, aliases...) are only ever touched
+ * by single-key commands. An event reaches destination queues through the room's outbox (a
+ * stream in the room's slot) and the fan-out stage (store/fanout.ts).
  */
 export class RedisKeys {
   constructor(readonly prefix: string = "gh") {}
@@ -39,6 +42,16 @@ export class RedisKeys {
   eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
   /** HASH: redacted event ID → accepted redactions of it, one `redactionEventId 0|1` line each (1: sender had the redact level). */
   redactions(roomId: string): string { return `${this.prefix}:{${roomId}}:redactions`; }
+  /**
+   * STREAM: the room's outbox: one entry per persisted event with destinations, fields
+   * `e` (event ID) and `d` (destinations, space-separated); deleted once fanned out (fanout.ts).
+   */
+  outbox(roomId: string): string { return `${this.prefix}:{${roomId}}:outbox`; }
+  /**
+   * SET of rooms NOT hosted here that have (or had) an outbox: remote invites queued for
+   * application services (appservice/push.ts). The sender's sweep drains them with the hosted rooms.
+   */
+  remoteOutboxRooms(): string { return `${this.prefix}:remote-outbox-rooms`; }
   /** HASH: alias → room ID (local aliases). */
   aliases(): string { return `${this.prefix}:aliases`; }
   /** STRING lock for serialising event creation in one room across replicas. */
@@ -81,12 +94,19 @@ export class RedisKeys {
   destinationStatus(destination: string): string { return `${this.prefix}:out:{${destination}}:status`; }
   /** LIST: dead letters, PDUs the destination rejected when sent alone (JSON {ref, reason, ...}). */
   outboundDead(destination: string): string { return `${this.prefix}:out:{${destination}}:dead`; }
+  /** HASH: room ID → the last outbox entry ID of that room queued here (fanout.ts). */
+  fanoutCursors(destination: string): string { return `${this.prefix}:out:{${destination}}:fanout-cursors`; }
+  /** ZSET: `roomId eventId` queued here recently (score: ms), the dedupe by event ID (fanout.ts). */
+  fanoutSeen(destination: string): string { return `${this.prefix}:out:{${destination}}:fanout-seen`; }
   /** SET of destinations that have ever had traffic. */
   destinations(): string { return `${this.prefix}:out:destinations`; }
-  /** STRING counter for transaction IDs. */
   /** STRING (JSON): the sender worker of an instance ID, its host and pid (see Sender.claimInstance). */
   senderInstance(instanceId: string): string { return `${this.prefix}:sender:instance:${instanceId}`; }
-  txnCounter(): string { return `${this.prefix}:out:txn-counter`; }
+  /**
+   * STRING counter for a destination's transaction IDs (`{ms}_{n}`: the millisecond prefix keeps
+   * them unique even where this counter restarted, as it did when it moved from one global key).
+   */
+  txnCounter(destination: string): string { return `${this.prefix}:out:{${destination}}:txn-counter`; }
 
   // --- limits ------------------------------------------------------------------------------
   rateLimit(bucket: string, subject: string): string { return `${this.prefix}:ratelimit:${bucket}:${subject}`; }

@@ -1,7 +1,9 @@
 /**
- * Hosted rooms in Redis. One event is written by one Lua script (event, timeline, extremities,
- * state, membership mirror, outbound queue entries), so a crash never leaves half an event and a
- * persisted event is never missing from a destination's queue.
+ * Hosted rooms in Redis. One event is written by one Lua script in the room's slot (event,
+ * timeline, extremities, state, membership mirror, and its outbox entry naming the destinations),
+ * so a crash never leaves half an event, and the fan-out stage (fanout.ts) then moves the outbox
+ * entry to every destination's queue, idempotently, so a persisted event is never missing from one.
+ * The global indexes (event → room, the rooms set) are other slots: written right after, idempotently.
  *
  * Concurrency: writers pass the stream position they read state at; the script refuses the write
  * (CONFLICT) when another event was accepted in between, and the caller re-checks and retries.
@@ -17,6 +19,7 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
 import { defineLuaCommands } from "./lua-scripts.js";
+import { Fanout } from "./fanout.js";
 
 export interface RoomRecord {
   roomId: string;
@@ -158,13 +161,15 @@ export type PersistResult = "persisted" | "duplicate" | "conflict";
 export const stateField = (type: string, stateKey: string): string => JSON.stringify([type, stateKey]);
 export const parseStateField = (field: string): [string, string] => JSON.parse(field) as [string, string];
 
+/** KEYS: 1 aliases; ARGV: 1 alias, 2 room ID. Deletes the alias only while it names that room. */
+const RELEASE_ALIAS_LUA = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
+
 const PERSIST_EVENT_LUA = `
--- KEYS: 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event, 7 eventRooms, 8 eventStatus,
---       9 rooms, 10 destinations set, 11 state groups, 12 event state, 13 redactions,
---       14.. outbound PDU lists (one per destination)
+-- KEYS (all in the room's slot): 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event,
+--       7 outbox, 8 eventStatus, 9 state groups, 10 event state, 11 redactions
 -- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
 --       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
---       11 createRoomJson ("" = none), 12 destinationsJson,
+--       11 createRoomJson ("" = none), 12 destinations, space-separated ("" = none),
 --       13 new state groups JSON [[id, groupJson], ...] ("" = none), 14 "before after" groups ("" = none),
 --       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
 --       16 redacted event ID ("" = not a redaction), 17 "1" when the redaction's sender had the redact level
@@ -177,14 +182,12 @@ if ARGV[11] ~= '' then
   local meta = cjson.decode(ARGV[11])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
     'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
-  redis.call('SADD', KEYS[9], ARGV[1])
 end
 redis.call('SET', KEYS[6], ARGV[3])
-redis.call('HSET', KEYS[7], ARGV[2], ARGV[1])
 if ARGV[13] ~= '' then
-  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[11], g[1], g[2]) end
+  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[9], g[1], g[2]) end
 end
-if ARGV[14] ~= '' then redis.call('HSET', KEYS[12], ARGV[2], ARGV[14]) end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[10], ARGV[2], ARGV[14]) end
 local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
 redis.call('ZADD', KEYS[5], pos, ARGV[2])
 if ARGV[10] ~= '' then
@@ -212,16 +215,12 @@ if ARGV[15] ~= '' then
   if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
 end
 if ARGV[16] ~= '' then
-  local prior = redis.call('HGET', KEYS[13], ARGV[16])
+  local prior = redis.call('HGET', KEYS[11], ARGV[16])
   local entry = ARGV[2] .. ' ' .. ARGV[17]
   if prior then entry = prior .. '\\n' .. entry end
-  redis.call('HSET', KEYS[13], ARGV[16], entry)
+  redis.call('HSET', KEYS[11], ARGV[16], entry)
 end
-local dests = cjson.decode(ARGV[12])
-for i, d in ipairs(dests) do
-  redis.call('RPUSH', KEYS[13 + i], ARGV[1] .. ' ' .. ARGV[2])
-  redis.call('SADD', KEYS[10], d)
-end
+if ARGV[12] ~= '' then redis.call('XADD', KEYS[7], '*', 'e', ARGV[2], 'd', ARGV[12]) end
 return 'persisted'
 `;
 
@@ -326,11 +325,16 @@ export class RoomStore {
   /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
   private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
 
+  /** Moves outbox entries to destination queues (run inline after each write with destinations). */
+  readonly fanout: Fanout;
+
   constructor(
     redis: Redis,
     readonly keys: RedisKeys,
+    private readonly opts: { onFanoutError?: (roomId: string, err: Error) => void } = {},
   ) {
     this.redis = redis as RedisWithScripts;
+    this.fanout = new Fanout(redis, keys);
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
@@ -348,9 +352,8 @@ export class RoomStore {
     const plan = input.state;
     const args = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
-      k.event(roomId, eventId), k.eventRooms(), k.eventStatus(roomId), k.rooms(), k.destinations(),
+      k.event(roomId, eventId), k.outbox(roomId), k.eventStatus(roomId),
       k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
-      ...destinations.map((d) => k.outboundPdus(d)),
       roomId,
       eventId,
       JSON.stringify(pdu),
@@ -362,7 +365,7 @@ export class RoomStore {
       String(pdu.depth ?? 0),
       input.status ?? "",
       input.createRoom ? JSON.stringify(input.createRoom) : "",
-      JSON.stringify(destinations),
+      destinations.join(" "),
       plan && plan.groups.length > 0
         ? JSON.stringify(plan.groups.map(storedGroup))
         : "",
@@ -373,13 +376,46 @@ export class RoomStore {
       input.redaction?.target ?? "",
       input.redaction?.senderHasRedactLevel ? "1" : "0",
     ];
-    const result = (await this.redis.gatehousePersistEvent(13 + destinations.length, ...args)) as PersistResult;
+    const result = (await this.redis.gatehousePersistEvent(11, ...args)) as PersistResult;
+    if (result !== "conflict") {
+      // The global indexes are other slots: written after the script, idempotently (a duplicate
+      // writes them again, which heals a crash between the two; a conflict writes nothing).
+      await this.redis.hset(k.eventRooms(), eventId, roomId);
+      if (input.createRoom) await this.redis.sadd(k.rooms(), roomId);
+    }
+    if (result === "persisted" && destinations.length > 0 && !input.status) {
+      // Inline fan-out (latency); a failure leaves the entry in the outbox for the sender's sweep.
+      await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
+    }
     if (result === "persisted") {
       this.eventCache.set(`${roomId} ${eventId}`, pdu);
       for (const g of plan?.groups ?? []) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
       for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
     }
     return result;
+  }
+
+  /**
+   * Fans out every room's outbox entries left by a failed or interrupted inline fan-out (the
+   * sender's sweep calls it). Returns the destinations given PDUs.
+   */
+  async drainOutboxes(): Promise<string[]> {
+    const rooms = await this.listRooms();
+    // Rooms hosted elsewhere with an outbox (remote invites for application services, appservice/push.ts).
+    const remote = await this.redis.smembers(this.keys.remoteOutboxRooms());
+    const queued = new Set<string>();
+    for (const list of [rooms, remote]) {
+      for (let i = 0; i < list.length; i += 500) {
+        for (const roomId of await this.fanout.pendingRooms(list.slice(i, i + 500))) {
+          for (const d of await this.fanout.drain(roomId)) queued.add(d);
+        }
+      }
+    }
+    // Drained remote rooms leave the set (a new invite lists its room again before writing).
+    const pending = new Set(await this.fanout.pendingRooms(remote));
+    const done = remote.filter((r) => !pending.has(r));
+    if (done.length > 0) await this.redis.srem(this.keys.remoteOutboxRooms(), ...done);
+    return [...queued].sort();
   }
 
   /** `count` new state group IDs for the room (unused ones, after a conflict, are harmless gaps). */
@@ -494,22 +530,25 @@ export class RoomStore {
     const last = events.at(-1);
     if (!last) throw new Error("a new room needs at least its create event");
     const groups = input.stateGroups;
-    // Queue entries as [event index, destination index] (1-based), destinations in first-use order.
-    const destinations: string[] = [];
-    const queue: [number, number][] = [];
+    // Outbox entries (room order): [event index (1-based), destinations space-separated].
+    const outbox: [number, string][] = [];
     for (const [i, e] of events.entries()) {
-      for (const d of input.queue?.get(e.eventId) ?? []) {
-        let j = destinations.indexOf(d);
-        if (j < 0) j = destinations.push(d) - 1;
-        queue.push([i + 1, j + 1]);
-      }
+      const ds = input.queue?.get(e.eventId) ?? [];
+      if (ds.length > 0) outbox.push([i + 1, ds.join(" ")]);
+    }
+    // Slot rule (redis-keys.ts): the script writes the room's slot only. The alias (a global hash)
+    // is claimed first with HSETNX and released if the room ID turns out to be taken; a crash
+    // between the claim and the script leaves an alias naming a room that does not exist, which
+    // resolves to "room not found" and can be deleted by the admin API.
+    if (input.alias) {
+      const claimed = await this.redis.hsetnx(k.aliases(), input.alias, room.roomId);
+      if (claimed === 0 && (await this.redis.hget(k.aliases(), input.alias)) !== room.roomId) return "alias_taken";
     }
     const result = await this.redis.gatehousePersistNewRoom(
-      12 + events.length + destinations.length,
+      9 + events.length,
       k.room(room.roomId), k.state(room.roomId), k.members(room.roomId), k.extremities(room.roomId), k.timeline(room.roomId),
-      k.eventRooms(), k.rooms(), k.aliases(), k.stateGroups(room.roomId), k.eventState(room.roomId), k.redactions(room.roomId), k.destinations(),
+      k.stateGroups(room.roomId), k.eventState(room.roomId), k.redactions(room.roomId), k.outbox(room.roomId),
       ...events.map((e) => k.event(room.roomId, e.eventId)),
-      ...destinations.map((d) => k.outboundPdus(d)),
       room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
       // cjson would encode an empty object as an empty array; both decode to an empty table.
       JSON.stringify(Object.fromEntries(input.state)), JSON.stringify(Object.fromEntries(input.members)),
@@ -520,11 +559,19 @@ export class RoomStore {
       groups.stateReset === null ? "" : String(groups.stateReset),
       JSON.stringify(groups.redactions.map(([target, id, level]) => [target, `${id} ${level ? "1" : "0"}`])),
       String(events.length),
-      JSON.stringify(destinations),
-      JSON.stringify(queue),
+      JSON.stringify(outbox),
       ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
     );
+    if (result === "exists") {
+      // Release the alias claimed above (only if it still names this room ID).
+      if (input.alias) await this.redis.eval(RELEASE_ALIAS_LUA, 1, k.aliases(), input.alias, room.roomId);
+      return result as "exists";
+    }
     if (result === "persisted") {
+      // The global indexes (other slots), after the script and idempotently, as persistEvent does.
+      await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, room.roomId])));
+      await this.redis.sadd(k.rooms(), room.roomId);
+      if (outbox.length > 0) await this.fanout.drain(room.roomId).catch((err: Error) => this.opts.onFanoutError?.(room.roomId, err));
       for (const e of events) this.eventCache.set(`${room.roomId} ${e.eventId}`, e.pdu);
       for (const g of groups.groups) this.groupMetaCache.set(`${room.roomId} ${g.id}`, metaOf(g));
     }

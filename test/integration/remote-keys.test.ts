@@ -5,7 +5,8 @@
  */
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "../../src/server.js";
 import { randomBytes } from "node:crypto";
 import { RemoteKeys, parseKeyDocument, effectiveValidUntil } from "../../src/keys/remote-keys.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
@@ -32,7 +33,7 @@ describe("remote keys", () => {
     new RemoteKeys({ redis, keys, client, trustedKeyServers: trusted, ownServerName: "gatehouse.test", ownKeys: () => ({}), logger, now });
 
   before(async () => {
-    redis = new Redis(requireRedisUrl());
+    redis = connectRedis(requireRedisUrl(), { redisOptions: { maxRetriesPerRequest: 20 } });
     origin = await RemoteServer.start();
     notary = await RemoteServer.start();
     client = new FederationClient({ serverName: "gatehouse.test", signingKey: ourKey, insecureSkipTlsVerify: true, allowPrivateAddresses: true, timeoutMs: 5000 });

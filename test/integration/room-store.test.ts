@@ -2,7 +2,9 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "../../src/server.js";
+import { scanKeys } from "../support/redis-scan.js";
 import { RoomStore, stateField, type PersistInput } from "../../src/store/room-store.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { buildEvent } from "../../src/protocol/event-signing.js";
@@ -23,14 +25,14 @@ let prefix: string;
 let roomCounter = 0;
 
 before(async () => {
-  redis = new Redis(requireRedisUrl(), { maxRetriesPerRequest: 2 });
+  redis = connectRedis(requireRedisUrl(), { redisOptions: { maxRetriesPerRequest: 2 } });
   prefix = `ghtest:roomstore:${randomBytes(4).toString("hex")}`;
   keys = new RedisKeys(prefix);
   store = new RoomStore(redis, keys);
 });
 after(async () => {
   await deletePrefix(redis, prefix);
-  assert.equal((await redis.scan("0", "MATCH", `${prefix}:*`, "COUNT", 1000))[1].length, 0, "cleanup left keys behind");
+  assert.equal((await scanKeys(redis, `${prefix}:*`)).length, 0, "cleanup left keys behind");
   await redis.quit();
 });
 

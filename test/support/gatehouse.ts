@@ -15,7 +15,9 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import assert from "node:assert/strict";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "../../src/server.js";
+import { scanKeys, unlinkKeys } from "./redis-scan.js";
 import request from "supertest";
 import type { Test } from "supertest";
 import { loadConfig, type Config } from "../../src/config.js";
@@ -44,14 +46,7 @@ export function requireRedisUrl(): string {
 
 /** Deletes every key under `prefix:` (SCAN, never KEYS). */
 export async function deletePrefix(redis: Redis, prefix: string): Promise<number> {
-  let cursor = "0";
-  let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) deleted += await redis.unlink(...keys);
-  } while (cursor !== "0");
-  return deleted;
+  return unlinkKeys(redis, await scanKeys(redis, `${prefix}:*`));
 }
 
 /**
@@ -63,13 +58,7 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<number
  */
 export async function dumpPrefix(redis: Redis, prefix: string, exclude: readonly string[] = ["server-keys:", "txn:", "bull:", "ratelimit:"]): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  let cursor = "0";
-  const keys: string[] = [];
-  do {
-    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    keys.push(...found);
-  } while (cursor !== "0");
+  const keys = await scanKeys(redis, `${prefix}:*`);
   for (const key of keys.sort()) {
     const rest = key.slice(prefix.length + 1);
     if (exclude.some((e) => rest.startsWith(e))) continue;
@@ -89,6 +78,9 @@ export async function dumpPrefix(redis: Redis, prefix: string, exclude: readonly
         break;
       case "list":
         out[key] = await redis.lrange(key, 0, -1);
+        break;
+      case "stream":
+        out[key] = await redis.xrange(key, "-", "+");
         break;
       default:
         out[key] = `<${type}>`;
@@ -188,8 +180,8 @@ export class TestGatehouse {
     const oldKeys = existsSync(config.oldSigningKeysFile) ? parseOldVerifyKeys(readFileSync(config.oldSigningKeysFile, "utf8")) : [];
     const ownKeys = new OwnKeys(config.serverName, signingKeys, oldKeys, config.keyValidityMs);
     // Connections as in src/server.ts: an auto-pipelined one for the store, a plain one for BullMQ.
-    const redis = new Redis(url, { maxRetriesPerRequest: 2, enableAutoPipelining: true });
-    const queueRedis = new Redis(url, { maxRetriesPerRequest: null });
+    const redis = connectRedis(url, { autoPipelining: true, redisOptions: { maxRetriesPerRequest: 2 } });
+    const queueRedis = connectRedis(url);
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
     const gh = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
     const listen = async (app: Express) => {

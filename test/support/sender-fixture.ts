@@ -1,7 +1,9 @@
 /** Shared set-up for the sender tests: Gatehouse's identity, a Sender on a real Redis, queued PDUs. */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "../../src/server.js";
+import { scanKeys, unlinkKeys } from "./redis-scan.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { RoomStore } from "../../src/store/room-store.js";
 import { FederationClient } from "../../src/net/federation-client.js";
@@ -21,7 +23,7 @@ export function redisUrl(): string {
 }
 
 export function connect(url: string = redisUrl()): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null });
+  return connectRedis(url);
 }
 
 export function uniquePrefix(name: string): string {
@@ -131,12 +133,7 @@ export function numbersOf(pdus: readonly Record<string, unknown>[]): number[] {
 export const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => from + i);
 
 export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    cursor = next;
-    if (found.length) await redis.unlink(...found);
-  } while (cursor !== "0");
+  await unlinkKeys(redis, await scanKeys(redis, `${prefix}:*`));
 }
 
 /** Each PDU appears in exactly one txnId; retries of a txnId carry the identical body. */

@@ -27,6 +27,8 @@ describe("*_FILE secret settings", () => {
     { why: "the whole Redis URL from a file", env: () => ({ REDIS_URL_FILE: file("u1", "rediss://:pw@redis.example.net:6380/0\n") }), token: null, redisUrl: "rediss://:pw@redis.example.net:6380/0" },
     { why: "the password alone from a Secret, the URL from a ConfigMap", env: () => ({ REDIS_URL: "redis://redis.example.net:6379/0", REDIS_PASSWORD_FILE: file("p1", "s3cret\n") }), token: null, redisUrl: "redis://:s3cret@redis.example.net:6379/0" },
     { why: "a password with URL-special characters is percent-encoded (ioredis decodes it)", env: () => ({ REDIS_URL: "redis://redis.example.net:6379", REDIS_PASSWORD: "p@ss/w:rd" }), token: null, redisUrl: "redis://:p%40ss%2Fw%3Ard@redis.example.net:6379" },
+    { why: "a Redis Cluster's seed nodes take the password too", env: () => ({ REDIS_URL: "redis-cluster://redis-0.example.net:6379,redis-1.example.net:6379", REDIS_PASSWORD: "p@ss" }), token: null, redisUrl: "redis-cluster://:p%40ss@redis-0.example.net:6379,redis-1.example.net:6379" },
+    { why: "a Redis Cluster ACL user keeps its name", env: () => ({ REDIS_URL: "redis-cluster://gatehouse@redis-0.example.net:6379", REDIS_PASSWORD: "pw" }), token: null, redisUrl: "redis-cluster://gatehouse:pw@redis-0.example.net:6379" },
     { why: "a Redis ACL user in the URL keeps its name", env: () => ({ REDIS_URL: "redis://gatehouse@redis.example.net:6379", REDIS_PASSWORD: "pw" }), token: null, redisUrl: "redis://gatehouse:pw@redis.example.net:6379" },
   ];
   for (const c of accepted) {
@@ -45,6 +47,7 @@ describe("*_FILE secret settings", () => {
     { why: "a file's value is checked like the variable's (token too short)", env: () => ({ GATEHOUSE_ADMIN_TOKEN_FILE: file("s1", "short") }), key: "GATEHOUSE_ADMIN_TOKEN", message: /at least 16 characters/ },
     { why: "a file's value is checked like the variable's (not a Redis URL)", env: () => ({ REDIS_URL_FILE: file("s2", "redis.example.net:6379") }), key: "REDIS_URL", message: /expected redis:\/\// },
     { why: "a password without REDIS_URL (the embedded Redis has none)", env: () => ({ REDIS_PASSWORD: "pw" }), key: "REDIS_PASSWORD", message: /needs REDIS_URL/ },
+    { why: "a cluster seed without a port (ioredis would guess 6379 for one node and not the others)", env: () => ({ REDIS_URL: "redis-cluster://redis-0.example.net,redis-1.example.net:6379" }), key: "REDIS_URL", message: /host:port,host:port/ },
     { why: "two passwords", env: () => ({ REDIS_URL: "redis://:a@r.example.net", REDIS_PASSWORD: "b" }), key: "REDIS_PASSWORD", message: /already has a password/ },
     { why: "a unix socket URL has no place for it", env: () => ({ REDIS_URL: "unix:///run/redis.sock", REDIS_PASSWORD: "b" }), key: "REDIS_PASSWORD", message: /redis:\/\/ and rediss:\/\// },
   ];
