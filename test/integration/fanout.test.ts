@@ -73,3 +73,18 @@ test("table: what the dedupe and the cursor decide", async () => {
     assert.deepEqual(await queue("e.example"), c.want(r), c.why);
   }
 });
+
+test("the sender's sweep drains a remote room's outbox (an appservice invite left by a crash) and unlists it once empty", async () => {
+  const { RoomStore } = await import("../../src/store/room-store.js");
+  const store = new RoomStore(redis, keys);
+  const r = room();
+  // appservice/push.ts lists the room, then writes the event and its outbox entry; the process died before the fan-out.
+  await redis.sadd(keys.remoteOutboxRooms(), r);
+  await outbox(r, "$inv", ["as:bridge"]);
+  assert.deepEqual(await store.drainOutboxes(), ["as:bridge"]);
+  assert.deepEqual(await queue("as:bridge"), [`${r} $inv`]);
+  assert.equal(await redis.xlen(keys.outbox(r)), 0);
+  assert.equal(await redis.sismember(keys.remoteOutboxRooms(), r), 0, "unlisted once drained");
+  assert.deepEqual(await store.drainOutboxes(), [], "nothing queued twice");
+  assert.deepEqual(await queue("as:bridge"), [`${r} $inv`]);
+});
