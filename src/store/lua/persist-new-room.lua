@@ -12,7 +12,7 @@
 -- redaction records are those persist-event would have written for the events one by one
 -- (planned in memory by rooms/new-room-state.ts).
 --
--- KEYS (all in the room's slot): 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
+-- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 state groups, 7 event state, 8 redactions, 9 outbox,
 --       10.. one event key per event, in room order
 -- ARGV: 1 roomId, 2 version, 3 creator, 4 createdTs, 5 depth, 6 alias ("" = none),
