@@ -8,7 +8,7 @@ import { resolve, join } from "node:path";
 import { hostname } from "node:os";
 import { parseServerName } from "./protocol/ids.js";
 import { parseCidr } from "./net/ip-ranges.js";
-import type { SenderSettings } from "./sender/sender.js";
+import { DEFAULT_SENDER_SETTINGS as SENDER, type SenderSettings } from "./sender/settings.js";
 import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
 import { loadRegistrations, RegistrationError, type AppserviceRegistration } from "./appservice/registration.js";
 
@@ -84,6 +84,8 @@ export interface Config {
     clientBurst: number;
   };
 }
+
+const DEFAULT_METRICS_LISTEN = "127.0.0.1:9464";
 
 export class ConfigError extends Error {
   constructor(
@@ -214,7 +216,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const keyFile = resolve(dataDir, str(env, "GATEHOUSE_TLS_KEY", "tls.key"));
   const tls = tlsMode === "off" ? null : { certFile, keyFile, generateIfMissing: tlsMode === "auto" };
 
-  const metricsListen = str(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464");
+  const metricsListen = str(env, "GATEHOUSE_METRICS_LISTEN", DEFAULT_METRICS_LISTEN);
   const redisUrl = redisSetting(env, cwd);
 
   const adminToken = secretSetting(env, "GATEHOUSE_ADMIN_TOKEN", cwd);
@@ -228,11 +230,11 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     if (!parseServerName(t)) throw new ConfigError("GATEHOUSE_TRUSTED_KEY_SERVERS", `not a server name: ${JSON.stringify(t)}`);
   }
 
-  const backoffInitialMs = int(env, "GATEHOUSE_SENDER_BACKOFF_INITIAL_MS", 1000, 10, 3_600_000);
-  const backoffMaxMs = int(env, "GATEHOUSE_SENDER_BACKOFF_MAX_MS", 300_000, 10, 7 * 86_400_000);
+  const backoffInitialMs = int(env, "GATEHOUSE_SENDER_BACKOFF_INITIAL_MS", SENDER.backoffInitialMs, 10, 3_600_000);
+  const backoffMaxMs = int(env, "GATEHOUSE_SENDER_BACKOFF_MAX_MS", SENDER.backoffMaxMs, 10, 7 * 86_400_000);
   if (backoffMaxMs < backoffInitialMs)
     throw new ConfigError("GATEHOUSE_SENDER_BACKOFF_MAX_MS", `must be at least GATEHOUSE_SENDER_BACKOFF_INITIAL_MS (${backoffInitialMs})`);
-  const sweepIntervalMs = int(env, "GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", 60_000, 0, 86_400_000);
+  const sweepIntervalMs = int(env, "GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", SENDER.sweepIntervalMs, 0, 86_400_000);
   if (sweepIntervalMs > 0 && sweepIntervalMs < 1000) throw new ConfigError("GATEHOUSE_SENDER_SWEEP_INTERVAL_MS", "must be 0 (off) or at least 1000");
 
   const registrationFiles = str(env, "GATEHOUSE_APPSERVICE_REGISTRATION_FILES", "")
@@ -266,7 +268,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       token: adminToken,
       tokenFile: join(dataDir, "admin.token"),
     },
-    metrics: metricsListen === "off" ? null : hostPort(env, "GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9464"),
+    metrics: metricsListen === "off" ? null : hostPort(env, "GATEHOUSE_METRICS_LISTEN", DEFAULT_METRICS_LISTEN),
     signingKeyFile: resolve(dataDir, str(env, "GATEHOUSE_SIGNING_KEY_FILE", "signing.key")),
     oldSigningKeysFile: resolve(dataDir, str(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE", "old_signing.keys")),
     redisUrl,
@@ -297,12 +299,12 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     instanceId: instanceIdOf(env, dataDir),
     sender: {
-      concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", 100, 1, 1000),
+      concurrency: int(env, "GATEHOUSE_SENDER_CONCURRENCY", SENDER.concurrency, 1, 1000),
       backoffInitialMs,
       backoffMaxMs,
-      maxRejectedAttempts: int(env, "GATEHOUSE_SENDER_MAX_REJECTED_ATTEMPTS", 5, 1, 1000),
-      backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", 25, 0, 100),
-      lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", 2_500, 1000, 600_000),
+      maxRejectedAttempts: int(env, "GATEHOUSE_SENDER_MAX_REJECTED_ATTEMPTS", SENDER.maxRejectedAttempts, 1, 1000),
+      backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", SENDER.backoffOutagePercent, 0, 100),
+      lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", SENDER.lockDurationMs, 1000, 600_000),
       sweepIntervalMs,
     },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),

@@ -50,39 +50,8 @@ const JOB_ATTEMPTS = 1_000_000_000;
 /** noteRemoteActivity looks at a given origin's backoff at most this often. */
 export const ACTIVITY_CHECK_MS = 5_000;
 
-export interface SenderSettings {
-  /** Destinations processed in parallel by one process. */
-  concurrency: number;
-  backoffInitialMs: number;
-  backoffMaxMs: number;
-  /** 4xx answers (other than 408/429) to one transaction before its batch is dropped. */
-  maxRejectedAttempts: number;
-  /**
-   * Caps each retry delay at this percentage of how long the destination has been failing
-   * (never below backoffInitialMs; 0 = off), so a destination back after a short outage is
-   * retried soon: the wait after it recovers is at most about this share of the outage.
-   */
-  backoffOutagePercent: number;
-  /**
-   * BullMQ job lock, renewed every half of it while the job runs; a killed worker's destinations
-   * are picked up by another worker within about this long plus two stalled checks (every
-   * STALLED_CHECK_MS). A restarted process with the same instance ID takes its dead
-   * incarnation's jobs back at once instead.
-   */
-  lockDurationMs: number;
-  /** How often workers look for destinations with queued work and no job (0 = only at start). */
-  sweepIntervalMs: number;
-}
-
-export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
-  concurrency: 100,
-  backoffInitialMs: 1000,
-  backoffMaxMs: 300_000,
-  maxRejectedAttempts: 5,
-  backoffOutagePercent: 25,
-  lockDurationMs: 2_500,
-  sweepIntervalMs: 60_000,
-};
+export { DEFAULT_SENDER_SETTINGS, type SenderSettings } from "./settings.js";
+import { DEFAULT_SENDER_SETTINGS, type SenderSettings } from "./settings.js";
 
 /** How often workers look for stalled jobs (active, lock expired); at most half the lock. */
 export function stalledCheckMs(lockDurationMs: number): number {
