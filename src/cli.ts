@@ -13,6 +13,7 @@ import { parseArgs } from "node:util";
 import { loadConfig, ConfigError, type Config } from "./config.js";
 import type { Logger } from "./logger.js";
 import { parseServerName } from "./protocol/ids.js";
+import type { RoomSummary } from "./rooms/room-queries.js";
 // serve, worker and keygen import what they need (server, logger, keys, TLS) when they run: the
 // admin-API commands (queue, rooms, knocks) and config check start faster without them.
 
@@ -342,21 +343,6 @@ function parse<T extends Record<string, { type: "string" | "boolean" }>>(
   return parsed as never;
 }
 
-interface RoomSummary {
-  room_id: string;
-  room_version: string;
-  creator: string;
-  created_ts: number;
-  name?: string;
-  topic?: string;
-  join_rule: string;
-  membership_counts: Record<string, number>;
-  joined_servers: string[];
-  forward_extremities: number;
-  depth: number;
-  aliases: string[];
-  replacement_room?: string;
-}
 
 async function rooms(args: string[]): Promise<void> {
   if (wantsHelp(args)) {

@@ -5,6 +5,7 @@
  */
 import { Router, type Request } from "express";
 import { route } from "../http/errors.js";
+import { objectBody } from "../http/body.js";
 import { badJson, invalidParam, notFound } from "../protocol/errors.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { serverOfUserId } from "../protocol/ids.js";
@@ -28,11 +29,7 @@ export interface AdminDeps {
   extra?: Router[];
 }
 
-function body(req: Request): Record<string, unknown> {
-  if (req.body === undefined) return {};
-  if (!isPlainObject(req.body)) throw badJson("Request body must be a JSON object");
-  return req.body;
-}
+const body = objectBody;
 
 function optionalString(b: Record<string, unknown>, key: string): string | undefined {
   const v = b[key];

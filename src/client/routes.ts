@@ -5,8 +5,8 @@
  */
 import { Router, type Request } from "express";
 import { route } from "../http/errors.js";
+import { objectBody } from "../http/body.js";
 import { badJson, invalidParam } from "../protocol/errors.js";
-import { isPlainObject } from "../protocol/pdu.js";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../protocol/room-versions.js";
 import { massagedTs } from "./auth.js";
 import type { Actor, ClientActions } from "../appservice/client-actions.js";
@@ -17,11 +17,7 @@ export const CLIENT_SPEC_VERSIONS = ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "
 
 const paths = (p: string): string => `/_matrix/client/v3${p}`;
 
-function body(req: Request): Record<string, unknown> {
-  if (req.body === undefined) return {};
-  if (!isPlainObject(req.body)) throw badJson("Request body must be a JSON object");
-  return req.body;
-}
+const body = objectBody;
 
 function optionalString(b: Record<string, unknown>, key: string): string | undefined {
   const v = b[key];

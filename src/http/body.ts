@@ -10,7 +10,8 @@
  */
 import { isUtf8 } from "node:buffer";
 import type { NextFunction, Request, Response } from "express";
-import { MatrixError, notJson, tooLarge } from "../protocol/errors.js";
+import { badJson, MatrixError, notJson, tooLarge } from "../protocol/errors.js";
+import { isPlainObject } from "../protocol/pdu.js";
 import { jsonTextDepth, MAX_BODY_NESTING } from "../protocol/json-nesting.js";
 
 declare module "express-serve-static-core" {
@@ -74,4 +75,11 @@ export function jsonBody(limitBytes: number) {
 
 export function isMatrixError(e: unknown): e is MatrixError {
   return e instanceof MatrixError;
+}
+
+/** A parsed JSON body that must be an object (absent: `{}`); 400 M_BAD_JSON otherwise. */
+export function objectBody(req: Request): Record<string, unknown> {
+  if (req.body === undefined) return {};
+  if (!isPlainObject(req.body)) throw badJson("Request body must be a JSON object");
+  return req.body;
 }
