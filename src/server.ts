@@ -131,7 +131,7 @@ function closeServer(server: http.Server | https.Server, deadlineMs: number): Pr
 /** The /metrics and health listener, when GATEHOUSE_METRICS_LISTEN is not `off`. */
 async function startOps(config: Config, metrics: Metrics, redis: Redis): Promise<{ server: http.Server; port: number; state: OpsState } | null> {
   if (!config.metrics) return null;
-  const state: OpsState = { shuttingDown: false };
+  const state: OpsState = { starting: true, shuttingDown: false };
   const app = opsApp(metrics.registry, redis, state);
   const server = http.createServer(expressServerOptions(app), app);
   const port = await listen(server, config.metrics.host, config.metrics.port);
@@ -217,6 +217,7 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   } catch (e) {
     return undoAndThrow(e);
   }
+  if (ops) ops.state.starting = false;
   logger.info(
     { serverName: config.serverName, federation: `${config.tls ? "https" : "http"}://${config.federation.host}:${federationPort}`, admin: `http://${config.admin.host}:${adminPort}`, ...(clientPort !== null ? { client: `http://${config.client.host}:${clientPort}`, appservices: config.appservices.map((r) => r.id) } : {}), keyId: ownKeys.current.keyId },
     "gatehouse is listening",
@@ -302,6 +303,7 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
   const ops = await startOps(config, metrics, redis);
   await gatehouse.sender.startWorkers("worker");
+  if (ops) ops.state.starting = false;
   logger.info({ serverName: config.serverName, concurrency: config.sender.concurrency }, "gatehouse sender worker running");
   let stopped = false;
   return {

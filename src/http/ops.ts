@@ -1,13 +1,16 @@
 /**
- * The operations listener: Prometheus /metrics, liveness and readiness. Readiness fails while
- * Redis does not answer a PING within a second, or once shutdown has begun (so Kubernetes stops
- * sending traffic before the listeners close).
+ * The operations listener: Prometheus /metrics, liveness and readiness. Readiness fails until
+ * every listener of the process is bound (the ops listener starts first), while Redis does not
+ * answer a PING within a second, and once shutdown has begun (so Kubernetes stops sending traffic
+ * before the listeners close).
  */
 import express, { type Express } from "express";
 import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 
 export interface OpsState {
+  /** True until the process's other listeners (federation, admin, client) are bound. */
+  starting: boolean;
   shuttingDown: boolean;
 }
 
@@ -28,6 +31,10 @@ export function opsApp(registry: Registry, redis: Redis, state: OpsState): Expre
   app.get("/health/ready", async (_req, res) => {
     if (state.shuttingDown) {
       res.status(503).json({ status: "shutting down" });
+      return;
+    }
+    if (state.starting) {
+      res.status(503).json({ status: "starting" });
       return;
     }
     try {

@@ -92,7 +92,7 @@ let t: TestGatehouse;
 let remote: RemoteServer;
 let metrics: Metrics;
 let ops: Express;
-const state: OpsState = { shuttingDown: false };
+const state: OpsState = { starting: false, shuttingDown: false };
 let scraped: Exposition;
 let roomId: string;
 let aclRoom: string;
@@ -249,6 +249,14 @@ describe("/metrics after a scripted knock flow", () => {
 });
 
 describe("probes", () => {
+  test("/health/ready 503 'starting' until every listener is bound (the ops listener starts first)", async () => {
+    const starting = opsApp(metrics.registry, t.redis, { starting: true, shuttingDown: false });
+    const res = await request(starting).get("/health/ready");
+    assert.equal(res.status, 503);
+    assert.deepEqual(res.body, { status: "starting" });
+    assert.equal((await request(starting).get("/health/live")).status, 200, "liveness is not readiness");
+  });
+
   test("/health/live 200; /health/ready 200, then 503 while shutting down", async () => {
     const live = await request(ops).get("/health/live");
     assert.equal(live.status, 200);

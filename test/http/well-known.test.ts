@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { TestGatehouse } from "../support/gatehouse.js";
 import { loadConfig, ConfigError } from "../../src/config.js";
 import { parseServerName } from "../../src/protocol/ids.js";
+import { validateResponse } from "../support/openapi.js";
 
 describe("/.well-known/matrix/server", () => {
   let on: TestGatehouse;
@@ -28,12 +29,14 @@ describe("/.well-known/matrix/server", () => {
     assert.equal(res.headers["cache-control"], "public, max-age=86400");
     // What a remote server does with it: a valid server name with an explicit port.
     assert.deepEqual(parseServerName(JSON.parse(res.text)["m.server"]), { host: "federation.gatehouse.example.org", port: 443, kind: "dns" });
+    validateResponse("get", "/.well-known/matrix/server", res.status, JSON.parse(res.text), String(res.headers["content-type"]));
   });
 
   test("unset: 404 M_UNRECOGNIZED, which remote servers read as no delegation", async () => {
     const res = await off.plain("GET", "/.well-known/matrix/server");
     assert.equal(res.status, 404);
     assert.equal(res.body.errcode, "M_UNRECOGNIZED");
+    validateResponse("get", "/.well-known/matrix/server", res.status, res.body, String(res.headers["content-type"]));
   });
 
   const refused = [

@@ -442,7 +442,7 @@ for (const overlay of OVERLAYS) {
 
     test("probes use the ops listener's paths and port", async () => {
       const fakeRedis = { ping: async () => "PONG" } as unknown as Redis;
-      const app = opsApp(new Metrics(new Registry(), { defaultMetrics: false }).registry, fakeRedis, { shuttingDown: false });
+      const app = opsApp(new Metrics(new Registry(), { defaultMetrics: false }).registry, fakeRedis, { starting: false, shuttingDown: false });
       for (const gc of gatehouseContainers(objects)) {
         const where = `${gc.deployment.metadata.name}/${String(gc.container.name)}`;
         assert.ok(gc.config.metrics, `${where}: GATEHOUSE_METRICS_LISTEN is off, but the probes need it`);

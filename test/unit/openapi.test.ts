@@ -11,6 +11,7 @@ import { validate, compileErrors } from "@readme/openapi-parser";
 import { loadOpenApi, openApiContract, HTTP_METHODS, OPENAPI_FILE } from "../support/openapi.js";
 import { TestGatehouse, requireRedisUrl } from "../support/gatehouse.js";
 import { opsApp } from "../../src/http/ops.js";
+import { wellKnownRouter } from "../../src/federation/well-known-routes.js";
 import { openapiRouter, OPENAPI_JSON_PATH, OPENAPI_YAML_PATH } from "../../src/admin/openapi-route.js";
 import { renderOpenApiJson, OPENAPI_JSON } from "../../scripts/openapi-json.js";
 
@@ -165,7 +166,9 @@ describe("OpenAPI document ↔ Express routes", () => {
       ...registeredRoutes(t.gh.federationApp),
       ...registeredRoutes(t.gh.adminApp),
       ...registeredRoutes(t.gh.clientApp),
-      ...registeredRoutes(opsApp(new Registry(), redis, { shuttingDown: false })),
+      // Registered only when GATEHOUSE_WELL_KNOWN_SERVER is set.
+      ...registeredRoutes(wellKnownRouter("federation.example.org:443")),
+      ...registeredRoutes(opsApp(new Registry(), redis, { starting: false, shuttingDown: false })),
       // Mounted on the admin listener by app.ts (adminApp.use(openapiRouter())).
       ...registeredRoutes(openapiRouter()),
     ]);
