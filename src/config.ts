@@ -8,7 +8,7 @@ import { resolve, join } from "node:path";
 import { hostname } from "node:os";
 import { parseServerName } from "./protocol/ids.js";
 import { parseCidr } from "./net/ip-ranges.js";
-import { DEFAULT_SENDER_SETTINGS as SENDER, type SenderSettings } from "./sender/settings.js";
+import { DEFAULT_SENDER_SETTINGS as SENDER, DEFAULT_SHUTDOWN_TIMEOUT_MS, type SenderSettings } from "./sender/settings.js";
 import { APPENDFSYNC_POLICIES, type AppendFsync } from "./embedded-redis.js";
 import { loadRegistrations, RegistrationError, type AppserviceRegistration } from "./appservice/registration.js";
 
@@ -307,7 +307,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", SENDER.lockDurationMs, 1000, 600_000),
       sweepIntervalMs,
     },
-    shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
+    shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 0, 600_000),
     rateLimits: {
       originPerSecond: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_PER_SECOND", 100, 0, 1_000_000),
       originBurst: int(env, "GATEHOUSE_RATELIMIT_ORIGIN_BURST", 500, 1, 10_000_000),

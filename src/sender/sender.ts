@@ -51,7 +51,7 @@ const JOB_ATTEMPTS = 1_000_000_000;
 export const ACTIVITY_CHECK_MS = 5_000;
 
 export { DEFAULT_SENDER_SETTINGS, type SenderSettings } from "./settings.js";
-import { DEFAULT_SENDER_SETTINGS, type SenderSettings } from "./settings.js";
+import { DEFAULT_SENDER_SETTINGS, DEFAULT_SHUTDOWN_TIMEOUT_MS, type SenderSettings } from "./settings.js";
 
 /** How often workers look for stalled jobs (active, lock expired); at most half the lock. */
 export function stalledCheckMs(lockDurationMs: number): number {
@@ -319,7 +319,7 @@ export class Sender {
    * Stops the workers, letting in-flight transactions finish for up to `deadlineMs`; a
    * transaction still unanswered then stays stored and is re-sent (same txn_id) by the next worker.
    */
-  close(deadlineMs = 10_000): Promise<void> {
+  close(deadlineMs = DEFAULT_SHUTDOWN_TIMEOUT_MS): Promise<void> {
     this.closing ??= this.doClose(deadlineMs);
     return this.closing;
   }

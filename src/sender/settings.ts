@@ -26,6 +26,12 @@ export interface SenderSettings {
   sweepIntervalMs: number;
 }
 
+/**
+ * How long a stopping process lets requests and in-flight transactions finish
+ * (GATEHOUSE_SHUTDOWN_TIMEOUT_MS); the sender's close() uses it when no deadline is given.
+ */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+
 export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
   concurrency: 100,
   backoffInitialMs: 1000,
