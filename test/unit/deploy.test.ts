@@ -6,7 +6,7 @@
  * The overlays are rendered with test/support/kustomize.ts (the subset of kustomize they use);
  * when `kubectl kustomize` (kustomize v4+) is installed its output must be identical.
  */
-import { test, describe } from "node:test";
+import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync, existsSync, statSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
 import { join, dirname, basename, relative } from "node:path";
@@ -282,6 +282,47 @@ function keygenJobs(objects: K8sObject[]): string[] {
   return out;
 }
 
+const secretDirs: string[] = [];
+after(() => {
+  for (const dir of secretDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** The settings src/config.ts reads through secretSetting, whose `_FILE` forms name a file to read. */
+const SECRET_FILE_SETTINGS = new Set(
+  [...readFileSync(join(root, "src", "config.ts"), "utf8").matchAll(/secretSetting\(env, "([A-Z0-9_]+)"/g)].map((m) => `${m[1]}_FILE`),
+);
+
+/**
+ * What the container reads for its `*_FILE` secret settings: each path must lie in a volume of
+ * the pod mounted into this container, from a Secret of the rendered manifests that has the
+ * file's key. The key's value is written to a temporary file and the setting pointed at it, so
+ * that loadConfig reads what the pod would read.
+ */
+function withMountedSecretFiles(objects: K8sObject[], d: K8sObject, c: Obj, env: Env): Env {
+  const out: Env = { ...env };
+  const pod = ((d.spec as Obj).template as Obj).spec as Obj;
+  const volumes = (pod.volumes as Obj[] | undefined) ?? [];
+  for (const [k, path] of Object.entries(env)) {
+    if (!SECRET_FILE_SETTINGS.has(k)) continue;
+    const mount = ((c.volumeMounts as Obj[] | undefined) ?? []).find((m) => path.startsWith(`${String(m.mountPath).replace(/\/$/, "")}/`));
+    assert.ok(mount, `${d.metadata.name}/${String(c.name)}: ${k}=${path} is in no volume mounted into the container`);
+    const volume = volumes.find((v) => v.name === mount.name);
+    const secretName = (volume?.secret as { secretName?: string } | undefined)?.secretName;
+    assert.ok(secretName, `${d.metadata.name}/${String(c.name)}: ${k} must come from a Secret volume`);
+    const secret = find(objects, "Secret", secretName);
+    assert.ok(secret, `Secret ${secretName} is not in the rendered manifests`);
+    const key = path.slice(String(mount.mountPath).replace(/\/$/, "").length + 1);
+    const data: Env = { ...((secret.stringData as Env | undefined) ?? {}) };
+    for (const [dk, v] of Object.entries((secret.data as Env | undefined) ?? {})) data[dk] = Buffer.from(v, "base64").toString("utf8");
+    assert.ok(data[key] !== undefined, `${k}: Secret ${secretName} has no key ${key}`);
+    const dir = mkdtempSync(join(tmpdir(), "gatehouse-secret-"));
+    secretDirs.push(dir);
+    writeFileSync(join(dir, "value"), data[key]!);
+    out[k] = join(dir, "value");
+  }
+  return out;
+}
+
 function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
   const out: GatehouseContainer[] = [];
   for (const d of objects) {
@@ -290,7 +331,7 @@ function gatehouseContainers(objects: K8sObject[]): GatehouseContainer[] {
     for (const c of podContainers(d)) {
       if (!isGatehouseImage(c.image) || inits.has(c)) continue;
       const env = containerEnv(objects, c);
-      out.push({ deployment: d, container: c, env, config: loadConfig(env, "/"), command: String((c.args as string[] | undefined)?.[0]) });
+      out.push({ deployment: d, container: c, env, config: loadConfig(withMountedSecretFiles(objects, d, c, env), "/"), command: String((c.args as string[] | undefined)?.[0]) });
     }
   }
   return out;
@@ -397,6 +438,10 @@ for (const overlay of OVERLAYS) {
         assert.match(limit, /^\d+Mi$/, "memory limit in Mi");
         assert.ok(heapMb * 1.5 < parseInt(limit, 10), `heap cap ${heapMb} MB leaves too little of the ${limit} limit`);
         assert.ok(gc.config.redisUrl, "REDIS_URL must point at an external Redis (the embedded one is for development)");
+        // Secrets reach Gatehouse as mounted files, not as environment variables.
+        const secretEnv = ((gc.container.envFrom as Obj[] | undefined) ?? []).filter((f) => f.secretRef);
+        assert.deepEqual(secretEnv, [], `${gc.deployment.metadata.name}: a Secret passed with envFrom (mount it and use the *_FILE settings)`);
+        assert.ok(gc.env.GATEHOUSE_ADMIN_TOKEN_FILE && gc.env.REDIS_URL_FILE, "the admin token and REDIS_URL are read from files");
       }
     });
 
@@ -424,6 +469,7 @@ for (const overlay of OVERLAYS) {
         assert.ok(CLI.has("config"), "config is a command of src/cli.ts");
         assert.equal(init.image, gc.container.image, "the same image as the container it checks");
         assert.deepEqual(containerEnv(objects, init), gc.env, "the same settings as the container it checks");
+        assert.doesNotThrow(() => loadConfig(withMountedSecretFiles(objects, gc.deployment, init, containerEnv(objects, init)), "/"), "the check reads the same secret files");
         const sc = init.securityContext as Obj;
         assert.equal(sc.readOnlyRootFilesystem, true);
         assert.equal(sc.allowPrivilegeEscalation, false);
