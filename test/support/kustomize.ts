@@ -203,24 +203,29 @@ function stripChecked<T extends Json>(value: T, path: string[], source: string):
 }
 
 function mergeList(base: Json[], patch: Json[], keys: string[], path: string[], kind: string, source: string): Json[] {
-  const out = clone(base);
+  // As kustomize (kyaml) orders a merged keyed list: the patch's elements first, in the patch's
+  // order (merged into their base element when there is one), then the base elements the patch
+  // does not name, in their order.
+  const rest = clone(base);
+  const first: Json[] = [];
   const same = (a: Json, b: Json) => isMap(a) && isMap(b) && keys.every((k) => a[k] === b[k]);
   for (const item of patch) {
     if (!isMap(item)) throw new Error(`${source}: ${path.join(".")} elements must be mappings`);
     const { $patch: directive, ...element } = item;
-    const index = out.findIndex((x) => same(x, element));
+    const index = rest.findIndex((x) => same(x, element));
     if (directive === "delete") {
       if (index < 0) throw new Error(`${source}: $patch: delete at ${path.join(".")} matches no element`);
-      out.splice(index, 1);
+      rest.splice(index, 1);
     } else if (directive !== undefined) {
       throw new Error(`${source}: $patch: ${String(directive)} at ${path.join(".")} is not supported`);
     } else if (index >= 0) {
-      out[index] = mergeMap(out[index] as JsonMap, element, path, kind, source);
+      first.push(mergeMap(rest[index] as JsonMap, element, path, kind, source));
+      rest.splice(index, 1);
     } else {
-      out.push(stripChecked(element, path, source));
+      first.push(stripChecked(element, path, source));
     }
   }
-  return out;
+  return [...first, ...rest];
 }
 
 /**

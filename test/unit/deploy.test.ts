@@ -28,7 +28,7 @@ import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
 const k8sDir = join(deployDir, "kubernetes");
-const OVERLAYS = ["sidecar", "split", "ingress"] as const;
+const OVERLAYS = ["sidecar", "split", "ingress", "bridge"] as const;
 
 type Env = Record<string, string>;
 type Obj = Record<string, unknown>;
@@ -292,18 +292,21 @@ const SECRET_FILE_SETTINGS = new Set(
   [...readFileSync(join(root, "src", "config.ts"), "utf8").matchAll(/secretSetting\(env, "([A-Z0-9_]+)"/g)].map((m) => `${m[1]}_FILE`),
 );
 
+/** Settings naming files that loadConfig reads, with whether they hold a comma-separated list. */
+const READ_FILE_SETTINGS = new Map<string, boolean>([...[...SECRET_FILE_SETTINGS].map((k) => [k, false] as const), ["GATEHOUSE_APPSERVICE_REGISTRATION_FILES", true]]);
+
 /**
- * What the container reads for its `*_FILE` secret settings: each path must lie in a volume of
- * the pod mounted into this container, from a Secret of the rendered manifests that has the
- * file's key. The key's value is written to a temporary file and the setting pointed at it, so
- * that loadConfig reads what the pod would read.
+ * What the container reads for the settings that name files (the `*_FILE` secret settings, the
+ * application service registrations): each path must lie in a volume of the pod mounted into
+ * this container, from a Secret of the rendered manifests that has the file's key. The key's
+ * value is written to a temporary file and the setting pointed at it, so that loadConfig reads
+ * what the pod would read.
  */
 function withMountedSecretFiles(objects: K8sObject[], d: K8sObject, c: Obj, env: Env): Env {
   const out: Env = { ...env };
   const pod = ((d.spec as Obj).template as Obj).spec as Obj;
   const volumes = (pod.volumes as Obj[] | undefined) ?? [];
-  for (const [k, path] of Object.entries(env)) {
-    if (!SECRET_FILE_SETTINGS.has(k)) continue;
+  const materialise = (k: string, path: string): string => {
     const mount = ((c.volumeMounts as Obj[] | undefined) ?? []).find((m) => path.startsWith(`${String(m.mountPath).replace(/\/$/, "")}/`));
     assert.ok(mount, `${d.metadata.name}/${String(c.name)}: ${k}=${path} is in no volume mounted into the container`);
     const volume = volumes.find((v) => v.name === mount.name);
@@ -317,8 +320,13 @@ function withMountedSecretFiles(objects: K8sObject[], d: K8sObject, c: Obj, env:
     assert.ok(data[key] !== undefined, `${k}: Secret ${secretName} has no key ${key}`);
     const dir = mkdtempSync(join(tmpdir(), "gatehouse-secret-"));
     secretDirs.push(dir);
-    writeFileSync(join(dir, "value"), data[key]!);
-    out[k] = join(dir, "value");
+    writeFileSync(join(dir, key), data[key]!);
+    return join(dir, key);
+  };
+  for (const [k, value] of Object.entries(env)) {
+    const list = READ_FILE_SETTINGS.get(k);
+    if (list === undefined || value === "") continue;
+    out[k] = list ? value.split(",").map((p) => materialise(k, p.trim())).join(",") : materialise(k, value);
   }
   return out;
 }
@@ -706,6 +714,27 @@ describe("deploy: overlay specifics", () => {
     const [gc] = gatehouseContainers(objects);
     assert.equal(gc!.config.admin.host, "127.0.0.1");
     assert.equal(gc!.config.runWorkers, true);
+  });
+
+  test("bridge: one pod with the bridge, which reaches the client listener on loopback and is pushed to at its registration's url", () => {
+    const objects = rendered.get("bridge")!;
+    const deployments = byKind(objects, "Deployment");
+    assert.equal(deployments.length, 1);
+    const containers = podSpec(deployments[0]!).containers as Obj[];
+    assert.deepEqual(containers.map((c) => c.name).sort(), ["bridge", "gatehouse"], "the bridge replaces the sidecar's homeserver");
+    const [gc] = gatehouseContainers(objects);
+    const config = gc!.config;
+    assert.equal(config.appservices.length, 1, "the registration is loaded");
+    assert.equal(config.client.host, "127.0.0.1", "the client listener stays inside the pod");
+    assert.equal(config.admin.host, "127.0.0.1");
+    const bridge = containers.find((c) => c.name === "bridge")!;
+    const hsUrl = new URL(String(((bridge.env as Obj[]).find((e) => e.name === "HOMESERVER_URL") as Obj).value));
+    assert.deepEqual([hsUrl.hostname, Number(hsUrl.port)], [config.client.host, config.client.port], "the bridge's homeserver URL is Gatehouse's client listener");
+    const push = new URL(config.appservices[0]!.url!);
+    assert.equal(push.hostname, "127.0.0.1", "pushes stay on the pod's loopback");
+    assert.ok(((bridge.ports as Obj[] | undefined) ?? []).some((p) => p.containerPort === Number(push.port)), `the bridge container listens on the registration's port ${push.port}`);
+    const gatehousePorts = [config.federation.port, config.admin.port, config.client.port, config.metrics?.port];
+    assert.ok(!gatehousePorts.includes(Number(push.port)), "the bridge's port is not one of Gatehouse's listeners (one network namespace)");
   });
 
   test("ingress: TLS ends at the ingress for the server name, which Gatehouse's well-known delegates to :443", () => {
