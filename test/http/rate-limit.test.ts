@@ -34,16 +34,20 @@ describe("rate limits", () => {
     await other.close();
   });
 
+  // The buckets refill while the requests run, so each test sends its requests concurrently and
+  // allows for what refilled during them: between `burst` and `burst + refilled` pass, the rest
+  // are refused. (A machine under load takes longer, and more pass; never fewer.)
+  const passed = (statuses: number[]) => statuses.filter((s) => s !== 429).length;
+  const refilled = (startedMs: number, perSecond: number) => Math.ceil(((Date.now() - startedMs) / 1000) * perSecond);
+
   test("per origin: a burst passes, then 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After; other origins are unaffected", async () => {
     const uri = `${FED}/v1/state_ids/${enc(roomId)}?event_id=${enc("$nope")}`;
-    const statuses: number[] = [];
-    let limited;
-    for (let i = 0; i < 8; i++) {
-      const res = await gh.fed(remote, "GET", uri);
-      statuses.push(res.status);
-      if (res.status === 429) limited = res;
-    }
-    assert.equal(statuses.filter((s) => s !== 429).length, 5, `the burst of 5 passes: ${statuses.join(",")}`);
+    const started = Date.now();
+    const responses = await Promise.all(Array.from({ length: 16 }, () => gh.fed(remote, "GET", uri)));
+    const statuses = responses.map((r) => r.status);
+    const most = 5 + refilled(started, 2);
+    assert.ok(passed(statuses) >= 5 && passed(statuses) <= most, `the burst of 5 (and at most ${most - 5} refilled) passes: ${statuses.join(",")}`);
+    const limited = responses.find((r) => r.status === 429);
     assert.ok(limited, "then requests are limited");
     assert.equal(limited.body.errcode, "M_LIMIT_EXCEEDED");
     assert.ok(limited.body.retry_after_ms > 0 && limited.body.retry_after_ms <= 500, String(limited.body.retry_after_ms));
@@ -55,14 +59,14 @@ describe("rate limits", () => {
   });
 
   test("per room: knocks on one room are limited whoever sends them", async () => {
-    const knockers = await Promise.all(Array.from({ length: 4 }, () => RemoteServer.start()));
+    const knockers = await Promise.all(Array.from({ length: 10 }, () => RemoteServer.start()));
     try {
-      const statuses = [];
-      for (const k of knockers) {
-        const res = await gh.fed(k, "GET", `${FED}/v1/make_knock/${enc(roomId)}/${enc(k.userId("x"))}?ver=12`);
-        statuses.push(res.status);
-      }
-      assert.deepEqual(statuses, [200, 200, 200, 429], "a burst of 3 per room, across four different servers");
+      const started = Date.now();
+      const statuses = (await Promise.all(knockers.map((k) => gh.fed(k, "GET", `${FED}/v1/make_knock/${enc(roomId)}/${enc(k.userId("x"))}?ver=12`)))).map((r) => r.status);
+      const most = 3 + refilled(started, 1);
+      assert.ok(statuses.every((s) => s === 200 || s === 429), statuses.join(","));
+      assert.ok(passed(statuses) >= 3 && passed(statuses) <= most, `a burst of 3 per room (and at most ${most - 3} refilled), across ten different servers: ${statuses.join(",")}`);
+      assert.ok(statuses.includes(429), "the others are limited, though each server is within its own limit");
     } finally {
       await Promise.all(knockers.map((k) => k.close()));
     }
