@@ -181,6 +181,8 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
     const built = gatehouse;
     started.push(() => built.close());
+    // Users the admin API acted for before the local-users set existed (once per Redis).
+    await gatehouse.localUsers.migrate();
     ops = await startOps(config, metrics, redis);
     const opsServer = ops?.server;
     if (opsServer) started.push(() => closeServer(opsServer, 0));
