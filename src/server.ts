@@ -297,13 +297,27 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   const ownKeys = loadOwnKeys(config, logger);
   const redis = connectRedis(config.redisUrl);
   redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
-  await redis.ping();
-  await checkExternalRedisDurability(redis, logger);
-  // The admin token is unused here (no admin listener).
-  const metrics = new Metrics(new Registry());
-  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
-  const ops = await startOps(config, metrics, redis);
-  await gatehouse.sender.startWorkers("worker");
+  // As serve does: what was started is undone when a later step fails (the metrics port in use,
+  // the workers not starting), so a failed start leaves no connection, worker or listener behind.
+  const started: (() => Promise<void>)[] = [async () => redis.disconnect()];
+  let gatehouse: Gatehouse;
+  let ops: Awaited<ReturnType<typeof startOps>>;
+  try {
+    await redis.ping();
+    await checkExternalRedisDurability(redis, logger);
+    // The admin token is unused here (no admin listener).
+    const metrics = new Metrics(new Registry());
+    gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
+    const built = gatehouse;
+    started.push(() => built.close());
+    ops = await startOps(config, metrics, redis);
+    const opsServer = ops?.server;
+    if (opsServer) started.push(() => closeServer(opsServer, 0));
+    await gatehouse.sender.startWorkers("worker");
+  } catch (e) {
+    for (const undo of started.reverse()) await undo().catch(() => undefined);
+    throw e;
+  }
   logger.info({ serverName: config.serverName, concurrency: config.sender.concurrency }, "gatehouse sender worker running");
   let stopped = false;
   return {
