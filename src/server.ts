@@ -148,7 +148,8 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   if (!redisUrl) {
     embedded = await startRedis({ dir: join(config.dataDir, "redis"), persistent: true, appendfsync: config.redisAppendfsync });
     redisUrl = embedded.url;
-    logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
+    logger.info({ url: redisUrl, dir: join(config.dataDir, "redis"), boundToParent: embedded.boundToParent }, "started embedded redis-server (set REDIS_URL to use your own)");
+    if (!embedded.boundToParent) logger.warn("setpriv (util-linux) not found: a kill -9 of this process would leave the embedded redis-server running");
   }
   // Everything started from here on is undone when a later step fails (a port in use, Redis
   // unreachable): a failed start leaves no embedded redis-server, connection or listener behind.
