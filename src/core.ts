@@ -105,6 +105,7 @@ export function buildCore(opts: CoreOptions): Core {
     ipRangeAllowlist: config.outbound.ipRangeAllowlist,
     extraCaPem: config.outbound.caFile ? readCaFile(config.outbound.caFile) : undefined,
     timeoutMs: config.outbound.requestTimeoutMs,
+    maxResponseBytes: config.outbound.maxResponseBytes,
     now: clock,
     ...outboundHooks(metrics, logger),
   });
