@@ -6,6 +6,7 @@
  *   gatehouse queue [...]      the outbound queue (pages, retry, dead letters), via the admin API
  *   gatehouse rooms …          list, show and create hosted rooms (admin API)
  *   gatehouse knocks …         pending knocks of a room: list, accept, deny (admin API)
+ *   gatehouse users …          local users who take invites from other servers: list, show, add, remove (admin API)
  *   gatehouse config check     validate the settings and print them (secrets hidden)
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -36,7 +37,9 @@ Usage:
   gatehouse knocks list <roomId>        Pending knocks of a room.
   gatehouse knocks accept <roomId> <userId> [--reason R]   Accept (invite the knocker).
   gatehouse knocks deny <roomId> <userId> [--reason R]     Deny (kick the knocker).
-                            (queue, rooms and knocks call the admin API of a running serve,
+  gatehouse users [list|show|add|remove] [<userId>]   Local users invites from other servers
+                            are taken for (known through the admin API; see README).
+                            (queue, rooms, knocks and users call the admin API of a running serve,
                             at GATEHOUSE_ADMIN_LISTEN with its token; "gatehouse <command> --help"
                             describes each.)
   gatehouse keygen          Create the signing key (and a self-signed TLS certificate when
@@ -117,7 +120,7 @@ function adminBaseUrl(config: Config): string {
  * One admin API call (shared by queue, rooms and knocks). Exits 1 with the Matrix error
  * (errcode, message and any extra fields such as replacement_room) when the call fails.
  */
-async function adminCall(config: Config, method: "GET" | "POST", path: string, body?: Record<string, unknown>): Promise<unknown> {
+async function adminCall(config: Config, method: "GET" | "POST" | "DELETE", path: string, body?: Record<string, unknown>): Promise<unknown> {
   let token = config.admin.token;
   if (!token) {
     if (!existsSync(config.admin.tokenFile)) {
@@ -297,6 +300,20 @@ Room and user IDs are passed as they are (quote them for the shell: '!room:serve
 Exit status: 0 on success, 1 when the admin API refuses (its Matrix error is printed, e.g.
 M_NOT_FOUND when the user has no pending knock) or cannot be reached, 2 on a usage error.`;
 
+const USERS_HELP = `gatehouse users — local users who exist, through the admin API of a running serve
+
+Invites from other servers (/v2/invite) are taken only for local users who exist: registered by
+an application service, confirmed by a service's user query, or known through the admin API (it
+created a room for them, joined them, knocked out for them, or an operator added them here).
+
+  gatehouse users [list] [--json]     Users known through the admin API.
+  gatehouse users show <userId>       Whether the user exists, and why (admin, registered, appservice_query).
+  gatehouse users add <userId>        Add a user (idempotent).
+  gatehouse users remove <userId>     Remove it from the admin API's set (a registration stays).
+
+Exit status: 0 on success, 1 when the admin API refuses (its Matrix error is printed) or cannot
+be reached, 2 on a usage error.`;
+
 const QUEUE_HELP = `gatehouse queue — the outbound federation queue, through the admin API of a running serve
 
 Usage:
@@ -418,6 +435,43 @@ async function rooms(args: string[]): Promise<void> {
     }
     default:
       usage(`gatehouse: unknown rooms command ${sub}\n\n${ROOMS_HELP}`);
+  }
+}
+
+async function users(args: string[]): Promise<void> {
+  if (wantsHelp(args)) {
+    console.log(USERS_HELP);
+    return;
+  }
+  const [sub, ...rest] = args;
+  const enc = encodeURIComponent;
+  switch (sub) {
+    case undefined:
+    case "list": {
+      const { values } = parse(rest, { json: { type: "boolean" } }, [], USERS_HELP);
+      const out = (await adminCall(loadOrExit(), "GET", "/users")) as { users: string[] };
+      if (values.json) console.log(JSON.stringify(out, null, 2));
+      else if (out.users.length === 0) console.log("(no users known through the admin API)");
+      else for (const u of out.users) console.log(u);
+      return;
+    }
+    case "show": {
+      const { positionals } = parse(rest, {}, ["userId"], USERS_HELP);
+      const out = (await adminCall(loadOrExit(), "GET", `/users/${enc(positionals[0]!)}`)) as { user_id: string; exists: boolean; source?: string };
+      console.log(out.exists ? `${out.user_id} exists (${out.source})` : `${out.user_id} does not exist: invites for it are refused`);
+      return;
+    }
+    case "add":
+    case "remove": {
+      const { positionals } = parse(rest, {}, ["userId"], USERS_HELP);
+      const userId = positionals[0]!;
+      const out = (await adminCall(loadOrExit(), sub === "add" ? "POST" : "DELETE", `/users/${enc(userId)}`, sub === "add" ? {} : undefined)) as { added?: boolean; removed?: boolean };
+      if (sub === "add") console.log(out.added ? `added ${userId}` : `${userId} was known already`);
+      else console.log(out.removed ? `removed ${userId}` : `${userId} was not in the admin API's set`);
+      return;
+    }
+    default:
+      usage(`gatehouse: unknown users command ${sub}\n\n${USERS_HELP}`);
   }
 }
 
@@ -589,6 +643,9 @@ switch (command) {
     break;
   case "knocks":
     await knocks(args);
+    break;
+  case "users":
+    await users(args);
     break;
   case "keygen":
     await keygen(args);

@@ -50,6 +50,8 @@ export interface Config {
     ipRangeAllowlist: string[];
     /** PEM bundle of extra CAs trusted for peers (added to Node's roots); null: none. */
     caFile: string | null;
+    /** Largest answer body read from another server (GATEHOUSE_FEDERATION_MAX_RESPONSE_BYTES); key fetches have their own. */
+    maxResponseBytes: number;
     requestTimeoutMs: number;
   };
   /** Trusted notary servers for key lookups when the origin cannot be reached. */
@@ -281,6 +283,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ipRangeAllowlist: cidrList(env, "GATEHOUSE_FEDERATION_IP_RANGE_ALLOWLIST"),
       caFile: env.GATEHOUSE_FEDERATION_CA_FILE?.trim() ? resolve(dataDir, env.GATEHOUSE_FEDERATION_CA_FILE.trim()) : null,
       requestTimeoutMs: int(env, "GATEHOUSE_FEDERATION_TIMEOUT_MS", 30_000, 100, 600_000),
+      maxResponseBytes: int(env, "GATEHOUSE_FEDERATION_MAX_RESPONSE_BYTES", 64 * 1_048_576, 65_536, 512 * 1_048_576),
     },
     trustedKeyServers: trusted,
     connections: {

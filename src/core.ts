@@ -19,6 +19,7 @@ import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
 import { RoomQueries } from "./rooms/room-queries.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
+import { LocalUsers } from "./rooms/local-users.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { Sender } from "./sender/sender.js";
 import { RateLimiter } from "./http/rate-limit.js";
@@ -63,6 +64,8 @@ export interface Core extends RoomContext {
   sender: Sender;
   membership: MembershipService;
   remoteRooms: RemoteRooms;
+  /** Which local users exist (invites from other servers are taken only for them). */
+  localUsers: LocalUsers;
   history: RoomHistory;
   queries: RoomQueries;
   transactions: InboundTransactions;
@@ -102,6 +105,7 @@ export function buildCore(opts: CoreOptions): Core {
     ipRangeAllowlist: config.outbound.ipRangeAllowlist,
     extraCaPem: config.outbound.caFile ? readCaFile(config.outbound.caFile) : undefined,
     timeoutMs: config.outbound.requestTimeoutMs,
+    maxResponseBytes: config.outbound.maxResponseBytes,
     now: clock,
     ...outboundHooks(metrics, logger),
   });
@@ -161,6 +165,18 @@ export function buildCore(opts: CoreOptions): Core {
   });
   const ctx: RoomContext = { rooms, store };
   const membership = new MembershipService(ctx, client, remoteKeys, membershipHooks(metrics));
+  const accounts = new AppserviceAccounts(redis, keys, registry);
+  const localUsers = new LocalUsers({
+    redis,
+    keys,
+    serverName: config.serverName,
+    registered: (userId) => accounts.exists(userId),
+    queryAppservices: async (userId) => {
+      for (const reg of registry.interestedIn("users", userId)) if (await asClient.queryUser(reg, userId)) return true;
+      return false;
+    },
+    logger,
+  });
   const remoteRooms = new RemoteRooms({
     redis,
     keys,
@@ -172,6 +188,7 @@ export function buildCore(opts: CoreOptions): Core {
     clock,
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
     onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
+    localUserExists: async (userId) => (await localUsers.exists(userId)) !== null,
   });
   const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
@@ -187,7 +204,6 @@ export function buildCore(opts: CoreOptions): Core {
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
   });
 
-  const accounts = new AppserviceAccounts(redis, keys, registry);
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });
   const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
 
@@ -206,6 +222,7 @@ export function buildCore(opts: CoreOptions): Core {
     rooms,
     membership,
     remoteRooms,
+    localUsers,
     history,
     queries,
     transactions,

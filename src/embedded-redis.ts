@@ -10,6 +10,11 @@ export interface EmbeddedRedis {
   url: string;
   port: number;
   child: ChildProcess;
+  /**
+   * Whether the child is bound to this process's life (Linux, util-linux `setpriv --pdeathsig`):
+   * it gets SIGTERM when this process dies, even by SIGKILL. False where setpriv is missing.
+   */
+  boundToParent: boolean;
   stop(): Promise<void>;
 }
 
@@ -18,6 +23,19 @@ export function findRedisServer(): string | null {
   const found = spawnSync("sh", ["-c", "command -v redis-server"], { encoding: "utf8" });
   const path = found.stdout?.trim();
   return path ? path : null;
+}
+
+/**
+ * util-linux's `setpriv` (Linux only; util-linux is an Essential package on Debian), used to start
+ * the child with PR_SET_PDEATHSIG = SIGTERM: the kernel signals it when this process dies, however
+ * it dies (a `kill -9` or an OOM kill included), and setpriv then execs redis-server, which keeps
+ * the setting. Node cannot set it itself (no prctl), and the alternatives are heavier: a pipe the
+ * child watches needs a watcher process beside redis-server, which cannot watch one itself.
+ */
+export function findSetpriv(): string | null {
+  if (process.platform !== "linux") return null;
+  for (const p of ["/usr/bin/setpriv", "/bin/setpriv"]) if (existsSync(p)) return p;
+  return null;
 }
 
 export function freePort(): Promise<number> {
@@ -72,7 +90,12 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
   args.push("--appendonly", opts.persistent ? "yes" : "no");
   if (opts.persistent) args.push("--appendfsync", opts.appendfsync ?? "everysec");
   args.push(...(opts.extraArgs ?? []));
-  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+  // Bound to this process's life where setpriv exists: a kill -9 of Gatehouse then stops Redis too
+  // (SIGTERM: it finishes its append-only file and exits) instead of orphaning it on the data folder.
+  const setpriv = findSetpriv();
+  const child = setpriv
+    ? spawn(setpriv, ["--pdeathsig", "SIGTERM", "--", bin, ...args], { stdio: ["ignore", "pipe", "pipe"] })
+    : spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output = (output + d).slice(-4000)));
   child.stderr!.on("data", (d) => (output = (output + d).slice(-4000)));
@@ -89,7 +112,7 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
   // However this process ends (process.exit after a failed start, an uncaught exception), the
   // child gets SIGTERM (redis then finishes its append-only file and exits): no orphaned Redis
   // keeps the data folder. ('exit' handlers run synchronously; kill is a synchronous syscall.)
-  // Only SIGKILL of this process escapes it.
+  // Only SIGKILL of this process escapes it: that is what setpriv's death signal (above) covers.
   const killOnExit = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
   };
@@ -99,6 +122,7 @@ export async function startRedis(opts: { dir: string; persistent?: boolean; port
     url: `redis://127.0.0.1:${port}`,
     port,
     child,
+    boundToParent: setpriv !== null,
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve();

@@ -148,7 +148,8 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
   if (!redisUrl) {
     embedded = await startRedis({ dir: join(config.dataDir, "redis"), persistent: true, appendfsync: config.redisAppendfsync });
     redisUrl = embedded.url;
-    logger.info({ url: redisUrl, dir: join(config.dataDir, "redis") }, "started embedded redis-server (set REDIS_URL to use your own)");
+    logger.info({ url: redisUrl, dir: join(config.dataDir, "redis"), boundToParent: embedded.boundToParent }, "started embedded redis-server (set REDIS_URL to use your own)");
+    if (!embedded.boundToParent) logger.warn("setpriv (util-linux) not found: a kill -9 of this process would leave the embedded redis-server running");
   }
   // Everything started from here on is undone when a later step fails (a port in use, Redis
   // unreachable): a failed start leaves no embedded redis-server, connection or listener behind.
@@ -181,6 +182,8 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     gatehouse = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, metrics });
     const built = gatehouse;
     started.push(() => built.close());
+    // Users the admin API acted for before the local-users set existed (once per Redis).
+    await gatehouse.localUsers.migrate();
     ops = await startOps(config, metrics, redis);
     const opsServer = ops?.server;
     if (opsServer) started.push(() => closeServer(opsServer, 0));
@@ -296,13 +299,27 @@ export async function startWorker(config: Config, logger: Logger = createLogger(
   const ownKeys = loadOwnKeys(config, logger);
   const redis = connectRedis(config.redisUrl);
   redis.on("error", (err) => logger.warn({ err: err.message }, "redis connection error"));
-  await redis.ping();
-  await checkExternalRedisDurability(redis, logger);
-  // The admin token is unused here (no admin listener).
-  const metrics = new Metrics(new Registry());
-  const gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
-  const ops = await startOps(config, metrics, redis);
-  await gatehouse.sender.startWorkers("worker");
+  // As serve does: what was started is undone when a later step fails (the metrics port in use,
+  // the workers not starting), so a failed start leaves no connection, worker or listener behind.
+  const started: (() => Promise<void>)[] = [async () => redis.disconnect()];
+  let gatehouse: Gatehouse;
+  let ops: Awaited<ReturnType<typeof startOps>>;
+  try {
+    await redis.ping();
+    await checkExternalRedisDurability(redis, logger);
+    // The admin token is unused here (no admin listener).
+    const metrics = new Metrics(new Registry());
+    gatehouse = buildGatehouse({ config, logger, redis, ownKeys, adminToken: randomBytes(24).toString("base64url"), metrics });
+    const built = gatehouse;
+    started.push(() => built.close());
+    ops = await startOps(config, metrics, redis);
+    const opsServer = ops?.server;
+    if (opsServer) started.push(() => closeServer(opsServer, 0));
+    await gatehouse.sender.startWorkers("worker");
+  } catch (e) {
+    for (const undo of started.reverse()) await undo().catch(() => undefined);
+    throw e;
+  }
   if (ops) ops.state.starting = false;
   logger.info({ serverName: config.serverName, concurrency: config.sender.concurrency }, "gatehouse sender worker running");
   let stopped = false;

@@ -6,6 +6,7 @@ import { observeRequests } from "../http/observe.js";
 import { adminRequestHook } from "../metrics-hooks.js";
 import { queueAdminRouter } from "../sender/admin-routes.js";
 import { remoteAdminRouter } from "./remote-routes.js";
+import { userAdminRouter } from "./user-routes.js";
 import { openapiRouter } from "./openapi-route.js";
 import { adminRouter } from "./routes.js";
 import { requireAdminToken } from "./auth.js";
@@ -25,7 +26,8 @@ export function buildAdminApp(core: Core, adminToken: string): Express {
       queries: core.queries,
       membership: core.membership,
       serverName: config.serverName,
-      extra: [queueAdminRouter(core.sender), remoteAdminRouter(core.remoteRooms)],
+      localUsers: core.localUsers,
+      extra: [queueAdminRouter(core.sender), remoteAdminRouter(core.remoteRooms, core.localUsers), userAdminRouter(core.localUsers)],
     }),
   );
   app.use(openapiRouter());

@@ -16,6 +16,7 @@ import type { RoomQueries } from "../rooms/room-queries.js";
 import type { MembershipService } from "../rooms/membership.js";
 import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
 import { findNonCanonicalNumber } from "../protocol/canonical-json.js";
+import type { LocalUsers } from "../rooms/local-users.js";
 
 export const ADMIN_PREFIX = "/_gatehouse/admin/v1";
 
@@ -25,6 +26,8 @@ export interface AdminDeps {
   queries: RoomQueries;
   membership: MembershipService;
   serverName: string;
+  /** Local users the admin API acted for are remembered: they exist (rooms/local-users.ts). */
+  localUsers: LocalUsers;
   /** Extra routers mounted under the prefix by other features (queue, knock-out, upgrades). */
   extra?: Router[];
 }
@@ -64,6 +67,9 @@ export function adminRouter(deps: AdminDeps): Router {
   const router = Router();
   const p = ADMIN_PREFIX;
 
+  // After an action succeeded: the local user it was done for exists from now on.
+  const acted = (userId: string): Promise<void> => deps.localUsers.remember(userId);
+
   const senderFor = async (roomId: string, b: Record<string, unknown>): Promise<string> => {
     const sender = optionalString(b, "sender");
     if (sender !== undefined) return sender;
@@ -88,6 +94,7 @@ export function adminRouter(deps: AdminDeps): Router {
       const input = body(req) as unknown as CreateRoomInput;
       if (typeof input.creator !== "string") throw invalidParam("creator (a local user ID) is required");
       const created = await createRoom(deps.ctx, input);
+      await acted(input.creator);
       const invited: string[] = [];
       const failed: Record<string, string> = {};
       for (const u of input.invite ?? []) {
@@ -145,6 +152,7 @@ export function adminRouter(deps: AdminDeps): Router {
       if (!isPlainObject(content)) throw badJson("content must be an object");
       const sender = await senderFor(roomId, b);
       const ev = await rooms.sendLocalEvent(roomId, { type: req.params.type as string, sender, stateKey: (req.params.stateKey as string | undefined) ?? "", content });
+      await acted(sender);
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -157,6 +165,7 @@ export function adminRouter(deps: AdminDeps): Router {
       if (!isPlainObject(b.content)) throw badJson("content must be an object");
       const sender = await senderFor(roomId, b);
       const ev = await rooms.sendLocalEvent(roomId, { type: req.params.type as string, sender, content: b.content });
+      await acted(sender);
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -203,6 +212,7 @@ export function adminRouter(deps: AdminDeps): Router {
           ev = await membership.unban(roomId, sender, target);
           break;
       }
+      await acted(sender);
       res.json({ event_id: ev.eventId });
     });
 
@@ -217,7 +227,9 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/join`,
     route(async (req, res) => {
       const b = body(req);
-      const ev = await membership.localMembership(req.params.roomId as string, requireString(b, "user_id"), "join");
+      const userId = requireString(b, "user_id");
+      const ev = await membership.localMembership(req.params.roomId as string, userId, "join");
+      await acted(userId);
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -225,7 +237,9 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/leave`,
     route(async (req, res) => {
       const b = body(req);
-      const ev = await membership.localMembership(req.params.roomId as string, requireString(b, "user_id"), "leave");
+      const userId = requireString(b, "user_id");
+      const ev = await membership.localMembership(req.params.roomId as string, userId, "leave");
+      await acted(userId);
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -246,6 +260,7 @@ export function adminRouter(deps: AdminDeps): Router {
       const reason = optionalString(b, "reason");
       const sender = await senderFor(roomId, b);
       const ev = await redactLocally(deps.ctx, roomId, { sender, eventId: req.params.eventId as string, ...(reason !== undefined ? { reason } : {}) });
+      await acted(sender);
       res.json({ event_id: ev.eventId });
     }),
   );
@@ -254,7 +269,9 @@ export function adminRouter(deps: AdminDeps): Router {
     `${p}/rooms/:roomId/upgrade`,
     route(async (req, res) => {
       const b = body(req);
-      res.json(await upgradeRoom(deps.ctx, req.params.roomId as string, { sender: b.sender, new_version: b.new_version }));
+      const upgraded = await upgradeRoom(deps.ctx, req.params.roomId as string, { sender: b.sender, new_version: b.new_version });
+      if (typeof b.sender === "string") await acted(b.sender);
+      res.json(upgraded);
     }),
   );
 

@@ -14,6 +14,8 @@ import { AddressGuard } from "./ip-ranges.js";
 import { resolveSrvWithTtl } from "./srv.js";
 import { signRequest, signRequestCanonical } from "../protocol/x-matrix.js";
 import type { SigningKey } from "../protocol/signing-key.js";
+import { isUtf8 } from "node:buffer";
+import { jsonTextDepth, MAX_BODY_NESTING } from "../protocol/json-nesting.js";
 
 export interface FederationClientOptions {
   serverName: string;
@@ -69,6 +71,11 @@ export class FederationRequestError extends Error {
   }
   /** Set when Gatehouse itself refused the connection (private address, certificate, redirects). */
   refusal?: RefusalReason;
+  /**
+   * Set when the peer answered, but with a body Gatehouse does not take (parseResponseBody: too
+   * large, not UTF-8, nested too deep; or a success answer that is not a JSON object).
+   */
+  malformed?: true;
   get errcode(): string | undefined {
     const b = this.body as { errcode?: unknown } | undefined;
     return typeof b?.errcode === "string" ? b.errcode : undefined;
@@ -157,22 +164,54 @@ export function guardedLookup(guard: AddressGuard, resolve: AddressResolver = sy
   };
 }
 
-function readBody(res: http.IncomingMessage, limit: number): Promise<string> {
+/**
+ * A response body, parsed with the rules inbound request bodies follow (http/body.ts): strict
+ * UTF-8 (never decoded to U+FFFD) and at most MAX_BODY_NESTING levels, checked on the bytes
+ * before JSON.parse, so that nothing after it (canonical JSON, signatures, JSON.stringify when the
+ * answer is stored or shown) can overflow the stack on a hostile peer's answer. The size cap is
+ * readBody's. Text that is not JSON gives `body: undefined` (proxies answer errors in HTML);
+ * call() refuses that for a success answer.
+ */
+export function parseResponseBody(bytes: Buffer): { ok: true; body: unknown; rawBody: string } | { ok: false; why: string } {
+  if (bytes.length === 0) return { ok: true, body: undefined, rawBody: "" };
+  if (!isUtf8(bytes)) return { ok: false, why: "a response body that is not valid UTF-8" };
+  if (jsonTextDepth(bytes, MAX_BODY_NESTING) > MAX_BODY_NESTING) return { ok: false, why: `a response body nesting deeper than ${MAX_BODY_NESTING} levels` };
+  const rawBody = bytes.toString("utf8");
+  let body: unknown = undefined;
+  try {
+    body = JSON.parse(rawBody);
+  } catch {
+    body = undefined;
+  }
+  return { ok: true, body, rawBody };
+}
+
+function readBody(res: http.IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     res.on("data", (c: Buffer) => {
       size += c.length;
       if (size > limit) {
-        res.destroy(new Error(`response larger than ${limit} bytes`));
+        res.destroy(Object.assign(new Error(`a response body larger than ${limit} bytes`), { malformed: true }));
         return;
       }
       chunks.push(c);
     });
-    res.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    res.on("end", () => resolve(Buffer.concat(chunks)));
     res.on("error", reject);
     res.on("aborted", () => reject(new Error("response aborted")));
   });
+}
+
+function malformedAnswer(destination: string, message: string): FederationRequestError {
+  const e = new FederationRequestError(destination, message);
+  e.malformed = true;
+  return e;
+}
+
+function isJsonObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 export class FederationClient {
@@ -256,19 +295,14 @@ export class FederationClient {
           timeout: timeoutMs,
         },
         (res) => {
+          const what = `${method} ${path.split("?")[0]} on ${destination} answered ${res.statusCode ?? 0} with`;
           readBody(res, options.maxResponseBytes ?? this.maxResponseBytes).then(
-            (rawBody) => {
-              let parsed: unknown = undefined;
-              if (rawBody.length > 0) {
-                try {
-                  parsed = JSON.parse(rawBody);
-                } catch {
-                  parsed = undefined;
-                }
-              }
-              resolve({ status: res.statusCode ?? 0, body: parsed, rawBody });
+            (bytes) => {
+              const parsed = parseResponseBody(bytes);
+              if (!parsed.ok) return reject(malformedAnswer(destination, `${what} ${parsed.why}`));
+              resolve({ status: res.statusCode ?? 0, body: parsed.body, rawBody: parsed.rawBody });
             },
-            (err: Error) => reject(new FederationRequestError(destination, err.message)),
+            (err: Error & { malformed?: boolean }) => reject(err.malformed ? malformedAnswer(destination, `${what} ${err.message}`) : new FederationRequestError(destination, err.message)),
           );
         },
       );
@@ -296,6 +330,8 @@ export class FederationClient {
         res.body,
       );
     }
+    // Every federation answer Gatehouse reads is a JSON object (make_*, send_*, invite, keys...).
+    if (!isJsonObject(res.body)) throw malformedAnswer(destination, `${method} ${path.split("?")[0]} on ${destination} answered ${res.status} with a body that is not a JSON object`);
     return res.body as T;
   }
 
@@ -323,7 +359,7 @@ export class FederationClient {
     let url = new URL(`https://${isIP(host) === 6 ? `[${host}]` : host}/.well-known/matrix/server`);
     for (let hop = 0; ; hop++) {
       seen.add(url.href);
-      let res: { status: number; location?: string; headers: http.IncomingHttpHeaders; body?: string };
+      let res: { status: number; location?: string; headers: http.IncomingHttpHeaders; body?: Buffer };
       try {
         const hostname = url.hostname.replace(/^\[|\]$/g, "");
         this.checkLiteral(hostname);
@@ -356,18 +392,17 @@ export class FederationClient {
       }
       if (res.status >= 500) return { kind: "unavailable", why: `HTTP ${res.status}` };
       if (res.status !== 200) return { kind: "invalid", why: `HTTP ${res.status}` };
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(res.body ?? "");
-      } catch {
-        return { kind: "invalid", why: "not JSON" };
-      }
+      // The same bounded parse as every other answer (strict UTF-8, nesting).
+      const answer = parseResponseBody(res.body ?? Buffer.alloc(0));
+      if (!answer.ok) return { kind: "invalid", why: answer.why };
+      if (answer.body === undefined) return { kind: "invalid", why: "not JSON" };
+      const parsed = answer.body;
       const server = parsed && typeof parsed === "object" ? (parsed as Record<string, unknown>)["m.server"] : undefined;
       return { kind: "ok", server, cacheSeconds: cacheSecondsFromHeaders(res.headers, this.now()) };
     }
   }
 
-  private getOnce(url: URL, hostname: string): Promise<{ status: number; location?: string; headers: http.IncomingHttpHeaders; body?: string }> {
+  private getOnce(url: URL, hostname: string): Promise<{ status: number; location?: string; headers: http.IncomingHttpHeaders; body?: Buffer }> {
     return new Promise((resolve, reject) => {
       const timeoutMs = Math.min(this.opts.timeoutMs, 10_000);
       const req = https.get(

@@ -410,6 +410,8 @@ export class MembershipService {
 /** Maps a failed outbound federation call to an error for the admin caller. */
 export function remoteRefusal(e: unknown, what: string): MatrixError {
   if (e instanceof FederationRequestError) {
+    // The peer answered with a body Gatehouse does not take (too large, not UTF-8, too deep, not an object).
+    if (e.malformed) return new MatrixError(502, "M_UNKNOWN", `${what}: ${e.message}`);
     if (e.status !== undefined) {
       const status = e.status >= 400 && e.status < 500 ? e.status : 502;
       // Keep the remote's structured hints (which room replaced a tombstoned one, which version

@@ -58,6 +58,8 @@ export interface RemoteRoomsDeps {
   onKnockOut?: (outcome: "sent" | "failed") => void;
   /** An invite from another server was accepted (application services are told: appservice/push.ts). */
   onInvite?: (pdu: Pdu, eventId: string, inviteRoomState: StrippedStateEvent[]) => Promise<unknown>;
+  /** Whether a local user exists (rooms/local-users.ts): invites for others are refused, nothing written. */
+  localUserExists?: (userId: string) => Promise<boolean>;
 }
 
 /** The versions we offer in `ver`: every version we can build events for (IDs are hashes). */
@@ -325,6 +327,8 @@ export class RemoteRooms {
     const target = pdu.state_key!;
     if (serverOfUserId(target) !== this.d.serverName) throw invalidParam(`${target} is not a user on ${this.d.serverName}`);
     if (serverOfUserId(pdu.sender) !== origin) throw forbidden(`The inviter ${pdu.sender} is not on the requesting server ${origin}`);
+    // Only users who exist (local-users.ts); 403 M_FORBIDDEN is the spec's refusal of an invite.
+    if (this.d.localUserExists && !(await this.d.localUserExists(target))) throw forbidden(`${target} is not a user on ${this.d.serverName}`);
     const checked = await this.d.verifier.verify(pdu, version);
     if (!checked.ok) throw forbidden(checked.reason);
     if (checked.eventId !== pathEventId) throw invalidParam("Event ID in the path does not match the event");

@@ -63,6 +63,15 @@ export class RedisKeys {
   /** SET of local users with remote memberships. */
   remoteMembers(): string { return `${this.prefix}:remote-members`; }
 
+  /**
+   * SET of local users known through the admin API (it created a room for them, joined them,
+   * knocked out for them, or an operator added them: rooms/local-users.ts). Invites from other
+   * servers are taken only for local users who exist (this set, a registration, or an AS user query).
+   */
+  localUsers(): string { return `${this.prefix}:local-users`; }
+  /** STRING: set once the local-users set was filled from records made before it existed (the version of that migration). */
+  localUsersMigrated(): string { return `${this.prefix}:local-users:migrated`; }
+
   // --- application services (client API) ---------------------------------------------------
   /** HASH: user ID → ID of the application service that registered it. */
   appserviceUsers(): string { return `${this.prefix}:as-users`; }

@@ -156,6 +156,8 @@ describe("pushing to an application service", () => {
     );
     const remoteRoomId = `!${createId.slice(1)}`;
     const invitee = "@_push_carol:gatehouse.test";
+    // Only local users who exist take invites (local-users.ts): the bridge registered this one.
+    assert.equal((await as("POST", `${C}/register`).send({ type: "m.login.application_service", username: "_push_carol" })).status, 200);
     const { pdu, eventId } = remote.signEvent(
       { type: "m.room.member", room_id: remoteRoomId, sender: remote.userId("host"), state_key: invitee, content: { membership: "invite" }, prev_events: [createId], auth_events: [], depth: 2, origin_server_ts: Date.now() },
       "12",
@@ -173,6 +175,7 @@ describe("pushing to an application service", () => {
       "12",
     );
     const before = attempts.length;
+    await t.gh.localUsers.add(t.local("plain"));
     assert.equal((await t.fed(remote, "PUT", `${FED}/v2/invite/${enc(remoteRoomId)}/${enc(other.eventId)}`, { room_version: "12", event: other.pdu, invite_room_state: [create] })).status, 200);
     await new Promise((r) => setTimeout(r, 300));
     assert.ok(!attempts.slice(before).some((a) => a.events.some((e) => e.event_id === other.eventId)));

@@ -141,6 +141,7 @@ describe("deliverable 1: bounded, strict parsing before any key fetch", () => {
     assertError(res, 400, "M_BAD_JSON");
     // The same invite, shallow: countersigned (a guard that the request itself is right).
     const shallow = invite(1);
+    await t.gh.localUsers.add(shallow.pdu.state_key); // only local users who exist take invites (local-users.ts)
     const ok = await t.fed(remote, "PUT", `${FED}/v2/invite/${enc(remoteRoomId)}/${enc(shallow.eventId)}`, { room_version: "12", event: shallow.pdu, invite_room_state: [create.pdu] });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
   });

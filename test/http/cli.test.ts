@@ -165,6 +165,20 @@ describe("rooms", () => {
   });
 });
 
+describe("users", () => {
+  test("add, show, list, remove; a user of another server is refused (exit 1)", async () => {
+    const user = t.local("cliuser");
+    assert.equal(ok(await cli(["users", "add", user])), `added ${user}\n`);
+    assert.equal(ok(await cli(["users", "add", user])), `${user} was known already\n`);
+    assert.equal(ok(await cli(["users", "show", user])), `${user} exists (admin)\n`);
+    assert.ok(ok(await cli(["users"])).split("\n").includes(user));
+    assert.equal(ok(await cli(["users", "remove", user])), `removed ${user}\n`);
+    assert.equal(ok(await cli(["users", "show", user])), `${user} does not exist: invites for it are refused\n`);
+    fails(await cli(["users", "add", "@someone:elsewhere.example"]), 1, /POST \/users\/.* failed \(HTTP 400\): M_INVALID_PARAM/);
+    fails(await cli(["users", "add"]), 2, /expected <userId>/);
+  });
+});
+
 describe("knocks", () => {
   test("list, accept, deny; a second deny is refused", async () => {
     const roomId = await t.createRoom({ room_version: "12", name: "Knock here" });

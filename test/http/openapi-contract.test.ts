@@ -19,7 +19,7 @@ import { errorHandler, notFoundHandler } from "../../src/http/errors.js";
 import { createLogger } from "../../src/logger.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 
-type Method = "GET" | "PUT" | "POST";
+type Method = "GET" | "PUT" | "POST" | "DELETE";
 type Res = request.Response;
 
 let t: TestGatehouse;
@@ -56,17 +56,17 @@ function expect(res: Res, status: number, errcode?: string): Res {
 
 // ---- callers: each validates the response against the document ------------------------------
 
-async function fed(server: RemoteServer, method: Method, uri: string, body?: unknown, opts?: FedOptions): Promise<Res> {
+async function fed(server: RemoteServer, method: "GET" | "PUT" | "POST", uri: string, body?: unknown, opts?: FedOptions): Promise<Res> {
   return check(method, uri, await t.fed(server, method, uri, body, opts));
 }
 
-async function plainFed(method: Method, uri: string): Promise<Res> {
+async function plainFed(method: "GET" | "PUT" | "POST", uri: string): Promise<Res> {
   return check(method, uri, await t.plain(method, uri));
 }
 
 async function admin(method: Method, path: string, body?: unknown): Promise<Res> {
   const uri = `${ADMIN}${path}`;
-  const r = method === "GET" ? t.admin.get(uri) : method === "PUT" ? t.admin.put(uri) : t.admin.post(uri);
+  const r = method === "GET" ? t.admin.get(uri) : method === "PUT" ? t.admin.put(uri) : method === "DELETE" ? t.admin.delete(uri) : t.admin.post(uri);
   return check(method, uri, await (body === undefined ? r : r.send(body as object)));
 }
 
@@ -293,6 +293,9 @@ describe("federation listener", () => {
       "12",
     );
     const uri = `${FED}/v2/invite/${enc(remoteRoom.roomId)}/${enc(eventId)}`;
+    // Only for local users who exist (rooms/local-users.ts): refused until the operator adds it.
+    expect(await fed(resident, "PUT", uri, { room_version: "12", event: pdu, invite_room_state: [remoteRoom.create] }), 403, "M_FORBIDDEN");
+    expect(await admin("POST", `/users/${enc(invitee)}`, {}), 200);
     const res = expect(await fed(resident, "PUT", uri, { room_version: "12", event: pdu, invite_room_state: [remoteRoom.create] }), 200);
     assert.ok(res.body.event.signatures[t.serverName]);
     expect(await fed(resident, "PUT", uri, { room_version: "1", event: pdu, invite_room_state: [] }), 400, "M_INCOMPATIBLE_ROOM_VERSION");
@@ -478,6 +481,19 @@ describe("admin listener", () => {
     const all = expect(await admin("GET", "/remote/memberships"), 200);
     assert.ok(all.body.memberships.length >= 2);
     expect(await admin("GET", `/remote/memberships?user_id=${enc(user)}`), 200);
+  });
+
+  test("users: list, show, add, remove", async () => {
+    const user = t.local("contractuser");
+    expect(await admin("POST", `/users/${enc(user)}`, {}), 200);
+    expect(await admin("POST", `/users/${enc("@x:elsewhere.example")}`, {}), 400, "M_INVALID_PARAM");
+    assert.ok(expect(await admin("GET", "/users"), 200).body.users.includes(user));
+    expect(await adminWithToken(null, "GET", "/users"), 401, "M_MISSING_TOKEN");
+    assert.equal(expect(await admin("GET", `/users/${enc(user)}`), 200).body.source, "admin");
+    expect(await admin("GET", `/users/${enc("not-a-user")}`), 400, "M_INVALID_PARAM");
+    expect(await admin("DELETE", `/users/${enc(user)}`), 200);
+    expect(await admin("DELETE", `/users/${enc("@x:elsewhere.example")}`), 400, "M_INVALID_PARAM");
+    assert.equal(expect(await admin("GET", `/users/${enc(user)}`), 200).body.exists, false);
   });
 
   test("the OpenAPI document itself, without authentication", async () => {

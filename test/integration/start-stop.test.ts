@@ -1,6 +1,7 @@
 // Starting and stopping `gatehouse serve` as a real process with its embedded redis-server
 // (REDIS_URL unset): a failed start (the federation port is taken) stops the redis-server it had
-// started, and every signal that ends the process leaves no redis-server behind (#12 deliverable 6).
+// started, and every signal that ends the process leaves no redis-server behind (#12 deliverable 6);
+// a kill -9 of serve takes its redis-server with it (setpriv --pdeathsig) and loses no acknowledged write.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -66,12 +67,18 @@ interface Serve {
   /** Port of the embedded redis-server, from its log line. */
   redisPort: Promise<number>;
   listening: Promise<void>;
+  /** The admin API's base URL, from the listening line. */
+  adminUrl: Promise<string>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function serve(federationListen: string): Serve {
+function newDataDir(): string {
   const dataDir = mkdtempSync(join(tmpdir(), "gatehouse-start-stop-"));
   dirs.push(dataDir);
+  return dataDir;
+}
+
+function serve(federationListen: string, dataDir: string = newDataDir()): Serve {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("GATEHOUSE_") && k !== "REDIS_URL") env[k] = v;
   Object.assign(env, {
@@ -88,6 +95,8 @@ function serve(federationListen: string): Serve {
   const child = spawn(process.execPath, ["bin/gatehouse.mjs", "serve"], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
   let resolvePort!: (p: number) => void;
   let resolveListening!: () => void;
+  let resolveAdmin!: (url: string) => void;
+  const adminUrl = new Promise<string>((r) => (resolveAdmin = r));
   const redisPort = new Promise<number>((r) => (resolvePort = r));
   const listening = new Promise<void>((r) => (resolveListening = r));
   let buffered = "";
@@ -98,13 +107,16 @@ function serve(federationListen: string): Serve {
       const line = buffered.slice(0, nl);
       buffered = buffered.slice(nl + 1);
       try {
-        const rec = JSON.parse(line) as { msg?: string; url?: string };
+        const rec = JSON.parse(line) as { msg?: string; url?: string; admin?: string };
         if (rec.msg?.startsWith("started embedded redis-server") && rec.url) {
           const port = Number(new URL(rec.url).port);
           redisPorts.push(port);
           resolvePort(port);
         }
-        if (rec.msg === "gatehouse is listening") resolveListening();
+        if (rec.msg === "gatehouse is listening") {
+          resolveAdmin(rec.admin ?? "");
+          resolveListening();
+        }
       } catch {
         // not a log line
       }
@@ -112,7 +124,7 @@ function serve(federationListen: string): Serve {
   });
   child.stderr!.on("data", () => undefined);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  return { child, redisPort, listening, exited };
+  return { child, redisPort, listening, adminUrl, exited };
 }
 
 test("a failed start (federation port in use) exits 1 and stops the embedded redis-server it started (it was left running)", async () => {
@@ -147,3 +159,37 @@ for (const { signal, why } of signals) {
     assert.ok(await closedWithin(redisPort, 5000), `redis-server on ${redisPort} is still running after ${signal}`);
   });
 }
+
+test("kill -9 of serve: its embedded redis-server is gone within 5 s (was: orphaned on the data folder), and the next start there has every acknowledged write", async (t) => {
+  const dataDir = newDataDir();
+  const s = serve("127.0.0.1:0", dataDir);
+  const redisPort = await s.redisPort;
+  await s.listening;
+  const admin = `${await s.adminUrl}/_gatehouse/admin/v1`;
+  const headers = { Authorization: `Bearer ${readFileSync(join(dataDir, "admin.token"), "utf8").trim()}`, "Content-Type": "application/json" };
+  // Acknowledged writes right before the kill: a room, then its topic.
+  const created = await fetch(`${admin}/rooms`, { method: "POST", headers, body: JSON.stringify({ creator: "@admin:gatehouse.test", name: "survives kill -9" }) });
+  assert.equal(created.status, 200);
+  const roomId = ((await created.json()) as { room_id: string }).room_id;
+  const topic = await fetch(`${admin}/rooms/${encodeURIComponent(roomId)}/state/m.room.topic/`, { method: "PUT", headers, body: JSON.stringify({ content: { topic: "the last write" } }) });
+  assert.equal(topic.status, 200);
+
+  s.child.kill("SIGKILL");
+  await s.exited;
+  const killed = Date.now();
+  assert.ok(await closedWithin(redisPort, 5000), `redis-server on ${redisPort} is still running 5 s after kill -9 of serve`);
+  t.diagnostic(`redis-server gone ${Date.now() - killed} ms after kill -9 of serve`);
+
+  const again = serve("127.0.0.1:0", dataDir);
+  await again.listening;
+  try {
+    const state = await fetch(`${await again.adminUrl}/_gatehouse/admin/v1/rooms/${encodeURIComponent(roomId)}/state`, { headers });
+    assert.equal(state.status, 200);
+    const list = ((await state.json()) as { state: { type: string; content: Record<string, unknown> }[] }).state;
+    assert.equal(list.find((e) => e.type === "m.room.name")?.content.name, "survives kill -9");
+    assert.equal(list.find((e) => e.type === "m.room.topic")?.content.topic, "the last write");
+  } finally {
+    again.child.kill("SIGTERM");
+    await again.exited;
+  }
+});

@@ -99,6 +99,20 @@ describe(`interop (${topology.name}): Gatehouse users knock on Synapse rooms`, {
     assert.equal(await memberOnSynapse(roomId, user), "leave");
   });
 
+  test("a Synapse invite for a Gatehouse user who does not exist is refused (403 M_FORBIDDEN to Synapse, nothing stored); once the operator adds the user, it is taken", async () => {
+    const roomId = await synapseKnockRoom("12", "invite");
+    const user = `@stranger${Date.now()}:${ghName}`;
+    const refused = await owner.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: user });
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.equal(refused.body.errcode, "M_FORBIDDEN");
+    assert.deepEqual((await admin("GET", `/remote/memberships?user_id=${enc(user)}`)).body.memberships, []);
+    assert.equal((await admin("POST", `/users/${enc(user)}`, {})).status, 200);
+    const taken = await owner.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: user });
+    assert.equal(taken.status, 200, JSON.stringify(taken.body));
+    const rec = await waitFor("Gatehouse to record the invite", async () => (await admin("GET", `/remote/memberships?user_id=${enc(user)}`)).body.memberships.find((x: any) => x.membership === "invite"));
+    assert.equal(rec.room_id, roomId);
+  });
+
   test("refusals are reported clearly: invite-only room, unsupported version offer, unreachable server", async () => {
     const inviteOnly = await synapseKnockRoom("12", "invite");
     const r = await admin("POST", "/remote/knock", { user_id: `@nope:${ghName}`, room_id: inviteOnly, via: [hs.serverName] });

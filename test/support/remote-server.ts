@@ -51,6 +51,11 @@ export function roomVersion(id: string): RoomVersion {
   return v;
 }
 
+/** An answer sent byte for byte (not JSON-encoded): hostile or malformed bodies. */
+export class RawBody {
+  constructor(readonly bytes: Buffer) {}
+}
+
 export class RemoteServer {
   readonly key: SigningKey;
   readonly requests: RecordedRequest[] = [];
@@ -86,7 +91,7 @@ export class RemoteServer {
         const recorded: RecordedRequest = { method: req.method ?? "", url: req.url ?? "", headers: { ...req.headers }, body };
         remote.requests.push(recorded);
         const [status, answer] = remote.answer(recorded);
-        const out = Buffer.from(JSON.stringify(answer));
+        const out = answer instanceof RawBody ? answer.bytes : Buffer.from(JSON.stringify(answer));
         res.writeHead(status, { "Content-Type": "application/json", "Content-Length": String(out.length) });
         res.end(out);
       });
