@@ -23,12 +23,12 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { planNewRoom } from "./new-room-state.js";
 import { StagedEvents } from "./staged-events.js";
 import { KeyedMutex } from "./room-lock.js";
-import { joinedServerOf } from "../store/state-cache.js";
+import { joinedServerOf, Lru } from "../store/state-cache.js";
 import { aclExclusionReason, checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
@@ -181,11 +181,26 @@ export interface PersistOptions {
   extraDestinations?: readonly string[];
   /** Collects the destinations to wake once for a batch (see RoomServiceDeps.onQueued). */
   deferWake?: Set<string>;
+  /**
+   * A snapshot the caller already read, probed for the events and their auth events
+   * (snapshotWithProbe): the first run is planned on it instead of reading the room again. The
+   * write is optimistic: it checks the snapshot's stream position, and a conflict reads the room
+   * again and plans again.
+   */
+  planOn?: ProbedSnapshot;
+}
+
+/** A snapshot, and whether the probed events are stored, their statuses and those of `statusOf`. */
+export interface ProbedSnapshot {
+  snap: RoomSnapshot;
+  probed: { exists: boolean[]; statuses: (EventStatus | null)[]; statusOf: (EventStatus | null)[] };
+  /** The probe's arguments, to check it fits the events planned on it. */
+  probe?: { eventIds: readonly string[]; statusOf: readonly string[] };
 }
 
 /** What became of one event given to persistEvents: its outcome, or why it was refused. */
 export type RunEventOutcome =
-  | { eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }
+  | { eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot; plannedOn?: RoomSnapshot }
   | { eventId: string; pdu: Pdu; error: MatrixError };
 
 /** An event checked and planned, ready for the persist script. */
@@ -199,6 +214,10 @@ interface PlannedWrite {
   extremitiesAfter: number;
   /** The snapshot it was accepted on, when the state before it is that snapshot's current state. */
   onCurrent?: RoomSnapshot;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /**
@@ -273,6 +292,8 @@ export class RoomService {
   private readonly aclCache = new WeakMap<Pdu, ServerAcl>();
   /** Rooms with a merge of forward extremities scheduled or running. */
   private readonly merging = new Map<string, Promise<void>>();
+  /** The room's stream position after this process's last write to it (see PersistOptions.planOn). */
+  private readonly writtenAt = new Lru<string, number>(4_096);
   /** State before/after events and current state as resolutions (state groups). */
   readonly roomState: RoomStateService;
 
@@ -305,13 +326,13 @@ export class RoomService {
   }
 
   /** A snapshot, plus (same round trip) whether `probe.eventIds` are stored, their statuses and those of `statusOf`. */
-  private async snapshotWithProbe(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }) {
+  async snapshotWithProbe(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }): Promise<ProbedSnapshot> {
     const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, probe);
     if (!room) throw notFound(`Unknown room ${roomId}`);
     const version = getRoomVersion(room.version);
     if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
     const snap: RoomSnapshot = { room, version, ...current };
-    return { snap, probed };
+    return { snap, probed, ...(probe ? { probe } : {}) };
   }
 
   /** Runs `fn` with writes to the room serialised in this process. */
@@ -397,6 +418,7 @@ export class RoomService {
         const planned = await this.planAccepted(snap, this.roomState, event, { origin: null, extraDestinations });
         const results = await this.store.persistEvents(roomId, [planned.input], { expectedStream: snap.stream });
         if (results === "conflict") continue;
+        if (results[0] === "persisted") this.writtenAt.set(roomId, snap.stream + 1);
         this.afterWrite(roomId, planned, results[0]!, { origin: null });
         return event;
       }
@@ -417,7 +439,7 @@ export class RoomService {
     eventId: string,
     pdu: Pdu,
     opts: PersistOptions,
-  ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
+  ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot; plannedOn?: RoomSnapshot }> {
     const [result] = await this.persistEvents(roomId, [{ eventId, pdu }], opts);
     if ("error" in result!) throw result.error;
     return result!;
@@ -436,8 +458,10 @@ export class RoomService {
     return this.withRoomLock(roomId, async () => {
       const out: RunEventOutcome[] = [];
       let conflicts = 0;
+      let planOn = opts.planOn;
       while (out.length < events.length) {
-        const run = await this.planRun(roomId, events, out.length, opts);
+        const run = await this.planRun(roomId, events, out.length, opts, planOn);
+        planOn = undefined;
         const results = run.writes.length === 0 ? [] : await this.store.persistEvents(roomId, run.writes.map((w) => w.input), { expectedStream: run.stream });
         if (results === "conflict") {
           // Another replica wrote to the room in between: read it again and plan the run again.
@@ -447,10 +471,13 @@ export class RoomService {
           break;
         }
         conflicts = 0;
+        const written = results.filter((r) => r === "persisted").length;
+        if (written > 0) this.writtenAt.set(roomId, run.stream + written);
         const answers = new Map<number, RunEventOutcome>(run.settled);
         run.writes.forEach((w, j) => {
           const outcome = this.afterWrite(roomId, w, results[j]!, opts);
-          answers.set(w.index, outcome === "duplicate" || !w.onCurrent ? { eventId: w.input.eventId, pdu: w.input.pdu, outcome } : { eventId: w.input.eventId, pdu: w.input.pdu, outcome, stateBefore: w.onCurrent });
+          const base = { eventId: w.input.eventId, pdu: w.input.pdu, outcome, plannedOn: w.plannedOn };
+          answers.set(w.index, outcome === "duplicate" || !w.onCurrent ? base : { ...base, stateBefore: w.onCurrent });
         });
         for (let i = out.length; i < run.end; i++) out.push(answers.get(i)!);
       }
@@ -468,10 +495,19 @@ export class RoomService {
     events: readonly { eventId: string; pdu: Pdu }[],
     start: number,
     opts: PersistOptions,
-  ): Promise<{ end: number; stream: number; writes: (PlannedWrite & { index: number })[]; settled: [number, RunEventOutcome][] }> {
+    planOn?: ProbedSnapshot,
+  ): Promise<{ end: number; stream: number; writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[]; settled: [number, RunEventOutcome][] }> {
     const rest = events.slice(start);
     const authIdsAll = [...new Set(rest.flatMap((e) => authEventIds(e.pdu)))];
-    const { snap: first, probed } = await this.snapshotWithProbe(roomId, { eventIds: rest.map((e) => e.eventId), statusOf: authIdsAll });
+    const probe = { eventIds: rest.map((e) => e.eventId), statusOf: authIdsAll };
+    // The caller's snapshot serves unless this process wrote to the room since it was read (then
+    // the write would only conflict: under concurrent requests, read again instead).
+    const fits =
+      planOn?.probe &&
+      planOn.snap.stream >= (this.writtenAt.get(roomId) ?? 0) &&
+      sameList(planOn.probe.eventIds, probe.eventIds) &&
+      sameList(planOn.probe.statusOf, probe.statusOf);
+    const { snap: first, probed } = fits ? planOn! : await this.snapshotWithProbe(roomId, probe);
     const version = first.version;
     const authStatus = new Map(authIdsAll.map((id, i) => [id, probed.statusOf[i] ?? null]));
     const staged = new StagedEvents(this.store, roomId);
@@ -480,7 +516,7 @@ export class RoomService {
     // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
     const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
     const authEventsAll = await staged.getStateEvents(roomId, version, createEventIdV12 ? [...authIdsAll, createEventIdV12] : authIdsAll);
-    const writes: (PlannedWrite & { index: number })[] = [];
+    const writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[] = [];
     const settled: [number, RunEventOutcome][] = [];
     let snap = first;
     let i = 0;
@@ -515,7 +551,7 @@ export class RoomService {
         settled.push([index, { eventId, pdu, error: e }]);
         continue;
       }
-      writes.push({ ...planned, index });
+      writes.push({ ...planned, index, plannedOn: snap });
       staged.stage(eventId, pdu, planned.input.state, planned.input.status);
       const next = exists ? null : advanced(snap, planned);
       if (!next) break;
