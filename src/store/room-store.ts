@@ -1,7 +1,8 @@
 /**
- * Hosted rooms in Redis. One event is written by one Lua script in the room's slot (event,
- * timeline, extremities, state, membership mirror, and its outbox entry naming the destinations),
- * so a crash never leaves half an event, and the fan-out stage (fanout.ts) then moves the outbox
+ * Hosted rooms in Redis. One event, or one run of consecutive events of a room (an inbound
+ * transaction's PDUs), is written by one Lua script in the room's slot (lua/persist-events.lua:
+ * event, timeline, extremities, state, state groups, membership mirror, and its outbox entry
+ * naming the destinations), so a crash never leaves half an event or half a run, and the fan-out stage (fanout.ts) then moves the outbox
  * entry to every destination's queue, idempotently, so a persisted event is never missing from one.
  * The global indexes (event → room, the rooms set) are other slots: written right after, idempotently.
  *
