@@ -14,7 +14,7 @@ import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import { checkPduLimits, isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
-import { checkEventNesting } from "../protocol/pdu-format.js";
+import { checkEventNesting, MAX_AUTH_EVENTS } from "../protocol/pdu-format.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
 import { createEventIdOf, stateLookup, joinedServers, type RoomContext, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
@@ -170,7 +170,10 @@ export class MembershipService {
     // One read of the room for the whole request: the snapshot for the checks below, probed for
     // the event (path ID) and its auth events, on which persistEvent plans the write (optimistic:
     // a write in between is a conflict, and the room is read again).
-    const authIds = isPlainObject(body) && Array.isArray(body.auth_events) ? body.auth_events.filter((x): x is string => typeof x === "string") : [];
+    // The body is not checked yet: a list longer than any valid event's is not probed (the event
+    // will be refused; were it not, persistEvent would read the room again).
+    const listed = isPlainObject(body) && Array.isArray(body.auth_events) && body.auth_events.length <= MAX_AUTH_EVENTS ? body.auth_events : [];
+    const authIds = listed.filter((x): x is string => typeof x === "string");
     const planOn = await this.rooms.snapshotWithProbe(roomId, { eventIds: [pathEventId], statusOf: authIds });
     const snap = planOn.snap;
     this.rooms.requireAclAllows(snap, origin);
