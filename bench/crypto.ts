@@ -7,6 +7,7 @@
 import { createHash } from "node:crypto";
 import { canonicalJsonBytes } from "../src/protocol/canonical-json.js";
 import { nodeEd25519, tweetnaclEd25519, type Ed25519 } from "../src/protocol/ed25519.js";
+import { loadSodiumEd25519 } from "../src/keys/sodium-ed25519.js";
 import { makeSigningKey } from "../src/protocol/signing-key.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import { checkEvent, signEvent } from "../src/protocol/event-signing.js";
@@ -69,7 +70,9 @@ export function runCryptoBench(options: { seconds?: number } = {}): BenchRow[] {
   const roomVersion = getRoomVersion("12")!;
   const seed = new Uint8Array(32).fill(42);
   const event = sampleEvent();
-  const impls: Ed25519[] = [nodeEd25519, tweetnaclEd25519];
+  // sodium-native (optional dependency, GATEHOUSE_ED25519_BACKEND) when it loads here.
+  const sodium = loadSodiumEd25519();
+  const impls: Ed25519[] = [nodeEd25519, tweetnaclEd25519, ...("error" in sodium ? [] : [sodium])];
 
   // The message for raw sign/verify: the canonical bytes of the signed event (with hashes).
   const signedOnce = signEvent(event, "remote.example", makeSigningKey("ed25519:a_1", seed), roomVersion);

@@ -60,6 +60,8 @@ export interface Config {
   connections: { headersTimeoutMs: number; idleTimeoutMs: number; requestTimeoutMs: number; maxConnections: number; maxConnectionsPerIp: number };
   /** Bounds of one remote key fetch (a server's key document or a notary query). */
   keyFetch: { timeoutMs: number; maxBytes: number };
+  /** Which ed25519 implementation verifies remote signatures (src/keys/sodium-ed25519.ts). */
+  ed25519Backend: "node" | "sodium-native";
   /** Largest request body accepted (bytes). */
   maxRequestBytes: number;
   /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
@@ -297,6 +299,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       timeoutMs: int(env, "GATEHOUSE_KEY_FETCH_TIMEOUT_MS", 10_000, 100, 120_000),
       maxBytes: int(env, "GATEHOUSE_KEY_FETCH_MAX_BYTES", 1_048_576, 4096, 64 * 1_048_576),
     },
+    ed25519Backend: oneOf(env, "GATEHOUSE_ED25519_BACKEND", "node", ["node", "sodium-native"] as const),
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),

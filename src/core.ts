@@ -10,6 +10,7 @@ import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
 import { RedisKeys } from "./store/redis-keys.js";
 import { RoomStore } from "./store/room-store.js";
+import { chooseEd25519 } from "./keys/sodium-ed25519.js";
 import { RemoteKeys, type CachedKey } from "./keys/remote-keys.js";
 import type { OwnKeys } from "./keys/own-keys.js";
 import { FederationClient } from "./net/federation-client.js";
@@ -117,7 +118,10 @@ export function buildCore(opts: CoreOptions): Core {
     for (const k of ownKeys.oldKeys) out[k.keyId] = { key: k.publicKeyBase64, validUntilTs: k.expiredTs, expiredTs: k.expiredTs, fetchedTs: now };
     return out;
   };
+  const ed25519 = chooseEd25519(config.ed25519Backend);
+  if (ed25519.fellBack) logger.warn({ reason: ed25519.fellBack }, "GATEHOUSE_ED25519_BACKEND=sodium-native: sodium-native cannot be loaded here; verifying with Node's crypto");
   const remoteKeys = new RemoteKeys({
+    ed25519: ed25519.ed25519,
     redis,
     keys,
     client,

@@ -40,7 +40,8 @@ export function membershipRouter(membership: MembershipService, knockLimit?: Req
     route(async (req, res) => {
       const roomId = req.params.roomId as string;
       const out = await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "knock");
-      res.json({ knock_room_state: await membership.knockRoomState(roomId, out.stateBefore) });
+      // A knock changes none of the stripped-state types: the state it was planned on serves.
+      res.json({ knock_room_state: await membership.knockRoomState(roomId, out.stateBefore ?? out.plannedOn) });
     }),
   );
 

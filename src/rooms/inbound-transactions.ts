@@ -10,7 +10,7 @@
 import type { Redis } from "ioredis";
 import { MatrixError, badJson } from "../protocol/errors.js";
 import { ACL_DENIED_MESSAGE } from "../protocol/server-acl.js";
-import { isPlainObject } from "../protocol/pdu.js";
+import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
@@ -22,6 +22,8 @@ export const MAX_TXN_EDUS = 100;
 const TXN_TTL_SECONDS = 24 * 3600;
 
 export type PduOutcome = "accepted" | "duplicate" | "soft_failed" | "rejected" | "acl_denied" | "unknown_room" | "rate_limited";
+
+const isServerAcl = (pdu: Pdu): boolean => pdu.type === "m.room.server_acl" && pdu.state_key === "";
 
 const isKnock = (pdu: { type: string; state_key?: unknown; content: Record<string, unknown> }): boolean =>
   pdu.type === "m.room.member" && typeof pdu.state_key === "string" && pdu.content.membership === "knock";
@@ -83,27 +85,59 @@ export class InboundTransactions {
     // transaction per destination rather than one per PDU.
     const destinations = new Set<string>();
     // The rooms' snapshots for the ACL check and the room version, read once per room per
-    // transaction (persistEvent reads its own, under the room lock, for everything else); an
+    // transaction (persistEvents reads its own, under the room lock, for everything else); an
     // accepted m.room.server_acl in the transaction makes the next PDU of its room read again.
     const snapshots = new Map<string, RoomSnapshot | null>();
+    // Consecutive checked PDUs of one room, persisted together (RoomService.persistEvents: one
+    // write per run of them). A PDU of another room, or an m.room.server_acl (the PDUs after it
+    // are checked against it), ends the run.
+    let run: { roomId: string; events: { eventId: string; pdu: Pdu }[] } | undefined;
+    const flush = async (): Promise<void> => {
+      if (!run) return;
+      const { roomId, events } = run;
+      run = undefined;
+      const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations });
+      for (const out of outcomes) {
+        if ("error" in out) {
+          results[out.eventId] = { error: out.error.message };
+          this.deps.logger.info({ origin, roomId, eventId: out.eventId, reason: out.error.message }, "rejected PDU in transaction");
+          this.deps.onPdu?.("rejected");
+          continue;
+        }
+        results[out.eventId] = {};
+        if (out.outcome === "persisted" && isServerAcl(out.pdu)) snapshots.delete(roomId);
+        this.deps.onPdu?.(out.outcome === "persisted" ? "accepted" : out.outcome);
+      }
+    };
     try {
       for (const raw of pdus) {
-        const outcome = await this.processPdu(origin, raw, results, destinations, snapshots);
-        this.deps.onPdu?.(outcome);
+        const checked = await this.checkPdu(origin, raw, results, snapshots);
+        if (typeof checked === "string") {
+          this.deps.onPdu?.(checked);
+          continue;
+        }
+        if (run && run.roomId !== checked.roomId) await flush();
+        run ??= { roomId: checked.roomId, events: [] };
+        run.events.push({ eventId: checked.eventId, pdu: checked.pdu });
+        if (isServerAcl(checked.pdu)) await flush();
       }
+      await flush();
     } finally {
       this.deps.rooms.wakeSender(destinations);
     }
     return { pdus: results };
   }
 
-  private async processPdu(
+  /**
+   * The checks of one PDU before it is persisted (room, ACL, format, signatures, hash, knock
+   * limit): the PDU to persist, or the outcome of a PDU refused here (its answer in `results`).
+   */
+  private async checkPdu(
     origin: string,
     raw: unknown,
     results: Record<string, unknown>,
-    destinations: Set<string>,
     snapshots: Map<string, RoomSnapshot | null>,
-  ): Promise<PduOutcome> {
+  ): Promise<PduOutcome | { roomId: string; eventId: string; pdu: Pdu }> {
     const { rooms } = this.deps;
     if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
     const roomId = raw.room_id;
@@ -141,10 +175,7 @@ export class InboundTransactions {
         this.deps.logger.info({ origin, roomId, eventId: verified.eventId }, "knock in transaction over the room's knock limit");
         return "rate_limited";
       }
-      const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false, deferWake: destinations });
-      results[verified.eventId] = {};
-      if (out.outcome === "persisted" && verified.pdu.type === "m.room.server_acl" && verified.pdu.state_key === "") snapshots.delete(roomId);
-      return out.outcome === "persisted" ? "accepted" : out.outcome;
+      return { roomId, eventId: verified.eventId, pdu: verified.pdu };
     } catch (e) {
       if (e instanceof MatrixError) {
         const eventId = idOrNull();

@@ -14,7 +14,7 @@ import { redactEvent } from "../protocol/redaction.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import { checkPduLimits, isValidUserId, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
-import { checkEventNesting } from "../protocol/pdu-format.js";
+import { checkEventNesting, MAX_AUTH_EVENTS } from "../protocol/pdu-format.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { stateField } from "../store/room-store.js";
 import { createEventIdOf, stateLookup, joinedServers, type RoomContext, type RoomService, type RoomSnapshot, type PersistedEvent } from "./room-service.js";
@@ -151,7 +151,7 @@ export class MembershipService {
     body: unknown,
     origin: string,
     membership: HandshakeMembership,
-  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
+  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; plannedOn?: RoomSnapshot; duplicate: boolean }> {
     try {
       return await this.checkAndPersistMembership(roomId, pathEventId, body, origin, membership);
     } catch (e) {
@@ -166,8 +166,16 @@ export class MembershipService {
     body: unknown,
     origin: string,
     membership: HandshakeMembership,
-  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
-    const snap = await this.rooms.snapshot(roomId);
+  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; plannedOn?: RoomSnapshot; duplicate: boolean }> {
+    // One read of the room for the whole request: the snapshot for the checks below, probed for
+    // the event (path ID) and its auth events, on which persistEvent plans the write (optimistic:
+    // a write in between is a conflict, and the room is read again).
+    // The body is not checked yet: a list longer than any valid event's is not probed (the event
+    // will be refused; were it not, persistEvent would read the room again).
+    const listed = isPlainObject(body) && Array.isArray(body.auth_events) && body.auth_events.length <= MAX_AUTH_EVENTS ? body.auth_events : [];
+    const authIds = listed.filter((x): x is string => typeof x === "string");
+    const planOn = await this.rooms.snapshotWithProbe(roomId, { eventIds: [pathEventId], statusOf: authIds });
+    const snap = planOn.snap;
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
     if (membership === "knock" && !version.knock) throw forbidden(`Room version ${version.id} does not support knocking`);
@@ -206,12 +214,12 @@ export class MembershipService {
     if (membership === "join" && typeof (pdu.content as Record<string, unknown>).join_authorised_via_users_server === "string") {
       pdu = await this.coSignRestrictedJoin(snap, pdu);
     }
-    const result = await this.rooms.persistEvent(roomId, verified.eventId, pdu, { origin, rejectIfSoftFailed: true });
+    const result = await this.rooms.persistEvent(roomId, verified.eventId, pdu, { origin, rejectIfSoftFailed: true, planOn });
     if (result.outcome !== "duplicate") {
       const before = result.stateBefore ? currentMembership(stateLookup(result.stateBefore.state), pdu.sender) : undefined;
       this.events.onHandshake?.(membership, roomId, before);
     }
-    return { eventId: verified.eventId, pdu: result.pdu, stateBefore: result.stateBefore, duplicate: result.outcome === "duplicate" };
+    return { eventId: verified.eventId, pdu: result.pdu, stateBefore: result.stateBefore, ...(result.plannedOn ? { plannedOn: result.plannedOn } : {}), duplicate: result.outcome === "duplicate" };
   }
 
   /** send_knock's answer: the create event and the recommended stripped state, as full PDUs. */
@@ -221,10 +229,14 @@ export class MembershipService {
     return this.strippedState(stateBefore ?? (await this.rooms.snapshot(roomId)));
   }
 
-  /** The stripped-state events as served: redacted when a redaction applies (a redacted name is gone). */
+  /**
+   * The stripped-state events as served: redacted when a redaction applies (a redacted name is
+   * gone). A snapshot's state is already as the auth rules read it, with redactions applied (the
+   * state cache reads state through RoomStore.getStateEvents / withRedactions, and a redaction of
+   * a current state event makes every cache read it again), so nothing is read again here.
+   */
   private async strippedState(snap: RoomSnapshot): Promise<Pdu[]> {
-    const stored = this.rooms.strippedStateEvents(snap).map((pdu) => ({ eventId: snap.stateIds.get(stateField(pdu.type, pdu.state_key ?? ""))!, pdu }));
-    return (await applyRedactions(this.store, snap.room.roomId, snap.version, stored)).map((e) => e.pdu);
+    return this.rooms.strippedStateEvents(snap);
   }
 
   /**

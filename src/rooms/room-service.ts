@@ -23,11 +23,12 @@ import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { planNewRoom } from "./new-room-state.js";
+import { StagedEvents } from "./staged-events.js";
 import { KeyedMutex } from "./room-lock.js";
-import { joinedServerOf } from "../store/state-cache.js";
+import { joinedServerOf, Lru } from "../store/state-cache.js";
 import { aclExclusionReason, checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
 import type { EventVerifier, VerifyOptions } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
@@ -172,6 +173,110 @@ function verifyJoinAuthorisedVia(event: EventLike, via: string): boolean {
   return server !== undefined && typeof sigs?.[server] === "object" && sigs[server] !== null;
 }
 
+export interface PersistOptions {
+  /** The server the event came from (null for our own), which does not need it sent back. */
+  origin: string | null;
+  /** 403 instead of keeping a soft-failed event (the membership handshakes). */
+  rejectIfSoftFailed: boolean;
+  extraDestinations?: readonly string[];
+  /** Collects the destinations to wake once for a batch (see RoomServiceDeps.onQueued). */
+  deferWake?: Set<string>;
+  /**
+   * A snapshot the caller already read, probed for the events and their auth events
+   * (snapshotWithProbe): the first run is planned on it instead of reading the room again. The
+   * write is optimistic: it checks the snapshot's stream position, and a conflict reads the room
+   * again and plans again.
+   */
+  planOn?: ProbedSnapshot;
+}
+
+/** A snapshot, and whether the probed events are stored, their statuses and those of `statusOf`. */
+export interface ProbedSnapshot {
+  snap: RoomSnapshot;
+  probed: { exists: boolean[]; statuses: (EventStatus | null)[]; statusOf: (EventStatus | null)[] };
+  /** The probe's arguments, to check it fits the events planned on it. */
+  probe?: { eventIds: readonly string[]; statusOf: readonly string[] };
+}
+
+/** What became of one event given to persistEvents: its outcome, or why it was refused. */
+export type RunEventOutcome =
+  | { eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot; plannedOn?: RoomSnapshot }
+  | { eventId: string; pdu: Pdu; error: MatrixError };
+
+/** An event checked and planned, ready for the persist script. */
+interface PlannedWrite {
+  input: Omit<PersistInput, "roomId" | "expectedStream" | "createRoom">;
+  /** Destinations it is queued for (none when soft-failed). */
+  destinations: string[];
+  /** Set when it is kept soft-failed. */
+  softFailReason?: string;
+  /** Forward extremities once it is written (for the dummy-event merge). */
+  extremitiesAfter: number;
+  /** The snapshot it was accepted on, when the state before it is that snapshot's current state. */
+  onCurrent?: RoomSnapshot;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * Auth against the event's own auth_events (rule: "passes authorization rules based on the
+ * event's auth events"), all of which must be known, accepted events of this room. `authEvents`
+ * holds them (and the v12 create event, implied); `statuses` their stored statuses.
+ */
+function checkAgainstAuthEvents(roomId: string, version: RoomVersion, pdu: Pdu, authEvents: ReadonlyMap<string, Pdu>, statuses: ReadonlyMap<string, string | null>): void {
+  const authIds = authEventIds(pdu);
+  const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
+  const own = new Map<string, Pdu>();
+  for (const id of authIds) {
+    const ev = authEvents.get(id);
+    if (ev) own.set(id, ev);
+  }
+  if (own.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
+  if (authIds.some((id) => statuses.get(id) === "rejected")) throw forbidden("Event references a rejected auth event");
+  const authState = new Map<string, Pdu>();
+  for (const ev of own.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
+  let createEventId: string | undefined;
+  if (createEventIdV12) {
+    // v12: the create event is implied, never listed; its ID is the room ID with `$`.
+    createEventId = createEventIdV12;
+    const create = authEvents.get(createEventIdV12);
+    if (create) authState.set(stateField("m.room.create", ""), create);
+  } else {
+    createEventId = authIds.find((id) => own.get(id)?.type === "m.room.create");
+  }
+  const byAuthEvents = checkEventAuth(pdu, version, stateLookup(authState), {
+    createEventId,
+    authEvents: [...own.values()],
+    verifyJoinAuthorisedVia,
+  });
+  if (!byAuthEvents.allowed) throw forbidden(`Event was rejected by its auth events: ${byAuthEvents.reason}`);
+}
+
+/**
+ * The snapshot after a planned event, for the next event of a run; null when the run must end
+ * here (the event changed current state, or is a redaction or a state event: the next event
+ * reads the room again, with its state cache and redactions).
+ */
+function advanced(snap: RoomSnapshot, w: PlannedWrite): RoomSnapshot | null {
+  const { pdu, eventId } = w.input;
+  const stream = snap.stream + 1;
+  if (w.input.status) return { ...snap, stream, room: { ...snap.room, stream } };
+  if (typeof pdu.state_key === "string" || pdu.type === "m.room.redaction") return null;
+  const current = w.input.state?.current;
+  if (!current || current.set.length > 0 || current.del.length > 0 || current.reset) return null;
+  const prevs = new Set(prevEventIds(pdu));
+  const depth = Math.max(snap.depth, typeof pdu.depth === "number" ? pdu.depth : 0);
+  return {
+    ...snap,
+    room: { ...snap.room, stream, depth, stateGroup: current.group },
+    stream,
+    depth,
+    extremities: [...snap.extremities.filter((id) => !prevs.has(id)), eventId],
+  };
+}
+
 /** What the room use cases work with: the room service and the store it writes through. */
 export interface RoomContext {
   rooms: RoomService;
@@ -187,6 +292,8 @@ export class RoomService {
   private readonly aclCache = new WeakMap<Pdu, ServerAcl>();
   /** Rooms with a merge of forward extremities scheduled or running. */
   private readonly merging = new Map<string, Promise<void>>();
+  /** The room's stream position after this process's last write to it (see PersistOptions.planOn). */
+  private readonly writtenAt = new Lru<string, number>(4_096);
   /** State before/after events and current state as resolutions (state groups). */
   readonly roomState: RoomStateService;
 
@@ -218,14 +325,14 @@ export class RoomService {
     return (await this.snapshotWithProbe(roomId)).snap;
   }
 
-  /** A snapshot, plus (same round trip) whether `probe.eventId` is stored and event statuses. */
-  private async snapshotWithProbe(roomId: string, probe?: { eventId: string; statusOf: readonly string[] }) {
+  /** A snapshot, plus (same round trip) whether `probe.eventIds` are stored, their statuses and those of `statusOf`. */
+  async snapshotWithProbe(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }): Promise<ProbedSnapshot> {
     const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, probe);
     if (!room) throw notFound(`Unknown room ${roomId}`);
     const version = getRoomVersion(room.version);
     if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
     const snap: RoomSnapshot = { room, version, ...current };
-    return { snap, probed };
+    return { snap, probed, ...(probe ? { probe } : {}) };
   }
 
   /** Runs `fn` with writes to the room serialised in this process. */
@@ -308,8 +415,12 @@ export class RoomService {
       for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
         const snap = await this.snapshot(roomId);
         const event = this.buildFromSnapshot(snap, input, this.serverName, true);
-        const result = await this.persist(snap, event, { origin: null, extraDestinations });
-        if (result !== "conflict") return event;
+        const planned = await this.planAccepted(snap, this.roomState, event, { origin: null, extraDestinations });
+        const results = await this.store.persistEvents(roomId, [planned.input], { expectedStream: snap.stream });
+        if (results === "conflict") continue;
+        if (results[0] === "persisted") this.writtenAt.set(roomId, snap.stream + 1);
+        this.afterWrite(roomId, planned, results[0]!, { origin: null });
+        return event;
       }
       throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
     });
@@ -327,83 +438,157 @@ export class RoomService {
     roomId: string,
     eventId: string,
     pdu: Pdu,
-    opts: { origin: string | null; rejectIfSoftFailed: boolean; extraDestinations?: readonly string[]; deferWake?: Set<string> },
-  ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot }> {
+    opts: PersistOptions,
+  ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot; plannedOn?: RoomSnapshot }> {
+    const [result] = await this.persistEvents(roomId, [{ eventId, pdu }], opts);
+    if ("error" in result!) throw result.error;
+    return result!;
+  }
+
+  /**
+   * persistEvent for several events of one room in a row (consecutive PDUs of an inbound
+   * transaction), each checked as persistEvent checks it, against the state the ones before it
+   * leave, and written in runs: **one atomic write per run** (store/lua/persist-events.lua),
+   * one fan-out per run. A run ends after a state event or a redaction (the next one reads the
+   * room again), and at the end. An event refused (403) is left out of its run and answered on
+   * its own; a conflict (another replica wrote the room) plans the run again, so a refused or
+   * failed run writes nothing. The answer has one entry per event, in order.
+   */
+  async persistEvents(roomId: string, events: readonly { eventId: string; pdu: Pdu }[], opts: PersistOptions): Promise<RunEventOutcome[]> {
     return this.withRoomLock(roomId, async () => {
-      // One round trip: a snapshot (404 for unknown rooms), whether the event is stored, and the
-      // statuses of it and its auth events; auth events usually come from the store's event cache.
-      const authIds = authEventIds(pdu);
-      const first = await this.snapshotWithProbe(roomId, { eventId, statusOf: authIds });
-      let snap: RoomSnapshot | undefined = first.snap;
-      const version = first.snap.version;
-      const { exists, status, statuses: authStatuses } = first.probed;
+      const out: RunEventOutcome[] = [];
+      let conflicts = 0;
+      let planOn = opts.planOn;
+      while (out.length < events.length) {
+        const run = await this.planRun(roomId, events, out.length, opts, planOn);
+        planOn = undefined;
+        const results = run.writes.length === 0 ? [] : await this.store.persistEvents(roomId, run.writes.map((w) => w.input), { expectedStream: run.stream });
+        if (results === "conflict") {
+          // Another replica wrote to the room in between: read it again and plan the run again.
+          if (++conflicts < MAX_CONFLICT_RETRIES) continue;
+          const busy = new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
+          while (out.length < events.length) out.push({ ...events[out.length]!, error: busy });
+          break;
+        }
+        conflicts = 0;
+        const written = results.filter((r) => r === "persisted").length;
+        if (written > 0) this.writtenAt.set(roomId, run.stream + written);
+        const answers = new Map<number, RunEventOutcome>(run.settled);
+        run.writes.forEach((w, j) => {
+          const outcome = this.afterWrite(roomId, w, results[j]!, opts);
+          const base = { eventId: w.input.eventId, pdu: w.input.pdu, outcome, plannedOn: w.plannedOn };
+          answers.set(w.index, outcome === "duplicate" || !w.onCurrent ? base : { ...base, stateBefore: w.onCurrent });
+        });
+        for (let i = out.length; i < run.end; i++) out.push(answers.get(i)!);
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Plans the events from `start` on against one snapshot (one round trip: the room, whether the
+   * events are stored, their statuses and their auth events'), each against the state the ones
+   * before it leave (a staged source, staged-events.ts), up to the end of the run.
+   */
+  private async planRun(
+    roomId: string,
+    events: readonly { eventId: string; pdu: Pdu }[],
+    start: number,
+    opts: PersistOptions,
+    planOn?: ProbedSnapshot,
+  ): Promise<{ end: number; stream: number; writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[]; settled: [number, RunEventOutcome][] }> {
+    const rest = events.slice(start);
+    const authIdsAll = [...new Set(rest.flatMap((e) => authEventIds(e.pdu)))];
+    const probe = { eventIds: rest.map((e) => e.eventId), statusOf: authIdsAll };
+    // The caller's snapshot serves unless this process wrote to the room since it was read (then
+    // the write would only conflict: under concurrent requests, read again instead).
+    const fits =
+      planOn?.probe &&
+      planOn.snap.stream >= (this.writtenAt.get(roomId) ?? 0) &&
+      sameList(planOn.probe.eventIds, probe.eventIds) &&
+      sameList(planOn.probe.statusOf, probe.statusOf);
+    const { snap: first, probed } = fits ? planOn! : await this.snapshotWithProbe(roomId, probe);
+    const version = first.version;
+    const authStatus = new Map(authIdsAll.map((id, i) => [id, probed.statusOf[i] ?? null]));
+    const staged = new StagedEvents(this.store, roomId);
+    const roomState = this.roomState.withSource(staged);
+    // The run's auth events, read once (none is an event of the run: a state event ends a run).
+    // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
+    const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
+    const authEventsAll = await staged.getStateEvents(roomId, version, createEventIdV12 ? [...authIdsAll, createEventIdV12] : authIdsAll);
+    const writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[] = [];
+    const settled: [number, RunEventOutcome][] = [];
+    let snap = first;
+    let i = 0;
+    while (i < rest.length) {
+      const { eventId, pdu } = rest[i]!;
+      const index = start + i;
+      const exists = probed.exists[i] === true;
+      const status = probed.statuses[i] ?? null;
+      i++;
       // Already accepted (a retried send_join / send_leave, or a PDU we have): a duplicate. Checked
       // before the auth rules, because the event may itself have changed the state it is checked
       // against (a leave cannot follow itself), which would turn a harmless retry into a 403.
-      if (exists && status === null) {
-        const existing = await this.store.getEvent(roomId, eventId);
-        if (existing) return { eventId, pdu: existing, outcome: "duplicate" };
-      }
-      // Auth against the event's own auth_events (rule: "passes authorization rules based on the
-      // event's auth events"), all of which must be known, accepted events of this room.
-      const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
-      // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
-      const authEvents = await this.store.getStateEvents(roomId, version, createEventIdV12 ? [...authIds, createEventIdV12] : authIds);
-      const create = createEventIdV12 ? authEvents.get(createEventIdV12) : undefined;
-      if (createEventIdV12 && !authIds.includes(createEventIdV12)) authEvents.delete(createEventIdV12);
-      if (authEvents.size !== new Set(authIds).size) throw forbidden("Event references unknown auth events");
-      if (authStatuses.some((st) => st === "rejected")) throw forbidden("Event references a rejected auth event");
-      const authState = new Map<string, Pdu>();
-      for (const ev of authEvents.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
-      let createEventId: string | undefined;
-      if (createEventIdV12) {
-        // v12: the create event is implied, never listed; its ID is the room ID with `$`.
-        createEventId = createEventIdV12;
-        if (create) authState.set(stateField("m.room.create", ""), create);
-      } else {
-        createEventId = authIds.find((id) => authEvents.get(id)?.type === "m.room.create");
-      }
-      const byAuthEvents = checkEventAuth(pdu, version, stateLookup(authState), {
-        createEventId,
-        authEvents: [...authEvents.values()],
-        verifyJoinAuthorisedVia,
-      });
-      if (!byAuthEvents.allowed) throw forbidden(`Event was rejected by its auth events: ${byAuthEvents.reason}`);
-
-      for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
-        // The first attempt uses the snapshot read above (we hold the room lock; another replica's
-        // write in between makes the persist script answer "conflict", and we read again).
-        if (!snap) snap = await this.snapshot(roomId);
-        const view = this.stateView(snap);
-        const prevs = prevEventIds(pdu);
-        const createEventIdNow = createEventIdOf(snap);
-        // Rejected when it fails the auth rules against the state before it (spec step 5).
-        const { state: before, missingPrevs } = await this.roomState.stateBefore(view, prevs);
-        const onCurrent = before === view.current;
-        const beforeLookup = onCurrent ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, before.ids, pdu);
-        const atEvent = checkEventAuth(pdu, version, beforeLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
-        if (!atEvent.allowed) throw forbidden(`Event was rejected by the state before it: ${atEvent.reason}`);
-        // Soft-failed when it fails them against the current state (spec step 6).
-        const currentIds = await this.roomState.currentForSoftFail(view, before, missingPrevs);
-        const currentLookup =
-          currentIds === before.ids ? beforeLookup : currentIds === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, version, currentIds, pdu);
-        const verdict = currentLookup === beforeLookup ? atEvent : checkEventAuth(pdu, version, currentLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
-        if (!verdict.allowed) {
-          if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
-          const state = await this.roomState.plan(view, eventId, pdu, before, "soft_failed");
-          const r = await this.store.persistEvent({ roomId, eventId, pdu, expectedStream: null, updatesState: false, status: "soft_failed", state });
-          if (r === "duplicate") return { eventId, pdu, outcome: "duplicate" };
-          this.deps.logger.info({ roomId, eventId, reason: verdict.reason }, "soft-failed event");
-          return { eventId, pdu, outcome: "soft_failed" };
+      if ((exists && status === null) || staged.has(eventId)) {
+        const existing = staged.has(eventId) ? pdu : await this.store.getEvent(roomId, eventId);
+        if (existing) {
+          settled.push([index, { eventId, pdu: existing, outcome: "duplicate" }]);
+          continue;
         }
-        const result = await this.persist(snap, { eventId, pdu, roomId }, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before, ...(opts.deferWake ? { deferWake: opts.deferWake } : {}) });
-        if (result === "duplicate") return { eventId, pdu, outcome: "duplicate" };
-        // The handshakes answer with the state before the event; read back from its state group when it is not the snapshot.
-        if (result === "persisted") return onCurrent ? { eventId, pdu, outcome: "persisted", stateBefore: snap } : { eventId, pdu, outcome: "persisted" };
-        snap = undefined;
       }
-      throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
-    });
+      if (exists && writes.length > 0) {
+        // Stored with a status: the write answers 'duplicate' for it; planned on its own, so the
+        // run's state does not take it in.
+        i--;
+        break;
+      }
+      let planned: PlannedWrite;
+      try {
+        checkAgainstAuthEvents(roomId, version, pdu, authEventsAll, authStatus);
+        planned = await this.planEvent(snap, roomState, { eventId, pdu, roomId }, opts);
+      } catch (e) {
+        if (!(e instanceof MatrixError)) throw e;
+        settled.push([index, { eventId, pdu, error: e }]);
+        continue;
+      }
+      writes.push({ ...planned, index, plannedOn: snap });
+      staged.stage(eventId, pdu, planned.input.state, planned.input.status);
+      const next = exists ? null : advanced(snap, planned);
+      if (!next) break;
+      snap = next;
+    }
+    return { end: start + i, stream: first.stream, writes, settled };
+  }
+
+  /**
+   * Checks a remote event against the state before it (refused: 403) and the current state
+   * (soft-failed, or refused when `rejectIfSoftFailed`), and plans its write.
+   */
+  private async planEvent(snap: RoomSnapshot, roomState: RoomStateService, event: PersistedEvent, opts: PersistOptions): Promise<PlannedWrite> {
+    const { roomId, eventId, pdu } = event;
+    const version = snap.version;
+    const view = this.stateView(snap);
+    const prevs = prevEventIds(pdu);
+    const createEventIdNow = createEventIdOf(snap);
+    // Rejected when it fails the auth rules against the state before it (spec step 5).
+    const { state: before, missingPrevs } = await roomState.stateBefore(view, prevs);
+    const onCurrent = before === view.current;
+    const beforeLookup = onCurrent ? stateLookup(snap.state) : await roomState.lookupFor(roomId, version, before.ids, pdu);
+    const atEvent = checkEventAuth(pdu, version, beforeLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
+    if (!atEvent.allowed) throw forbidden(`Event was rejected by the state before it: ${atEvent.reason}`);
+    // Soft-failed when it fails them against the current state (spec step 6).
+    const currentIds = await roomState.currentForSoftFail(view, before, missingPrevs);
+    const currentLookup =
+      currentIds === before.ids ? beforeLookup : currentIds === view.current.ids ? stateLookup(snap.state) : await roomState.lookupFor(roomId, version, currentIds, pdu);
+    const verdict = currentLookup === beforeLookup ? atEvent : checkEventAuth(pdu, version, currentLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });
+    if (!verdict.allowed) {
+      if (opts.rejectIfSoftFailed) throw forbidden(verdict.reason);
+      const state = await roomState.plan(view, eventId, pdu, before, "soft_failed");
+      return { input: { eventId, pdu, updatesState: false, status: "soft_failed", state }, destinations: [], softFailReason: verdict.reason, extremitiesAfter: 0 };
+    }
+    const planned = await this.planAccepted(snap, roomState, event, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
+    // The handshakes answer with the state before the event; read back from its state group when it is not the snapshot.
+    return onCurrent ? { ...planned, onCurrent: snap } : planned;
   }
 
   /**
@@ -478,15 +663,17 @@ export class RoomService {
     };
   }
 
-  private async persist(
+  /** Plans the write of an event accepted against `snap`'s current state: destinations, state groups, redaction record. */
+  private async planAccepted(
     snap: RoomSnapshot,
+    roomState: RoomStateService,
     event: PersistedEvent,
-    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState; deferWake?: Set<string> },
-  ): Promise<"persisted" | "duplicate" | "conflict"> {
+    opts: { origin: string | null; extraDestinations: readonly string[]; before?: GroupState },
+  ): Promise<PlannedWrite> {
     const { pdu, eventId, roomId } = event;
     const view = this.stateView(snap);
-    const before = opts.before ?? (await this.roomState.stateBefore(view, prevEventIds(pdu))).state;
-    const state = await this.roomState.plan(view, eventId, pdu, before, "accepted");
+    const before = opts.before ?? (await roomState.stateBefore(view, prevEventIds(pdu))).state;
+    const state = await roomState.plan(view, eventId, pdu, before, "accepted");
     const updatesState = typeof pdu.state_key === "string";
     // Servers in the room once this event applies (a join adds its server; a leave of the last
     // member of a server still goes to that server, which must learn it left).
@@ -503,38 +690,40 @@ export class RoomService {
     // The redact level is judged in the state before the redaction (the state it was accepted
     // against), not the current state: an event on an older branch keeps the power it had there.
     const redactionState =
-      pdu.type !== "m.room.redaction" || before.ids === view.current.ids ? stateLookup(snap.state) : await this.roomState.lookupFor(roomId, snap.version, before.ids, pdu);
+      pdu.type !== "m.room.redaction" || before.ids === view.current.ids ? stateLookup(snap.state) : await roomState.lookupFor(roomId, snap.version, before.ids, pdu);
     const redaction = redactionRecordOf(pdu, redactionState, snap.version);
     // A redaction of a current state event changes what the auth rules read there: every
     // process's state cache reads the state again (with redactions applied).
     if (redaction && state.current && [...snap.stateIds.values()].includes(redaction.target)) state.current.reset = true;
-    const result = await this.store.persistEvent({
-      roomId,
-      eventId,
-      pdu,
-      expectedStream: snap.stream,
+    // Extremities after this event: the ones it did not reference, plus itself.
+    const prevs = new Set(prevEventIds(pdu));
+    const extremitiesAfter = snap.extremities.filter((id) => !prevs.has(id)).length + 1;
+    return {
       // The plan's current state replaces the single-field update.
-      updatesState: false,
+      input: { eventId, pdu, updatesState: false, destinations: list, state, ...(redaction ? { redaction } : {}) },
       destinations: list,
-      state,
-      ...(redaction ? { redaction } : {}),
-    });
-    if (result === "persisted") {
-      if (list.length > 0) {
-        // The entries are in Redis with the event; the wake-up is only a hint (workers sweep for
-        // destinations with entries and no job), so deferring it to the end of a batch is safe.
-        if (opts.deferWake) for (const d of list) opts.deferWake.add(d);
-        this.deps.onQueued?.(list, { wake: !opts.deferWake });
-      }
-      this.deps.onPersisted?.(event, opts.origin);
-      // Extremities after this event: the ones it did not reference, plus itself (if it is
-      // part of the graph: soft-failed events are not).
-      const prevs = new Set(prevEventIds(pdu));
-      const after = snap.extremities.filter((id) => !prevs.has(id)).length + 1;
-      const limit = this.deps.maxForwardExtremities ?? 10;
-      if (limit > 0 && after > limit) this.scheduleExtremityMerge(roomId, limit);
+      extremitiesAfter,
+    };
+  }
+
+  /** After a planned event's write: the sender's wake-up, onPersisted, the extremity merge. */
+  private afterWrite(roomId: string, w: PlannedWrite, result: "persisted" | "duplicate", opts: { origin: string | null; deferWake?: Set<string> }): "persisted" | "duplicate" | "soft_failed" {
+    if (result === "duplicate") return "duplicate";
+    const { eventId, pdu } = w.input;
+    if (w.softFailReason !== undefined) {
+      this.deps.logger.info({ roomId, eventId, reason: w.softFailReason }, "soft-failed event");
+      return "soft_failed";
     }
-    return result;
+    if (w.destinations.length > 0) {
+      // The entries are in Redis with the event; the wake-up is only a hint (workers sweep for
+      // destinations with entries and no job), so deferring it to the end of a batch is safe.
+      if (opts.deferWake) for (const d of w.destinations) opts.deferWake.add(d);
+      this.deps.onQueued?.(w.destinations, { wake: !opts.deferWake });
+    }
+    this.deps.onPersisted?.({ eventId, pdu, roomId }, opts.origin);
+    const limit = this.deps.maxForwardExtremities ?? 10;
+    if (limit > 0 && w.extremitiesAfter > limit) this.scheduleExtremityMerge(roomId, limit);
+    return "persisted";
   }
 
   /**

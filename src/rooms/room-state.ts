@@ -123,7 +123,8 @@ class LayeredIdSet implements IdSet {
 /** How far up the group tree a fork's common ancestor is searched. */
 const MAX_FORK_WALK = 64;
 
-export class RoomStateService {
+/** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
+class PlannerCaches {
   /**
    * Resolutions by room and the identities of the state maps resolved. Several servers talking
    * at once leave one forward extremity each, and every event of theirs is checked against the
@@ -131,24 +132,45 @@ export class RoomStateService {
    * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
    * is the same answer.
    */
-  private readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
-
+  readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
   /**
    * Auth chains (the events plus all their auth ancestors) of the states of recent fork points,
    * by room and state group: a fork's states share their fork point's state, so only what the
    * branches add is walked (see StateFork). A child group that only adds keys extends its
    * parent's chain by a layer.
    */
-  private readonly chainCache = new Lru<string, LayeredIdSet>(16);
+  readonly chainCache = new Lru<string, LayeredIdSet>(16);
   /**
    * Whether stored events were rejected, by room and event ID. An event's status is written once,
    * with the event (the persist script), so it never changes while the event is stored.
    */
-  private readonly rejectedCache = new Lru<string, boolean>(20_000);
+  readonly rejectedCache = new Lru<string, boolean>(20_000);
   /** Auth verdicts of the iterative auth checks (StateResolutionInput.authVerdicts). */
-  private readonly authVerdicts = new Lru<string, boolean>(10_000);
+  readonly authVerdicts = new Lru<string, boolean>(10_000);
+}
 
-  constructor(private readonly store: StateGroupSource) {}
+export class RoomStateService {
+  private readonly resolved: PlannerCaches["resolved"];
+  private readonly chainCache: PlannerCaches["chainCache"];
+  private readonly rejectedCache: PlannerCaches["rejectedCache"];
+  private readonly authVerdicts: PlannerCaches["authVerdicts"];
+
+  constructor(
+    private readonly store: StateGroupSource,
+    private readonly caches: PlannerCaches = new PlannerCaches(),
+  ) {
+    ({ resolved: this.resolved, chainCache: this.chainCache, rejectedCache: this.rejectedCache, authVerdicts: this.authVerdicts } = caches);
+  }
+
+  /**
+   * The same planner over another source, sharing this one's caches: a run of events planned
+   * before it is written reads the run's earlier events from a staged source (room-service.ts).
+   * Group IDs are never reused and a staged event is only ever written as planned, so what the
+   * caches learn from staged inputs stays true (a run that is not written leaves unused IDs).
+   */
+  withSource(store: StateGroupSource): RoomStateService {
+    return new RoomStateService(store, this.caches);
+  }
 
   /**
    * State resolution over states of this room, with the store as the event source, plus

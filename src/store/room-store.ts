@@ -1,7 +1,8 @@
 /**
- * Hosted rooms in Redis. One event is written by one Lua script in the room's slot (event,
- * timeline, extremities, state, membership mirror, and its outbox entry naming the destinations),
- * so a crash never leaves half an event, and the fan-out stage (fanout.ts) then moves the outbox
+ * Hosted rooms in Redis. One event, or one run of consecutive events of a room (an inbound
+ * transaction's PDUs), is written by one Lua script in the room's slot (lua/persist-events.lua:
+ * event, timeline, extremities, state, state groups, membership mirror, and its outbox entry
+ * naming the destinations), so a crash never leaves half an event or half a run, and the fan-out stage (fanout.ts) then moves the outbox
  * entry to every destination's queue, idempotently, so a persisted event is never missing from one.
  * The global indexes (event → room, the rooms set) are other slots: written right after, idempotently.
  *
@@ -164,66 +165,6 @@ export const parseStateField = (field: string): [string, string] => JSON.parse(f
 /** KEYS: 1 aliases; ARGV: 1 alias, 2 room ID. Deletes the alias only while it names that room. */
 const RELEASE_ALIAS_LUA = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
-const PERSIST_EVENT_LUA = `
--- KEYS (all in the room's slot): 1 room, 2 state, 3 members, 4 extremities, 5 timeline, 6 event,
---       7 outbox, 8 eventStatus, 9 state groups, 10 event state, 11 redactions
--- ARGV: 1 roomId, 2 eventId, 3 pduJson, 4 expectedStream ("" = skip), 5 stateField ("" = none),
---       6 memberUser, 7 membership, 8 prevEventsJson, 9 depth, 10 status ("" = accepted),
---       11 createRoomJson ("" = none), 12 destinations, space-separated ("" = none),
---       13 new state groups JSON [[id, groupJson], ...] ("" = none), 14 "before after" groups ("" = none),
---       15 current state JSON {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
---       16 redacted event ID ("" = not a redaction), 17 "1" when the redaction's sender had the redact level
-if redis.call('EXISTS', KEYS[6]) == 1 then return 'duplicate' end
-if ARGV[4] ~= '' then
-  local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
-  if stream ~= ARGV[4] then return 'conflict' end
-end
-if ARGV[11] ~= '' then
-  local meta = cjson.decode(ARGV[11])
-  redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
-    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
-end
-redis.call('SET', KEYS[6], ARGV[3])
-if ARGV[13] ~= '' then
-  for _, g in ipairs(cjson.decode(ARGV[13])) do redis.call('HSET', KEYS[9], g[1], g[2]) end
-end
-if ARGV[14] ~= '' then redis.call('HSET', KEYS[10], ARGV[2], ARGV[14]) end
-local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
-redis.call('ZADD', KEYS[5], pos, ARGV[2])
-if ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[8], ARGV[2], ARGV[10])
-  return 'persisted'
-end
-local prevs = cjson.decode(ARGV[8])
-for _, p in ipairs(prevs) do redis.call('SREM', KEYS[4], p) end
-redis.call('SADD', KEYS[4], ARGV[2])
-local depth = tonumber(ARGV[9])
-local current = tonumber(redis.call('HGET', KEYS[1], 'depth') or '0')
-if depth > current then redis.call('HSET', KEYS[1], 'depth', ARGV[9]) end
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], ARGV[6], ARGV[7]) end
-end
-if ARGV[15] ~= '' then
-  local cur = cjson.decode(ARGV[15])
-  for _, kv in ipairs(cur.set) do redis.call('HSET', KEYS[2], kv[1], kv[2]) end
-  for _, f in ipairs(cur.del) do redis.call('HDEL', KEYS[2], f) end
-  for _, m in ipairs(cur.mem) do
-    if m[2] == '' then redis.call('HDEL', KEYS[3], m[1]) else redis.call('HSET', KEYS[3], m[1], m[2]) end
-  end
-  redis.call('HSET', KEYS[1], 'state_group', cur.g)
-  if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
-end
-if ARGV[16] ~= '' then
-  local prior = redis.call('HGET', KEYS[11], ARGV[16])
-  local entry = ARGV[2] .. ' ' .. ARGV[17]
-  if prior then entry = prior .. '\\n' .. entry end
-  redis.call('HSET', KEYS[11], ARGV[16], entry)
-end
-if ARGV[12] ~= '' then redis.call('XADD', KEYS[7], '*', 'e', ARGV[2], 'd', ARGV[12]) end
-return 'persisted'
-`;
-
 const LOAD_STATE_GROUP_LUA = `
 -- KEYS: 1 state groups
 -- ARGV: 1 group ID
@@ -277,9 +218,9 @@ export interface NewRoomInput {
 
 type RedisWithScripts = Redis & {
   gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
-  gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
+  gatehousePersistEvents(numKeys: number, ...args: string[]): Promise<"conflict" | ("persisted" | "duplicate")[]>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
-  gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
+  gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[]]]>;
 };
 
 export interface CurrentState {
@@ -324,6 +265,11 @@ export class RoomStore {
   private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
   /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
   private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
+  /**
+   * The state groups before/after stored events, by room and event ID: written once with the
+   * event (never changed), and read for every new event's prev events and the room's extremities.
+   */
+  private readonly eventStateCache = new Lru<string, { before: string; after: string }>(10_000);
 
   /** Moves outbox entries to destination queues (run inline after each write with destinations). */
   readonly fanout: Fanout;
@@ -335,64 +281,82 @@ export class RoomStore {
   ) {
     this.redis = redis as RedisWithScripts;
     this.fanout = new Fanout(redis, keys);
-    if (!("gatehousePersistEvent" in redis)) {
-      redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
-    }
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room" });
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
 
   async persistEvent(input: PersistInput): Promise<PersistResult> {
-    const { roomId, eventId, pdu } = input;
+    const { expectedStream, createRoom, ...event } = input;
+    const results = await this.persistEvents(input.roomId, [event], { expectedStream, ...(createRoom ? { createRoom } : {}) });
+    return results === "conflict" ? "conflict" : results[0]!;
+  }
+
+  /**
+   * Writes a run of events of one room in ONE atomic script (lua/persist-events.lua), as writing
+   * them one by one in this order would: each event's state plan was made against the state the
+   * ones before it leave. Either 'conflict' (another event was accepted since `expectedStream`:
+   * nothing written, the caller plans again) or a result per event ('duplicate': already stored,
+   * nothing of it written). Then the global event → room index (one HSET) and one fan-out for
+   * the whole run.
+   */
+  async persistEvents(
+    roomId: string,
+    events: readonly Omit<PersistInput, "roomId" | "expectedStream" | "createRoom">[],
+    opts: { expectedStream: number | null; createRoom?: PersistInput["createRoom"] },
+  ): Promise<"conflict" | ("persisted" | "duplicate")[]> {
+    if (events.length === 0) return [];
     const k = this.keys;
-    const destinations = [...(input.destinations ?? [])];
-    const isMember = pdu.type === "m.room.member" && typeof pdu.state_key === "string";
-    const membership = isMember ? String((pdu.content as { membership?: unknown }).membership ?? "") : "";
-    const plan = input.state;
-    const args = [
+    const args: string[] = [
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
-      k.event(roomId, eventId), k.outbox(roomId), k.eventStatus(roomId),
-      k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
+      k.outbox(roomId), k.eventStatus(roomId), k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
+      ...events.map((e) => k.event(roomId, e.eventId)),
       roomId,
-      eventId,
-      JSON.stringify(pdu),
-      input.expectedStream === null ? "" : String(input.expectedStream),
-      input.updatesState && typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : "",
-      input.updatesState && isMember ? (pdu.state_key as string) : "",
-      membership,
-      JSON.stringify(prevEventIds(pdu)),
-      String(pdu.depth ?? 0),
-      input.status ?? "",
-      input.createRoom ? JSON.stringify(input.createRoom) : "",
-      destinations.join(" "),
-      plan && plan.groups.length > 0
-        ? JSON.stringify(plan.groups.map(storedGroup))
-        : "",
-      plan ? `${plan.before} ${plan.after}` : "",
-      plan?.current
-        ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
-        : "",
-      input.redaction?.target ?? "",
-      input.redaction?.senderHasRedactLevel ? "1" : "0",
+      opts.expectedStream === null ? "" : String(opts.expectedStream),
+      opts.createRoom ? JSON.stringify(opts.createRoom) : "",
+      String(events.length),
     ];
-    const result = (await this.redis.gatehousePersistEvent(11, ...args)) as PersistResult;
-    if (result !== "conflict") {
-      // The global indexes are other slots: written after the script, idempotently (a duplicate
-      // writes them again, which heals a crash between the two; a conflict writes nothing).
-      await this.redis.hset(k.eventRooms(), eventId, roomId);
-      if (input.createRoom) await this.redis.sadd(k.rooms(), roomId);
+    for (const input of events) {
+      const { eventId, pdu } = input;
+      const isMember = pdu.type === "m.room.member" && typeof pdu.state_key === "string";
+      const plan = input.state;
+      args.push(
+        eventId,
+        JSON.stringify(pdu),
+        input.updatesState && typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : "",
+        input.updatesState && isMember ? (pdu.state_key as string) : "",
+        isMember ? String((pdu.content as { membership?: unknown }).membership ?? "") : "",
+        JSON.stringify(prevEventIds(pdu)),
+        String(pdu.depth ?? 0),
+        input.status ?? "",
+        (input.destinations ?? []).join(" "),
+        plan && plan.groups.length > 0 ? JSON.stringify(plan.groups.map(storedGroup)) : "",
+        plan ? `${plan.before} ${plan.after}` : "",
+        plan?.current
+          ? JSON.stringify({ g: plan.current.group, set: plan.current.set, del: plan.current.del, mem: plan.current.members, reset: plan.current.reset })
+          : "",
+        input.redaction?.target ?? "",
+        input.redaction?.senderHasRedactLevel ? "1" : "0",
+      );
     }
-    if (result === "persisted" && destinations.length > 0 && !input.status) {
-      // Inline fan-out (latency); a failure leaves the entry in the outbox for the sender's sweep.
-      await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
-    }
-    if (result === "persisted") {
-      this.eventCache.set(`${roomId} ${eventId}`, pdu);
-      for (const g of plan?.groups ?? []) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
-      for (const [g, state] of plan?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
-    }
-    return result;
+    const results = await this.redis.gatehousePersistEvents(10 + events.length, ...args);
+    if (results === "conflict") return results;
+    // The global indexes are other slots: written after the script, idempotently (a duplicate
+    // writes them again, which heals a crash between the two; a conflict writes nothing).
+    await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
+    if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
+    let fanout = false;
+    events.forEach((input, i) => {
+      if (results[i] !== "persisted") return;
+      if ((input.destinations?.length ?? 0) > 0 && !input.status) fanout = true;
+      this.eventCache.set(`${roomId} ${input.eventId}`, input.pdu);
+      for (const g of input.state?.groups ?? []) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
+      for (const [g, state] of input.state?.known ?? []) this.groupCache.set(`${roomId} ${g}`, state);
+      if (input.state) this.eventStateCache.set(`${roomId} ${input.eventId}`, { before: input.state.before, after: input.state.after });
+    });
+    // Inline fan-out (latency), once per run; a failure leaves the entries in the outbox for the sender's sweep.
+    if (fanout) await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
+    return results;
   }
 
   /**
@@ -428,12 +392,20 @@ export class RoomStore {
   /** The state groups before and after each event (absent for events stored before state groups). */
   async eventStateGroups(roomId: string, eventIds: readonly string[]): Promise<Map<string, { before: string; after: string }>> {
     const out = new Map<string, { before: string; after: string }>();
-    if (eventIds.length === 0) return out;
-    const vals = await this.redis.hmget(this.keys.eventState(roomId), ...eventIds);
+    const missing: string[] = [];
+    for (const id of eventIds) {
+      const cached = this.eventStateCache.get(`${roomId} ${id}`);
+      if (cached) out.set(id, cached);
+      else missing.push(id);
+    }
+    if (missing.length === 0) return out;
+    const vals = await this.redis.hmget(this.keys.eventState(roomId), ...missing);
     vals.forEach((v, i) => {
       if (!v) return;
       const [before = "", after = ""] = v.split(" ");
-      out.set(eventIds[i]!, { before, after });
+      const groups = { before, after };
+      this.eventStateCache.set(`${roomId} ${missing[i]!}`, groups);
+      out.set(missing[i]!, groups);
     });
     return out;
   }
@@ -752,12 +724,12 @@ export class RoomStore {
    */
   async currentSnapshot(
     roomId: string,
-    probe?: { eventId: string; statusOf: readonly string[] },
-  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: { exists: boolean; status: EventStatus | null; statuses: (EventStatus | null)[] } }> {
+    probe?: { eventIds: readonly string[]; statusOf: readonly string[] },
+  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: { exists: boolean[]; statuses: (EventStatus | null)[]; statusOf: (EventStatus | null)[] } }> {
     const k = this.keys;
     const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId)];
-    const probeArgs: string[] = probe ? [probe.eventId, ...probe.statusOf] : [];
-    if (probe) keys.push(k.event(roomId, probe.eventId));
+    const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf] : [];
+    if (probe) for (const id of probe.eventIds) keys.push(k.event(roomId, id));
     const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), ...probeArgs);
     let cached = this.stateCache.get(roomId);
     let [roomFlat, extremities, at, ids, statuses, full, probed] = await call(cached ? String(cached.stream) : "");
@@ -769,7 +741,13 @@ export class RoomStore {
       [roomFlat, extremities, at, ids, statuses, full, probed] = await call("");
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
-    const probeOut = { exists: probed[0] === 1, status: (probed[1][0] ?? null) as EventStatus | null, statuses: probed[1].slice(1) as (EventStatus | null)[] };
+    // The probed events: whether each is stored, and its status; then the statuses of statusOf.
+    const probedEvents = probe?.eventIds.length ?? 0;
+    const probeOut = {
+      exists: probed[0].map((x) => x === 1),
+      statuses: probed[1].slice(0, probedEvents) as (EventStatus | null)[],
+      statusOf: probed[1].slice(probedEvents) as (EventStatus | null)[],
+    };
     const stream = room?.stream ?? 0;
     const depth = room?.depth ?? 0;
     if (!room) {

@@ -139,20 +139,20 @@ export class Lru<K, V> {
 
 /**
  * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state,
- * 6 (optional) an event's key to probe.
+ * 6.. (optional) the keys of events to probe (whether they are stored).
  * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3.. event IDs whose status to read
- * (with KEYS[6]: the probed event first).
+ * (the probed events first, in the order of KEYS[6..]).
  * Returns {room hash (flat), extremities, event ID at the cached stream (or ""), delta IDs,
  * delta statuses, full state (flat; only when there is no usable cache entry — none, too old,
  * or older than the room's `state_reset`, a current-state change the delta cannot express —
  * else false),
- * probe: {exists (0/1), statuses of ARGV[3..]}}.
+ * probe: {exists (0/1 per key of KEYS[6..]), statuses of ARGV[3..]}}.
  */
 export const SNAPSHOT_LUA = `
 local room = redis.call('HGETALL', KEYS[1])
 local ext = redis.call('SMEMBERS', KEYS[2])
-local probe = {0, {}}
-if #KEYS >= 6 then probe[1] = redis.call('EXISTS', KEYS[6]) end
+local probe = {{}, {}}
+for i = 6, #KEYS do probe[1][i - 5] = redis.call('EXISTS', KEYS[i]) end
 if #ARGV >= 3 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 3)) end
 local reset = tonumber(redis.call('HGET', KEYS[1], 'state_reset') or '0')
 if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then

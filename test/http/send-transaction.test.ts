@@ -3,7 +3,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer, randomKey } from "../support/remote-server.js";
-import { stateField } from "../../src/store/room-store.js";
+import { RoomStore, stateField } from "../../src/store/room-store.js";
 import { computeEventId } from "../../src/protocol/event-hashing.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
@@ -101,6 +101,138 @@ describe("PUT /send: one sender wake-up per transaction", () => {
       sender.wake = wake;
     }
     assert.deepEqual(wakes, [[other.serverName]]);
+  });
+});
+
+describe("PUT /send: one write per run of PDUs of a room", () => {
+  /** A chain of messages by `sender`, each on the one before it (the first on the room's extremities). */
+  async function chain(room: string, sender: string, bodies: string[], server = remote) {
+    const g = await t.graph(room);
+    const out: { pdu: Pdu; eventId: string }[] = [];
+    for (const [i, body] of bodies.entries()) {
+      const tpl = await t.template(room, { type: "m.room.message", sender, content: { msgtype: "m.text", body } });
+      const prevs = out.length === 0 ? g.extremities : [out.at(-1)!.eventId];
+      out.push(server.signEvent({ ...tpl, prev_events: prevs, depth: g.depth + 1 + i }, g.versionId));
+    }
+    return out;
+  }
+
+  /** The room store the federation routes write through (RoomService's). */
+  const coreStore = (): RoomStore => (t.gh.rooms as unknown as { store: RoomStore }).store;
+
+  /** Records the runs written (event IDs per persistEvents call, and its answer) while `fn` runs; `before` runs before each write. */
+  async function runsDuring<T>(fn: () => Promise<T>, before?: (call: number) => Promise<void>): Promise<{ out: T; runs: string[][]; results: unknown[] }> {
+    const store = coreStore();
+    const original = store.persistEvents;
+    const runs: string[][] = [];
+    const results: unknown[] = [];
+    store.persistEvents = async function (roomId, events, opts) {
+      runs.push(events.map((e) => e.eventId));
+      await before?.(runs.length);
+      const r = await original.call(store, roomId, events, opts);
+      results.push(r);
+      return r;
+    };
+    try {
+      return { out: await fn(), runs, results };
+    } finally {
+      store.persistEvents = original;
+    }
+  }
+
+  test("five chained messages are written by one script call, fanned out once (why: the per-PDU script and round trips were the inbound cost)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    await t.knockAcceptJoin(other, room, other.userId("bob"));
+    const msgs = await chain(room, user, ["1", "2", "3", "4", "5"]);
+    const fanout = coreStore().fanout;
+    const drain = fanout.drain;
+    const drains: string[] = [];
+    fanout.drain = (r) => {
+      drains.push(r);
+      return drain.call(fanout, r);
+    };
+    let runs: string[][];
+    try {
+      const res = await runsDuring(() => send(remote, txnId(), msgs.map((m) => m.pdu)));
+      runs = res.runs;
+      assert.deepEqual(res.out.body, { pdus: Object.fromEntries(msgs.map((m) => [m.eventId, {}])) });
+    } finally {
+      fanout.drain = drain;
+    }
+    assert.deepEqual(runs, [msgs.map((m) => m.eventId)]);
+    assert.deepEqual(drains, [room]);
+    assert.deepEqual(await t.store.getExtremities(room), [msgs.at(-1)!.eventId]);
+    const timeline = (await t.store.timeline(room)).map((e) => e.eventId);
+    assert.deepEqual(timeline.slice(-5), msgs.map((m) => m.eventId));
+    // Each message has its state groups, as one-by-one persistence gives it (before = after).
+    const groups = await t.store.eventStateGroups(room, msgs.map((m) => m.eventId));
+    assert.equal(groups.size, 5);
+    for (const g of groups.values()) assert.equal(g.before, g.after);
+    const queued = await t.redis.lrange(t.store.keys.outboundPdus(other.serverName), 0, -1);
+    for (const m of msgs) assert.ok(queued.includes(`${room} ${m.eventId}`), `${m.eventId} queued for ${other.serverName}`);
+  });
+
+  test("a refused PDU inside a run is left out of the write; the PDUs around it are written together (why: a bad PDU never fails the others)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    const [m1, m2] = await chain(room, user, ["before", "after"]);
+    const stranger = await t.remoteEvent(remote, room, { type: "m.room.message", sender: remote.userId("stranger"), content: { body: "not a member" } });
+    const { out, runs } = await runsDuring(() => send(remote, txnId(), [m1!.pdu, stranger.pdu, m2!.pdu]));
+    assert.equal(out.status, 200);
+    assert.deepEqual(out.body.pdus[m1!.eventId], {});
+    assert.deepEqual(out.body.pdus[m2!.eventId], {});
+    assert.match((out.body.pdus[stranger.eventId] as { error: string }).error, /auth events/);
+    assert.deepEqual(runs, [[m1!.eventId, m2!.eventId]]);
+    assert.equal(await t.store.getEvent(room, stranger.eventId), null);
+    assert.equal(await t.store.roomOfEvent(stranger.eventId), null);
+  });
+
+  test("a state event ends a run: the PDUs after it are checked against the state it makes (why: a leave must refuse the leaver's next message)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    const carol = remote.userId("carol");
+    await t.knockAcceptJoin(remote, room, carol);
+    const [m1] = await chain(room, carol, ["last words"]);
+    const g = await t.graph(room);
+    const leaveTpl = await t.template(room, { type: "m.room.member", sender: carol, state_key: carol, content: { membership: "leave" } });
+    const leave = remote.signEvent({ ...leaveTpl, prev_events: [m1!.eventId], depth: g.depth + 2 }, g.versionId);
+    const afterTpl = await t.template(room, { type: "m.room.message", sender: carol, content: { body: "after leaving" } });
+    const afterLeave = remote.signEvent({ ...afterTpl, prev_events: [leave.eventId], depth: g.depth + 3 }, g.versionId);
+    const { out, runs } = await runsDuring(() => send(remote, txnId(), [m1!.pdu, leave.pdu, afterLeave.pdu]));
+    assert.deepEqual(out.body.pdus[m1!.eventId], {});
+    assert.deepEqual(out.body.pdus[leave.eventId], {});
+    assert.match((out.body.pdus[afterLeave.eventId] as { error: string }).error, /state before it/);
+    // The leave ends the first run; the message after it is refused in planning, so nothing more is written.
+    assert.deepEqual(runs, [[m1!.eventId, leave.eventId]]);
+    assert.equal(await t.store.getMembership(room, carol), "leave");
+    assert.equal(await t.store.getEvent(room, afterLeave.eventId), null);
+  });
+
+  test("another replica writing the room between planning and writing makes the run plan again and write whole (why: the stream check refuses the stale run)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    const msgs = await chain(room, user, ["a", "b", "c"]);
+    const g = await t.graph(room);
+    // The other replica's write: a message on the same extremities, written with its own store.
+    const replica = new RoomStore(t.redis, t.store.keys);
+    const rival = await t.remoteEvent(remote, room, { type: "m.room.message", sender: user, content: { body: "rival" } });
+    const current = (await t.store.getRoom(room))!.stateGroup!;
+    const { out, runs, results } = await runsDuring(
+      () => send(remote, txnId(), msgs.map((m) => m.pdu)),
+      async (call) => {
+        if (call !== 1) return;
+        const written = await replica.persistEvent({
+          roomId: room, eventId: rival.eventId, pdu: rival.pdu, expectedStream: null, updatesState: false,
+          state: { groups: [], before: current, after: current, current: { group: current, set: [], del: [], members: [], reset: false } },
+        });
+        assert.equal(written, "persisted");
+      },
+    );
+    assert.deepEqual(out.body, { pdus: Object.fromEntries(msgs.map((m) => [m.eventId, {}])) });
+    assert.deepEqual(results, ["conflict", ["persisted", "persisted", "persisted"]]);
+    assert.deepEqual(runs, [msgs.map((m) => m.eventId), msgs.map((m) => m.eventId)]);
+    assert.deepEqual((await t.store.getExtremities(room)).sort(), [rival.eventId, msgs.at(-1)!.eventId].sort());
+    assert.ok(g.extremities.every((x) => !(x in out.body.pdus)));
   });
 });
 

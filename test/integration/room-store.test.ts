@@ -292,3 +292,73 @@ describe("RoomStore reads", () => {
     assert.deepEqual(await store.aliasesOf(roomId), ["#b:store.test"]);
   });
 });
+
+describe("RoomStore.persistEvents (a run of events in one script)", () => {
+  /** A second store on its own prefix: the same events written one by one there, as a run here. */
+  async function twoStores() {
+    const otherPrefix = `${prefix}-onebyone`;
+    const other = new RoomStore(redis, new RedisKeys(otherPrefix));
+    const roomId = `!run${++roomCounter}x${randomBytes(3).toString("hex")}:${SERVER}`;
+    const create = ev(roomId, "m.room.create", { stateKey: "", content: { room_version: "11" }, depth: 1 });
+    for (const s of [store, other]) {
+      assert.equal(await s.persistEvent({ roomId, eventId: create.eventId, pdu: create.pdu, expectedStream: null, updatesState: true, createRoom: { version: "11", creator: CREATOR, createdTs: 1 } }), "persisted");
+    }
+    /** Keys of one room, without the store's prefix (both stores' rooms compare equal when written alike). */
+    const roomKeys = async (p: string) => {
+      const all = await dumpPrefix(redis, p, []);
+      return Object.fromEntries(Object.entries(all).filter(([k]) => k.includes(roomId)).map(([k, v]) => [k.slice(p.length), v]));
+    };
+    return { roomId, create, other, otherPrefix, roomKeys };
+  }
+
+  test("a run leaves the room exactly as writing its events one by one does (why: one atomic write per run must not change what is stored)", async () => {
+    const { roomId, create, other, otherPrefix, roomKeys } = await twoStores();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    const m1 = ev(roomId, "m.room.message", { content: { body: "one" }, prev: [join], auth: [create, join], depth: 3 });
+    const late = ev(roomId, "m.room.message", { content: { body: "soft-failed" }, prev: [join], auth: [create, join], depth: 3 });
+    const m2 = ev(roomId, "m.room.message", { content: { body: "two" }, prev: [m1], auth: [create, join], depth: 4 });
+    const redaction = ev(roomId, "m.room.redaction", { content: { redacts: m1.eventId }, prev: [m2], auth: [create, join], depth: 5 });
+    const joinField = stateField("m.room.member", CREATOR);
+    const inputs: Omit<PersistInput, "roomId" | "expectedStream" | "createRoom">[] = [
+      {
+        ...join,
+        updatesState: false,
+        state: { groups: [{ id: "2", parent: "1", delta: { [joinField]: join.eventId }, depth: 1 }], before: "1", after: "2", current: { group: "2", set: [[joinField, join.eventId]], del: [], members: [[CREATOR, "join"]], reset: false } },
+      },
+      { ...m1, updatesState: false, state: { groups: [], before: "2", after: "2", current: { group: "2", set: [], del: [], members: [], reset: false } } },
+      { ...late, updatesState: false, status: "soft_failed", state: { groups: [], before: "2", after: "2" } },
+      { ...m2, updatesState: false, state: { groups: [], before: "2", after: "2", current: { group: "2", set: [], del: [], members: [], reset: false } } },
+      { ...redaction, updatesState: false, redaction: { target: m1.eventId, senderHasRedactLevel: true }, state: { groups: [], before: "2", after: "2", current: { group: "2", set: [], del: [], members: [], reset: false } } },
+    ];
+    let stream = 1;
+    for (const input of inputs) assert.equal(await other.persistEvent({ roomId, expectedStream: stream++, ...input }), "persisted");
+    assert.deepEqual(await store.persistEvents(roomId, inputs, { expectedStream: 1 }), ["persisted", "persisted", "persisted", "persisted", "persisted"]);
+    assert.deepEqual(await roomKeys(prefix), await roomKeys(otherPrefix));
+    assert.deepEqual(await store.getExtremities(roomId), [redaction.eventId]);
+    assert.equal((await store.getRoom(roomId))?.stream, 6);
+    await deletePrefix(redis, otherPrefix);
+  });
+
+  test("a stale stream position writes nothing of the run; stored events in it are duplicates (why: a refused run is never half-written)", async () => {
+    const { roomId, create } = await twoStores();
+    const m1 = ev(roomId, "m.room.message", { content: { body: "one" }, prev: [create], auth: [create], depth: 2 });
+    const m2 = ev(roomId, "m.room.message", { content: { body: "two" }, prev: [m1], auth: [create], depth: 3 });
+    const run = [m1, m2].map((e) => ({ ...e, updatesState: false, destinations: ["a.example"] }));
+    const before = await dump();
+    assert.equal(await store.persistEvents(roomId, run, { expectedStream: 0 }), "conflict");
+    assert.deepEqual(await dump(), before);
+    assert.deepEqual(await store.persistEvents(roomId, [run[0]!], { expectedStream: 1 }), ["persisted"]);
+    // m1 is stored now: the run at the old position is a conflict (m2 is new), nothing written.
+    const afterM1 = await dump();
+    assert.equal(await store.persistEvents(roomId, run, { expectedStream: 1 }), "conflict");
+    assert.deepEqual(await dump(), afterM1);
+    // At the current position: m1 a duplicate (nothing of it written again), m2 persisted.
+    assert.deepEqual(await store.persistEvents(roomId, run, { expectedStream: 2 }), ["duplicate", "persisted"]);
+    assert.deepEqual(await store.timeline(roomId), [
+      { eventId: create.eventId, stream: 1 },
+      { eventId: m1.eventId, stream: 2 },
+      { eventId: m2.eventId, stream: 3 },
+    ]);
+    assert.deepEqual(await redis.lrange(keys.outboundPdus("a.example"), -2, -1), [`${roomId} ${m1.eventId}`, `${roomId} ${m2.eventId}`]);
+  });
+});

@@ -1,0 +1,95 @@
+-- Events of ONE room, in order, in one atomic write: each event with its timeline entry, state
+-- groups, the groups before/after it, extremities, current state and members mirror, redaction
+-- record, and its outbox entry naming its destinations (fields e = event ID, d = destinations;
+-- moved to the destinations' queues by the fan-out stage, store/fanout.ts). A run of N events
+-- is written as persisting them one by one would write them (room-store.ts persistEvents: the
+-- caller planned each event's state against the state the previous ones leave).
+-- Checks come first, so a refused run writes nothing: an event already stored is a duplicate
+-- (skipped, nothing of it written); when any event is new, the room's stream must still be the
+-- one the caller planned at (else 'conflict' and nothing is written; the caller re-plans).
+-- Slot rule (redis-keys.ts): every key is in the room's slot. The global indexes (event → room,
+-- the rooms set) are written by the caller after this script, idempotently.
+--
+-- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
+--       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
+--       11.. one event key per event, in order
+-- ARGV: 1 roomId, 2 expected stream ("" = skip the check), 3 createRoom JSON ("" = none; the
+--       create event only), 4 N (events), then 14 per event from 5 + 14 * (i - 1):
+--       +0 eventId, +1 PDU JSON, +2 state field ("" = none), +3 member user, +4 membership,
+--       +5 prev events JSON, +6 depth, +7 status ("" = accepted), +8 destinations, space-separated
+--       ("" = none), +9 new state groups JSON [[id, groupJson], ...] ("" = none),
+--       +10 "before after" groups ("" = none), +11 current state JSON
+--       {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
+--       +12 redacted event ID ("" = not a redaction), +13 "1" when the redaction's sender had the
+--       redact level
+-- Returns 'conflict', or one result per event: 'persisted' or 'duplicate'.
+local n = tonumber(ARGV[4])
+local STRIDE = 14
+local results = {}
+local fresh = 0
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[10 + i]) == 1 then
+    results[i] = 'duplicate'
+  else
+    results[i] = 'persisted'
+    fresh = fresh + 1
+  end
+end
+if fresh == 0 then return results end
+if ARGV[2] ~= '' then
+  local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
+  if stream ~= ARGV[2] then return 'conflict' end
+end
+if ARGV[3] ~= '' then
+  local meta = cjson.decode(ARGV[3])
+  redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
+    'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
+end
+local roomDepth = tonumber(redis.call('HGET', KEYS[1], 'depth') or '0')
+local depthBefore = roomDepth
+for i = 1, n do
+  -- Within a run an event may repeat (the second copy is a duplicate of the first).
+  if results[i] == 'persisted' and redis.call('EXISTS', KEYS[10 + i]) == 1 then results[i] = 'duplicate' end
+  if results[i] == 'persisted' then
+    local a = 5 + STRIDE * (i - 1)
+    local eventId = ARGV[a]
+    redis.call('SET', KEYS[10 + i], ARGV[a + 1])
+    if ARGV[a + 9] ~= '' then
+      for _, g in ipairs(cjson.decode(ARGV[a + 9])) do redis.call('HSET', KEYS[8], g[1], g[2]) end
+    end
+    if ARGV[a + 10] ~= '' then redis.call('HSET', KEYS[9], eventId, ARGV[a + 10]) end
+    local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
+    redis.call('ZADD', KEYS[5], pos, eventId)
+    if ARGV[a + 7] ~= '' then
+      redis.call('HSET', KEYS[7], eventId, ARGV[a + 7])
+    else
+      for _, p in ipairs(cjson.decode(ARGV[a + 5])) do redis.call('SREM', KEYS[4], p) end
+      redis.call('SADD', KEYS[4], eventId)
+      local depth = tonumber(ARGV[a + 6])
+      if depth > roomDepth then roomDepth = depth end
+      if ARGV[a + 2] ~= '' then
+        redis.call('HSET', KEYS[2], ARGV[a + 2], eventId)
+        if ARGV[a + 3] ~= '' then redis.call('HSET', KEYS[3], ARGV[a + 3], ARGV[a + 4]) end
+      end
+      if ARGV[a + 11] ~= '' then
+        local cur = cjson.decode(ARGV[a + 11])
+        for _, kv in ipairs(cur.set) do redis.call('HSET', KEYS[2], kv[1], kv[2]) end
+        for _, f in ipairs(cur.del) do redis.call('HDEL', KEYS[2], f) end
+        for _, m in ipairs(cur.mem) do
+          if m[2] == '' then redis.call('HDEL', KEYS[3], m[1]) else redis.call('HSET', KEYS[3], m[1], m[2]) end
+        end
+        redis.call('HSET', KEYS[1], 'state_group', cur.g)
+        if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
+      end
+      if ARGV[a + 12] ~= '' then
+        local prior = redis.call('HGET', KEYS[10], ARGV[a + 12])
+        local entry = eventId .. ' ' .. ARGV[a + 13]
+        if prior then entry = prior .. '\n' .. entry end
+        redis.call('HSET', KEYS[10], ARGV[a + 12], entry)
+      end
+      if ARGV[a + 8] ~= '' then redis.call('XADD', KEYS[6], '*', 'e', eventId, 'd', ARGV[a + 8]) end
+    end
+  end
+end
+if roomDepth > depthBefore then redis.call('HSET', KEYS[1], 'depth', tostring(roomDepth)) end
+return results
