@@ -157,116 +157,147 @@ describe(`interop (${topology.name}): a fork between Gatehouse and Synapse with 
     await topology.teardown();
   });
 
-  for (const version of ["10", "12"]) {
-    for (const c of CASES) {
-      test(`room v${version}: ${c.name}`, async () => {
-        const creator = `@admin:${ghName}`;
-        const modG = `@forkmodg:${ghName}`;
-        const bPower = c.bPower ?? 100;
-        const users: Record<string, number> = { [modG]: 100, [modB.userId]: bPower, ...(version === "12" ? {} : { [creator]: 100 }) };
-        const created = await admin("POST", "/rooms", {
-          creator,
-          room_version: version,
-          join_rule: "public",
-          name: `fork v${version}`,
-          topic: "before the cut",
-          power_level_content_override: { users },
-        });
-        assert.equal(created.status, 200, JSON.stringify(created.body));
-        const roomId = created.body.room_id as string;
-        const t0 = Date.now();
-        assert.equal((await admin("POST", `/rooms/${enc(roomId)}/join`, { user_id: modG })).status, 200);
-        const j = await modB.join(roomId, ghName);
-        assert.equal(j.status, 200, `join: ${JSON.stringify(j.body)}`);
-        await waitFor("Synapse B to see Gatehouse's moderator joined", async () => (await modB.state(roomId, "m.room.member", modG)).body?.membership === "join");
-        await waitFor("both servers to agree before the cut", async () => stateDiff(await gatehouseState(admin, roomId), await synapseState(modB, roomId), ["G", "B"]).length === 0);
-        const log = { file: hsB.logFile(), offset: logOffset(hsB.logFile()) };
+  /** A room for `c`, both moderators joined, both servers agreeing on its state. */
+  async function roomFor(version: string, c: ForkCase): Promise<{ roomId: string; creator: string; modG: string; bPower: number }> {
+    const creator = `@admin:${ghName}`;
+    const modG = `@forkmodg:${ghName}`;
+    const bPower = c.bPower ?? 100;
+    const users: Record<string, number> = { [modG]: 100, [modB.userId]: bPower, ...(version === "12" ? {} : { [creator]: 100 }) };
+    const created = await admin("POST", "/rooms", {
+      creator,
+      room_version: version,
+      join_rule: "public",
+      name: `fork v${version}: ${c.name}`,
+      topic: "before the cut",
+      power_level_content_override: { users },
+    });
+    assert.equal(created.status, 200, JSON.stringify(created.body));
+    const roomId = created.body.room_id as string;
+    assert.equal((await admin("POST", `/rooms/${enc(roomId)}/join`, { user_id: modG })).status, 200);
+    const j = await modB.join(roomId, ghName);
+    assert.equal(j.status, 200, `join: ${JSON.stringify(j.body)}`);
+    await waitFor("Synapse B to see Gatehouse's moderator joined", async () => (await modB.state(roomId, "m.room.member", modG)).body?.membership === "join");
+    await waitFor("both servers to agree before the cut", async () => stateDiff(await gatehouseState(admin, roomId), await synapseState(modB, roomId), ["G", "B"]).length === 0);
+    return { roomId, creator, modG, bPower };
+  }
 
-        const tCut = Date.now();
-        cut.cut();
-        const made: { side: "G" | "B"; eventId: string; ts: number }[] = [];
-        try {
-          for (const s of c.steps) {
-            let r: { status: number; body: any };
-            if (s.set === "ban-victim") {
-              r = await admin("POST", `/rooms/${enc(roomId)}/ban`, { sender: modG, user_id: victim.userId, reason: "fork" });
-            } else if (s.set === "invite-victim") {
-              r = await modB.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: victim.userId });
-              // Synapse answers an invite with {}: its event ID is in B's state.
-              if (r.status === 200) r = { status: 200, body: { event_id: (await modB.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/state`)).body.find((e: any) => e.type === "m.room.member" && e.state_key === victim.userId)?.event_id } };
-            } else if (s.side === "G") {
-              if (s.set === "topic") r = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.topic`, { sender: modG, content: { topic: s.topic } });
-              else {
-                const pl = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels`)).body;
-                const content = s.set === "levels" ? { ...pl, events: { ...pl.events, "org.gatehouse.fork.g": 1 } } : { ...pl, users: { ...pl.users, [modB.userId]: 0 } };
-                r = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels`, { sender: s.set === "demote-b" ? creator : modG, content });
-              }
-            } else if (s.set === "topic") {
-              r = await modB.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: s.topic });
-            } else {
-              const pl = (await modB.state(roomId, "m.room.power_levels")).body;
-              r = await modB.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, events: { ...pl.events, "org.gatehouse.fork.b": 1 } });
-            }
-            assert.equal(r.status, 200, `${s.side} ${s.set}: ${JSON.stringify(r.body)}`);
-                made.push({ side: s.side, eventId: r.body.event_id, ts: Date.now() });
-            // origin_server_ts has millisecond resolution: keep the steps' timestamps apart.
-            await waitFor("the clock to move on", () => Date.now() > made.at(-1)!.ts + 2, 1000, 1);
-          }
-          // The fork exists: neither side has the other's events yet.
-          for (const m of made.filter((x) => x.side === "B")) assert.equal((await admin("GET", `/rooms/${enc(roomId)}/events/${enc(m.eventId)}`)).status, 404, "B's event did not cross the cut");
-          for (const m of made.filter((x) => x.side === "G"))
-            assert.equal((await modB.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(m.eventId)}`)).status, 404, "G's event did not cross the cut");
-        } finally {
-          cut.heal();
+  /** Runs `c`'s steps in order (during the cut); the events made, in order. */
+  async function runSteps(c: ForkCase, room: { roomId: string; creator: string; modG: string }): Promise<{ side: "G" | "B"; eventId: string }[]> {
+    const { roomId, creator, modG } = room;
+    const made: { side: "G" | "B"; eventId: string }[] = [];
+    for (const s of c.steps) {
+      let r: { status: number; body: any };
+      if (s.set === "ban-victim") {
+        r = await admin("POST", `/rooms/${enc(roomId)}/ban`, { sender: modG, user_id: victim.userId, reason: "fork" });
+      } else if (s.set === "invite-victim") {
+        r = await modB.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: victim.userId });
+        // Synapse answers an invite with {}: its event ID is in B's state.
+        if (r.status === 200) r = { status: 200, body: { event_id: (await synapseState(modB, roomId)).get(`m.room.member|${victim.userId}`) } };
+      } else if (s.side === "G") {
+        if (s.set === "topic") r = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.topic`, { sender: modG, content: { topic: s.topic } });
+        else {
+          const pl = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels`)).body;
+          const content = s.set === "levels" ? { ...pl, events: { ...pl.events, "org.gatehouse.fork.g": 1 } } : { ...pl, users: { ...pl.users, [modB.userId]: 0 } };
+          r = await admin("PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels`, { sender: s.set === "demote-b" ? creator : modG, content });
         }
-
-        const tHeal = Date.now();
-        // Heal: both branches cross; quiescence is the same state on both, twice in a row.
-        let last: { g: StateIds; b: StateIds } | null = null;
-        let agreedBefore = false;
-        try {
-          await waitFor(
-            "Gatehouse and Synapse B to hold both branches and show the same state",
-            async () => {
-              for (const m of made) {
-                const there = m.side === "B" ? await admin("GET", `/rooms/${enc(roomId)}/events/${enc(m.eventId)}`) : await modB.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(m.eventId)}`);
-                if (there.status !== 200) return false;
-              }
-              const [g, b] = await Promise.all([gatehouseState(admin, roomId), synapseState(modB, roomId)]);
-              last = { g, b };
-              const agree = stateDiff(g, b, ["G", "B"]).length === 0;
-              const settled = agree && agreedBefore;
-              agreedBefore = agree;
-              return settled;
-            },
-            60_000,
-            200,
-          );
-        } catch (e) {
-          const l = last as { g: StateIds; b: StateIds } | null;
-          if (l) console.log(`# state differs:\n#   ${stateDiff(l.g, l.b, ["G", "B"]).join("\n#   ")}`);
-          throw e;
-        }
-        const tConverged = Date.now();
-        const topicG = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.topic`)).body.topic;
-        const topicB = (await modB.state(roomId, "m.room.topic")).body.topic;
-        assert.equal(topicB, c.topic, `Synapse ends on the topic resolution picks (${c.why})`);
-        assert.equal(topicG, c.topic, `Gatehouse ends as Synapse does (${c.why})`);
-        const power = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels`)).body.users[modB.userId];
-        assert.equal(power, c.bKeepsPower ? bPower : 0, "B's power afterwards");
-        if (c.victim) {
-          assert.equal((await modB.state(roomId, "m.room.member", victim.userId)).body.membership, c.victim, "the victim's membership on Synapse");
-          assert.equal((await admin("GET", `/rooms/${enc(roomId)}/state/m.room.member/${enc(victim.userId)}`)).body.membership, c.victim, "on Gatehouse");
-        }
-        // Gatehouse checked B's late events against its current state (spec step 6) as it received them.
-        for (const i of c.softFailedAtG ?? []) {
-          const ev = await admin("GET", `/rooms/${enc(roomId)}/events/${enc(made[i]!.eventId)}`);
-          assert.equal(ev.body.gatehouse_status, "soft_failed", `step ${i} soft-failed at Gatehouse: ${JSON.stringify(ev.body)}`);
-        }
-        const seen = readSynapseLog(log.file, log.offset);
-        console.log(`# v${version} ${c.name}: both end on "${topicG}" (setup ${tCut - t0} ms, fork ${tHeal - tCut} ms, heal to agreement ${tConverged - tHeal} ms); Synapse B refused ${seen.refused.length} events${seen.refused.length ? `: ${seen.refused.map((l) => l.replace(/^.* - (WARNING|ERROR) - /, "")).join(" | ")}` : ""}`);
-      });
+      } else if (s.set === "topic") {
+        r = await modB.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: s.topic });
+      } else {
+        const pl = (await modB.state(roomId, "m.room.power_levels")).body;
+        r = await modB.call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, events: { ...pl.events, "org.gatehouse.fork.b": 1 } });
+      }
+      assert.equal(r.status, 200, `${s.side} ${s.set}: ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.event_id, "string");
+      made.push({ side: s.side, eventId: r.body.event_id });
+      // origin_server_ts has millisecond resolution: keep the steps' timestamps apart.
+      const at = Date.now();
+      await waitFor("the clock to move on", () => Date.now() > at + 2, 1000, 1);
     }
+    return made;
+  }
+
+  const onOtherSide = (roomId: string, m: { side: "G" | "B"; eventId: string }) =>
+    m.side === "B" ? admin("GET", `/rooms/${enc(roomId)}/events/${enc(m.eventId)}`) : modB.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(m.eventId)}`);
+
+  // One cut per room version: every case in a room of its own, their steps during the same cut
+  // (Synapse's first failed send to Gatehouse waits about 4 s before its own retry, whatever the
+  // length of the cut), one heal, then each case is checked as a subtest.
+  for (const version of ["10", "12"]) {
+    test(`room v${version}: ${CASES.length} forks, one room each, healed together`, async (t) => {
+      const rooms = await Promise.all(CASES.map((c) => roomFor(version, c)));
+      const log = { file: hsB.logFile(), offset: logOffset(hsB.logFile()) };
+      const tCut = Date.now();
+      cut.cut();
+      let made: { side: "G" | "B"; eventId: string }[][];
+      try {
+        made = await Promise.all(CASES.map((c, i) => runSteps(c, rooms[i]!)));
+        // The forks exist: neither side has the other's events yet.
+        for (const [i, list] of made.entries())
+          for (const m of list) assert.equal((await onOtherSide(rooms[i]!.roomId, m)).status, 404, `${m.side}'s event did not cross the cut (${CASES[i]!.name})`);
+      } finally {
+        cut.heal();
+      }
+      const tHeal = Date.now();
+
+      // Quiescence: in every room, both branches on both sides and the same state twice in a row.
+      const last = new Map<string, { g: StateIds; b: StateIds }>();
+      const agreedBefore = new Set<string>();
+      try {
+        await waitFor(
+          "Gatehouse and Synapse B to hold both branches and show the same state in every room",
+          async () => {
+            let settled = true;
+            for (const [i, { roomId }] of rooms.entries()) {
+              for (const m of made[i]!) if ((await onOtherSide(roomId, m)).status !== 200) return false;
+              const [g, b] = await Promise.all([gatehouseState(admin, roomId), synapseState(modB, roomId)]);
+              last.set(roomId, { g, b });
+              const agree = stateDiff(g, b, ["G", "B"]).length === 0;
+              if (!agree || !agreedBefore.has(roomId)) settled = false;
+              if (agree) agreedBefore.add(roomId);
+              else agreedBefore.delete(roomId);
+            }
+            return settled;
+          },
+          60_000,
+          200,
+        );
+      } catch (e) {
+        for (const [i, { roomId }] of rooms.entries()) {
+          const l = last.get(roomId);
+          const diff = l ? stateDiff(l.g, l.b, ["G", "B"]) : [];
+          if (diff.length) console.log(`# ${CASES[i]!.name}: state differs:\n#   ${diff.join("\n#   ")}`);
+        }
+        throw e;
+      }
+      const tConverged = Date.now();
+      const seen = readSynapseLog(log.file, log.offset);
+      console.log(
+        `# v${version}: ${CASES.length} forks made in ${tHeal - tCut} ms, agreed ${tConverged - tHeal} ms after the heal; Synapse B refused ${seen.refused.length} events` +
+          (seen.refused.length ? `: ${seen.refused.map((l) => l.replace(/^.* - (WARNING|ERROR) - /, "")).join(" | ")}` : ""),
+      );
+
+      for (const [i, c] of CASES.entries()) {
+        await t.test(c.name, async () => {
+          const { roomId, bPower } = rooms[i]!;
+          const topicG = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.topic`)).body.topic;
+          const topicB = (await modB.state(roomId, "m.room.topic")).body.topic;
+          assert.equal(topicB, c.topic, `Synapse ends on the topic resolution picks (${c.why})`);
+          assert.equal(topicG, c.topic, `Gatehouse ends as Synapse does (${c.why})`);
+          const power = (await admin("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels`)).body.users[modB.userId];
+          assert.equal(power, c.bKeepsPower ? bPower : 0, "B's power afterwards");
+          if (c.victim) {
+            assert.equal((await modB.state(roomId, "m.room.member", victim.userId)).body.membership, c.victim, "the victim's membership on Synapse");
+            assert.equal((await admin("GET", `/rooms/${enc(roomId)}/state/m.room.member/${enc(victim.userId)}`)).body.membership, c.victim, "on Gatehouse");
+          }
+          // Gatehouse checked B's late events against its current state (spec step 6) as they came.
+          for (const k of c.softFailedAtG ?? []) {
+            const ev = await admin("GET", `/rooms/${enc(roomId)}/events/${enc(made[i]![k]!.eventId)}`);
+            assert.equal(ev.body.gatehouse_status, "soft_failed", `step ${k} soft-failed at Gatehouse: ${JSON.stringify(ev.body)}`);
+          }
+          console.log(`# v${version} ${c.name}: both end on "${topicG}"`);
+        });
+      }
+    });
   }
 });
 }
