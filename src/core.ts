@@ -13,6 +13,7 @@ import { RoomStore } from "./store/room-store.js";
 import { RemoteKeys, type CachedKey } from "./keys/remote-keys.js";
 import type { OwnKeys } from "./keys/own-keys.js";
 import { FederationClient } from "./net/federation-client.js";
+import { MissingEvents } from "./rooms/missing-events.js";
 import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService, type RoomContext } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
@@ -185,6 +186,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
+    missingEvents: new MissingEvents({ rooms, store, client, logger }),
   });
 
   const accounts = new AppserviceAccounts(redis, keys, registry);

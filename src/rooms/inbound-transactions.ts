@@ -16,6 +16,7 @@ import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
 import type { RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
+import type { MissingEvents } from "./missing-events.js";
 
 export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
@@ -39,6 +40,8 @@ export interface InboundTransactionDeps {
    * server could fill a room's knock list by skipping the handshake.
    */
   knockLimit?: (roomId: string) => Promise<number>;
+  /** Fills a gap before a PDU whose prev or auth events are missing (get_missing_events from its origin). */
+  missingEvents?: MissingEvents;
 }
 
 export class InboundTransactions {
@@ -141,6 +144,9 @@ export class InboundTransactions {
         this.deps.logger.info({ origin, roomId, eventId: verified.eventId }, "knock in transaction over the room's knock limit");
         return "rate_limited";
       }
+      const filled = await this.deps.missingEvents?.fill(origin, roomId, verified.eventId, verified.pdu, snap.version, { extremities: snap.extremities, deferWake: destinations });
+      // The events filled in may have changed the room (an ACL among them): read it again for the next PDU.
+      if (filled) snapshots.delete(roomId);
       const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false, deferWake: destinations });
       results[verified.eventId] = {};
       if (out.outcome === "persisted" && verified.pdu.type === "m.room.server_acl" && verified.pdu.state_key === "") snapshots.delete(roomId);
