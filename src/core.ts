@@ -14,6 +14,7 @@ import { chooseEd25519 } from "./keys/sodium-ed25519.js";
 import { RemoteKeys, type CachedKey } from "./keys/remote-keys.js";
 import type { OwnKeys } from "./keys/own-keys.js";
 import { FederationClient } from "./net/federation-client.js";
+import { MissingEvents } from "./rooms/missing-events.js";
 import { EventVerifier } from "./rooms/event-verifier.js";
 import { RoomService, type RoomContext } from "./rooms/room-service.js";
 import { MembershipService } from "./rooms/membership.js";
@@ -206,6 +207,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
+    missingEvents: new MissingEvents({ rooms, store, client, logger }),
   });
 
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });

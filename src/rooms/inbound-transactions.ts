@@ -14,8 +14,9 @@ import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
-import type { RoomStore } from "../store/room-store.js";
+import { prevEventIds, type RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
+import type { MissingEvents } from "./missing-events.js";
 
 export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
@@ -41,6 +42,8 @@ export interface InboundTransactionDeps {
    * server could fill a room's knock list by skipping the handshake.
    */
   knockLimit?: (roomId: string) => Promise<number>;
+  /** Fills a gap before a PDU whose prev or auth events are missing (get_missing_events from its origin). */
+  missingEvents?: MissingEvents;
 }
 
 export class InboundTransactions {
@@ -92,6 +95,9 @@ export class InboundTransactions {
     // write per run of them). A PDU of another room, or an m.room.server_acl (the PDUs after it
     // are checked against it), ends the run.
     let run: { roomId: string; events: { eventId: string; pdu: Pdu }[] } | undefined;
+    // Event IDs this transaction has taken so far, per room: a PDU built on them, or on the
+    // room's forward extremities, has no gap to fill (the usual case costs no read).
+    const taken = new Map<string, Set<string>>();
     const flush = async (): Promise<void> => {
       if (!run) return;
       const { roomId, events } = run;
@@ -117,6 +123,17 @@ export class InboundTransactions {
           continue;
         }
         if (run && run.roomId !== checked.roomId) await flush();
+        const known = taken.get(checked.roomId) ?? new Set<string>();
+        taken.set(checked.roomId, known);
+        if (this.deps.missingEvents && prevEventIds(checked.pdu).some((p) => !known.has(p) && !checked.snap.extremities.includes(p))) {
+          // A possible gap (rooms/missing-events.ts): what is pending is written first, so that
+          // the gap filler sees the room as it is; the events it fills in are persisted before
+          // this PDU. They may change the room (an ACL among them): the next PDU reads it again.
+          await flush();
+          const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, checked.snap.version, { deferWake: destinations });
+          if (filled) snapshots.delete(checked.roomId);
+        }
+        known.add(checked.eventId);
         run ??= { roomId: checked.roomId, events: [] };
         run.events.push({ eventId: checked.eventId, pdu: checked.pdu });
         if (isServerAcl(checked.pdu)) await flush();
@@ -137,7 +154,7 @@ export class InboundTransactions {
     raw: unknown,
     results: Record<string, unknown>,
     snapshots: Map<string, RoomSnapshot | null>,
-  ): Promise<PduOutcome | { roomId: string; eventId: string; pdu: Pdu }> {
+  ): Promise<PduOutcome | { roomId: string; eventId: string; pdu: Pdu; snap: RoomSnapshot }> {
     const { rooms } = this.deps;
     if (!isPlainObject(raw) || typeof raw.room_id !== "string") return "rejected";
     const roomId = raw.room_id;
@@ -175,7 +192,7 @@ export class InboundTransactions {
         this.deps.logger.info({ origin, roomId, eventId: verified.eventId }, "knock in transaction over the room's knock limit");
         return "rate_limited";
       }
-      return { roomId, eventId: verified.eventId, pdu: verified.pdu };
+      return { roomId, eventId: verified.eventId, pdu: verified.pdu, snap };
     } catch (e) {
       if (e instanceof MatrixError) {
         const eventId = idOrNull();

@@ -101,6 +101,11 @@ export class SynapsePeer {
     peers(["stop", this.name]);
   }
 
+  /** Its homeserver.log, as seen from the host. */
+  logFile(): string {
+    return join(this.dirs().onHost, "homeserver.log");
+  }
+
   /** Registers (or logs in, when the user exists) and returns an access token. */
   async user(localpart: string): Promise<SynapseUser> {
     const password = `pw-${localpart}-interop`;

@@ -41,11 +41,14 @@ const logLevel = () => process.env.GATEHOUSE_LOG_LEVEL ?? "warn";
 
 class IpLiteralTopology implements InteropTopology {
   readonly name = "ip-literal" as const;
-  private readonly peers: Record<PeerRole, SynapsePeer> = {
-    A: new SynapsePeer("ghA", 18108, 18548),
-    B: new SynapsePeer("ghB", 18208, 18648),
-    C: new SynapsePeer("ghC", 18308, 18748),
-  };
+  private readonly peers: Record<PeerRole, SynapsePeer>;
+  constructor(prefix = "gh") {
+    this.peers = {
+      A: new SynapsePeer(`${prefix}A`, 18108, 18548),
+      B: new SynapsePeer(`${prefix}B`, 18208, 18648),
+      C: new SynapsePeer(`${prefix}C`, 18308, 18748),
+    };
+  }
   unavailable() {
     return interopUnavailable();
   }
@@ -79,6 +82,7 @@ class NamedTopology implements InteropTopology {
   private wellKnown: TestHttpsServer | null = null;
   private peers!: Record<PeerRole, SynapsePeer>;
   private readonly gatehouseDirs: string[] = [];
+  constructor(private readonly prefix = "dns") {}
 
   unavailable() {
     return interopUnavailable() ?? namedUnavailable();
@@ -110,9 +114,9 @@ class NamedTopology implements InteropTopology {
       caPem: this.ca.cert,
     });
     this.peers = {
-      A: new SynapsePeer("dnsA", NAMED.A.clientPort, NAMED.A.port, await named("A", [NAMED.A.host])),
-      B: new SynapsePeer("dnsB", NAMED.B.clientPort, NAMED.B.port, await named("B", [NAMED.B.serverName])),
-      C: new SynapsePeer("dnsC", NAMED.C.clientPort, NAMED.C.port, await named("C", [NAMED.C.serverName])),
+      A: new SynapsePeer(`${this.prefix}A`, NAMED.A.clientPort, NAMED.A.port, await named("A", [NAMED.A.host])),
+      B: new SynapsePeer(`${this.prefix}B`, NAMED.B.clientPort, NAMED.B.port, await named("B", [NAMED.B.serverName])),
+      C: new SynapsePeer(`${this.prefix}C`, NAMED.C.clientPort, NAMED.C.port, await named("C", [NAMED.C.serverName])),
     };
   }
 
@@ -173,8 +177,13 @@ class NamedTopology implements InteropTopology {
   }
 }
 
-export function topologies(): InteropTopology[] {
-  return [new IpLiteralTopology(), new NamedTopology()];
+/**
+ * Both topologies. `peerPrefix` names the Synapse peers' data folders and PID files in the shared
+ * chroot (`<prefix>A`, `<prefix>nA`, …) instead of the default ghA/dnsA, so a suite can run while
+ * another checkout runs the default ones.
+ */
+export function topologies(peerPrefix?: string): InteropTopology[] {
+  return peerPrefix ? [new IpLiteralTopology(peerPrefix), new NamedTopology(`${peerPrefix}n`)] : [new IpLiteralTopology(), new NamedTopology()];
 }
 
 export { NamedTopology };
