@@ -19,6 +19,7 @@ import { MembershipService } from "./rooms/membership.js";
 import { RoomHistory } from "./rooms/history.js";
 import { RoomQueries } from "./rooms/room-queries.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
+import { Participation } from "./rooms/participation.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { Sender } from "./sender/sender.js";
 import { RateLimiter } from "./http/rate-limit.js";
@@ -63,6 +64,7 @@ export interface Core extends RoomContext {
   sender: Sender;
   membership: MembershipService;
   remoteRooms: RemoteRooms;
+  participation: Participation;
   history: RoomHistory;
   queries: RoomQueries;
   transactions: InboundTransactions;
@@ -161,7 +163,19 @@ export function buildCore(opts: CoreOptions): Core {
   });
   const ctx: RoomContext = { rooms, store };
   const membership = new MembershipService(ctx, client, remoteKeys, membershipHooks(metrics));
+  const participation = new Participation({
+    rooms,
+    store,
+    client,
+    verifier,
+    serverName: config.serverName,
+    logger,
+    appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
+    onQueued: (destinations) => sender.wake(destinations),
+  });
   const remoteRooms = new RemoteRooms({
+    participation,
+    rooms,
     redis,
     keys,
     client,
@@ -185,6 +199,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
+    participation,
   });
 
   const accounts = new AppserviceAccounts(redis, keys, registry);
@@ -206,6 +221,7 @@ export function buildCore(opts: CoreOptions): Core {
     rooms,
     membership,
     remoteRooms,
+    participation,
     history,
     queries,
     transactions,

@@ -3,9 +3,10 @@
  * (the service's sender or a registered namespace user) and goes through the same room use
  * cases as the admin API and federation. Routes (src/client/routes.ts) only parse and map.
  *
- * Rooms hosted elsewhere: joining, knocking and leaving them works (rooms/remote-rooms.ts);
- * sending, reading or changing state in them is answered 400 M_UNRECOGNIZED until Gatehouse keeps
- * the state of rooms it does not host.
+ * Rooms hosted elsewhere: joining, knocking and leaving go through rooms/remote-rooms.ts; once a
+ * local user joined one, Gatehouse keeps it (rooms/participation.ts) and every other action works
+ * there as in a hosted room. A room hosted elsewhere that is not stored (only knocked on or
+ * invited to) is answered 400 M_UNRECOGNIZED for sends and reads.
  */
 import { KeyedMutex } from "../rooms/room-lock.js";
 import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
@@ -127,8 +128,15 @@ export class ClientActions {
 
   // ---- rooms: hosted here or elsewhere ---------------------------------------------------------
 
+  /** Hosted here, or hosted elsewhere and stored since a local user joined (rooms/participation.ts). */
   private async isHosted(roomId: string): Promise<boolean> {
     return (await this.store.getRoom(roomId)) !== null;
+  }
+
+  /** Hosted here: joins and leaves are local events. In a room hosted elsewhere they go through remote-rooms.ts. */
+  private async isHostedHere(roomId: string): Promise<boolean> {
+    const room = await this.store.getRoom(roomId);
+    return room !== null && !room.hostedElsewhere;
   }
 
   /**
@@ -236,7 +244,7 @@ export class ClientActions {
   /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. */
   async join(actor: Actor, roomIdOrAlias: string, via: string[]): Promise<{ room_id: string }> {
     const { roomId, servers } = await this.resolve(roomIdOrAlias, via);
-    if (await this.isHosted(roomId)) {
+    if (await this.isHostedHere(roomId)) {
       if ((await this.d.queries.membershipOf(roomId, actor.userId)) !== "join") await this.d.membership.localMembership(roomId, actor.userId, "join");
       return { room_id: roomId };
     }
@@ -245,7 +253,7 @@ export class ClientActions {
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {
-    if (await this.isHosted(roomId)) {
+    if (await this.isHostedHere(roomId)) {
       await this.d.membership.localMembership(roomId, actor.userId, "leave");
       return;
     }

@@ -16,6 +16,7 @@ import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
 import type { RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
+import type { Participation } from "./participation.js";
 
 export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
@@ -39,6 +40,8 @@ export interface InboundTransactionDeps {
    * server could fill a room's knock list by skipping the handshake.
    */
   knockLimit?: (roomId: string) => Promise<number>;
+  /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken, and gap filling. */
+  participation?: Pick<Participation, "acceptsPdus" | "fillGap">;
 }
 
 export class InboundTransactions {
@@ -114,6 +117,8 @@ export class InboundTransactions {
     }
     // Like Synapse: PDUs for rooms we do not host are left out of the response.
     if (!snap) return "unknown_room";
+    // A room hosted elsewhere that no local user is in any more: as unknown (Synapse's answer too).
+    if (this.deps.participation && !this.deps.participation.acceptsPdus(snap)) return "unknown_room";
     // The event ID keys a refusal in the answer; an accepted PDU's comes from the verifier (it
     // computes it anyway), so it is computed here only on the refusal paths. One the ID cannot
     // be computed for is left out of the answer.
@@ -141,6 +146,7 @@ export class InboundTransactions {
         this.deps.logger.info({ origin, roomId, eventId: verified.eventId }, "knock in transaction over the room's knock limit");
         return "rate_limited";
       }
+      if (snap.room.hostedElsewhere) await this.deps.participation?.fillGap(origin, snap, verified.eventId, verified.pdu);
       const out = await rooms.persistEvent(roomId, verified.eventId, verified.pdu, { origin, rejectIfSoftFailed: false, deferWake: destinations });
       results[verified.eventId] = {};
       if (out.outcome === "persisted" && verified.pdu.type === "m.room.server_acl" && verified.pdu.state_key === "") snapshots.delete(roomId);

@@ -71,6 +71,7 @@ export class MembershipService {
   async makeMembership(input: MakeMembershipInput): Promise<{ room_version: string; event: Record<string, unknown> }> {
     const { roomId, userId, origin, membership } = input;
     const snap = await this.rooms.snapshot(roomId);
+    requireHostedHere(snap);
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
     if (membership === "knock" && input.supportedVersions === undefined) throw missingParam("Missing required query parameter: ver");
@@ -168,6 +169,7 @@ export class MembershipService {
     membership: HandshakeMembership,
   ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; duplicate: boolean }> {
     const snap = await this.rooms.snapshot(roomId);
+    requireHostedHere(snap);
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
     if (membership === "knock" && !version.knock) throw forbidden(`Room version ${version.id} does not support knocking`);
@@ -405,6 +407,15 @@ export class MembershipService {
   async localMembership(roomId: string, userId: string, membership: "join" | "leave"): Promise<PersistedEvent> {
     return this.rooms.sendLocalEvent(roomId, { type: "m.room.member", sender: userId, stateKey: userId, content: { membership } });
   }
+}
+
+/**
+ * The membership handshakes (make_X and send_X) are served for rooms hosted here only: in a room
+ * hosted elsewhere Gatehouse is a participant, and other servers join through the room's host
+ * (404 M_NOT_FOUND, as for a room we do not know, so they try their next server).
+ */
+function requireHostedHere(snap: RoomSnapshot): void {
+  if (snap.room.hostedElsewhere) throw notFound(`${snap.room.roomId} is not hosted here: join it through a server that hosts it`);
 }
 
 /** Maps a failed outbound federation call to an error for the admin caller. */
