@@ -172,6 +172,7 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     onQueued: (destinations) => sender.wake(destinations),
+    onMissingEvent: (outcome) => metrics.missingEvents.inc({ outcome }),
   });
   const remoteRooms = new RemoteRooms({
     participation,

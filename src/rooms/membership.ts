@@ -405,6 +405,13 @@ export class MembershipService {
 
   /** A local user joins (e.g. an admin account added after creation) or leaves a hosted room. */
   async localMembership(roomId: string, userId: string, membership: "join" | "leave"): Promise<PersistedEvent> {
+    if (membership === "join") {
+      // In a room hosted elsewhere that no local user is in any more, our copy of the room is
+      // stale: the join must go through the room's servers (make_join/send_join).
+      const snap = await this.rooms.snapshot(roomId);
+      if (snap.room.hostedElsewhere && !snap.joinedServers.has(this.rooms.serverName))
+        throw new MatrixError(400, "M_UNKNOWN", `${roomId} is hosted elsewhere and no local user is in it: join through POST /remote/join`);
+    }
     return this.rooms.sendLocalEvent(roomId, { type: "m.room.member", sender: userId, stateKey: userId, content: { membership } });
   }
 }

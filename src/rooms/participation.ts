@@ -181,6 +181,8 @@ export interface ParticipationDeps {
   /** Application services interested in an event (as RoomService's). */
   appserviceDestinations?: (pdu: Pdu, roomId: string, stateBefore: ReadonlyMap<string, Pdu> | null) => Promise<string[]>;
   onQueued?: (destinations: readonly string[]) => void;
+  /** Gap filling outcomes (gatehouse_missing_events_total). */
+  onMissingEvent?: (outcome: "persisted" | "refused" | "gap_left") => void;
 }
 
 export class Participation {
@@ -285,13 +287,16 @@ export class Participation {
       if ((await missingOf(prevEventIds(ev))).length > 0) continue;
       try {
         await this.d.rooms.persistEvent(roomId, id, ev, { origin, rejectIfSoftFailed: false });
+        this.d.onMissingEvent?.("persisted");
       } catch (e) {
         if (!(e instanceof MatrixError)) throw e;
+        this.d.onMissingEvent?.("refused");
         this.d.logger.info({ roomId, eventId: id, origin, reason: e.message }, "refused an event fetched with get_missing_events");
       }
     }
     missing = await missingOf(prevEventIds(pdu));
     if (missing.length > 0) {
+      this.d.onMissingEvent?.("gap_left");
       this.d.logger.warn({ roomId, eventId, origin, missing }, "refused a PDU whose prev events are still missing after get_missing_events");
       throw forbidden(`prev events ${missing.join(", ")} are unknown and could not be fetched with get_missing_events`);
     }

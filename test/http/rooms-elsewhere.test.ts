@@ -24,8 +24,10 @@ class FakeHost {
   mutate: ((a: Answer) => Answer) | null = null;
   /** make_join's room_version (default: the room's). */
   makeJoinVersion: string | null = null;
-  /** Events get_missing_events answers with (null: walk back from latest_events). */
+  /** get_missing_events bodies received. */
   readonly missingRequests: unknown[] = [];
+  /** When true, get_missing_events answers with no events (a server that cannot fill the gap). */
+  withholdMissing = false;
 
   constructor(
     readonly servers: RemoteServer[],
@@ -119,6 +121,7 @@ class FakeHost {
       this.missingRequests.push(req.body);
       const b = req.body as { earliest_events: string[]; latest_events: string[]; limit: number };
       const out: Pdu[] = [];
+      if (this.withholdMissing) return [200, { events: out }];
       const seen = new Set(b.earliest_events);
       let frontier = b.latest_events.flatMap((id) => (this.events.get(id)?.prev_events as string[]) ?? []);
       while (frontier.length > 0 && out.length < b.limit) {
@@ -206,6 +209,18 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
       assert.equal(h.missingRequests.length, 1);
       for (const e of [g1, g2, g3]) assert.ok(await gh.store.getEvent(h.roomId, e.eventId), "gap event stored");
       assert.deepEqual((await gh.gh.rooms.snapshot(h.roomId)).extremities, [g3.eventId]);
+      const metric = async (outcome: string) => (await gh.gh.metrics.missingEvents.get()).values.find((v) => v.labels.outcome === outcome)?.value ?? 0;
+      assert.equal(await metric("persisted"), versionId === "10" ? 2 : 4, "two events fetched per room");
+
+      // A gap the origin cannot fill: the PDU is refused with the reason, and nothing is written.
+      h.withholdMissing = true;
+      h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "lost" });
+      const orphan = h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "orphan" });
+      await gh.assertNothingWritten(async () => {
+        const r = await send(h, [orphan.pdu]);
+        assert.match(r.body.pdus[orphan.eventId]?.error ?? "", /could not be fetched with get_missing_events/);
+      });
+      h.withholdMissing = false;
 
       // Leave: a local leave event to every server; afterwards /send PDUs are left out and nothing is written.
       const left = await gh.admin.post(`${ADMIN}/remote/leave`).send({ user_id: me, room_id: h.roomId });
