@@ -20,6 +20,7 @@ import { RoomHistory } from "./rooms/history.js";
 import { RoomQueries } from "./rooms/room-queries.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
 import { Participation } from "./rooms/participation.js";
+import type { Pdu } from "./protocol/pdu.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { Sender } from "./sender/sender.js";
 import { RateLimiter } from "./http/rate-limit.js";
@@ -150,10 +151,17 @@ export function buildCore(opts: CoreOptions): Core {
   sender.transports.add(new AppserviceTransport(registry, asClient));
   const push = new AppservicePush({ registry, redis, keys, fanout: store.fanout, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
 
+  const roomHooks = roomServiceHooks(metrics, (destinations) => sender.wake(destinations));
+  // Set once remoteRooms exists: another server's member event for a local user (a kick, a ban).
+  let onRemoteMembership: ((roomId: string, pdu: Pdu) => void) | undefined;
   const rooms = new RoomService({
     store,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
-    ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
+    ...roomHooks,
+    onPersisted: (event, origin) => {
+      roomHooks.onPersisted?.(event, origin);
+      if (origin !== null && event.pdu.type === "m.room.member") onRemoteMembership?.(event.roomId, event.pdu);
+    },
     maxForwardExtremities: config.maxForwardExtremities,
     serverName: config.serverName,
     signingKey: ownKeys.current,
@@ -188,6 +196,9 @@ export function buildCore(opts: CoreOptions): Core {
     onKnockOut: (outcome) => metrics.remoteKnocks.inc({ outcome }),
     onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
   });
+  onRemoteMembership = (roomId, pdu) => {
+    remoteRooms.noteMembership(roomId, pdu).catch((err: Error) => logger.warn({ roomId, err: err.message }, "could not record a membership change"));
+  };
   const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
   const limiter = new RateLimiter(redis, keys, clock);

@@ -336,6 +336,23 @@ export class RemoteRooms {
     return { server: this.d.serverName, version: snap.version, eventId: ev.eventId, pdu: ev.pdu, response: { state: [] } };
   }
 
+  /**
+   * Another server's member event for one of our users in a room hosted elsewhere, received over
+   * /send (a kick, a ban, an invite): the user's record follows it (a ban is recorded as "leave",
+   * the record's memberships being the four a local user can hold). Rooms without a record
+   * (hosted here) are left alone.
+   */
+  async noteMembership(roomId: string, pdu: Pdu): Promise<void> {
+    const userId = pdu.state_key;
+    if (typeof userId !== "string" || serverOfUserId(userId) !== this.d.serverName) return;
+    const existing = await this.get(userId, roomId);
+    const membership = (pdu.content as { membership?: unknown }).membership;
+    if (!existing || typeof membership !== "string" || !["knock", "invite", "join", "leave", "ban"].includes(membership)) return;
+    const record = { ...existing, membership: (membership === "ban" ? "leave" : membership) as RemoteMembership, updated_ts: this.clock() };
+    if (typeof (pdu.content as { reason?: unknown }).reason === "string") record.reason = (pdu.content as { reason: string }).reason;
+    await this.save(record);
+  }
+
   // ---- inbound /v2/invite ---------------------------------------------------------------------
 
   /**

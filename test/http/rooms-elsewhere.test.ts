@@ -144,7 +144,13 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
   let other: RemoteServer;
 
   before(async () => {
-    gh = await TestGatehouse.start({ name: "rooms-elsewhere" });
+    // An application service (workers are off: its queue is read, never sent) whose namespace holds the joiners.
+    gh = await TestGatehouse.start({
+      name: "rooms-elsewhere",
+      registrations: [
+        `id: bridge\nurl: http://127.0.0.1:9\nas_token: as-token-elsewhere-01\nhs_token: hs-token-elsewhere-01\nsender_localpart: elsewherebot\nrate_limited: false\nnamespaces:\n  users:\n    - exclusive: true\n      regex: "@_as_.*:gatehouse\\\\.test"\n`,
+      ],
+    });
     host = await RemoteServer.start();
     other = await RemoteServer.start();
   });
@@ -164,13 +170,14 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
   for (const versionId of ["10", "12"]) {
     test(`v${versionId}: join stores the room; /send PDUs are authorised and stored, never relayed; local events reach every server; leave stops it`, async () => {
       const h = await FakeHost.room([host, other], versionId);
-      const me = gh.local(`joiner${versionId}`);
+      const me = gh.local(`_as_joiner${versionId}`);
       const res = await join(me, h);
       assert.equal(res.status, 200, JSON.stringify(res.body));
       const room = await gh.store.getRoom(h.roomId);
       assert.equal(room?.hostedElsewhere, true, "flagged as hosted elsewhere");
       const snap = await gh.gh.rooms.snapshot(h.roomId);
       assert.deepEqual(snap.extremities, [h.tip], "our join is the only forward extremity");
+      const joinId = h.tip;
       assert.deepEqual([...snap.joinedServers].sort(), [gh.serverName, host.serverName, other.serverName].sort());
       assert.equal(snap.state.get(stateField("m.room.member", me))?.content.membership, "join");
       assert.deepEqual(await queued(host, h), [], "the join went through send_join: nothing queued");
@@ -199,6 +206,9 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
       assert.deepEqual(await queued(host, h), [m.body.event_id]);
       assert.deepEqual(await queued(other, h), [m.body.event_id]);
       h.apply(m.body.event_id, stored!);
+      // The application service whose namespace holds the joiner gets the room's events, as in a hosted room.
+      const forService = (await gh.redis.lrange(`${gh.prefix}:out:{as:bridge}:pdus`, 0, -1)).filter((r) => r.startsWith(`${h.roomId} `)).map((r) => r.split(" ")[1]);
+      assert.deepEqual(forService, [joinId, msg.eventId, topic.eventId, m.body.event_id]);
 
       // A gap: the host sends the third of three events; the first two come from get_missing_events.
       const g1 = h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "gap 1" });
@@ -234,6 +244,26 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
       });
       const noSend = await gh.admin.post(`${ADMIN}/rooms/${enc(h.roomId)}/send/m.room.message`).send({ sender: me, content: { body: "x" } });
       assert.equal(noSend.status, 403, "no more local sends once left");
+    });
+  }
+
+  for (const action of ["kick", "ban"] as const) {
+    test(`${action}ed by the host: the record follows, /send PDUs are left out, nothing more is sent`, async () => {
+      const h = await FakeHost.room([host, other], "12");
+      const me = gh.local(`${action}ed`);
+      assert.equal((await join(me, h)).status, 200);
+      const out = h.build("m.room.member", h.user("alice"), { membership: action === "kick" ? "leave" : "ban", reason: "bye" }, me);
+      assert.deepEqual((await send(h, [out.pdu])).body.pdus, { [out.eventId]: {} });
+      const record = (await gh.admin.get(`${ADMIN}/remote/memberships?user_id=${enc(me)}`)).body.memberships.find((r: { room_id: string }) => r.room_id === h.roomId);
+      assert.equal(record.membership, "leave");
+      assert.equal(record.reason, "bye");
+      const late = h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "after" });
+      await gh.assertNothingWritten(async () => assert.deepEqual((await send(h, [late.pdu])).body.pdus, {}));
+      const refused = await gh.admin.post(`${ADMIN}/rooms/${enc(h.roomId)}/send/m.room.message`).send({ sender: me, content: { body: "x" } });
+      assert.equal(refused.status, 403);
+      const rejoin = await gh.admin.post(`${ADMIN}/rooms/${enc(h.roomId)}/join`).send({ user_id: me });
+      assert.equal(rejoin.status, 400, "a local join into a room we are no longer in is refused: /remote/join");
+      assert.deepEqual(await queued(host, h), [], "nothing was sent");
     });
   }
 
