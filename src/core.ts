@@ -215,7 +215,7 @@ export function buildCore(opts: CoreOptions): Core {
   });
 
   const accounts = new AppserviceAccounts(redis, keys, registry);
-  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });
+  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger, participation });
   const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
 
   return {

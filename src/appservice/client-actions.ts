@@ -16,6 +16,7 @@ import type { RoomQueries } from "../rooms/room-queries.js";
 import type { MembershipService } from "../rooms/membership.js";
 import type { RemoteRooms } from "../rooms/remote-rooms.js";
 import type { RoomHistory } from "../rooms/history.js";
+import type { Participation } from "../rooms/participation.js";
 import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
 import { remoteRefusal } from "../rooms/membership.js";
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from "../protocol/errors.js";
@@ -89,6 +90,8 @@ export interface ClientActionsDeps {
   redis: Redis;
   keys: RedisKeys;
   logger: Logger;
+  /** Rooms hosted elsewhere: history before what is stored, fetched when /messages reaches it. */
+  participation?: Pick<Participation, "backfill">;
 }
 
 const POWER_LEVEL_NUMBERS = ["ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"];
@@ -441,7 +444,8 @@ export class ClientActions {
     if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
     let from: number | null = null;
     if (q.from !== undefined) {
-      if (typeof q.from !== "string" || !/^s\d{1,15}$/.test(q.from)) throw invalidParam("from is not a token this server gave out");
+      // Backfilled history (rooms hosted elsewhere) sits at negative stream positions.
+      if (typeof q.from !== "string" || !/^s-?\d{1,15}$/.test(q.from)) throw invalidParam("from is not a token this server gave out");
       from = Number(q.from.slice(1));
     }
     let limit = 10;
@@ -451,7 +455,20 @@ export class ClientActions {
     }
     await this.requireJoined(roomId, actor);
     if (limit === 0) return { chunk: [], start: `s${from ?? 0}` };
-    const page = await this.d.queries.timeline(roomId, { dir, from, limit });
+    let page = await this.d.queries.timeline(roomId, { dir, from, limit });
+    // The start of what is stored: in a room hosted elsewhere, ask a server in it for more (backfill).
+    if (dir === "b" && page.next === null && this.d.participation) {
+      const more = await this.d.participation.backfill(roomId, limit - page.events.length).catch((e: unknown) => {
+        this.d.logger.warn({ roomId, err: (e as Error).message }, "backfill failed");
+        return 0;
+      });
+      if (more > 0) {
+        page = await this.d.queries.timeline(roomId, { dir, from, limit });
+        // There may be more before what was just fetched: the next page asks again.
+        const last = page.events.at(-1);
+        if (page.next === null && last) page = { ...page, next: last.stream };
+      }
+    }
     // History visibility and redactions (and no dummy events) through the same use case as /event.
     const visible = await this.d.history.visibleEventsForUser(roomId, actor.userId, page.events.map((e) => ({ eventId: e.eventId, pdu: e.pdu })));
     const chunk = visible.map(toServedClientEvent);

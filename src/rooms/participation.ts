@@ -13,7 +13,11 @@
  * - prev_events Gatehouse lacks are fetched from the sending server with /get_missing_events
  *   (fillGap), in rounds of at most 10 events, at most MAX_GAP_ROUNDS rounds, never below the
  *   depth of our own join. An event whose prev events are still missing then is REFUSED with a
- *   logged reason (no outlier with state from /state_ids: see the report's missing list).
+ *   logged reason (no outlier with state from /state_ids: see the report's missing list);
+ * - history before our join is fetched on demand (backfill: a client's /messages reached the
+ *   start of what is stored) with /backfill from a server in the room, each event stored before
+ *   the timeline's start with the state at it (from its prev event's, or /state_ids when that is
+ *   not known) and checked against its auth events and that state.
  */
 import { checkEventAuth, type EventLike } from "../protocol/auth/index.js";
 import { MatrixError, forbidden } from "../protocol/errors.js";
@@ -21,9 +25,9 @@ import { roomIdFromCreateEvent } from "../protocol/event-hashing.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
-import { authEventIds, prevEventIds, stateField, type RoomStore } from "../store/room-store.js";
+import { authEventIds, prevEventIds, stateField, type RoomStore, type StateGroupWrite } from "../store/room-store.js";
 import { joinedServerOf } from "../store/state-cache.js";
-import type { FederationClient } from "../net/federation-client.js";
+import { FederationRequestError, type FederationClient } from "../net/federation-client.js";
 import type { EventVerifier } from "./event-verifier.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
 import type { Logger } from "../logger.js";
@@ -32,6 +36,10 @@ import type { Logger } from "../logger.js";
 export const GAP_LIMIT = 10;
 /** Calls per gap: a gap longer than GAP_LIMIT × MAX_GAP_ROUNDS events is refused. */
 export const MAX_GAP_ROUNDS = 5;
+/** Events asked for per /backfill call at most. */
+export const MAX_BACKFILL = 50;
+/** State events fetched one by one (/event) per backfill at most; beyond, the backfill stops. */
+const MAX_BACKFILL_FETCHES = 500;
 
 /** A send_join response that failed a check: 502, nothing stored. */
 export function badSendJoin(server: string, why: string): MatrixError {
@@ -307,6 +315,137 @@ export class Participation {
     const [first] = await this.d.store.timeline(snap.room.roomId, 0, 1);
     const ev = first ? await this.d.store.getEvent(snap.room.roomId, first.eventId) : null;
     return typeof ev?.depth === "number" ? ev.depth : 0;
+  }
+
+  /**
+   * Fetches up to `limit` events older than the start of the room's timeline with /backfill from
+   * a server in the room and stores them before it (see the module comment). Returns how many were
+   * stored; 0 when the room is not hosted elsewhere, no local user is in it, the timeline starts
+   * with the create event, or no server answered.
+   */
+  async backfill(roomId: string, limit: number): Promise<number> {
+    const snap = await this.snapshotIfElsewhere(roomId);
+    if (!snap || !this.localUserJoined(snap)) return 0;
+    const { store } = this.d;
+    const version = snap.version;
+    const start = await store.timelineStart(roomId);
+    if (!start) return 0;
+    const first = await store.getEvent(roomId, start.eventId);
+    if (!first || first.type === "m.room.create") return 0;
+    const wanted = Math.max(1, Math.min(limit, MAX_BACKFILL));
+    for (const server of this.otherServers(snap)) {
+      let answer: { pdus?: unknown };
+      try {
+        answer = await this.d.client.call<{ pdus?: unknown }>("GET", server, `/_matrix/federation/v1/backfill/${encodeURIComponent(roomId)}?v=${encodeURIComponent(start.eventId)}&limit=${wanted + 1}`);
+      } catch (e) {
+        this.d.logger.info({ roomId, server, err: (e as Error).message }, "backfill failed");
+        continue;
+      }
+      const pdus = Array.isArray(answer.pdus) ? answer.pdus.slice(0, wanted * 2) : [];
+      const got = new Map<string, Pdu>();
+      for (const raw of pdus) {
+        const checked = await this.d.verifier.verify(raw, version);
+        if (!checked.ok || checked.pdu.room_id !== roomId || checked.eventId === start.eventId) continue;
+        got.set(checked.eventId, checked.pdu);
+      }
+      // Events already in the timeline are left out.
+      const inTimeline = await store.streamsOf(roomId, [...got.keys()]);
+      [...got.keys()].forEach((id, i) => inTimeline[i] !== null && got.delete(id));
+      if (got.size === 0) continue;
+      return this.storeBackfill(server, snap, start.stream, got);
+    }
+    return 0;
+  }
+
+  private async storeBackfill(server: string, snap: RoomSnapshot, startStream: number, got: Map<string, Pdu>): Promise<number> {
+    const { store } = this.d;
+    const roomId = snap.room.roomId;
+    const version = snap.version;
+    const createId = version.roomIdIsCreateEventHash ? `$${roomId.slice(1)}` : snap.stateIds.get(stateField("m.room.create", ""));
+    const fetched = new Map<string, Pdu>();
+    let fetches = 0;
+    /** Events by ID: fetched now, backfilled now, or stored (redacted state events served redacted). */
+    const eventsOf = async (ids: readonly string[]): Promise<Map<string, Pdu>> => {
+      const out = new Map<string, Pdu>();
+      const rest: string[] = [];
+      for (const id of ids) {
+        const ev = got.get(id) ?? fetched.get(id);
+        if (ev) out.set(id, ev);
+        else rest.push(id);
+      }
+      for (const [id, ev] of await store.getStateEvents(roomId, version, rest)) out.set(id, ev);
+      for (const id of rest.filter((x) => !out.has(x))) {
+        if (++fetches > MAX_BACKFILL_FETCHES) throw new MatrixError(502, "M_UNKNOWN", `backfill of ${roomId} needs more than ${MAX_BACKFILL_FETCHES} state events`);
+        const r = await this.d.client.call<{ pdus?: unknown }>("GET", server, `/_matrix/federation/v1/event/${encodeURIComponent(id)}`);
+        const raw = Array.isArray(r.pdus) ? r.pdus[0] : undefined;
+        const checked = await this.d.verifier.verify(raw, version);
+        if (!checked.ok || checked.eventId !== id) continue;
+        fetched.set(id, checked.pdu);
+        out.set(id, checked.pdu);
+      }
+      return out;
+    };
+    const groups: StateGroupWrite[] = [];
+    const ids = await store.allocateStateGroups(roomId, got.size * 2);
+    const after = new Map<string, { group: string; ids: Map<string, string> }>();
+    const written: { eventId: string; pdu: Pdu; before: string; after: string }[] = [];
+    const order = [...got].sort(([a, x], [b, y]) => (x.depth ?? 0) - (y.depth ?? 0) || (a < b ? -1 : 1));
+    try {
+      for (const [eventId, pdu] of order) {
+        // The state before it: after its one prev event when we built that, else /state_ids.
+        const prevs = prevEventIds(pdu);
+        let before = prevs.length === 1 ? after.get(prevs[0]!) : undefined;
+        if (!before) {
+          const r = await this.d.client.call<{ pdu_ids?: unknown }>("GET", server, `/_matrix/federation/v1/state_ids/${encodeURIComponent(roomId)}?event_id=${encodeURIComponent(eventId)}`);
+          const list = Array.isArray(r.pdu_ids) ? r.pdu_ids.filter((x): x is string => typeof x === "string") : [];
+          const events = await eventsOf(list);
+          const state = new Map<string, string>();
+          for (const [id, ev] of events) if (typeof ev.state_key === "string" && ev.room_id === roomId) state.set(stateField(ev.type, ev.state_key), id);
+          const id = ids.shift()!;
+          groups.push({ id, parent: null, delta: Object.fromEntries(state), depth: 0 });
+          before = { group: id, ids: state };
+        }
+        // The auth rules: against its auth events, then against the state before it.
+        const authIds = authEventIds(pdu);
+        const auth = await eventsOf(createId && !authIds.includes(createId) && pdu.type !== "m.room.create" ? [...authIds, createId] : authIds);
+        const authState = new Map<string, Pdu>();
+        for (const ev of auth.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
+        const listed = authIds.map((id) => auth.get(id)).filter((e): e is Pdu => e !== undefined);
+        const opts = { createEventId: createId, verifyJoinAuthorisedVia: signedByServerOf };
+        let verdict = listed.length === authIds.length ? checkEventAuth(pdu, version, (t, k) => authState.get(stateField(t, k)), { ...opts, authEvents: listed }) : { allowed: false, reason: "unknown auth events" };
+        if (verdict.allowed) {
+          const stateEvents = await eventsOf([...before.ids.values()]);
+          verdict = checkEventAuth(pdu, version, (t, k) => stateEvents.get(before!.ids.get(stateField(t, k)) ?? ""), opts);
+        }
+        if (!verdict.allowed) {
+          this.d.logger.info({ roomId, eventId, reason: verdict.reason }, "refused a backfilled event");
+          continue;
+        }
+        let afterState = before;
+        if (typeof pdu.state_key === "string") {
+          const field = stateField(pdu.type, pdu.state_key);
+          const id = ids.shift()!;
+          const parent = groups.find((g) => g.id === before!.group);
+          groups.push({ id, parent: before.group, delta: { [field]: eventId }, depth: (parent?.depth ?? (await store.stateGroupDepth(roomId, before.group))) + 1 });
+          afterState = { group: id, ids: new Map(before.ids).set(field, eventId) };
+        }
+        after.set(eventId, afterState);
+        written.push({ eventId, pdu, before: before.group, after: afterState.group });
+      }
+    } catch (e) {
+      if (!(e instanceof MatrixError) && !(e instanceof FederationRequestError)) throw e;
+      this.d.logger.info({ roomId, server, err: (e as Error).message }, "backfill stopped");
+    }
+    if (written.length === 0) return 0;
+    // Just before the timeline's start, oldest first.
+    const events = written.map((w, i) => ({ ...w, score: startStream - (written.length - i) }));
+    const stored = await store.persistBackfill(roomId, {
+      groups,
+      outliers: [...fetched].filter(([id]) => !got.has(id)).map(([eventId, pdu]) => ({ eventId, pdu })),
+      events,
+    });
+    this.d.logger.info({ roomId, server, stored }, "backfilled a room hosted elsewhere");
+    return stored;
   }
 
   /** Servers with a joined member in the room's current state, but ours. */

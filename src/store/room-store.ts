@@ -301,6 +301,7 @@ export interface JoinedRoomInput {
 type RedisWithScripts = Redis & {
   gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistJoinedRoom(numKeys: number, ...args: string[]): Promise<string>;
+  gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
   gatehousePersistEvent(numKeys: number, ...args: string[]): Promise<string>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number, (string | null)[]]]>;
@@ -363,7 +364,7 @@ export class RoomStore {
     if (!("gatehousePersistEvent" in redis)) {
       redis.defineCommand("gatehousePersistEvent", { lua: PERSIST_EVENT_LUA });
     }
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistJoinedRoom: "persist-joined-room" });
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
@@ -642,6 +643,42 @@ export class RoomStore {
       for (const g of [groupBefore, groupAfter]) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
     }
     return result as "persisted" | "duplicate" | "hosted";
+  }
+
+  /** The first event of the room's timeline (lowest stream position, backfilled ones included). */
+  async timelineStart(roomId: string): Promise<{ eventId: string; stream: number } | null> {
+    const flat = await this.redis.zrange(this.keys.timeline(roomId), 0, 0, "WITHSCORES");
+    return flat.length >= 2 ? { eventId: flat[0]!, stream: Number(flat[1]) } : null;
+  }
+
+  /**
+   * Writes events fetched with /backfill before the start of the timeline (persist-backfill.lua):
+   * `events` oldest first with their state groups; `groups` the new groups; `outliers` the state
+   * events fetched to build their state. Returns how many were written.
+   */
+  async persistBackfill(
+    roomId: string,
+    input: {
+      groups: readonly StateGroupWrite[];
+      outliers: readonly { eventId: string; pdu: Pdu }[];
+      events: readonly { eventId: string; pdu: Pdu; before: string; after: string; score: number }[];
+    },
+  ): Promise<number> {
+    const k = this.keys;
+    const written = await this.redis.gatehousePersistBackfill(
+      4 + input.outliers.length + input.events.length,
+      k.timeline(roomId), k.stateGroups(roomId), k.eventState(roomId), k.eventStatus(roomId),
+      ...input.outliers.map((e) => k.event(roomId, e.eventId)),
+      ...input.events.map((e) => k.event(roomId, e.eventId)),
+      String(input.outliers.length), String(input.events.length),
+      JSON.stringify(input.groups.map(storedGroup)),
+      ...input.outliers.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+      ...input.events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu), `${e.before} ${e.after}`, String(e.score)]),
+    );
+    const all = [...input.outliers, ...input.events];
+    if (all.length > 0) await this.redis.hset(k.eventRooms(), Object.fromEntries(all.map((e) => [e.eventId, roomId])));
+    for (const g of input.groups) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
+    return written;
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {

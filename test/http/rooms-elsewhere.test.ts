@@ -16,6 +16,8 @@ type Answer = { state: Pdu[]; auth_chain: Pdu[]; event?: Pdu; members_omitted?: 
 /** A room hosted by fake remote servers: events signed by the sender's server, answers to make_join/send_join/get_missing_events. */
 class FakeHost {
   readonly events = new Map<string, Pdu>();
+  /** The state before each event (for /state_ids). */
+  readonly stateBefore = new Map<string, Map<string, string>>();
   readonly state = new Map<string, string>();
   roomId = "";
   tip = "";
@@ -28,6 +30,8 @@ class FakeHost {
   readonly missingRequests: unknown[] = [];
   /** When true, get_missing_events answers with no events (a server that cannot fill the gap). */
   withholdMissing = false;
+  /** /backfill requests answered. */
+  backfills = 0;
 
   constructor(
     readonly servers: RemoteServer[],
@@ -65,6 +69,7 @@ class FakeHost {
   }
 
   apply(eventId: string, pdu: Pdu): void {
+    this.stateBefore.set(eventId, new Map(this.state));
     this.events.set(eventId, pdu);
     this.tip = eventId;
     this.depth = Math.max(this.depth, pdu.depth);
@@ -134,6 +139,31 @@ class FakeHost {
       return [200, { events: out }];
     }
     if (req.method === "PUT" && path.startsWith("/_matrix/federation/v1/send/")) return [200, { pdus: {} }];
+    const query = new URLSearchParams(req.url.split("?")[1] ?? "");
+    if (req.method === "GET" && path.startsWith("/_matrix/federation/v1/backfill/")) {
+      // From the `v` events back through prev_events, breadth first, `limit` events (v included, as Synapse).
+      const out: Pdu[] = [];
+      const seen = new Set<string>();
+      const frontier = query.getAll("v");
+      while (frontier.length > 0 && out.length < Number(query.get("limit"))) {
+        const id = frontier.shift()!;
+        if (seen.has(id) || !this.events.has(id)) continue;
+        seen.add(id);
+        out.push(this.events.get(id)!);
+        frontier.push(...(this.events.get(id)!.prev_events as string[]));
+      }
+      this.backfills++;
+      return [200, { origin: this.host.serverName, origin_server_ts: Date.now(), pdus: out }];
+    }
+    if (req.method === "GET" && path.startsWith("/_matrix/federation/v1/state_ids/")) {
+      const before = this.stateBefore.get(query.get("event_id") ?? "");
+      if (!before) return [404, { errcode: "M_NOT_FOUND", error: "unknown event" }];
+      return [200, { pdu_ids: [...before.values()], auth_chain_ids: this.authChain(before.values()).map((e) => [...this.events].find(([, x]) => x === e)![0]) }];
+    }
+    if (req.method === "GET" && path.startsWith("/_matrix/federation/v1/event/")) {
+      const ev = this.events.get(decodeURIComponent(path.split("/").pop()!));
+      return ev ? [200, { origin: this.host.serverName, origin_server_ts: Date.now(), pdus: [ev] }] : [404, { errcode: "M_NOT_FOUND", error: "no such event" }];
+    }
     return null;
   }
 }
@@ -266,6 +296,30 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
       assert.deepEqual(await queued(host, h), [], "nothing was sent");
     });
   }
+
+  test("history before the join is backfilled when a client's /messages reaches the start of what is stored", async () => {
+    const h = await FakeHost.room([host, other], "10");
+    const early = ["one", "two", "three"].map((body) => h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body }));
+    const reg = await gh.client("POST", "/_matrix/client/v3/register").set("Authorization", "Bearer as-token-elsewhere-01").send({ type: "m.login.application_service", username: "_as_reader" });
+    assert.equal(reg.status, 200, JSON.stringify(reg.body));
+    const me = reg.body.user_id as string;
+    assert.equal((await join(me, h)).status, 200);
+    const messages = (from?: string) =>
+      gh.client("GET", `/_matrix/client/v3/rooms/${enc(h.roomId)}/messages?dir=b&limit=5${from ? `&from=${from}` : ""}&user_id=${enc(me)}`).set("Authorization", "Bearer as-token-elsewhere-01");
+    const page = await messages();
+    assert.equal(page.status, 200, JSON.stringify(page.body));
+    assert.equal(h.backfills, 1);
+    const bodies = page.body.chunk.filter((e: { type: string }) => e.type === "m.room.message").map((e: { content: { body: string } }) => e.content.body);
+    assert.deepEqual(bodies, ["three", "two", "one"], "newest first, fetched with /backfill");
+    assert.ok(page.body.end, "more to read");
+    const next = await messages(page.body.end);
+    assert.equal(next.status, 200, JSON.stringify(next.body));
+    assert.ok(next.body.chunk.some((e: { type: string }) => e.type === "m.room.create"), "down to the create event");
+    // Stored before the timeline, with state: the current state and extremities are unchanged.
+    const snap = await gh.gh.rooms.snapshot(h.roomId);
+    assert.deepEqual(snap.extremities, [h.tip]);
+    for (const e of early) assert.ok((await gh.store.eventStateGroups(h.roomId, [e.eventId])).has(e.eventId), "state at each backfilled event");
+  });
 
   test("an event whose content hash fails is stored redacted (spec), the room still joins", async () => {
     const h = await FakeHost.room([host, other], "10");
