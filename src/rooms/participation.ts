@@ -345,7 +345,9 @@ export class Participation {
       const got = new Map<string, Pdu>();
       for (const raw of pdus) {
         const checked = await this.d.verifier.verify(raw, version);
-        if (!checked.ok || checked.pdu.room_id !== roomId || checked.eventId === start.eventId) continue;
+        // In the room: its room_id, or (a v12 create event has none) the room ID is its hash.
+        const inRoom = checked.ok && (checked.pdu.room_id === roomId || (version.roomIdIsCreateEventHash && checked.eventId === `$${roomId.slice(1)}`));
+        if (!checked.ok || !inRoom || checked.eventId === start.eventId) continue;
         got.set(checked.eventId, checked.pdu);
       }
       // Events already in the timeline are left out.
@@ -400,7 +402,8 @@ export class Participation {
           const list = Array.isArray(r.pdu_ids) ? r.pdu_ids.filter((x): x is string => typeof x === "string") : [];
           const events = await eventsOf(list);
           const state = new Map<string, string>();
-          for (const [id, ev] of events) if (typeof ev.state_key === "string" && ev.room_id === roomId) state.set(stateField(ev.type, ev.state_key), id);
+          // (A v12 create event has no room_id: it is the room's by its ID.)
+          for (const [id, ev] of events) if (typeof ev.state_key === "string" && (ev.room_id === roomId || id === createId)) state.set(stateField(ev.type, ev.state_key), id);
           const id = ids.shift()!;
           groups.push({ id, parent: null, delta: Object.fromEntries(state), depth: 0 });
           before = { group: id, ids: state };

@@ -297,10 +297,10 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
     });
   }
 
-  test("history before the join is backfilled when a client's /messages reaches the start of what is stored", async () => {
-    const h = await FakeHost.room([host, other], "10");
+  for (const versionId of ["10", "12"]) test(`v${versionId}: history before the join is backfilled when a client's /messages reaches the start of what is stored`, async () => {
+    const h = await FakeHost.room([host, other], versionId);
     const early = ["one", "two", "three"].map((body) => h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body }));
-    const reg = await gh.client("POST", "/_matrix/client/v3/register").set("Authorization", "Bearer as-token-elsewhere-01").send({ type: "m.login.application_service", username: "_as_reader" });
+    const reg = await gh.client("POST", "/_matrix/client/v3/register").set("Authorization", "Bearer as-token-elsewhere-01").send({ type: "m.login.application_service", username: `_as_reader${versionId}` });
     assert.equal(reg.status, 200, JSON.stringify(reg.body));
     const me = reg.body.user_id as string;
     assert.equal((await join(me, h)).status, 200);

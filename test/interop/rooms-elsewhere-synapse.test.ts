@@ -4,12 +4,14 @@
  * invite); Synapse's messages and a topic change reach Gatehouse, which stores them with the right
  * state; the Gatehouse user sends messages and a topic change through the client API, which
  * Synapse accepts (checked through Synapse's client API); a gap (Gatehouse down while Synapse sends)
- * is filled with get_missing_events once it is back; leaving stops it. In both topologies
+ * (Synapse's transactions lost while Gatehouse is down) is filled with get_missing_events; history from before the join is backfilled
+ * when the user's /messages reaches it; leaving stops it. In both topologies
  * (test/support/topology.ts): IP literals, and the named server hs-c.test (DNS, TLS verified).
  */
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import https from "node:https";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -65,6 +67,32 @@ for (const topology of topologies()) {
     /** The client API of Gatehouse, as the application service acting for `userId`. */
     const client = (method: string, path: string, userId: string, body?: unknown) =>
       jsonRequest(`http://127.0.0.1:${lb.gh.clientPort}/_matrix/client/v3${path}${path.includes("?") ? "&" : "?"}user_id=${enc(userId)}`, method, asToken, body);
+
+    /** On Gatehouse's federation address while it is stopped: /send answered 200 and dropped, the rest 400. */
+    async function outagePage(): Promise<{ sends: number; close(): Promise<void> }> {
+      const cfg = lb.gh.gatehouse.config;
+      const state = { sends: 0 };
+      const server = https.createServer({ cert: readFileSync(cfg.tls!.certFile), key: readFileSync(cfg.tls!.keyFile) }, (req, res) => {
+        req.resume();
+        if (req.method === "PUT" && req.url?.startsWith("/_matrix/federation/v1/send/")) {
+          state.sends++;
+          res.writeHead(200, { "Content-Type": "application/json" }).end('{"pdus":{}}');
+          return;
+        }
+        res.writeHead(400, { "Content-Type": "application/json" }).end('{"errcode":"M_UNKNOWN","error":"down for maintenance"}');
+      });
+      await new Promise<void>((resolve) => server.listen(lb.gh.federationPort, cfg.federation.host, () => resolve()));
+      return {
+        get sends() {
+          return state.sends;
+        },
+        close: () =>
+          new Promise<void>((resolve) => {
+            server.closeAllConnections();
+            server.close(() => resolve());
+          }),
+      };
+    }
 
     async function register(localpart: string): Promise<string> {
       const r = await jsonRequest(`http://127.0.0.1:${lb.gh.clientPort}/_matrix/client/v3/register`, "POST", asToken, { type: "m.login.application_service", username: localpart });
@@ -135,22 +163,32 @@ for (const topology of topologies()) {
           return ev.status === 200 && ev.body.content?.body === "hello synapse" && t.body.topic === "from gatehouse";
         });
 
-        // A gap: Gatehouse is down while Synapse sends three messages. Back up, it sends one of
-        // its own (an authenticated request wakes Synapse's queue for it); Synapse catches up with
-        // its latest event only, and Gatehouse fetches the two before it with get_missing_events.
+        // A gap: while Gatehouse is stopped, a box on its address takes Synapse's transactions and
+        // drops them (answers 200, as a lossy middlebox would), so Synapse believes three messages
+        // delivered. Back up, Synapse's next message references the last of them: Gatehouse
+        // fetches all three from Synapse with get_missing_events before accepting it.
         const gaps: string[] = [];
         await lb.restart(async () => {
-          for (const body of ["gap 1", "gap 2", "gap 3"]) gaps.push(await synapseSend(roomId, body));
+          const down = await outagePage();
+          try {
+            for (const body of ["gap 1", "gap 2", "gap 3"]) {
+              const before = down.sends;
+              gaps.push(await synapseSend(roomId, body));
+              await waitFor("Synapse to send it into the void", async () => down.sends > before);
+            }
+          } finally {
+            await down.close();
+          }
         });
+        const afterGap = await synapseSend(roomId, "after the gap");
+        await waitFor("Gatehouse to fill the gap", async () => {
+          for (const id of [...gaps, afterGap]) if (!(await onGatehouse(roomId, id))) return false;
+          return true;
+        }, 60_000);
+        const fetched = (await lb.gh.gatehouse.metrics.missingEvents.get()).values.find((v) => v.labels.outcome === "persisted")?.value ?? 0;
+        assert.equal(fetched, 3, "the three dropped events came from get_missing_events");
         const wake = await client("PUT", `/rooms/${enc(roomId)}/send/m.room.message/g2`, user, { msgtype: "m.text", body: "back" });
         assert.equal(wake.status, 200, JSON.stringify(wake.body));
-        await waitFor("Gatehouse to fill the gap", async () => {
-          for (const id of gaps) if (!(await onGatehouse(roomId, id))) return false;
-          return true;
-        }, 90_000);
-        // Synapse caught up with its latest event; the others came from get_missing_events.
-        const fetched = (await lb.gh.gatehouse.metrics.missingEvents.get()).values.find((v) => v.labels.outcome === "persisted")?.value ?? 0;
-        assert.ok(fetched >= 2, `at least two events fetched with get_missing_events (${fetched})`);
         const g1 = await client("GET", `/rooms/${enc(roomId)}/event/${enc(gaps[0]!)}`, user);
         assert.equal(g1.status, 200, JSON.stringify(g1.body));
 
@@ -162,9 +200,10 @@ for (const topology of topologies()) {
         assert.equal(after.status, 403, JSON.stringify(after.body));
       });
 
-      test(`v${version}: join after an invite; Synapse's message arrives`, async () => {
+      test(`v${version}: join after an invite; Synapse's message arrives; earlier history is backfilled`, async () => {
         const roomId = await synapseRoom(version, "private_chat");
         const user = await register(`_re_invited${version}_${topology.name === "named" ? "n" : "i"}`);
+        const earlier = [await synapseSend(roomId, "before you came 1"), await synapseSend(roomId, "before you came 2")];
         const inv = await owner.call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/invite`, { user_id: user });
         assert.equal(inv.status, 200, JSON.stringify(inv.body));
         await waitFor("Gatehouse to record the invite", async () => {
@@ -178,6 +217,17 @@ for (const topology of topologies()) {
         const members = await client("GET", `/rooms/${enc(roomId)}/joined_members`, user);
         assert.equal(members.status, 200, JSON.stringify(members.body));
         assert.deepEqual(Object.keys(members.body.joined).sort(), [owner.userId, user].sort());
+        // History before the join (visibility "shared"): /messages reaches the join, Gatehouse backfills from Synapse.
+        let chunk: { event_id: string; type: string }[] = [];
+        for (let from: string | undefined, i = 0; i < 5; i++) {
+          const page = await client("GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=10${from ? `&from=${from}` : ""}`, user);
+          assert.equal(page.status, 200, JSON.stringify(page.body));
+          chunk = [...chunk, ...page.body.chunk];
+          if (!page.body.end) break;
+          from = page.body.end;
+        }
+        for (const id of earlier) assert.ok(chunk.some((e) => e.event_id === id), `backfilled ${id}: ${JSON.stringify(chunk.map((e) => e.type))}`);
+        assert.ok(chunk.some((e) => e.type === "m.room.create"), "down to the create event");
         const sent = await client("PUT", `/rooms/${enc(roomId)}/send/m.room.message/i1`, user, { msgtype: "m.text", body: "thanks" });
         assert.equal(sent.status, 200, JSON.stringify(sent.body));
         await waitFor("Synapse to accept the answer", async () => (await owner.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(sent.body.event_id)}`)).status === 200);
