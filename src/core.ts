@@ -22,6 +22,8 @@ import { RoomHistory } from "./rooms/history.js";
 import { RoomQueries } from "./rooms/room-queries.js";
 import { RemoteRooms } from "./rooms/remote-rooms.js";
 import { LocalUsers } from "./rooms/local-users.js";
+import { Participation } from "./rooms/participation.js";
+import type { Pdu } from "./protocol/pdu.js";
 import { InboundTransactions } from "./rooms/inbound-transactions.js";
 import { Sender } from "./sender/sender.js";
 import { RateLimiter } from "./http/rate-limit.js";
@@ -68,6 +70,7 @@ export interface Core extends RoomContext {
   remoteRooms: RemoteRooms;
   /** Which local users exist (invites from other servers are taken only for them). */
   localUsers: LocalUsers;
+  participation: Participation;
   history: RoomHistory;
   queries: RoomQueries;
   transactions: InboundTransactions;
@@ -157,10 +160,17 @@ export function buildCore(opts: CoreOptions): Core {
   sender.transports.add(new AppserviceTransport(registry, asClient));
   const push = new AppservicePush({ registry, redis, keys, fanout: store.fanout, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
 
+  const roomHooks = roomServiceHooks(metrics, (destinations) => sender.wake(destinations));
+  // Set once remoteRooms exists: another server's member event for a local user (a kick, a ban).
+  let onRemoteMembership: ((roomId: string, pdu: Pdu) => void) | undefined;
   const rooms = new RoomService({
     store,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
-    ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
+    ...roomHooks,
+    onPersisted: (event, origin) => {
+      roomHooks.onPersisted?.(event, origin);
+      if (origin !== null && event.pdu.type === "m.room.member") onRemoteMembership?.(event.roomId, event.pdu);
+    },
     maxForwardExtremities: config.maxForwardExtremities,
     serverName: config.serverName,
     signingKey: ownKeys.current,
@@ -182,7 +192,20 @@ export function buildCore(opts: CoreOptions): Core {
     },
     logger,
   });
+  const participation = new Participation({
+    rooms,
+    store,
+    client,
+    verifier,
+    serverName: config.serverName,
+    logger,
+    appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
+    onQueued: (destinations) => sender.wake(destinations),
+    onMissingEvent: (outcome) => metrics.missingEvents.inc({ outcome }),
+  });
   const remoteRooms = new RemoteRooms({
+    participation,
+    rooms,
     redis,
     keys,
     client,
@@ -195,6 +218,9 @@ export function buildCore(opts: CoreOptions): Core {
     onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
     localUserExists: async (userId) => (await localUsers.exists(userId)) !== null,
   });
+  onRemoteMembership = (roomId, pdu) => {
+    remoteRooms.noteMembership(roomId, pdu).catch((err: Error) => logger.warn({ roomId, err: err.message }, "could not record a membership change"));
+  };
   const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
   const limiter = new RateLimiter(redis, keys, clock);
@@ -208,9 +234,10 @@ export function buildCore(opts: CoreOptions): Core {
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
     missingEvents: new MissingEvents({ rooms, store, client, logger }),
+    participation,
   });
 
-  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger });
+  const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger, participation });
   const appservices = { registry, accounts, client: asClient, push, actions, ping: new AppservicePing(asClient, clock) };
 
   return {
@@ -229,6 +256,7 @@ export function buildCore(opts: CoreOptions): Core {
     membership,
     remoteRooms,
     localUsers,
+    participation,
     history,
     queries,
     transactions,

@@ -25,6 +25,7 @@ export class Metrics {
   readonly inboundCheckFailures: Counter<"check">;
   readonly keyFetches: Counter<"outcome">;
   readonly inboundPdus: Counter<"outcome">;
+  readonly missingEvents: Counter<"outcome">;
   readonly eventsPersisted: Counter<"origin" | "kind">;
   readonly outboundPdusQueued: Counter;
   readonly outboundTransactions: Counter<"outcome">;
@@ -109,6 +110,12 @@ export class Metrics {
     this.inboundPdus = new Counter({
       name: "gatehouse_inbound_pdus_total",
       help: "PDUs received in /send transactions, by outcome.",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.missingEvents = new Counter({
+      name: "gatehouse_missing_events_total",
+      help: "Rooms hosted elsewhere: events fetched with get_missing_events (persisted, refused), and PDUs refused because prev events stayed missing (gap_left).",
       labelNames: ["outcome"] as const,
       registers: r,
     });

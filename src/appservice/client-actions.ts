@@ -3,9 +3,10 @@
  * (the service's sender or a registered namespace user) and goes through the same room use
  * cases as the admin API and federation. Routes (src/client/routes.ts) only parse and map.
  *
- * Rooms hosted elsewhere: joining, knocking and leaving them works (rooms/remote-rooms.ts);
- * sending, reading or changing state in them is answered 400 M_UNRECOGNIZED until Gatehouse keeps
- * the state of rooms it does not host.
+ * Rooms hosted elsewhere: joining, knocking and leaving go through rooms/remote-rooms.ts; once a
+ * local user joined one, Gatehouse keeps it (rooms/participation.ts) and every other action works
+ * there as in a hosted room. A room hosted elsewhere that is not stored (only knocked on or
+ * invited to) is answered 400 M_UNRECOGNIZED for sends and reads.
  */
 import { KeyedMutex } from "../rooms/room-lock.js";
 import { createRoom, type CreateRoomInput } from "../rooms/create-room.js";
@@ -15,6 +16,7 @@ import type { RoomQueries } from "../rooms/room-queries.js";
 import type { MembershipService } from "../rooms/membership.js";
 import type { RemoteRooms } from "../rooms/remote-rooms.js";
 import type { RoomHistory } from "../rooms/history.js";
+import type { Participation } from "../rooms/participation.js";
 import { redactLocally, type ServedEvent } from "../rooms/redactions.js";
 import { remoteRefusal } from "../rooms/membership.js";
 import { MatrixError, badJson, forbidden, invalidParam, notFound } from "../protocol/errors.js";
@@ -88,6 +90,8 @@ export interface ClientActionsDeps {
   redis: Redis;
   keys: RedisKeys;
   logger: Logger;
+  /** Rooms hosted elsewhere: history before what is stored, fetched when /messages reaches it. */
+  participation?: Pick<Participation, "backfill">;
 }
 
 const POWER_LEVEL_NUMBERS = ["ban", "events_default", "invite", "kick", "redact", "state_default", "users_default"];
@@ -127,8 +131,15 @@ export class ClientActions {
 
   // ---- rooms: hosted here or elsewhere ---------------------------------------------------------
 
+  /** Hosted here, or hosted elsewhere and stored since a local user joined (rooms/participation.ts). */
   private async isHosted(roomId: string): Promise<boolean> {
     return (await this.store.getRoom(roomId)) !== null;
+  }
+
+  /** Hosted here: joins and leaves are local events. In a room hosted elsewhere they go through remote-rooms.ts. */
+  private async isHostedHere(roomId: string): Promise<boolean> {
+    const room = await this.store.getRoom(roomId);
+    return room !== null && !room.hostedElsewhere;
   }
 
   /**
@@ -236,7 +247,7 @@ export class ClientActions {
   /** POST /join/{roomIdOrAlias} and /rooms/{roomId}/join. */
   async join(actor: Actor, roomIdOrAlias: string, via: string[]): Promise<{ room_id: string }> {
     const { roomId, servers } = await this.resolve(roomIdOrAlias, via);
-    if (await this.isHosted(roomId)) {
+    if (await this.isHostedHere(roomId)) {
       if ((await this.d.queries.membershipOf(roomId, actor.userId)) !== "join") await this.d.membership.localMembership(roomId, actor.userId, "join");
       return { room_id: roomId };
     }
@@ -245,7 +256,7 @@ export class ClientActions {
   }
 
   async leave(actor: Actor, roomId: string): Promise<void> {
-    if (await this.isHosted(roomId)) {
+    if (await this.isHostedHere(roomId)) {
       await this.d.membership.localMembership(roomId, actor.userId, "leave");
       return;
     }
@@ -433,7 +444,8 @@ export class ClientActions {
     if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
     let from: number | null = null;
     if (q.from !== undefined) {
-      if (typeof q.from !== "string" || !/^s\d{1,15}$/.test(q.from)) throw invalidParam("from is not a token this server gave out");
+      // Backfilled history (rooms hosted elsewhere) sits at negative stream positions.
+      if (typeof q.from !== "string" || !/^s-?\d{1,15}$/.test(q.from)) throw invalidParam("from is not a token this server gave out");
       from = Number(q.from.slice(1));
     }
     let limit = 10;
@@ -443,7 +455,20 @@ export class ClientActions {
     }
     await this.requireJoined(roomId, actor);
     if (limit === 0) return { chunk: [], start: `s${from ?? 0}` };
-    const page = await this.d.queries.timeline(roomId, { dir, from, limit });
+    let page = await this.d.queries.timeline(roomId, { dir, from, limit });
+    // The start of what is stored: in a room hosted elsewhere, ask a server in it for more (backfill).
+    if (dir === "b" && page.next === null && this.d.participation) {
+      const more = await this.d.participation.backfill(roomId, limit - page.events.length).catch((e: unknown) => {
+        this.d.logger.warn({ roomId, err: (e as Error).message }, "backfill failed");
+        return 0;
+      });
+      if (more > 0) {
+        page = await this.d.queries.timeline(roomId, { dir, from, limit });
+        // There may be more before what was just fetched: the next page asks again.
+        const last = page.events.at(-1);
+        if (page.next === null && last) page = { ...page, next: last.stream };
+      }
+    }
     // History visibility and redactions (and no dummy events) through the same use case as /event.
     const visible = await this.d.history.visibleEventsForUser(roomId, actor.userId, page.events.map((e) => ({ eventId: e.eventId, pdu: e.pdu })));
     const chunk = visible.map(toServedClientEvent);

@@ -22,6 +22,8 @@ export interface LoopbackGatehouse {
   /** Calls the admin API (`path` below /_gatehouse/admin/v1); never throws on HTTP errors. */
   admin: AdminCall;
   stop(): Promise<void>;
+  /** Stops it, runs `whileDown`, and starts it again with the same settings, data folder, Redis and ports (an outage). */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
 }
 
 export async function startLoopbackGatehouse(
@@ -39,17 +41,25 @@ export async function startLoopbackGatehouse(
     GATEHOUSE_LOG_LEVEL: opts.logLevel ?? "warn",
     ...opts.env,
   });
-  const gh = await startGatehouse(config, createLogger(config.logLevel, opts.logDestination));
+  const logger = createLogger(config.logLevel, opts.logDestination);
+  let gh = await startGatehouse(config, logger);
   const admin: AdminCall = (method, path, body) =>
     jsonRequest(`http://127.0.0.1:${gh.adminPort}/_gatehouse/admin/v1${path}`, method, gh.adminToken, body);
   return {
-    gh,
+    get gh() {
+      return gh;
+    },
     serverName: config.serverName,
     dataDir,
     admin,
     async stop() {
       await gh.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+    async restart(whileDown) {
+      await gh.stop();
+      await whileDown?.();
+      gh = await startGatehouse(config, logger);
     },
   };
 }

@@ -17,6 +17,7 @@ import type { RoomService, RoomSnapshot } from "./room-service.js";
 import { prevEventIds, type RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
 import type { MissingEvents } from "./missing-events.js";
+import type { Participation } from "./participation.js";
 
 export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
@@ -44,6 +45,8 @@ export interface InboundTransactionDeps {
   knockLimit?: (roomId: string) => Promise<number>;
   /** Fills a gap before a PDU whose prev or auth events are missing (get_missing_events from its origin). */
   missingEvents?: MissingEvents;
+  /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken, and gap filling. */
+  participation?: Pick<Participation, "acceptsPdus" | "fillGap">;
 }
 
 export class InboundTransactions {
@@ -125,13 +128,28 @@ export class InboundTransactions {
         if (run && run.roomId !== checked.roomId) await flush();
         const known = taken.get(checked.roomId) ?? new Set<string>();
         taken.set(checked.roomId, known);
-        if (this.deps.missingEvents && prevEventIds(checked.pdu).some((p) => !known.has(p) && !checked.snap.extremities.includes(p))) {
-          // A possible gap (rooms/missing-events.ts): what is pending is written first, so that
-          // the gap filler sees the room as it is; the events it fills in are persisted before
-          // this PDU. They may change the room (an ACL among them): the next PDU reads it again.
+        if (prevEventIds(checked.pdu).some((p) => !known.has(p) && !checked.snap.extremities.includes(p))) {
+          // A possible gap: what is pending is written first, so that the gap filler sees the
+          // room as it is; the events it fills in are persisted before this PDU. They may change
+          // the room (an ACL among them): the next PDU reads it again.
           await flush();
-          const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, checked.snap.version, { deferWake: destinations });
-          if (filled) snapshots.delete(checked.roomId);
+          if (checked.snap.room.hostedElsewhere && this.deps.participation) {
+            // A room hosted elsewhere (rooms/participation.ts): a gap that cannot be filled
+            // refuses the PDU.
+            try {
+              await this.deps.participation.fillGap(origin, checked.snap, checked.eventId, checked.pdu);
+            } catch (e) {
+              if (!(e instanceof MatrixError)) throw e;
+              results[checked.eventId] = { error: e.message };
+              this.deps.logger.info({ origin, roomId: checked.roomId, eventId: checked.eventId, reason: e.message }, "rejected PDU in transaction");
+              this.deps.onPdu?.("rejected");
+              continue;
+            }
+            snapshots.delete(checked.roomId);
+          } else if (this.deps.missingEvents) {
+            const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, checked.snap.version, { deferWake: destinations });
+            if (filled) snapshots.delete(checked.roomId);
+          }
         }
         known.add(checked.eventId);
         run ??= { roomId: checked.roomId, events: [] };
@@ -165,6 +183,8 @@ export class InboundTransactions {
     }
     // Like Synapse: PDUs for rooms we do not host are left out of the response.
     if (!snap) return "unknown_room";
+    // A room hosted elsewhere that no local user is in any more: as unknown (Synapse's answer too).
+    if (this.deps.participation && !this.deps.participation.acceptsPdus(snap)) return "unknown_room";
     // The event ID keys a refusal in the answer; an accepted PDU's comes from the verifier (it
     // computes it anyway), so it is computed here only on the refusal paths. One the ID cannot
     // be computed for is left out of the answer.

@@ -71,6 +71,7 @@ export class MembershipService {
   async makeMembership(input: MakeMembershipInput): Promise<{ room_version: string; event: Record<string, unknown> }> {
     const { roomId, userId, origin, membership } = input;
     const snap = await this.rooms.snapshot(roomId);
+    requireHostedHere(snap);
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
     if (membership === "knock" && input.supportedVersions === undefined) throw missingParam("Missing required query parameter: ver");
@@ -176,6 +177,7 @@ export class MembershipService {
     const authIds = listed.filter((x): x is string => typeof x === "string");
     const planOn = await this.rooms.snapshotWithProbe(roomId, { eventIds: [pathEventId], statusOf: authIds });
     const snap = planOn.snap;
+    requireHostedHere(snap);
     this.rooms.requireAclAllows(snap, origin);
     const version = snap.version;
     if (membership === "knock" && !version.knock) throw forbidden(`Room version ${version.id} does not support knocking`);
@@ -415,8 +417,24 @@ export class MembershipService {
 
   /** A local user joins (e.g. an admin account added after creation) or leaves a hosted room. */
   async localMembership(roomId: string, userId: string, membership: "join" | "leave"): Promise<PersistedEvent> {
+    if (membership === "join") {
+      // In a room hosted elsewhere that no local user is in any more, our copy of the room is
+      // stale: the join must go through the room's servers (make_join/send_join).
+      const snap = await this.rooms.snapshot(roomId);
+      if (snap.room.hostedElsewhere && !snap.joinedServers.has(this.rooms.serverName))
+        throw new MatrixError(400, "M_UNKNOWN", `${roomId} is hosted elsewhere and no local user is in it: join through POST /remote/join`);
+    }
     return this.rooms.sendLocalEvent(roomId, { type: "m.room.member", sender: userId, stateKey: userId, content: { membership } });
   }
+}
+
+/**
+ * The membership handshakes (make_X and send_X) are served for rooms hosted here only: in a room
+ * hosted elsewhere Gatehouse is a participant, and other servers join through the room's host
+ * (404 M_NOT_FOUND, as for a room we do not know, so they try their next server).
+ */
+function requireHostedHere(snap: RoomSnapshot): void {
+  if (snap.room.hostedElsewhere) throw notFound(`${snap.room.roomId} is not hosted here: join it through a server that hosts it`);
 }
 
 /** Maps a failed outbound federation call to an error for the admin caller. */

@@ -1,8 +1,10 @@
 /**
  * Gatehouse's own users in rooms hosted elsewhere: knock (make_knock/send_knock), rescind
  * (make_leave/send_leave), answer invites that arrive over /v2/invite (the knock was accepted),
- * and join (make_join/send_join). Gatehouse keeps a record per (local user, remote room); it
- * does not keep the remote room's timeline.
+ * and join (make_join/send_join). Gatehouse keeps a record per (local user, remote room), and,
+ * after a join, the room itself (participation.ts): its state and timeline, in the structures
+ * of hosted rooms. A further local user joins or leaves such a room with a local event, sent to
+ * every server in the room (as Synapse does for a room it is in).
  */
 import type { Redis } from "ioredis";
 import { badJson, forbidden, incompatibleRoomVersion, invalidParam, MatrixError, notFound } from "../protocol/errors.js";
@@ -18,6 +20,10 @@ import type { FederationClient } from "../net/federation-client.js";
 import { remoteRefusal } from "./membership.js";
 import type { EventVerifier } from "./event-verifier.js";
 import type { Logger } from "../logger.js";
+import type { Participation } from "./participation.js";
+import type { RoomService } from "./room-service.js";
+import { currentMembership } from "../protocol/auth/index.js";
+import { stateLookup } from "./room-service.js";
 
 export type RemoteMembership = "knock" | "invite" | "join" | "leave";
 
@@ -60,6 +66,9 @@ export interface RemoteRoomsDeps {
   onInvite?: (pdu: Pdu, eventId: string, inviteRoomState: StrippedStateEvent[]) => Promise<unknown>;
   /** Whether a local user exists (rooms/local-users.ts): invites for others are refused, nothing written. */
   localUserExists?: (userId: string) => Promise<boolean>;
+  /** Keeps the room after a join (checked send_join response), and local events in it. */
+  participation?: Participation;
+  rooms?: RoomService;
 }
 
 /** The versions we offer in `ver`: every version we can build events for (IDs are hashes). */
@@ -263,7 +272,8 @@ export class RemoteRooms {
     if (typeof input.room_id !== "string") throw invalidParam("room_id is required");
     const existing = await this.get(userId, input.room_id);
     const via = this.checkVia(input.room_id, input.via, existing?.via ?? []);
-    const result = await this.handshake("leave", userId, input.room_id, via, {});
+    const local = await this.localEventIfParticipating(userId, input.room_id, "leave");
+    const result = local ?? (await this.handshake("leave", userId, input.room_id, via, {}));
     const record: RemoteMembershipRecord = {
       ...(existing ?? { room_state: [], via }),
       user_id: userId,
@@ -282,8 +292,13 @@ export class RemoteRooms {
     if (typeof input.room_id !== "string" || !isValidRoomId(input.room_id)) throw invalidParam("room_id must be a room ID");
     const existing = await this.get(userId, input.room_id);
     const via = this.checkVia(input.room_id, input.via, existing?.via ?? []);
-    const result = await this.handshake("join", userId, input.room_id, via, {});
+    const local = await this.localEventIfParticipating(userId, input.room_id, "join");
+    const result = local ?? (await this.handshake("join", userId, input.room_id, via, {}));
     const answer = result.response as { state?: unknown; event?: unknown };
+    if (!local && this.d.participation) {
+      // Checked, then stored; a bad answer is refused (502) with nothing stored.
+      await this.d.participation.storeJoin({ server: result.server, roomId: input.room_id, version: result.version, joinEventId: result.eventId, joinPdu: result.pdu, response: answer });
+    }
     if (!Array.isArray(answer?.state)) throw new MatrixError(502, "M_UNKNOWN", `${result.server} answered send_join without state`);
     const record: RemoteMembershipRecord = {
       user_id: userId,
@@ -300,6 +315,44 @@ export class RemoteRooms {
     };
     await this.save(record);
     return record;
+  }
+
+  /**
+   * In a room hosted elsewhere that Gatehouse is in (a local user joined), a join or leave is a
+   * local event built on the room's extremities and sent to every server in it, with no
+   * handshake (as Synapse does). Null when Gatehouse is not in the room: the handshake follows.
+   */
+  private async localEventIfParticipating(
+    userId: string,
+    roomId: string,
+    membership: "join" | "leave",
+  ): Promise<{ server: string; version: RoomVersion; eventId: string; pdu: Pdu; response: unknown } | null> {
+    const { rooms, participation } = this.d;
+    if (!rooms || !participation) return null;
+    const snap = await participation.snapshotIfElsewhere(roomId);
+    if (!snap || !participation.localUserJoined(snap)) return null;
+    // Leaving a room our user is not joined to (a pending invite or knock) goes through make_leave.
+    const current = currentMembership(stateLookup(snap.state), userId);
+    if (membership === "leave" && current !== "join") return null;
+    const ev = await rooms.sendLocalEvent(roomId, { type: "m.room.member", sender: userId, stateKey: userId, content: { membership } });
+    return { server: this.d.serverName, version: snap.version, eventId: ev.eventId, pdu: ev.pdu, response: { state: [] } };
+  }
+
+  /**
+   * Another server's member event for one of our users in a room hosted elsewhere, received over
+   * /send (a kick, a ban, an invite): the user's record follows it (a ban is recorded as "leave",
+   * the record's memberships being the four a local user can hold). Rooms without a record
+   * (hosted here) are left alone.
+   */
+  async noteMembership(roomId: string, pdu: Pdu): Promise<void> {
+    const userId = pdu.state_key;
+    if (typeof userId !== "string" || serverOfUserId(userId) !== this.d.serverName) return;
+    const existing = await this.get(userId, roomId);
+    const membership = (pdu.content as { membership?: unknown }).membership;
+    if (!existing || typeof membership !== "string" || !["knock", "invite", "join", "leave", "ban"].includes(membership)) return;
+    const record = { ...existing, membership: (membership === "ban" ? "leave" : membership) as RemoteMembership, updated_ts: this.clock() };
+    if (typeof (pdu.content as { reason?: unknown }).reason === "string") record.reason = (pdu.content as { reason: string }).reason;
+    await this.save(record);
   }
 
   // ---- inbound /v2/invite ---------------------------------------------------------------------

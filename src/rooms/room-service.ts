@@ -678,8 +678,11 @@ export class RoomService {
     // Servers in the room once this event applies (a join adds its server; a leave of the last
     // member of a server still goes to that server, which must learn it left).
     // joined(after) ⊆ joined(before) ∪ {the server of a member event that joins}: no copy of state.
-    const destinations = new Set([...snap.joinedServers, ...opts.extraDestinations]);
-    if (updatesState && pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "join" && typeof pdu.state_key === "string") {
+    // In a room hosted elsewhere Gatehouse sends only its own events (each server sends its own):
+    // another server's event is never relayed. In rooms hosted here it is (the resident's role).
+    const relay = !(snap.room.hostedElsewhere && opts.origin !== null);
+    const destinations = new Set(relay ? [...snap.joinedServers, ...opts.extraDestinations] : []);
+    if (relay && updatesState && pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "join" && typeof pdu.state_key === "string") {
       const joiner = serverOfUserId(pdu.state_key);
       if (joiner) destinations.add(joiner);
     }

@@ -35,6 +35,11 @@ export interface RoomRecord {
   tombstone?: string;
   /** The state group holding the current state (absent in rooms stored before state groups). */
   stateGroup?: string;
+  /**
+   * True for a room hosted by another server that a local user joined (rooms/participation.ts):
+   * stored like a hosted room, but Gatehouse only sends its own events there, never relays others'.
+   */
+  hostedElsewhere?: boolean;
 }
 
 export type EventStatus = "rejected" | "soft_failed" | "outlier";
@@ -216,9 +221,29 @@ export interface NewRoomInput {
   queue?: ReadonlyMap<string, readonly string[]>;
 }
 
+/** A room hosted elsewhere after a checked send_join (rooms/participation.ts). */
+export interface JoinedRoomInput {
+  roomId: string;
+  version: string;
+  /** The create event's sender and origin_server_ts (the room record's creator and created_ts). */
+  creator: string;
+  createdTs: number;
+  /** The state before the join (from send_join): field → event ID. */
+  stateBefore: ReadonlyMap<string, string>;
+  /** Memberships after the join. */
+  members: ReadonlyMap<string, string>;
+  /** State and auth chain events, kept as outliers (ones already stored are left as they are). */
+  outliers: readonly { eventId: string; pdu: Pdu }[];
+  join: { eventId: string; pdu: Pdu };
+  /** Application services to queue the join for. */
+  destinations?: readonly string[];
+}
+
 type RedisWithScripts = Redis & {
   gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistEvents(numKeys: number, ...args: string[]): Promise<"conflict" | ("persisted" | "duplicate")[]>;
+  gatehousePersistJoinedRoom(numKeys: number, ...args: string[]): Promise<string>;
+  gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[]]]>;
 };
@@ -246,6 +271,7 @@ function parseRoomRecord(roomId: string, h: Record<string, string>): RoomRecord 
     stream: Number(h.stream ?? 0),
     ...(h.tombstone ? { tombstone: h.tombstone } : {}),
     ...(h.state_group ? { stateGroup: h.state_group } : {}),
+    ...(h.elsewhere === "1" ? { hostedElsewhere: true } : {}),
   };
 }
 
@@ -281,7 +307,7 @@ export class RoomStore {
   ) {
     this.redis = redis as RedisWithScripts;
     this.fanout = new Fanout(redis, keys);
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events" });
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
@@ -548,6 +574,83 @@ export class RoomStore {
       for (const g of groups.groups) this.groupMetaCache.set(`${room.roomId} ${g.id}`, metaOf(g));
     }
     return result as "persisted" | "exists" | "alias_taken";
+  }
+
+  /**
+   * Writes a room hosted elsewhere as a local user's checked send_join left it, in one script
+   * (persist-joined-room.lua): its state and auth chain as outliers, the join with its state groups
+   * on top, the current state and the join as the only extremity. "hosted" when the room is hosted
+   * here (nothing written).
+   */
+  async persistJoinedRoom(input: JoinedRoomInput): Promise<"persisted" | "duplicate" | "hosted"> {
+    const { roomId, join } = input;
+    const k = this.keys;
+    const [before, after] = await this.allocateStateGroups(roomId, 2);
+    const groupBefore: StateGroupWrite = { id: before!, parent: null, delta: Object.fromEntries(input.stateBefore), depth: 0 };
+    const joinField = stateField(join.pdu.type, join.pdu.state_key as string);
+    const groupAfter: StateGroupWrite = { id: after!, parent: before!, delta: { [joinField]: join.eventId }, depth: 1 };
+    const outliers = input.outliers;
+    const result = await this.redis.gatehousePersistJoinedRoom(
+      10 + outliers.length,
+      k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
+      k.stateGroups(roomId), k.eventState(roomId), k.eventStatus(roomId), k.outbox(roomId),
+      ...outliers.map((e) => k.event(roomId, e.eventId)),
+      k.event(roomId, join.eventId),
+      roomId, input.version, input.creator, String(input.createdTs), String(join.pdu.depth ?? 0), join.eventId,
+      joinField, groupBefore.id, storedGroup(groupBefore)[1], groupAfter.id, storedGroup(groupAfter)[1],
+      // cjson would encode an empty object as an empty array; both decode to an empty table.
+      JSON.stringify(Object.fromEntries(input.stateBefore)), JSON.stringify(Object.fromEntries(input.members)),
+      String(outliers.length), (input.destinations ?? []).join(" "),
+      ...outliers.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+      JSON.stringify(join.pdu),
+    );
+    if (result === "persisted" || result === "duplicate") {
+      await this.redis.hset(k.eventRooms(), Object.fromEntries([...outliers, join].map((e) => [e.eventId, roomId])));
+      await this.redis.sadd(k.rooms(), roomId);
+    }
+    if (result === "persisted") {
+      if ((input.destinations ?? []).length > 0) await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
+      this.stateCache.delete(roomId);
+      this.eventCache.set(`${roomId} ${join.eventId}`, join.pdu);
+      for (const g of [groupBefore, groupAfter]) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
+    }
+    return result as "persisted" | "duplicate" | "hosted";
+  }
+
+  /** The first event of the room's timeline (lowest stream position, backfilled ones included). */
+  async timelineStart(roomId: string): Promise<{ eventId: string; stream: number } | null> {
+    const flat = await this.redis.zrange(this.keys.timeline(roomId), 0, 0, "WITHSCORES");
+    return flat.length >= 2 ? { eventId: flat[0]!, stream: Number(flat[1]) } : null;
+  }
+
+  /**
+   * Writes events fetched with /backfill before the start of the timeline (persist-backfill.lua):
+   * `events` oldest first with their state groups; `groups` the new groups; `outliers` the state
+   * events fetched to build their state. Returns how many were written.
+   */
+  async persistBackfill(
+    roomId: string,
+    input: {
+      groups: readonly StateGroupWrite[];
+      outliers: readonly { eventId: string; pdu: Pdu }[];
+      events: readonly { eventId: string; pdu: Pdu; before: string; after: string; score: number }[];
+    },
+  ): Promise<number> {
+    const k = this.keys;
+    const written = await this.redis.gatehousePersistBackfill(
+      4 + input.outliers.length + input.events.length,
+      k.timeline(roomId), k.stateGroups(roomId), k.eventState(roomId), k.eventStatus(roomId),
+      ...input.outliers.map((e) => k.event(roomId, e.eventId)),
+      ...input.events.map((e) => k.event(roomId, e.eventId)),
+      String(input.outliers.length), String(input.events.length),
+      JSON.stringify(input.groups.map(storedGroup)),
+      ...input.outliers.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+      ...input.events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu), `${e.before} ${e.after}`, String(e.score)]),
+    );
+    const all = [...input.outliers, ...input.events];
+    if (all.length > 0) await this.redis.hset(k.eventRooms(), Object.fromEntries(all.map((e) => [e.eventId, roomId])));
+    for (const g of input.groups) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
+    return written;
   }
 
   async getRoom(roomId: string): Promise<RoomRecord | null> {

@@ -82,16 +82,26 @@ const fresh = (server: RemoteServer, name = "u") => server.userId(`${name}${++n}
 
 // ---- a resident server for rooms hosted elsewhere ---------------------------------------------
 
-/** A v12 room "hosted" by `resident`: its create event, signed by the resident. */
-let remoteRoom: { roomId: string; createId: string; create: Pdu };
+/**
+ * A v12 room "hosted" by `resident`, signed by the resident: its create event, the host's join
+ * and a public join rule (Gatehouse checks a send_join answer: the state must let the join in).
+ */
+let remoteRoom: { roomId: string; createId: string; create: Pdu; state: Pdu[]; tip: string; joinRulesId: string };
 let refusingRoom: string;
 
-function residentRoom(server: RemoteServer): { roomId: string; createId: string; create: Pdu } {
+function residentRoom(server: RemoteServer): typeof remoteRoom {
+  const host = server.userId("host");
   const { pdu, eventId } = server.signEvent(
-    { type: "m.room.create", sender: server.userId("host"), state_key: "", content: { room_version: "12" }, prev_events: [], auth_events: [], depth: 1, origin_server_ts: Date.now() },
+    { type: "m.room.create", sender: host, state_key: "", content: { room_version: "12" }, prev_events: [], auth_events: [], depth: 1, origin_server_ts: Date.now() },
     "12",
   );
-  return { roomId: `!${eventId.slice(1)}`, createId: eventId, create: pdu };
+  const roomId = `!${eventId.slice(1)}`;
+  const join = server.signEvent({ type: "m.room.member", room_id: roomId, sender: host, state_key: host, content: { membership: "join" }, prev_events: [eventId], auth_events: [], depth: 2, origin_server_ts: Date.now() }, "12");
+  const rules = server.signEvent(
+    { type: "m.room.join_rules", room_id: roomId, sender: host, state_key: "", content: { join_rule: "public" }, prev_events: [join.eventId], auth_events: [join.eventId], depth: 3, origin_server_ts: Date.now() },
+    "12",
+  );
+  return { roomId, createId: eventId, create: pdu, state: [pdu, join.pdu, rules.pdu], tip: rules.eventId, joinRulesId: rules.eventId };
 }
 
 /**
@@ -122,9 +132,9 @@ function actAsResident(server: RemoteServer): void {
             state_key: userId,
             content: { membership: m[1] },
             origin_server_ts: Date.now(),
-            depth: 2,
-            prev_events: [remoteRoom.createId],
-            auth_events: [],
+            depth: 4,
+            prev_events: [remoteRoom.tip],
+            auth_events: m[1] === "join" ? [remoteRoom.joinRulesId] : [],
           },
         },
       ];
@@ -133,7 +143,7 @@ function actAsResident(server: RemoteServer): void {
       case "knock":
         return [200, { knock_room_state: [remoteRoom.create] }];
       case "join":
-        return [200, { origin: server.serverName, state: [remoteRoom.create], auth_chain: [], event: req.body, members_omitted: false, servers_in_room: [server.serverName] }];
+        return [200, { origin: server.serverName, state: remoteRoom.state, auth_chain: remoteRoom.state.slice(0, 2), event: req.body, members_omitted: false, servers_in_room: [server.serverName] }];
       default:
         return [200, {}];
     }
