@@ -306,6 +306,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", SENDER.backoffOutagePercent, 0, 100),
       lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", SENDER.lockDurationMs, 1000, 600_000),
       sweepIntervalMs,
+      shards: int(env, "GATEHOUSE_SENDER_SHARDS", SENDER.shards, 1, 256),
     },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", 10_000, 0, 600_000),
     rateLimits: {
