@@ -4,6 +4,7 @@
  * from a Core by their own modules (src/federation/app.ts, src/admin/app.ts, src/client/app.ts);
  * src/app.ts puts them together.
  */
+import { ReplicaWait } from "./store/replica-wait.js";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
@@ -148,8 +149,18 @@ export function buildCore(opts: CoreOptions): Core {
   sender.transports.add(new AppserviceTransport(registry, asClient));
   const push = new AppservicePush({ registry, redis, keys, fanout: store.fanout, aliasesOf: (roomId) => store.aliasesOf(roomId), wake: (d) => sender.wake(d) });
 
+  const replicaWait = new ReplicaWait(redis, keys, {
+    ...config.redisWait,
+    logger,
+    onWait: ({ seconds, timedOut }) => {
+      metrics.redisReplicaWaitDuration.observe(seconds);
+      if (timedOut) metrics.redisReplicaWaitTimeouts.inc();
+    },
+  });
+  const afterWrites = replicaWait.enabled ? (roomIds: Iterable<string>) => replicaWait.afterRoomWrites(roomIds) : undefined;
   const rooms = new RoomService({
     store,
+    afterWrites,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     ...roomServiceHooks(metrics, (destinations) => sender.wake(destinations)),
     maxForwardExtremities: config.maxForwardExtremities,
@@ -185,6 +196,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
+    afterWrites,
   });
 
   const accounts = new AppserviceAccounts(redis, keys, registry);

@@ -39,6 +39,8 @@ export interface InboundTransactionDeps {
    * server could fill a room's knock list by skipping the handshake.
    */
   knockLimit?: (roomId: string) => Promise<number>;
+  /** Before the 200: waits for replicas of the rooms written (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
+  afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
 
 export class InboundTransactions {
@@ -94,6 +96,8 @@ export class InboundTransactions {
     } finally {
       this.deps.rooms.wakeSender(destinations);
     }
+    // The hosted rooms this transaction touched (a WAIT where nothing was written returns at once).
+    await this.deps.afterWrites?.([...snapshots].filter(([, s]) => s !== null).map(([roomId]) => roomId));
     return { pdus: results };
   }
 
