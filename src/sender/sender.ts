@@ -36,6 +36,7 @@ import { TransactionBuilder } from "./transaction-builder.js";
 import { FederationTransport, Transports } from "./transport.js";
 import { claimInstance, releaseLocksOf } from "./takeover.js";
 import { adoptLayout, shardOf, shardQueueName } from "./shards.js";
+import { BullConnection } from "./bull-connection.js";
 
 export { MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN, MAX_TXNS_PER_JOB_RUN } from "./per-destination.js";
 export type { DestinationView } from "./queue-view.js";
@@ -106,6 +107,8 @@ export class Sender {
   /** What /queue, the CLI and the metrics read. */
   readonly view: QueueView;
   private workers: Worker<JobData>[] = [];
+  /** BullMQ's connection, and every one it duplicates (closed for good at close(); bull-connection.ts). */
+  readonly bull: BullConnection;
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly clock: () => number;
   private readonly random: () => number;
@@ -119,9 +122,10 @@ export class Sender {
     this.clock = deps.clock ?? Date.now;
     this.random = deps.random ?? Math.random;
     this.outbound = new OutboundStore(deps.redis, deps.keys);
+    this.bull = new BullConnection(deps.redis);
     const shards = this.settings.shards;
     this.queues = Array.from({ length: shards }, (_, i) => {
-      const q = new Queue<JobData>(shardQueueName(i, shards), { connection: deps.redis, prefix: this.bullPrefix });
+      const q = new Queue<JobData>(shardQueueName(i, shards), { connection: this.bull.connection, prefix: this.bullPrefix });
       q.on("error", (err) => deps.logger.warn({ err: err.message, queue: q.name }, "sender queue error"));
       return q;
     });
@@ -276,7 +280,7 @@ export class Sender {
     const perShard = Math.max(1, Math.ceil(s.concurrency / this.queues.length));
     const workers = this.queues.map((q) => {
       const worker = new Worker<JobData>(q.name, (job, token) => this.processJob(job, token), {
-        connection: this.deps.redis,
+        connection: this.bull.connection,
         prefix: this.bullPrefix,
         concurrency: perShard,
         lockDuration: s.lockDurationMs,
@@ -327,9 +331,9 @@ export class Sender {
    * in every shard (see takeover.ts).
    */
   async releaseLocksOf(workerIds: string): Promise<number> {
-    let n = 0;
-    for (const q of this.queues) n += await releaseLocksOf(this.deps.redis, q, workerIds, this.deps.logger);
-    return n;
+    // In parallel: at shutdown this runs under a short deadline.
+    const moved = await Promise.all(this.queues.map((q) => releaseLocksOf(this.deps.redis, q, workerIds, this.deps.logger)));
+    return moved.reduce((a, b) => a + b, 0);
   }
 
   get runningWorkers(): boolean {
@@ -380,6 +384,7 @@ export class Sender {
     }
     const queues = Promise.all(this.queues.map((q) => q.close()));
     if ((await raceTimeout(queues, 2000)) === "timeout") await raceTimeout(Promise.all(this.queues.map((q) => q.disconnect())), 1000);
+    this.bull.close();
   }
 
   private async processJob(job: Job<JobData>, token?: string): Promise<string> {

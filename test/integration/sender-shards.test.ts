@@ -86,6 +86,10 @@ describe("sender: destinations spread over shard queues", { timeout: 60_000 }, (
       assert.deepEqual(numbersOf(p.delivered), range(0, 30), `${p.serverName}: every PDU once, in order`);
       assertExactlyOncePerTxn(p.attempts);
     }
+    await s.close();
+    // disconnect() ends a connection on its close event: give it a moment.
+    for (let i = 0; i < 40 && s.sender.bull.openConnections > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(s.sender.bull.openConnections, 0, "no connection BullMQ made from the sender's outlives it");
     const used = new Set(names.map((d) => shardOf(d, 4)));
     assert.ok(used.size > 1, "six destinations used more than one shard");
   });
