@@ -60,7 +60,8 @@ export function loadAverage(): string {
 }
 
 export async function inboundBench(
-  target: FanoutTarget & { pids: number[]; pidNames: string[]; redisUrl?: string },
+  // ports: several gateway processes of one server (bench/cluster.ts): origin i sends to ports[i % n].
+  target: FanoutTarget & { pids: number[]; pidNames: string[]; redisUrl?: string; ports?: number[] },
   opts: { origins: number; events: number; perTxn: number },
 ): Promise<InboundFigures> {
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
@@ -130,8 +131,8 @@ export async function inboundBench(
     const cpu0 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
     const start = performance.now();
     await Promise.all(
-      txns.map(async (list) => {
-        const c = new Conn("127.0.0.1", target.port);
+      txns.map(async (list, i) => {
+        const c = new Conn("127.0.0.1", target.ports ? target.ports[i % target.ports.length]! : target.port);
         for (const req of list) {
           const a = performance.now();
           const res = await c.request(req);

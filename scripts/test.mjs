@@ -119,11 +119,8 @@ const CLUSTER_PASS = [
 // (and the two that start a cluster of their own: redis-cluster, cluster-failover).
 const CLUSTER_SKIP = [
   "test/integration/durability", "test/integration/sender-crash", "test/integration/two-gatehouses",
-  "test/integration/redis-cluster", "test/integration/cluster-failover",
-  // Hung once on the cluster under Node 24 (after its dead-letter suite, no CPU, no JS stack in
-  // the diagnostic report; 2026-12-04), passed in every other run: kept on single Redis until
-  // the cause is found. The failover test covers delivery on the cluster.
-  "test/integration/sender.test",
+  "test/integration/redis-cluster", "test/integration/cluster-failover", "test/integration/cluster-slot-move",
+  "test/integration/replica-wait",
 ];
 
 let code = await runPass(files, cluster);

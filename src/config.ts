@@ -36,6 +36,8 @@ export interface Config {
   oldSigningKeysFile: string;
   /** null = start an embedded redis-server child process with its data under dataDir/redis. */
   redisUrl: string | null;
+  /** WAIT for this many replicas (0: off) up to timeoutMs before acknowledging an event (store/replica-wait.ts). */
+  redisWait: { replicas: number; timeoutMs: number };
   /** The embedded Redis's `appendfsync` policy (GATEHOUSE_REDIS_APPENDFSYNC). */
   redisAppendfsync: AppendFsync;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -277,6 +279,10 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     oldSigningKeysFile: resolve(dataDir, str(env, "GATEHOUSE_OLD_SIGNING_KEYS_FILE", "old_signing.keys")),
     redisUrl,
     redisAppendfsync: oneOf(env, "GATEHOUSE_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
+    redisWait: {
+      replicas: int(env, "GATEHOUSE_REDIS_WAIT_REPLICAS", 0, 0, 16),
+      timeoutMs: int(env, "GATEHOUSE_REDIS_WAIT_TIMEOUT_MS", 1000, 1, 60_000),
+    },
     logLevel: oneOf(env, "GATEHOUSE_LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     keyValidityMs: int(env, "GATEHOUSE_KEY_VALIDITY_HOURS", 24, 1, 24 * 7) * 3600_000,
     outbound: {
@@ -312,6 +318,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       backoffOutagePercent: int(env, "GATEHOUSE_SENDER_BACKOFF_OUTAGE_PERCENT", SENDER.backoffOutagePercent, 0, 100),
       lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", SENDER.lockDurationMs, 1000, 600_000),
       sweepIntervalMs,
+      shards: int(env, "GATEHOUSE_SENDER_SHARDS", SENDER.shards, 1, 256),
     },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 0, 600_000),
     rateLimits: {

@@ -4,6 +4,7 @@
  * from a Core by their own modules (src/federation/app.ts, src/admin/app.ts, src/client/app.ts);
  * src/app.ts puts them together.
  */
+import { ReplicaWait } from "./store/replica-wait.js";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import type { Redis } from "ioredis";
@@ -163,8 +164,18 @@ export function buildCore(opts: CoreOptions): Core {
   const roomHooks = roomServiceHooks(metrics, (destinations) => sender.wake(destinations));
   // Set once remoteRooms exists: another server's member event for a local user (a kick, a ban).
   let onRemoteMembership: ((roomId: string, pdu: Pdu) => void) | undefined;
+  const replicaWait = new ReplicaWait(redis, keys, {
+    ...config.redisWait,
+    logger,
+    onWait: ({ seconds, timedOut }) => {
+      metrics.redisReplicaWaitDuration.observe(seconds);
+      if (timedOut) metrics.redisReplicaWaitTimeouts.inc();
+    },
+  });
+  const afterWrites = replicaWait.enabled ? (roomIds: Iterable<string>) => replicaWait.afterRoomWrites(roomIds) : undefined;
   const rooms = new RoomService({
     store,
+    afterWrites,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     ...roomHooks,
     onPersisted: (event, origin) => {
@@ -235,6 +246,7 @@ export function buildCore(opts: CoreOptions): Core {
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
     missingEvents: new MissingEvents({ rooms, store, client, logger }),
     participation,
+    afterWrites,
   });
 
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger, participation });

@@ -9,6 +9,7 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import net from "node:net";
 import { Redis } from "ioredis";
 import { freePort, startRedis, type EmbeddedRedis } from "./embedded-redis.js";
 
@@ -21,6 +22,16 @@ export interface EmbeddedRedisCluster {
   /** Waits until every live node reports cluster_state:ok, each slot has a live primary, and every live replica's link to its primary is up. */
   waitHealthy(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** Whether 127.0.0.1:port can be listened on now. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
 }
 
 /** One command on a fresh connection to 127.0.0.1:port, its reply as text (arrays joined by newlines). */
@@ -41,27 +52,32 @@ export async function rawCommand(port: number, args: readonly string[], timeoutM
  * primary's replica is promoted within a few seconds) and creates the cluster.
  */
 export async function startRedisCluster(opts: { dir: string; nodeTimeoutMs?: number }): Promise<EmbeddedRedisCluster> {
+  let bindRetries = 0;
   const ports: number[] = [];
-  while (ports.length < 6) {
-    const p = await freePort();
-    // The cluster bus listens on port + 10000: both must be free and below 65536.
-    if (p + 10_000 < 65_536 && !ports.includes(p)) ports.push(p);
-  }
   const nodes: EmbeddedRedis[] = [];
   const stop = async () => {
     await Promise.all(nodes.map((n) => n.stop()));
   };
   try {
-    for (const port of ports) {
+    while (nodes.length < 6) {
+      const port = await freePort();
+      // The cluster bus listens on port + 10000: both must be free and below 65536. Another
+      // process may take either between this check and the start: then try other ports.
+      if (port + 10_000 >= 65_536 || ports.includes(port) || !(await canListen(port + 10_000))) continue;
       const dir = join(opts.dir, String(port));
       mkdirSync(dir, { recursive: true });
-      nodes.push(
-        await startRedis({
-          dir,
-          port,
-          extraArgs: ["--cluster-enabled", "yes", "--cluster-config-file", join(dir, "nodes.conf"), "--cluster-node-timeout", String(opts.nodeTimeoutMs ?? 1_000)],
-        }),
-      );
+      try {
+        nodes.push(
+          await startRedis({
+            dir,
+            port,
+            extraArgs: ["--cluster-enabled", "yes", "--cluster-config-file", join(dir, "nodes.conf"), "--cluster-node-timeout", String(opts.nodeTimeoutMs ?? 1_000)],
+          }),
+        );
+        ports.push(port);
+      } catch (err) {
+        if (!/Address already in use/.test((err as Error).message) || ++bindRetries > 10) throw err;
+      }
     }
     const created = spawnSync("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-replicas", "1", "--cluster-yes"], {
       encoding: "utf8",

@@ -41,6 +41,9 @@ export class Metrics {
   readonly outboundDeadLetters: Gauge;
   readonly outboundOldestPendingAge: Gauge;
   readonly bullmqJobs: Gauge<"state">;
+  /** GATEHOUSE_REDIS_WAIT_REPLICAS: the WAIT before an acknowledged write's 200. */
+  readonly redisReplicaWaitDuration: Histogram;
+  readonly redisReplicaWaitTimeouts: Counter;
   /** Always 1; the labels say what runs (the usual *_build_info convention). */
   readonly buildInfo: Gauge<"version" | "node_version">;
 
@@ -58,6 +61,17 @@ export class Metrics {
       registers: r,
     });
     this.buildInfo.set({ version: GATEHOUSE_VERSION, node_version: process.versions.node }, 1);
+    this.redisReplicaWaitDuration = new Histogram({
+      name: "gatehouse_redis_replica_wait_seconds",
+      help: "Time a WAIT for replicas (GATEHOUSE_REDIS_WAIT_REPLICAS) held an accepted write's answer.",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: r,
+    });
+    this.redisReplicaWaitTimeouts = new Counter({
+      name: "gatehouse_redis_replica_wait_timeouts_total",
+      help: "WAITs that returned with fewer replicas than GATEHOUSE_REDIS_WAIT_REPLICAS: writes a failover could still lose.",
+      registers: r,
+    });
     this.federationRequests = new Counter({
       name: "gatehouse_federation_requests_total",
       help: "Federation requests answered, by route (the Express route pattern), method, HTTP status and Matrix errcode (\"\" on success).",

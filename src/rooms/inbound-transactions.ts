@@ -47,6 +47,8 @@ export interface InboundTransactionDeps {
   missingEvents?: MissingEvents;
   /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken, and gap filling. */
   participation?: Pick<Participation, "acceptsPdus" | "fillGap">;
+  /** Before the 200: waits for replicas of the rooms written (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
+  afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
 
 export class InboundTransactions {
@@ -160,6 +162,9 @@ export class InboundTransactions {
     } finally {
       this.deps.rooms.wakeSender(destinations);
     }
+    // The rooms this transaction wrote to or tried to (a WAIT where nothing was written returns
+    // at once). Not the snapshots' keys: an ACL or a filled gap drops a room's snapshot.
+    await this.deps.afterWrites?.(taken.keys());
     return { pdus: results };
   }
 

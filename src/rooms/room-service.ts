@@ -97,6 +97,8 @@ export interface RoomServiceDeps {
    * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
    */
   maxForwardExtremities?: number;
+  /** After a local event's write, before its 200: waits for replicas (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
+  afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
 
 /** How often a write is retried when another replica wrote to the same room in between. */
@@ -411,7 +413,7 @@ export class RoomService {
   /** Creates, authorises and persists an event by a local user in a hosted room. */
   async sendLocalEvent(roomId: string, input: LocalEventInput, extraDestinations: readonly string[] = []): Promise<PersistedEvent> {
     if (serverOfUserId(input.sender) !== this.serverName) throw forbidden(`${input.sender} is not a user on ${this.serverName}`);
-    return this.withRoomLock(roomId, async () => {
+    const event = await this.withRoomLock(roomId, async () => {
       for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
         const snap = await this.snapshot(roomId);
         const event = this.buildFromSnapshot(snap, input, this.serverName, true);
@@ -424,6 +426,9 @@ export class RoomService {
       }
       throw new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
     });
+    // Outside the room lock: the wait holds this answer, not the room's next writer.
+    await this.deps.afterWrites?.([roomId]);
+    return event;
   }
 
   /**

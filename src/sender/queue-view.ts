@@ -1,7 +1,7 @@
 /**
  * What the admin API (/queue), the CLI and the metrics scrape read of the outbound queue. Reads
  * only: the per-destination lists, stored transactions and status hashes (OutboundStore) and the
- * BullMQ job of each destination.
+ * BullMQ job of each destination (in its shard's queue; the job counts are summed over the shards).
  */
 import type { Queue } from "bullmq";
 import type { OutboundSnapshot } from "../metrics.js";
@@ -75,7 +75,10 @@ export interface QueuePage {
 export class QueueView {
   constructor(
     private readonly outbound: OutboundStore,
-    private readonly queue: Queue,
+    /** Every shard's queue (shards.ts). */
+    private readonly queues: readonly Queue[],
+    /** The shard queue of a destination. */
+    private readonly queueOf: (destination: string) => Queue,
     private readonly clock: () => number = Date.now,
   ) {}
 
@@ -123,9 +126,10 @@ export class QueueView {
 
   /** The state of the destination's BullMQ job ("none" when it has none). */
   async jobState(destination: string): Promise<string> {
-    const jobId = await this.queue.getDeduplicationJobId(destination);
+    const queue = this.queueOf(destination);
+    const jobId = await queue.getDeduplicationJobId(destination);
     if (!jobId) return "none";
-    const job = await this.queue.getJob(jobId);
+    const job = await queue.getJob(jobId);
     return job ? await job.getState() : "none";
   }
 
@@ -154,7 +158,11 @@ export class QueueView {
       .sort((a, b) => b.pending_pdus - a.pending_pdus)
       .slice(0, 10)
       .map((v) => [v.destination, v.pending_pdus] as [string, number]);
-    const jobs = await this.queue.getJobCounts("waiting", "active", "delayed", "failed");
+    // Summed over the shards.
+    const jobs: Record<string, number> = {};
+    for (const counts of await Promise.all(this.queues.map((q) => q.getJobCounts("waiting", "active", "delayed", "failed")))) {
+      for (const [k, v] of Object.entries(counts)) jobs[k] = (jobs[k] ?? 0) + v;
+    }
     return { pendingPdus, pendingEdus, top, destinationsInBackoff: inBackoff, deadLetters, oldestPendingAgeSeconds: oldest / 1000, jobs };
   }
 

@@ -35,15 +35,17 @@ import { QueueView } from "./queue-view.js";
 import { TransactionBuilder } from "./transaction-builder.js";
 import { FederationTransport, Transports } from "./transport.js";
 import { claimInstance, releaseLocksOf } from "./takeover.js";
+import { adoptLayout, shardOf, shardQueueName } from "./shards.js";
+import { BullConnection } from "./bull-connection.js";
 
 export { MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN, MAX_TXNS_PER_JOB_RUN } from "./per-destination.js";
 export type { DestinationView } from "./queue-view.js";
 
 /**
- * The queue's name carries a hash tag: BullMQ's scripts touch many keys of one queue at once, and
- * on a Redis Cluster they must all be in one slot (`{prefix}:bull:{send}:…`).
+ * Queues: `settings.shards` of them, each named with a hash tag (one slot per queue on a Redis
+ * Cluster), a destination always in shard shardOf(destination) — see shards.ts, also for what
+ * changing the count does.
  */
-const QUEUE_NAME = "{send}";
 const JOB_NAME = "destination";
 /** The BullMQ attempts budget for unexpected processor errors (Redis down...): effectively forever. */
 const JOB_ATTEMPTS = 1_000_000_000;
@@ -96,14 +98,17 @@ interface JobData {
 export class Sender {
   readonly settings: SenderSettings;
   readonly outbound: OutboundStore;
-  readonly queue: Queue<JobData>;
+  /** One BullMQ queue per shard (index = shardOf(destination, shards)). */
+  readonly queues: Queue<JobData>[];
   /** The kinds of destination: federation for server names; others add themselves (transport.ts). */
   readonly transports: Transports;
   readonly builder: TransactionBuilder;
   readonly perDestination: PerDestinationSender;
   /** What /queue, the CLI and the metrics read. */
   readonly view: QueueView;
-  private worker: Worker<JobData> | null = null;
+  private workers: Worker<JobData>[] = [];
+  /** BullMQ's connection, and every one it duplicates (closed for good at close(); bull-connection.ts). */
+  readonly bull: BullConnection;
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly clock: () => number;
   private readonly random: () => number;
@@ -117,8 +122,13 @@ export class Sender {
     this.clock = deps.clock ?? Date.now;
     this.random = deps.random ?? Math.random;
     this.outbound = new OutboundStore(deps.redis, deps.keys);
-    this.queue = new Queue<JobData>(QUEUE_NAME, { connection: deps.redis, prefix: this.bullPrefix });
-    this.queue.on("error", (err) => deps.logger.warn({ err: err.message }, "sender queue error"));
+    this.bull = new BullConnection(deps.redis);
+    const shards = this.settings.shards;
+    this.queues = Array.from({ length: shards }, (_, i) => {
+      const q = new Queue<JobData>(shardQueueName(i, shards), { connection: this.bull.connection, prefix: this.bullPrefix });
+      q.on("error", (err) => deps.logger.warn({ err: err.message, queue: q.name }, "sender queue error"));
+      return q;
+    });
     this.transports = new Transports(new FederationTransport(deps.client, deps.serverName, (s) => parseServerName(s) !== null));
     this.builder = new TransactionBuilder({ store: deps.store, logger: deps.logger });
     this.perDestination = new PerDestinationSender({
@@ -132,7 +142,7 @@ export class Sender {
       shutdown: this.abort.signal,
       onTransaction: deps.onTransaction,
     });
-    this.view = new QueueView(this.outbound, this.queue, this.clock);
+    this.view = new QueueView(this.outbound, this.queues, (d) => this.queueOf(d), this.clock);
   }
 
   /** What this process's workers did (the status hashes in Redis hold the totals). */
@@ -142,6 +152,11 @@ export class Sender {
 
   private get bullPrefix(): string {
     return `${this.deps.keys.prefix}:bull`;
+  }
+
+  /** The queue of a destination's shard. */
+  queueOf(destination: string): Queue<JobData> {
+    return this.queues[shardOf(destination, this.queues.length)]!;
   }
 
   // --- producing -----------------------------------------------------------------------------
@@ -155,7 +170,7 @@ export class Sender {
 
   /** Like wake(), awaited. */
   async ensureJob(destination: string): Promise<void> {
-    await this.queue.add(JOB_NAME, { destination }, {
+    await this.queueOf(destination).add(JOB_NAME, { destination }, {
       deduplication: { id: destination, keepLastIfActive: true },
       removeOnComplete: true,
       removeOnFail: true,
@@ -205,9 +220,10 @@ export class Sender {
   /** Operator "retry now": clears the backoff and runs the destination's job at once. */
   async retryNow(destination: string): Promise<string> {
     await this.outbound.clearBackoff(destination);
-    const jobId = await this.queue.getDeduplicationJobId(destination);
+    const queue = this.queueOf(destination);
+    const jobId = await queue.getDeduplicationJobId(destination);
     if (jobId) {
-      const job = await this.queue.getJob(jobId);
+      const job = await queue.getJob(jobId);
       if (job && (await job.getState()) === "delayed") {
         await job.promote().catch(() => undefined); // it may have started meanwhile
       }
@@ -249,29 +265,43 @@ export class Sender {
    * of the instance identity, so a serve process and a worker sharing a data folder differ.
    */
   async startWorkers(role = "worker"): Promise<void> {
-    if (this.worker || this.closed) return;
+    if (this.workers.length || this.closed) return;
     const s = this.settings;
-    const worker = new Worker<JobData>(QUEUE_NAME, (job, token) => this.processJob(job, token), {
-      connection: this.deps.redis,
-      prefix: this.bullPrefix,
-      concurrency: s.concurrency,
-      lockDuration: s.lockDurationMs,
-      stalledInterval: stalledCheckMs(s.lockDurationMs),
-      // A job that stalls (its worker died) goes back to wait; keep doing so for a long time.
-      maxStalledCount: 1000,
-      settings: { backoffStrategy: (attemptsMade: number) => backoffDelay(attemptsMade, { initialMs: s.backoffInitialMs, maxMs: s.backoffMaxMs }, this.random) },
+    // A changed shard count drains the old layout first (shards.ts): never two jobs for a destination.
+    await adoptLayout(this.queues.length, {
+      redis: this.deps.redis,
+      bullPrefix: this.bullPrefix,
+      layoutKey: this.deps.keys.senderLayout(),
+      lockKey: this.deps.keys.senderLayoutLock(),
+      logger: this.deps.logger,
     });
-    worker.on("error", (err) => this.deps.logger.warn({ err: err.message }, "sender worker error"));
-    worker.on("failed", (job, err) => this.deps.logger.error({ destination: job?.data.destination, err: err.message }, "sender job failed"));
-    this.worker = worker;
-    await worker.waitUntilReady();
+    if (this.closed) return;
+    // The process's concurrency is split over its shards' workers.
+    const perShard = Math.max(1, Math.ceil(s.concurrency / this.queues.length));
+    const workers = this.queues.map((q) => {
+      const worker = new Worker<JobData>(q.name, (job, token) => this.processJob(job, token), {
+        connection: this.bull.connection,
+        prefix: this.bullPrefix,
+        concurrency: perShard,
+        lockDuration: s.lockDurationMs,
+        stalledInterval: stalledCheckMs(s.lockDurationMs),
+        // A job that stalls (its worker died) goes back to wait; keep doing so for a long time.
+        maxStalledCount: 1000,
+        settings: { backoffStrategy: (attemptsMade: number) => backoffDelay(attemptsMade, { initialMs: s.backoffInitialMs, maxMs: s.backoffMaxMs }, this.random) },
+      });
+      worker.on("error", (err) => this.deps.logger.warn({ err: err.message, queue: q.name }, "sender worker error"));
+      worker.on("failed", (job, err) => this.deps.logger.error({ destination: job?.data.destination, err: err.message }, "sender job failed"));
+      return worker;
+    });
+    this.workers = workers;
+    await Promise.all(workers.map((w) => w.waitUntilReady()));
     // Before the sweep: the sweep's job adds are de-duplicated against jobs still held by a dead
     // incarnation, which would otherwise wait for their locks to expire.
     if (this.deps.instanceId) {
       const instanceId = `${role}@${this.deps.instanceId}`;
       const dead = await claimInstance(this.deps.redis, this.deps.keys.senderInstance(instanceId), {
         instanceId,
-        workerId: worker.id,
+        workerId: this.workerIds,
         host: this.deps.hostname ?? "",
         now: this.clock(),
         logger: this.deps.logger,
@@ -288,16 +318,26 @@ export class Sender {
       }, s.sweepIntervalMs);
       this.sweepTimer.unref();
     }
-    this.deps.logger.info({ concurrency: s.concurrency }, "sender workers started");
+    this.deps.logger.info({ concurrency: s.concurrency, shards: this.queues.length }, "sender workers started");
   }
 
-  /** Moves the active jobs locked by BullMQ worker `workerId` back to wait (see takeover.ts). */
-  releaseLocksOf(workerId: string): Promise<number> {
-    return releaseLocksOf(this.deps.redis, this.queue, workerId, this.deps.logger);
+  /** This process's BullMQ worker IDs, one per shard, space-separated (the instance record). */
+  private get workerIds(): string {
+    return this.workers.map((w) => w.id).join(" ");
+  }
+
+  /**
+   * Moves the active jobs locked by BullMQ worker(s) `workerIds` (space-separated) back to wait,
+   * in every shard (see takeover.ts).
+   */
+  async releaseLocksOf(workerIds: string): Promise<number> {
+    // In parallel: at shutdown this runs under a short deadline.
+    const moved = await Promise.all(this.queues.map((q) => releaseLocksOf(this.deps.redis, q, workerIds, this.deps.logger)));
+    return moved.reduce((a, b) => a + b, 0);
   }
 
   get runningWorkers(): boolean {
-    return this.worker !== null;
+    return this.workers.length > 0;
   }
 
   /**
@@ -308,9 +348,9 @@ export class Sender {
   async drain(budgetMs: number): Promise<boolean> {
     const end = this.clock() + budgetMs;
     for (;;) {
-      const counts = await this.queue.getJobCounts("waiting", "active", "prioritized");
-      if ((counts.waiting ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) === 0) return true;
-      if (this.clock() >= end || !this.worker) return false;
+      const all = await Promise.all(this.queues.map((q) => q.getJobCounts("waiting", "active", "prioritized")));
+      if (all.every((counts) => (counts.waiting ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) === 0)) return true;
+      if (this.clock() >= end || !this.workers.length) return false;
       await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, end - this.clock()))));
     }
   }
@@ -327,8 +367,9 @@ export class Sender {
   private async doClose(deadlineMs: number): Promise<void> {
     this.closed = true;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
-    if (this.worker) {
-      const closing = this.worker.close();
+    if (this.workers.length) {
+      const workers = this.workers;
+      const closing = Promise.all(workers.map((w) => w.close()));
       if ((await raceTimeout(closing, deadlineMs)) === "timeout") {
         this.deps.logger.warn({ deadlineMs }, "sender: transactions still in flight at the shutdown deadline; they will be re-sent");
         this.abort.abort();
@@ -336,12 +377,14 @@ export class Sender {
           // Release what is still locked, so that the next worker resumes at once, not when the
           // locks expire; then do not leave a blocking connection reconnecting after the process
           // thinks it stopped.
-          await raceTimeout(this.releaseLocksOf(this.worker.id), 1000);
-          await raceTimeout(this.worker.disconnect(), 1000);
+          await raceTimeout(this.releaseLocksOf(this.workerIds), 1000);
+          await raceTimeout(Promise.all(workers.map((w) => w.disconnect())), 1000);
         }
       }
     }
-    if ((await raceTimeout(this.queue.close(), 2000)) === "timeout") await raceTimeout(this.queue.disconnect(), 1000);
+    const queues = Promise.all(this.queues.map((q) => q.close()));
+    if ((await raceTimeout(queues, 2000)) === "timeout") await raceTimeout(Promise.all(this.queues.map((q) => q.disconnect())), 1000);
+    this.bull.close();
   }
 
   private async processJob(job: Job<JobData>, token?: string): Promise<string> {

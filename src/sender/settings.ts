@@ -3,7 +3,7 @@
  * reads its fallbacks from here, and the Sender fills unset fields from here).
  */
 export interface SenderSettings {
-  /** Destinations processed in parallel by one process. */
+  /** Destinations processed in parallel by one process (split evenly over its shards' workers). */
   concurrency: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
@@ -22,6 +22,11 @@ export interface SenderSettings {
    * incarnation's jobs back at once instead.
    */
   lockDurationMs: number;
+  /**
+   * BullMQ queues the destinations are spread over (shards.ts), each in its own hash slot on a
+   * Redis Cluster; one worker per shard in each process, the concurrency split between them.
+   */
+  shards: number;
   /** How often workers look for destinations with queued work and no job (0 = only at start). */
   sweepIntervalMs: number;
 }
@@ -40,4 +45,5 @@ export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
   backoffOutagePercent: 25,
   lockDurationMs: 2_500,
   sweepIntervalMs: 60_000,
+  shards: 8,
 };

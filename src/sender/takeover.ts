@@ -15,8 +15,8 @@ import type { Redis } from "ioredis";
 import type { Logger } from "../logger.js";
 
 /**
- * Records that `instanceId` now runs BullMQ worker `workerId` (at `key`). Returns the worker ID of
- * its previous incarnation when that process is certainly dead, else null. A live process with
+ * Records that `instanceId` now runs BullMQ worker(s) `workerId` (space-separated, one per shard;
+ * at `key`). Returns the worker ID(s) of its previous incarnation when that process is certainly dead, else null. A live process with
  * the same instance ID (a misconfiguration) is left alone, with a warning: its jobs are taken
  * over only when their locks expire.
  */
@@ -47,18 +47,20 @@ export async function claimInstance(
 }
 
 /**
- * Moves the active jobs locked by BullMQ worker `workerId` back to wait. Returns how many moved.
+ * Moves the active jobs of `queue` locked by BullMQ worker(s) `workerIds` (space-separated: one
+ * worker per shard) back to wait. Returns how many moved.
  * Relies on BullMQ's lock key (`{queue}:{jobId}:lock`, value `{workerId}:{n}`); the crash tests
  * fail if a BullMQ upgrade changes it.
  */
-export async function releaseLocksOf(redis: Redis, queue: Queue, workerId: string, logger: Logger): Promise<number> {
+export async function releaseLocksOf(redis: Redis, queue: Queue, workerIds: string, logger: Logger): Promise<number> {
+  const workers = workerIds.split(" ").filter(Boolean);
   const ids = await redis.lrange(queue.keys.active!, 0, -1);
   if (ids.length === 0) return 0;
   const locks = await Promise.all(ids.map((id) => redis.get(queue.toKey(`${id}:lock`))));
   let moved = 0;
   for (let i = 0; i < ids.length; i++) {
     const lock = locks[i];
-    if (!lock || !lock.startsWith(`${workerId}:`)) continue;
+    if (!lock || !workers.some((w) => lock.startsWith(`${w}:`))) continue;
     const job = await queue.getJob(ids[i]!);
     if (!job) continue;
     try {

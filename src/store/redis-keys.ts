@@ -111,6 +111,10 @@ export class RedisKeys {
   destinations(): string { return `${this.prefix}:out:destinations`; }
   /** STRING (JSON): the sender worker of an instance ID, its host and pid (see Sender.claimInstance). */
   senderInstance(instanceId: string): string { return `${this.prefix}:sender:instance:${instanceId}`; }
+  /** STRING: the sender's shard count in use (src/sender/shards.ts). */
+  senderLayout(): string { return `${this.prefix}:sender:shards`; }
+  /** STRING: held by the process changing the sender's shard count. */
+  senderLayoutLock(): string { return `${this.prefix}:sender:shards:lock`; }
   /**
    * STRING counter for a destination's transaction IDs (`{ms}_{n}`: the millisecond prefix keeps
    * them unique even where this counter restarted, as it did when it moved from one global key).

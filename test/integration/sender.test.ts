@@ -373,7 +373,9 @@ describe("sender: /queue pagination and sorting", { timeout: 30_000 }, () => {
 
 describe("sender: shutdown", { timeout: 30_000 }, () => {
   test("drain() (at shutdown, after the listeners closed) returns once what was queued is delivered; a destination backing off does not hold it", async () => {
-    const { s, sinks, roomId } = await setup("drainq", { sinks: 2 });
+    // A long first backoff: the failing destination's job stays delayed while the test looks
+    // (with 100 ms it cycles delayed → active, and a loaded machine could catch it active).
+    const { s, sinks, roomId } = await setup("drainq", { sinks: 2, settings: { backoffInitialMs: 5_000, backoffMaxMs: 10_000 } });
     const [up, down] = sinks as [SinkPeer, SinkPeer];
     down.defaultAnswer = { status: 503 };
     await persistPdus(s.store, roomId, [up.serverName, down.serverName], 120);
@@ -417,9 +419,10 @@ describe("sender: shutdown", { timeout: 30_000 }, () => {
 
 describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
   test("two Sender instances on one Redis: never more than one transaction in flight per destination", async () => {
-    // One destination at a time per instance, so that while one is busy the other must work.
-    const { s, sinks, roomId, prefix } = await setup("inflight", { sinks: 3, settings: { concurrency: 1 } });
-    const second = makeSender({ prefix, key, settings: { concurrency: 1 } });
+    // One destination at a time per instance, so that while one is busy the other must work
+    // (one shard: the concurrency is split over the shards' workers, at least 1 each).
+    const { s, sinks, roomId, prefix } = await setup("inflight", { sinks: 3, settings: { concurrency: 1, shards: 1 } });
+    const second = makeSender({ prefix, key, settings: { concurrency: 1, shards: 1 } });
     cleanups.push(() => second.close());
     for (const k of sinks) k.defaultAnswer = { delayMs: 15 };
     sinks[0]!.script = [{ status: 500 }, { delayMs: 15 }, { status: 503 }];

@@ -19,6 +19,7 @@ import type { Redis } from "ioredis";
 import { Registry } from "prom-client";
 import { loadConfig, type Config } from "../../src/config.js";
 import { parseServerName } from "../../src/protocol/ids.js";
+import { parseClusterUrl } from "../../src/server.js";
 import { Metrics } from "../../src/metrics.js";
 import { opsApp } from "../../src/http/ops.js";
 import { renderKustomization, kubectlKustomize, podContainers, parseYamlStream, type K8sObject } from "../support/kustomize.js";
@@ -28,7 +29,7 @@ import { checkGrafanaDashboard } from "../support/grafana-schema.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const deployDir = join(root, "deploy");
 const k8sDir = join(deployDir, "kubernetes");
-const OVERLAYS = ["sidecar", "split", "ingress", "bridge"] as const;
+const OVERLAYS = ["sidecar", "split", "ingress", "bridge", "redis-cluster"] as const;
 
 type Env = Record<string, string>;
 type Obj = Record<string, unknown>;
@@ -772,6 +773,26 @@ describe("deploy: overlay specifics", () => {
       byKind(objects, "HorizontalPodAutoscaler").some((h) => ((h.spec as Obj).scaleTargetRef as { name: string }).name === workers[0]!.deployment.metadata.name),
       "the worker Deployment is scaled by an HPA",
     );
+  });
+});
+
+describe("deploy: overlays/redis-cluster", () => {
+  test("a redis-cluster:// seed list, WAIT for one replica, gateway and workers each scaled by an HPA, Bitnami values that bound loss", () => {
+    const objects = rendered.get("redis-cluster")!;
+    const gcs = gatehouseContainers(objects);
+    assert.ok(gcs.length >= 2);
+    for (const gc of gcs) {
+      const seeds = parseClusterUrl(gc.config.redisUrl ?? "");
+      assert.ok(seeds && seeds.nodes.length >= 3, `${gc.deployment.metadata.name}: REDIS_URL is a redis-cluster:// list of seeds`);
+      assert.equal(gc.config.redisWait.replicas, 1, "acknowledged writes wait for a replica");
+      assert.ok(gc.config.sender.shards >= 8, "sender queues spread over the primaries");
+    }
+    const scaled = byKind(objects, "HorizontalPodAutoscaler").map((h) => ((h.spec as Obj).scaleTargetRef as { name: string }).name);
+    for (const gc of gcs) assert.ok(scaled.includes(gc.deployment.metadata.name), `${gc.deployment.metadata.name} is scaled by an HPA (autoscaling/v2)`);
+    assert.ok(byKind(objects, "HorizontalPodAutoscaler").every((h) => h.apiVersion === "autoscaling/v2"));
+    const values = readFileSync(join(deployDir, "redis-cluster", "bitnami-values.yaml"), "utf8");
+    for (const line of ["appendonly yes", "maxmemory-policy noeviction", "min-replicas-to-write 1"]) assert.ok(values.includes(line), `bitnami-values.yaml sets ${line}`);
+    assert.match(values, /replicas: 1/, "one replica per primary (what WAIT 1 assumes)");
   });
 });
 
