@@ -82,7 +82,7 @@ async function delivered(farm: SinkFarm): Promise<number> {
 
 export async function fanoutBench(
   target: FanoutTarget,
-  opts: { servers: number; rate: number; seconds: number; backlog: number; redis?: RedisProc; gatehouse?: GatehouseProc },
+  opts: { servers: number; rate: number; seconds: number; backlog: number; redis?: RedisProc; gatehouse?: GatehouseProc; onJoined?: () => Promise<void> },
 ): Promise<FanoutFigures> {
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
   const farm = await SinkFarm.start(opts.servers, ROOM_VERSION);
@@ -110,6 +110,8 @@ export async function fanoutBench(
     const joinDeliveries = (opts.servers * (opts.servers - 1)) / 2;
     await waitUntil("join fan-out to settle", async () => (await delivered(farm)) >= joinDeliveries, 120_000, 250).catch((e) => log(`warning: ${(e as Error).message}`));
     await sleep(500);
+    // The scale row measures memory per destination here (every server joined, fan-out settled).
+    await opts.onJoined?.();
     await farm.reset();
 
     // --- live stream -------------------------------------------------------------------------------

@@ -12,10 +12,13 @@
  *   (V8's pages, thread stacks, mmapped malloc chunks).
  *
  * What is left of RSS after V8's physical heap, the ArrayBuffers and file-backed pages is native
- * memory: malloc arenas (fragmentation), OpenSSL, libuv, zlib. The probe does not force a GC.
+ * memory: malloc arenas (fragmentation), OpenSSL, libuv, zlib. The periodic samples do not force
+ * a GC. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
+ * scale rows (bench/scale.ts) read the live heap that way (heap per member, per destination).
  */
 import { appendFileSync, readFileSync } from "node:fs";
 import v8 from "node:v8";
+import { runInNewContext } from "node:vm";
 
 const file = process.env.MEM_PROBE_FILE;
 const interval = Number(process.env.MEM_PROBE_INTERVAL_MS ?? "60000");
@@ -103,4 +106,14 @@ if (file) {
   };
   setTimeout(write, 1000).unref();
   setInterval(write, interval).unref();
+  v8.setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc");
+  process.on("SIGUSR2", () => {
+    gc();
+    try {
+      appendFileSync(file, JSON.stringify({ ...sample(), gc: true }) + "\n");
+    } catch {
+      /* the bench removed the folder */
+    }
+  });
 }
