@@ -33,20 +33,13 @@ import { GatehouseProc, RedisProc, rssOf, sleep, waitUntil, type SynapseProc } f
 import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures, type FanoutTarget } from "./fanout.js";
 import { gatehouseTarget, ROOM_VERSION } from "./knock.js";
 import { loadAverage } from "./inbound.js";
+import { scaleSizes, slopes } from "./lib/slope.js";
 import { computeEventId } from "../src/protocol/event-hashing.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import type { Pdu } from "../src/protocol/pdu.js";
 
 const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
 const probe = fileURLToPath(new URL("./lib/mem-probe.mjs", import.meta.url));
-
-/** "a,b,c" from the environment (three sizes, ascending). */
-export function scaleSizes(name: string, fallback: string): number[] {
-  const raw = process.env[name] ?? fallback;
-  const sizes = raw.split(",").map((s) => Number(s.trim()));
-  if (sizes.length < 2 || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`${name} must be sizes like 100,300,1000, got ${raw}`);
-  return sizes.sort((a, b) => a - b);
-}
 
 /** A fresh Gatehouse (with its own redis-server) carrying the memory probe. */
 class ProbedGatehouse {
@@ -102,17 +95,6 @@ class ProbedGatehouse {
     this.redis.cleanup();
     rmSync(this.memDir, { recursive: true, force: true });
   }
-}
-
-/** Least-squares slope of y over x, and the slope between each pair of neighbouring sizes. */
-function slopes(xs: number[], ys: number[]): { fit: number; steps: number[] } {
-  const ok = xs.map((x, i) => [x, ys[i]!] as const).filter(([, y]) => Number.isFinite(y));
-  const steps = ok.slice(1).map(([x, y], i) => (y - ok[i]![1]) / (x - ok[i]![0]));
-  if (ok.length < 2) return { fit: NaN, steps };
-  const mx = ok.reduce((a, [x]) => a + x, 0) / ok.length;
-  const my = ok.reduce((a, [, y]) => a + y, 0) / ok.length;
-  const fit = ok.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0) / ok.reduce((a, [x]) => a + (x - mx) ** 2, 0);
-  return { fit, steps };
 }
 
 export interface ScaleTable {
