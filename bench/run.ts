@@ -137,7 +137,7 @@ try {
   }
   await runScaleRows(only, quick, synapseUnavailable(), () => {
     // One Synapse per bench process, named after its first scale row: runs of single rows can go side by side.
-    const slot = ["scale-fanout", "scale-room", "scale-knocks"].findIndex((r) => only.has(r));
+    const slot = Number(process.env.BENCH_SCALE_SYNAPSE_SLOT ?? ["scale-fanout", "scale-room", "scale-knocks"].findIndex((r) => only.has(r)));
     const hs = new SynapseProc(`benchScale${slot}`, 18918 + slot, 18958 + slot);
     hs.start();
     cleanups.push(() => hs.stop());
