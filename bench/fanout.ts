@@ -165,8 +165,14 @@ export async function fanoutBench(
     await sleep(300);
     let memory: FanoutFigures["memory"];
     if (memBefore && opts.redis && opts.gatehouse) {
-      const q = await opts.gatehouse.admin("GET", "/queue");
-      const queued = sum(((q.body?.destinations ?? []) as { pending_pdus: number }[]).map((d) => d.pending_pdus));
+      // /queue is paginated (next_token): read every page, or a room of more servers than one
+      // page holds counts only the first page's queues.
+      let queued = 0;
+      for (let from: string | undefined = "0"; from !== undefined; ) {
+        const q = await opts.gatehouse.admin("GET", `/queue?from=${from}`);
+        queued += sum(((q.body?.destinations ?? []) as { pending_pdus: number }[]).map((d) => d.pending_pdus));
+        from = q.body?.next_token as string | undefined;
+      }
       const redisAfter = await opts.redis.usedMemory();
       const rssAfter = rssOf(opts.gatehouse.pid) ?? 0;
       memory = { queuedEntries: queued, redisBytesPerQueuedPdu: (redisAfter - memBefore.redis) / queued, rssBytesPerQueuedPdu: (rssAfter - memBefore.rss) / queued };
