@@ -82,7 +82,7 @@ async function delivered(farm: SinkFarm): Promise<number> {
 
 export async function fanoutBench(
   target: FanoutTarget,
-  opts: { servers: number; rate: number; seconds: number; backlog: number; redis?: RedisProc; gatehouse?: GatehouseProc },
+  opts: { servers: number; rate: number; seconds: number; backlog: number; redis?: RedisProc; gatehouse?: GatehouseProc; onJoined?: () => Promise<void> },
 ): Promise<FanoutFigures> {
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
   const farm = await SinkFarm.start(opts.servers, ROOM_VERSION);
@@ -110,6 +110,8 @@ export async function fanoutBench(
     const joinDeliveries = (opts.servers * (opts.servers - 1)) / 2;
     await waitUntil("join fan-out to settle", async () => (await delivered(farm)) >= joinDeliveries, 120_000, 250).catch((e) => log(`warning: ${(e as Error).message}`));
     await sleep(500);
+    // The scale row measures memory per destination here (every server joined, fan-out settled).
+    await opts.onJoined?.();
     await farm.reset();
 
     // --- live stream -------------------------------------------------------------------------------
@@ -163,8 +165,14 @@ export async function fanoutBench(
     await sleep(300);
     let memory: FanoutFigures["memory"];
     if (memBefore && opts.redis && opts.gatehouse) {
-      const q = await opts.gatehouse.admin("GET", "/queue");
-      const queued = sum(((q.body?.destinations ?? []) as { pending_pdus: number }[]).map((d) => d.pending_pdus));
+      // /queue is paginated (next_token): read every page, or a room of more servers than one
+      // page holds counts only the first page's queues.
+      let queued = 0;
+      for (let from: string | undefined = "0"; from !== undefined; ) {
+        const q = await opts.gatehouse.admin("GET", `/queue?from=${from}`);
+        queued += sum(((q.body?.destinations ?? []) as { pending_pdus: number }[]).map((d) => d.pending_pdus));
+        from = q.body?.next_token as string | undefined;
+      }
       const redisAfter = await opts.redis.usedMemory();
       const rssAfter = rssOf(opts.gatehouse.pid) ?? 0;
       memory = { queuedEntries: queued, redisBytesPerQueuedPdu: (redisAfter - memBefore.redis) / queued, rssBytesPerQueuedPdu: (rssAfter - memBefore.rss) / queued };

@@ -7,6 +7,7 @@
  *   BENCH_NO_SYNAPSE=1  Gatehouse only
  *   BENCH_ONLY=crypto,knock,fanout,inbound   run a subset
  *   BENCH_INBOUND=4x1000  inbound row: origins × events per origin (default 4x1000; 4x200 with BENCH_QUICK=1)
+ *   BENCH_ONLY=scale-fanout,scale-room,scale-knocks   scale rows (bench/scale.ts; sizes: BENCH_SCALE_*, bench/README.md)
  *
  * Layout: this process (load generator, fake remote servers, sink farm) pins itself to core 1;
  * the server under test — Gatehouse (`gatehouse serve` child process) and its redis-server, or
@@ -19,12 +20,13 @@ import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFig
 import { inboundBench, loadAverage, type InboundFigures } from "./inbound.js";
 import { GatehouseProc, LOAD_CORE, pinSelf, RedisProc, SERVER_CORE, SynapseProc, synapseUnavailable } from "./lib/procs.js";
 import { RemoteServer } from "../test/support/remote-server.js";
+import { runScaleRows } from "./scale.js";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? "1");
 if (!(seconds > 0)) throw new Error(`BENCH_SECONDS must be a positive number, got ${process.env.BENCH_SECONDS}`);
 const quick = process.env.BENCH_QUICK === "1";
 const loadSeconds = Number(process.env.BENCH_LOAD_SECONDS ?? (quick ? "1" : "5"));
-const only = new Set((process.env.BENCH_ONLY ?? "crypto,knock,fanout,inbound").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "crypto,knock,fanout,inbound,scale-fanout,scale-room,scale-knocks").split(",").map((s) => s.trim()));
 
 pinSelf();
 console.log(`# Gatehouse benchmarks: node ${process.version}, ${cpus().length} CPU(s), ${cpus()[0]?.model ?? "unknown CPU"}`);
@@ -133,6 +135,14 @@ try {
     console.log("|---|---|---|---|");
     for (const r of rows) console.log(`| ${r.join(" | ")} |`);
   }
+  await runScaleRows(only, quick, synapseUnavailable(), () => {
+    // One Synapse per bench process, named after its first scale row: runs of single rows can go side by side.
+    const slot = Number(process.env.BENCH_SCALE_SYNAPSE_SLOT ?? ["scale-fanout", "scale-room", "scale-knocks"].findIndex((r) => only.has(r)));
+    const hs = new SynapseProc(`benchScale${slot}`, 18918 + slot, 18958 + slot);
+    hs.start();
+    cleanups.push(() => hs.stop());
+    return hs;
+  });
 } finally {
   await cleanup();
 }

@@ -21,6 +21,10 @@ import { SinkFarm } from "./lib/sink-farm-client.js";
 import { Conn } from "./lib/loadgen.js";
 import { handshake, HandshakeError, enc } from "./lib/fed.js";
 import { acceptedTimeline, checkDeliveries, createRoom, expectedDeliveries, joinSinks, waitDelivered } from "./lib/scenario.js";
+import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? "1800");
 const SINKS = Number(process.env.SOAK_SINKS ?? "100");
@@ -45,12 +49,17 @@ console.log(
 // V8's heap cap as in deploy/ (the ConfigMap's NODE_OPTIONS): without one V8 grows the heap
 // lazily towards its default limit and RSS says more about its GC heuristics than about leaks.
 const HEAP_MB = process.env.SOAK_MAX_OLD_SPACE_MB ?? "256";
+// The memory probe (bench/lib/mem-probe.mjs, preloaded into Gatehouse): one line per
+// SOAK_MEM_INTERVAL_MS (default 60 s) with RSS, V8 heap committed/used, external, arrayBuffers and
+// the native remainder, kept in SOAK_MEM_FILE (default: a file in the temp folder, printed).
+const MEM_FILE = process.env.SOAK_MEM_FILE ?? join(tmpdir(), `gatehouse-soak-mem-${process.pid}.jsonl`);
+const probe = fileURLToPath(new URL("./lib/mem-probe.mjs", import.meta.url));
 const metricsPort = await freePort();
 const redis = await RedisProc.start({ aof: false });
 const gh = await GatehouseProc.start({
   redisUrl: redis.url,
-  env: { ...SENDER_ENV, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPort}` },
-  ...(HEAP_MB ? { nodeArgs: [`--max-old-space-size=${HEAP_MB}`] } : {}),
+  env: { ...SENDER_ENV, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, MEM_PROBE_FILE: MEM_FILE, MEM_PROBE_INTERVAL_MS: process.env.SOAK_MEM_INTERVAL_MS ?? "60000" },
+  nodeArgs: [...(HEAP_MB ? [`--max-old-space-size=${HEAP_MB}`] : []), "--import", probe],
 });
 /** Gatehouse's own view of its memory (prom-client's process metrics): V8 heap used and external. */
 async function processMemory(): Promise<{ heap: number; external: number }> {
@@ -217,6 +226,7 @@ try {
     `V8 heap used: min ${fmtMB(Math.min(...heaps))}, max ${fmtMB(Math.max(...heaps))}, last ${fmtMB(heaps[n - 1] ?? 0)}; slope ${slopeOf((s) => s.heap, true).toFixed(2)} MB/min over the second half; ` +
       `external (Buffers): first ${fmtMB(samples[0]?.external ?? 0)}, last ${fmtMB(samples[n - 1]?.external ?? 0)}, slope ${slopeOf((s) => s.external, true).toFixed(2)} MB/min over the second half`,
   );
+  printMemoryCurve(MEM_FILE);
   console.log(`Redis used_memory: first ${fmtMB(samples[0]?.redis ?? 0)}, last ${fmtMB(samples[n - 1]?.redis ?? 0)} (grows with the room: every event and member is kept)`);
   const ok = report.missing === 0 && report.dupAcrossTxns === 0 && bad === 0 && Object.keys(unexpected).length === 0 && Object.keys(logErr).length === 0 && drainSeconds !== null;
   console.log(`\nverdict: ${ok ? "PASS" : "FAIL"}`);
@@ -230,4 +240,30 @@ try {
     gh.cleanup();
     redis.cleanup();
   } else console.log(`kept: ${gh.dataDir} ${redis.dir}`);
+}
+
+/** The probe's per-interval lines as a table (MB), with least-squares slopes over the second half. */
+function printMemoryCurve(file: string): void {
+  if (!existsSync(file)) return console.log(`memory probe: no samples in ${file}`);
+  type P = { t: number; rss: number; heapTotal: number; heapUsed: number; external: number; arrayBuffers: number; v8Physical: number; rssAnon: number; rssFile: number; brkHeap: number; arena64: number; otherAnon: number; arenaCount: number; threads: number };
+  const ps = readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as P);
+  /** Native remainder: anonymous resident memory that is neither V8's heap nor ArrayBuffer contents. */
+  const native = (p: P) => p.rssAnon - p.v8Physical - p.arrayBuffers;
+  const mb = (b: number) => (b / 1048576).toFixed(1);
+  console.log(`\nmemory curve (probe, ${file}): MB`);
+  console.log("| t (min) | RSS | heap committed | heap used | external | arrayBuffers | native rest | brk heap | 64 MiB arenas (n) | threads |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  for (const p of ps) console.log(`| ${(p.t / 60).toFixed(1)} | ${mb(p.rss)} | ${mb(p.heapTotal)} | ${mb(p.heapUsed)} | ${mb(p.external)} | ${mb(p.arrayBuffers)} | ${mb(native(p))} | ${mb(p.brkHeap)} | ${mb(p.arena64)} (${p.arenaCount}) | ${p.threads} |`);
+  const half = ps.slice(Math.floor(ps.length / 2));
+  const slope = (pick: (p: P) => number) => {
+    if (half.length < 3) return NaN;
+    const mx = half.reduce((a, p) => a + p.t, 0) / half.length;
+    const my = half.reduce((a, p) => a + pick(p), 0) / half.length;
+    return ((half.reduce((a, p) => a + (p.t - mx) * (pick(p) - my), 0) / half.reduce((a, p) => a + (p.t - mx) ** 2, 0)) * 60) / 1048576;
+  };
+  const f = (x: number) => x.toFixed(2);
+  console.log(
+    `slopes over the second half (MB/min): RSS ${f(slope((p) => p.rss))}, heap committed ${f(slope((p) => p.heapTotal))}, heap used ${f(slope((p) => p.heapUsed))}, ` +
+      `external ${f(slope((p) => p.external))}, arrayBuffers ${f(slope((p) => p.arrayBuffers))}, native rest ${f(slope(native))}, brk heap ${f(slope((p) => p.brkHeap))}, 64 MiB arenas ${f(slope((p) => p.arena64))}`,
+  );
 }

@@ -162,6 +162,20 @@ export function stateGroupDepthLimit(size: number): number {
   return Math.min(STATE_GROUP_DEPTH_CAP, Math.max(MAX_STATE_GROUP_DEPTH, Math.floor(size / 4)));
 }
 
+/**
+ * Keys per multi-key read (MGET/HMGET). A call's arguments are spread onto the stack, and about
+ * 120,000 of them overflow it (RangeError): a send_join in a 100,000-member room read that many
+ * events at once and answered 500. Reads of more IDs go in chunks, in order.
+ */
+export const MULTI_READ_CHUNK = 10_000;
+
+async function chunkedRead(ids: readonly string[], read: (chunk: string[]) => Promise<(string | null)[]>): Promise<(string | null)[]> {
+  if (ids.length <= MULTI_READ_CHUNK) return read([...ids]);
+  const out: (string | null)[] = [];
+  for (let i = 0; i < ids.length; i += MULTI_READ_CHUNK) for (const v of await read(ids.slice(i, i + MULTI_READ_CHUNK))) out.push(v);
+  return out;
+}
+
 export type PersistResult = "persisted" | "duplicate" | "conflict";
 
 export const stateField = (type: string, stateKey: string): string => JSON.stringify([type, stateKey]);
@@ -425,7 +439,7 @@ export class RoomStore {
       else missing.push(id);
     }
     if (missing.length === 0) return out;
-    const vals = await this.redis.hmget(this.keys.eventState(roomId), ...missing);
+    const vals = await chunkedRead(missing, (c) => this.redis.hmget(this.keys.eventState(roomId), ...c));
     vals.forEach((v, i) => {
       if (!v) return;
       const [before = "", after = ""] = v.split(" ");
@@ -458,7 +472,7 @@ export class RoomStore {
   async eventStatuses(roomId: string, eventIds: readonly string[]): Promise<Map<string, EventStatus>> {
     const out = new Map<string, EventStatus>();
     if (eventIds.length === 0) return out;
-    const vals = await this.redis.hmget(this.keys.eventStatus(roomId), ...eventIds);
+    const vals = await chunkedRead(eventIds, (c) => this.redis.hmget(this.keys.eventStatus(roomId), ...c));
     vals.forEach((v, i) => {
       if (v) out.set(eventIds[i]!, v as EventStatus);
     });
@@ -731,7 +745,7 @@ export class RoomStore {
       else missing.push(id);
     }
     if (missing.length === 0) return out;
-    const texts = await this.redis.mget(...missing.map((id) => this.keys.event(roomId, id)));
+    const texts = await chunkedRead(missing, (c) => this.redis.mget(...c.map((id) => this.keys.event(roomId, id))));
     texts.forEach((t, i) => {
       if (!t) return;
       const pdu = JSON.parse(t) as Pdu;
@@ -784,7 +798,7 @@ export class RoomStore {
   async redactionsOf(roomId: string, eventIds: readonly string[]): Promise<Map<string, RedactionRecord[]>> {
     const out = new Map<string, RedactionRecord[]>();
     if (eventIds.length === 0) return out;
-    const values = await this.redis.hmget(this.keys.redactions(roomId), ...eventIds);
+    const values = await chunkedRead(eventIds, (c) => this.redis.hmget(this.keys.redactions(roomId), ...c));
     values.forEach((v, i) => {
       if (!v) return;
       out.set(
@@ -801,7 +815,7 @@ export class RoomStore {
   /** The stream positions of events in the room's timeline (null for events not in it). */
   async streamsOf(roomId: string, eventIds: readonly string[]): Promise<(number | null)[]> {
     if (eventIds.length === 0) return [];
-    const scores = await this.redis.zmscore(this.keys.timeline(roomId), ...eventIds);
+    const scores = await chunkedRead(eventIds, (c) => this.redis.zmscore(this.keys.timeline(roomId), ...c));
     return scores.map((s) => (s === null ? null : Number(s)));
   }
 

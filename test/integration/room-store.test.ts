@@ -228,6 +228,23 @@ describe("RoomStore.persistEvent", () => {
 });
 
 describe("RoomStore reads", () => {
+  test("reads of more event IDs than fit in one call's arguments (a send_join in a 100k-member room) go in chunks, in order", async () => {
+    // 150,000 spread arguments overflow V8's stack (RangeError); the store reads in chunks of
+    // MULTI_READ_CHUNK. The one real event sits past the first chunk, so order is checked too.
+    const { roomId, create } = await newRoom();
+    const ids = Array.from({ length: 150_000 }, (_, i) => `$missing${i}`);
+    ids[123_456] = create.eventId;
+    const events = await store.getEvents(roomId, ids);
+    assert.deepEqual([...events.keys()], [create.eventId]);
+    const streams = await store.streamsOf(roomId, ids);
+    assert.equal(streams.length, ids.length);
+    assert.equal(streams.filter((x) => x !== null).length, 1);
+    assert.notEqual(streams[123_456], null, "the create event's stream position, at its own index");
+    assert.equal((await store.eventStatuses(roomId, ids)).size, 0);
+    assert.equal((await store.redactionsOf(roomId, ids)).size, 0);
+    assert.ok((await store.eventStateGroups(roomId, ids)).size <= 1);
+  });
+
   test("stateAt before/after an event replays accepted state in order, skipping soft-failed events", async () => {
     const { roomId, create } = await newRoom();
     const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });

@@ -1,0 +1,606 @@
+/**
+ * Scale rows (issue #16): how Gatehouse's costs grow with the size of a room, each at three sizes
+ * with the slope per unit of growth, and Synapse 1.160 beside it up to a size cap.
+ *
+ *  - scale-fanout: a room with N remote servers (sink-farm listeners on 127.0.0.1, each its own
+ *    server name and key), joined over make_join/send_join; live p50/p99 (event accepted →
+ *    delivered at each destination), backlog drain in deliveries/s (bench/fanout.ts), and Redis
+ *    and live heap per destination (before the first join → after the joins' fan-out settled).
+ *  - scale-room: a room of M members built through the real inbound write path: one remote
+ *    server joins over make_join/send_join, then pushes M−1 join events of its users (chained,
+ *    50 per PUT /send transaction to Gatehouse, 1 per transaction to Synapse, one in flight),
+ *    and the build counts until the room's state holds every member. Then 3 new servers join: make_join and
+ *    send_join latency and response size; Redis and live heap per member; and cold start:
+ *    `gatehouse serve` stopped (SIGTERM) and started again, time to the admin API's first answer
+ *    and to the first make_join served in the big room.
+ *  - scale-knocks: a knock room with K pending knocks, made through make_knock/send_knock
+ *    (8 connections); then 50 more knocks one by one: make_knock and send_knock p50/p99; the knock
+ *    list (admin GET /rooms/{id}/knocks; Synapse: client /members?membership=knock) latency and
+ *    size; Redis bytes per pending knock.
+ *
+ * Gatehouse runs fresh (its own redis-server and `gatehouse serve`) for every size, with the
+ * memory probe (bench/lib/mem-probe.mjs) preloaded: the live heap is V8's heapUsed after a full
+ * GC the probe runs on SIGUSR2. The V8 heap is not capped here (a 100k-member room holds
+ * ~120 MB of state cache). Synapse is one process for the whole row, a new room per size.
+ */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Conn, percentile } from "./lib/loadgen.js";
+import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
+import { SinkFarm } from "./lib/sink-farm-client.js";
+import { GatehouseProc, RedisProc, rssOf, sleep, waitUntil, type SynapseProc } from "./lib/procs.js";
+import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures, type FanoutTarget } from "./fanout.js";
+import { gatehouseTarget, ROOM_VERSION } from "./knock.js";
+import { loadAverage } from "./inbound.js";
+import { scaleSizes, slopes } from "./lib/slope.js";
+import { computeEventId } from "../src/protocol/event-hashing.js";
+import { getRoomVersion } from "../src/protocol/room-versions.js";
+import type { Pdu } from "../src/protocol/pdu.js";
+
+const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
+const probe = fileURLToPath(new URL("./lib/mem-probe.mjs", import.meta.url));
+
+/** A fresh Gatehouse (with its own redis-server) carrying the memory probe. */
+class ProbedGatehouse {
+  private constructor(
+    readonly redis: RedisProc,
+    readonly gh: GatehouseProc,
+    private readonly memDir: string,
+  ) {}
+
+  static async start(): Promise<ProbedGatehouse> {
+    const memDir = mkdtempSync(join(tmpdir(), "gatehouse-scale-mem-"));
+    const redis = await RedisProc.start({ aof: false });
+    const gh = await GatehouseProc.start({
+      redisUrl: redis.url,
+      logLevel: process.env.BENCH_LOG_LEVEL ?? "warn",
+      env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000" },
+      nodeArgs: ["--import", probe],
+    });
+    return new ProbedGatehouse(redis, gh, memDir);
+  }
+
+  /** V8's heapUsed right after a full GC (the probe's SIGUSR2 sample). */
+  async liveHeap(): Promise<number> {
+    const file = join(this.memDir, "mem.jsonl");
+    const count = () => readFileSync(file, "utf8").split("\n").filter((l) => l.includes('"gc":true')).length;
+    let before = 0;
+    try {
+      before = count();
+    } catch {
+      /* no sample yet */
+    }
+    process.kill(this.gh.pid, "SIGUSR2");
+    const line = await waitUntil(
+      "the memory probe's GC sample",
+      () => {
+        try {
+          const lines = readFileSync(file, "utf8").split("\n").filter((l) => l.includes('"gc":true'));
+          return lines.length > before ? lines[lines.length - 1]! : null;
+        } catch {
+          return null;
+        }
+      },
+      30_000,
+      50,
+    );
+    return (JSON.parse(line) as { heapUsed: number }).heapUsed;
+  }
+
+  async stop(): Promise<void> {
+    await this.gh.stop();
+    await this.redis.stop();
+    this.gh.cleanup();
+    this.redis.cleanup();
+    rmSync(this.memDir, { recursive: true, force: true });
+  }
+}
+
+export interface ScaleTable {
+  title: string;
+  unit: string;
+  /** Slope printed per `per` units of size. */
+  per: number;
+  sizes: number[];
+  rows: { metric: string; digits: number; gatehouse: (number | undefined)[]; synapse?: (number | undefined)[] }[];
+}
+
+/** A table: one column per size for each server, then the slope per `per` units. */
+export function printScaleTable(t: ScaleTable): void {
+  console.log(`\n### ${t.title} (load average ${loadAverage()})\n`);
+  const head = ["metric", ...t.sizes.map((s) => `${fmt(s)} ${t.unit}`), `slope per ${fmt(t.per)} ${t.unit} (fit; steps)`];
+  console.log(`| ${head.join(" | ")} |`);
+  console.log(`|${head.map(() => "---").join("|")}|`);
+  const line = (name: string, ys: (number | undefined)[], digits: number) => {
+    const vals = ys.map((y) => (y === undefined ? NaN : y));
+    const s = slopes(t.sizes, vals);
+    const slope = Number.isFinite(s.fit) ? `${fmt(s.fit * t.per, digits + 1)} (${s.steps.map((x) => fmt(x * t.per, digits + 1)).join("; ")})` : "–";
+    console.log(`| ${[name, ...vals.map((v) => fmt(v, digits)), slope].join(" | ")} |`);
+  };
+  for (const r of t.rows) {
+    line(`${r.metric} — Gatehouse`, r.gatehouse, r.digits);
+    if (r.synapse) line(`${r.metric} — Synapse`, r.synapse, r.digits);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out to N destinations
+// ---------------------------------------------------------------------------------------------
+
+export async function scaleFanoutRow(opts: { sizes: number[]; synapse: SynapseProc | null; synapseMax: number; rate: number; seconds: number; backlog: number }): Promise<ScaleTable> {
+  const g: { fig: FanoutFigures; redisPerDest: number; heapPerDest: number }[] = [];
+  const s: (FanoutFigures | undefined)[] = [];
+  for (const n of opts.sizes) {
+    console.log(`\n## scale: fan-out to ${fmt(n)} destinations\n`);
+    const p = await ProbedGatehouse.start();
+    try {
+      const redis0 = await p.redis.usedMemory();
+      const heap0 = await p.liveHeap();
+      let joined = { redis: NaN, heap: NaN };
+      const fig = await fanoutBench(gatehouseFanoutTarget(p.gh), {
+        servers: n,
+        rate: opts.rate,
+        seconds: opts.seconds,
+        backlog: opts.backlog,
+        redis: p.redis,
+        gatehouse: p.gh,
+        onJoined: async () => {
+          joined = { redis: await p.redis.usedMemory(), heap: await p.liveHeap() };
+        },
+      });
+      const per = { redisPerDest: (joined.redis - redis0) / n, heapPerDest: (joined.heap - heap0) / n };
+      console.log(`  [Gatehouse] per destination (room with ${fmt(n)} servers joined, fan-out settled): Redis +${fmt(per.redisPerDest)} B, live heap +${fmt(per.heapPerDest)} B`);
+      g.push({ fig, ...per });
+    } finally {
+      await p.stop();
+    }
+    s.push(opts.synapse && n <= opts.synapseMax ? await fanoutBench(await synapseFanoutTarget(opts.synapse), { servers: n, rate: opts.rate, seconds: opts.seconds, backlog: opts.backlog }) : undefined);
+  }
+  const syn = s.some(Boolean);
+  return {
+    title: `fan-out: live ${opts.rate} ev/s × ${opts.seconds} s, backlog ${opts.backlog} events`,
+    unit: "destinations",
+    per: 100,
+    sizes: opts.sizes,
+    rows: [
+      { metric: "join all servers (s)", digits: 1, gatehouse: g.map((x) => x.fig.joinSeconds), ...(syn ? { synapse: s.map((x) => x?.joinSeconds) } : {}) },
+      { metric: "live p50 (ms)", digits: 0, gatehouse: g.map((x) => x.fig.live.p50Ms), ...(syn ? { synapse: s.map((x) => x?.live.p50Ms) } : {}) },
+      { metric: "live p99 (ms)", digits: 0, gatehouse: g.map((x) => x.fig.live.p99Ms), ...(syn ? { synapse: s.map((x) => x?.live.p99Ms) } : {}) },
+      { metric: "drain (deliveries/s)", digits: 0, gatehouse: g.map((x) => x.fig.backlog.deliveriesPerSec), ...(syn ? { synapse: s.map((x) => x?.backlog.deliveriesPerSec) } : {}) },
+      { metric: "Redis per destination (B)", digits: 0, gatehouse: g.map((x) => x.redisPerDest) },
+      { metric: "live heap per destination (B)", digits: 0, gatehouse: g.map((x) => x.heapPerDest) },
+      { metric: "Redis per queued PDU entry (B)", digits: 0, gatehouse: g.map((x) => x.fig.memory?.redisBytesPerQueuedPdu) },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A room of M members
+// ---------------------------------------------------------------------------------------------
+
+interface Timed {
+  ms: number;
+  bytes: number;
+}
+
+/** make_{kind} then send_{kind}, each timed, with its response size. */
+async function timedHandshake(conn: Conn, from: FakeServer, destination: string, kind: "join" | "knock", roomId: string, userId: string): Promise<{ make: Timed; send: Timed }> {
+  const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
+  const makePath = `/_matrix/federation/v1/make_${kind}/${enc(roomId)}/${enc(userId)}?${ver}`;
+  const m0 = performance.now();
+  const made = await conn.request(signedRequest(from, destination, "GET", makePath));
+  const make = { ms: performance.now() - m0, bytes: made.body.length };
+  if (made.status !== 200) throw new HandshakeError(`make_${kind}`, made.status, made.body.toString());
+  const m = JSON.parse(made.body.toString()) as { room_version: string; event: Record<string, unknown> };
+  const { pdu, eventId } = signEvent(from, m.event, m.room_version);
+  const sendPath = kind === "knock" ? `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}` : `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`;
+  const req = signedRequest(from, destination, "PUT", sendPath, pdu);
+  const s0 = performance.now();
+  const sent = await conn.request(req);
+  const send = { ms: performance.now() - s0, bytes: sent.body.length };
+  if (sent.status !== 200) throw new HandshakeError(`send_${kind}`, sent.status, sent.body.toString().slice(0, 300));
+  return { make, send };
+}
+
+interface RoomFigures {
+  members: number;
+  buildSeconds: number;
+  buildPdusPerSec: number;
+  makeJoinMs: number;
+  sendJoinMs: number;
+  sendJoinBytes: number;
+  redisPerMember?: number;
+  heapPerMember?: number;
+  rssAfter?: number;
+  coldStartMs?: number;
+  coldFirstMakeJoinMs?: number;
+}
+
+/** Builds a room of `members` members on `target` through /send; measures 3 new servers joining. */
+async function bigRoom(target: FanoutTarget, members: number, joinedCount: (roomId: string) => Promise<number>, perTxn: number, probed?: ProbedGatehouse): Promise<RoomFigures> {
+  const log = (s: string) => console.log(`  [${target.name}] ${s}`);
+  const version = getRoomVersion(ROOM_VERSION)!;
+  const JOINERS = 3;
+  const farm = await SinkFarm.start(1 + JOINERS + 1, ROOM_VERSION);
+  try {
+    await farm.verifyAs(target.identity);
+    const roomId = await target.createPublicRoom();
+    const conn = new Conn("127.0.0.1", target.port);
+    const bulk = farm.server(0);
+    const { eventId: firstJoin, pdu: joinPdu, response } = await handshake(conn, bulk, target.serverName, "join", roomId, `@m0:${bulk.serverName}`);
+    const state = (response as { state: Pdu[] }).state;
+    const idOf = (type: string) => {
+      const e = state.find((x) => x.type === type && x.state_key === "");
+      if (!e) throw new Error(`${target.name}: send_join state has no ${type}`);
+      return computeEventId(e, version);
+    };
+    const authEvents = [idOf("m.room.power_levels"), idOf("m.room.join_rules")];
+    const redis0 = probed ? await probed.redis.usedMemory() : 0;
+    const heap0 = probed ? await probed.liveHeap() : 0;
+
+    // --- the bulk: members−1 joins pushed through /send, 50 per transaction, one in flight --------
+    let prev = firstJoin;
+    let depth = joinPdu.depth as number;
+    const t0 = Date.now();
+    const txnOf = (start: number): Buffer => {
+      const pdus: Pdu[] = [];
+      for (let i = start; i < Math.min(members, start + perTxn); i++) {
+        const user = `@m${i}:${bulk.serverName}`;
+        const { pdu, eventId } = signEvent(
+          bulk,
+          { type: "m.room.member", state_key: user, room_id: roomId, sender: user, content: { membership: "join" }, prev_events: [prev], auth_events: authEvents, depth: ++depth, origin_server_ts: t0 + i },
+          ROOM_VERSION,
+        );
+        prev = eventId;
+        pdus.push(pdu);
+      }
+      return signedRequest(bulk, target.serverName, "PUT", `/_matrix/federation/v1/send/${enc(`bulk${t0.toString(36)}-${start}`)}`, { origin: bulk.serverName, origin_server_ts: Date.now(), pdus });
+    };
+    let refused = 0;
+    let firstError: string | undefined;
+    const b0 = performance.now();
+    let next = txnOf(1);
+    for (let start = 1; start < members; start += perTxn) {
+      const pending = conn.request(next);
+      // Sign the next transaction while this one is in flight.
+      if (start + perTxn < members) next = txnOf(start + perTxn);
+      const res = await pending;
+      if (res.status !== 200) throw new Error(`${target.name} /send: HTTP ${res.status} ${res.body.toString().slice(0, 300)}`);
+      for (const r of Object.values((JSON.parse(res.body.toString()) as { pdus: Record<string, { error?: string }> }).pdus)) {
+        if (r.error) {
+          refused++;
+          firstError ??= r.error;
+        }
+      }
+      if ((start - 1) % 10_000 === 0 && start > 1) log(`  … ${fmt(start)} members pushed (${fmt(start / ((performance.now() - b0) / 1000))} joins/s)`);
+    }
+    if (refused) throw new Error(`${target.name}: ${refused} bulk joins refused (first: ${firstError})`);
+    // A server may answer /send before it processed the PDUs (Synapse stages them): wait until the
+    // room's state holds every member (or stops growing for 30 s: then the figures are not valid).
+    let joined = 0;
+    let lastGrowth = performance.now();
+    for (;;) {
+      const n = await joinedCount(roomId);
+      if (n > joined) lastGrowth = performance.now();
+      joined = n;
+      if (joined >= members || performance.now() - lastGrowth > 30_000) break;
+      await sleep(500);
+    }
+    const buildSeconds = (performance.now() - b0) / 1000;
+    if (joined < members) throw new Error(`${target.name}: only ${fmt(joined)} of ${fmt(members)} members in the room's state after the /send pushes`);
+    log(`room of ${fmt(members)} members built through /send in ${fmt(buildSeconds, 1)} s (${fmt((members - 1) / buildSeconds)} joins/s); ${fmt(joined)} joined members in the room's state`);
+
+    const fig: RoomFigures = { members, buildSeconds, buildPdusPerSec: (members - 1) / buildSeconds, makeJoinMs: NaN, sendJoinMs: NaN, sendJoinBytes: NaN };
+    if (probed) {
+      fig.redisPerMember = ((await probed.redis.usedMemory()) - redis0) / (members - 1);
+      fig.heapPerMember = ((await probed.liveHeap()) - heap0) / (members - 1);
+      log(`per member: Redis +${fmt(fig.redisPerMember)} B, live heap +${fmt(fig.heapPerMember)} B`);
+    }
+
+    // --- 3 new servers join: make_join / send_join ----------------------------------------------------
+    const joins: { make: Timed; send: Timed }[] = [];
+    for (let k = 1; k <= JOINERS; k++) {
+      const s = farm.server(k);
+      joins.push(await timedHandshake(conn, s, target.serverName, "join", roomId, `@new:${s.serverName}`));
+    }
+    const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    fig.makeJoinMs = med(joins.map((j) => j.make.ms));
+    fig.sendJoinMs = med(joins.map((j) => j.send.ms));
+    fig.sendJoinBytes = med(joins.map((j) => j.send.bytes));
+    log(`new servers joining (median of ${JOINERS}): make_join ${fmt(fig.makeJoinMs, 1)} ms (${fmt(med(joins.map((j) => j.make.bytes)))} B), send_join ${fmt(fig.sendJoinMs)} ms, response ${fmt(fig.sendJoinBytes / 1048576, 1)} MB`);
+    conn.close();
+
+    // --- cold start ------------------------------------------------------------------------------------
+    if (probed) {
+      fig.rssAfter = rssOf(probed.gh.pid) ?? NaN;
+      await probed.gh.stopServe("SIGTERM");
+      const c0 = performance.now();
+      await probed.gh.launch();
+      fig.coldStartMs = performance.now() - c0;
+      const s = farm.server(JOINERS + 1);
+      const c = new Conn("127.0.0.1", target.port);
+      const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
+      const made = await c.request(signedRequest(s, target.serverName, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(`@cold:${s.serverName}`)}?${ver}`));
+      fig.coldFirstMakeJoinMs = performance.now() - c0;
+      c.close();
+      if (made.status !== 200) throw new Error(`make_join after restart: ${made.status} ${made.body.toString().slice(0, 200)}`);
+      log(`cold start (SIGTERM, start again): admin API answers after ${fmt(fig.coldStartMs)} ms, first make_join in the big room served after ${fmt(fig.coldFirstMakeJoinMs)} ms; RSS before restart ${fmt(fig.rssAfter / 1048576, 1)} MB`);
+    }
+    return fig;
+  } finally {
+    await farm.stop();
+  }
+}
+
+export async function scaleRoomRow(opts: { sizes: number[]; synapse: SynapseProc | null; synapseMax: number }): Promise<ScaleTable> {
+  const g: RoomFigures[] = [];
+  const s: (RoomFigures | undefined)[] = [];
+  for (const n of opts.sizes) {
+    console.log(`\n## scale: a room of ${fmt(n)} members\n`);
+    const p = await ProbedGatehouse.start();
+    try {
+      const joinedCount = async (roomId: string) => {
+        const r = await p.gh.admin("GET", `/rooms/${enc(roomId)}/members`);
+        return Object.values(r.body.members as Record<string, string>).filter((m) => m === "join").length;
+      };
+      g.push(await bigRoom(gatehouseFanoutTarget(p.gh), n, joinedCount, 50, p));
+    } finally {
+      await p.stop();
+    }
+    if (opts.synapse && n <= opts.synapseMax) {
+      const hs = opts.synapse;
+      const user = await hs.user("benchfanout"); // synapseFanoutTarget's room creator
+      const joinedCount = async (roomId: string) => {
+        const r = await hs.client(user.token, "GET", `/_matrix/client/v3/rooms/${enc(roomId)}/joined_members`);
+        return Object.keys((r.body?.joined ?? {}) as object).length;
+      };
+      // One PDU per transaction for Synapse: it answers /send once the PDUs are staged and, with a
+      // chain of 50 in one transaction, asked the sender for "missing" prev events (get_missing_events,
+      // which the fake server does not serve) and kept 24 of 1,000 members.
+      s.push(await bigRoom(await synapseFanoutTarget(hs), n, joinedCount, 1).catch((e: Error) => (console.log(`  [Synapse] NOT MEASURED: ${e.message}`), undefined)));
+    } else s.push(undefined);
+  }
+  const syn = s.some(Boolean);
+  return {
+    title: "a room of M members",
+    unit: "members",
+    per: 1000,
+    sizes: opts.sizes,
+    rows: [
+      { metric: "build through /send (joins/s)", digits: 0, gatehouse: g.map((x) => x.buildPdusPerSec), ...(syn ? { synapse: s.map((x) => x?.buildPdusPerSec) } : {}) },
+      { metric: "make_join (ms)", digits: 1, gatehouse: g.map((x) => x.makeJoinMs), ...(syn ? { synapse: s.map((x) => x?.makeJoinMs) } : {}) },
+      { metric: "send_join (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinMs) } : {}) },
+      { metric: "send_join response (kB)", digits: 0, gatehouse: g.map((x) => x.sendJoinBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.sendJoinBytes / 1024 : undefined)) } : {}) },
+      { metric: "Redis per member (B)", digits: 0, gatehouse: g.map((x) => x.redisPerMember) },
+      { metric: "live heap per member (B)", digits: 0, gatehouse: g.map((x) => x.heapPerMember) },
+      { metric: "RSS before restart (MB)", digits: 1, gatehouse: g.map((x) => (x.rssAfter ?? NaN) / 1048576) },
+      { metric: "cold start: admin API answers (ms)", digits: 0, gatehouse: g.map((x) => x.coldStartMs) },
+      { metric: "cold start: first make_join served (ms)", digits: 0, gatehouse: g.map((x) => x.coldFirstMakeJoinMs) },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A room with K pending knocks
+// ---------------------------------------------------------------------------------------------
+
+interface KnockListFigures {
+  knocks: number;
+  buildPerSec: number;
+  makeKnockP50: number;
+  makeKnockP99: number;
+  sendKnockP50: number;
+  sendKnockP99: number;
+  listMs: number;
+  listBytes: number;
+  listed: number;
+  redisPerKnock?: number;
+  heapPerKnock?: number;
+}
+
+async function knockRoom(
+  t: { name: string; serverName: string; port: number; createKnockRoom(): Promise<string>; list(roomId: string): Promise<{ bytes: number; count: number }> },
+  identity: FanoutTarget["identity"],
+  knocks: number,
+  probed?: ProbedGatehouse,
+): Promise<KnockListFigures> {
+  const log = (s: string) => console.log(`  [${t.name}] ${s}`);
+  const MEASURED = 50;
+  const farm = await SinkFarm.start(1, ROOM_VERSION);
+  try {
+    await farm.verifyAs(identity);
+    const fake = farm.server(0);
+    const roomId = await t.createKnockRoom();
+    // The first knock fetches the fake server's key: not counted.
+    const warm = new Conn("127.0.0.1", t.port);
+    await handshake(warm, fake, t.serverName, "knock", roomId, `@warm:${fake.serverName}`, { reason: "bench" });
+    warm.close();
+    const redis0 = probed ? await probed.redis.usedMemory() : 0;
+    const heap0 = probed ? await probed.liveHeap() : 0;
+    const pending = knocks - MEASURED - 1;
+    let next = 0;
+    const b0 = performance.now();
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const c = new Conn("127.0.0.1", t.port);
+        while (next < pending) {
+          const n = next++;
+          await handshake(c, fake, t.serverName, "knock", roomId, `@k${n}:${fake.serverName}`, { reason: "bench" });
+          if (n > 0 && n % 2000 === 0) log(`  … ${fmt(n)} knocks (${fmt(n / ((performance.now() - b0) / 1000))}/s)`);
+        }
+        c.close();
+      }),
+    );
+    const buildPerSec = pending / ((performance.now() - b0) / 1000);
+    const c = new Conn("127.0.0.1", t.port);
+    const timings: { make: Timed; send: Timed }[] = [];
+    for (let i = 0; i < MEASURED; i++) timings.push(await timedHandshake(c, fake, t.serverName, "knock", roomId, `@measured${i}:${fake.serverName}`));
+    c.close();
+    await sleep(300);
+    const fig: Partial<KnockListFigures> = { knocks, buildPerSec };
+    if (probed) {
+      fig.redisPerKnock = ((await probed.redis.usedMemory()) - redis0) / (knocks - 1);
+      fig.heapPerKnock = ((await probed.liveHeap()) - heap0) / (knocks - 1);
+    }
+    const mk = timings.map((x) => x.make.ms).sort((a, b) => a - b);
+    const sk = timings.map((x) => x.send.ms).sort((a, b) => a - b);
+    // The knock list, 5 times (median).
+    const lists: { ms: number; bytes: number; count: number }[] = [];
+    for (let i = 0; i < 5; i++) {
+      const l0 = performance.now();
+      const r = await t.list(roomId);
+      lists.push({ ms: performance.now() - l0, ...r });
+    }
+    lists.sort((a, b) => a.ms - b.ms);
+    const l = lists[2]!;
+    const out: KnockListFigures = {
+      knocks,
+      buildPerSec,
+      makeKnockP50: percentile(mk, 50),
+      makeKnockP99: percentile(mk, 99),
+      sendKnockP50: percentile(sk, 50),
+      sendKnockP99: percentile(sk, 99),
+      listMs: l.ms,
+      listBytes: l.bytes,
+      listed: l.count,
+      ...(fig.redisPerKnock !== undefined ? { redisPerKnock: fig.redisPerKnock, heapPerKnock: fig.heapPerKnock! } : {}),
+    };
+    log(
+      `${fmt(knocks)} pending knocks (built at ${fmt(buildPerSec)}/s, 8 connections); the next ${MEASURED}, one by one: make_knock p50 ${fmt(out.makeKnockP50, 1)} / p99 ${fmt(out.makeKnockP99, 1)} ms, ` +
+        `send_knock p50 ${fmt(out.sendKnockP50, 1)} / p99 ${fmt(out.sendKnockP99, 1)} ms; knock list: ${fmt(l.count)} knocks, ${fmt(l.bytes / 1024)} kB in ${fmt(l.ms)} ms` +
+        (out.redisPerKnock !== undefined ? `; Redis +${fmt(out.redisPerKnock)} B, live heap +${fmt(out.heapPerKnock)} B per pending knock` : ""),
+    );
+    if (l.count !== knocks) log(`WARNING: the knock list holds ${l.count} knocks, ${knocks} were answered 200`);
+    return out;
+  } finally {
+    await farm.stop();
+  }
+}
+
+export async function scaleKnocksRow(opts: { sizes: number[]; synapse: SynapseProc | null; synapseMax: number }): Promise<ScaleTable> {
+  const g: KnockListFigures[] = [];
+  const s: (KnockListFigures | undefined)[] = [];
+  const synAdmin = opts.synapse ? await opts.synapse.user("benchscaleknocks") : null;
+  for (const n of opts.sizes) {
+    console.log(`\n## scale: a room with ${fmt(n)} pending knocks\n`);
+    const p = await ProbedGatehouse.start();
+    try {
+      const base = gatehouseTarget(p.gh);
+      const f = gatehouseFanoutTarget(p.gh);
+      g.push(
+        await knockRoom(
+          {
+            ...base,
+            async list(roomId) {
+              const res = await fetch(`http://127.0.0.1:${p.gh.adminPort}/_gatehouse/admin/v1/rooms/${enc(roomId)}/knocks`, { headers: { Authorization: `Bearer ${p.gh.adminToken}` } });
+              const text = await res.text();
+              return { bytes: Buffer.byteLength(text), count: (JSON.parse(text) as { knocks: unknown[] }).knocks.length };
+            },
+          },
+          f.identity,
+          n,
+          p,
+        ),
+      );
+    } finally {
+      await p.stop();
+    }
+    if (opts.synapse && synAdmin && n <= opts.synapseMax) {
+      const hs = opts.synapse;
+      // The knock room is created by a Synapse user, who then reads the list (client API).
+      s.push(
+        await knockRoom(
+          {
+            name: "Synapse",
+            serverName: hs.serverName,
+            port: hs.federationPort,
+            async createKnockRoom() {
+              const r = await hs.client(synAdmin.token, "POST", "/_matrix/client/v3/createRoom", {
+                room_version: ROOM_VERSION,
+                preset: "private_chat",
+                name: "bench scale knocks",
+                initial_state: [{ type: "m.room.join_rules", state_key: "", content: { join_rule: "knock" } }],
+              });
+              if (r.status !== 200) throw new Error(`synapse createRoom: ${JSON.stringify(r.body)}`);
+              return r.body.room_id as string;
+            },
+            async list(roomId) {
+              const res = await fetch(`${hs.clientUrl}/_matrix/client/v3/rooms/${enc(roomId)}/members?membership=knock`, { headers: { Authorization: `Bearer ${synAdmin.token}` } });
+              const text = await res.text();
+              if (res.status !== 200) throw new Error(`synapse members: ${res.status} ${text.slice(0, 200)}`);
+              return { bytes: Buffer.byteLength(text), count: (JSON.parse(text) as { chunk: unknown[] }).chunk.length };
+            },
+          },
+          null,
+          n,
+        ),
+      );
+    } else s.push(undefined);
+  }
+  const syn = s.some(Boolean);
+  return {
+    title: "a room with K pending knocks",
+    unit: "knocks",
+    per: 1000,
+    sizes: opts.sizes,
+    rows: [
+      { metric: "building: knocks/s (8 conn)", digits: 0, gatehouse: g.map((x) => x.buildPerSec), ...(syn ? { synapse: s.map((x) => x?.buildPerSec) } : {}) },
+      { metric: "make_knock p50 (ms)", digits: 1, gatehouse: g.map((x) => x.makeKnockP50), ...(syn ? { synapse: s.map((x) => x?.makeKnockP50) } : {}) },
+      { metric: "make_knock p99 (ms)", digits: 1, gatehouse: g.map((x) => x.makeKnockP99), ...(syn ? { synapse: s.map((x) => x?.makeKnockP99) } : {}) },
+      { metric: "send_knock p50 (ms)", digits: 1, gatehouse: g.map((x) => x.sendKnockP50), ...(syn ? { synapse: s.map((x) => x?.sendKnockP50) } : {}) },
+      { metric: "send_knock p99 (ms)", digits: 1, gatehouse: g.map((x) => x.sendKnockP99), ...(syn ? { synapse: s.map((x) => x?.sendKnockP99) } : {}) },
+      { metric: "knock list (ms)", digits: 1, gatehouse: g.map((x) => x.listMs), ...(syn ? { synapse: s.map((x) => x?.listMs) } : {}) },
+      { metric: "knock list (kB)", digits: 0, gatehouse: g.map((x) => x.listBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.listBytes / 1024 : undefined)) } : {}) },
+      { metric: "Redis per pending knock (B)", digits: 0, gatehouse: g.map((x) => x.redisPerKnock) },
+      { metric: "live heap per pending knock (B)", digits: 0, gatehouse: g.map((x) => x.heapPerKnock) },
+    ],
+  };
+}
+
+/**
+ * The scale rows `only` selects (scale-fanout, scale-room, scale-knocks), at the sizes the
+ * environment gives (see bench/README.md), with one Synapse for all of them when available.
+ */
+export async function runScaleRows(only: Set<string>, quick: boolean, synapseWhy: string | null, startSynapse: () => SynapseProc): Promise<void> {
+  const rows = ["scale-fanout", "scale-room", "scale-knocks"].filter((r) => only.has(r));
+  if (!rows.length) return;
+  const fanoutSizes = scaleSizes("BENCH_SCALE_FANOUT", quick ? "5,10,20" : "20,50,100");
+  const memberSizes = scaleSizes("BENCH_SCALE_MEMBERS", quick ? "100,200,400" : "1000,3000,10000");
+  const knockSizes = scaleSizes("BENCH_SCALE_KNOCKS", quick ? "60,100,200" : "100,300,1000");
+  const cap = (name: string, sizes: number[]) => Number(process.env[name] ?? sizes[sizes.length - 1]);
+  // The room row skips Synapse unless asked: pushed joins from one server are dropped by Synapse
+  // after 50–130 (it fetches "missing" prev events from the sender; see bench/README.md).
+  const synMax = {
+    fanout: cap("BENCH_SCALE_SYNAPSE_MAX_FANOUT", fanoutSizes),
+    members: Number(process.env.BENCH_SCALE_SYNAPSE_MAX_MEMBERS ?? "0"),
+    knocks: cap("BENCH_SCALE_SYNAPSE_MAX_KNOCKS", knockSizes),
+  };
+  let hs: SynapseProc | null = null;
+  if (synapseWhy) console.log(`\n# scale rows: Synapse skipped: ${synapseWhy}`);
+  else {
+    hs = startSynapse();
+    console.log(`# scale rows: Synapse ${hs.serverName} (pid ${hs.pid}); sizes up to ${fmt(synMax.fanout)} destinations, ${fmt(synMax.members)} members, ${fmt(synMax.knocks)} knocks`);
+  }
+  const tables: ScaleTable[] = [];
+  try {
+    if (only.has("scale-fanout"))
+      tables.push(
+        await scaleFanoutRow({
+          sizes: fanoutSizes,
+          synapse: hs,
+          synapseMax: synMax.fanout,
+          rate: Number(process.env.BENCH_SCALE_FANOUT_RATE ?? "10"),
+          seconds: Number(process.env.BENCH_SCALE_FANOUT_SECONDS ?? (quick ? "2" : "10")),
+          backlog: Number(process.env.BENCH_SCALE_BACKLOG ?? (quick ? "20" : "50")),
+        }),
+      );
+    if (only.has("scale-room")) tables.push(await scaleRoomRow({ sizes: memberSizes, synapse: hs, synapseMax: synMax.members }));
+    if (only.has("scale-knocks")) tables.push(await scaleKnocksRow({ sizes: knockSizes, synapse: hs, synapseMax: synMax.knocks }));
+  } finally {
+    hs?.stop();
+  }
+  console.log("\n## scale summary");
+  for (const t of tables) printScaleTable(t);
+}
