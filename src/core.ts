@@ -201,7 +201,6 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     onQueued: (destinations) => sender.wake(destinations),
-    onMissingEvent: (outcome) => metrics.missingEvents.inc({ outcome }),
   });
   const remoteRooms = new RemoteRooms({
     participation,
@@ -233,7 +232,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
-    missingEvents: new MissingEvents({ rooms, store, client, logger }),
+    missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }) }),
     participation,
   });
 
