@@ -212,7 +212,6 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     onQueued: (destinations) => sender.wake(destinations),
-    onMissingEvent: (outcome) => metrics.missingEvents.inc({ outcome }),
   });
   const remoteRooms = new RemoteRooms({
     participation,
@@ -229,8 +228,19 @@ export function buildCore(opts: CoreOptions): Core {
     onInvite: (pdu, eventId, state) => push.queueRemoteInvite(pdu, eventId, state),
     localUserExists: async (userId) => (await localUsers.exists(userId)) !== null,
   });
+  // The record follows the event; an inbound transaction answers only once the records its
+  // events changed are written (transactionAfterWrites below), so a kick is visible at the 200.
+  const membershipNotes = new Set<Promise<void>>();
   onRemoteMembership = (roomId, pdu) => {
-    remoteRooms.noteMembership(roomId, pdu).catch((err: Error) => logger.warn({ roomId, err: err.message }, "could not record a membership change"));
+    const note: Promise<void> = remoteRooms
+      .noteMembership(roomId, pdu)
+      .catch((err: Error) => logger.warn({ roomId, err: err.message }, "could not record a membership change"))
+      .finally(() => membershipNotes.delete(note));
+    membershipNotes.add(note);
+  };
+  const transactionAfterWrites = async (roomIds: Iterable<string>): Promise<void> => {
+    await Promise.all(membershipNotes);
+    await afterWrites?.(roomIds);
   };
   const history = new RoomHistory(ctx);
   const queries = new RoomQueries(ctx);
@@ -244,9 +254,9 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
-    missingEvents: new MissingEvents({ rooms, store, client, logger }),
+    missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }) }),
     participation,
-    afterWrites,
+    afterWrites: transactionAfterWrites,
   });
 
   const actions = new ClientActions({ ctx, queries, membership, remoteRooms, history, federation: client, registry, accounts, asClient, redis, keys, logger, participation });

@@ -129,7 +129,7 @@ export class Metrics {
     });
     this.missingEvents = new Counter({
       name: "gatehouse_missing_events_total",
-      help: "Rooms hosted elsewhere: events fetched with get_missing_events (persisted, refused), and PDUs refused because prev events stayed missing (gap_left).",
+      help: "Events fetched with get_missing_events (persisted, refused), and PDUs whose prev events stayed missing (gap_left: refused in rooms hosted elsewhere, checked as they are in rooms hosted here).",
       labelNames: ["outcome"] as const,
       registers: r,
     });

@@ -44,10 +44,10 @@ export interface InboundTransactionDeps {
    */
   knockLimit?: (roomId: string) => Promise<number>;
   /** Fills a gap before a PDU whose prev or auth events are missing (get_missing_events from its origin). */
-  missingEvents?: MissingEvents;
-  /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken, and gap filling. */
-  participation?: Pick<Participation, "acceptsPdus" | "fillGap">;
-  /** Before the 200: waits for replicas of the rooms written (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
+  missingEvents?: Pick<MissingEvents, "fill">;
+  /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken. */
+  participation?: Pick<Participation, "acceptsPdus">;
+  /** Before the 200: waits for what must hold when it is sent (derived records, replicas of the rooms written: GATEHOUSE_REDIS_WAIT_REPLICAS, store/replica-wait.ts). */
   afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
 
@@ -135,22 +135,23 @@ export class InboundTransactions {
           // room as it is; the events it fills in are persisted before this PDU. They may change
           // the room (an ACL among them): the next PDU reads it again.
           await flush();
-          if (checked.snap.room.hostedElsewhere && this.deps.participation) {
-            // A room hosted elsewhere (rooms/participation.ts): a gap that cannot be filled
-            // refuses the PDU.
+          if (this.deps.missingEvents) {
+            // A gap left refuses the PDU in a room hosted elsewhere (no state to authorise it
+            // against, rooms/participation.ts); in a room hosted here it is checked as it is.
             try {
-              await this.deps.participation.fillGap(origin, checked.snap, checked.eventId, checked.pdu);
+              const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, {
+                ifGapLeft: checked.snap.room.hostedElsewhere ? "refuse" : "check",
+                deferWake: destinations,
+              });
+              if (filled) snapshots.delete(checked.roomId);
             } catch (e) {
               if (!(e instanceof MatrixError)) throw e;
+              snapshots.delete(checked.roomId);
               results[checked.eventId] = { error: e.message };
               this.deps.logger.info({ origin, roomId: checked.roomId, eventId: checked.eventId, reason: e.message }, "rejected PDU in transaction");
               this.deps.onPdu?.("rejected");
               continue;
             }
-            snapshots.delete(checked.roomId);
-          } else if (this.deps.missingEvents) {
-            const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, checked.snap.version, { deferWake: destinations });
-            if (filled) snapshots.delete(checked.roomId);
           }
         }
         known.add(checked.eventId);

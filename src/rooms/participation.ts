@@ -11,16 +11,17 @@
  * - PDUs over /send are taken only while a local user is joined (acceptsPdus); otherwise they
  *   are left out of the answer, as Synapse does for a room it is not in;
  * - prev_events Gatehouse lacks are fetched from the sending server with /get_missing_events
- *   (fillGap), in rounds of at most 10 events, at most MAX_GAP_ROUNDS rounds, never below the
- *   depth of our own join. An event whose prev events are still missing then is REFUSED with a
- *   logged reason (no outlier with state from /state_ids: see the report's missing list);
+ *   by the gap filler all rooms share (rooms/missing-events.ts; never below the depth of our own
+ *   join, the oldest event of the timeline). An event whose prev events are still missing then
+ *   is REFUSED with a logged reason (policy "refuse", chosen by inbound-transactions.ts from
+ *   `hostedElsewhere`; no outlier with state from /state_ids);
  * - history before our join is fetched on demand (backfill: a client's /messages reached the
  *   start of what is stored) with /backfill from a server in the room, each event stored before
  *   the timeline's start with the state at it (from its prev event's, or /state_ids when that is
  *   not known) and checked against its auth events and that state.
  */
 import { checkEventAuth, type EventLike } from "../protocol/auth/index.js";
-import { MatrixError, forbidden } from "../protocol/errors.js";
+import { MatrixError } from "../protocol/errors.js";
 import { roomIdFromCreateEvent } from "../protocol/event-hashing.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
@@ -32,10 +33,6 @@ import type { EventVerifier } from "./event-verifier.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
 import type { Logger } from "../logger.js";
 
-/** Events asked for per /get_missing_events call (Synapse asks for 10). */
-export const GAP_LIMIT = 10;
-/** Calls per gap: a gap longer than GAP_LIMIT × MAX_GAP_ROUNDS events is refused. */
-export const MAX_GAP_ROUNDS = 5;
 /** Events asked for per /backfill call at most. */
 export const MAX_BACKFILL = 50;
 /** State events fetched one by one (/event) per backfill at most; beyond, the backfill stops. */
@@ -189,8 +186,6 @@ export interface ParticipationDeps {
   /** Application services interested in an event (as RoomService's). */
   appserviceDestinations?: (pdu: Pdu, roomId: string, stateBefore: ReadonlyMap<string, Pdu> | null) => Promise<string[]>;
   onQueued?: (destinations: readonly string[]) => void;
-  /** Gap filling outcomes (gatehouse_missing_events_total). */
-  onMissingEvent?: (outcome: "persisted" | "refused" | "gap_left") => void;
 }
 
 export class Participation {
@@ -242,79 +237,6 @@ export class Participation {
   /** Whether /send PDUs for this room are taken: hosted here, or hosted elsewhere with a local user joined. */
   acceptsPdus(snap: RoomSnapshot): boolean {
     return !snap.room.hostedElsewhere || this.localUserJoined(snap);
-  }
-
-  /**
-   * Before a PDU of a room hosted elsewhere is authorised: fetches its missing prev events from
-   * `origin` with /get_missing_events (bounded, see the module comment) and persists them oldest
-   * first (each checked as any /send PDU, and never relayed). Throws 403 when prev events are
-   * still missing afterwards: the PDU is refused with that reason.
-   */
-  async fillGap(origin: string, snap: RoomSnapshot, eventId: string, pdu: Pdu): Promise<void> {
-    const roomId = snap.room.roomId;
-    const missingOf = async (ids: readonly string[]): Promise<string[]> => {
-      const groups = await this.d.store.eventStateGroups(roomId, ids);
-      return ids.filter((id) => !groups.has(id));
-    };
-    let missing = await missingOf(prevEventIds(pdu));
-    if (missing.length === 0) return;
-    const fetched = new Map<string, Pdu>();
-    let latest = [eventId];
-    const minDepth = await this.joinDepth(snap);
-    for (let round = 0; round < MAX_GAP_ROUNDS && latest.length > 0; round++) {
-      let answer: { events?: unknown };
-      try {
-        answer = await this.d.client.call<{ events?: unknown }>("POST", origin, `/_matrix/federation/v1/get_missing_events/${encodeURIComponent(roomId)}`, {
-          earliest_events: snap.extremities,
-          latest_events: latest,
-          limit: GAP_LIMIT,
-          min_depth: minDepth,
-        });
-      } catch (e) {
-        this.d.logger.info({ roomId, origin, err: (e as Error).message }, "get_missing_events failed");
-        break;
-      }
-      const list = Array.isArray(answer.events) ? answer.events : [];
-      const next: string[] = [];
-      for (const raw of list.slice(0, GAP_LIMIT)) {
-        const checked = await this.d.verifier.verify(raw, snap.version);
-        if (!checked.ok || checked.pdu.room_id !== roomId || fetched.has(checked.eventId)) continue;
-        fetched.set(checked.eventId, checked.pdu);
-      }
-      // Prev events of what we now have that are neither stored nor fetched: the next round's latest.
-      for (const [id, ev] of [[eventId, pdu] as const, ...fetched]) {
-        for (const prev of await missingOf(prevEventIds(ev))) if (!fetched.has(prev)) next.push(id);
-      }
-      latest = [...new Set(next)];
-      if (list.length === 0) break;
-    }
-    // Oldest first (depth, then ID), each through the same checks as a /send PDU.
-    const order = [...fetched].sort(([a, x], [b, y]) => (x.depth ?? 0) - (y.depth ?? 0) || (a < b ? -1 : 1));
-    for (const [id, ev] of order) {
-      // Only on known ground: an event whose own prev events are still missing is left out.
-      if ((await missingOf(prevEventIds(ev))).length > 0) continue;
-      try {
-        await this.d.rooms.persistEvent(roomId, id, ev, { origin, rejectIfSoftFailed: false });
-        this.d.onMissingEvent?.("persisted");
-      } catch (e) {
-        if (!(e instanceof MatrixError)) throw e;
-        this.d.onMissingEvent?.("refused");
-        this.d.logger.info({ roomId, eventId: id, origin, reason: e.message }, "refused an event fetched with get_missing_events");
-      }
-    }
-    missing = await missingOf(prevEventIds(pdu));
-    if (missing.length > 0) {
-      this.d.onMissingEvent?.("gap_left");
-      this.d.logger.warn({ roomId, eventId, origin, missing }, "refused a PDU whose prev events are still missing after get_missing_events");
-      throw forbidden(`prev events ${missing.join(", ")} are unknown and could not be fetched with get_missing_events`);
-    }
-  }
-
-  /** The depth of the oldest local join we hold in the room's timeline (the floor for gap filling). */
-  private async joinDepth(snap: RoomSnapshot): Promise<number> {
-    const [first] = await this.d.store.timeline(snap.room.roomId, 0, 1);
-    const ev = first ? await this.d.store.getEvent(snap.room.roomId, first.eventId) : null;
-    return typeof ev?.depth === "number" ? ev.depth : 0;
   }
 
   /**

@@ -2,7 +2,9 @@
  * Gaps in a hosted room, over HTTP with a real Redis: a remote server sends over /send only the
  * newest of its events (as Synapse does when it catches up a destination after a restart), so
  * Gatehouse lacks its prev_events or auth_events. Gatehouse asks the origin for the events in
- * between (POST /get_missing_events) and persists them first (src/rooms/missing-events.ts).
+ * between (POST /get_missing_events, in several rounds when the gap is longer than one call) and
+ * persists those on known ground first (src/rooms/missing-events.ts, shared with rooms hosted
+ * elsewhere, where a gap left refuses the PDU: test/http/rooms-elsewhere.test.ts).
  * Before, the PDU was rejected ("Event references unknown auth events") or accepted on the
  * wrong state, and the room split from the sender's for good (found by
  * test/interop/state-fork-synapse.test.ts against a restarted Synapse).
@@ -13,6 +15,7 @@ import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer, randomKey, type RecordedRequest } from "../support/remote-server.js";
 import { stateField } from "../../src/store/room-store.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
+import { GAP_LIMIT } from "../../src/rooms/missing-events.js";
 
 let t: TestGatehouse;
 let remote: RemoteServer;
@@ -188,4 +191,117 @@ describe("a PDU whose prev or auth events are missing: the gap is fetched from i
     }
     assert.equal(asked.length, 0);
   });
+});
+
+interface LongGapCase {
+  name: string;
+  why: string;
+  /** Messages Gatehouse never received, oldest first, before the one sent over /send. */
+  gap: number;
+  /** Events of the gap (0-based, oldest first) the origin never returns. */
+  withheld: number[];
+  /** get_missing_events calls expected. */
+  calls: number;
+  /** Events of the gap stored afterwards. */
+  stored: number;
+  /** gatehouse_missing_events_total deltas. */
+  metric: { persisted: number; gap_left: number };
+}
+
+const LONG_CASES: LongGapCase[] = [
+  {
+    name: "a gap longer than one call fills in two rounds",
+    why: `13 events, ${GAP_LIMIT} per call: the oldest fetched event's prev is still unknown, so it is the next call's latest_events; all 13 end stored, the PDU on them`,
+    gap: 13,
+    withheld: [],
+    calls: 2,
+    stored: 13,
+    metric: { persisted: 13, gap_left: 0 },
+  },
+  {
+    name: "a gap the origin leaves open: nothing off known ground is stored, the PDU is checked as before",
+    why: "the oldest event is never returned: the 12 fetched ones hang from an unknown event and are left out; in a hosted room the PDU is then checked as it is (accepted: its auth events are known) and counted gap_left, where a room hosted elsewhere refuses it",
+    gap: 13,
+    withheld: [0],
+    calls: 3,
+    stored: 0,
+    metric: { persisted: 0, gap_left: 1 },
+  },
+];
+
+describe("a hosted room: several get_missing_events rounds, known ground, the metric", () => {
+  const metric = async (outcome: string) => (await t.gh.metrics.missingEvents.get()).values.find((v) => v.labels.outcome === outcome)?.value ?? 0;
+  for (const c of LONG_CASES) {
+    test(c.name, async () => {
+      const { roomId, mod } = await roomWithRemoteModerator("12");
+      const base = await t.graph(roomId);
+      const auth = (await t.template(roomId, { type: "m.room.message", sender: mod, content: {} })).auth_events as string[];
+      // A chain of messages on the room's extremity, none of them sent to Gatehouse but the last.
+      const chain: { pdu: Pdu; eventId: string }[] = [];
+      for (let i = 0; i <= c.gap; i++) {
+        const prev = chain[i - 1];
+        chain.push(
+          remote.signEvent(
+            {
+              type: "m.room.message",
+              sender: mod,
+              content: { msgtype: "m.text", body: `gap ${i}` },
+              room_id: roomId,
+              origin_server_ts: Date.now() + i,
+              depth: base.depth + 1 + i,
+              prev_events: prev ? [prev.eventId] : base.extremities,
+              auth_events: auth,
+            },
+            base.versionId,
+          ),
+        );
+      }
+      const newest = chain[c.gap]!;
+      const byId = new Map(chain.map((e, i) => [e.eventId, { ...e, i }]));
+      const asked: { earliest_events: string[]; latest_events: string[]; limit: number; min_depth: number }[] = [];
+      // The origin walks back from latest_events' prev events to earliest_events, as Synapse does.
+      remote.extraRoutes = (req) => {
+        if (!req.url.startsWith(`${FED}/v1/get_missing_events/`)) return null;
+        const b = req.body as (typeof asked)[number];
+        asked.push(b);
+        const out: Pdu[] = [];
+        const seen = new Set(b.earliest_events);
+        let frontier = b.latest_events.flatMap((id) => (byId.get(id)?.pdu.prev_events as string[]) ?? []);
+        while (frontier.length > 0 && out.length < b.limit) {
+          const next: string[] = [];
+          for (const id of frontier) {
+            const e = byId.get(id);
+            if (seen.has(id) || !e || out.length >= b.limit) continue;
+            seen.add(id);
+            if (!c.withheld.includes(e.i)) out.push(e.pdu);
+            next.push(...(e.pdu.prev_events as string[]));
+          }
+          frontier = next;
+        }
+        return [200, { events: out }];
+      };
+      const before = { persisted: await metric("persisted"), gap_left: await metric("gap_left") };
+      try {
+        const res = await send([newest.pdu]);
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        assert.deepEqual(res.body.pdus[newest.eventId], {}, `the PDU is accepted (${c.why})`);
+      } finally {
+        remote.extraRoutes = null;
+      }
+      assert.equal(asked.length, c.calls, `get_missing_events calls (${c.why})`);
+      for (const b of asked) {
+        assert.equal(b.limit, GAP_LIMIT);
+        assert.equal(b.min_depth, 1, "never below the room's oldest event, its create event");
+        assert.deepEqual([...b.earliest_events].sort(), base.extremities);
+      }
+      assert.deepEqual(asked[0]!.latest_events, [newest.eventId]);
+      if (c.calls > 1) assert.deepEqual(asked[1]!.latest_events, [chain[c.gap - GAP_LIMIT]!.eventId], "the next round asks for the oldest fetched event's prev events");
+      let stored = 0;
+      for (const e of chain.slice(0, c.gap)) if (await t.store.getEvent(roomId, e.eventId)) stored++;
+      assert.equal(stored, c.stored, `gap events stored (${c.why})`);
+      assert.equal((await metric("persisted")) - before.persisted, c.metric.persisted, "gatehouse_missing_events_total{outcome=persisted}");
+      assert.equal((await metric("gap_left")) - before.gap_left, c.metric.gap_left, "gatehouse_missing_events_total{outcome=gap_left}");
+      if (c.stored === c.gap) assert.deepEqual((await t.graph(roomId)).extremities, [newest.eventId], "one branch, ending at the PDU");
+    });
+  }
 });
