@@ -103,6 +103,11 @@ export class InboundTransactions {
     // Event IDs this transaction has taken so far, per room: a PDU built on them, or on the
     // room's forward extremities, has no gap to fill (the usual case costs no read).
     const taken = new Map<string, Set<string>>();
+    const reject = (roomId: string, eventId: string, error: MatrixError): void => {
+      results[eventId] = { error: error.message };
+      this.deps.logger.info({ origin, roomId, eventId, reason: error.message }, "rejected PDU in transaction");
+      this.deps.onPdu?.("rejected");
+    };
     const flush = async (): Promise<void> => {
       if (!run) return;
       const { roomId, events } = run;
@@ -110,9 +115,7 @@ export class InboundTransactions {
       const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations });
       for (const out of outcomes) {
         if ("error" in out) {
-          results[out.eventId] = { error: out.error.message };
-          this.deps.logger.info({ origin, roomId, eventId: out.eventId, reason: out.error.message }, "rejected PDU in transaction");
-          this.deps.onPdu?.("rejected");
+          reject(roomId, out.eventId, out.error);
           continue;
         }
         results[out.eventId] = {};
@@ -147,9 +150,7 @@ export class InboundTransactions {
             } catch (e) {
               if (!(e instanceof MatrixError)) throw e;
               snapshots.delete(checked.roomId);
-              results[checked.eventId] = { error: e.message };
-              this.deps.logger.info({ origin, roomId: checked.roomId, eventId: checked.eventId, reason: e.message }, "rejected PDU in transaction");
-              this.deps.onPdu?.("rejected");
+              reject(checked.roomId, checked.eventId, e);
               continue;
             }
           }
