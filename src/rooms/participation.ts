@@ -26,6 +26,7 @@ import { roomIdFromCreateEvent } from "../protocol/event-hashing.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
+import { authEdges, createEventIdOfRoom } from "../protocol/state-res/index.js";
 import { authEventIds, prevEventIds, stateField, type RoomStore, type StateGroupWrite } from "../store/room-store.js";
 import { joinedServerOf } from "../store/state-cache.js";
 import { FederationRequestError, type FederationClient } from "../net/federation-client.js";
@@ -137,10 +138,6 @@ export async function checkSendJoin(
 
   // The auth chain is complete, and every event passes the auth rules against its auth events
   // (auth events first; a cycle is refused).
-  const implied = (pdu: Pdu): string[] => {
-    const ids = authEventIds(pdu);
-    return !version.createEventInAuthEvents && pdu.type !== "m.room.create" && !ids.includes(createId) ? [...ids, createId] : ids;
-  };
   const allowed = new Set<string>();
   const visiting = new Set<string>();
   const authorise = (eventId: string, pdu: Pdu): void => {
@@ -149,7 +146,7 @@ export async function checkSendJoin(
     visiting.add(eventId);
     const authState = new Map<string, Pdu>();
     const listed: Pdu[] = [];
-    for (const id of implied(pdu)) {
+    for (const id of authEdges(pdu, version)) {
       const auth = events.get(id);
       if (!auth) throw refuse(`the auth chain is incomplete: ${eventId} has auth event ${id}, which the response does not hold`);
       authorise(id, auth);
@@ -268,7 +265,7 @@ export class Participation {
       for (const raw of pdus) {
         const checked = await this.d.verifier.verify(raw, version);
         // In the room: its room_id, or (a v12 create event has none) the room ID is its hash.
-        const inRoom = checked.ok && (checked.pdu.room_id === roomId || (version.roomIdIsCreateEventHash && checked.eventId === `$${roomId.slice(1)}`));
+        const inRoom = checked.ok && (checked.pdu.room_id === roomId || (version.roomIdIsCreateEventHash && checked.eventId === createEventIdOfRoom(roomId)));
         if (!checked.ok || !inRoom || checked.eventId === start.eventId) continue;
         got.set(checked.eventId, checked.pdu);
       }
@@ -285,7 +282,7 @@ export class Participation {
     const { store } = this.d;
     const roomId = snap.room.roomId;
     const version = snap.version;
-    const createId = version.roomIdIsCreateEventHash ? `$${roomId.slice(1)}` : snap.stateIds.get(stateField("m.room.create", ""));
+    const createId = version.roomIdIsCreateEventHash ? createEventIdOfRoom(roomId) : snap.stateIds.get(stateField("m.room.create", ""));
     const fetched = new Map<string, Pdu>();
     let fetches = 0;
     /** Events by ID: fetched now, backfilled now, or stored (redacted state events served redacted). */
@@ -332,7 +329,7 @@ export class Participation {
         }
         // The auth rules: against its auth events, then against the state before it.
         const authIds = authEventIds(pdu);
-        const auth = await eventsOf(createId && !authIds.includes(createId) && pdu.type !== "m.room.create" ? [...authIds, createId] : authIds);
+        const auth = await eventsOf(authEdges(pdu, version));
         const authState = new Map<string, Pdu>();
         for (const ev of auth.values()) if (typeof ev.state_key === "string") authState.set(stateField(ev.type, ev.state_key), ev);
         const listed = authIds.map((id) => auth.get(id)).filter((e): e is Pdu => e !== undefined);

@@ -20,6 +20,7 @@ import { checkPduLimits } from "../protocol/ids.js";
 import { checkEventNesting } from "../protocol/pdu-format.js";
 import { badJson, forbidden, invalidParam, MatrixError, notFound } from "../protocol/errors.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
+import { createEventIdOfRoom } from "../protocol/state-res/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
@@ -229,7 +230,7 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
  */
 function checkAgainstAuthEvents(roomId: string, version: RoomVersion, pdu: Pdu, authEvents: ReadonlyMap<string, Pdu>, statuses: ReadonlyMap<string, string | null>): void {
   const authIds = authEventIds(pdu);
-  const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
+  const createEventIdV12 = version.createEventInAuthEvents ? undefined : createEventIdOfRoom(roomId);
   const own = new Map<string, Pdu>();
   for (const id of authIds) {
     const ev = authEvents.get(id);
@@ -519,7 +520,7 @@ export class RoomService {
     const roomState = this.roomState.withSource(staged);
     // The run's auth events, read once (none is an event of the run: a state event ends a run).
     // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
-    const createEventIdV12 = version.createEventInAuthEvents ? undefined : `$${roomId.slice(1)}`;
+    const createEventIdV12 = version.createEventInAuthEvents ? undefined : createEventIdOfRoom(roomId);
     const authEventsAll = await staged.getStateEvents(roomId, version, createEventIdV12 ? [...authIdsAll, createEventIdV12] : authIdsAll);
     const writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[] = [];
     const settled: [number, RunEventOutcome][] = [];
