@@ -5,6 +5,15 @@
  * that spec versions before 1.4 used).
  */
 import type { AppserviceRegistration } from "./registration.js";
+import { parseResponseBody } from "../net/federation-client.js";
+
+/**
+ * The largest answer body read from an application service. Its answers are small (`{}` for a
+ * transaction, a ping or a query); a service that streams more is cut off and the request fails
+ * (the sender retries a transaction as for any failure), so a broken or hostile service cannot
+ * fill Gatehouse's memory.
+ */
+export const APPSERVICE_MAX_RESPONSE_BYTES = 1_048_576;
 
 export class AppserviceRequestError extends Error {
   constructor(
@@ -53,14 +62,18 @@ export class AppserviceClient {
       const timedOut = e.name === "TimeoutError" || e.name === "AbortError";
       throw new AppserviceRequestError(`${reg.id}: ${timedOut ? "timed out" : (e.cause?.message ?? e.message)}`, undefined, undefined, timedOut);
     }
-    const text = await res.text().catch(() => "");
-    let parsed: unknown = text;
+    let bytes: Buffer;
     try {
-      parsed = text ? JSON.parse(text) : {};
-    } catch {
-      /* not JSON: keep the text */
+      bytes = await readCapped(res, APPSERVICE_MAX_RESPONSE_BYTES);
+    } catch (err) {
+      throw new AppserviceRequestError(`${reg.id}: answered ${res.status} with ${(err as Error).message}`, res.status, undefined);
     }
-    return { status: res.status, body: parsed, rawBody: text };
+    // The rules every answer from another server follows: strict UTF-8, bounded nesting.
+    const parsed = parseResponseBody(bytes);
+    if (!parsed.ok) throw new AppserviceRequestError(`${reg.id}: answered ${res.status} with ${parsed.why}`, res.status, undefined);
+    // An empty body counts as `{}`; text that is not JSON is kept as text (shown by /ping).
+    const answer = parsed.rawBody === "" ? {} : parsed.body === undefined ? parsed.rawBody : parsed.body;
+    return { status: res.status, body: answer, rawBody: parsed.rawBody };
   }
 
   /** Asks whether the service has a user (`GET /_matrix/app/v1/users/{userId}`): true on 200. */
@@ -80,4 +93,28 @@ export class AppserviceClient {
       return false;
     }
   }
+}
+
+/** The whole body of `res`, or an error once it passes `limit` bytes (the rest is not read). */
+async function readCapped(res: Response, limit: number): Promise<Buffer> {
+  if (!res.body) return Buffer.alloc(0);
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    let step: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      step = await reader.read();
+    } catch (err) {
+      throw new Error(`a body that broke off: ${(err as Error).message}`);
+    }
+    if (step.done) break;
+    size += step.value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw new Error(`a body larger than ${limit} bytes`);
+    }
+    chunks.push(step.value);
+  }
+  return Buffer.concat(chunks);
 }
