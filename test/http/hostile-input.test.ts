@@ -266,3 +266,52 @@ describe("hostile input: admin API", () => {
     );
   });
 });
+
+describe("hostile input: admin /users/{userId}", () => {
+  /**
+   * Oracle: an existing user's ID is taken as opaque, as the spec asks of IDs created before its
+   * grammar (historical localparts, even empty ones, exist on real servers): everything up to the
+   * first colon except NUL, the server's own name after it, at most 255 bytes.
+   */
+  const isLocalUserId = (id: string) => {
+    const m = /^@([^:\u0000]*):([\s\S]*)$/.exec(id);
+    return m !== null && m[2] === t.serverName && Buffer.byteLength(id, "utf8") <= 255;
+  };
+  const localpart = fc.oneof(
+    fc.string({ unit: fc.constantFrom(..."abcxyz019._=-/+".split("")), minLength: 1, maxLength: 12 }),
+    hostileString(12),
+    fc.constant("x".repeat(240)),
+    fc.constant(""),
+  );
+  const server = fc.oneof(fc.constant("gatehouse.test"), fc.constantFrom("other.example", "gatehouse.test:8448", "GATEHOUSE.TEST", "[::1]"), hostileString(10));
+  const userId = fc.oneof(
+    fc.tuple(localpart, server).map(([l, s]) => `@${l}:${s}`),
+    fc.tuple(fc.constantFrom("", "#", "!", "$", "@@"), localpart, server).map(([sigil, l, s]) => `${sigil}${l}:${s}`),
+    hostileString(40),
+  );
+
+  test("property: GET/POST/DELETE of any user ID is 200 for a valid local user ID, else 400 M_INVALID_PARAM; refusals write nothing", async () => {
+    const seen = new Set<string>();
+    await fc.assert(
+      fc.asyncProperty(userId, fc.constantFrom("get", "post", "delete") as fc.Arbitrary<"get" | "post" | "delete">, async (id, method) => {
+        // encodeURIComponent throws on a lone surrogate: such an ID cannot be put in a URL by a client either.
+        let path: string;
+        try {
+          path = `${ADMIN}/users/${encodeURIComponent(id)}`;
+        } catch {
+          return;
+        }
+        const res = await unchangedUnlessAccepted(() => t.admin[method](path));
+        const valid = isLocalUserId(id);
+        // An empty ID is the path /users/: the list for GET, 405 M_UNRECOGNIZED for other methods.
+        if (id === "") assert.deepEqual([res.status, res.body.errcode], method === "get" ? [200, undefined] : [405, "M_UNRECOGNIZED"]);
+        else if (valid) assert.equal(res.status, 200, `${method} ${JSON.stringify(id)} → ${res.status} ${JSON.stringify(res.body)}`);
+        else assert.deepEqual([res.status, res.body.errcode], [400, "M_INVALID_PARAM"], `${method} ${JSON.stringify(id)} → ${JSON.stringify(res.body)}`);
+        if (id !== "") seen.add(valid ? "valid" : "invalid");
+        if (valid && method === "post") assert.ok((await t.admin.get(path)).body.exists, `${id} was added but does not exist`);
+      }),
+      { numRuns: RUNS * 2 },
+    );
+    for (const kind of ["valid", "invalid"]) assert.ok(seen.has(kind), `no generated case was ${kind}`);
+  });
+});
