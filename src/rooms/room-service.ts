@@ -98,7 +98,7 @@ export interface RoomServiceDeps {
    * member merges them (0: never). Default 10, as Synapse's dummy_events_threshold.
    */
   maxForwardExtremities?: number;
-  /** After a local event's write, before its 200: waits for replicas (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
+  /** After a write whose answer promises it (a local event, a new room, a send_* handshake), before that answer: waits for replicas (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
   afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
 
@@ -448,6 +448,9 @@ export class RoomService {
   ): Promise<{ eventId: string; pdu: Pdu; outcome: "persisted" | "duplicate" | "soft_failed"; stateBefore?: RoomSnapshot; plannedOn?: RoomSnapshot }> {
     const [result] = await this.persistEvents(roomId, [{ eventId, pdu }], opts);
     if ("error" in result!) throw result.error;
+    // A handshake's answer promises the event took effect: with GATEHOUSE_REDIS_WAIT_REPLICAS it
+    // is held for the replicas too, as an inbound /send or a local event is (outside the lock).
+    if (opts.rejectIfSoftFailed && result!.outcome === "persisted") await this.deps.afterWrites?.([roomId]);
     return result!;
   }
 
@@ -609,6 +612,7 @@ export class RoomService {
     if (result === "persisted") {
       if (destinations.length > 0) this.deps.onQueued?.(destinations, { wake: true });
       this.deps.onPersisted?.({ eventId, pdu, roomId }, null);
+      await this.deps.afterWrites?.([roomId]);
     }
     return result;
   }
@@ -644,6 +648,8 @@ export class RoomService {
       if (destinations) this.deps.onQueued?.(destinations, { wake: true });
       this.deps.onPersisted?.({ eventId: e.eventId, pdu: e.pdu, roomId: input.room.roomId }, null);
     }
+    // The new room's ID is answered only once the replicas have it (GATEHOUSE_REDIS_WAIT_REPLICAS).
+    await this.deps.afterWrites?.([input.room.roomId]);
   }
 
   /** Wakes the sender for the destinations a batch collected with `deferWake` (see persistEvent). */

@@ -1,7 +1,7 @@
 /**
  * `WAIT <replicas> <timeout>` after an acknowledged write (GATEHOUSE_REDIS_WAIT_REPLICAS): the 200
- * of an inbound /send or of a local event (admin and client APIs) is held until that many replicas
- * of the room's primary have the write, or the timeout passed.
+ * of an inbound /send, a local event (admin and client APIs), createRoom or a send_* handshake is
+ * held until that many replicas of the room's primary have the write, or the timeout passed.
  *
  * WAIT counts the writes of the connection it is sent on, so it must go to the connection that
  * wrote: on a single Redis that is the one connection; on a Redis Cluster, the pool connection of

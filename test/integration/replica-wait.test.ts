@@ -1,8 +1,8 @@
 // GATEHOUSE_REDIS_WAIT_REPLICAS (src/store/replica-wait.ts) on a real Redis Cluster of its own: the
 // WAIT goes to the primary serving the room's slot (a stopped replica of THAT primary makes it time
-// out; a room on another primary is unaffected), and through a whole Gatehouse an admin send's 200
-// waited (the histogram counts it). On a single Redis without replicas a WAIT times out, is counted,
-// and the event is still acknowledged.
+// out; a room on another primary is unaffected). On a single Redis without replicas a WAIT times
+// out, is counted, and the event is still acknowledged. Which answers wait, through a whole
+// Gatehouse: test/http/replica-wait-answers.test.ts.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
