@@ -1,8 +1,9 @@
 /**
  * Queued entries → a transaction body. Reads each queued PDU from the room store once per
  * process (encoded bytes cached per transport kind and event, shared by every destination of
- * that kind; the PDUs a transaction lacks are read with one MGET per room), canonicalises the queued EDUs, and lets the destination's transport put the
- * envelope around them. No Redis writes: storing the body is the algorithm's (per-destination.ts).
+ * that kind; the PDUs a transaction lacks are read with one MGET per room), canonicalises the
+ * queued EDUs, and lets the destination's transport put the envelope around them. No Redis
+ * writes: storing the body is the algorithm's (per-destination.ts).
  */
 import type { Logger } from "../logger.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
