@@ -21,7 +21,8 @@ export class EventIdError extends Error {
   }
 }
 
-function sha256(bytes: Uint8Array): Buffer {
+/** SHA-256 of `bytes` (the hashes of events and the reference hash are over canonical JSON bytes). */
+export function sha256(bytes: Uint8Array): Buffer {
   return createHash("sha256").update(bytes).digest();
 }
 
@@ -75,14 +76,24 @@ export function referenceHash(event: Record<string, unknown>, roomVersion: RoomV
  * being on the redaction keep-list, it changes the hash; see digest discrepancy 19).
  */
 export function computeEventId(event: Record<string, unknown>, roomVersion: RoomVersion, options?: RedactOptions): string {
+  if (roomVersion.eventIdFormat === "server-chosen") throw serverChosen(roomVersion);
+  return eventIdOfReferenceHash(referenceHash(event, roomVersion, options), roomVersion);
+}
+
+/** A v3+ event ID from its reference hash (a caller that has the hash's input already). */
+export function eventIdOfReferenceHash(hash: Buffer, roomVersion: RoomVersion): string {
   switch (roomVersion.eventIdFormat) {
     case "reference-hash-base64":
-      return "$" + encodeBase64(referenceHash(event, roomVersion, options));
+      return "$" + encodeBase64(hash);
     case "reference-hash-base64url":
-      return "$" + encodeBase64Url(referenceHash(event, roomVersion, options));
+      return "$" + encodeBase64Url(hash);
     case "server-chosen":
-      throw new EventIdError(`room version ${roomVersion.id} event IDs are chosen by the origin server, not derived`);
+      throw serverChosen(roomVersion);
   }
+}
+
+function serverChosen(roomVersion: RoomVersion): EventIdError {
+  return new EventIdError(`room version ${roomVersion.id} event IDs are chosen by the origin server, not derived`);
 }
 
 /**

@@ -7,11 +7,11 @@
  * hash. All functions return new objects and never mutate their input.
  */
 import { CanonicalJsonError } from "./canonical-json.js";
-import { signatureOf, verifySignedJson, type Signatures, type VerifierLookup } from "./json-signing.js";
+import { signatureOf, signedBytes, verifySignaturesOver, verifySignedJson, type Signatures, type VerifierLookup } from "./json-signing.js";
 import type { SigningKey } from "./signing-key.js";
 import type { RoomVersion } from "./room-versions.js";
 import { redactEvent, RedactionError, type RedactOptions } from "./redaction.js";
-import { checkContentHash, computeEventId, eventIdOf, withContentHash, EventIdError } from "./event-hashing.js";
+import { checkContentHash, computeEventId, eventIdOf, eventIdOfReferenceHash, sha256, withContentHash, EventIdError } from "./event-hashing.js";
 import { isPlainObject, isValidEventReferences, serverNameOf, type EventReference, type Pdu } from "./pdu.js";
 
 function addSignature(signatures: unknown, serverName: string, keyId: string, signature: string): Signatures {
@@ -163,18 +163,47 @@ export function checkEvent(
   lookup: VerifierLookup,
   options?: RedactOptions,
 ): EventCheckResult {
-  const sig = verifyEventSignatures(event, roomVersion, lookup, options);
+  // The redacted event's canonical JSON without `signatures` and `unsigned` is both what the
+  // signatures cover and what the reference hash (the v3+ event ID) hashes: redacted and
+  // encoded once for both (verifyEventSignatures and eventIdOf would each do it again).
+  let redacted: Record<string, unknown> | undefined;
+  let redactionError: unknown;
+  try {
+    redacted = redactEvent(event, roomVersion, options);
+  } catch (e) {
+    expectedFailure(e);
+    redactionError = e;
+  }
+  let bytes: Buffer | undefined;
+  const referenceBytes = (): Buffer => (bytes ??= signedBytes(redacted!));
+  let sig: EventSignatureCheck = requiredSigningServers(event, roomVersion);
+  if (sig.ok) {
+    try {
+      if (redacted === undefined) throw redactionError;
+      for (const server of sig.servers) {
+        const check = verifySignaturesOver(referenceBytes, redacted.signatures, server, lookup);
+        if (!check.ok) {
+          sig = { ok: false, reason: check.reason };
+          break;
+        }
+      }
+    } catch (e) {
+      sig = { ok: false, reason: expectedFailure(e) };
+    }
+  }
   let eventId: string | null = null;
   let hashOk = false;
   let redactedIfHashBad: Record<string, unknown> | null = null;
   try {
-    eventId = eventIdOf(event, roomVersion, options);
+    if (roomVersion.eventIdFormat === "server-chosen") eventId = eventIdOf(event, roomVersion, options);
+    else if (redacted === undefined) throw redactionError;
+    else eventId = eventIdOfReferenceHash(sha256(referenceBytes()), roomVersion);
   } catch (e) {
     expectedFailure(e);
   }
   try {
     hashOk = checkContentHash(event);
-    if (!hashOk) redactedIfHashBad = redactEvent(event, roomVersion, options);
+    if (!hashOk) redactedIfHashBad = redacted ?? redactEvent(event, roomVersion, options);
   } catch (e) {
     expectedFailure(e);
   }

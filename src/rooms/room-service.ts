@@ -519,7 +519,7 @@ export class RoomService {
     const { snap: first, probed } = fits ? planOn! : await this.snapshotWithProbe(roomId, probe);
     const version = first.version;
     const authStatus = new Map(authIdsAll.map((id, i) => [id, probed.statusOf[i] ?? null]));
-    const staged = new StagedEvents(this.store, roomId);
+    const staged = new StagedEvents(this.store, roomId, rest.length);
     const roomState = this.roomState.withSource(staged);
     // The run's auth events, read once (none is an event of the run: a state event ends a run).
     // Redacted auth events as their redacted copies (as Synapse's event cache serves them).

@@ -23,10 +23,17 @@ export class StagedEvents implements StateGroupSource {
   private readonly groupStates = new Map<string, ReadonlyMap<string, string>>();
   /** Stored state events as served to the auth rules (redactions applied), read once per run. */
   private readonly stateEvents = new Map<string, Pdu>();
+  /** State group IDs allocated for the run and not handed out yet. */
+  private readonly idPool: string[] = [];
 
+  /**
+   * `expected`: how many events the run may stage (its events not planned yet): the state group
+   * IDs of the whole run are allocated in one round trip, not one per event.
+   */
   constructor(
     private readonly store: StateGroupSource,
     private readonly roomId: string,
+    private expected = 0,
   ) {}
 
   has(eventId: string): boolean {
@@ -36,6 +43,7 @@ export class StagedEvents implements StateGroupSource {
   /** Adds an event of the run as it will be written. */
   stage(eventId: string, pdu: Pdu, plan: StatePlan | undefined, status: EventStatus | undefined): void {
     this.events.set(eventId, pdu);
+    if (this.expected > 0) this.expected--;
     if (status) this.statuses.set(eventId, status);
     if (!plan) return;
     this.eventState.set(eventId, { before: plan.before, after: plan.after });
@@ -43,8 +51,19 @@ export class StagedEvents implements StateGroupSource {
     for (const [g, state] of plan.known ?? []) this.groupStates.set(g, state);
   }
 
-  allocateStateGroups(roomId: string, count: number): Promise<string[]> {
-    return this.store.allocateStateGroups(roomId, count);
+  /**
+   * IDs from the run's pool. When it runs short, one allocation covers this event and one group
+   * for each event of the run still to come (a run's events usually each need one, as when the
+   * room has several forward extremities, or none at all, and then nothing is allocated). IDs
+   * left unused when the run ends are gaps in the sequence, which nothing reads.
+   */
+  async allocateStateGroups(roomId: string, count: number): Promise<string[]> {
+    if (!this.ours(roomId) || count === 0) return this.store.allocateStateGroups(roomId, count);
+    if (this.idPool.length < count) {
+      const ahead = Math.max(0, this.expected - 1);
+      this.idPool.push(...(await this.store.allocateStateGroups(roomId, count - this.idPool.length + ahead)));
+    }
+    return this.idPool.splice(0, count);
   }
 
   async eventStateGroups(roomId: string, eventIds: readonly string[]): Promise<Map<string, { before: string; after: string }>> {

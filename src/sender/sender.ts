@@ -65,7 +65,7 @@ export interface SenderDeps {
   redis: Redis;
   keys: RedisKeys;
   store: {
-    getEventJson(roomId: string, eventId: string): Promise<string | null>;
+    getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]>;
     /** The fan-out stage's catch-up (RoomStore.drainOutboxes): run by every sweep, before it looks at queues. */
     drainOutboxes?(): Promise<string[]>;
   };

@@ -1,8 +1,9 @@
 /**
  * Queued entries → a transaction body. Reads each queued PDU from the room store once per
  * process (encoded bytes cached per transport kind and event, shared by every destination of
- * that kind), canonicalises the queued EDUs, and lets the destination's transport put the
- * envelope around them. No Redis writes: storing the body is the algorithm's (per-destination.ts).
+ * that kind; the PDUs a transaction lacks are read with one MGET per room), canonicalises the
+ * queued EDUs, and lets the destination's transport put the envelope around them. No Redis
+ * writes: storing the body is the algorithm's (per-destination.ts).
  */
 import type { Logger } from "../logger.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
@@ -13,7 +14,7 @@ import type { DestinationTransport } from "./transport.js";
 export const EVENT_CACHE_BYTES = 16 * 1024 * 1024;
 
 export interface TransactionBuilderDeps {
-  store: { getEventJson(roomId: string, eventId: string): Promise<string | null> };
+  store: { getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]> };
   logger: Logger;
   cacheBytes?: number;
 }
@@ -53,6 +54,8 @@ export class TransactionBuilder {
   async encodedEvents(destination: string, transport: DestinationTransport, refs: readonly string[]): Promise<(Buffer | null)[]> {
     const out: (Buffer | null)[] = new Array(refs.length).fill(null);
     const waits: Promise<void>[] = [];
+    /** The refs this call reads, by room: one MGET each. */
+    const toRead = new Map<string, Pending[]>();
     for (let i = 0; i < refs.length; i++) {
       const ref = refs[i]!;
       const key = `${transport.kind}|${ref}`;
@@ -65,7 +68,13 @@ export class TransactionBuilder {
       // moment: one read and encode per event, the others wait for it.
       let p = this.loading.get(key);
       if (!p) {
-        p = this.load(transport, key, ref).finally(() => this.loading.delete(key));
+        const space = ref.indexOf(" ");
+        const roomId = ref.slice(0, space);
+        let batch = toRead.get(roomId);
+        if (!batch) toRead.set(roomId, (batch = []));
+        let settle!: { resolve: (l: Loaded) => void; reject: (e: unknown) => void };
+        p = new Promise<Loaded>((resolve, reject) => (settle = { resolve, reject }));
+        batch.push({ key, eventId: ref.slice(space + 1), ...settle });
         this.loading.set(key, p);
       }
       waits.push(
@@ -76,18 +85,35 @@ export class TransactionBuilder {
         }),
       );
     }
+    for (const [roomId, batch] of toRead) void this.load(transport, roomId, batch);
     if (waits.length) await Promise.all(waits);
     return out;
   }
 
-  private async load(transport: DestinationTransport, key: string, ref: string): Promise<Loaded> {
-    const space = ref.indexOf(" ");
-    const text = await this.deps.store.getEventJson(ref.slice(0, space), ref.slice(space + 1));
-    if (text === null) return { missing: true };
+  /** Reads and encodes `batch` (events of one room), settling each one's promise. */
+  private async load(transport: DestinationTransport, roomId: string, batch: Pending[]): Promise<void> {
     try {
-      return this.cache.set(key, transport.encodeEvent(text, ref.slice(space + 1)));
+      const texts = await this.deps.store.getEventJsons(roomId, batch.map((b) => b.eventId));
+      batch.forEach((b, i) => {
+        const text = texts[i];
+        if (text === null || text === undefined) return b.resolve({ missing: true });
+        try {
+          b.resolve(this.cache.set(b.key, transport.encodeEvent(text, b.eventId)));
+        } catch (e) {
+          b.resolve({ missing: false, error: (e as Error).message });
+        }
+      });
     } catch (e) {
-      return { missing: false, error: (e as Error).message };
+      for (const b of batch) b.reject(e);
+    } finally {
+      for (const b of batch) this.loading.delete(b.key);
     }
   }
+}
+
+interface Pending {
+  key: string;
+  eventId: string;
+  resolve: (l: Loaded) => void;
+  reject: (e: unknown) => void;
 }

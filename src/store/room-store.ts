@@ -735,6 +735,12 @@ export class RoomStore {
     return this.redis.get(this.keys.event(roomId, eventId));
   }
 
+  /** The stored JSON of several events of one room (null where absent), in one MGET (one slot). */
+  async getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]> {
+    if (eventIds.length === 0) return [];
+    return chunkedRead(eventIds, (c) => this.redis.mget(...c.map((id) => this.keys.event(roomId, id))));
+  }
+
   async getEvents(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
     const out = new Map<string, Pdu>();
     if (eventIds.length === 0) return out;

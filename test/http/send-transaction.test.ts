@@ -173,6 +173,43 @@ describe("PUT /send: one write per run of PDUs of a room", () => {
     for (const m of msgs) assert.ok(queued.includes(`${room} ${m.eventId}`), `${m.eventId} queued for ${other.serverName}`);
   });
 
+  test("a run on a forked room allocates its state group IDs in one round trip, and every event gets groups of its own (why: one HINCRBY per PDU was a Redis round trip per PDU)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    await t.knockAcceptJoin(remote, room, user);
+    // remote's chain is built before bob joins: each of its events is on a state without bob,
+    // and the room's other extremity (bob's join) has him, so the current state after each is a
+    // resolution that differs from the state after the event, a new state group per event.
+    const msgs = await chain(room, user, ["1", "2", "3", "4"]);
+    const bob = other.userId("bob");
+    await t.knockAcceptJoin(other, room, bob);
+    const fork = (await t.store.getExtremities(room))[0]!;
+    const store = coreStore();
+    const allocate = store.allocateStateGroups;
+    const asked: number[] = [];
+    store.allocateStateGroups = async function (r, count) {
+      if (r === room) asked.push(count);
+      return allocate.call(store, r, count);
+    };
+    try {
+      const res = await send(remote, txnId(), msgs.map((m) => m.pdu));
+      assert.deepEqual(res.body, { pdus: Object.fromEntries(msgs.map((m) => [m.eventId, {}])) });
+    } finally {
+      store.allocateStateGroups = allocate;
+    }
+    assert.equal(asked.length, 1, `one allocation for the run, got ${JSON.stringify(asked)}`);
+    assert.deepEqual((await t.store.getExtremities(room)).sort(), [fork, msgs.at(-1)!.eventId].sort());
+    const groups = await t.store.eventStateGroups(room, msgs.map((m) => m.eventId));
+    assert.equal(groups.size, 4);
+    for (const g of groups.values()) assert.ok((await t.store.loadStateGroup(room, g.before)).has(stateField("m.room.member", user)));
+    // The current state after the run (a group the run wrote) is the resolution: bob is in it.
+    const room0 = (await t.store.getRoom(room))!;
+    const current = await t.store.loadStateGroup(room, room0.stateGroup!);
+    assert.ok(current.has(stateField("m.room.member", bob)) && current.has(stateField("m.room.member", user)));
+    // The room's current state is the resolved one: both members joined.
+    assert.equal(await t.store.getMembership(room, user), "join");
+    assert.equal(await t.store.getMembership(room, bob), "join");
+  });
+
   test("a refused PDU inside a run is left out of the write; the PDUs around it are written together (why: a bad PDU never fails the others)", async () => {
     const room = await t.createRoom({ room_version: "12" });
     await t.knockAcceptJoin(remote, room, user);

@@ -59,6 +59,8 @@ test("table: what the dedupe and the cursor decide", async () => {
   const cases = [
     { why: "the same event under a new outbox entry (the room's primary lost the first in a failover, the event was persisted again): not queued twice", second: (r: string) => outbox(r, "$y1", ["e.example"]), want: (r: string) => [`${r} $y1`] },
     { why: "a new event whose outbox ID is at or before the cursor (the room's slot rolled back in a failover): queued, not lost", rollback: true, second: (r: string) => outbox(r, "$y2", ["e.example"], "1-1"), want: (r: string) => [`${r} $y1`, `${r} $y2`] },
+    { why: "the same event under two outbox entries read in one batch (one script call, one ZMSCORE for both): queued once", second: async (r: string) => { await outbox(r, "$y4", ["e.example"]); await outbox(r, "$y4", ["e.example"]); return ""; }, want: (r: string) => [`${r} $y1`, `${r} $y4`] },
+    { why: "several new events in one call keep their outbox order in the queue, after the ones queued before", second: async (r: string) => { for (const e of ["$y5", "$y6", "$y7"]) await outbox(r, e, ["e.example"]); return ""; }, want: (r: string) => [`${r} $y1`, `${r} $y5`, `${r} $y6`, `${r} $y7`] },
     { why: "concurrent drains of one room in two processes: once each", second: async (r: string) => { await outbox(r, "$y3", ["e.example"]); await Promise.all([new Fanout(redis, keys).drain(r), new Fanout(redis, keys).drain(r)]); return ""; }, want: (r: string) => [`${r} $y1`, `${r} $y3`] },
   ];
   for (const c of cases) {

@@ -356,6 +356,38 @@ describe("RoomStore.persistEvents (a run of events in one script)", () => {
     await deletePrefix(redis, otherPrefix);
   });
 
+  test("a forked run with a repeated event, a merge and a soft-failed event leaves the room as one-by-one writes do (why: the script writes a run's keys once each, with the last value)", async () => {
+    const { roomId, create, other, otherPrefix, roomKeys } = await twoStores();
+    const join = ev(roomId, "m.room.member", { stateKey: CREATOR, content: { membership: "join" }, prev: [create], auth: [create], depth: 2 });
+    const a = ev(roomId, "m.room.message", { content: { body: "a" }, prev: [join], auth: [create, join], depth: 3 });
+    const b = ev(roomId, "m.room.message", { content: { body: "b" }, prev: [join], auth: [create, join], depth: 3 });
+    const soft = ev(roomId, "m.room.message", { content: { body: "soft" }, prev: [a], auth: [create, join], depth: 4 });
+    const merge = ev(roomId, "m.room.message", { content: { body: "merge" }, prev: [a, b], auth: [create, join], depth: 4 });
+    const c = ev(roomId, "m.room.message", { content: { body: "c" }, prev: [b], auth: [create, join], depth: 4 });
+    const joinField = stateField("m.room.member", CREATOR);
+    const msg = (e: Ev, group: string, reset = false): Omit<PersistInput, "roomId" | "expectedStream" | "createRoom"> => ({
+      ...e, updatesState: false, destinations: ["a.example", "b.example"],
+      state: { groups: [{ id: String(Number(group) + 10), parent: group, delta: {}, depth: 2 }], before: group, after: group, current: { group: String(Number(group) + 10), set: [], del: [], members: [], reset } },
+    });
+    const first: Omit<PersistInput, "roomId" | "expectedStream" | "createRoom"> = {
+      ...join, updatesState: false,
+      state: { groups: [{ id: "2", parent: "1", delta: { [joinField]: join.eventId }, depth: 1 }], before: "1", after: "2", current: { group: "2", set: [[joinField, join.eventId]], del: [], members: [[CREATOR, "join"]], reset: false } },
+    };
+    const inputs = [first, msg(a, "2"), msg(b, "2", true), { ...soft, updatesState: false, status: "soft_failed" as const, state: { groups: [], before: "2", after: "2" } }, msg(merge, "2"), msg(c, "2")];
+    let stream = 1;
+    for (const input of inputs) assert.equal(await other.persistEvent({ roomId, expectedStream: stream++, ...input }), "persisted");
+    const withRepeat = [...inputs.slice(0, 3), inputs[1]!, ...inputs.slice(3)];
+    assert.deepEqual(await store.persistEvents(roomId, withRepeat, { expectedStream: 1 }), ["persisted", "persisted", "persisted", "duplicate", "persisted", "persisted", "persisted"]);
+    const [here, there] = [await roomKeys(prefix), await roomKeys(otherPrefix)];
+    // Outbox entry IDs are times: compare the entries' fields, in order.
+    const outboxKey = Object.keys(here).find((k) => k.includes("outbox"));
+    for (const d of [here, there]) if (outboxKey) d[outboxKey] = JSON.stringify(d[outboxKey]).replace(/\d+-\d+/g, "ID");
+    assert.deepEqual(here, there);
+    assert.deepEqual((await store.getExtremities(roomId)).sort(), [merge.eventId, c.eventId].sort());
+    assert.equal((await store.getRoom(roomId))?.stream, 7);
+    await deletePrefix(redis, otherPrefix);
+  });
+
   test("a stale stream position writes nothing of the run; stored events in it are duplicates (why: a refused run is never half-written)", async () => {
     const { roomId, create } = await twoStores();
     const m1 = ev(roomId, "m.room.message", { content: { body: "one" }, prev: [create], auth: [create], depth: 2 });

@@ -209,6 +209,34 @@ describe("event verification", () => {
     origin_server_ts: 1000,
   };
 
+  test("checkEvent (redacts and encodes once for signatures and event ID) answers as the separate checks do: table, every version", () => {
+    const cases: { why: string; event: (v: RoomVersion) => Record<string, unknown> }[] = [
+      { why: "a good event", event: (v) => signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", remote, v) },
+      { why: "tampered content (hash bad, signatures fine)", event: (v) => ({ ...signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", remote, v), content: { body: "changed" } }) },
+      { why: "a tampered protected field (signature bad, another event ID)", event: (v) => ({ ...signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", remote, v), depth: 4 }) },
+      { why: "signed by an unknown key", event: (v) => signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", makeSigningKey("ed25519:other", seedOf(9)), v) },
+      { why: "no content: redaction refuses it, so no signature check and no event ID", event: (v) => { const { content: _c, ...rest } = signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", remote, v); return rest; } },
+      { why: "a float in content (not canonical JSON): hash and event ID fail", event: (v) => ({ ...signEvent({ ...base, ...(v.eventIdFormat === "server-chosen" ? { event_id: "$e:remote.example" } : {}) }, "remote.example", remote, v), content: { body: "x", n: 1.5 } }) },
+    ];
+    for (const [, v] of ROOM_VERSIONS) {
+      for (const c of cases) {
+        const event = c.event(v);
+        const got = checkEvent(event, v, lookup);
+        const sig = verifyEventSignatures(event, v, lookup);
+        let eventId: string | null = null;
+        try {
+          eventId = v.eventIdFormat === "server-chosen" ? (event.event_id as string) : computeEventId(event, v);
+        } catch {
+          eventId = null;
+        }
+        const why = `v${v.id}: ${c.why}`;
+        assert.equal(got.signaturesOk, sig.ok, why);
+        assert.equal(got.signatureError, sig.ok ? undefined : sig.reason, why);
+        assert.equal(got.eventId, eventId, why);
+      }
+    }
+  });
+
   test("tampered content: signatures still OK, hash bad, redacted copy offered (every version)", () => {
     for (const v of ROOM_VERSIONS.values()) {
       const e = v.eventIdFormat === "server-chosen" ? { ...base, event_id: "$e:remote.example", prev_events: [], auth_events: [] } : base;

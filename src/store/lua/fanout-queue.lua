@@ -29,20 +29,33 @@ if redis.call('ZCARD', KEYS[3]) >= keep then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
   oldest = tonumber(first[2])
 end
-local queued = 0
+-- One ZMSCORE for the dedupe, one RPUSH and one ZADD for what is queued: three commands per
+-- call, not three per entry (a run of 50 PDUs is one call per destination).
+local refs = {}
+for i = 4, #ARGV, 2 do refs[#refs + 1] = ARGV[1] .. ' ' .. ARGV[i + 1] end
+local scores = {}
+if #refs > 0 then scores = redis.call('ZMSCORE', KEYS[3], unpack(refs)) end
+local push, seen, taken = {}, {}, {}
 local last = cursor
-for i = 4, #ARGV, 2 do
-  local id, eventId = ARGV[i], ARGV[i + 1]
-  local ref = ARGV[1] .. ' ' .. eventId
-  if not redis.call('ZSCORE', KEYS[3], ref) then
+for j = 1, #refs do
+  local id, ref = ARGV[2 + 2 * j], refs[j]
+  -- `taken`: an event listed twice in one call is queued once, as when each was a ZSCORE after
+  -- the ZADD of the one before.
+  if not scores[j] and not taken[ref] then
     local ms = parse(id)
     if newer(id, cursor) or oldest == nil or ms >= oldest then
-      redis.call('RPUSH', KEYS[1], ref)
-      redis.call('ZADD', KEYS[3], ARGV[2], ref)
-      queued = queued + 1
+      push[#push + 1] = ref
+      seen[#seen + 1] = ARGV[2]
+      seen[#seen + 1] = ref
+      taken[ref] = true
     end
   end
   if newer(id, last) then last = id end
+end
+local queued = #push
+if queued > 0 then
+  redis.call('RPUSH', KEYS[1], unpack(push))
+  redis.call('ZADD', KEYS[3], unpack(seen))
 end
 if last ~= cursor then redis.call('HSET', KEYS[2], ARGV[1], last) end
 if queued > 0 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(keep + 1)) end

@@ -36,35 +36,56 @@ for i = 1, n do
   end
 end
 if fresh == 0 then return results end
-if ARGV[2] ~= '' then
-  local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
-  if stream ~= ARGV[2] then return 'conflict' end
-end
+local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
+if ARGV[2] ~= '' and stream ~= ARGV[2] then return 'conflict' end
 if ARGV[3] ~= '' then
   local meta = cjson.decode(ARGV[3])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
     'created_ts', tostring(meta.createdTs), 'depth', '0', 'stream', '0', 'state_group_seq', '1')
+  stream = '0'
 end
 local roomDepth = tonumber(redis.call('HGET', KEYS[1], 'depth') or '0')
 local depthBefore = roomDepth
+-- What the run writes to the same key is gathered and written once at the end (one MSET, ZADD,
+-- HSET per hash...), the commands persisting the events one by one would leave the same data
+-- with: a run of N events costs a few commands plus one XADD each, not ~10 per event.
+local pos = tonumber(stream)
+local events, groups, eventState, statuses, timeline = {}, {}, {}, {}, {}
+local extremAdded, extremRemoved = {}, {}
+local roomFields = {}
+local written = {}
 for i = 1, n do
   -- Within a run an event may repeat (the second copy is a duplicate of the first).
-  if results[i] == 'persisted' and redis.call('EXISTS', KEYS[10 + i]) == 1 then results[i] = 'duplicate' end
+  if results[i] == 'persisted' and written[KEYS[10 + i]] then results[i] = 'duplicate' end
   if results[i] == 'persisted' then
+    written[KEYS[10 + i]] = true
     local a = 5 + STRIDE * (i - 1)
     local eventId = ARGV[a]
-    redis.call('SET', KEYS[10 + i], ARGV[a + 1])
+    events[#events + 1] = KEYS[10 + i]
+    events[#events + 1] = ARGV[a + 1]
     if ARGV[a + 9] ~= '' then
-      for _, g in ipairs(cjson.decode(ARGV[a + 9])) do redis.call('HSET', KEYS[8], g[1], g[2]) end
+      for _, g in ipairs(cjson.decode(ARGV[a + 9])) do
+        groups[#groups + 1] = g[1]
+        groups[#groups + 1] = g[2]
+      end
     end
-    if ARGV[a + 10] ~= '' then redis.call('HSET', KEYS[9], eventId, ARGV[a + 10]) end
-    local pos = redis.call('HINCRBY', KEYS[1], 'stream', 1)
-    redis.call('ZADD', KEYS[5], pos, eventId)
+    if ARGV[a + 10] ~= '' then
+      eventState[#eventState + 1] = eventId
+      eventState[#eventState + 1] = ARGV[a + 10]
+    end
+    pos = pos + 1
+    timeline[#timeline + 1] = pos
+    timeline[#timeline + 1] = eventId
     if ARGV[a + 7] ~= '' then
-      redis.call('HSET', KEYS[7], eventId, ARGV[a + 7])
+      statuses[#statuses + 1] = eventId
+      statuses[#statuses + 1] = ARGV[a + 7]
     else
-      for _, p in ipairs(cjson.decode(ARGV[a + 5])) do redis.call('SREM', KEYS[4], p) end
-      redis.call('SADD', KEYS[4], eventId)
+      -- As SREM of the prevs then SADD of the event, event after event: the last of them wins.
+      for _, p in ipairs(cjson.decode(ARGV[a + 5])) do
+        extremAdded[p] = nil
+        extremRemoved[p] = true
+      end
+      extremAdded[eventId] = true
       local depth = tonumber(ARGV[a + 6])
       if depth > roomDepth then roomDepth = depth end
       if ARGV[a + 2] ~= '' then
@@ -78,8 +99,8 @@ for i = 1, n do
         for _, m in ipairs(cur.mem) do
           if m[2] == '' then redis.call('HDEL', KEYS[3], m[1]) else redis.call('HSET', KEYS[3], m[1], m[2]) end
         end
-        redis.call('HSET', KEYS[1], 'state_group', cur.g)
-        if cur.reset then redis.call('HSET', KEYS[1], 'state_reset', tostring(pos)) end
+        roomFields.state_group = cur.g
+        if cur.reset then roomFields.state_reset = tostring(pos) end
       end
       if ARGV[a + 12] ~= '' then
         local prior = redis.call('HGET', KEYS[10], ARGV[a + 12])
@@ -91,5 +112,24 @@ for i = 1, n do
     end
   end
 end
-if roomDepth > depthBefore then redis.call('HSET', KEYS[1], 'depth', tostring(roomDepth)) end
+if #events > 0 then redis.call('MSET', unpack(events)) end
+if #groups > 0 then redis.call('HSET', KEYS[8], unpack(groups)) end
+if #eventState > 0 then redis.call('HSET', KEYS[9], unpack(eventState)) end
+if #timeline > 0 then redis.call('ZADD', KEYS[5], unpack(timeline)) end
+if #statuses > 0 then redis.call('HSET', KEYS[7], unpack(statuses)) end
+local srem, sadd = {}, {}
+for p in pairs(extremRemoved) do srem[#srem + 1] = p end
+for e in pairs(extremAdded) do sadd[#sadd + 1] = e end
+if #srem > 0 then redis.call('SREM', KEYS[4], unpack(srem)) end
+if #sadd > 0 then redis.call('SADD', KEYS[4], unpack(sadd)) end
+local room = { 'stream', tostring(pos) }
+if roomDepth > depthBefore then
+  room[#room + 1] = 'depth'
+  room[#room + 1] = tostring(roomDepth)
+end
+for f, v in pairs(roomFields) do
+  room[#room + 1] = f
+  room[#room + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(room))
 return results
