@@ -38,6 +38,7 @@ import { scaleSizes, slopes } from "./lib/slope.js";
 import { computeEventId } from "../src/protocol/event-hashing.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import type { Pdu } from "../src/protocol/pdu.js";
+import { Redis } from "ioredis";
 
 const fmt = (n: number | undefined, d = 0) => (n !== undefined && Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "–");
 const probe = fileURLToPath(new URL("./lib/mem-probe.mjs", import.meta.url));
@@ -89,12 +90,61 @@ class ProbedGatehouse {
     return (JSON.parse(line) as { heapUsed: number }).heapUsed;
   }
 
+  /**
+   * Where a room's Redis bytes go: `MEMORY USAGE` (exact, SAMPLES 0) of each of the room's keys
+   * by family, and its state-groups hash split into whole groups and deltas (bytes of the JSON
+   * values, count, entries).
+   */
+  async roomBytes(roomId: string): Promise<string> {
+    const c = new Redis(this.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      const fam = new Map<string, number>();
+      let cursor = "0";
+      let sgKey: string | undefined;
+      const glob = `*{${roomId.replace(/[*?[\]\\]/g, "\\$&")}}*`;
+      do {
+        const [next, keys] = await c.scan(cursor, "MATCH", glob, "COUNT", 1000);
+        cursor = next;
+        for (const k of keys) {
+          const f = (k.slice(k.indexOf("}") + 1) || k).replace(/:(event|pdu):\$.*/, ":$1:<id>").replace(/^(:[a-z-]+:).*!.*$/, "$1<…>");
+          if (f === ":state-groups") sgKey = k;
+          fam.set(f, (fam.get(f) ?? 0) + Number(await c.call("MEMORY", "USAGE", k, "SAMPLES", "0")));
+        }
+      } while (cursor !== "0");
+      const sg = { whole: { n: 0, bytes: 0, entries: 0 }, delta: { n: 0, bytes: 0, entries: 0 } };
+      if (sgKey) {
+        const key = sgKey;
+        let hc = "0";
+        do {
+          const [next, kv] = await c.hscan(key, hc, "COUNT", 1000);
+          hc = next;
+          for (let i = 1; i < kv.length; i += 2) {
+            const g = JSON.parse(kv[i]!) as { p?: string | null; d: Record<string, unknown> };
+            const b = typeof g.p === "string" ? sg.delta : sg.whole;
+            b.n++;
+            b.bytes += kv[i]!.length;
+            b.entries += Object.keys(g.d).length;
+          }
+        } while (hc !== "0");
+      }
+      const total = [...fam.values()].reduce((a, b) => a + b, 0);
+      const parts = [...fam.entries()].sort((a, b) => b[1] - a[1]).map(([f, b]) => `${f} ${fmt(b / 1048576, 2)} MB`);
+      return (
+        `room keys ${fmt(total / 1048576, 1)} MB: ${parts.join(", ")}; state groups: ${fmt(sg.whole.n)} whole (${fmt(sg.whole.entries)} entries, ${fmt(sg.whole.bytes / 1048576, 2)} MB of JSON), ` +
+        `${fmt(sg.delta.n)} deltas (${fmt(sg.delta.entries)} entries, ${fmt(sg.delta.bytes / 1048576, 2)} MB of JSON)`
+      );
+    } finally {
+      c.disconnect();
+    }
+  }
+
   /** The scale-room row's view of this server (see ServerProbe). */
   probe(): ServerProbe {
     return {
       storeBytes: () => this.redis.usedMemory(),
       memoryBytes: () => this.liveHeap(),
       rss: () => rssOf(this.gh.pid) ?? NaN,
+      breakdown: (roomId) => this.roomBytes(roomId),
       stop: () => this.gh.stopServe("SIGTERM"),
       start: () => this.gh.launch(),
     };
@@ -234,6 +284,8 @@ interface RoomFigures {
 interface ServerProbe {
   /** Before the bulk and after the build: bytes of the server's store (Redis used_memory; SQLite file). */
   storeBytes(): Promise<number>;
+  /** Where the store's bytes for the room go (Gatehouse). */
+  breakdown?(roomId: string): Promise<string>;
   /** Live heap (Gatehouse, after a full GC) or RSS (Synapse) of the server process. */
   memoryBytes(): Promise<number>;
   rss(): number;
@@ -330,6 +382,7 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     if (probed) {
       fig.redisPerMember = ((await probed.storeBytes()) - redis0) / (members - 1);
       fig.heapPerMember = ((await probed.memoryBytes()) - heap0) / (members - 1);
+      if (probed.breakdown) log(await probed.breakdown(roomId));
       log(`per member: ${target.name === "Synapse" ? "SQLite (pages in use)" : "Redis"} +${fmt(fig.redisPerMember)} B, ${target.name === "Synapse" ? "RSS" : "live heap"} +${fmt(fig.heapPerMember)} B`);
     }
 
