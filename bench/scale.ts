@@ -362,17 +362,19 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     if (refused) throw new Error(`${target.name}: ${refused} bulk joins refused (first: ${firstError})`);
     // A server may answer /send before it processed the PDUs (Synapse stages them): wait until the
     // room's state holds every member (or stops growing for 30 s: then the figures are not valid).
+    // The room's creator plus the `members` users of the bulk server.
+    const expected = members + 1;
     let joined = 0;
     let lastGrowth = performance.now();
     for (;;) {
       const n = await joinedCount(roomId);
       if (n > joined) lastGrowth = performance.now();
       joined = n;
-      if (joined >= members || performance.now() - lastGrowth > 30_000) break;
+      if (joined >= expected || performance.now() - lastGrowth > 30_000) break;
       await sleep(500);
     }
     const buildSeconds = (performance.now() - b0) / 1000;
-    if (joined < members) throw new Error(`${target.name}: only ${fmt(joined)} of ${fmt(members)} members in the room's state after the /send pushes`);
+    if (joined < expected) throw new Error(`${target.name}: only ${fmt(joined)} of ${fmt(expected)} members (the creator and ${fmt(members)} pushed) in the room's state after the /send pushes`);
     log(`room of ${fmt(members)} members built through /send in ${fmt(buildSeconds, 1)} s (${fmt((members - 1) / buildSeconds)} joins/s); ${fmt(joined)} joined members in the room's state`);
 
     const asked = Object.entries(await farm.served()).map(([k, v]) => `${k} ${fmt(v.requests)} (${fmt(v.events)} events${v.notFound ? `, ${fmt(v.notFound)} × 404` : ""})`);
