@@ -8,11 +8,14 @@
  *    and live heap per destination (before the first join → after the joins' fan-out settled).
  *  - scale-room: a room of M members built through the real inbound write path: one remote
  *    server joins over make_join/send_join, then pushes M−1 join events of its users (chained,
- *    50 per PUT /send transaction to Gatehouse, 1 per transaction to Synapse, one in flight),
- *    and the build counts until the room's state holds every member. Then 3 new servers join: make_join and
- *    send_join latency and response size; Redis and live heap per member; and cold start:
- *    `gatehouse serve` stopped (SIGTERM) and started again, time to the admin API's first answer
- *    and to the first make_join served in the big room.
+ *    50 per PUT /send transaction, one in flight), and the build counts until the room's state
+ *    holds every member. That server is their origin: it answers get_missing_events, /event,
+ *    /state_ids, /state, /backfill and /event_auth about them (Synapse prunes its staging queue
+ *    and fills the gap from the origin; sink-farm.ts). Then 3 new servers join: make_join and
+ *    send_join latency and response size; Redis and live heap per member (Synapse: SQLite
+ *    pages in use and RSS); and cold start: the server stopped (Gatehouse: SIGTERM) and started
+ *    again, time to its first answer (admin API; Synapse: client API) and to the first make_join
+ *    served in the big room.
  *  - scale-knocks: a knock room with K pending knocks, made through make_knock/send_knock
  *    (8 connections); then 50 more knocks one by one: make_knock and send_knock p50/p99; the knock
  *    list (admin GET /rooms/{id}/knocks; Synapse: client /members?membership=knock) latency and
