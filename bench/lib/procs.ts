@@ -399,6 +399,29 @@ export class SynapseProc extends SynapsePeer {
     pinPid(this.pid, core);
   }
 
+  /** Stops the server, keeping its database (for a cold start with startAgain). */
+  stopKeepingData(): void {
+    peers(["stop", this.name], 120_000);
+  }
+
+  /** Starts the same server again on its database; returns once its client API answers. */
+  startAgain(core = SERVER_CORE): void {
+    peers(["start", this.name, String(this.clientPort)], 180_000);
+    this.pid = Number(readFileSync(join(this.work, `${this.name}.pid`), "utf8").trim());
+    pinPid(this.pid, core);
+  }
+
+  /**
+   * Bytes its SQLite database holds: (page_count − freelist_count) × page_size, read by the host's
+   * python3 through the WAL (a reader beside Synapse; no checkpoint), so the write-ahead log's
+   * unmerged pages are counted once and free pages not at all.
+   */
+  databaseBytes(): number {
+    const db = join(this.root, "srv", this.name, "homeserver.db");
+    const py = "import sqlite3,sys;c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=30);q=lambda p:c.execute('PRAGMA '+p).fetchone()[0];print((q('page_count')-q('freelist_count'))*q('page_size'))";
+    return Number(execFileSync("/usr/bin/python3", ["-c", py, db], { encoding: "utf8", timeout: 60_000 }).trim());
+  }
+
   override stop(): void {
     try {
       super.stop();

@@ -79,6 +79,21 @@ export class SinkFarm {
     return this.call({ cmd: "mode", indices, mode, ...opts });
   }
 
+  /** Makes the farm the origin of events in `roomId` (see sink-farm.ts): the state it was sent on joining. */
+  originRoom(roomId: string, version: string, state: unknown[], authChain: unknown[]) {
+    return this.call({ cmd: "originRoom", roomId, version, state, authChain });
+  }
+
+  /** Events the origin built in `roomId`, in order, which the farm then serves to whoever asks. */
+  originEvents(roomId: string, events: [string, unknown][]) {
+    return this.call({ cmd: "originEvents", roomId, events });
+  }
+
+  /** Per origin endpoint: requests, events answered, 404s. */
+  async served(): Promise<Record<string, { requests: number; events: number; notFound: number }>> {
+    return (await this.call({ cmd: "served" })).served;
+  }
+
   reset() {
     return this.call({ cmd: "reset" });
   }

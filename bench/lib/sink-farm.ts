@@ -7,6 +7,15 @@
  * sender's key (Gatehouse), records every PDU by event ID with the txnIds it arrived in and the
  * time of first receipt. Per listener mode: ok, fail (500), hang (never answers), down (listener
  * closed, connections refused), slow (answers after delayMs).
+ *
+ * As the ORIGIN of events the parent built and signed as one of the sinks (the scale row's bulk
+ * joins), the farm also answers what a receiving server asks that origin about them, from the
+ * events the parent handed over (`originRoom`, `originEvents`): POST get_missing_events, GET
+ * event, state_ids, state, backfill and event_auth. The room's state at an origin event is the
+ * state the origin was sent when it joined (send_join's `state`) with its own later state events
+ * applied in the order it built them (the bench's chains are linear). Synapse prunes its inbound
+ * staging queue above 100 events of a room down to the queue's forward extremities and then fills
+ * the gap from the origin with these requests.
  */
 import https from "node:https";
 import type http from "node:http";
@@ -64,6 +73,142 @@ const eventIds = new Map<string, string>();
 const MAX_MEMO_EVENT_IDS = 200_000;
 let tlsCert: { cert: string; key: string };
 
+type PduJson = Record<string, unknown>;
+/** A room as the origin of events in it sees it (see the header). */
+interface OriginRoom {
+  events: Map<string, PduJson>;
+  /** The origin's own events, in the order it built them, and each one's position. */
+  own: string[];
+  position: Map<string, number>;
+  /** The state it was sent when it joined: "type\0state_key" → event ID; and that state's auth chain. */
+  base: Map<string, string>;
+  baseAuthChain: string[];
+}
+const originRooms = new Map<string, OriginRoom>();
+/** What receivers asked the origin: per endpoint, requests and events answered (404s apart). */
+const served: Record<string, { requests: number; events: number; notFound: number }> = {};
+
+function count(endpoint: string, events: number): void {
+  const c = (served[endpoint] ??= { requests: 0, events: 0, notFound: 0 });
+  c.requests++;
+  if (events < 0) c.notFound++;
+  else c.events += events;
+}
+
+const stateKeyOf = (pdu: PduJson): string | null => (typeof pdu.state_key === "string" ? `${String(pdu.type)}\0${pdu.state_key}` : null);
+
+/** State before `eventId` (one of the origin's own events): the joined state, then its own state events before it. */
+function stateBefore(room: OriginRoom, eventId: string): Map<string, string> | null {
+  const at = room.position.get(eventId);
+  if (at === undefined) return null;
+  const state = new Map(room.base);
+  for (let i = 0; i < at; i++) {
+    const id = room.own[i]!;
+    const k = stateKeyOf(room.events.get(id)!);
+    if (k !== null) state.set(k, id);
+  }
+  return state;
+}
+
+/** The auth chain of `ids` among the events the origin knows (IDs it does not know are left out). */
+function authChain(room: OriginRoom, ids: Iterable<string>): string[] {
+  const seen = new Set<string>();
+  const todo = [...ids];
+  while (todo.length) {
+    const pdu = room.events.get(todo.pop()!);
+    for (const a of (pdu?.auth_events as string[] | undefined) ?? []) {
+      if (!seen.has(a) && room.events.has(a)) {
+        seen.add(a);
+        todo.push(a);
+      }
+    }
+  }
+  for (const a of room.baseAuthChain) seen.add(a);
+  return [...seen];
+}
+
+/** Walks prev_events back from `from` (not included), breadth first, up to `limit` events. */
+function walkBack(room: OriginRoom, from: string[], stopAt: Set<string>, limit: number, minDepth: number): PduJson[] {
+  const out: PduJson[] = [];
+  const seen = new Set<string>(from);
+  let frontier = from.flatMap((id) => (room.events.get(id)?.prev_events as string[] | undefined) ?? []);
+  while (frontier.length && out.length < limit) {
+    const next: string[] = [];
+    for (const id of frontier) {
+      if (seen.has(id) || stopAt.has(id) || out.length >= limit) continue;
+      seen.add(id);
+      const pdu = room.events.get(id);
+      if (!pdu || Number(pdu.depth) < minDepth) continue;
+      out.push(pdu);
+      next.push(...((pdu.prev_events as string[] | undefined) ?? []));
+    }
+    frontier = next;
+  }
+  return out;
+}
+
+/** Answers the origin requests (see the header); false when `path` is not one of them. */
+function onOriginRequest(sink: Sink, method: string, path: string, query: URLSearchParams, raw: string, res: http.ServerResponse): boolean {
+  const notFound = (endpoint: string, what: string) => (count(endpoint, -1), answer(res, 404, { errcode: "M_NOT_FOUND", error: `origin: ${what}` }));
+  const room = (id: string) => originRooms.get(decodeURIComponent(id));
+  let m: RegExpExecArray | null;
+  if (method === "POST" && (m = /^\/_matrix\/federation\/v1\/get_missing_events\/([^/]+)$/.exec(path))) {
+    const r = room(m[1]!);
+    if (!r) return notFound("get_missing_events", "unknown room"), true;
+    let body: { earliest_events?: string[]; latest_events?: string[]; limit?: number; min_depth?: number };
+    try {
+      body = JSON.parse(raw);
+    } catch {
+      return answer(res, 400, { errcode: "M_NOT_JSON", error: "not JSON" }), true;
+    }
+    if (!Array.isArray(body.latest_events) || !Array.isArray(body.earliest_events)) return answer(res, 400, { errcode: "M_BAD_JSON", error: "earliest_events and latest_events are required" }), true;
+    const events = walkBack(r, body.latest_events, new Set(body.earliest_events), Math.min(Number(body.limit ?? 10), 100), Number(body.min_depth ?? 0));
+    events.sort((a, b) => Number(a.depth) - Number(b.depth));
+    count("get_missing_events", events.length);
+    return answer(res, 200, { events }), true;
+  }
+  if (method !== "GET") return false;
+  if ((m = /^\/_matrix\/federation\/v1\/event\/([^/]+)$/.exec(path))) {
+    const id = decodeURIComponent(m[1]!);
+    for (const r of originRooms.values()) {
+      const pdu = r.events.get(id);
+      if (pdu) return count("event", 1), answer(res, 200, { origin: sink.serverName, origin_server_ts: Date.now(), pdus: [pdu] }), true;
+    }
+    return notFound("event", "unknown event"), true;
+  }
+  if ((m = /^\/_matrix\/federation\/v1\/(state_ids|state)\/([^/]+)$/.exec(path))) {
+    const endpoint = m[1]!;
+    const r = room(m[2]!);
+    const eventId = query.get("event_id") ?? "";
+    const state = r && stateBefore(r, eventId);
+    if (!r || !state) return notFound(endpoint, "no state known at that event"), true;
+    const ids = [...state.values()];
+    const chain = authChain(r, ids);
+    count(endpoint, ids.length);
+    if (endpoint === "state_ids") return answer(res, 200, { pdu_ids: ids, auth_chain_ids: chain }), true;
+    return answer(res, 200, { pdus: ids.map((id) => r.events.get(id)!), auth_chain: chain.map((id) => r.events.get(id)!) }), true;
+  }
+  if ((m = /^\/_matrix\/federation\/v1\/backfill\/([^/]+)$/.exec(path))) {
+    const r = room(m[1]!);
+    const from = query.getAll("v");
+    if (!r || !from.length) return notFound("backfill", "unknown room or no v"), true;
+    const limit = Math.min(Number(query.get("limit") ?? 10), 100);
+    // backfill includes the `v` events themselves.
+    const events = [...from.map((id) => r.events.get(id)).filter((e): e is PduJson => !!e), ...walkBack(r, from, new Set(), limit, 0)].slice(0, limit);
+    count("backfill", events.length);
+    return answer(res, 200, { origin: sink.serverName, origin_server_ts: Date.now(), pdus: events }), true;
+  }
+  if ((m = /^\/_matrix\/federation\/v1\/event_auth\/([^/]+)\/([^/]+)$/.exec(path))) {
+    const r = room(m[1]!);
+    const id = decodeURIComponent(m[2]!);
+    if (!r || !r.events.has(id)) return notFound("event_auth", "unknown event"), true;
+    const chain = authChain(r, [id]);
+    count("event_auth", chain.length);
+    return answer(res, 200, { auth_chain: chain.map((a) => r.events.get(a)!) }), true;
+  }
+  return false;
+}
+
 function send(msg: unknown): void {
   process.send!(msg);
 }
@@ -96,6 +241,19 @@ function handle(sink: Sink, req: http.IncomingMessage, res: http.ServerResponse)
       } catch (e) {
         return answer(res, 400, { errcode: "M_BAD_JSON", error: (e as Error).message });
       }
+    }
+    if (path.startsWith("/_matrix/federation/") && !path.startsWith("/_matrix/federation/v1/send/")) {
+      // Requests to the origin: signed like /send when the farm knows the caller's key.
+      if (verifyKey) {
+        const v = verifyKey;
+        const content = req.method === "POST" ? JSON.parse(raw || "null") : undefined;
+        const auth = authenticateRequest(req.headers.authorization, { method: req.method ?? "GET", uri: url, content }, (entity, keyId) => (entity === v.serverName && keyId === v.keyId ? v.verifier : undefined), sink.serverName);
+        if (!auth.ok) {
+          sink.badSignatures++;
+          return answer(res, 401, { errcode: "M_UNAUTHORIZED", error: "bad signature" });
+        }
+      }
+      if (onOriginRequest(sink, req.method ?? "GET", path, new URLSearchParams(url.split("?")[1] ?? ""), raw, res)) return;
     }
     const m = /^\/_matrix\/federation\/v1\/send\/([^/?]+)$/.exec(path);
     if (req.method !== "PUT" || !m) return answer(res, 404, { errcode: "M_UNRECOGNIZED", error: "sink: unknown endpoint" });
@@ -267,6 +425,38 @@ process.on("message", async (msg: any) => {
         send({ id: msg.id, ok: true });
         break;
       }
+      case "originRoom": {
+        // The state the origin was sent when it joined (send_join's state and auth_chain).
+        const v = getRoomVersion(msg.version)!;
+        const room: OriginRoom = { events: new Map(), own: [], position: new Map(), base: new Map(), baseAuthChain: [] };
+        for (const pdu of msg.state as PduJson[]) {
+          const id = computeEventId(pdu, v);
+          room.events.set(id, pdu);
+          room.base.set(stateKeyOf(pdu)!, id);
+        }
+        for (const pdu of msg.authChain as PduJson[]) {
+          const id = computeEventId(pdu, v);
+          room.events.set(id, pdu);
+          room.baseAuthChain.push(id);
+        }
+        originRooms.set(msg.roomId, room);
+        send({ id: msg.id, ok: true });
+        break;
+      }
+      case "originEvents": {
+        // Events the origin built, in order: [eventId, pdu] pairs.
+        const room = originRooms.get(msg.roomId)!;
+        for (const [id, pdu] of msg.events as [string, PduJson][]) {
+          room.position.set(id, room.own.length);
+          room.own.push(id);
+          room.events.set(id, pdu);
+        }
+        send({ id: msg.id, ok: true });
+        break;
+      }
+      case "served":
+        send({ id: msg.id, ok: true, served });
+        break;
       case "roomVersion":
         roomVersions.set(msg.roomId, msg.version);
         send({ id: msg.id, ok: true });

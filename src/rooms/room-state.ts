@@ -25,7 +25,7 @@ import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
-import { metaOf, stateGroupDepthLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
 
@@ -345,8 +345,10 @@ export class RoomStateService {
     const { roomId, version } = view;
     const groups: StateGroupWrite[] = [];
     const idPool: string[] = [];
-    const depthOf = async (group: string): Promise<number> =>
-      groups.find((g) => g.id === group)?.depth ?? (await this.store.stateGroupDepth(roomId, group));
+    const metaFor = async (group: string): Promise<StateGroupMeta> => {
+      const w = groups.find((g) => g.id === group);
+      return w ? metaOf(w) : this.store.stateGroupMeta(roomId, group);
+    };
     /** A new group: `delta` on `parent`, or the whole `ids()` when there is no parent or the chain is long. */
     const addGroup = async (parent: string | undefined, delta: () => ReadonlyMap<string, string | null>, ids: () => ReadonlyMap<string, string>): Promise<string> => {
       // Every group this plan may write, allocated in one round trip (unused IDs are harmless gaps).
@@ -356,16 +358,26 @@ export class RoomStateService {
         const most = (before.group === undefined ? 1 : 0) + (typeof pdu.state_key === "string" ? 1 : 0) + (mayResolve ? 1 : 0);
         idPool.push(...(await this.store.allocateStateGroups(roomId, Math.max(1, most - groups.length))));
       }
-      const id = idPool.shift();
-      const parentDepth = parent === undefined ? STATE_GROUP_DEPTH_CAP : parent === "" ? -1 : await depthOf(parent);
-      const group: StateGroupWrite =
-        parent === undefined
-          ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0 }
-          : parentDepth + 1 >= stateGroupDepthLimit(ids().size)
-            ? { id: id!, parent: null, delta: Object.fromEntries(ids()), depth: 0, ancestor: { id: parent, delta: Object.fromEntries(delta()) } }
-            : { id: id!, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1 };
+      const id = idPool.shift()!;
+      const parentMeta = parent === undefined || parent === "" ? undefined : await metaFor(parent);
+      const parentDepth = parent === undefined ? STATE_GROUP_DEPTH_CAP : parent === "" ? -1 : parentMeta!.depth;
+      const whole = (): StateGroupWrite => ({ id, parent: null, delta: Object.fromEntries(ids()), depth: 0 });
+      let group: StateGroupWrite;
+      if (parent === undefined) group = whole();
+      else if (parentDepth + 1 < stateGroupDepthLimit(ids().size)) {
+        group = { id, parent: parent === "" ? null : parent, delta: Object.fromEntries(delta()), depth: parentDepth + 1, ...(parentMeta?.base !== undefined ? { base: parentMeta.base } : {}) };
+      } else {
+        // The chain is long: one delta on the whole group it started from while that is small
+        // (stateGroupRebaseLimit), else the state whole again. The ancestor keeps the tree connected.
+        const base = parentMeta?.base;
+        const rebased = base === undefined ? undefined : diff(await this.store.loadStateGroup(roomId, base), ids());
+        group =
+          rebased !== undefined && rebased.size <= stateGroupRebaseLimit(ids().size)
+            ? { id, parent: base!, delta: Object.fromEntries(rebased), depth: 1, base: base! }
+            : { ...whole(), ancestor: { id: parent, delta: Object.fromEntries(delta()) } };
+      }
       groups.push(group);
-      return id!;
+      return id;
     };
 
     const near = before.near ?? view.current;

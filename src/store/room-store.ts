@@ -88,6 +88,11 @@ export interface StateGroupWrite {
    * find their common ancestor across full groups (room-state.ts).
    */
   ancestor?: { id: string; delta: Record<string, string | null> };
+  /**
+   * A group with a parent: the whole group its chain starts from (stored as `b`; absent in
+   * groups stored before it was recorded, whose chains are stored whole again when long).
+   */
+  base?: string;
 }
 
 export interface StatePlan {
@@ -117,16 +122,18 @@ export interface StateGroupMeta {
   up: string | null;
   /** The delta on `up` (absent when `up` is null). */
   delta?: Readonly<Record<string, string | null>>;
+  /** The whole group its chain starts from (a whole group: itself); undefined when not recorded. */
+  base?: string;
 }
 
 /** A group as the persist scripts store it: `[id, JSON]` (`a`/`x`: a whole group's ancestor and delta on it). */
 function storedGroup(g: StateGroupWrite): [string, string] {
-  return [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth, ...(g.ancestor ? { a: g.ancestor.id, x: g.ancestor.delta } : {}) })];
+  return [g.id, JSON.stringify({ p: g.parent, d: g.delta, n: g.depth, ...(g.parent !== null && g.base !== undefined ? { b: g.base } : {}), ...(g.ancestor ? { a: g.ancestor.id, x: g.ancestor.delta } : {}) })];
 }
 
-export function metaOf(g: Pick<StateGroupWrite, "parent" | "depth" | "delta" | "ancestor">): StateGroupMeta {
-  if (g.parent !== null) return { depth: g.depth, up: g.parent, delta: g.delta };
-  return g.ancestor ? { depth: g.depth, up: g.ancestor.id, delta: g.ancestor.delta } : { depth: g.depth, up: null };
+export function metaOf(g: Pick<StateGroupWrite, "id" | "parent" | "depth" | "delta" | "ancestor" | "base">): StateGroupMeta {
+  if (g.parent !== null) return { depth: g.depth, up: g.parent, delta: g.delta, ...(g.base !== undefined ? { base: g.base } : {}) };
+  return g.ancestor ? { depth: g.depth, up: g.ancestor.id, delta: g.ancestor.delta, base: g.id } : { depth: g.depth, up: null, base: g.id };
 }
 
 /**
@@ -160,6 +167,19 @@ export const STATE_GROUP_DEPTH_CAP = 1_000;
  */
 export function stateGroupDepthLimit(size: number): number {
   return Math.min(STATE_GROUP_DEPTH_CAP, Math.max(MAX_STATE_GROUP_DEPTH, Math.floor(size / 4)));
+}
+
+/**
+ * When a chain reaches stateGroupDepthLimit, the new group is stored as ONE delta on the whole
+ * group the chain started from (everything that changed since; the read walk starts again at 1)
+ * while that delta has at most this many keys, and whole again only beyond it. With the chain
+ * limit L, each key added per event and a state of `size` keys, rebasing costs each event
+ * about F/(2L) entries and the whole group size/F: F = √(2·L·size) makes both √(size/2L), so a
+ * 100,000-member room pays ~14 entries per join instead of 100 (whole every 1,000) — and never
+ * more than half the state, above which a whole group is as cheap to read.
+ */
+export function stateGroupRebaseLimit(size: number, depthLimit = stateGroupDepthLimit(size)): number {
+  return Math.min(Math.floor(size / 2), Math.floor(Math.sqrt(2 * depthLimit * size)));
 }
 
 /**
@@ -462,8 +482,8 @@ export class RoomStore {
     if (cached !== undefined) return cached;
     const j = await this.redis.hget(this.keys.stateGroups(roomId), group);
     if (!j) throw new Error(`room ${roomId}: state group ${group} is not stored`);
-    const g = JSON.parse(j) as { p?: string | null; d: Record<string, string | null>; n?: number; a?: string; x?: Record<string, string | null> };
-    const meta = metaOf({ parent: g.p ?? null, depth: g.n ?? 0, delta: g.d, ...(g.a !== undefined && g.x ? { ancestor: { id: g.a, delta: g.x } } : {}) });
+    const g = JSON.parse(j) as { p?: string | null; d: Record<string, string | null>; n?: number; b?: string; a?: string; x?: Record<string, string | null> };
+    const meta = metaOf({ id: group, parent: g.p ?? null, depth: g.n ?? 0, delta: g.d, ...(g.b !== undefined ? { base: g.b } : {}), ...(g.a !== undefined && g.x ? { ancestor: { id: g.a, delta: g.x } } : {}) });
     this.groupMetaCache.set(`${roomId} ${group}`, meta);
     return meta;
   }
