@@ -103,6 +103,8 @@ export class InboundTransactions {
     // Event IDs this transaction has taken so far, per room: a PDU built on them, or on the
     // room's forward extremities, has no gap to fill (the usual case costs no read).
     const taken = new Map<string, Set<string>>();
+    // States taken from the origin at gaps get_missing_events left, by prev event (missing-events.ts).
+    const gapStates = new Map<string, ReadonlyMap<string, string>>();
     const reject = (roomId: string, eventId: string, error: MatrixError): void => {
       results[eventId] = { error: error.message };
       this.deps.logger.info({ origin, roomId, eventId, reason: error.message }, "rejected PDU in transaction");
@@ -112,7 +114,7 @@ export class InboundTransactions {
       if (!run) return;
       const { roomId, events } = run;
       run = undefined;
-      const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations });
+      const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations, ...(gapStates.size > 0 ? { gapStates } : {}) });
       for (const out of outcomes) {
         if ("error" in out) {
           reject(roomId, out.eventId, out.error);
@@ -145,6 +147,7 @@ export class InboundTransactions {
               const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, {
                 ifGapLeft: checked.snap.room.hostedElsewhere ? "refuse" : "check",
                 deferWake: destinations,
+                gapStates,
               });
               if (filled) snapshots.delete(checked.roomId);
             } catch (e) {
