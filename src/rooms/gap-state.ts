@@ -117,7 +117,8 @@ export class GapState {
         // Most is missing: the whole state and auth chain in one answer (Synapse's heuristic).
         const s = await client.call<{ pdus?: unknown; auth_chain?: unknown }>("GET", origin, `/_matrix/federation/v1/state/${room}?event_id=${encodeURIComponent(prev)}`);
         if (!isPlainObject(s) || !Array.isArray(s.pdus) || !Array.isArray(s.auth_chain)) throw new GapStateError("the state answer has no pdus and auth_chain lists");
-        if (s.pdus.length + s.auth_chain.length > desired.length + 1) throw new GapStateError("the state answer holds more events than state_ids named");
+        // The state and its auth chain (they may overlap): each at most what state_ids named.
+        if (s.pdus.length + s.auth_chain.length > 2 * desired.length) throw new GapStateError("the state answer holds more events than state_ids named");
         for (const raw of [...s.pdus, ...s.auth_chain]) await take(raw, wanted);
       }
       // One by one: what is still missing (P itself is not in /state's answer).
