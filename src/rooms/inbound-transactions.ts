@@ -141,8 +141,10 @@ export class InboundTransactions {
           // the room (an ACL among them): the next PDU reads it again.
           await flush();
           if (this.deps.missingEvents) {
-            // A gap left refuses the PDU in a room hosted elsewhere (no state to authorise it
-            // against, rooms/participation.ts); in a room hosted here it is checked as it is.
+            // A gap left (not even the state at it could be had) refuses the PDU in a room hosted
+            // elsewhere (no state to authorise it against, rooms/participation.ts); in a room
+            // hosted here it is checked as it is. A PDU on the gap itself is persisted with the
+            // state taken there (gapStates).
             try {
               const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, {
                 ifGapLeft: checked.snap.room.hostedElsewhere ? "refuse" : "check",
