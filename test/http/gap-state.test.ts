@@ -210,6 +210,27 @@ describe("a room hosted elsewhere: the state at a gap get_missing_events leaves 
       });
     }
 
+    test(`v${versionId}: get_missing_events brings nothing: the state at the PDU's own prev event is taken`, async () => {
+      const h = await FakeHost.room([host, other], versionId);
+      const me = gh.local(`_pdugap${versionId}`);
+      assert.equal((await gh.admin.post(`${ADMIN}/remote/join`).send({ user_id: me, room_id: h.roomId, via: [host.serverName] })).status, 200);
+      const ourJoin = h.tip;
+      const topic = h.build("m.room.topic", h.user("alice"), { topic: "beyond reach" }, "");
+      const lost = h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "lost" });
+      const pdu = h.build("m.room.message", h.user("alice"), { msgtype: "m.text", body: "on the gap" });
+      h.withholdMissing = true;
+      try {
+        assert.deepEqual((await send(host, [pdu.pdu])).body.pdus, { [pdu.eventId]: {} }, "the PDU is accepted on the state after its prev event");
+      } finally {
+        h.withholdMissing = false;
+      }
+      const snap = await gh.gh.rooms.snapshot(h.roomId);
+      assert.deepEqual(new Map(snap.stateIds), h.state);
+      assert.equal(snap.stateIds.get(TOPIC), topic.eventId);
+      assert.deepEqual([...snap.extremities].sort(), [ourJoin, pdu.eventId].sort());
+      assert.equal(await gh.store.getEvent(h.roomId, lost.eventId), null, "its non-state prev event is not stored");
+    });
+
     for (const c of HOSTILE) {
       test(`v${versionId}: nothing written when ${c.name}`, async () => {
         const h = await FakeHost.room([host, other], versionId);
