@@ -68,6 +68,8 @@ export interface Config {
   maxRequestBytes: number;
   /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
   maxForwardExtremities: number;
+  /** Events one state fallback at a gap may fetch (/state_ids, then /event or /state; rooms/gap-state.ts); GATEHOUSE_GAP_STATE_MAX_EVENTS. */
+  gapStateMaxEvents: number;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
   /**
@@ -308,6 +310,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     ed25519Backend: oneOf(env, "GATEHOUSE_ED25519_BACKEND", "node", ["node", "sodium-native"] as const),
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
+    gapStateMaxEvents: int(env, "GATEHOUSE_GAP_STATE_MAX_EVENTS", 5000, 0, 1_000_000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     instanceId: instanceIdOf(env, dataDir),
     sender: {

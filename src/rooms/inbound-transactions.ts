@@ -103,6 +103,8 @@ export class InboundTransactions {
     // Event IDs this transaction has taken so far, per room: a PDU built on them, or on the
     // room's forward extremities, has no gap to fill (the usual case costs no read).
     const taken = new Map<string, Set<string>>();
+    // States taken from the origin at gaps get_missing_events left, by prev event (missing-events.ts).
+    const gapStates = new Map<string, ReadonlyMap<string, string>>();
     const reject = (roomId: string, eventId: string, error: MatrixError): void => {
       results[eventId] = { error: error.message };
       this.deps.logger.info({ origin, roomId, eventId, reason: error.message }, "rejected PDU in transaction");
@@ -112,7 +114,7 @@ export class InboundTransactions {
       if (!run) return;
       const { roomId, events } = run;
       run = undefined;
-      const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations });
+      const outcomes = await this.deps.rooms.persistEvents(roomId, events, { origin, rejectIfSoftFailed: false, deferWake: destinations, ...(gapStates.size > 0 ? { gapStates } : {}) });
       for (const out of outcomes) {
         if ("error" in out) {
           reject(roomId, out.eventId, out.error);
@@ -139,12 +141,15 @@ export class InboundTransactions {
           // the room (an ACL among them): the next PDU reads it again.
           await flush();
           if (this.deps.missingEvents) {
-            // A gap left refuses the PDU in a room hosted elsewhere (no state to authorise it
-            // against, rooms/participation.ts); in a room hosted here it is checked as it is.
+            // A gap left (not even the state at it could be had) refuses the PDU in a room hosted
+            // elsewhere (no state to authorise it against, rooms/participation.ts); in a room
+            // hosted here it is checked as it is. A PDU on the gap itself is persisted with the
+            // state taken there (gapStates).
             try {
               const filled = await this.deps.missingEvents.fill(origin, checked.roomId, checked.eventId, checked.pdu, {
                 ifGapLeft: checked.snap.room.hostedElsewhere ? "refuse" : "check",
                 deferWake: destinations,
+                gapStates,
               });
               if (filled) snapshots.delete(checked.roomId);
             } catch (e) {

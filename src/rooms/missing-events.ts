@@ -16,18 +16,31 @@
  * and persisted oldest (lowest depth) first through the same checks as any PDU, only on known
  * ground: an event whose prev events are still unknown is left out.
  *
+ * When the gap is still open after that (longer than GAP_LIMIT × MAX_GAP_ROUNDS events, events
+ * withheld, or a server that did not answer), the state at the gap is taken from the sending
+ * server, as Synapse does for the oldest event it pulled (rooms/gap-state.ts): for each prev
+ * event still unknown of an event on the gap (the oldest fetched events, or the PDU itself when
+ * nothing was fetched), the state after it from /state_ids and the events it lacks. They are
+ * checked, and written as outliers in one atomic write only when all of them pass (any failure
+ * writes nothing); the events on the gap are then persisted through the same checks as any PDU,
+ * against the resolution of their prev events' states (the ones held and the ones taken:
+ * PersistOptions.gapStates), soft-failed against the current state resolved with that state
+ * (as Synapse's _check_for_soft_fail with missing prev events). Their unknown prev events are not
+ * stored as timeline events. At most `gapStateMaxEvents` events are fetched per fallback.
+ *
  * What happens when prev events of the PDU are still missing afterwards is the caller's policy
  * (`ifGapLeft`): "check" leaves the PDU to the checks unchanged (rooms hosted here, as before);
  * "refuse" throws a MatrixError naming the missing events (rooms hosted elsewhere: Gatehouse has
- * no state to authorise it against). Synapse then also asks /state_ids at the gap; that is not
- * done here. Outcomes are counted in gatehouse_missing_events_total{outcome}.
+ * no state to authorise it against). Outcomes are counted in gatehouse_missing_events_total{outcome}.
  */
 import { MatrixError, forbidden } from "../protocol/errors.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { authEventIds, prevEventIds, type RoomStore } from "../store/room-store.js";
 import type { FederationClient } from "../net/federation-client.js";
 import type { Logger } from "../logger.js";
-import type { RoomService } from "./room-service.js";
+import { createEventIdOf, type RoomService, type RoomSnapshot } from "./room-service.js";
+import { GapState, GapStateError } from "./gap-state.js";
+import { FederationRequestError } from "../net/federation-client.js";
 
 /** Events asked for per /get_missing_events call (Synapse asks for 10). */
 export const GAP_LIMIT = 10;
@@ -37,19 +50,29 @@ export const MAX_GAP_ROUNDS = 5;
 /** What happens to a PDU whose prev events are still missing after the gap filling. */
 export type GapLeftPolicy = "check" | "refuse";
 
-/** gatehouse_missing_events_total's outcomes: fetched events persisted or refused, PDUs left with a gap. */
-export type MissingEventOutcome = "persisted" | "refused" | "gap_left";
+/**
+ * gatehouse_missing_events_total's outcomes: fetched events persisted or refused, PDUs left with
+ * a gap; state_taken: a gap whose state was taken from the sender (/state_ids), state_failed: a
+ * fallback that failed (nothing written).
+ */
+export type MissingEventOutcome = "persisted" | "refused" | "gap_left" | "state_taken" | "state_failed";
 
 export interface MissingEventsDeps {
   rooms: Pick<RoomService, "snapshot" | "verifyRemoteEvent" | "persistEvent">;
-  store: Pick<RoomStore, "eventStateGroups" | "timeline" | "getEvent">;
+  store: Pick<RoomStore, "eventStateGroups" | "timeline" | "getEvent" | "getEvents" | "eventStatuses" | "persistBackfill">;
   client: Pick<FederationClient, "call">;
   logger: Logger;
   onOutcome?: (outcome: MissingEventOutcome) => void;
+  /** Events one state fallback may fetch (GATEHOUSE_GAP_STATE_MAX_EVENTS); 0 turns it off. */
+  gapStateMaxEvents?: number;
 }
 
 export class MissingEvents {
-  constructor(private readonly deps: MissingEventsDeps) {}
+  private readonly gapState: GapState;
+
+  constructor(private readonly deps: MissingEventsDeps) {
+    this.gapState = new GapState(deps);
+  }
 
   /** The IDs among `ids` this server holds no state for (neither stored nor persisted). */
   private async unknown(roomId: string, ids: readonly string[]): Promise<string[]> {
@@ -76,7 +99,15 @@ export class MissingEvents {
     roomId: string,
     eventId: string,
     pdu: Pdu,
-    opts: { ifGapLeft: GapLeftPolicy; deferWake?: Set<string> },
+    opts: {
+      ifGapLeft: GapLeftPolicy;
+      deferWake?: Set<string>;
+      /**
+       * Filled with the states taken at the PDU's own unknown prev events (when it is on the gap):
+       * the caller persists the PDU with them (PersistOptions.gapStates).
+       */
+      gapStates?: Map<string, ReadonlyMap<string, string>>;
+    },
   ): Promise<number> {
     const { rooms, logger } = this.deps;
     const missing = await this.unknown(roomId, [...new Set([...prevEventIds(pdu), ...authEventIds(pdu)])]);
@@ -123,13 +154,23 @@ export class MissingEvents {
 
     // Oldest first: parents before children (depth grows along prev_events), ties by ID for a stable order.
     const order = [...fetched].sort(([a, x], [b, y]) => x.depth - y.depth || (a < b ? -1 : a > b ? 1 : 0));
+    // The gap: prev events of the fetched events and the PDU that are neither fetched nor held.
+    const beyond = new Set(await this.unknown(roomId, [...new Set([...order.map(([, ev]) => ev), pdu].flatMap((ev) => prevEventIds(ev)).filter((p) => !fetched.has(p)))]));
+    const gapStates = beyond.size > 0 ? await this.stateAtGap(origin, snap, eventId, [...beyond].sort()) : new Map<string, ReadonlyMap<string, string>>();
     const ground = new Set<string>();
     let persisted = 0;
     for (const [id, ev] of order) {
-      // Only on known ground: an event whose own prev events are still unknown is left out.
-      if ((await this.unknown(roomId, prevEventIds(ev).filter((p) => !ground.has(p)))).length > 0) continue;
+      // Only on known ground (or on the state taken at the gap): an event whose own prev events
+      // are still unknown is left out.
+      const unknownPrevs = await this.unknown(roomId, prevEventIds(ev).filter((p) => !ground.has(p)));
+      if (unknownPrevs.some((p) => !gapStates.has(p))) continue;
       try {
-        const out = await rooms.persistEvent(roomId, id, ev, { origin, rejectIfSoftFailed: false, ...(opts.deferWake ? { deferWake: opts.deferWake } : {}) });
+        const out = await rooms.persistEvent(roomId, id, ev, {
+          origin,
+          rejectIfSoftFailed: false,
+          ...(opts.deferWake ? { deferWake: opts.deferWake } : {}),
+          ...(unknownPrevs.length > 0 ? { gapStates } : {}),
+        });
         ground.add(id);
         if (out.outcome !== "duplicate") {
           persisted++;
@@ -141,8 +182,10 @@ export class MissingEvents {
         logger.info({ origin, roomId, eventId: id, reason: e.message }, "refused an event fetched with get_missing_events");
       }
     }
-    const left = await this.unknown(roomId, prevEventIds(pdu).filter((p) => !ground.has(p)));
-    logger.info({ origin, roomId, eventId, missing: missing.length, fetched: fetched.size, persisted, left: left.length }, "filled a gap before a PDU");
+    const unknownPrevs = await this.unknown(roomId, prevEventIds(pdu).filter((p) => !ground.has(p)));
+    const left = unknownPrevs.filter((p) => !gapStates.has(p));
+    if (left.length === 0) for (const p of unknownPrevs) opts.gapStates?.set(p, gapStates.get(p)!);
+    logger.info({ origin, roomId, eventId, missing: missing.length, fetched: fetched.size, persisted, stateTaken: gapStates.size, left: left.length }, "filled a gap before a PDU");
     if (left.length > 0) {
       this.deps.onOutcome?.("gap_left");
       if (opts.ifGapLeft === "refuse") {
@@ -152,5 +195,32 @@ export class MissingEvents {
       logger.info({ origin, roomId, eventId, missing: left }, "the PDU is checked with its gap");
     }
     return persisted;
+  }
+
+  /**
+   * The state after each of `prevIds` (the gap's far side), taken from `origin` (gap-state.ts),
+   * with the events fetched for it written as outliers in one atomic write. Empty (and nothing
+   * written) when the fallback is off or fails.
+   */
+  private async stateAtGap(origin: string, snap: RoomSnapshot, eventId: string, prevIds: string[]): Promise<Map<string, ReadonlyMap<string, string>>> {
+    const { logger, store } = this.deps;
+    const roomId = snap.room.roomId;
+    const max = this.deps.gapStateMaxEvents ?? 0;
+    if (max <= 0) return new Map();
+    try {
+      const { states, fetched } = await this.gapState.statesAfter(origin, roomId, snap.version, createEventIdOf(snap), prevIds, max);
+      // A non-state prev event is not needed (it is in no state); a state one is stored with the
+      // state it is in. Neither enters the timeline.
+      const outliers = [...fetched].filter(([id, ev]) => !prevIds.includes(id) || typeof ev.state_key === "string").map(([id, pdu]) => ({ eventId: id, pdu }));
+      if (outliers.length > 0) await store.persistBackfill(roomId, { groups: [], outliers, events: [] });
+      this.deps.onOutcome?.("state_taken");
+      logger.info({ origin, roomId, eventId, prevEvents: prevIds, outliers: outliers.length }, "took the state at a gap from the sending server");
+      return states;
+    } catch (e) {
+      if (!(e instanceof GapStateError) && !(e instanceof FederationRequestError) && !(e instanceof MatrixError)) throw e;
+      this.deps.onOutcome?.("state_failed");
+      logger.warn({ origin, roomId, eventId, prevEvents: prevIds, err: e.message }, "could not take the state at a gap from the sending server; nothing written");
+      return new Map();
+    }
   }
 }

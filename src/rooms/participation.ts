@@ -12,9 +12,10 @@
  *   are left out of the answer, as Synapse does for a room it is not in;
  * - prev_events Gatehouse lacks are fetched from the sending server with /get_missing_events
  *   by the gap filler all rooms share (rooms/missing-events.ts; never below the depth of our own
- *   join, the oldest event of the timeline). An event whose prev events are still missing then
- *   is REFUSED with a logged reason (policy "refuse", chosen by inbound-transactions.ts from
- *   `hostedElsewhere`; no outlier with state from /state_ids);
+ *   join, the oldest event of the timeline); a gap that leaves open is bridged with the state at
+ *   it from the same server (/state_ids; rooms/gap-state.ts, fetched events kept as outliers).
+ *   An event whose prev events are still missing after both is REFUSED with a logged reason
+ *   (policy "refuse", chosen by inbound-transactions.ts from `hostedElsewhere`);
  * - history before our join is fetched on demand (backfill: a client's /messages reached the
  *   start of what is stored) with /backfill from a server in the room, each event stored before
  *   the timeline's start with the state at it (from its prev event's, or /state_ids when that is

@@ -191,6 +191,12 @@ export interface PersistOptions {
    * again and plans again.
    */
   planOn?: ProbedSnapshot;
+  /**
+   * For prev events Gatehouse holds no state for: the state after each, taken from the sending
+   * server at a gap get_missing_events left (rooms/gap-state.ts); resolved with the states of the
+   * prev events it holds (room-state.ts stateBefore).
+   */
+  gapStates?: ReadonlyMap<string, ReadonlyMap<string, string>>;
 }
 
 /** A snapshot, and whether the probed events are stored, their statuses and those of `statusOf`. */
@@ -580,7 +586,7 @@ export class RoomService {
     const prevs = prevEventIds(pdu);
     const createEventIdNow = createEventIdOf(snap);
     // Rejected when it fails the auth rules against the state before it (spec step 5).
-    const { state: before, missingPrevs } = await roomState.stateBefore(view, prevs);
+    const { state: before, missingPrevs } = await roomState.stateBefore(view, prevs, opts.gapStates);
     const onCurrent = before === view.current;
     const beforeLookup = onCurrent ? stateLookup(snap.state) : await roomState.lookupFor(roomId, version, before.ids, pdu);
     const atEvent = checkEventAuth(pdu, version, beforeLookup, { createEventId: createEventIdNow, verifyJoinAuthorisedVia });

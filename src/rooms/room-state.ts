@@ -300,15 +300,23 @@ export class RoomStateService {
    * The state before an event with these prev_events, and whether some of them have no state
    * here (unknown to Gatehouse, or stored before state groups).
    */
-  async stateBefore(view: RoomStateView, prevEvents: readonly string[]): Promise<{ state: GroupState; missingPrevs: boolean }> {
+  async stateBefore(
+    view: RoomStateView,
+    prevEvents: readonly string[],
+    gapStates?: ReadonlyMap<string, ReadonlyMap<string, string>>,
+  ): Promise<{ state: GroupState; missingPrevs: boolean }> {
     if (sameSet(prevEvents, view.extremities) && view.current.group !== undefined) return { state: view.current, missingPrevs: false };
     const groups = await this.store.eventStateGroups(view.roomId, prevEvents);
     const missingPrevs = new Set(prevEvents).size > groups.size;
-    const states = await this.statesAfter(view.roomId, prevEvents, groups);
+    const states: GroupState[] = await this.statesAfter(view.roomId, prevEvents, groups);
+    // Prev events with no state here, whose state after was taken from the sender (a gap
+    // get_missing_events left, rooms/gap-state.ts): resolved with the others, as Synapse does.
+    // They stay missing prev events for the soft-failure check.
+    if (missingPrevs && gapStates) for (const p of new Set(prevEvents)) if (!groups.has(p) && gapStates.has(p)) states.push({ ids: gapStates.get(p)!, group: undefined });
     if (states.length === 0) return { state: view.current, missingPrevs };
     if (states.length === 1) return { state: states[0]!, missingPrevs };
     const ids = await this.resolve(view.roomId, view.version, states);
-    return { state: { ids, group: undefined, near: states[0]! }, missingPrevs };
+    return { state: { ids, group: undefined, near: states.find((s) => s.group !== undefined) ?? view.current }, missingPrevs };
   }
 
   /**
