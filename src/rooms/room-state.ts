@@ -130,7 +130,9 @@ class PlannerCaches {
    * at once leave one forward extremity each, and every event of theirs is checked against the
    * resolution of the same few state groups (the store's cached maps): resolved once, not once
    * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
-   * is the same answer.
+   * is the same answer. Entries are the answers as handed out (immutable; a fork's answer is a
+   * LayeredMap sharing its base group's entries), not copies: 256 whole copies of a room's state
+   * were ~13 kB of live heap per member of a forked room (bench/README.md, scale-knocks).
    */
   readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
   /**
@@ -175,7 +177,8 @@ export class RoomStateService {
   /**
    * State resolution over states of this room, with the store as the event source, plus
    * `inFlight`: the event being persisted, which the store does not have yet (Synapse's
-   * event_map). `local`: groups being written with the event (not stored yet).
+   * event_map). `local`: groups being written with the event (not stored yet). The answer is
+   * immutable and may share entries with the states given (never change it).
    */
   async resolve(
     roomId: string,
@@ -183,13 +186,13 @@ export class RoomStateService {
     sets: readonly LocatedState[],
     inFlight?: { eventId: string; pdu: Pdu },
     local: readonly StateGroupWrite[] = [],
-  ): Promise<Map<string, string>> {
+  ): Promise<ReadonlyMap<string, string>> {
     const distinct: LocatedState[] = [];
     for (const s of sets) if (!distinct.some((d) => d.ids === s.ids || (d.group !== undefined && d.group === s.group))) distinct.push(s);
-    if (distinct.length === 1) return new Map(distinct[0]!.ids);
+    if (distinct.length === 1) return distinct[0]!.ids;
     const memoKey = `${roomId}\u0000${distinct.map((s) => mapId(s.ids)).sort((a, b) => a - b).join(",")}`;
     const hit = this.resolved.get(memoKey);
-    if (hit) return new Map(hit);
+    if (hit) return hit;
     const rejected = new Set<string>();
     const fetchEvents = async (ids: readonly string[]) => {
       // Redacted state events as their redacted copies, as Synapse's event cache serves them.
@@ -209,7 +212,9 @@ export class RoomStateService {
       if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
       return events;
     };
-    const fork = await this.forkOf(roomId, version, distinct, local);
+    const located = await this.forkOf(roomId, version, distinct, local);
+    const fork = located?.fork;
+    const extend = (base: ReadonlyMap<string, string>, changes: ReadonlyMap<string, string>) => layered(base).with(changes);
     const resolved = await resolveState({
       roomVersion: version,
       roomId,
@@ -217,9 +222,9 @@ export class RoomStateService {
       fetchEvents,
       isRejected: (id) => rejected.has(id),
       authVerdicts: this.authVerdicts,
-      ...(fork ? { fork } : {}),
+      ...(fork ? { fork, extend } : {}),
     });
-    this.resolved.set(memoKey, new Map(resolved));
+    this.resolved.set(memoKey, resolved);
     return resolved;
   }
 
@@ -244,7 +249,12 @@ export class RoomStateService {
    * and each state's delta from it (the groups' deltas in between, composed). Undefined when a
    * state has no group, or the groups do not meet within MAX_FORK_WALK.
    */
-  private async forkOf(roomId: string, version: RoomVersion, sets: readonly LocatedState[], local: readonly StateGroupWrite[]): Promise<StateFork | undefined> {
+  private async forkOf(
+    roomId: string,
+    version: RoomVersion,
+    sets: readonly LocatedState[],
+    local: readonly StateGroupWrite[],
+  ): Promise<{ fork: StateFork; common: string } | undefined> {
     if (sets.some((s) => s.group === undefined || s.group === "")) return undefined;
     const paths = await Promise.all(sets.map((s) => this.ancestry(roomId, s.group!, local)));
     const others = paths.slice(1).map((p) => new Map(p.map((x, i) => [x.group, i] as const)));
@@ -260,7 +270,7 @@ export class RoomStateService {
     });
     const base = await this.store.loadStateGroup(roomId, common);
     const baseChain = await this.chainOf(roomId, version, common, base, local);
-    return { base, baseChain, deltas };
+    return { fork: { base, baseChain, deltas }, common };
   }
 
   /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */
@@ -418,9 +428,15 @@ export class RoomStateService {
         currentGroup = onCurrent
           ? await addGroup(view.current.group, () => changes, () => resolved)
           : await addGroup(afterGroup, () => fromAfter, () => resolved);
-        // Kept as the state after plus what the resolution added, sharing entries, when it only added.
+        // Kept sharing entries: the resolution itself when it is a LayeredMap (a fork's answer
+        // on its base group), else the state after plus what the resolution added, when it only added.
         const after = afterIds();
-        const shared = after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null) ? after.with(fromAfter as Map<string, string>) : resolved;
+        const shared =
+          resolved instanceof LayeredMap
+            ? resolved
+            : after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null)
+              ? after.with(fromAfter as Map<string, string>)
+              : resolved;
         plan.known!.push([currentGroup, shared]);
       }
     }
