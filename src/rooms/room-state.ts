@@ -123,6 +123,13 @@ class LayeredIdSet implements IdSet {
 /** How far up the group tree a fork's common ancestor is searched. */
 const MAX_FORK_WALK = 64;
 
+/**
+ * Resolutions of forks, by the answer (an immutable map): the state group the fork's states met
+ * at and what the answer changed on that group's state. Another state that is that group plus
+ * known deltas then differs from the answer only in those keys (see RoomStateService.diffTo).
+ */
+const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string> }>();
+
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
 class PlannerCaches {
   /**
@@ -214,7 +221,11 @@ export class RoomStateService {
     };
     const located = await this.forkOf(roomId, version, distinct, local);
     const fork = located?.fork;
-    const extend = (base: ReadonlyMap<string, string>, changes: ReadonlyMap<string, string>) => layered(base).with(changes);
+    const extend = (base: ReadonlyMap<string, string>, changes: ReadonlyMap<string, string>) => {
+      const answer = layered(base).with(changes);
+      forkAnswers.set(answer, { common: located!.common, changes });
+      return answer;
+    };
     const resolved = await resolveState({
       roomVersion: version,
       roomId,
@@ -271,6 +282,39 @@ export class RoomStateService {
     const base = await this.store.loadStateGroup(roomId, common);
     const baseChain = await this.chainOf(roomId, version, common, base, local);
     return { fork: { base, baseChain, deltas }, common };
+  }
+
+  /**
+   * `diff(from.ids, to)`, in the size of the deltas when `to` is a fork's resolution and
+   * `from.group` is within MAX_FORK_WALK below the group the fork met at: both are then that
+   * group's state plus deltas, and only keys of the deltas can differ. Else the whole states are
+   * compared (O(state), which in a forked room of thousands of members was most of a knock).
+   */
+  private async diffTo(roomId: string, from: LocatedState, to: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<Map<string, string | null>> {
+    const answer = forkAnswers.get(to);
+    const keys = answer && from.group ? await this.deltaKeys(roomId, from.group, answer.common, local) : undefined;
+    if (!answer || !keys) return diff(from.ids, to);
+    for (const k of answer.changes.keys()) keys.add(k);
+    const out = new Map<string, string | null>();
+    for (const k of keys) {
+      const v = to.get(k);
+      if (from.ids.get(k) !== v) out.set(k, v ?? null);
+    }
+    return out;
+  }
+
+  /** The keys the deltas from `ancestor` down to `group` touch; undefined when `ancestor` is not within MAX_FORK_WALK above it. */
+  private async deltaKeys(roomId: string, group: string, ancestor: string, local: readonly StateGroupWrite[]): Promise<Set<string> | undefined> {
+    const keys = new Set<string>();
+    let g: string | null = group;
+    for (let n = 0; g !== null && g !== "" && n <= MAX_FORK_WALK; n++) {
+      if (g === ancestor) return keys;
+      const meta = await this.groupMeta(roomId, g, local);
+      if (meta.up === null || !meta.delta) return undefined;
+      for (const k of Object.keys(meta.delta)) keys.add(k);
+      g = meta.up;
+    }
+    return g === ancestor ? keys : undefined;
   }
 
   /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */
@@ -379,11 +423,12 @@ export class RoomStateService {
     };
 
     const near = before.near ?? view.current;
+    const nearDelta = before.group === undefined ? await this.diffTo(roomId, near, before.ids, groups) : undefined;
     const beforeGroup =
       before.group ??
       (await addGroup(
         near.group,
-        () => diff(near.ids, before.ids),
+        () => nearDelta!,
         () => before.ids,
       ));
     const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
@@ -420,8 +465,8 @@ export class RoomStateService {
       const others = view.extremities.filter((x) => !prevs.has(x));
       const states = await this.statesAfter(roomId, others);
       const resolved = await this.resolve(roomId, version, [...states, { ids: afterIds(), group: afterGroup }], { eventId, pdu }, groups);
-      const fromAfter = diff(afterIds(), resolved);
-      changes = diff(view.current.ids, resolved);
+      const fromAfter = await this.diffTo(roomId, { ids: afterIds(), group: afterGroup }, resolved, groups);
+      changes = await this.diffTo(roomId, view.current, resolved, groups);
       if (fromAfter.size > 0) {
         // A delta on whichever is closer: the state after the event or the previous current state.
         const onCurrent = view.current.group !== undefined && changes.size < fromAfter.size;
