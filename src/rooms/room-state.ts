@@ -64,7 +64,10 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
  * What the planner reads of a room's stored states and events: the RoomStore, or the in-memory
  * store of a room being created in one write (new-room-state.ts).
  */
-export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta">;
+export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta"> & {
+  /** Whether a group is one being planned, not written yet (its ID may be numbered again after a conflict). */
+  isStaged?(roomId: string, group: string): boolean;
+};
 
 /**
  * The plan of a room's create event: nothing before it, the room's first state group "1" (the
@@ -320,12 +323,16 @@ export class RoomStateService {
   /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */
   private async chainOf(roomId: string, version: RoomVersion, group: string, state: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<LayeredIdSet> {
     const key = `${roomId} ${group}`;
-    const cached = this.chainCache.get(key);
+    // Only stored groups are remembered by ID: a run's own groups are numbered from its snapshot
+    // (staged-events.ts), a run that is not written leaves its IDs to the next one, and a newer
+    // snapshot may have seen a stored group under an ID this run numbered too.
+    const stored = (g: string) => !local.some((w) => w.id === g) && !this.store.isStaged?.(roomId, g);
+    const cached = stored(group) ? this.chainCache.get(key) : undefined;
     if (cached) return cached;
     const source = { roomVersion: version, roomId, fetchEvents: (ids: readonly string[]) => this.store.getEvents(roomId, ids) };
     const path = await this.ancestry(roomId, group, local);
     let chain: LayeredIdSet | undefined;
-    const ancestorAt = path.findIndex((x, i) => i > 0 && this.chainCache.get(`${roomId} ${x.group}`) !== undefined);
+    const ancestorAt = path.findIndex((x, i) => i > 0 && stored(x.group) && this.chainCache.get(`${roomId} ${x.group}`) !== undefined);
     if (ancestorAt > 0) {
       // Exact when the groups since only added keys the ancestor's state lacks: this state is
       // then the ancestor's plus the added events.
@@ -339,7 +346,7 @@ export class RoomStateService {
       }
     }
     chain ??= LayeredIdSet.of(await stateAuthChain(source, [...state.values()]));
-    this.chainCache.set(key, chain);
+    if (stored(group)) this.chainCache.set(key, chain);
     return chain;
   }
 

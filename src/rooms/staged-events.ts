@@ -12,8 +12,13 @@
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { LayeredMap } from "../store/layered-map.js";
-import { metaOf, type EventStatus, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { metaOf, type EventStatus, type KnownRedactions, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import type { StateGroupSource } from "./room-state.js";
+
+/** The run's snapshot is older than what the store shows: plan again on a new one (a conflict). */
+export class StaleSnapshotError extends Error {
+  override name = "StaleSnapshotError";
+}
 
 export class StagedEvents implements StateGroupSource {
   private readonly events = new Map<string, Pdu>();
@@ -24,10 +29,35 @@ export class StagedEvents implements StateGroupSource {
   /** Stored state events as served to the auth rules (redactions applied), read once per run. */
   private readonly stateEvents = new Map<string, Pdu>();
 
+  /** State group IDs numbered here, from the snapshot's counter (see `allocateStateGroups`). */
+  private groupSeq: number | undefined;
+  private readonly groupSeqAtSnapshot: number | undefined;
+
+  /**
+   * `groupSeq`: the room's state group counter in the snapshot the run is planned on. Given, the
+   * run's groups are numbered from it here, with no round trip, and the write checks the counter
+   * is still there (`groupSeqUsed`); a group read from the store above it means the snapshot is
+   * stale (StaleSnapshotError: plan again).
+   */
   constructor(
     private readonly store: StateGroupSource,
     private readonly roomId: string,
-  ) {}
+    groupSeq?: number,
+  ) {
+    this.groupSeq = groupSeq;
+    this.groupSeqAtSnapshot = groupSeq;
+  }
+
+  /** The counter before and after the IDs numbered here; undefined when none were (or the store numbered them). */
+  get groupSeqUsed(): { expected: number; last: number } | undefined {
+    if (this.groupSeqAtSnapshot === undefined || this.groupSeq === this.groupSeqAtSnapshot) return undefined;
+    return { expected: this.groupSeqAtSnapshot, last: this.groupSeq! };
+  }
+
+  /** Whether `group` is a group of this run (not written yet): nothing may be remembered under its ID. */
+  isStaged(roomId: string, group: string): boolean {
+    return this.ours(roomId) && (this.groups.has(group) || (this.groupSeqAtSnapshot !== undefined && Number(group) > this.groupSeqAtSnapshot));
+  }
 
   has(eventId: string): boolean {
     return this.events.has(eventId);
@@ -43,13 +73,23 @@ export class StagedEvents implements StateGroupSource {
     for (const [g, state] of plan.known ?? []) this.groupStates.set(g, state);
   }
 
-  allocateStateGroups(roomId: string, count: number): Promise<string[]> {
-    return this.store.allocateStateGroups(roomId, count);
+  async allocateStateGroups(roomId: string, count: number): Promise<string[]> {
+    if (!this.ours(roomId) || this.groupSeq === undefined) return this.store.allocateStateGroups(roomId, count);
+    const first = this.groupSeq + 1;
+    this.groupSeq += count;
+    return Array.from({ length: count }, (_, i) => String(first + i));
   }
 
   async eventStateGroups(roomId: string, eventIds: readonly string[]): Promise<Map<string, { before: string; after: string }>> {
     const own = this.ours(roomId) ? eventIds.filter((id) => this.eventState.has(id)) : [];
     const out = await this.store.eventStateGroups(roomId, own.length === 0 ? eventIds : eventIds.filter((id) => !this.eventState.has(id)));
+    if (this.ours(roomId) && this.groupSeqAtSnapshot !== undefined) {
+      // A stored event whose group was numbered after the snapshot: written since (by another
+      // process); its ID may be one this run numbered too. The write would be refused anyway.
+      for (const [id, g] of out) {
+        if (Number(g.before) > this.groupSeqAtSnapshot || Number(g.after) > this.groupSeqAtSnapshot) throw new StaleSnapshotError(`event ${id} has state groups newer than the snapshot`);
+      }
+    }
     for (const id of own) out.set(id, this.eventState.get(id)!);
     return out;
   }
@@ -109,8 +149,8 @@ export class StagedEvents implements StateGroupSource {
    * A run ends after a state event or a redaction (RoomService.persistEvents), so no staged event
    * is redacted or is a current state event read here: staged events are served as they are.
    */
-  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
-    if (!this.ours(roomId)) return this.store.getStateEvents(roomId, version, eventIds);
+  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[], known?: KnownRedactions): Promise<Map<string, Pdu>> {
+    if (!this.ours(roomId)) return this.store.getStateEvents(roomId, version, eventIds, known);
     const out = new Map<string, Pdu>();
     const missing: string[] = [];
     for (const id of eventIds) {
@@ -119,7 +159,7 @@ export class StagedEvents implements StateGroupSource {
       else missing.push(id);
     }
     if (missing.length === 0) return out;
-    for (const [id, ev] of await this.store.getStateEvents(roomId, version, missing)) {
+    for (const [id, ev] of await this.store.getStateEvents(roomId, version, missing, known)) {
       this.stateEvents.set(id, ev);
       out.set(id, ev);
     }

@@ -14,7 +14,9 @@
 --       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
 --       11.. one event key per event, in order
 -- ARGV: 1 roomId, 2 expected stream ("" = skip the check), 3 createRoom JSON ("" = none; the
---       create event only), 4 N (events), then 14 per event from 5 + 14 * (i - 1):
+--       create event only), 4 N (events), 5 expected state group counter ("" = skip: the groups'
+--       IDs were taken with HINCRBY), 6 the counter after this run's groups (numbered from 5 by
+--       the planner), then 14 per event from 7 + 14 * (i - 1):
 --       +0 eventId, +1 PDU JSON, +2 state field ("" = none), +3 member user, +4 membership,
 --       +5 prev events JSON, +6 depth, +7 status ("" = accepted), +8 destinations, space-separated
 --       ("" = none), +9 new state groups JSON [[id, groupJson], ...] ("" = none),
@@ -22,6 +24,8 @@
 --       {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
 --       +12 redacted event ID ("" = not a redaction), +13 "1" when the redaction's sender had the
 --       redact level
+-- The state group counter is checked with the stream: a run that numbered its groups from a
+-- snapshot's counter is a conflict when any group ID was taken since.
 -- Returns 'conflict', or one result per event: 'persisted' or 'duplicate'.
 local n = tonumber(ARGV[4])
 local STRIDE = 14
@@ -40,6 +44,11 @@ if ARGV[2] ~= '' then
   local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
   if stream ~= ARGV[2] then return 'conflict' end
 end
+if ARGV[5] ~= '' then
+  local seq = redis.call('HGET', KEYS[1], 'state_group_seq') or '0'
+  if seq ~= ARGV[5] then return 'conflict' end
+  redis.call('HSET', KEYS[1], 'state_group_seq', ARGV[6])
+end
 if ARGV[3] ~= '' then
   local meta = cjson.decode(ARGV[3])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
@@ -51,7 +60,7 @@ for i = 1, n do
   -- Within a run an event may repeat (the second copy is a duplicate of the first).
   if results[i] == 'persisted' and redis.call('EXISTS', KEYS[10 + i]) == 1 then results[i] = 'duplicate' end
   if results[i] == 'persisted' then
-    local a = 5 + STRIDE * (i - 1)
+    local a = 7 + STRIDE * (i - 1)
     local eventId = ARGV[a]
     redis.call('SET', KEYS[10 + i], ARGV[a + 1])
     if ARGV[a + 9] ~= '' then
