@@ -11,7 +11,7 @@
  * Within one process RoomService also serialises writers per room, so conflicts only happen
  * between replicas.
  */
-import type { Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
@@ -436,11 +436,15 @@ export class RoomStore {
         input.redaction?.senderHasRedactLevel ? "1" : "0",
       );
     }
-    const results = await this.redis.gatehousePersistEvents(10 + events.length, ...args);
+    // On a single Redis the event → room index is written by the script too (one round trip);
+    // on a cluster it is another slot: written after the script, idempotently (a duplicate
+    // writes it again, which heals a crash between the two; a conflict writes nothing).
+    const single = !((this.redis as unknown) instanceof Cluster);
+    const results = single
+      ? await this.redis.gatehousePersistEvents(11 + events.length, ...args.slice(0, 10 + events.length), k.eventRooms(), ...args.slice(10 + events.length))
+      : await this.redis.gatehousePersistEvents(10 + events.length, ...args);
     if (results === "conflict") return results;
-    // The global indexes are other slots: written after the script, idempotently (a duplicate
-    // writes them again, which heals a crash between the two; a conflict writes nothing).
-    await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
+    if (!single) await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
     if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
     let fanout = false;
     events.forEach((input, i) => {

@@ -12,7 +12,9 @@
 --
 -- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
---       11.. one event key per event, in order
+--       11.. one event key per event, in order; then, on a single Redis only (not a cluster: it
+--       is another slot), the global event → room index, written here for every event not refused
+--       (persisted or duplicate, as the caller writes it after the script on a cluster)
 -- ARGV: 1 roomId, 2 expected stream ("" = skip the check), 3 createRoom JSON ("" = none; the
 --       create event only), 4 N (events), 5 expected state group counter ("" = skip: the groups'
 --       IDs were taken with HINCRBY), 6 the counter after this run's groups (numbered from 5 by
@@ -39,7 +41,11 @@ for i = 1, n do
     fresh = fresh + 1
   end
 end
-if fresh == 0 then return results end
+local index = KEYS[11 + n]
+if fresh == 0 then
+  if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
+  return results
+end
 if ARGV[2] ~= '' then
   local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
   if stream ~= ARGV[2] then return 'conflict' end
@@ -101,4 +107,5 @@ for i = 1, n do
   end
 end
 if roomDepth > depthBefore then redis.call('HSET', KEYS[1], 'depth', tostring(roomDepth)) end
+if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
 return results
