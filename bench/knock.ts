@@ -118,7 +118,8 @@ function fmt(n: number, digits = 0): string {
 /**
  * Redis commands per send_knock, counted with MONITOR (Redis CPU figures of the rows above are
  * taken without it): knocks are prepared with make_knock, then sent one by one while a MONITOR
- * client records every command; commands a script runs are reported by MONITOR with source "lua".
+ * client records every command naming the room (its keys carry the room ID; the sender's periodic
+ * work does not); commands a script runs are reported by MONITOR with source "lua".
  */
 async function redisPerSendKnock(target: Target, fake: FakeServer, redisProc: RedisProc, ver: string): Promise<NonNullable<KnockFigures["redisPerSendKnock"]>> {
   const knocks = 20;
@@ -131,7 +132,8 @@ async function redisPerSendKnock(target: Target, fake: FakeServer, redisProc: Re
   const byCommand: Record<string, number> = {};
   let counting = false;
   monitor.on("monitor", (_time: string, args: string[], source: string) => {
-    if (!counting) return;
+    // Only the room's commands (its keys carry the room ID): not the sender's periodic work.
+    if (!counting || !args.some((a) => String(a).includes(roomId))) return;
     if (source === "lua") inScripts++;
     else {
       topLevel++;
