@@ -23,6 +23,7 @@ import { createHash } from "node:crypto";
 import { closedLoop, Conn, type LoadResult } from "./lib/loadgen.js";
 import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
 import { cpuSecondsOf, rssOf, sleep, type GatehouseProc, type RedisProc, type SynapseProc } from "./lib/procs.js";
+import { Redis } from "ioredis";
 
 export interface Target {
   name: "Gatehouse" | "Synapse";
@@ -103,6 +104,8 @@ export interface KnockFigures {
   sendOnly?: LoadResult & { prepared: number; cpuMsPerOp: number };
   heapPerMember?: { members: number; bytesPerMember: number };
   ceiling?: { eventOnlyPerSec: number; fullPerSec: number; knocks: number };
+  /** Gatehouse: Redis commands per send_knock (MONITOR over knocks sent one by one), top level (round trips) and run inside scripts. */
+  redisPerSendKnock?: { knocks: number; topLevel: number; inScripts: number; byCommand: Record<string, number> };
   memory?: { knocks: number; redisBytesPerMember: number; rssBytesPerMember: number };
 }
 
@@ -110,6 +113,55 @@ let runTag = `${Date.now().toString(36)}`;
 
 function fmt(n: number, digits = 0): string {
   return Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–";
+}
+
+/**
+ * Redis commands per send_knock, counted with MONITOR (Redis CPU figures of the rows above are
+ * taken without it): knocks are prepared with make_knock, then sent one by one while a MONITOR
+ * client records every command naming the room (its keys carry the room ID; the sender's periodic
+ * work does not); commands a script runs are reported by MONITOR with source "lua".
+ */
+async function redisPerSendKnock(target: Target, fake: FakeServer, redisProc: RedisProc, ver: string): Promise<NonNullable<KnockFigures["redisPerSendKnock"]>> {
+  const knocks = 20;
+  const roomId = await target.createKnockRoom();
+  const conn = new Conn("127.0.0.1", target.port);
+  const client = new Redis(`redis://127.0.0.1:${redisProc.port}`);
+  const monitor = await client.monitor();
+  let topLevel = 0;
+  let inScripts = 0;
+  const byCommand: Record<string, number> = {};
+  let counting = false;
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+    // Only the room's commands (its keys carry the room ID): not the sender's periodic work.
+    if (!counting || !args.some((a) => String(a).includes(roomId))) return;
+    if (source === "lua") inScripts++;
+    else {
+      topLevel++;
+      const c = String(args[0]).toLowerCase();
+      byCommand[c] = (byCommand[c] ?? 0) + 1;
+    }
+  });
+  // Knock n + 1 is made after knock n is in (as knocks one at a time are): no fork. Only the
+  // send_knocks are counted (the first one, which fetches the fake server's key, is not).
+  for (let n = 0; n <= knocks; n++) {
+    const user = `@rt${runTag}-${n}:${fake.serverName}`;
+    const made = await conn.request(signedRequest(fake, target.serverName, "GET", `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc(user)}?${ver}`));
+    if (made.status !== 200) throw new Error(`make_knock: ${made.status} ${made.body}`);
+    const m = JSON.parse(made.body.toString()) as { room_version: string; event: Record<string, unknown> };
+    const { pdu, eventId } = signEvent(fake, m.event, m.room_version);
+    const req = signedRequest(fake, target.serverName, "PUT", `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}`, pdu);
+    await sleep(50);
+    counting = n > 0;
+    const res = await conn.request(req);
+    if (res.status !== 200) throw new Error(`send_knock: ${res.status} ${res.body}`);
+    await sleep(50);
+    counting = false;
+  }
+  monitor.disconnect();
+  client.disconnect();
+  conn.close();
+  for (const c of Object.keys(byCommand)) byCommand[c]! /= knocks;
+  return { knocks, topLevel: topLevel / knocks, inScripts: inScripts / knocks, byCommand };
 }
 
 /** Every bench in this file against one target. */
@@ -226,6 +278,15 @@ export async function knockBench(
   }));
   out.sendOnly = { ...sendOnly, prepared: reqs.length };
   log(`send_knock only (10 conn, ${reqs.length} prepared knocks): ${fmt(sendOnly.opsPerSec)} knocks/s, p50 ${fmt(sendOnly.p50Ms, 1)} ms, p99 ${fmt(sendOnly.p99Ms, 1)} ms, server CPU ${fmt(sendOnly.cpuMsPerOp, 2)} ms/knock${sendOnly.cpuSplit}, errors ${sendOnly.errors}${sendOnly.firstError ? ` (${sendOnly.firstError})` : ""}`);
+
+  if (target.name === "Gatehouse" && opts.redis) {
+    out.redisPerSendKnock = await redisPerSendKnock(target, fake, opts.redis, ver);
+    const r = out.redisPerSendKnock;
+    log(
+      `Redis per send_knock (MONITOR, ${r.knocks} knocks one by one in the same room): ${fmt(r.topLevel, 2)} top-level commands (round trips), ${fmt(r.inScripts, 1)} run inside scripts; top level: ` +
+        Object.entries(r.byCommand).sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${fmt(n, 2)}`).join(", "),
+    );
+  }
 
   if (target.name === "Gatehouse") {
     out.heapPerMember = stateCacheHeapPerMember(reqs.map((r) => r.pdu));

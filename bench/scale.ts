@@ -17,7 +17,7 @@
  *    again, time to its first answer (admin API; Synapse: client API) and to the first make_join
  *    served in the big room.
  *  - scale-knocks: a knock room with K pending knocks, made through make_knock/send_knock
- *    (8 connections); then 50 more knocks one by one: make_knock and send_knock p50/p99; the knock
+ *    (8 connections, BENCH_SCALE_KNOCK_CONNS); then 50 more knocks one by one: make_knock and send_knock p50/p99; the knock
  *    list (admin GET /rooms/{id}/knocks; Synapse: client /members?membership=knock) latency and
  *    size; Redis bytes per pending knock.
  *
@@ -33,7 +33,7 @@ import { fileURLToPath } from "node:url";
 import { Conn, percentile } from "./lib/loadgen.js";
 import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
 import { SinkFarm } from "./lib/sink-farm-client.js";
-import { GatehouseProc, RedisProc, rssOf, sleep, waitUntil, type SynapseProc } from "./lib/procs.js";
+import { cpuSecondsOf, GatehouseProc, RedisProc, rssOf, sleep, waitUntil, type SynapseProc } from "./lib/procs.js";
 import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures, type FanoutTarget } from "./fanout.js";
 import { gatehouseTarget, ROOM_VERSION } from "./knock.js";
 import { loadAverage } from "./inbound.js";
@@ -61,7 +61,8 @@ class ProbedGatehouse {
       redisUrl: redis.url,
       logLevel: process.env.BENCH_LOG_LEVEL ?? "warn",
       env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000" },
-      nodeArgs: ["--import", probe],
+      // BENCH_GATEHOUSE_NODE_ARGS (e.g. --cpu-prof) still apply, after the probe.
+      nodeArgs: ["--import", probe, ...(process.env.BENCH_GATEHOUSE_NODE_ARGS ? process.env.BENCH_GATEHOUSE_NODE_ARGS.split(" ") : [])],
     });
     return new ProbedGatehouse(redis, gh, memDir);
   }
@@ -498,7 +499,27 @@ interface KnockListFigures {
   listed: number;
   redisPerKnock?: number;
   heapPerKnock?: number;
+  /** Server CPU (ms) per knock over the whole concurrent build, node and Redis apart (Gatehouse). */
+  buildCpu?: { node: number; redis: number };
+  /** The same over the build's last quarter: the cost of a concurrent knock at about K pending. */
+  lastQuarterCpu?: { node: number; redis: number };
+  /** The same over the 50 one-by-one knocks (no forks). */
+  measuredCpu?: { node: number; redis: number };
 }
+
+/** Concurrent connections building the pending knocks (BENCH_SCALE_KNOCK_CONNS, default 8). */
+const knockConns = (): number => {
+  const n = Number(process.env.BENCH_SCALE_KNOCK_CONNS ?? "8");
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SCALE_KNOCK_CONNS: a positive integer, not ${process.env.BENCH_SCALE_KNOCK_CONNS}`);
+  return n;
+};
+
+/** CPU seconds of the server's node and redis-server processes so far. */
+function serverCpu(p: ProbedGatehouse): { node: number; redis: number } {
+  return { node: cpuSecondsOf(p.gh.pid) ?? NaN, redis: cpuSecondsOf(p.redis.pid) ?? NaN };
+}
+const perOp = (a: { node: number; redis: number }, b: { node: number; redis: number }, n: number) => ({ node: ((b.node - a.node) * 1000) / n, redis: ((b.redis - a.redis) * 1000) / n });
+const fmtCpu = (c: { node: number; redis: number } | undefined) => (c ? `${fmt(c.node + c.redis, 2)} ms (node ${fmt(c.node, 2)} + Redis ${fmt(c.redis, 2)})` : "–");
 
 async function knockRoom(
   t: { name: string; serverName: string; port: number; createKnockRoom(): Promise<string>; list(roomId: string): Promise<{ bytes: number; count: number }> },
@@ -520,26 +541,41 @@ async function knockRoom(
     const redis0 = probed ? await probed.redis.usedMemory() : 0;
     const heap0 = probed ? await probed.liveHeap() : 0;
     const pending = knocks - MEASURED - 1;
+    const conns = knockConns();
+    const quarter = Math.floor((pending * 3) / 4);
     let next = 0;
+    let done = 0;
+    let cpuAtQuarter: { node: number; redis: number } | undefined;
+    const cpu0 = probed ? serverCpu(probed) : undefined;
     const b0 = performance.now();
     await Promise.all(
-      Array.from({ length: 8 }, async () => {
+      Array.from({ length: conns }, async () => {
         const c = new Conn("127.0.0.1", t.port);
         while (next < pending) {
           const n = next++;
+          // From here on, every connection's knock is one of the last quarter's.
+          if (n === quarter && probed) cpuAtQuarter = serverCpu(probed);
           await handshake(c, fake, t.serverName, "knock", roomId, `@k${n}:${fake.serverName}`, { reason: "bench" });
+          done++;
           if (n > 0 && n % 2000 === 0) log(`  … ${fmt(n)} knocks (${fmt(n / ((performance.now() - b0) / 1000))}/s)`);
         }
         c.close();
       }),
     );
     const buildPerSec = pending / ((performance.now() - b0) / 1000);
+    const cpuBuilt = probed ? serverCpu(probed) : undefined;
     const c = new Conn("127.0.0.1", t.port);
     const timings: { make: Timed; send: Timed }[] = [];
     for (let i = 0; i < MEASURED; i++) timings.push(await timedHandshake(c, fake, t.serverName, "knock", roomId, `@measured${i}:${fake.serverName}`));
     c.close();
+    const cpuMeasured = probed ? serverCpu(probed) : undefined;
     await sleep(300);
     const fig: Partial<KnockListFigures> = { knocks, buildPerSec };
+    if (cpu0 && cpuBuilt && cpuMeasured) {
+      fig.buildCpu = perOp(cpu0, cpuBuilt, done);
+      if (cpuAtQuarter) fig.lastQuarterCpu = perOp(cpuAtQuarter, cpuBuilt, pending - quarter);
+      fig.measuredCpu = perOp(cpuBuilt, cpuMeasured, MEASURED);
+    }
     if (probed) {
       fig.redisPerKnock = ((await probed.redis.usedMemory()) - redis0) / (knocks - 1);
       fig.heapPerKnock = ((await probed.liveHeap()) - heap0) / (knocks - 1);
@@ -566,12 +602,16 @@ async function knockRoom(
       listBytes: l.bytes,
       listed: l.count,
       ...(fig.redisPerKnock !== undefined ? { redisPerKnock: fig.redisPerKnock, heapPerKnock: fig.heapPerKnock! } : {}),
+      ...(fig.buildCpu ? { buildCpu: fig.buildCpu, measuredCpu: fig.measuredCpu! } : {}),
+      ...(fig.lastQuarterCpu ? { lastQuarterCpu: fig.lastQuarterCpu } : {}),
     };
     log(
-      `${fmt(knocks)} pending knocks (built at ${fmt(buildPerSec)}/s, 8 connections); the next ${MEASURED}, one by one: make_knock p50 ${fmt(out.makeKnockP50, 1)} / p99 ${fmt(out.makeKnockP99, 1)} ms, ` +
+      `${fmt(knocks)} pending knocks (built at ${fmt(buildPerSec)}/s, ${conns} connections); the next ${MEASURED}, one by one: make_knock p50 ${fmt(out.makeKnockP50, 1)} / p99 ${fmt(out.makeKnockP99, 1)} ms, ` +
         `send_knock p50 ${fmt(out.sendKnockP50, 1)} / p99 ${fmt(out.sendKnockP99, 1)} ms; knock list: ${fmt(l.count)} knocks, ${fmt(l.bytes / 1024)} kB in ${fmt(l.ms)} ms` +
         (out.redisPerKnock !== undefined ? `; Redis +${fmt(out.redisPerKnock)} B, live heap +${fmt(out.heapPerKnock)} B per pending knock` : ""),
     );
+    if (out.buildCpu)
+      log(`server CPU per knock: build (${conns} conn) ${fmtCpu(out.buildCpu)}; its last quarter ${fmtCpu(out.lastQuarterCpu)}; the ${MEASURED} one by one ${fmtCpu(out.measuredCpu)}`);
     if (l.count !== knocks) log(`WARNING: the knock list holds ${l.count} knocks, ${knocks} were answered 200`);
     return out;
   } finally {
@@ -641,12 +681,16 @@ export async function scaleKnocksRow(opts: { sizes: number[]; synapse: SynapsePr
   }
   const syn = s.some(Boolean);
   return {
-    title: "a room with K pending knocks",
+    title: `a room with K pending knocks (built over ${knockConns()} connections)`,
     unit: "knocks",
     per: 1000,
     sizes: opts.sizes,
     rows: [
-      { metric: "building: knocks/s (8 conn)", digits: 0, gatehouse: g.map((x) => x.buildPerSec), ...(syn ? { synapse: s.map((x) => x?.buildPerSec) } : {}) },
+      { metric: `building: knocks/s (${knockConns()} conn)`, digits: 0, gatehouse: g.map((x) => x.buildPerSec), ...(syn ? { synapse: s.map((x) => x?.buildPerSec) } : {}) },
+      { metric: "server CPU per knock, build (ms)", digits: 2, gatehouse: g.map((x) => (x.buildCpu ? x.buildCpu.node + x.buildCpu.redis : undefined)) },
+      { metric: "server CPU per knock, build's last quarter (ms)", digits: 2, gatehouse: g.map((x) => (x.lastQuarterCpu ? x.lastQuarterCpu.node + x.lastQuarterCpu.redis : undefined)) },
+      { metric: "  of which Redis (ms)", digits: 2, gatehouse: g.map((x) => x.lastQuarterCpu?.redis) },
+      { metric: "server CPU per knock, 50 one by one (ms)", digits: 2, gatehouse: g.map((x) => (x.measuredCpu ? x.measuredCpu.node + x.measuredCpu.redis : undefined)) },
       { metric: "make_knock p50 (ms)", digits: 1, gatehouse: g.map((x) => x.makeKnockP50), ...(syn ? { synapse: s.map((x) => x?.makeKnockP50) } : {}) },
       { metric: "make_knock p99 (ms)", digits: 1, gatehouse: g.map((x) => x.makeKnockP99), ...(syn ? { synapse: s.map((x) => x?.makeKnockP99) } : {}) },
       { metric: "send_knock p50 (ms)", digits: 1, gatehouse: g.map((x) => x.sendKnockP50), ...(syn ? { synapse: s.map((x) => x?.sendKnockP50) } : {}) },

@@ -24,10 +24,10 @@ import { createEventIdOfRoom } from "../protocol/state-res/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type ProbeResult, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { planNewRoom } from "./new-room-state.js";
-import { StagedEvents } from "./staged-events.js";
+import { StagedEvents, StaleSnapshotError } from "./staged-events.js";
 import { KeyedMutex } from "./room-lock.js";
 import { joinedServerOf, Lru } from "../store/state-cache.js";
 import { aclExclusionReason, checkServerAcl, compileServerAcl, NO_ACL, type ServerAcl } from "../protocol/server-acl.js";
@@ -202,7 +202,7 @@ export interface PersistOptions {
 /** A snapshot, and whether the probed events are stored, their statuses and those of `statusOf`. */
 export interface ProbedSnapshot {
   snap: RoomSnapshot;
-  probed: { exists: boolean[]; statuses: (EventStatus | null)[]; statusOf: (EventStatus | null)[] };
+  probed: ProbeResult;
   /** The probe's arguments, to check it fits the events planned on it. */
   probe?: { eventIds: readonly string[]; statusOf: readonly string[] };
 }
@@ -336,7 +336,10 @@ export class RoomService {
 
   /** A snapshot, plus (same round trip) whether `probe.eventIds` are stored, their statuses and those of `statusOf`. */
   async snapshotWithProbe(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }): Promise<ProbedSnapshot> {
-    const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, probe);
+    // The redaction records of the auth events (and of the v12 create event, implied), which the
+    // auth rules read redacted: in the same script call (planRun).
+    const withRecords = probe && { ...probe, redactionsOf: [...probe.statusOf, createEventIdOfRoom(roomId)] };
+    const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, withRecords);
     if (!room) throw notFound(`Unknown room ${roomId}`);
     const version = getRoomVersion(room.version);
     if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
@@ -475,10 +478,25 @@ export class RoomService {
       let conflicts = 0;
       let planOn = opts.planOn;
       while (out.length < events.length) {
-        const run = await this.planRun(roomId, events, out.length, opts, planOn);
+        let run: Awaited<ReturnType<RoomService["planRun"]>> | "stale";
+        try {
+          run = await this.planRun(roomId, events, out.length, opts, planOn);
+        } catch (e) {
+          if (!(e instanceof StaleSnapshotError)) throw e;
+          run = "stale";
+        }
         planOn = undefined;
-        const results = run.writes.length === 0 ? [] : await this.store.persistEvents(roomId, run.writes.map((w) => w.input), { expectedStream: run.stream });
-        if (results === "conflict") {
+        const results =
+          run === "stale"
+            ? "conflict"
+            : run.writes.length === 0
+              ? []
+              : await this.store.persistEvents(
+                  roomId,
+                  run.writes.map((w) => w.input),
+                  { expectedStream: run.stream, ...(run.groupSeq ? { groupSeq: run.groupSeq } : {}) },
+                );
+        if (results === "conflict" || run === "stale") {
           // Another replica wrote to the room in between: read it again and plan the run again.
           if (++conflicts < MAX_CONFLICT_RETRIES) continue;
           const busy = new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
@@ -511,7 +529,14 @@ export class RoomService {
     start: number,
     opts: PersistOptions,
     planOn?: ProbedSnapshot,
-  ): Promise<{ end: number; stream: number; writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[]; settled: [number, RunEventOutcome][] }> {
+  ): Promise<{
+    end: number;
+    stream: number;
+    writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[];
+    settled: [number, RunEventOutcome][];
+    /** The room's state group counter at the snapshot and after the run's groups (numbered by the planner). */
+    groupSeq?: { expected: number; last: number };
+  }> {
     const rest = events.slice(start);
     const authIdsAll = [...new Set(rest.flatMap((e) => authEventIds(e.pdu)))];
     const probe = { eventIds: rest.map((e) => e.eventId), statusOf: authIdsAll };
@@ -525,12 +550,14 @@ export class RoomService {
     const { snap: first, probed } = fits ? planOn! : await this.snapshotWithProbe(roomId, probe);
     const version = first.version;
     const authStatus = new Map(authIdsAll.map((id, i) => [id, probed.statusOf[i] ?? null]));
-    const staged = new StagedEvents(this.store, roomId, rest.length);
+    // The run's new state groups are numbered from the snapshot's counter (checked by the write).
+    const staged = new StagedEvents(this.store, roomId, first.room.stateGroupSeq ?? 0);
     const roomState = this.roomState.withSource(staged);
     // The run's auth events, read once (none is an event of the run: a state event ends a run).
     // Redacted auth events as their redacted copies (as Synapse's event cache serves them).
     const createEventIdV12 = version.createEventInAuthEvents ? undefined : createEventIdOfRoom(roomId);
-    const authEventsAll = await staged.getStateEvents(roomId, version, createEventIdV12 ? [...authIdsAll, createEventIdV12] : authIdsAll);
+    const known = { read: new Set([...authIdsAll, createEventIdOfRoom(roomId)]), records: probed.redactions };
+    const authEventsAll = await staged.getStateEvents(roomId, version, createEventIdV12 ? [...authIdsAll, createEventIdV12] : authIdsAll, known);
     const writes: (PlannedWrite & { index: number; plannedOn: RoomSnapshot })[] = [];
     const settled: [number, RunEventOutcome][] = [];
     let snap = first;
@@ -572,7 +599,8 @@ export class RoomService {
       if (!next) break;
       snap = next;
     }
-    return { end: start + i, stream: first.stream, writes, settled };
+    const groupSeq = staged.groupSeqUsed;
+    return { end: start + i, stream: first.stream, writes, settled, ...(groupSeq ? { groupSeq } : {}) };
   }
 
   /**

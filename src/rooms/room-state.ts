@@ -64,7 +64,10 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
  * What the planner reads of a room's stored states and events: the RoomStore, or the in-memory
  * store of a room being created in one write (new-room-state.ts).
  */
-export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta">;
+export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta"> & {
+  /** Whether a group is one being planned, not written yet (its ID may be numbered again after a conflict). */
+  isStaged?(roomId: string, group: string): boolean;
+};
 
 /**
  * The plan of a room's create event: nothing before it, the room's first state group "1" (the
@@ -123,6 +126,13 @@ class LayeredIdSet implements IdSet {
 /** How far up the group tree a fork's common ancestor is searched. */
 const MAX_FORK_WALK = 64;
 
+/**
+ * Resolutions of forks, by the answer (an immutable map): the state group the fork's states met
+ * at and what the answer changed on that group's state. Another state that is that group plus
+ * known deltas then differs from the answer only in those keys (see RoomStateService.diffTo).
+ */
+const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string> }>();
+
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
 class PlannerCaches {
   /**
@@ -130,7 +140,9 @@ class PlannerCaches {
    * at once leave one forward extremity each, and every event of theirs is checked against the
    * resolution of the same few state groups (the store's cached maps): resolved once, not once
    * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
-   * is the same answer.
+   * is the same answer. Entries are the answers as handed out (immutable; a fork's answer is a
+   * LayeredMap sharing its base group's entries), not copies: 256 whole copies of a room's state
+   * were ~13 kB of live heap per member of a forked room (bench/README.md, scale-knocks).
    */
   readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
   /**
@@ -175,7 +187,8 @@ export class RoomStateService {
   /**
    * State resolution over states of this room, with the store as the event source, plus
    * `inFlight`: the event being persisted, which the store does not have yet (Synapse's
-   * event_map). `local`: groups being written with the event (not stored yet).
+   * event_map). `local`: groups being written with the event (not stored yet). The answer is
+   * immutable and may share entries with the states given (never change it).
    */
   async resolve(
     roomId: string,
@@ -183,13 +196,13 @@ export class RoomStateService {
     sets: readonly LocatedState[],
     inFlight?: { eventId: string; pdu: Pdu },
     local: readonly StateGroupWrite[] = [],
-  ): Promise<Map<string, string>> {
+  ): Promise<ReadonlyMap<string, string>> {
     const distinct: LocatedState[] = [];
     for (const s of sets) if (!distinct.some((d) => d.ids === s.ids || (d.group !== undefined && d.group === s.group))) distinct.push(s);
-    if (distinct.length === 1) return new Map(distinct[0]!.ids);
+    if (distinct.length === 1) return distinct[0]!.ids;
     const memoKey = `${roomId}\u0000${distinct.map((s) => mapId(s.ids)).sort((a, b) => a - b).join(",")}`;
     const hit = this.resolved.get(memoKey);
-    if (hit) return new Map(hit);
+    if (hit) return hit;
     const rejected = new Set<string>();
     const fetchEvents = async (ids: readonly string[]) => {
       // Redacted state events as their redacted copies, as Synapse's event cache serves them.
@@ -209,7 +222,13 @@ export class RoomStateService {
       if (inFlight && ids.includes(inFlight.eventId)) events.set(inFlight.eventId, inFlight.pdu);
       return events;
     };
-    const fork = await this.forkOf(roomId, version, distinct, local);
+    const located = await this.forkOf(roomId, version, distinct, local);
+    const fork = located?.fork;
+    const extend = (base: ReadonlyMap<string, string>, changes: ReadonlyMap<string, string>) => {
+      const answer = layered(base).with(changes);
+      forkAnswers.set(answer, { common: located!.common, changes });
+      return answer;
+    };
     const resolved = await resolveState({
       roomVersion: version,
       roomId,
@@ -217,9 +236,9 @@ export class RoomStateService {
       fetchEvents,
       isRejected: (id) => rejected.has(id),
       authVerdicts: this.authVerdicts,
-      ...(fork ? { fork } : {}),
+      ...(fork ? { fork, extend } : {}),
     });
-    this.resolved.set(memoKey, new Map(resolved));
+    this.resolved.set(memoKey, resolved);
     return resolved;
   }
 
@@ -244,7 +263,12 @@ export class RoomStateService {
    * and each state's delta from it (the groups' deltas in between, composed). Undefined when a
    * state has no group, or the groups do not meet within MAX_FORK_WALK.
    */
-  private async forkOf(roomId: string, version: RoomVersion, sets: readonly LocatedState[], local: readonly StateGroupWrite[]): Promise<StateFork | undefined> {
+  private async forkOf(
+    roomId: string,
+    version: RoomVersion,
+    sets: readonly LocatedState[],
+    local: readonly StateGroupWrite[],
+  ): Promise<{ fork: StateFork; common: string } | undefined> {
     if (sets.some((s) => s.group === undefined || s.group === "")) return undefined;
     const paths = await Promise.all(sets.map((s) => this.ancestry(roomId, s.group!, local)));
     const others = paths.slice(1).map((p) => new Map(p.map((x, i) => [x.group, i] as const)));
@@ -260,18 +284,55 @@ export class RoomStateService {
     });
     const base = await this.store.loadStateGroup(roomId, common);
     const baseChain = await this.chainOf(roomId, version, common, base, local);
-    return { base, baseChain, deltas };
+    return { fork: { base, baseChain, deltas }, common };
+  }
+
+  /**
+   * `diff(from.ids, to)`, in the size of the deltas when `to` is a fork's resolution and
+   * `from.group` is within MAX_FORK_WALK below the group the fork met at: both are then that
+   * group's state plus deltas, and only keys of the deltas can differ. Else the whole states are
+   * compared (O(state), which in a forked room of thousands of members was most of a knock).
+   */
+  private async diffTo(roomId: string, from: LocatedState, to: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<Map<string, string | null>> {
+    const answer = forkAnswers.get(to);
+    const keys = answer && from.group ? await this.deltaKeys(roomId, from.group, answer.common, local) : undefined;
+    if (!answer || !keys) return diff(from.ids, to);
+    for (const k of answer.changes.keys()) keys.add(k);
+    const out = new Map<string, string | null>();
+    for (const k of keys) {
+      const v = to.get(k);
+      if (from.ids.get(k) !== v) out.set(k, v ?? null);
+    }
+    return out;
+  }
+
+  /** The keys the deltas from `ancestor` down to `group` touch; undefined when `ancestor` is not within MAX_FORK_WALK above it. */
+  private async deltaKeys(roomId: string, group: string, ancestor: string, local: readonly StateGroupWrite[]): Promise<Set<string> | undefined> {
+    const keys = new Set<string>();
+    let g: string | null = group;
+    for (let n = 0; g !== null && g !== "" && n <= MAX_FORK_WALK; n++) {
+      if (g === ancestor) return keys;
+      const meta = await this.groupMeta(roomId, g, local);
+      if (meta.up === null || !meta.delta) return undefined;
+      for (const k of Object.keys(meta.delta)) keys.add(k);
+      g = meta.up;
+    }
+    return g === ancestor ? keys : undefined;
   }
 
   /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */
   private async chainOf(roomId: string, version: RoomVersion, group: string, state: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<LayeredIdSet> {
     const key = `${roomId} ${group}`;
-    const cached = this.chainCache.get(key);
+    // Only stored groups are remembered by ID: a run's own groups are numbered from its snapshot
+    // (staged-events.ts), a run that is not written leaves its IDs to the next one, and a newer
+    // snapshot may have seen a stored group under an ID this run numbered too.
+    const stored = (g: string) => !local.some((w) => w.id === g) && !this.store.isStaged?.(roomId, g);
+    const cached = stored(group) ? this.chainCache.get(key) : undefined;
     if (cached) return cached;
     const source = { roomVersion: version, roomId, fetchEvents: (ids: readonly string[]) => this.store.getEvents(roomId, ids) };
     const path = await this.ancestry(roomId, group, local);
     let chain: LayeredIdSet | undefined;
-    const ancestorAt = path.findIndex((x, i) => i > 0 && this.chainCache.get(`${roomId} ${x.group}`) !== undefined);
+    const ancestorAt = path.findIndex((x, i) => i > 0 && stored(x.group) && this.chainCache.get(`${roomId} ${x.group}`) !== undefined);
     if (ancestorAt > 0) {
       // Exact when the groups since only added keys the ancestor's state lacks: this state is
       // then the ancestor's plus the added events.
@@ -285,7 +346,7 @@ export class RoomStateService {
       }
     }
     chain ??= LayeredIdSet.of(await stateAuthChain(source, [...state.values()]));
-    this.chainCache.set(key, chain);
+    if (stored(group)) this.chainCache.set(key, chain);
     return chain;
   }
 
@@ -389,11 +450,12 @@ export class RoomStateService {
     };
 
     const near = before.near ?? view.current;
+    const nearDelta = before.group === undefined ? await this.diffTo(roomId, near, before.ids, groups) : undefined;
     const beforeGroup =
       before.group ??
       (await addGroup(
         near.group,
-        () => diff(near.ids, before.ids),
+        () => nearDelta!,
         () => before.ids,
       ));
     const ownKey = typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : undefined;
@@ -430,17 +492,23 @@ export class RoomStateService {
       const others = view.extremities.filter((x) => !prevs.has(x));
       const states = await this.statesAfter(roomId, others);
       const resolved = await this.resolve(roomId, version, [...states, { ids: afterIds(), group: afterGroup }], { eventId, pdu }, groups);
-      const fromAfter = diff(afterIds(), resolved);
-      changes = diff(view.current.ids, resolved);
+      const fromAfter = await this.diffTo(roomId, { ids: afterIds(), group: afterGroup }, resolved, groups);
+      changes = await this.diffTo(roomId, view.current, resolved, groups);
       if (fromAfter.size > 0) {
         // A delta on whichever is closer: the state after the event or the previous current state.
         const onCurrent = view.current.group !== undefined && changes.size < fromAfter.size;
         currentGroup = onCurrent
           ? await addGroup(view.current.group, () => changes, () => resolved)
           : await addGroup(afterGroup, () => fromAfter, () => resolved);
-        // Kept as the state after plus what the resolution added, sharing entries, when it only added.
+        // Kept sharing entries: the resolution itself when it is a LayeredMap (a fork's answer
+        // on its base group), else the state after plus what the resolution added, when it only added.
         const after = afterIds();
-        const shared = after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null) ? after.with(fromAfter as Map<string, string>) : resolved;
+        const shared =
+          resolved instanceof LayeredMap
+            ? resolved
+            : after instanceof LayeredMap && [...fromAfter.values()].every((v) => v !== null)
+              ? after.with(fromAfter as Map<string, string>)
+              : resolved;
         plan.known!.push([currentGroup, shared]);
       }
     }

@@ -12,8 +12,13 @@
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { LayeredMap } from "../store/layered-map.js";
-import { metaOf, type EventStatus, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
+import { metaOf, type EventStatus, type KnownRedactions, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import type { StateGroupSource } from "./room-state.js";
+
+/** The run's snapshot is older than what the store shows: plan again on a new one (a conflict). */
+export class StaleSnapshotError extends Error {
+  override name = "StaleSnapshotError";
+}
 
 export class StagedEvents implements StateGroupSource {
   private readonly events = new Map<string, Pdu>();
@@ -23,18 +28,36 @@ export class StagedEvents implements StateGroupSource {
   private readonly groupStates = new Map<string, ReadonlyMap<string, string>>();
   /** Stored state events as served to the auth rules (redactions applied), read once per run. */
   private readonly stateEvents = new Map<string, Pdu>();
-  /** State group IDs allocated for the run and not handed out yet. */
-  private readonly idPool: string[] = [];
+
+  /** State group IDs numbered here, from the snapshot's counter (see `allocateStateGroups`). */
+  private groupSeq: number | undefined;
+  private readonly groupSeqAtSnapshot: number | undefined;
 
   /**
-   * `expected`: how many events the run may stage (its events not planned yet): the state group
-   * IDs of the whole run are allocated in one round trip, not one per event.
+   * `groupSeq`: the room's state group counter in the snapshot the run is planned on. Given, the
+   * run's groups are numbered from it here, with no round trip, and the write checks the counter
+   * is still there (`groupSeqUsed`); a group read from the store above it means the snapshot is
+   * stale (StaleSnapshotError: plan again).
    */
   constructor(
     private readonly store: StateGroupSource,
     private readonly roomId: string,
-    private expected = 0,
-  ) {}
+    groupSeq?: number,
+  ) {
+    this.groupSeq = groupSeq;
+    this.groupSeqAtSnapshot = groupSeq;
+  }
+
+  /** The counter before and after the IDs numbered here; undefined when none were (or the store numbered them). */
+  get groupSeqUsed(): { expected: number; last: number } | undefined {
+    if (this.groupSeqAtSnapshot === undefined || this.groupSeq === this.groupSeqAtSnapshot) return undefined;
+    return { expected: this.groupSeqAtSnapshot, last: this.groupSeq! };
+  }
+
+  /** Whether `group` is a group of this run (not written yet): nothing may be remembered under its ID. */
+  isStaged(roomId: string, group: string): boolean {
+    return this.ours(roomId) && (this.groups.has(group) || (this.groupSeqAtSnapshot !== undefined && Number(group) > this.groupSeqAtSnapshot));
+  }
 
   has(eventId: string): boolean {
     return this.events.has(eventId);
@@ -43,7 +66,6 @@ export class StagedEvents implements StateGroupSource {
   /** Adds an event of the run as it will be written. */
   stage(eventId: string, pdu: Pdu, plan: StatePlan | undefined, status: EventStatus | undefined): void {
     this.events.set(eventId, pdu);
-    if (this.expected > 0) this.expected--;
     if (status) this.statuses.set(eventId, status);
     if (!plan) return;
     this.eventState.set(eventId, { before: plan.before, after: plan.after });
@@ -51,24 +73,23 @@ export class StagedEvents implements StateGroupSource {
     for (const [g, state] of plan.known ?? []) this.groupStates.set(g, state);
   }
 
-  /**
-   * IDs from the run's pool. When it runs short, one allocation covers this event and one group
-   * for each event of the run still to come (a run's events usually each need one, as when the
-   * room has several forward extremities, or none at all, and then nothing is allocated). IDs
-   * left unused when the run ends are gaps in the sequence, which nothing reads.
-   */
   async allocateStateGroups(roomId: string, count: number): Promise<string[]> {
-    if (!this.ours(roomId) || count === 0) return this.store.allocateStateGroups(roomId, count);
-    if (this.idPool.length < count) {
-      const ahead = Math.max(0, this.expected - 1);
-      this.idPool.push(...(await this.store.allocateStateGroups(roomId, count - this.idPool.length + ahead)));
-    }
-    return this.idPool.splice(0, count);
+    if (!this.ours(roomId) || this.groupSeq === undefined) return this.store.allocateStateGroups(roomId, count);
+    const first = this.groupSeq + 1;
+    this.groupSeq += count;
+    return Array.from({ length: count }, (_, i) => String(first + i));
   }
 
   async eventStateGroups(roomId: string, eventIds: readonly string[]): Promise<Map<string, { before: string; after: string }>> {
     const own = this.ours(roomId) ? eventIds.filter((id) => this.eventState.has(id)) : [];
     const out = await this.store.eventStateGroups(roomId, own.length === 0 ? eventIds : eventIds.filter((id) => !this.eventState.has(id)));
+    if (this.ours(roomId) && this.groupSeqAtSnapshot !== undefined) {
+      // A stored event whose group was numbered after the snapshot: written since (by another
+      // process); its ID may be one this run numbered too. The write would be refused anyway.
+      for (const [id, g] of out) {
+        if (Number(g.before) > this.groupSeqAtSnapshot || Number(g.after) > this.groupSeqAtSnapshot) throw new StaleSnapshotError(`event ${id} has state groups newer than the snapshot`);
+      }
+    }
     for (const id of own) out.set(id, this.eventState.get(id)!);
     return out;
   }
@@ -128,8 +149,8 @@ export class StagedEvents implements StateGroupSource {
    * A run ends after a state event or a redaction (RoomService.persistEvents), so no staged event
    * is redacted or is a current state event read here: staged events are served as they are.
    */
-  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
-    if (!this.ours(roomId)) return this.store.getStateEvents(roomId, version, eventIds);
+  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[], known?: KnownRedactions): Promise<Map<string, Pdu>> {
+    if (!this.ours(roomId)) return this.store.getStateEvents(roomId, version, eventIds, known);
     const out = new Map<string, Pdu>();
     const missing: string[] = [];
     for (const id of eventIds) {
@@ -138,7 +159,7 @@ export class StagedEvents implements StateGroupSource {
       else missing.push(id);
     }
     if (missing.length === 0) return out;
-    for (const [id, ev] of await this.store.getStateEvents(roomId, version, missing)) {
+    for (const [id, ev] of await this.store.getStateEvents(roomId, version, missing, known)) {
       this.stateEvents.set(id, ev);
       out.set(id, ev);
     }

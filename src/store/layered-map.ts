@@ -9,6 +9,10 @@
  * folds it into a new base once it holds more than about √size entries, so a change costs
  * O(√n) amortised instead of O(n) and old versions are never touched.
  *
+ * Versions branch (the states after many concurrent knocks are all built on one state): a version
+ * whose layer must fold folds its parent's layer first, once, into a base all of the parent's
+ * children share, so N siblings of a version cost one O(n) fold, not N.
+ *
  * Keys are only ever set, never deleted: room state has no deletions (a state event is replaced,
  * not removed), so neither does this map. Iteration order is Map's: keys in the order they were
  * first set, a replaced value keeping its key's place.
@@ -21,6 +25,9 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
     private readonly top: ReadonlyMap<string, V>,
     readonly size: number,
   ) {}
+
+  /** This version with its layer folded into its base (made once, on demand; see `with`). */
+  private folded: LayeredMap<V> | undefined;
 
   static empty<V extends NonNullable<unknown>>(): LayeredMap<V> {
     return new LayeredMap<V>(new Map(), new Map(), 0);
@@ -54,11 +61,30 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
     // Fold once `top` outgrows √size: keeps both the per-change copy of `top` and the amortised
     // cost of rebuilding `base` at O(√n).
     if (top.size > 16 && top.size * top.size > size) {
+      // This version's own layer first, shared by every version built on it: siblings do not
+      // each copy the whole map. Then the changes alone, unless they outgrow √size themselves.
+      if (this.top.size > 0) return this.flat().with(changes);
       const base = new Map(this.base);
       for (const [key, value] of top) base.set(key, value);
       return new LayeredMap(base, new Map(), size);
     }
     return new LayeredMap(this.base, top, size);
+  }
+
+  /** The same entries with an empty layer (this version when its layer is empty), made once. */
+  private flat(): LayeredMap<V> {
+    if (this.top.size === 0) return this;
+    if (!this.folded) {
+      const base = new Map(this.base);
+      for (const [key, value] of this.top) base.set(key, value);
+      this.folded = new LayeredMap(base, new Map(), this.size);
+    }
+    return this.folded;
+  }
+
+  /** Whether both versions read the same shared base (for tests and diagnostics). */
+  sharesBaseWith(other: LayeredMap<V>): boolean {
+    return this.base === other.base;
   }
 
   *entries(): MapIterator<[string, V]> {

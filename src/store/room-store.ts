@@ -11,7 +11,7 @@
  * Within one process RoomService also serialises writers per room, so conflicts only happen
  * between replicas.
  */
-import type { Redis } from "ioredis";
+import { Cluster, type Redis } from "ioredis";
 import type { RedisKeys } from "./redis-keys.js";
 import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
@@ -35,6 +35,12 @@ export interface RoomRecord {
   tombstone?: string;
   /** The state group holding the current state (absent in rooms stored before state groups). */
   stateGroup?: string;
+  /**
+   * The last state group ID handed out (`state_group_seq`). A run planned on a snapshot numbers
+   * its new groups from here, and its write checks the counter is still here (optimistic, like
+   * the stream position; rooms/staged-events.ts).
+   */
+  stateGroupSeq?: number;
   /**
    * True for a room hosted by another server that a local user joined (rooms/participation.ts):
    * stored like a hosted room, but Gatehouse only sends its own events there, never relays others'.
@@ -279,7 +285,10 @@ type RedisWithScripts = Redis & {
   gatehousePersistJoinedRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
-  gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[]]]>;
+  gatehouseSnapshot(
+    numKeys: number,
+    ...args: string[]
+  ): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]]>;
 };
 
 export interface CurrentState {
@@ -305,8 +314,49 @@ function parseRoomRecord(roomId: string, h: Record<string, string>): RoomRecord 
     stream: Number(h.stream ?? 0),
     ...(h.tombstone ? { tombstone: h.tombstone } : {}),
     ...(h.state_group ? { stateGroup: h.state_group } : {}),
+    ...(h.state_group_seq ? { stateGroupSeq: Number(h.state_group_seq) } : {}),
     ...(h.elsewhere === "1" ? { hostedElsewhere: true } : {}),
   };
+}
+
+/** The redaction records of `eventIds` from their stored values (HMGET order; only events with any). */
+function recordsOf(eventIds: readonly string[], values: readonly (string | null)[]): Map<string, RedactionRecord[]> {
+  const out = new Map<string, RedactionRecord[]>();
+  values.forEach((v, i) => {
+    if (!v) return;
+    out.set(
+      eventIds[i]!,
+      v.split("\n").map((line) => {
+        const [redactionId, level] = line.split(" ");
+        return { redactionId: redactionId!, senderHasRedactLevel: level === "1" };
+      }),
+    );
+  });
+  return out;
+}
+
+/**
+ * What a snapshot probes in the same script call: whether `eventIds` are stored and their
+ * statuses, the statuses of `statusOf`, and the redaction records of `redactionsOf`.
+ */
+export interface SnapshotProbe {
+  eventIds: readonly string[];
+  statusOf: readonly string[];
+  redactionsOf?: readonly string[];
+}
+
+/** Redaction records read already (by a snapshot probe): every ID of `read`, `records` for those with any. */
+export interface KnownRedactions {
+  read: ReadonlySet<string>;
+  records: Map<string, RedactionRecord[]>;
+}
+
+export interface ProbeResult {
+  exists: boolean[];
+  statuses: (EventStatus | null)[];
+  statusOf: (EventStatus | null)[];
+  /** Records of the probe's `redactionsOf` that have any (every one of them was read). */
+  redactions: Map<string, RedactionRecord[]>;
 }
 
 function flatToRecord(flat: string[]): Record<string, string> {
@@ -363,7 +413,12 @@ export class RoomStore {
   async persistEvents(
     roomId: string,
     events: readonly Omit<PersistInput, "roomId" | "expectedStream" | "createRoom">[],
-    opts: { expectedStream: number | null; createRoom?: PersistInput["createRoom"] },
+    opts: {
+      expectedStream: number | null;
+      createRoom?: PersistInput["createRoom"];
+      /** Group IDs numbered from a snapshot's `stateGroupSeq`: the counter must still be `expected`, and becomes `last`. */
+      groupSeq?: { expected: number; last: number };
+    },
   ): Promise<"conflict" | ("persisted" | "duplicate")[]> {
     if (events.length === 0) return [];
     const k = this.keys;
@@ -375,6 +430,8 @@ export class RoomStore {
       opts.expectedStream === null ? "" : String(opts.expectedStream),
       opts.createRoom ? JSON.stringify(opts.createRoom) : "",
       String(events.length),
+      opts.groupSeq ? String(opts.groupSeq.expected) : "",
+      opts.groupSeq ? String(opts.groupSeq.last) : "",
     ];
     for (const input of events) {
       const { eventId, pdu } = input;
@@ -399,11 +456,15 @@ export class RoomStore {
         input.redaction?.senderHasRedactLevel ? "1" : "0",
       );
     }
-    const results = await this.redis.gatehousePersistEvents(10 + events.length, ...args);
+    // On a single Redis the event → room index is written by the script too (one round trip);
+    // on a cluster it is another slot: written after the script, idempotently (a duplicate
+    // writes it again, which heals a crash between the two; a conflict writes nothing).
+    const single = !((this.redis as unknown) instanceof Cluster);
+    const results = single
+      ? await this.redis.gatehousePersistEvents(11 + events.length, ...args.slice(0, 10 + events.length), k.eventRooms(), ...args.slice(10 + events.length))
+      : await this.redis.gatehousePersistEvents(10 + events.length, ...args);
     if (results === "conflict") return results;
-    // The global indexes are other slots: written after the script, idempotently (a duplicate
-    // writes them again, which heals a crash between the two; a conflict writes nothing).
-    await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
+    if (!single) await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
     if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
     let fanout = false;
     events.forEach((input, i) => {
@@ -442,7 +503,11 @@ export class RoomStore {
     return [...queued].sort();
   }
 
-  /** `count` new state group IDs for the room (unused ones, after a conflict, are harmless gaps). */
+  /**
+   * `count` new state group IDs for the room, taken now (unused ones, after a conflict, are
+   * harmless gaps). The run planner numbers its groups from its snapshot instead (no round trip;
+   * staged-events.ts); both move the same counter.
+   */
   async allocateStateGroups(roomId: string, count: number): Promise<string[]> {
     if (count === 0) return [];
     const last = await this.redis.hincrby(this.keys.room(roomId), "state_group_seq", count);
@@ -813,9 +878,11 @@ export class RoomStore {
    * pruned event once the redaction is persisted (a redacted m.room.power_levels loses `invite`
    * in v1–v10, a redacted m.room.server_acl everything).
    */
-  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
-    // The events and their redaction records in one round trip.
-    const [found, records] = await Promise.all([this.getEvents(roomId, eventIds), this.redactionsOf(roomId, eventIds)]);
+  async getStateEvents(roomId: string, version: RoomVersion, eventIds: readonly string[], known?: KnownRedactions): Promise<Map<string, Pdu>> {
+    // The events and their redaction records in one round trip (none when a snapshot probe read
+    // the records already).
+    const covered = known !== undefined && eventIds.every((id) => known.read.has(id));
+    const [found, records] = await Promise.all([this.getEvents(roomId, eventIds), covered ? known.records : this.redactionsOf(roomId, eventIds)]);
     const served = await this.withRedactions(roomId, version, [...found].map(([eventId, pdu]) => ({ eventId, pdu })), records);
     return new Map(served.map((e) => [e.eventId, e.pdu]));
   }
@@ -825,17 +892,7 @@ export class RoomStore {
     const out = new Map<string, RedactionRecord[]>();
     if (eventIds.length === 0) return out;
     const values = await chunkedRead(eventIds, (c) => this.redis.hmget(this.keys.redactions(roomId), ...c));
-    values.forEach((v, i) => {
-      if (!v) return;
-      out.set(
-        eventIds[i]!,
-        v.split("\n").map((line) => {
-          const [redactionId, level] = line.split(" ");
-          return { redactionId: redactionId!, senderHasRedactLevel: level === "1" };
-        }),
-      );
-    });
-    return out;
+    return recordsOf(eventIds, values);
   }
 
   /** The stream positions of events in the room's timeline (null for events not in it). */
@@ -867,29 +924,32 @@ export class RoomStore {
    */
   async currentSnapshot(
     roomId: string,
-    probe?: { eventIds: readonly string[]; statusOf: readonly string[] },
-  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: { exists: boolean[]; statuses: (EventStatus | null)[]; statusOf: (EventStatus | null)[] } }> {
+    probe?: SnapshotProbe,
+  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: ProbeResult }> {
     const k = this.keys;
-    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId)];
-    const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf] : [];
+    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId)];
+    const redactionsOf = probe?.redactionsOf ?? [];
+    const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf, ...redactionsOf] : [];
     if (probe) for (const id of probe.eventIds) keys.push(k.event(roomId, id));
-    const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), ...probeArgs);
+    const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), String(redactionsOf.length), ...probeArgs);
     let cached = this.stateCache.get(roomId);
-    let [roomFlat, extremities, at, ids, statuses, full, probed] = await call(cached ? String(cached.stream) : "");
+    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = await call(cached ? String(cached.stream) : "");
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     if (cached && full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)) {
       // Redis lost or rewrote history under the cache (restore, flush): read everything again.
       this.stateCache.delete(roomId);
       cached = undefined;
-      [roomFlat, extremities, at, ids, statuses, full, probed] = await call("");
+      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = await call("");
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
-    // The probed events: whether each is stored, and its status; then the statuses of statusOf.
+    // The probed events: whether each is stored, and its status; then the statuses of statusOf;
+    // then the redaction records of redactionsOf (only those with any).
     const probedEvents = probe?.eventIds.length ?? 0;
-    const probeOut = {
+    const probeOut: ProbeResult = {
       exists: probed[0].map((x) => x === 1),
       statuses: probed[1].slice(0, probedEvents) as (EventStatus | null)[],
       statusOf: probed[1].slice(probedEvents) as (EventStatus | null)[],
+      redactions: recordsOf(redactionsOf, probed[2]),
     };
     const stream = room?.stream ?? 0;
     const depth = room?.depth ?? 0;
@@ -923,8 +983,9 @@ export class RoomStore {
         if (!pdu) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
         if (typeof pdu.state_key === "string") changes.push({ field: stateField(pdu.type, pdu.state_key), eventId: id, pdu });
       }
-      // A state event whose redaction arrived first enters state redacted.
-      entry = applyStateEntries(cached, stream, ids[ids.length - 1]!, await this.withRedactions(roomId, version, changes));
+      // A state event whose redaction arrived first enters state redacted (the records came with the delta).
+      const records = recordsOf(ids, deltaRedactions);
+      entry = applyStateEntries(cached, stream, ids[ids.length - 1]!, await this.withRedactions(roomId, version, changes, records));
     }
     if (entry !== cached) this.stateCache.set(roomId, entry);
     return {

@@ -139,31 +139,40 @@ export class Lru<K, V> {
 
 /**
  * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state,
- * 6.. (optional) the keys of events to probe (whether they are stored).
- * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3.. event IDs whose status to read
- * (the probed events first, in the order of KEYS[6..]).
+ * 6 redaction records, 7.. (optional) the keys of events to probe (whether they are stored).
+ * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3 R: how many of the last ARGV are
+ * event IDs whose redaction records to read, 4.. event IDs whose status to read (the probed
+ * events first, in the order of KEYS[7..]), then the R event IDs whose redaction records to read.
  * Returns {room hash (flat), extremities, event ID at the cached stream (or ""), delta IDs,
  * delta statuses, full state (flat; only when there is no usable cache entry — none, too old,
  * or older than the room's `state_reset`, a current-state change the delta cannot express —
  * else false),
- * probe: {exists (0/1 per key of KEYS[6..]), statuses of ARGV[3..]}}.
+ * probe: {exists (0/1 per key of KEYS[7..]), statuses of ARGV[4..], redaction records of the R IDs},
+ * redaction records of the delta IDs}: a request's auth events and the state events of the delta
+ * are served redacted without another round trip.
  */
 export const SNAPSHOT_LUA = `
 local room = redis.call('HGETALL', KEYS[1])
 local ext = redis.call('SMEMBERS', KEYS[2])
-local probe = {{}, {}}
-for i = 6, #KEYS do probe[1][i - 5] = redis.call('EXISTS', KEYS[i]) end
-if #ARGV >= 3 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 3)) end
+local probe = {{}, {}, {}}
+for i = 7, #KEYS do probe[1][i - 6] = redis.call('EXISTS', KEYS[i]) end
+local r = tonumber(ARGV[3])
+if #ARGV - r >= 4 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 4, #ARGV - r)) end
+if r > 0 then probe[3] = redis.call('HMGET', KEYS[6], unpack(ARGV, #ARGV - r + 1, #ARGV)) end
 local reset = tonumber(redis.call('HGET', KEYS[1], 'state_reset') or '0')
 if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then
   local at = redis.call('ZRANGEBYSCORE', KEYS[3], ARGV[1], ARGV[1])
   local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'LIMIT', 0, tonumber(ARGV[2]))
   if #ids < tonumber(ARGV[2]) then
     local st = {}
-    if #ids > 0 then st = redis.call('HMGET', KEYS[4], unpack(ids)) end
-    return {room, ext, at[1] or '', ids, st, false, probe}
+    local red = {}
+    if #ids > 0 then
+      st = redis.call('HMGET', KEYS[4], unpack(ids))
+      red = redis.call('HMGET', KEYS[6], unpack(ids))
+    end
+    return {room, ext, at[1] or '', ids, st, false, probe, red}
   end
 end
 local last = redis.call('ZRANGE', KEYS[3], -1, -1)
-return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5]), probe}
+return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5]), probe, {}}
 `;

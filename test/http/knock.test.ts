@@ -3,7 +3,7 @@ import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer, randomKey } from "../support/remote-server.js";
-import { stateField } from "../../src/store/room-store.js";
+import { RoomStore, stateField } from "../../src/store/room-store.js";
 import { DUMMY_EVENT_TYPE } from "../../src/rooms/room-service.js";
 import { serverOfUserId } from "../../src/protocol/ids.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
@@ -223,6 +223,41 @@ describe("send_knock", () => {
     assert.equal(knocks.status, 200);
     const mine = (knocks.body.knocks as { user_id: string }[]).find((k) => k.user_id === user);
     assert.deepEqual(mine, { user_id: user, event_id: eventId, reason: "let me in", displayname: "Knocker", ts: pdu.origin_server_ts });
+  });
+
+  test("another replica taking state group IDs between send_knock's plan and its write: the knock is planned again and written once, on fresh IDs (why: a run numbers its groups from its snapshot and the write checks the counter)", async () => {
+    const room = await t.createRoom({ room_version: "12" });
+    const user = freshUser();
+    const { event, version } = await knockTemplate(room, user);
+    const { pdu, eventId } = remote.signEvent(event, version);
+    const store = (t.gh.rooms as unknown as { store: RoomStore }).store;
+    const replica = new RoomStore(t.redis, t.store.keys);
+    const original = store.persistEvents;
+    const results: unknown[] = [];
+    const calls: Parameters<RoomStore["persistEvents"]>[2][] = [];
+    let taken: string[] = [];
+    store.persistEvents = async function (roomId, events, opts) {
+      calls.push(opts);
+      if (calls.length === 1) taken = await replica.allocateStateGroups(roomId, 3);
+      const r = await original.call(store, roomId, events, opts);
+      results.push(r);
+      return r;
+    };
+    let res;
+    try {
+      res = await sendKnock(room, eventId, pdu);
+    } finally {
+      store.persistEvents = original;
+    }
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.deepEqual(results, ["conflict", ["persisted"]]);
+    // Planned again on the counter the replica left, and numbered after its IDs.
+    assert.equal(calls[1]!.groupSeq?.expected, Number(taken.at(-1)));
+    const groups = (await replica.eventStateGroups(room, [eventId])).get(eventId)!;
+    assert.ok(Number(groups.after) > Number(taken.at(-1)), `${JSON.stringify(groups)} after ${taken.join(",")}`);
+    assert.equal((await replica.getRoom(room))?.stateGroupSeq, calls[1]!.groupSeq!.last);
+    assert.equal(await t.store.getMembership(room, user), "knock");
+    assert.equal((await t.store.timeline(room)).filter((e) => e.eventId === eventId).length, 1);
   });
 
   test("re-sending the same knock is idempotent", async () => {

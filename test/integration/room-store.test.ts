@@ -76,7 +76,7 @@ const dump = () => dumpPrefix(redis, prefix, []);
 describe("RoomStore.persistEvent", () => {
   test("the create event sets up the room record, state, timeline and extremities", async () => {
     const { roomId, create } = await newRoom();
-    assert.deepEqual(await store.getRoom(roomId), { roomId, version: "11", creator: CREATOR, createdTs: 1234, depth: 1, stream: 1 });
+    assert.deepEqual(await store.getRoom(roomId), { roomId, version: "11", creator: CREATOR, createdTs: 1234, depth: 1, stream: 1, stateGroupSeq: 1 });
     assert.ok((await store.listRooms()).includes(roomId));
     assert.deepEqual(await store.getEvent(roomId, create.eventId), create.pdu);
     assert.equal(await store.getEventJson(roomId, create.eventId), JSON.stringify(create.pdu));
@@ -110,6 +110,31 @@ describe("RoomStore.persistEvent", () => {
     assert.deepEqual(await dump(), before);
     assert.equal(await store.getEvent(roomId, b.eventId), null);
     assert.equal(await store.roomOfEvent(b.eventId), null);
+  });
+
+  test("a run numbering its state groups from a stale counter is a 'conflict' and writes nothing; a current one moves the counter (why: group IDs are taken with the write)", async () => {
+    const { roomId, create } = await newRoom();
+    const topic = ev(roomId, "m.room.topic", { stateKey: "", content: { topic: "t" }, prev: [create], auth: [create], depth: 2 });
+    const field = stateField("m.room.topic", "");
+    const input = (id: string) => ({
+      ...topic,
+      updatesState: false,
+      state: {
+        groups: [{ id, parent: "1", delta: { [field]: topic.eventId }, depth: 1 }],
+        before: "1",
+        after: id,
+        current: { group: id, set: [[field, topic.eventId]] as [string, string][], del: [], members: [], reset: false },
+      },
+    });
+    // Another writer took group 2 after the snapshot (counter 1) this run numbered from.
+    await store.allocateStateGroups(roomId, 1);
+    const before = await dump();
+    assert.equal(await store.persistEvents(roomId, [input("2")], { expectedStream: 1, groupSeq: { expected: 1, last: 2 } }), "conflict");
+    assert.deepEqual(await dump(), before, "nothing written");
+    assert.deepEqual(await store.persistEvents(roomId, [input("3")], { expectedStream: 1, groupSeq: { expected: 2, last: 3 } }), ["persisted"]);
+    assert.equal((await store.getRoom(roomId))?.stateGroupSeq, 3);
+    assert.deepEqual(await store.allocateStateGroups(roomId, 1), ["4"], "the next ID taken is after the run's");
+    assert.equal((await store.getRoom(roomId))?.stateGroup, "3");
   });
 
   test("concurrent writers at the same stream position: exactly one wins (check-and-write is atomic)", async () => {

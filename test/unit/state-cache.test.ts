@@ -62,6 +62,27 @@ describe("LayeredMap", () => {
     assert.equal(map.size, 10_000 + [...map.keys()].filter((k) => Number(k.slice(1)) >= 10_000).length);
   });
 
+  test("siblings built on one version share one fold of it (concurrent knocks all extend one state)", () => {
+    let parent = LayeredMap.from(Array.from({ length: 400 }, (_, i) => [`m${i}`, i] as const));
+    // A layer just under the fold threshold (√400 = 20 entries).
+    for (let i = 0; i < 20; i++) parent = parent.with([[`new${i}`, i]]);
+    assert.equal(parent.layered, 20);
+    const siblings = Array.from({ length: 50 }, (_, i) => parent.with([[`sib${i}`, i]]));
+    for (const s of siblings) {
+      assert.ok(s.sharesBaseWith(siblings[0]!), "one folded base for all siblings");
+      assert.ok(!s.sharesBaseWith(parent), "the parent keeps its own base");
+      assert.equal(s.size, 421);
+      assert.equal(s.get("new19"), 19);
+      assert.equal(s.get("m0"), 0);
+    }
+    assert.equal(parent.size, 420, "the parent is unchanged");
+    assert.equal(parent.get("sib0"), undefined);
+    // Read like the Map they stand for, in Map order.
+    const model = new Map<string, number>([...parent]);
+    model.set("sib7", 7);
+    assertSameAsMap(siblings[7]!, model, ["m3", "new3", "sib7", "sib8"]);
+  });
+
   test("setting a value it already has returns the same version", () => {
     const pdu = { type: "x" };
     const map = LayeredMap.from([["a", pdu]]);

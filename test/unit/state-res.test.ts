@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { loadVectors } from "../support/vectors.js";
 import { forkOf } from "../support/state-fork.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
-import { authEdges, resolveState, separate, stateMapKey, StateResolutionError, type StateResEvent, type StateResolutionTrace } from "../../src/protocol/state-res/index.js";
+import { authEdges, resolveState, separate, stateMapKey, StateResolutionError, type StateFork, type StateResEvent, type StateResolutionTrace } from "../../src/protocol/state-res/index.js";
 
 interface VectorCase {
   name: string;
@@ -68,6 +68,8 @@ async function resolveCase(
     isRejected?: (id: string) => boolean;
     fork?: { moveToDeltas: number; breakBase?: boolean };
     authVerdicts?: Map<string, boolean>;
+    extend?: (base: ReadonlyMap<string, string>, changes: ReadonlyMap<string, string>) => ReadonlyMap<string, string>;
+    onFork?: (fork: StateFork) => void;
   } = {},
 ): Promise<{ state: Record<string, string>; trace?: StateResolutionTrace }> {
   const rv = getRoomVersion(c.room_version);
@@ -80,10 +82,13 @@ async function resolveCase(
     stateSets: c.state_sets.map((s) => new Map(Object.entries(s).map(([k, v]) => [toKey(k), v] as const))),
     fetchEvents: (ids: readonly string[]) => new Map(ids.filter((id) => events.has(id)).map((id) => [id, events.get(id)!] as const)),
   };
+  const fork = opts.fork ? await forkOf(base, opts.fork) : undefined;
+  if (fork) opts.onFork?.(fork);
   const resolved = await resolveState(
     {
       ...base,
-      ...(opts.fork ? { fork: await forkOf(base, opts.fork) } : {}),
+      ...(fork ? { fork } : {}),
+      ...(opts.extend ? { extend: opts.extend } : {}),
       ...(opts.authVerdicts ? { authVerdicts: opts.authVerdicts } : {}),
       ...(opts.injectAuthChain ? { authChain: authChainOver(events, c.room_version) } : {}),
       ...(opts.isRejected ? { isRejected: opts.isRejected } : {}),
@@ -165,6 +170,30 @@ describe("state resolution: the injected parts", () => {
       }
     });
   }
+
+  test("a fork's answer built by the caller's `extend` (base + changes, nothing copied) is the same state, every vector", async () => {
+    let extended = 0;
+    for (const row of forkRows) {
+      for (const c of vectors.cases) {
+        let fork: StateFork | undefined;
+        const forked = await resolveCase(c, {
+          fork: row.fork,
+          onFork: (f) => (fork = f),
+          extend: (base, changes) => {
+            extended++;
+            assert.equal(base, fork!.base, `${c.name}: extend is handed the fork's own base`);
+            // A fork is used only when the sets share all of the base: the answer only adds keys.
+            for (const k of changes.keys()) assert.ok(!base.has(k), `${c.name}: ${k} is added, not replaced`);
+            const out = new Map(base);
+            for (const [k, v] of changes) out.set(k, v);
+            return out;
+          },
+        });
+        assert.deepEqual(forked.state, c.expected, `${c.name} (${row.why})`);
+      }
+    }
+    assert.ok(extended > 0, "extend was used (every fork row but the broken base)");
+  });
 
   const rows = [
     {

@@ -83,6 +83,13 @@ export interface StateResolutionInput {
    * they are checked once. Not used with `authOptions` (callbacks the key cannot capture).
    */
   authVerdicts?: { get(key: string): boolean | undefined; set(key: string, allowed: boolean): void };
+  /**
+   * Optional, with `fork`: builds the answer as `base` with `changes` applied (no key of
+   * `changes` is removed from `base`; each sets one). The caller can then share `base`'s entries
+   * instead of having them copied into a new Map (a fork's answer differs from its base by the
+   * deltas' keys only). Default: a new Map.
+   */
+  extend?(base: StateMap, changes: ReadonlyMap<string, string>): StateMap;
 }
 
 /** A set of event IDs to test membership of (a `Set`, or a layered one). */

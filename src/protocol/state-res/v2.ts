@@ -53,18 +53,59 @@ export function separate(stateSets: readonly StateMap[]): { unconflicted: Map<st
   return { unconflicted, conflicted };
 }
 
+/** A state map as `base` with `changes` on top, read without copying `base`. */
+class Overlay implements StateMap {
+  constructor(
+    readonly base: StateMap,
+    readonly changes: ReadonlyMap<string, string>,
+  ) {}
+  get size(): number {
+    let n = this.base.size;
+    for (const k of this.changes.keys()) if (!this.base.has(k)) n++;
+    return n;
+  }
+  get(k: string): string | undefined {
+    return this.changes.get(k) ?? this.base.get(k);
+  }
+  has(k: string): boolean {
+    return this.changes.has(k) || this.base.has(k);
+  }
+  /** A Map of every entry (for a trace, or when no `extend` is given). */
+  whole(): Map<string, string> {
+    const m = new Map(this.base);
+    for (const [k, v] of this.changes) m.set(k, v);
+    return m;
+  }
+  entries(): MapIterator<[string, string]> {
+    return this.whole().entries();
+  }
+  keys(): MapIterator<string> {
+    return this.whole().keys();
+  }
+  values(): MapIterator<string> {
+    return this.whole().values();
+  }
+  [Symbol.iterator](): MapIterator<[string, string]> {
+    return this.entries();
+  }
+  forEach(fn: (value: string, key: string, map: ReadonlyMap<string, string>) => void): void {
+    this.whole().forEach((v, k) => fn(v, k, this));
+  }
+}
+
 /**
  * Step 1 from a fork (see `StateFork`): only keys a delta touches can differ. Also returns each
  * set's events that not every set has (`own`) and the events the deltas add alike (`agreed`).
+ * The unconflicted state is the base with the agreed changes on top (not a copy of the base).
  * Undefined when a touched key is in the base with a value not every set keeps: the sets then do
  * not share all of the base, and the caller compares them whole.
  */
 function separateFork(
   fork: StateFork,
-): { unconflicted: Map<string, string>; conflicted: Map<string, Set<string>>; own: Set<string>[]; agreed: string[] } | undefined {
+): { unconflicted: Overlay; conflicted: Map<string, Set<string>>; own: Set<string>[]; agreed: string[] } | undefined {
   const touched = new Set<string>();
   for (const d of fork.deltas) for (const k of d.keys()) touched.add(k);
-  const changes: [string, string | undefined][] = [];
+  const changes = new Map<string, string>();
   const conflicted = new Map<string, Set<string>>();
   const own = fork.deltas.map(() => new Set<string>());
   const agreed: string[] = [];
@@ -76,7 +117,7 @@ function separateFork(
     if (b !== undefined) return undefined;
     if (ids.size === 1) {
       agreed.push(vals[0]!);
-      changes.push([k, vals[0]]);
+      changes.set(k, vals[0]!);
       continue;
     }
     ids.delete(undefined);
@@ -85,9 +126,7 @@ function separateFork(
       if (v !== undefined) own[i]!.add(v);
     });
   }
-  const unconflicted = new Map(fork.base);
-  for (const [k, v] of changes) unconflicted.set(k, v!);
-  return { unconflicted, conflicted, own, agreed };
+  return { unconflicted: new Overlay(fork.base, changes), conflicted, own, agreed };
 }
 
 /** Spec "power events": power levels, join rules, create, and kicks/bans of someone else. */
@@ -357,13 +396,17 @@ async function iterativeAuthChecks(
 }
 
 /** State resolution v2 / v2.1 (by `input.roomVersion.stateResolution`). */
-export async function resolveStateV2(input: StateResolutionInput, trace?: (t: StateResolutionTrace) => void): Promise<Map<string, string>> {
+export async function resolveStateV2(input: StateResolutionInput, trace?: (t: StateResolutionTrace) => void): Promise<StateMap> {
   const rv = input.roomVersion;
   const v21 = rv.stateResolution === "v2.1";
   // With a usable fork, steps 1–2 cost what the deltas cost, not what the whole state costs.
   const fork = input.fork && input.fork.deltas.length === input.stateSets.length ? separateFork(input.fork) : undefined;
+  // The fork's answer: its base plus what changed, shared when the caller can (`extend`).
+  const forkAnswer = (changes: ReadonlyMap<string, string>): StateMap =>
+    input.extend ? input.extend(fork!.unconflicted.base, changes) : new Overlay(fork!.unconflicted.base, changes).whole();
+  if (fork && fork.conflicted.size === 0) return forkAnswer(fork.unconflicted.changes);
   const { unconflicted, conflicted } = fork ?? separate(input.stateSets);
-  if (conflicted.size === 0) return unconflicted;
+  if (conflicted.size === 0) return unconflicted as Map<string, string>;
 
   const cache = new EventCache(input, rv);
   const conflictedIds = new Set<string>();
@@ -390,22 +433,24 @@ export async function resolveStateV2(input: StateResolutionInput, trace?: (t: St
   await iterativeAuthChecks(cache, input, sorted, state, otherSteps);
 
   // Step 5: the unconflicted state on top of what the checks admitted.
-  let resolved: Map<string, string>;
+  let resolved: StateMap;
   if (!fork) {
-    resolved = state as Map<string, string>;
-    for (const [k, id] of unconflicted) resolved.set(k, id);
+    const all = state as Map<string, string>;
+    for (const [k, id] of unconflicted) all.set(k, id);
+    resolved = all;
   } else {
-    // Only keys of admitted events can differ from the unconflicted state (separateFork's own
-    // map: reused unless the trace still needs it as it was).
-    resolved = trace ? new Map(unconflicted) : unconflicted;
+    // Only keys of admitted events can differ from the unconflicted state: the base, the agreed
+    // changes and those keys.
+    const changes = new Map(fork.unconflicted.changes);
     for (const step of [...powerSteps, ...otherSteps]) {
       const k = step.accepted ? keyOf(cache.get(step.eventId)!) : undefined;
-      if (k !== undefined && !unconflicted.has(k)) resolved.set(k, state.get(k)!);
+      if (k !== undefined && !unconflicted.has(k)) changes.set(k, state.get(k)!);
     }
+    resolved = forkAnswer(changes);
   }
 
   trace?.({
-    unconflicted,
+    unconflicted: fork ? fork.unconflicted.whole() : unconflicted,
     conflicted,
     authDifference: authDiff,
     ...(subgraph ? { conflictedSubgraph: subgraph } : {}),

@@ -12,9 +12,13 @@
 --
 -- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
---       11.. one event key per event, in order
+--       11.. one event key per event, in order; then, on a single Redis only (not a cluster: it
+--       is another slot), the global event → room index, written here for every event not refused
+--       (persisted or duplicate, as the caller writes it after the script on a cluster)
 -- ARGV: 1 roomId, 2 expected stream ("" = skip the check), 3 createRoom JSON ("" = none; the
---       create event only), 4 N (events), then 14 per event from 5 + 14 * (i - 1):
+--       create event only), 4 N (events), 5 expected state group counter ("" = skip: the groups'
+--       IDs were taken with HINCRBY), 6 the counter after this run's groups (numbered from 5 by
+--       the planner), then 14 per event from 7 + 14 * (i - 1):
 --       +0 eventId, +1 PDU JSON, +2 state field ("" = none), +3 member user, +4 membership,
 --       +5 prev events JSON, +6 depth, +7 status ("" = accepted), +8 destinations, space-separated
 --       ("" = none), +9 new state groups JSON [[id, groupJson], ...] ("" = none),
@@ -22,6 +26,8 @@
 --       {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
 --       +12 redacted event ID ("" = not a redaction), +13 "1" when the redaction's sender had the
 --       redact level
+-- The state group counter is checked with the stream: a run that numbered its groups from a
+-- snapshot's counter is a conflict when any group ID was taken since.
 -- Returns 'conflict', or one result per event: 'persisted' or 'duplicate'.
 local n = tonumber(ARGV[4])
 local STRIDE = 14
@@ -35,9 +41,18 @@ for i = 1, n do
     fresh = fresh + 1
   end
 end
-if fresh == 0 then return results end
+local index = KEYS[11 + n]
+if fresh == 0 then
+  if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
+  return results
+end
 local stream = redis.call('HGET', KEYS[1], 'stream') or '0'
 if ARGV[2] ~= '' and stream ~= ARGV[2] then return 'conflict' end
+if ARGV[5] ~= '' then
+  local seq = redis.call('HGET', KEYS[1], 'state_group_seq') or '0'
+  if seq ~= ARGV[5] then return 'conflict' end
+  redis.call('HSET', KEYS[1], 'state_group_seq', ARGV[6])
+end
 if ARGV[3] ~= '' then
   local meta = cjson.decode(ARGV[3])
   redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', meta.version, 'creator', meta.creator,
@@ -59,7 +74,7 @@ for i = 1, n do
   if results[i] == 'persisted' and written[KEYS[10 + i]] then results[i] = 'duplicate' end
   if results[i] == 'persisted' then
     written[KEYS[10 + i]] = true
-    local a = 5 + STRIDE * (i - 1)
+    local a = 7 + STRIDE * (i - 1)
     local eventId = ARGV[a]
     events[#events + 1] = KEYS[10 + i]
     events[#events + 1] = ARGV[a + 1]
@@ -132,4 +147,5 @@ for f, v in pairs(roomFields) do
   room[#room + 1] = v
 end
 redis.call('HSET', KEYS[1], unpack(room))
+if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
 return results
