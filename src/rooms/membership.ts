@@ -23,6 +23,7 @@ import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
 import { applyRedactions, type StoredEvent } from "./redactions.js";
+import { heroCandidates, namesItself, partialJoinState, pickHeroes } from "../protocol/partial-join.js";
 
 export type HandshakeMembership = "knock" | "join" | "leave";
 
@@ -268,36 +269,71 @@ export class MembershipService {
     return addEventSignature(pdu, this.rooms.serverName, this.rooms.signingKey, snap.version);
   }
 
-  /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event; redactions applied. */
-  async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
+  /**
+   * send_join's answer (v2): state before the join, its auth chain, and our co-signed event;
+   * redactions applied. With `omitMembers` (the caller sent `omit_members=true`), a partial-state
+   * answer (protocol/partial-join.ts): membership events are left out of `state` except the
+   * joiner's own and, in a room without a name or canonical alias, the heroes'; `auth_chain`
+   * covers the join and the state kept, less the events already in `state`.
+   */
+  async sendJoinResponse(
+    roomId: string,
+    eventId: string,
+    pdu: Pdu,
+    stateBefore: RoomSnapshot | undefined,
+    opts: { omitMembers?: boolean } = {},
+  ): Promise<Record<string, unknown>> {
     let stored: StoredEvent[];
     if (stateBefore) {
+      // A snapshot's state is already as served: redactions applied (see strippedState).
       stored = [...stateBefore.stateIds].map(([field, id]) => ({ eventId: id, pdu: stateBefore.state.get(field)! }));
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
       const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
       const events = await this.store.getEvents(roomId, [...before.values()]);
-      stored = [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! }));
+      const version = (await this.rooms.requireRoom(roomId)).version;
+      stored = await applyRedactions(
+        this.store,
+        roomId,
+        version,
+        [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! })),
+      );
     }
-    const chain = await this.store.authChain(roomId, [...stored.map((e) => e.eventId), eventId]);
+    // Servers with joined members before the join (spec: servers_in_room), and us, the resident.
     const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map(stored.map((e) => [e.eventId, e.pdu]))));
     servers.add(this.rooms.serverName);
-    const joiner = serverOfUserId(pdu.sender);
-    if (joiner) servers.add(joiner);
     const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
-    const [state, authChain] = await Promise.all([
-      applyRedactions(this.store, roomId, version, stored),
-      applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev }))),
-    ]);
+    const served = opts.omitMembers ? partialJoinState(stored, pdu.state_key ?? pdu.sender, await this.heroesOf(roomId, stored, pdu.state_key ?? pdu.sender)) : stored;
+    const known = new Map(served.map((e) => [e.eventId, e.pdu]));
+    const chain = await this.store.authChain(roomId, [...known.keys(), eventId], known);
+    if (opts.omitMembers) for (const id of known.keys()) chain.delete(id);
+    const authChain = await applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev })));
     return {
       origin: this.rooms.serverName,
-      state: state.map((e) => e.pdu),
+      state: served.map((e) => e.pdu),
       auth_chain: authChain.map((e) => e.pdu),
       event: pdu,
-      members_omitted: false,
+      members_omitted: opts.omitMembers === true,
       servers_in_room: [...servers].sort(),
     };
+  }
+
+  /**
+   * The heroes' membership event IDs a partial-state send_join keeps (none when the room has a
+   * name or canonical alias): ordered by the stream position of their membership events.
+   */
+  private async heroesOf(roomId: string, state: readonly StoredEvent[], joiner: string): Promise<Set<string>> {
+    if (namesItself(state)) return new Set();
+    const candidates = heroCandidates(state, joiner);
+    if (candidates.length === 0) return new Set();
+    const streams = await this.store.streamsOf(roomId, candidates.map((e) => e.eventId));
+    const streamOf = new Map<string, number>();
+    candidates.forEach((e, i) => {
+      const s = streams[i];
+      if (s !== null && s !== undefined) streamOf.set(e.eventId, s);
+    });
+    return new Set(pickHeroes(candidates, streamOf));
   }
 
   // ------------------------------------------------------------------------------------------
