@@ -41,32 +41,50 @@ export function namesItself(state: Iterable<StateEntry>): boolean {
   return false;
 }
 
+/** Whether a membership makes its member a hero candidate ("present": joined or invited) or a stand-in ("gone": left or banned). */
+export type HeroKind = "present" | "gone";
+
 /**
- * The membership events heroes are picked from, before ordering: the joined and invited
- * members', or, when there are none, the left and banned members'; never `joiner`'s.
+ * The membership events heroes are picked from, by event ID: the joined and invited members'
+ * ("present"), and the left and banned members' ("gone", heroes only when nobody is present);
+ * never `joiner`'s; knocks are neither.
  */
-export function heroCandidates(state: Iterable<StateEntry>, joiner: string): StateEntry[] {
-  const present: StateEntry[] = [];
-  const gone: StateEntry[] = [];
+export function heroCandidates(state: Iterable<StateEntry>, joiner: string): Map<string, HeroKind> {
+  const out = new Map<string, HeroKind>();
   for (const e of state) {
     if (e.pdu.type !== "m.room.member" || typeof e.pdu.state_key !== "string" || e.pdu.state_key === joiner) continue;
     const m = membershipOf(e.pdu);
-    if (m === "join" || m === "invite") present.push(e);
-    else if (m === "leave" || m === "ban") gone.push(e);
+    if (m === "join" || m === "invite") out.set(e.eventId, "present");
+    else if (m === "leave" || m === "ban") out.set(e.eventId, "gone");
   }
-  return present.length > 0 ? present : gone;
+  return out;
 }
 
 /**
- * The heroes' membership event IDs: the candidates ordered by the stream position of their
- * membership event (`streamOf`; an event without one goes last), ties by user ID, first 5.
+ * Picks heroes from the candidates as the room's events go by in stream order (`take`, page by
+ * page, so a big room's timeline is read only until 5 present members were seen): the first 5
+ * present members, or, when none is present at all, the first 5 gone ones.
  */
-export function pickHeroes(candidates: readonly StateEntry[], streamOf: ReadonlyMap<string, number>): string[] {
-  const pos = (e: StateEntry) => streamOf.get(e.eventId) ?? Number.POSITIVE_INFINITY;
-  return [...candidates]
-    .sort((a, b) => pos(a) - pos(b) || (a.pdu.state_key! < b.pdu.state_key! ? -1 : a.pdu.state_key! > b.pdu.state_key! ? 1 : 0))
-    .slice(0, MAX_HEROES)
-    .map((e) => e.eventId);
+export class HeroPicker {
+  private readonly present: string[] = [];
+  private readonly gone: string[] = [];
+  constructor(private readonly candidates: ReadonlyMap<string, HeroKind>) {}
+
+  /** Takes the next event IDs in stream order; true once no later event can change the heroes. */
+  take(eventIds: Iterable<string>): boolean {
+    for (const id of eventIds) {
+      const kind = this.candidates.get(id);
+      if (kind === "present") this.present.push(id);
+      else if (kind === "gone" && this.gone.length < MAX_HEROES) this.gone.push(id);
+      if (this.present.length >= MAX_HEROES) return true;
+    }
+    return false;
+  }
+
+  /** The heroes' membership event IDs. */
+  heroes(): string[] {
+    return this.present.length > 0 ? this.present.slice(0, MAX_HEROES) : this.gone;
+  }
 }
 
 /**

@@ -23,7 +23,12 @@ import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
 import { applyRedactions, type StoredEvent } from "./redactions.js";
-import { heroCandidates, namesItself, partialJoinState, pickHeroes } from "../protocol/partial-join.js";
+import { heroCandidates, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
+
+/** State fields of m.room.member events start so (stateField: the JSON of [type, state_key]). */
+const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -3);
+/** Timeline events read per page while looking for a nameless room's heroes. */
+const HERO_PAGE = 500;
 
 export type HandshakeMembership = "knock" | "join" | "leave";
 
@@ -283,28 +288,30 @@ export class MembershipService {
     stateBefore: RoomSnapshot | undefined,
     opts: { omitMembers?: boolean } = {},
   ): Promise<Record<string, unknown>> {
-    let stored: StoredEvent[];
+    const joiner = pdu.state_key ?? pdu.sender;
+    // The state before the join: field → event ID, and each event as served (redactions applied).
+    let ids: ReadonlyMap<string, string>;
+    let pduOf: (field: string) => Pdu | undefined;
     if (stateBefore) {
       // A snapshot's state is already as served: redactions applied (see strippedState).
-      stored = [...stateBefore.stateIds].map(([field, id]) => ({ eventId: id, pdu: stateBefore.state.get(field)! }));
+      ids = stateBefore.stateIds;
+      pduOf = (field) => stateBefore.state.get(field);
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
       const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
       const events = await this.store.getEvents(roomId, [...before.values()]);
       const version = (await this.rooms.requireRoom(roomId)).version;
-      stored = await applyRedactions(
-        this.store,
-        roomId,
-        version,
-        [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! })),
-      );
+      const served = await applyRedactions(this.store, roomId, version, [...events].map(([id, ev]) => ({ eventId: id, pdu: ev })));
+      const byId = new Map(served.map((e) => [e.eventId, e.pdu]));
+      ids = new Map([...before].filter(([, id]) => byId.has(id)));
+      pduOf = (field) => byId.get(before.get(field)!);
     }
+    const served = opts.omitMembers ? await this.partialJoinState(roomId, ids, pduOf, joiner) : [...ids].map(([field, id]) => ({ eventId: id, pdu: pduOf(field)! }));
     // Servers with joined members before the join (spec: servers_in_room), and us, the resident.
-    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map(stored.map((e) => [e.eventId, e.pdu]))));
+    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map([...ids].map(([field, id]) => [id, pduOf(field)!]))));
     servers.add(this.rooms.serverName);
     const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
-    const served = opts.omitMembers ? partialJoinState(stored, pdu.state_key ?? pdu.sender, await this.heroesOf(roomId, stored, pdu.state_key ?? pdu.sender)) : stored;
     const known = new Map(served.map((e) => [e.eventId, e.pdu]));
     const chain = await this.store.authChain(roomId, [...known.keys(), eventId], known);
     if (opts.omitMembers) for (const id of known.keys()) chain.delete(id);
@@ -320,20 +327,32 @@ export class MembershipService {
   }
 
   /**
-   * The heroes' membership event IDs a partial-state send_join keeps (none when the room has a
-   * name or canonical alias): ordered by the stream position of their membership events.
+   * The state a partial-state send_join keeps (protocol/partial-join.ts): the non-member events,
+   * the joiner's membership, and in a room without name or canonical alias the heroes'. Heroes
+   * are found by reading the room's timeline from its start, a page at a time, until 5 present
+   * members were seen (usually the first page: the creator and the first members to join).
    */
-  private async heroesOf(roomId: string, state: readonly StoredEvent[], joiner: string): Promise<Set<string>> {
-    if (namesItself(state)) return new Set();
-    const candidates = heroCandidates(state, joiner);
-    if (candidates.length === 0) return new Set();
-    const streams = await this.store.streamsOf(roomId, candidates.map((e) => e.eventId));
-    const streamOf = new Map<string, number>();
-    candidates.forEach((e, i) => {
-      const s = streams[i];
-      if (s !== null && s !== undefined) streamOf.set(e.eventId, s);
-    });
-    return new Set(pickHeroes(candidates, streamOf));
+  private async partialJoinState(roomId: string, ids: ReadonlyMap<string, string>, pduOf: (field: string) => Pdu | undefined, joiner: string): Promise<StoredEvent[]> {
+    const others: StoredEvent[] = [];
+    const memberFields: string[] = [];
+    for (const [field, id] of ids) {
+      if (field.startsWith(MEMBER_FIELD_PREFIX)) memberFields.push(field);
+      else others.push({ eventId: id, pdu: pduOf(field)! });
+    }
+    const keep = new Set<string>();
+    const own = ids.get(stateField("m.room.member", joiner));
+    if (own) keep.add(own);
+    if (!namesItself(others)) {
+      const picker = new HeroPicker(heroCandidates(memberFields.map((f) => ({ eventId: ids.get(f)!, pdu: pduOf(f)! })), joiner));
+      for (let from = 0; ; ) {
+        const page = await this.store.timeline(roomId, from, HERO_PAGE);
+        if (picker.take(page.map((e) => e.eventId)) || page.length < HERO_PAGE) break;
+        from = page[page.length - 1]!.stream + 1;
+      }
+      for (const id of picker.heroes()) keep.add(id);
+    }
+    const kept = memberFields.filter((f) => keep.has(ids.get(f)!)).map((f) => ({ eventId: ids.get(f)!, pdu: pduOf(f)! }));
+    return partialJoinState([...others, ...kept], joiner, keep);
   }
 
   // ------------------------------------------------------------------------------------------

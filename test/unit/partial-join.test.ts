@@ -1,7 +1,7 @@
 // Partial-state send_join (omit_members=true): which state a resident keeps (protocol/partial-join.ts).
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
-import { heroCandidates, MAX_HEROES, namesItself, partialJoinState, pickHeroes, type StateEntry } from "../../src/protocol/partial-join.js";
+import { heroCandidates, HeroPicker, MAX_HEROES, namesItself, partialJoinState, type StateEntry } from "../../src/protocol/partial-join.js";
 import { omitMembersOf } from "../../src/federation/membership-routes.js";
 import { MatrixError } from "../../src/protocol/errors.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
@@ -36,46 +36,55 @@ describe("namesItself: whether heroes are needed", () => {
   for (const c of cases) test(c.why, () => assert.equal(namesItself(c.state), c.names));
 });
 
-describe("heroCandidates and pickHeroes: the m.heroes rules of the /sync room summary", () => {
+describe("heroCandidates and HeroPicker: the m.heroes rules of the /sync room summary", () => {
   const a = member("@a:x", "join");
   const b = member("@b:x", "invite");
   const c = member("@c:x", "leave");
   const d = member("@d:x", "ban");
   const k = member("@k:x", "knock");
   const self = member(JOINER, "invite");
-  const cases: { why: string; state: StateEntry[]; streams: Record<string, number>; heroes: string[] }[] = [
-    { why: "joined and invited members are heroes; left, banned and knocking ones are not", state: [...BASE, a, b, c, d, k], streams: {}, heroes: ["@a:x", "@b:x"] },
-    { why: "the joining user is never their own hero (spec: never the client's own user ID)", state: [...BASE, a, self], streams: {}, heroes: ["@a:x"] },
-    { why: "with no joined or invited members, the left and banned ones stand in", state: [...BASE, c, d, k, self], streams: {}, heroes: ["@c:x", "@d:x"] },
-    { why: "nobody else in the room: no heroes", state: [...BASE, self], streams: {}, heroes: [] },
+  const seven = ["@m1:x", "@m2:x", "@m3:x", "@m4:x", "@m5:x", "@m6:x", "@m7:x"].map((u) => member(u, "join"));
+  const order = (...es: StateEntry[]) => es.map((e) => e.eventId);
+  // `stream`: the room's events in stream order, as the timeline gives them (pages of `page`).
+  const cases: { why: string; state: StateEntry[]; stream: string[]; page?: number; heroes: string[]; pagesRead?: number }[] = [
+    { why: "joined and invited members are heroes; left, banned and knocking ones are not", state: [...BASE, a, b, c, d, k], stream: order(CREATE, a, b, c, d, k), heroes: ["@a:x", "@b:x"] },
+    { why: "the joining user is never their own hero (spec: never the client's own user ID)", state: [...BASE, a, self], stream: order(self, a), heroes: ["@a:x"] },
+    { why: "with no joined or invited members, the left and banned ones stand in", state: [...BASE, c, d, k, self], stream: order(c, d, k, self), heroes: ["@c:x", "@d:x"] },
+    { why: "nobody else in the room: no heroes", state: [...BASE, self], stream: order(CREATE, self), heroes: [] },
+    { why: "ordered by stream position, not by user ID", state: [...BASE, a, b], stream: order(b, POWER, a), heroes: ["@b:x", "@a:x"] },
+    { why: "events no longer in state (an earlier membership, other events) are passed over", state: [...BASE, a], stream: ["$old-membership-of-a", "$message", a.eventId], heroes: ["@a:x"] },
     {
-      why: "ordered by the stream position of the membership event, not by user ID",
-      state: [...BASE, a, b],
-      streams: { [a.eventId]: 9, [b.eventId]: 3 },
-      heroes: ["@b:x", "@a:x"],
-    },
-    {
-      why: "the first 5 only (spec: 'the first 5 members of the room')",
-      state: [...BASE, ...["@m1:x", "@m2:x", "@m3:x", "@m4:x", "@m5:x", "@m6:x", "@m7:x"].map((u) => member(u, "join"))],
-      streams: Object.fromEntries(["@m7:x", "@m6:x", "@m5:x", "@m4:x", "@m3:x", "@m2:x", "@m1:x"].map((u, i) => [`$member|${u}|join`, i])),
+      why: "the first 5 only, and the timeline is read no further than needed (spec: 'the first 5 members')",
+      state: [...BASE, ...seven],
+      stream: order(...[...seven].reverse(), TOPIC),
+      page: 2,
       heroes: ["@m7:x", "@m6:x", "@m5:x", "@m4:x", "@m3:x"],
+      pagesRead: 3,
     },
     {
-      why: "a membership without a known stream position goes last; ties fall back to user ID",
-      state: [...BASE, member("@z:x", "join"), member("@y:x", "join"), member("@x:x", "join")],
-      streams: { "$member|@z:x|join": 1 },
-      heroes: ["@z:x", "@x:x", "@y:x"],
+      why: "a gone member seen before the present ones does not count once anyone is present",
+      state: [...BASE, c, a],
+      stream: order(c, a),
+      heroes: ["@a:x"],
     },
   ];
   for (const c of cases)
     test(c.why, () => {
-      const picked = pickHeroes(heroCandidates(c.state, JOINER), new Map(Object.entries(c.streams)));
+      const picker = new HeroPicker(heroCandidates(c.state, JOINER));
+      const page = c.page ?? 100;
+      let pages = 0;
+      for (let i = 0; i < c.stream.length; i += page) {
+        pages++;
+        if (picker.take(c.stream.slice(i, i + page))) break;
+      }
+      const picked = picker.heroes();
       assert.ok(picked.length <= MAX_HEROES);
       const byId = new Map(c.state.map((e) => [e.eventId, e.pdu.state_key]));
       assert.deepEqual(
         picked.map((id) => byId.get(id)),
         c.heroes,
       );
+      if (c.pagesRead !== undefined) assert.equal(pages, c.pagesRead);
     });
 });
 
