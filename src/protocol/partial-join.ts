@@ -45,17 +45,22 @@ export function namesItself(state: Iterable<StateEntry>): boolean {
 export type HeroKind = "present" | "gone";
 
 /**
- * The membership events heroes are picked from, by event ID: the joined and invited members'
- * ("present"), and the left and banned members' ("gone", heroes only when nobody is present);
- * never `joiner`'s; knocks are neither.
+ * Whether a state event makes its member a hero candidate: "present" for a joined or invited
+ * member, "gone" for a left or banned one (heroes only when nobody is present); never `joiner`,
+ * never a knock.
  */
+export function heroKind(e: StateEntry, joiner: string): HeroKind | undefined {
+  if (e.pdu.type !== "m.room.member" || typeof e.pdu.state_key !== "string" || e.pdu.state_key === joiner) return undefined;
+  const m = membershipOf(e.pdu);
+  return m === "join" || m === "invite" ? "present" : m === "leave" || m === "ban" ? "gone" : undefined;
+}
+
+/** The hero candidates of a state, by event ID (heroKind of each event). */
 export function heroCandidates(state: Iterable<StateEntry>, joiner: string): Map<string, HeroKind> {
   const out = new Map<string, HeroKind>();
   for (const e of state) {
-    if (e.pdu.type !== "m.room.member" || typeof e.pdu.state_key !== "string" || e.pdu.state_key === joiner) continue;
-    const m = membershipOf(e.pdu);
-    if (m === "join" || m === "invite") out.set(e.eventId, "present");
-    else if (m === "leave" || m === "ban") out.set(e.eventId, "gone");
+    const kind = heroKind(e, joiner);
+    if (kind) out.set(e.eventId, kind);
   }
   return out;
 }
@@ -68,12 +73,13 @@ export function heroCandidates(state: Iterable<StateEntry>, joiner: string): Map
 export class HeroPicker {
   private readonly present: string[] = [];
   private readonly gone: string[] = [];
-  constructor(private readonly candidates: ReadonlyMap<string, HeroKind>) {}
+  /** `kindOf`: an event ID's hero kind (heroKind; undefined for events not in the state). */
+  constructor(private readonly kindOf: (eventId: string) => HeroKind | undefined) {}
 
   /** Takes the next event IDs in stream order; true once no later event can change the heroes. */
   take(eventIds: Iterable<string>): boolean {
     for (const id of eventIds) {
-      const kind = this.candidates.get(id);
+      const kind = this.kindOf(id);
       if (kind === "present") this.present.push(id);
       else if (kind === "gone" && this.gone.length < MAX_HEROES) this.gone.push(id);
       if (this.present.length >= MAX_HEROES) return true;

@@ -23,7 +23,7 @@ import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
 import { applyRedactions, type StoredEvent } from "./redactions.js";
-import { heroCandidates, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
+import { heroKind, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
 
 /** State fields of m.room.member events start so (stateField: the JSON of [type, state_key]). */
 const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -3);
@@ -334,16 +334,21 @@ export class MembershipService {
    */
   private async partialJoinState(roomId: string, ids: ReadonlyMap<string, string>, pduOf: (field: string) => Pdu | undefined, joiner: string): Promise<StoredEvent[]> {
     const others: StoredEvent[] = [];
-    const memberFields: string[] = [];
+    // Member events by ID: their fields only (a PDU is looked at only for the events the hero
+    // search meets in the timeline).
+    const memberField = new Map<string, string>();
     for (const [field, id] of ids) {
-      if (field.startsWith(MEMBER_FIELD_PREFIX)) memberFields.push(field);
+      if (field.startsWith(MEMBER_FIELD_PREFIX)) memberField.set(id, field);
       else others.push({ eventId: id, pdu: pduOf(field)! });
     }
     const keep = new Set<string>();
     const own = ids.get(stateField("m.room.member", joiner));
     if (own) keep.add(own);
     if (!namesItself(others)) {
-      const picker = new HeroPicker(heroCandidates(memberFields.map((f) => ({ eventId: ids.get(f)!, pdu: pduOf(f)! })), joiner));
+      const picker = new HeroPicker((id) => {
+        const field = memberField.get(id);
+        return field === undefined ? undefined : heroKind({ eventId: id, pdu: pduOf(field)! }, joiner);
+      });
       for (let from = 0; ; ) {
         const page = await this.store.timeline(roomId, from, HERO_PAGE);
         if (picker.take(page.map((e) => e.eventId)) || page.length < HERO_PAGE) break;
@@ -351,7 +356,7 @@ export class MembershipService {
       }
       for (const id of picker.heroes()) keep.add(id);
     }
-    const kept = memberFields.filter((f) => keep.has(ids.get(f)!)).map((f) => ({ eventId: ids.get(f)!, pdu: pduOf(f)! }));
+    const kept = [...keep].map((id) => ({ eventId: id, pdu: pduOf(memberField.get(id)!)! }));
     return partialJoinState([...others, ...kept], joiner, keep);
   }
 

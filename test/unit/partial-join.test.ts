@@ -70,7 +70,8 @@ describe("heroCandidates and HeroPicker: the m.heroes rules of the /sync room su
   ];
   for (const c of cases)
     test(c.why, () => {
-      const picker = new HeroPicker(heroCandidates(c.state, JOINER));
+      const candidates = heroCandidates(c.state, JOINER);
+      const picker = new HeroPicker((id) => candidates.get(id));
       const page = c.page ?? 100;
       let pages = 0;
       for (let i = 0; i < c.stream.length; i += page) {
