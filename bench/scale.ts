@@ -251,7 +251,15 @@ interface Timed {
 }
 
 /** make_{kind} then send_{kind}, each timed, with its response size. */
-async function timedHandshake(conn: Conn, from: FakeServer, destination: string, kind: "join" | "knock", roomId: string, userId: string): Promise<{ make: Timed; send: Timed }> {
+async function timedHandshake(
+  conn: Conn,
+  from: FakeServer,
+  destination: string,
+  kind: "join" | "knock",
+  roomId: string,
+  userId: string,
+  sendQuery = "",
+): Promise<{ make: Timed; send: Timed; answer: Buffer }> {
   const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
   const makePath = `/_matrix/federation/v1/make_${kind}/${enc(roomId)}/${enc(userId)}?${ver}`;
   const m0 = performance.now();
@@ -260,13 +268,13 @@ async function timedHandshake(conn: Conn, from: FakeServer, destination: string,
   if (made.status !== 200) throw new HandshakeError(`make_${kind}`, made.status, made.body.toString());
   const m = JSON.parse(made.body.toString()) as { room_version: string; event: Record<string, unknown> };
   const { pdu, eventId } = signEvent(from, m.event, m.room_version);
-  const sendPath = kind === "knock" ? `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}` : `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`;
+  const sendPath = kind === "knock" ? `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}` : `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}${sendQuery}`;
   const req = signedRequest(from, destination, "PUT", sendPath, pdu);
   const s0 = performance.now();
   const sent = await conn.request(req);
   const send = { ms: performance.now() - s0, bytes: sent.body.length };
   if (sent.status !== 200) throw new HandshakeError(`send_${kind}`, sent.status, sent.body.toString().slice(0, 300));
-  return { make, send };
+  return { make, send, answer: sent.body };
 }
 
 interface RoomFigures {
@@ -276,6 +284,9 @@ interface RoomFigures {
   makeJoinMs: number;
   sendJoinMs: number;
   sendJoinBytes: number;
+  /** send_join?omit_members=true (a partial-state join, spec v1.6+). */
+  sendJoinOmitMs: number;
+  sendJoinOmitBytes: number;
   redisPerMember?: number;
   heapPerMember?: number;
   rssAfter?: number;
@@ -303,7 +314,8 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
   const version = getRoomVersion(ROOM_VERSION)!;
   const JOINERS = 3;
-  const farm = await SinkFarm.start(1 + JOINERS + 1, ROOM_VERSION);
+  // The bulk server, JOINERS full joins, JOINERS partial-state joins, one cold-start joiner.
+  const farm = await SinkFarm.start(1 + 2 * JOINERS + 1, ROOM_VERSION);
   try {
     await farm.verifyAs(target.identity);
     const roomId = await target.createPublicRoom();
@@ -384,7 +396,7 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     const asked = Object.entries(await farm.served()).map(([k, v]) => `${k} ${fmt(v.requests)} (${fmt(v.events)} events${v.notFound ? `, ${fmt(v.notFound)} × 404` : ""})`);
     log(`asked the origin during the build: ${asked.length ? asked.join(", ") : "nothing"}`);
 
-    const fig: RoomFigures = { members, buildSeconds, buildPdusPerSec: (members - 1) / buildSeconds, makeJoinMs: NaN, sendJoinMs: NaN, sendJoinBytes: NaN };
+    const fig: RoomFigures = { members, buildSeconds, buildPdusPerSec: (members - 1) / buildSeconds, makeJoinMs: NaN, sendJoinMs: NaN, sendJoinBytes: NaN, sendJoinOmitMs: NaN, sendJoinOmitBytes: NaN };
     if (probed) {
       fig.redisPerMember = ((await probed.storeBytes()) - redis0) / (members - 1);
       fig.heapPerMember = ((await probed.memoryBytes()) - heap0) / (members - 1);
@@ -394,6 +406,7 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
 
     // --- 3 new servers join: make_join / send_join ----------------------------------------------------
     const joins: { make: Timed; send: Timed }[] = [];
+    const partial: { make: Timed; send: Timed }[] = [];
     for (let k = 1; k <= JOINERS; k++) {
       const s = farm.server(k);
       joins.push(await timedHandshake(conn, s, target.serverName, "join", roomId, `@new:${s.serverName}`));
@@ -403,6 +416,16 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     fig.sendJoinMs = med(joins.map((j) => j.send.ms));
     fig.sendJoinBytes = med(joins.map((j) => j.send.bytes));
     log(`new servers joining (median of ${JOINERS}): make_join ${fmt(fig.makeJoinMs, 1)} ms (${fmt(med(joins.map((j) => j.make.bytes)))} B), send_join ${fmt(fig.sendJoinMs)} ms, response ${fmt(fig.sendJoinBytes / 1048576, 1)} MB`);
+    let omitted = 0;
+    for (let k = JOINERS + 1; k <= 2 * JOINERS; k++) {
+      const s = farm.server(k);
+      const j = await timedHandshake(conn, s, target.serverName, "join", roomId, `@partial:${s.serverName}`, "?omit_members=true");
+      if ((JSON.parse(j.answer.toString()) as { members_omitted?: unknown }).members_omitted === true) omitted++;
+      partial.push(j);
+    }
+    fig.sendJoinOmitMs = med(partial.map((j) => j.send.ms));
+    fig.sendJoinOmitBytes = med(partial.map((j) => j.send.bytes));
+    log(`with omit_members=true (median of ${JOINERS}): send_join ${fmt(fig.sendJoinOmitMs)} ms, response ${fmt(fig.sendJoinOmitBytes / 1024)} kB; members_omitted in ${omitted} of ${JOINERS} answers`);
     conn.close();
 
     // --- cold start ------------------------------------------------------------------------------------
@@ -412,7 +435,7 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
       const c0 = performance.now();
       await probed.start();
       fig.coldStartMs = performance.now() - c0;
-      const s = farm.server(JOINERS + 1);
+      const s = farm.server(2 * JOINERS + 1);
       const c = new Conn("127.0.0.1", target.port);
       const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
       const made = await c.request(signedRequest(s, target.serverName, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(`@cold:${s.serverName}`)}?${ver}`));
@@ -474,6 +497,8 @@ export async function scaleRoomRow(opts: { sizes: number[]; synapse: SynapseProc
       { metric: "make_join (ms)", digits: 1, gatehouse: g.map((x) => x.makeJoinMs), ...(syn ? { synapse: s.map((x) => x?.makeJoinMs) } : {}) },
       { metric: "send_join (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinMs) } : {}) },
       { metric: "send_join response (kB)", digits: 0, gatehouse: g.map((x) => x.sendJoinBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.sendJoinBytes / 1024 : undefined)) } : {}) },
+      { metric: "send_join omit_members (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinOmitMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinOmitMs) } : {}) },
+      { metric: "send_join omit_members response (kB)", digits: 1, gatehouse: g.map((x) => x.sendJoinOmitBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.sendJoinOmitBytes / 1024 : undefined)) } : {}) },
       { metric: "store per member (B; Gatehouse: Redis used_memory, Synapse: SQLite pages in use)", digits: 0, gatehouse: g.map((x) => x.redisPerMember), ...(syn ? { synapse: s.map((x) => x?.redisPerMember) } : {}) },
       { metric: "memory per member (B; Gatehouse: live heap after GC, Synapse: RSS)", digits: 0, gatehouse: g.map((x) => x.heapPerMember), ...(syn ? { synapse: s.map((x) => x?.heapPerMember) } : {}) },
       { metric: "RSS before restart (MB)", digits: 1, gatehouse: g.map((x) => (x.rssAfter ?? NaN) / 1048576), ...(syn ? { synapse: s.map((x) => (x?.rssAfter ?? NaN) / 1048576) } : {}) },

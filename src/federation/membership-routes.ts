@@ -4,6 +4,7 @@
  */
 import { Router, type Request, type RequestHandler } from "express";
 import { route } from "../http/errors.js";
+import { invalidParam } from "../protocol/errors.js";
 import type { MembershipService, HandshakeMembership } from "../rooms/membership.js";
 
 function versions(query: unknown): string[] | undefined {
@@ -11,6 +12,18 @@ function versions(query: unknown): string[] | undefined {
   if (ver === undefined) return undefined;
   const list = Array.isArray(ver) ? ver : [ver];
   return list.filter((v): v is string => typeof v === "string");
+}
+
+/**
+ * send_join's `omit_members` (spec v1.6+: a boolean query parameter): "true" asks for a
+ * partial-state answer; absent or "false" for the full one; anything else is 400 M_INVALID_PARAM
+ * (as Synapse's parse_boolean answers).
+ */
+export function omitMembersOf(query: unknown): boolean {
+  const v = (query as Record<string, unknown>).omit_members;
+  if (v === undefined || v === "false") return false;
+  if (v === "true") return true;
+  throw invalidParam("omit_members must be true or false");
 }
 
 /** `knockLimit` runs before make_knock and send_knock (per-room knock rate limit). */
@@ -49,8 +62,10 @@ export function membershipRouter(membership: MembershipService, knockLimit?: Req
     "/_matrix/federation/v2/send_join/:roomId/:eventId",
     route(async (req, res) => {
       const roomId = req.params.roomId as string;
+      // Parsed before anything is written: a bad value is refused with nothing persisted.
+      const omitMembers = omitMembersOf(req.query);
       const out = await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "join");
-      res.json(await membership.sendJoinResponse(roomId, out.eventId, out.pdu, out.stateBefore));
+      res.json(await membership.sendJoinResponse(roomId, out.eventId, out.pdu, out.stateBefore, { omitMembers }));
     }),
   );
 

@@ -322,9 +322,12 @@ export class RoomHistory {
     const before = await this.store.stateAt(roomId, eventId, "before");
     if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
     const stateIds = [...before.values()];
-    const chain = await this.store.authChain(roomId, stateIds);
-    if (!withPdus) return { stateIds, authChainIds: [...chain.keys()], state: [], chain: [] };
+    if (!withPdus) return { stateIds, authChainIds: [...(await this.store.authChain(roomId, stateIds)).keys()], state: [], chain: [] };
+    // Read once: the auth chain walk starts from these events (/state of a 100,000-member room,
+    // which Synapse asks after a partial-state join, read every state event twice otherwise:
+    // the event cache holds 5,000).
     const stateEvents = await this.store.getEvents(roomId, stateIds);
+    const chain = await this.store.authChain(roomId, stateIds, stateEvents);
     const stored = (m: Map<string, Pdu>, ids: Iterable<string>) => [...ids].flatMap((id) => (m.has(id) ? [{ eventId: id, pdu: m.get(id)! }] : []));
     const [state, chainServed] = await Promise.all([
       applyRedactions(this.store, roomId, snap.version, stored(stateEvents, stateIds)),

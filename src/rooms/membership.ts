@@ -23,6 +23,12 @@ import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
 import { applyRedactions, type StoredEvent } from "./redactions.js";
+import { heroKind, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
+
+/** State fields of m.room.member events start so (stateField: the JSON of [type, state_key]). */
+const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -3);
+/** Timeline events read per page while looking for a nameless room's heroes. */
+const HERO_PAGE = 500;
 
 export type HandshakeMembership = "knock" | "join" | "leave";
 
@@ -268,36 +274,90 @@ export class MembershipService {
     return addEventSignature(pdu, this.rooms.serverName, this.rooms.signingKey, snap.version);
   }
 
-  /** send_join's answer (v2): state before the join, its auth chain, and our co-signed event; redactions applied. */
-  async sendJoinResponse(roomId: string, eventId: string, pdu: Pdu, stateBefore: RoomSnapshot | undefined): Promise<Record<string, unknown>> {
-    let stored: StoredEvent[];
+  /**
+   * send_join's answer (v2): state before the join, its auth chain, and our co-signed event;
+   * redactions applied. With `omitMembers` (the caller sent `omit_members=true`), a partial-state
+   * answer (protocol/partial-join.ts): membership events are left out of `state` except the
+   * joiner's own and, in a room without a name or canonical alias, the heroes'; `auth_chain`
+   * covers the join and the state kept, less the events already in `state`.
+   */
+  async sendJoinResponse(
+    roomId: string,
+    eventId: string,
+    pdu: Pdu,
+    stateBefore: RoomSnapshot | undefined,
+    opts: { omitMembers?: boolean } = {},
+  ): Promise<Record<string, unknown>> {
+    const joiner = pdu.state_key ?? pdu.sender;
+    // The state before the join: field → event ID, and each event as served (redactions applied).
+    let ids: ReadonlyMap<string, string>;
+    let pduOf: (field: string) => Pdu | undefined;
     if (stateBefore) {
-      stored = [...stateBefore.stateIds].map(([field, id]) => ({ eventId: id, pdu: stateBefore.state.get(field)! }));
+      // A snapshot's state is already as served: redactions applied (see strippedState).
+      ids = stateBefore.stateIds;
+      pduOf = (field) => stateBefore.state.get(field);
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
       // again, not the current state, which already holds the join itself.
       const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
       const events = await this.store.getEvents(roomId, [...before.values()]);
-      stored = [...before.values()].filter((id) => events.has(id)).map((id) => ({ eventId: id, pdu: events.get(id)! }));
+      const version = (await this.rooms.requireRoom(roomId)).version;
+      const served = await applyRedactions(this.store, roomId, version, [...events].map(([id, ev]) => ({ eventId: id, pdu: ev })));
+      const byId = new Map(served.map((e) => [e.eventId, e.pdu]));
+      ids = new Map([...before].filter(([, id]) => byId.has(id)));
+      pduOf = (field) => byId.get(before.get(field)!);
     }
-    const chain = await this.store.authChain(roomId, [...stored.map((e) => e.eventId), eventId]);
-    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map(stored.map((e) => [e.eventId, e.pdu]))));
+    const served = opts.omitMembers ? await this.partialJoinState(roomId, ids, pduOf, joiner) : [...ids].map(([field, id]) => ({ eventId: id, pdu: pduOf(field)! }));
+    // Servers with joined members before the join (spec: servers_in_room), and us, the resident.
+    const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map([...ids].map(([field, id]) => [id, pduOf(field)!]))));
     servers.add(this.rooms.serverName);
-    const joiner = serverOfUserId(pdu.sender);
-    if (joiner) servers.add(joiner);
     const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
-    const [state, authChain] = await Promise.all([
-      applyRedactions(this.store, roomId, version, stored),
-      applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev }))),
-    ]);
+    const known = new Map(served.map((e) => [e.eventId, e.pdu]));
+    const chain = await this.store.authChain(roomId, [...known.keys(), eventId], known);
+    if (opts.omitMembers) for (const id of known.keys()) chain.delete(id);
+    const authChain = await applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev })));
     return {
       origin: this.rooms.serverName,
-      state: state.map((e) => e.pdu),
+      state: served.map((e) => e.pdu),
       auth_chain: authChain.map((e) => e.pdu),
       event: pdu,
-      members_omitted: false,
+      members_omitted: opts.omitMembers === true,
       servers_in_room: [...servers].sort(),
     };
+  }
+
+  /**
+   * The state a partial-state send_join keeps (protocol/partial-join.ts): the non-member events,
+   * the joiner's membership, and in a room without name or canonical alias the heroes'. Heroes
+   * are found by reading the room's timeline from its start, a page at a time, until 5 present
+   * members were seen (usually the first page: the creator and the first members to join).
+   */
+  private async partialJoinState(roomId: string, ids: ReadonlyMap<string, string>, pduOf: (field: string) => Pdu | undefined, joiner: string): Promise<StoredEvent[]> {
+    const others: StoredEvent[] = [];
+    // Member events by ID: their fields only (a PDU is looked at only for the events the hero
+    // search meets in the timeline).
+    const memberField = new Map<string, string>();
+    for (const [field, id] of ids) {
+      if (field.startsWith(MEMBER_FIELD_PREFIX)) memberField.set(id, field);
+      else others.push({ eventId: id, pdu: pduOf(field)! });
+    }
+    const keep = new Set<string>();
+    const own = ids.get(stateField("m.room.member", joiner));
+    if (own) keep.add(own);
+    if (!namesItself(others)) {
+      const picker = new HeroPicker((id) => {
+        const field = memberField.get(id);
+        return field === undefined ? undefined : heroKind({ eventId: id, pdu: pduOf(field)! }, joiner);
+      });
+      for (let from = 0; ; ) {
+        const page = await this.store.timeline(roomId, from, HERO_PAGE);
+        if (picker.take(page.map((e) => e.eventId)) || page.length < HERO_PAGE) break;
+        from = page[page.length - 1]!.stream + 1;
+      }
+      for (const id of picker.heroes()) keep.add(id);
+    }
+    const kept = [...keep].map((id) => ({ eventId: id, pdu: pduOf(memberField.get(id)!)! }));
+    return partialJoinState([...others, ...kept], joiner, keep);
   }
 
   // ------------------------------------------------------------------------------------------

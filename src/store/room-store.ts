@@ -1059,18 +1059,35 @@ export class RoomStore {
     return state;
   }
 
-  /** Every event reachable through auth_events from the given events (not including them). */
-  async authChain(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+  /**
+   * Every event reachable through auth_events from the given events (not including them).
+   * `known` events (e.g. a snapshot's state, already in memory) are not read again: a send_join
+   * in a 100,000-member room read all 100,000 state events back from Redis (MGET, JSON.parse)
+   * just to learn their auth_events.
+   */
+  async authChain(roomId: string, eventIds: readonly string[], known?: ReadonlyMap<string, Pdu>): Promise<Map<string, Pdu>> {
     const seen = new Map<string, Pdu>();
+    const read = async (ids: string[]): Promise<Map<string, Pdu>> => {
+      if (!known) return this.getEvents(roomId, ids);
+      const out = new Map<string, Pdu>();
+      const rest: string[] = [];
+      for (const id of ids) {
+        const ev = known.get(id);
+        if (ev) out.set(id, ev);
+        else rest.push(id);
+      }
+      for (const [id, ev] of await this.getEvents(roomId, rest)) out.set(id, ev);
+      return out;
+    };
     let frontier = [...new Set(eventIds)];
-    const start = await this.getEvents(roomId, frontier);
+    const start = await read(frontier);
     frontier = [];
     for (const ev of start.values()) frontier.push(...authEventIds(ev));
     while (frontier.length > 0) {
       const todo = [...new Set(frontier)].filter((id) => !seen.has(id));
       frontier = [];
       if (todo.length === 0) break;
-      const found = await this.getEvents(roomId, todo);
+      const found = await read(todo);
       for (const [id, ev] of found) {
         seen.set(id, ev);
         frontier.push(...authEventIds(ev));
