@@ -14,7 +14,7 @@
  *
  * What is left of RSS after V8's physical heap, the ArrayBuffers and file-backed pages is native
  * memory: malloc arenas (fragmentation), OpenSSL, libuv, zlib. The periodic samples do not force
- * a GC. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
+ * a GC; MEM_PROBE_HEAP_SNAPSHOTS_MIN (minutes, comma-separated) writes heap snapshots. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
  * scale rows (bench/scale.ts) read the live heap that way (heap per member, per destination).
  */
 import { appendFileSync, readFileSync } from "node:fs";
@@ -126,6 +126,18 @@ if (file) {
   };
   setTimeout(write, 1000).unref();
   setInterval(write, interval).unref();
+  // MEM_PROBE_HEAP_SNAPSHOTS_MIN="12,57": a V8 heap snapshot (which collects first: live objects
+  // only) at those minutes, next to MEM_PROBE_FILE, to diff what the live heap gained between them.
+  for (const min of (process.env.MEM_PROBE_HEAP_SNAPSHOTS_MIN ?? "").split(",").filter(Boolean).map(Number)) {
+    setTimeout(() => {
+      try {
+        const snapshot = v8.writeHeapSnapshot(`${file}.${min}min.heapsnapshot`);
+        appendFileSync(file, JSON.stringify({ ...sample(), snapshot }) + "\n");
+      } catch {
+        /* the bench removed the folder */
+      }
+    }, min * 60_000).unref();
+  }
   v8.setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc");
   process.on("SIGUSR2", () => {
