@@ -7,22 +7,40 @@
  * - `v8.getHeapStatistics()`: total_physical_size, malloced_memory (V8's own malloc), and the
  *   committed size of each heap space (new, old, code, large object…);
  * - /proc/self/status: RssAnon, RssFile, VmData, Threads;
+ * - outbound TLS connections made (`tls.connect`) and TLS contexts built, counted since start;
  * - /proc/self/smaps: resident anonymous memory split into glibc's main heap (`[heap]`, brk),
  *   regions inside 64 MiB-aligned reservations (glibc's per-thread malloc arenas), and the rest
  *   (V8's pages, thread stacks, mmapped malloc chunks).
  *
  * What is left of RSS after V8's physical heap, the ArrayBuffers and file-backed pages is native
  * memory: malloc arenas (fragmentation), OpenSSL, libuv, zlib. The periodic samples do not force
- * a GC. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
+ * a GC; MEM_PROBE_HEAP_SNAPSHOTS_MIN (minutes, comma-separated) writes heap snapshots. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
  * scale rows (bench/scale.ts) read the live heap that way (heap per member, per destination).
  */
 import { appendFileSync, readFileSync } from "node:fs";
+import tls from "node:tls";
 import v8 from "node:v8";
 import { runInNewContext } from "node:vm";
 
 const file = process.env.MEM_PROBE_FILE;
 const interval = Number(process.env.MEM_PROBE_INTERVAL_MS ?? "60000");
 const t0 = Date.now();
+
+// Counts of outbound TLS connections and of TLS contexts built (each one an OpenSSL SSL_CTX):
+// connection churn is a source of native memory (bench/README.md, "Memory").
+const tlsCounts = { connects: 0, contexts: 0 };
+if (file) {
+  const connect = tls.connect;
+  tls.connect = function (...args) {
+    tlsCounts.connects++;
+    return connect.apply(this, args);
+  };
+  const createSecureContext = tls.createSecureContext;
+  tls.createSecureContext = function (...args) {
+    tlsCounts.contexts++;
+    return createSecureContext.apply(this, args);
+  };
+}
 
 function statusKb(text, key) {
   const m = new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(text);
@@ -92,6 +110,8 @@ function sample() {
     rssFile: statusKb(status, "RssFile"),
     vmData: statusKb(status, "VmData"),
     threads: Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    tlsConnects: tlsCounts.connects,
+    tlsContexts: tlsCounts.contexts,
     ...smapsSplit(),
   };
 }
@@ -106,6 +126,18 @@ if (file) {
   };
   setTimeout(write, 1000).unref();
   setInterval(write, interval).unref();
+  // MEM_PROBE_HEAP_SNAPSHOTS_MIN="12,57": a V8 heap snapshot (which collects first: live objects
+  // only) at those minutes, next to MEM_PROBE_FILE, to diff what the live heap gained between them.
+  for (const min of (process.env.MEM_PROBE_HEAP_SNAPSHOTS_MIN ?? "").split(",").filter(Boolean).map(Number)) {
+    setTimeout(() => {
+      try {
+        const snapshot = v8.writeHeapSnapshot(`${file}.${min}min.heapsnapshot`);
+        appendFileSync(file, JSON.stringify({ ...sample(), snapshot }) + "\n");
+      } catch {
+        /* the bench removed the folder */
+      }
+    }, min * 60_000).unref();
+  }
   v8.setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc");
   process.on("SIGUSR2", () => {
