@@ -70,14 +70,17 @@ async function serve(): Promise<void> {
   const { createLogger } = await import("./logger.js");
   const logger = createLogger(config.logLevel);
   const { startGatehouse } = await import("./server.js");
-  let running;
+  // The handlers come first: a signal during the start (a pod deleted while it starts) waits for
+  // the start to finish, then stops as any stop does (locks released, Redis stopped), instead
+  // of ending the process mid-start with whatever it had claimed still locked.
+  const starting = startGatehouse(config, logger);
+  onSignals(config, logger, async () => (await starting).stop());
   try {
-    running = await startGatehouse(config, logger);
+    await starting;
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, "gatehouse failed to start");
     process.exit(1);
   }
-  onSignals(config, logger, () => running.stop());
 }
 
 function onSignals(config: Config, logger: Logger, stop: () => Promise<void>): void {
@@ -100,14 +103,15 @@ async function worker(): Promise<void> {
   const { createLogger } = await import("./logger.js");
   const logger = createLogger(config.logLevel);
   const { startWorker } = await import("./server.js");
-  let running;
+  // As serve: a signal during the start stops once the start is done.
+  const starting = startWorker(config, logger);
+  onSignals(config, logger, async () => (await starting).stop());
   try {
-    running = await startWorker(config, logger);
+    await starting;
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, "gatehouse worker failed to start");
     process.exit(1);
   }
-  onSignals(config, logger, () => running.stop());
 }
 
 /** The admin API base URL of the running serve, from GATEHOUSE_ADMIN_LISTEN (wildcards → loopback). */

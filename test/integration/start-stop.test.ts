@@ -142,6 +142,15 @@ test("a failed start (federation port in use) exits 1 and stops the embedded red
   }
 });
 
+test("SIGTERM during the start (right after the embedded redis-server started): the start finishes, then a clean exit 0, and no redis-server left behind (was: killed mid-start by the default action, its claims left locked)", async () => {
+  const s = serve("127.0.0.1:0");
+  const redisPort = await s.redisPort;
+  s.child.kill("SIGTERM");
+  const { code, signal } = await s.exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null });
+  assert.ok(await closedWithin(redisPort, 5000), `redis-server on ${redisPort} is still running after SIGTERM during the start`);
+});
+
 const signals: { signal: NodeJS.Signals; why: string }[] = [
   { signal: "SIGTERM", why: "what Kubernetes and systemd send" },
   { signal: "SIGINT", why: "Ctrl-C in a terminal" },

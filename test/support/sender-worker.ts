@@ -13,11 +13,13 @@ const s = makeSender({
   instanceId: process.env.GH_INSTANCE_ID || undefined,
   timeoutMs: Number(process.env.GH_TIMEOUT_MS ?? 5000),
 });
-await s.sender.startWorkers();
-process.stdout.write(`ready ${process.pid}\n`);
+// The handler is installed before "ready" is printed: the tests send SIGTERM as soon as they
+// read it, and on a loaded machine this process can be descheduled right after the write.
 process.once("SIGTERM", () => {
   s.sender
     .close(Number(process.env.GH_SHUTDOWN_MS ?? 2000))
     .then(() => s.close())
     .then(() => process.exit(0));
 });
+await s.sender.startWorkers();
+process.stdout.write(`ready ${process.pid}\n`);
