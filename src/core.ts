@@ -254,7 +254,7 @@ export function buildCore(opts: CoreOptions): Core {
     onPdu: (outcome) => metrics.inboundPdus.inc({ outcome }),
     // /send knocks count against the same per-room bucket as send_knock (federation/app.ts).
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
-    missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }), gapStateMaxEvents: config.gapStateMaxEvents }),
+    missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }), gapStateMaxEvents: config.gapStateMaxEvents, clock }),
     participation,
     afterWrites: transactionAfterWrites,
   });

@@ -129,7 +129,7 @@ export class Metrics {
     });
     this.missingEvents = new Counter({
       name: "gatehouse_missing_events_total",
-      help: "Events fetched with get_missing_events (persisted, refused), gaps whose state was taken from the sender with /state_ids (state_taken) or could not be (state_failed, nothing written), and PDUs whose prev events stayed missing (gap_left: refused in rooms hosted elsewhere, checked as they are in rooms hosted here).",
+      help: "Events fetched with get_missing_events (persisted, refused), gaps whose state was taken from the sender with /state_ids (state_taken) or could not be (state_failed, nothing written) or were not tried because that sender's last fallback in the room failed (state_backoff), and PDUs whose prev events stayed missing (gap_left: refused in rooms hosted elsewhere, checked as they are in rooms hosted here).",
       labelNames: ["outcome"] as const,
       registers: r,
     });

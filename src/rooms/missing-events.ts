@@ -55,7 +55,17 @@ export type GapLeftPolicy = "check" | "refuse";
  * a gap; state_taken: a gap whose state was taken from the sender (/state_ids), state_failed: a
  * fallback that failed (nothing written).
  */
-export type MissingEventOutcome = "persisted" | "refused" | "gap_left" | "state_taken" | "state_failed";
+export type MissingEventOutcome = "persisted" | "refused" | "gap_left" | "state_taken" | "state_failed" | "state_backoff";
+
+/**
+ * After a state fallback from a sender fails in a room, that sender's next gaps in the room do
+ * not try it again for a while (as Synapse backs off pulling events it failed to get): 1 minute,
+ * doubled on each failure in a row up to an hour, cleared by a success. Without it, a sender
+ * that answers badly could make every PDU it sends cost a whole (bounded) fallback.
+ */
+export const STATE_FALLBACK_BACKOFF_MS = { first: 60_000, max: 3_600_000 } as const;
+/** Senders × rooms whose backoff is remembered (the oldest is forgotten first). */
+const STATE_FALLBACK_BACKOFF_ENTRIES = 10_000;
 
 export interface MissingEventsDeps {
   rooms: Pick<RoomService, "snapshot" | "verifyRemoteEvent" | "persistEvent">;
@@ -65,10 +75,14 @@ export interface MissingEventsDeps {
   onOutcome?: (outcome: MissingEventOutcome) => void;
   /** Events one state fallback may fetch (GATEHOUSE_GAP_STATE_MAX_EVENTS); 0 turns it off. */
   gapStateMaxEvents?: number;
+  /** Milliseconds since the epoch (the state fallback's backoff); Date.now by default. */
+  clock?: () => number;
 }
 
 export class MissingEvents {
   private readonly gapState: GapState;
+  /** `origin NUL roomId` → when the state fallback may be tried again, and the failures in a row. */
+  private readonly stateBackoff = new Map<string, { until: number; failures: number }>();
 
   constructor(private readonly deps: MissingEventsDeps) {
     this.gapState = new GapState(deps);
@@ -207,18 +221,31 @@ export class MissingEvents {
     const roomId = snap.room.roomId;
     const max = this.deps.gapStateMaxEvents ?? 0;
     if (max <= 0) return new Map();
+    const key = `${origin}\u0000${roomId}`;
+    const now = (this.deps.clock ?? Date.now)();
+    const backoff = this.stateBackoff.get(key);
+    if (backoff && now < backoff.until) {
+      this.deps.onOutcome?.("state_backoff");
+      logger.info({ origin, roomId, eventId, retryInMs: backoff.until - now }, "not taking the state at a gap from this server again yet (its last answer failed)");
+      return new Map();
+    }
     try {
       const { states, fetched } = await this.gapState.statesAfter(origin, roomId, snap.version, createEventIdOf(snap), prevIds, max);
       // A non-state prev event is not needed (it is in no state); a state one is stored with the
       // state it is in. Neither enters the timeline.
       const outliers = [...fetched].filter(([id, ev]) => !prevIds.includes(id) || typeof ev.state_key === "string").map(([id, pdu]) => ({ eventId: id, pdu }));
       if (outliers.length > 0) await store.persistBackfill(roomId, { groups: [], outliers, events: [] });
+      this.stateBackoff.delete(key);
       this.deps.onOutcome?.("state_taken");
       logger.info({ origin, roomId, eventId, prevEvents: prevIds, outliers: outliers.length }, "took the state at a gap from the sending server");
       return states;
     } catch (e) {
       if (!(e instanceof GapStateError) && !(e instanceof FederationRequestError) && !(e instanceof MatrixError)) throw e;
       this.deps.onOutcome?.("state_failed");
+      const failures = (backoff?.failures ?? 0) + 1;
+      this.stateBackoff.delete(key);
+      this.stateBackoff.set(key, { until: now + Math.min(STATE_FALLBACK_BACKOFF_MS.first * 2 ** (failures - 1), STATE_FALLBACK_BACKOFF_MS.max), failures });
+      if (this.stateBackoff.size > STATE_FALLBACK_BACKOFF_ENTRIES) this.stateBackoff.delete(this.stateBackoff.keys().next().value!);
       logger.warn({ origin, roomId, eventId, prevEvents: prevIds, err: e.message }, "could not take the state at a gap from the sending server; nothing written");
       return new Map();
     }

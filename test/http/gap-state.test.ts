@@ -251,6 +251,35 @@ describe("a room hosted elsewhere: the state at a gap get_missing_events leaves 
   }
 });
 
+describe("a sender whose state fallback failed is not asked again at once (backoff)", () => {
+  test("v12: the second gap from a sender that does not answer /state_ids costs no fallback (state_backoff); the first was tried and failed", async () => {
+    const h = await FakeHost.room([host, other], "12");
+    const me = gh.local(`_backoff${Math.random().toString(36).slice(2, 8)}`);
+    assert.equal((await gh.admin.post(`${ADMIN}/remote/join`).send({ user_id: me, room_id: h.roomId, via: [host.serverName] })).status, 200);
+    const gap = buildGap(h, h.user("alice"), { carol: true, gapJoins: 0 });
+    let stateIdsAsked = 0;
+    h.override = (req) => {
+      if (!path(req).startsWith(`${FED}/v1/state_ids/`)) return null;
+      stateIdsAsked++;
+      return fail503();
+    };
+    const [failed, backoff] = [await metric("state_failed"), await metric("state_backoff")];
+    const first = await send(gap.from, [gap.pdu.pdu]);
+    assert.match(first.body.pdus[gap.pdu.eventId]?.error ?? "", /are unknown and could not be fetched/);
+    assert.ok(stateIdsAsked > 0, "the first gap tried the fallback");
+    assert.equal((await metric("state_failed")) - failed, 1);
+    // Carol's next message sits on the same gap: within the backoff nothing is asked again.
+    const again = h.build("m.room.message", h.user("carol", other), { msgtype: "m.text", body: "carol, again" });
+    const asked = stateIdsAsked;
+    const second = await gh.assertNothingWritten(() => send(gap.from, [again.pdu]));
+    assert.match(second.body.pdus[again.eventId]?.error ?? "", /are unknown and could not be fetched/);
+    assert.equal(stateIdsAsked, asked, "no /state_ids during the backoff");
+    assert.equal((await metric("state_failed")) - failed, 1, "not tried, so not failed again");
+    assert.equal((await metric("state_backoff")) - backoff, 1);
+    h.override = null;
+  });
+});
+
 describe("a hosted room: the state at a gap is taken from the sender too", () => {
   /** A room Gatehouse hosts where the host server's moderator has power 100, mirrored by a FakeHost. */
   async function hostedRoom(versionId: string): Promise<{ h: FakeHost; mod: string; roomId: string }> {
