@@ -5,7 +5,9 @@
  * that spec versions before 1.4 used).
  */
 import type { AppserviceRegistration } from "./registration.js";
-import { parseResponseBody } from "../net/federation-client.js";
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { parseResponseBody, readBody } from "../net/federation-client.js";
 
 /**
  * The largest answer body read from an application service. Its answers are small (`{}` for a
@@ -64,7 +66,8 @@ export class AppserviceClient {
     }
     let bytes: Buffer;
     try {
-      bytes = await readCapped(res, APPSERVICE_MAX_RESPONSE_BYTES);
+      // The same capped read as other servers' answers (federation-client.ts readBody).
+      bytes = res.body ? await readBody(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), APPSERVICE_MAX_RESPONSE_BYTES) : Buffer.alloc(0);
     } catch (err) {
       throw new AppserviceRequestError(`${reg.id}: answered ${res.status} with ${(err as Error).message}`, res.status, undefined);
     }
@@ -95,26 +98,3 @@ export class AppserviceClient {
   }
 }
 
-/** The whole body of `res`, or an error once it passes `limit` bytes (the rest is not read). */
-async function readCapped(res: Response, limit: number): Promise<Buffer> {
-  if (!res.body) return Buffer.alloc(0);
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    let step: Awaited<ReturnType<typeof reader.read>>;
-    try {
-      step = await reader.read();
-    } catch (err) {
-      throw new Error(`a body that broke off: ${(err as Error).message}`);
-    }
-    if (step.done) break;
-    size += step.value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => undefined);
-      throw new Error(`a body larger than ${limit} bytes`);
-    }
-    chunks.push(step.value);
-  }
-  return Buffer.concat(chunks);
-}

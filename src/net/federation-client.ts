@@ -9,6 +9,7 @@ import http from "node:http";
 import dns from "node:dns";
 import tls from "node:tls";
 import { isIP, type LookupFunction } from "node:net";
+import type { Readable } from "node:stream";
 import { ServerResolver, cacheSecondsFromHeaders, type ResolvedServer, type WellKnownAnswer } from "./discovery.js";
 import { AddressGuard } from "./ip-ranges.js";
 import { resolveSrvWithTtl } from "./srv.js";
@@ -186,7 +187,8 @@ export function parseResponseBody(bytes: Buffer): { ok: true; body: unknown; raw
   return { ok: true, body, rawBody };
 }
 
-function readBody(res: http.IncomingMessage, limit: number): Promise<Buffer> {
+/** The whole body of `res`; past `limit` bytes the stream is destroyed (the rest is not read) and the error is `malformed`. */
+export function readBody(res: Readable, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
