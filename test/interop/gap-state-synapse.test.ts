@@ -16,14 +16,11 @@
  */
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
 import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { NAMED, topologies } from "../support/topology.js";
+import { NAMED, startGatehouseWithClientAppservice, topologies } from "../support/topology.js";
 import { NetCut, netCutUnavailable, stateDiff, synapseState, type StateIds } from "../support/interop-state.js";
 
 const enc = encodeURIComponent;
@@ -39,8 +36,8 @@ for (const topology of topologies("gs")) {
     let owner: SynapseUser;
     let late: SynapseUser;
     let cut: NetCut;
-    let dir: string;
-    const asToken = randomBytes(18).toString("base64url");
+    let asToken: string;
+    let removeFiles: (() => void) | undefined;
 
     before(async () => {
       installPeers();
@@ -49,25 +46,11 @@ for (const topology of topologies("gs")) {
       hs.start();
       owner = await hs.user("gsowner");
       late = await hs.user("gslate");
-      dir = mkdtempSync(join(tmpdir(), "gatehouse-gs-interop-"));
-      // An application service with no URL: it acts through the client API and takes no pushes.
-      const registration = {
-        id: "gapstate",
-        url: null,
-        as_token: asToken,
-        hs_token: randomBytes(18).toString("base64url"),
-        sender_localpart: "gapstatebot",
-        rate_limited: false,
-        namespaces: { users: [{ exclusive: true, regex: "@_gs_.*" }], aliases: [], rooms: [] },
-      };
-      writeFileSync(join(dir, "registration.yaml"), JSON.stringify(registration));
-      lb = await topology.startGatehouse(`gs-${topology.name}`, {
-        GATEHOUSE_APPSERVICE_REGISTRATION_FILES: join(dir, "registration.yaml"),
-        GATEHOUSE_CLIENT_LISTEN: "127.0.0.1:0",
+      ({ lb, asToken, removeFiles } = await startGatehouseWithClientAppservice(topology, "gs", {
         // Retries at most 1 s apart: the heal should be seen soon.
         GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "100",
         GATEHOUSE_SENDER_BACKOFF_MAX_MS: "1000",
-      });
+      }));
       const gate = topology.name === "named" ? { address: NAMED.gate.address, port: NAMED.gate.port } : { address: "127.0.0.1", port: Number(lb.serverName.split(":").pop()) };
       cut = new NetCut([gate, { address: hs.named?.federationAddress ?? "127.0.0.1", port: hs.federationPort }]);
     });
@@ -76,7 +59,7 @@ for (const topology of topologies("gs")) {
       cut?.heal();
       await lb?.stop();
       hs?.stop();
-      rmSync(dir, { recursive: true, force: true });
+      removeFiles?.();
       await topology.teardown();
     });
 

@@ -11,14 +11,12 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import https from "node:https";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import type { LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
 import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { topologies } from "../support/topology.js";
+import { startGatehouseWithClientAppservice, topologies } from "../support/topology.js";
 
 const enc = encodeURIComponent;
 
@@ -29,8 +27,8 @@ for (const topology of topologies()) {
     let lb: LoopbackGatehouse;
     let hs: SynapsePeer;
     let owner: SynapseUser;
-    let dir: string;
-    const asToken = randomBytes(18).toString("base64url");
+    let asToken: string;
+    let removeFiles: (() => void) | undefined;
 
     before(async () => {
       installPeers();
@@ -39,28 +37,13 @@ for (const topology of topologies()) {
       hs = topology.name === "ip-literal" ? new SynapsePeer("reC", 19308, 19748) : topology.peer("C");
       hs.start();
       owner = await hs.user("reowner");
-      dir = mkdtempSync(join(tmpdir(), "gatehouse-re-interop-"));
-      // An application service with no URL: it acts through the client API and takes no pushes.
-      const registration = {
-        id: "elsewhere",
-        url: null,
-        as_token: asToken,
-        hs_token: randomBytes(18).toString("base64url"),
-        sender_localpart: "elsewherebot",
-        rate_limited: false,
-        namespaces: { users: [{ exclusive: true, regex: "@_re_.*" }], aliases: [], rooms: [] },
-      };
-      writeFileSync(join(dir, "registration.yaml"), JSON.stringify(registration));
-      lb = await topology.startGatehouse(`re-${topology.name}`, {
-        GATEHOUSE_APPSERVICE_REGISTRATION_FILES: join(dir, "registration.yaml"),
-        GATEHOUSE_CLIENT_LISTEN: "127.0.0.1:0",
-      });
+      ({ lb, asToken, removeFiles } = await startGatehouseWithClientAppservice(topology, "re"));
     });
 
     after(async () => {
       await lb?.stop();
       hs?.stop();
-      rmSync(dir, { recursive: true, force: true });
+      removeFiles?.();
       await topology.teardown();
     });
 

@@ -16,8 +16,10 @@
  *   (The certificate names are the spec's: the delegated host for .well-known with a port, the
  *   server name for SRV and 8448.)
  */
-import { rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { startLoopbackGatehouse, type LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { interopUnavailable, SynapsePeer } from "./synapse.js";
 import { namedUnavailable, TestCa, TestDns, TestHttpsServer, writeTempFiles } from "../../src/dev/named-federation.js";
@@ -187,3 +189,39 @@ export function topologies(peerPrefix?: string): InteropTopology[] {
 }
 
 export { NamedTopology };
+
+/**
+ * A Gatehouse of `topology` beside an application service with no URL (it acts through the client
+ * API, as a bridge does, and takes no pushes), whose users are `@_{ns}_.*`. Answers the Gatehouse,
+ * the service's as_token, and what removes the registration's folder once the Gatehouse stopped.
+ */
+export async function startGatehouseWithClientAppservice(
+  topology: InteropTopology,
+  ns: string,
+  env: Record<string, string | undefined> = {},
+): Promise<{ lb: LoopbackGatehouse; asToken: string; removeFiles: () => void }> {
+  const asToken = randomBytes(18).toString("base64url");
+  const dir = mkdtempSync(join(tmpdir(), `gatehouse-${ns}-interop-`));
+  const registration = {
+    id: ns,
+    url: null,
+    as_token: asToken,
+    hs_token: randomBytes(18).toString("base64url"),
+    sender_localpart: `${ns}bot`,
+    rate_limited: false,
+    namespaces: { users: [{ exclusive: true, regex: `@_${ns}_.*` }], aliases: [], rooms: [] },
+  };
+  writeFileSync(join(dir, "registration.yaml"), JSON.stringify(registration));
+  const removeFiles = () => rmSync(dir, { recursive: true, force: true });
+  try {
+    const lb = await topology.startGatehouse(`${ns}-${topology.name}`, {
+      GATEHOUSE_APPSERVICE_REGISTRATION_FILES: join(dir, "registration.yaml"),
+      GATEHOUSE_CLIENT_LISTEN: "127.0.0.1:0",
+      ...env,
+    });
+    return { lb, asToken, removeFiles };
+  } catch (e) {
+    removeFiles();
+    throw e;
+  }
+}
