@@ -129,12 +129,29 @@ export function verifyEventSignatures(
   lookup: VerifierLookup,
   options?: RedactOptions,
 ): EventSignatureCheck {
+  let redacted: Record<string, unknown> | undefined;
+  const redactedOnce = () => (redacted ??= redactEvent(event, roomVersion, options));
+  return signaturesOfRedacted(event, roomVersion, redactedOnce, () => signedBytes(redactedOnce()), lookup);
+}
+
+/**
+ * The signature check of verifyEventSignatures over a redacted copy and its signed bytes the
+ * caller may already hold (checkEvent encodes them once for the signatures and the event ID).
+ * `redacted` may throw (a redaction error is a failed check).
+ */
+function signaturesOfRedacted(
+  event: Record<string, unknown>,
+  roomVersion: RoomVersion,
+  redacted: () => Record<string, unknown>,
+  bytes: () => Buffer,
+  lookup: VerifierLookup,
+): EventSignatureCheck {
   const required = requiredSigningServers(event, roomVersion);
   if (!required.ok) return required;
   try {
-    const redacted = redactEvent(event, roomVersion, options);
+    const signatures = redacted().signatures;
     for (const server of required.servers) {
-      const check = verifySignedJson(redacted, server, lookup);
+      const check = verifySignaturesOver(bytes, signatures, server, lookup);
       if (!check.ok) return { ok: false, reason: check.reason };
     }
   } catch (e) {
@@ -176,21 +193,16 @@ export function checkEvent(
   }
   let bytes: Buffer | undefined;
   const referenceBytes = (): Buffer => (bytes ??= signedBytes(redacted!));
-  let sig: EventSignatureCheck = requiredSigningServers(event, roomVersion);
-  if (sig.ok) {
-    try {
+  const sig = signaturesOfRedacted(
+    event,
+    roomVersion,
+    () => {
       if (redacted === undefined) throw redactionError;
-      for (const server of sig.servers) {
-        const check = verifySignaturesOver(referenceBytes, redacted.signatures, server, lookup);
-        if (!check.ok) {
-          sig = { ok: false, reason: check.reason };
-          break;
-        }
-      }
-    } catch (e) {
-      sig = { ok: false, reason: expectedFailure(e) };
-    }
-  }
+      return redacted;
+    },
+    referenceBytes,
+    lookup,
+  );
   let eventId: string | null = null;
   let hashOk = false;
   let redactedIfHashBad: Record<string, unknown> | null = null;
