@@ -20,7 +20,7 @@ import { RemoteServer } from "../support/remote-server.js";
 import { FakeHost } from "../support/fake-host.js";
 import { stateField } from "../../src/store/room-store.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
-import { GAP_LIMIT, MAX_GAP_ROUNDS } from "../../src/rooms/missing-events.js";
+import { GAP_LIMIT, MAX_GAP_ROUNDS, STATE_FALLBACK_BACKOFF_MS } from "../../src/rooms/missing-events.js";
 
 const LIMIT = 40;
 const TOPIC = stateField("m.room.topic", "");
@@ -30,8 +30,11 @@ let gh: TestGatehouse;
 let host: RemoteServer;
 let other: RemoteServer;
 
+/** Added to the Gatehouse's clock: the backoff tests move time forward instead of waiting. */
+let skewMs = 0;
+
 before(async () => {
-  gh = await TestGatehouse.start({ name: "gap-state", env: { GATEHOUSE_GAP_STATE_MAX_EVENTS: String(LIMIT) } });
+  gh = await TestGatehouse.start({ name: "gap-state", env: { GATEHOUSE_GAP_STATE_MAX_EVENTS: String(LIMIT) }, clock: () => Date.now() + skewMs });
   host = await RemoteServer.start();
   other = await RemoteServer.start();
 });
@@ -252,7 +255,7 @@ describe("a room hosted elsewhere: the state at a gap get_missing_events leaves 
 });
 
 describe("a sender whose state fallback failed is not asked again at once (backoff)", () => {
-  test("v12: the second gap from a sender that does not answer /state_ids costs no fallback (state_backoff); the first was tried and failed", async () => {
+  test("v12: the second gap from a sender that does not answer /state_ids costs no fallback (state_backoff); the first was tried and failed; the backoff ends after a minute, then doubles", async () => {
     const h = await FakeHost.room([host, other], "12");
     const me = gh.local(`_backoff${Math.random().toString(36).slice(2, 8)}`);
     assert.equal((await gh.admin.post(`${ADMIN}/remote/join`).send({ user_id: me, room_id: h.roomId, via: [host.serverName] })).status, 200);
@@ -276,7 +279,33 @@ describe("a sender whose state fallback failed is not asked again at once (backo
     assert.equal(stateIdsAsked, asked, "no /state_ids during the backoff");
     assert.equal((await metric("state_failed")) - failed, 1, "not tried, so not failed again");
     assert.equal((await metric("state_backoff")) - backoff, 1);
+
+    // The backoff ends: a minute later the fallback is tried again, fails again, and the next
+    // backoff is twice as long (2 minutes).
+    const message = (body: string) => h.build("m.room.message", h.user("carol", other), { msgtype: "m.text", body }).pdu;
+    const attempt = async (body: string) => {
+      const before = stateIdsAsked;
+      const res = await gh.assertNothingWritten(() => send(gap.from, [message(body)]));
+      assert.match(JSON.stringify(res.body), /are unknown and could not be fetched/);
+      return stateIdsAsked > before;
+    };
+    skewMs += STATE_FALLBACK_BACKOFF_MS.first + 1_000;
+    assert.equal(await attempt("after one minute"), true, "tried again once the first backoff ended");
+    assert.equal((await metric("state_failed")) - failed, 2);
+    skewMs += STATE_FALLBACK_BACKOFF_MS.first + 1_000;
+    assert.equal(await attempt("one minute after the second failure"), false, "the second backoff is longer than a minute");
+    assert.equal((await metric("state_backoff")) - backoff, 2);
+    skewMs += STATE_FALLBACK_BACKOFF_MS.first;
+    assert.equal(await attempt("two minutes after the second failure"), true, "tried again once the doubled backoff ended");
+    assert.equal((await metric("state_failed")) - failed, 3);
+
+    // Once the backoff ended, a sender that answers again has the state at its gap taken.
+    skewMs += 4 * STATE_FALLBACK_BACKOFF_MS.first + 1_000;
     h.override = null;
+    const taken = await metric("state_taken");
+    const healed = await send(gap.from, [message("answered")]);
+    assert.deepEqual(Object.values(healed.body.pdus as Record<string, { error?: string }>).filter((r) => r.error), [], JSON.stringify(healed.body));
+    assert.equal((await metric("state_taken")) - taken, 1, "the fallback succeeded");
   });
 });
 

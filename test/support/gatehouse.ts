@@ -98,6 +98,8 @@ export interface StartOptions {
   metrics?: Metrics;
   /** Application service registration files (YAML text), written to the data folder and loaded. */
   registrations?: string[];
+  /** The Gatehouse's clock (milliseconds since the epoch); Date.now when not given. */
+  clock?: () => number;
 }
 
 export interface FedOptions {
@@ -183,7 +185,7 @@ export class TestGatehouse {
     const redis = connectRedis(url, { autoPipelining: true, redisOptions: { maxRetriesPerRequest: 2 } });
     const queueRedis = connectRedis(url);
     const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
-    const gh = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
+    const gh = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}), ...(opts.clock ? { clock: opts.clock } : {}) });
     const listen = async (app: Express) => {
       // The same server options as src/server.ts, so tests run requests the way production does.
       const server = http.createServer(expressServerOptions(app), app);
