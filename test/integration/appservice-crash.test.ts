@@ -14,12 +14,11 @@ import { randomBytes } from "node:crypto";
 import { startRedis, freePort, type EmbeddedRedis } from "../../src/embedded-redis.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
 import { waitFor } from "../../src/dev/wait.js";
+import { Cleanups } from "../support/cleanups.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
-const cleanups: (() => Promise<void> | void)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
-});
+const cleanups = new Cleanups("appservice-crash");
+after(() => cleanups.run());
 
 interface Attempt {
   txnId: string;
@@ -29,9 +28,9 @@ interface Attempt {
 
 test("a transaction to an application service interrupted by SIGKILL is re-sent by the next process, same txnId and body", async () => {
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-as-crash-"));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  cleanups.add("the data folder", () => rmSync(dir, { recursive: true, force: true }));
   const redis: EmbeddedRedis = await startRedis({ dir: join(dir, "redis"), persistent: true });
-  cleanups.push(() => redis.stop());
+  cleanups.add("redis-server", () => redis.stop());
 
   // The service: records every attempt; answers 503 while `failing`.
   const attempts: Attempt[] = [];
@@ -46,7 +45,7 @@ test("a transaction to an application service interrupted by SIGKILL is re-sent 
     });
   });
   await new Promise<void>((r) => service.listen(0, "127.0.0.1", () => r()));
-  cleanups.push(() => new Promise<void>((r) => service.close(() => r())));
+  cleanups.add("the application service", () => new Promise<void>((r) => service.close(() => r())));
   writeFileSync(
     join(dir, "bridge.yaml"),
     `id: crashbridge\nurl: http://127.0.0.1:${(service.address() as { port: number }).port}\nas_token: crash-as-token-0001\nhs_token: crash-hs-token-0001\nsender_localpart: crashbot\nnamespaces:\n  users: [{ exclusive: true, regex: "@_crash_.*" }]\n`,
@@ -75,7 +74,7 @@ test("a transaction to an application service interrupted by SIGKILL is re-sent 
   const admin = (method: string, path: string, body?: unknown) => jsonRequest(`http://127.0.0.1:${adminPort}/_gatehouse/admin/v1${path}`, method, adminToken, body);
   const serve = async (): Promise<ChildProcess> => {
     const child = spawn(process.execPath, ["bin/gatehouse.mjs", "serve"], { cwd: root, env, stdio: ["ignore", "ignore", "inherit"] });
-    cleanups.push(() => {
+    cleanups.add("the serve process", () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     });
     await waitFor("gatehouse serve to answer", async () => (await admin("GET", "/server").catch(() => null))?.status === 200, 30_000);

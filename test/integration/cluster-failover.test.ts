@@ -12,13 +12,12 @@ import { startRedisCluster, type EmbeddedRedisCluster } from "../../src/embedded
 import { SinkPeer } from "../support/sink-peer.js";
 import { GH_SERVER_NAME, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix, type TestSender } from "../support/sender-fixture.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
+import { Cleanups } from "../support/cleanups.js";
 
 const key = gatehouseKey();
 const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
-const cleanups: (() => Promise<unknown>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const cleanups = new Cleanups("cluster-failover");
+after(() => cleanups.run());
 
 /** The port of the primary serving `slot` (CLUSTER NODES of a live node). */
 async function primaryOf(cluster: EmbeddedRedisCluster, slot: number): Promise<number> {
@@ -37,15 +36,15 @@ async function primaryOf(cluster: EmbeddedRedisCluster, slot: number): Promise<n
 test("kill -9 of the room's primary during fan-out to 100 destinations: a replica takes over, 0 PDUs lost, 0 under a second txnId", { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-failover-"));
   const cluster = await startRedisCluster({ dir, nodeTimeoutMs: 1_000 });
-  cleanups.push(async () => {
+  cleanups.add("the Redis Cluster", async () => {
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   });
   const sinks = await Promise.all(range(0, 100).map(() => SinkPeer.start(identity)));
-  cleanups.push(() => Promise.all(sinks.map((s) => s.close())));
+  cleanups.add("the sink peers", () => Promise.all(sinks.map((s) => s.close())));
   const prefix = uniquePrefix("failover");
   const s: TestSender = makeSender({ prefix, key, redisUrl: cluster.url, settings: { sweepIntervalMs: 500, lockDurationMs: 2_000, concurrency: 100 } });
-  cleanups.push(() => s.close());
+  cleanups.add("the sender", () => s.close());
   await s.sender.startWorkers();
   const destinations = sinks.map((k) => k.serverName);
   const roomId = `!failover${Date.now()}:${GH_SERVER_NAME}`;

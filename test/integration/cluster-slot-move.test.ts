@@ -15,13 +15,12 @@ import { SinkPeer } from "../support/sink-peer.js";
 import { GH_SERVER_NAME, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix } from "../support/sender-fixture.js";
 import { shardOf, shardQueueName } from "../../src/sender/shards.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
+import { Cleanups } from "../support/cleanups.js";
 
 const key = gatehouseKey();
 const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
-const cleanups: (() => Promise<unknown>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const cleanups = new Cleanups("cluster-slot-move");
+after(() => cleanups.run());
 
 interface Primary {
   id: string;
@@ -71,18 +70,18 @@ async function moveSlot(cluster: EmbeddedRedisCluster, slot: number, batch = 3, 
 test("moving the room's slot, a sender shard's slot and a destination's slot during traffic: 0 lost, 0 duplicated", { timeout: 240_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-slotmove-"));
   const cluster = await startRedisCluster({ dir, nodeTimeoutMs: 2_000 });
-  cleanups.push(async () => {
+  cleanups.add("the Redis Cluster", async () => {
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   });
   const sinks = await Promise.all(range(0, 20).map(() => SinkPeer.start(identity)));
-  cleanups.push(() => Promise.all(sinks.map((s) => s.close())));
+  cleanups.add("the sink peers", () => Promise.all(sinks.map((s) => s.close())));
   // Slow answers keep transactions in flight (and jobs active) while their slots move.
   for (const s of sinks) s.defaultAnswer = { delayMs: 30 };
   const prefix = uniquePrefix("slotmove");
   const shards = 4;
   const t = makeSender({ prefix, key, redisUrl: cluster.url, settings: { sweepIntervalMs: 1_000, lockDurationMs: 2_000, concurrency: 40, shards } });
-  cleanups.push(() => t.close());
+  cleanups.add("the sender", () => t.close());
   await t.sender.startWorkers();
   const destinations = sinks.map((k) => k.serverName);
   const roomId = `!slotmove${Date.now()}:${GH_SERVER_NAME}`;

@@ -14,11 +14,10 @@ import { RedisKeys } from "../../src/store/redis-keys.js";
 import { ReplicaWait } from "../../src/store/replica-wait.js";
 import { createLogger } from "../../src/logger.js";
 import { loadConfig, ConfigError } from "../../src/config.js";
+import { Cleanups } from "../support/cleanups.js";
 
-const cleanups: (() => Promise<unknown>)[] = [];
-after(async () => {
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const cleanups = new Cleanups("replica-wait");
+after(() => cleanups.run());
 const logger = createLogger("silent");
 
 async function topology(cluster: EmbeddedRedisCluster): Promise<{ primaries: { id: string; port: number; slots: [number, number][] }[]; replicaOf: Map<string, number> }> {
@@ -53,7 +52,7 @@ test("single Redis without replicas: WAIT 1 times out after the timeout, is repo
   const url = process.env.REDIS_URL!;
   if (url.startsWith("redis-cluster://")) return; // the cluster case is the next test
   const redis = connectRedis(url);
-  cleanups.push(() => redis.quit());
+  cleanups.add("the Redis client", () => redis.quit());
   const seen: { acknowledged: number; seconds: number; timedOut: boolean }[] = [];
   const w = new ReplicaWait(redis, new RedisKeys("test-wait"), { replicas: 1, timeoutMs: 150, logger, onWait: (i) => seen.push(i) });
   await w.afterRoomWrites(["!a:gate.test"]);
@@ -68,13 +67,13 @@ test("single Redis without replicas: WAIT 1 times out after the timeout, is repo
 test("on a cluster the WAIT goes to the room's primary: its replica stopped → timeout; a room on another primary is acknowledged", { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "gatehouse-wait-"));
   const cluster = await startRedisCluster({ dir, nodeTimeoutMs: 15_000 });
-  cleanups.push(async () => {
+  cleanups.add("the Redis Cluster", async () => {
     for (const n of cluster.nodes) n.child.kill("SIGCONT");
     await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   });
   const redis = connectRedis(cluster.url);
-  cleanups.push(() => redis.quit());
+  cleanups.add("the Redis client", () => redis.quit());
   const keys = new RedisKeys("test-wait");
   const { primaries, replicaOf } = await topology(cluster);
   const slotOf = async (k: string) => Number(await cluster.command(cluster.nodes[0]!.port, "CLUSTER", "KEYSLOT", k));
@@ -85,11 +84,14 @@ test("on a cluster the WAIT goes to the room's primary: its replica stopped → 
   let roomB = "";
   for (let i = 0; !roomB; i++) if (ownerOf(await slotOf(keys.room(`!wait-b${i}:gate.test`))) !== ownerA) roomB = `!wait-b${i}:gate.test`;
   const seen: { acknowledged: number; seconds: number; timedOut: boolean }[] = [];
+  // Where an acknowledgement is expected, a long timeout (an answer ends the WAIT at once, so the
+  // test does not depend on the machine's speed); the short one only where it must time out.
   const w = new ReplicaWait(redis, keys, { replicas: 1, timeoutMs: 400, logger, onWait: (i) => seen.push(i) });
+  const patient = new ReplicaWait(redis, keys, { replicas: 1, timeoutMs: 20_000, logger, onWait: (i) => seen.push(i) });
 
   await redis.set(keys.room(roomA), "x");
   await redis.set(keys.room(roomB), "x");
-  await w.afterRoomWrites([roomA, roomB]);
+  await patient.afterRoomWrites([roomA, roomB]);
   assert.equal(seen.length, 2, "one WAIT per primary");
   assert.ok(seen.every((s) => !s.timedOut && s.acknowledged >= 1), `both acknowledged: ${JSON.stringify(seen)}`);
 
@@ -105,9 +107,9 @@ test("on a cluster the WAIT goes to the room's primary: its replica stopped → 
     assert.ok(seen[0]!.seconds >= 0.39, `waited the timeout (${seen[0]!.seconds} s)`);
     seen.length = 0;
     await redis.set(keys.room(roomB), "y");
-    await w.afterRoomWrites([roomB]);
+    await patient.afterRoomWrites([roomB]);
     assert.equal(seen[0]!.timedOut, false, "room B's primary is another node, its replica answers");
-    assert.ok(seen[0]!.seconds < 0.39, `no wait for the other primary (${seen[0]!.seconds} s)`);
+    assert.ok(seen[0]!.acknowledged >= 1, `acknowledged by room B's replica: ${JSON.stringify(seen)}`);
   } finally {
     replica.child.kill("SIGCONT");
   }

@@ -96,7 +96,10 @@ export function makeSender(opts: {
     async close() {
       await sender.close(2000);
       client.close();
-      await redis.quit().catch(() => undefined);
+      // quit() waits for every node's answer; on a cluster that lost a node it may never settle,
+      // and an unsettled Cluster client keeps reconnecting. disconnect() always ends it.
+      await Promise.race([redis.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000).unref())]);
+      redis.disconnect();
     },
   };
 }
