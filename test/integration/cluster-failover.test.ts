@@ -5,17 +5,12 @@
 // txnIds (a txnId is re-sent only with its identical body).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { startRedisCluster, type EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
-import { SinkPeer } from "../support/sink-peer.js";
-import { GH_SERVER_NAME, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix, type TestSender } from "../support/sender-fixture.js";
+import type { EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
+import { GH_SERVER_NAME, clusterWithSinks, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix, type TestSender } from "../support/sender-fixture.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import { Cleanups } from "../support/cleanups.js";
 
 const key = gatehouseKey();
-const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
 const cleanups = new Cleanups("cluster-failover");
 after(() => cleanups.run());
 
@@ -34,14 +29,7 @@ async function primaryOf(cluster: EmbeddedRedisCluster, slot: number): Promise<n
 }
 
 test("kill -9 of the room's primary during fan-out to 100 destinations: a replica takes over, 0 PDUs lost, 0 under a second txnId", { timeout: 180_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "gatehouse-failover-"));
-  const cluster = await startRedisCluster({ dir, nodeTimeoutMs: 1_000 });
-  cleanups.add("the Redis Cluster", async () => {
-    await cluster.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const sinks = await Promise.all(range(0, 100).map(() => SinkPeer.start(identity)));
-  cleanups.add("the sink peers", () => Promise.all(sinks.map((s) => s.close())));
+  const { cluster, sinks } = await clusterWithSinks(cleanups, { name: "failover", key, nodeTimeoutMs: 1_000, sinkCount: 100 });
   const prefix = uniquePrefix("failover");
   const s: TestSender = makeSender({ prefix, key, redisUrl: cluster.url, settings: { sweepIntervalMs: 500, lockDurationMs: 2_000, concurrency: 100 } });
   cleanups.add("the sender", () => s.close());

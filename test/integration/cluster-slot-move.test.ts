@@ -7,18 +7,13 @@
 // reaches every destination exactly once, each txnId with one body.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { startRedisCluster, type EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
-import { SinkPeer } from "../support/sink-peer.js";
-import { GH_SERVER_NAME, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix } from "../support/sender-fixture.js";
+import type { EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
+import { GH_SERVER_NAME, clusterWithSinks, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, uniquePrefix } from "../support/sender-fixture.js";
 import { shardOf, shardQueueName } from "../../src/sender/shards.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import { Cleanups } from "../support/cleanups.js";
 
 const key = gatehouseKey();
-const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
 const cleanups = new Cleanups("cluster-slot-move");
 after(() => cleanups.run());
 
@@ -68,14 +63,7 @@ async function moveSlot(cluster: EmbeddedRedisCluster, slot: number, batch = 3, 
 }
 
 test("moving the room's slot, a sender shard's slot and a destination's slot during traffic: 0 lost, 0 duplicated", { timeout: 240_000 }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "gatehouse-slotmove-"));
-  const cluster = await startRedisCluster({ dir, nodeTimeoutMs: 2_000 });
-  cleanups.add("the Redis Cluster", async () => {
-    await cluster.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const sinks = await Promise.all(range(0, 20).map(() => SinkPeer.start(identity)));
-  cleanups.add("the sink peers", () => Promise.all(sinks.map((s) => s.close())));
+  const { cluster, sinks } = await clusterWithSinks(cleanups, { name: "slotmove", key, nodeTimeoutMs: 2_000, sinkCount: 20 });
   // Slow answers keep transactions in flight (and jobs active) while their slots move.
   for (const s of sinks) s.defaultAnswer = { delayMs: 30 };
   const prefix = uniquePrefix("slotmove");

@@ -12,7 +12,12 @@ import { createLogger } from "../../src/logger.js";
 import { Sender, type SenderSettings } from "../../src/sender/sender.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import assert from "node:assert/strict";
-import type { SinkAttempt } from "./sink-peer.js";
+import { SinkPeer, type SinkAttempt } from "./sink-peer.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startRedisCluster, type EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
+import type { Cleanups } from "./cleanups.js";
 
 export const GH_SERVER_NAME = "gatehouse.test";
 
@@ -153,4 +158,24 @@ export function assertExactlyOncePerTxn(attempts: readonly SinkAttempt[]): void 
       txnOfPdu.set(n, a.txnId);
     }
   }
+}
+
+/**
+ * A Redis Cluster of its own (six redis-server processes in a temporary folder) and `sinkCount`
+ * sink peers for Gatehouse's identity, both undone by `cleanups` (the fault tests on a cluster).
+ */
+export async function clusterWithSinks(
+  cleanups: Cleanups,
+  opts: { name: string; key: SigningKey; nodeTimeoutMs: number; sinkCount: number },
+): Promise<{ cluster: EmbeddedRedisCluster; sinks: SinkPeer[] }> {
+  const dir = mkdtempSync(join(tmpdir(), `gatehouse-${opts.name}-`));
+  const cluster = await startRedisCluster({ dir, nodeTimeoutMs: opts.nodeTimeoutMs });
+  cleanups.add("the Redis Cluster", async () => {
+    await cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const identity = { serverName: GH_SERVER_NAME, keyId: opts.key.keyId, publicKey: opts.key.publicKey };
+  const sinks = await Promise.all(range(0, opts.sinkCount).map(() => SinkPeer.start(identity)));
+  cleanups.add("the sink peers", () => Promise.all(sinks.map((s) => s.close())));
+  return { cluster, sinks };
 }
