@@ -74,16 +74,16 @@ export class PerDestinationSender {
   constructor(private readonly deps: PerDestinationDeps) {}
 
   /**
-   * Sends up to MAX_TXNS_PER_JOB_RUN transactions back to back, still one in flight at a time:
-   * the next is built only after the previous was committed (or dropped). `stop()` is asked
-   * between transactions (shutdown).
+   * Sends up to `maxTxns` transactions back to back, still one in flight at a time: the next is
+   * built only after the previous was committed (or dropped). `stop()` is asked between
+   * transactions (shutdown). `runs`: how many sends it made (of the budget).
    */
-  async drain(destination: string, stop: () => boolean): Promise<Outcome> {
+  async drain(destination: string, stop: () => boolean, maxTxns = MAX_TXNS_PER_JOB_RUN): Promise<{ outcome: Outcome; runs: number }> {
     let outcome: Outcome | undefined;
     let runs = 0;
     do outcome = await this.sendOne(destination, outcome?.kind === "more" ? outcome.next : undefined);
-    while (outcome.kind === "more" && ++runs < MAX_TXNS_PER_JOB_RUN && !stop());
-    return outcome;
+    while (outcome.kind === "more" && ++runs < maxTxns && !stop());
+    return { outcome, runs: outcome.kind === "more" ? runs : runs + 1 };
   }
 
   /**

@@ -30,7 +30,7 @@ import type { Logger } from "../logger.js";
 import { parseServerName } from "../protocol/ids.js";
 import { backoffDelay } from "./backoff.js";
 import { OutboundStore } from "./outbound-store.js";
-import { PerDestinationSender, type Outcome, type TransactionOutcome } from "./per-destination.js";
+import { MAX_TXNS_PER_JOB_RUN, PerDestinationSender, type Outcome, type TransactionOutcome } from "./per-destination.js";
 import { QueueView } from "./queue-view.js";
 import { TransactionBuilder } from "./transaction-builder.js";
 import { FederationTransport, Transports } from "./transport.js";
@@ -113,7 +113,10 @@ export class Sender {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly abort = new AbortController();
+  /** Destinations whose job runs in this process. */
   private readonly processing = new Set<string>();
+  /** Of those, the ones woken since their job's last drain began (see wake, processJob). */
+  private readonly rewoken = new Set<string>();
   private closed = false;
   private closing: Promise<void> | null = null;
 
@@ -161,9 +164,18 @@ export class Sender {
 
   // --- producing -----------------------------------------------------------------------------
 
-  /** Makes sure each destination has a job (fire and forget; the RoomService onQueued hook). */
+  /**
+   * Makes sure each destination has a job (fire and forget; the RoomService onQueued hook, called
+   * once the entries are in the queue). A destination whose job runs in this process is not
+   * queued again: its job drains it once more before it completes (processJob), which costs
+   * none of BullMQ's job cycle (add, the next job's creation and fetch, its completion).
+   */
   wake(destinations: readonly string[]): void {
     for (const d of destinations) {
+      if (this.processing.has(d)) {
+        this.rewoken.add(d);
+        continue;
+      }
       this.ensureJob(d).catch((err: Error) => this.deps.logger.warn({ destination: d, err: err.message }, "could not schedule a sender job (the sweep will)"));
     }
   }
@@ -397,18 +409,31 @@ export class Sender {
     }
     this.processing.add(destination);
     let outcome: Outcome;
+    let missedWake: boolean;
     try {
-      // Stops at shutdown so close() does not wait for a backlog.
-      outcome = await this.perDestination.drain(destination, () => this.closed);
+      // A wake in this process while the job runs (wake) drains the destination again, within
+      // the job's budget of transactions: the wake came after its entries were queued, so a
+      // drain that starts after it sees them. Checking for it and leaving `processing` happen in
+      // one synchronous step, so a wake either finds the job running or adds a job itself.
+      let budget = MAX_TXNS_PER_JOB_RUN;
+      do {
+        this.rewoken.delete(destination);
+        // Stops at shutdown so close() does not wait for a backlog.
+        const run = await this.perDestination.drain(destination, () => this.closed, budget);
+        outcome = run.outcome;
+        budget -= run.runs;
+      } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
     } finally {
       this.processing.delete(destination);
+      missedWake = this.rewoken.delete(destination);
     }
     if (outcome.kind === "retry") {
       await job.moveToDelayed(outcome.at, token);
       throw new DelayedError();
     }
-    // More queued: remembered as the next job, created when this one completes.
-    if (outcome.kind === "more") await this.ensureJob(destination);
+    // More queued (or a wake this run had no budget left for): remembered as the next job,
+    // created when this one completes.
+    if (outcome.kind === "more" || missedWake) await this.ensureJob(destination);
     return outcome.kind;
   }
 }

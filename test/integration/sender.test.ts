@@ -118,6 +118,36 @@ describe("sender: delivery", { timeout: 30_000 }, () => {
     assert.equal(sink.attempts[0]!.body.edus?.[0]?.edu_type, "m.typing");
   });
 
+  test("a wake while the destination's job runs in this process is served by that job: no BullMQ add", async () => {
+    const { s, sink, roomId } = await setup("rewake", { settings: { shards: 1 } });
+    sink.script = [{ delayMs: 300 }];
+    await persistPdus(s.store, roomId, [sink.serverName], 5);
+    await s.sender.startWorkers(); // its sweep adds the destination's job
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "first transaction in flight");
+    // BullMQ counts every add (de-duplicated or not) in the queue's id key.
+    const adds = async () => Number(await s.redis.get(s.sender.queueOf(sink.serverName).keys.id!));
+    const jobDone = async () => {
+      for (let i = 0; (await s.sender.view.jobState(sink.serverName)) !== "none"; i++) {
+        assert.ok(i < 200, "the job completes");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    const before = await adds();
+    await persistPdus(s.store, roomId, [sink.serverName], 5, 5);
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.delivered.length === 10, 5000, "10 PDUs");
+    await settled(s, sink.serverName);
+    await jobDone();
+    assert.deepEqual(sink.attempts.map((a) => a.body.pdus.length), [5, 5]);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+    assert.equal(await adds(), before, "the running job sent the new entries; nothing was added");
+    // With no job running, a wake adds one.
+    await persistPdus(s.store, roomId, [sink.serverName], 1, 10);
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.delivered.length === 11, 5000, "the 11th PDU");
+    assert.equal(await adds(), before + 1);
+  });
+
   test("per-PDU errors in a 200 answer are counted, not retried", async () => {
     const { s, sink, roomId } = await setup("pduerr");
     sink.rejectPdu = (pdu) => ((pdu.content as { n: number }).n % 10 === 0 ? "You are not allowed to send a message to this room." : null);
