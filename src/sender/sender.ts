@@ -5,8 +5,10 @@
  * Invariant: each destination has at most ONE transaction in flight, and it is re-sent with the
  * same txn_id and byte-identical body until the destination answers 2xx (or, after repeated
  * 4xx, it is split apart and a PDU rejected alone is dead-lettered); only then is the next built. It holds because (a) the transaction is stored
- * (out:{dest}:txn, with its body) before it is sent and removed only by a commit naming its
- * txn_id (per-destination.ts, ../store/lua/sender-*.lua), and (b) each destination has at most
+ * (out:{dest}:txn: the queue entries it covers, its created_ts and the digest of its body, from
+ * which a re-send rebuilds the same bytes — or, should they ever differ, replaces it by a new
+ * txn_id over the same entries; see outbound-store.ts) before it is sent and removed only by a
+ * commit naming its txn_id (per-destination.ts, ../store/lua/sender-*.lua), and (b) each destination has at most
  * one BullMQ job, found by its deduplication ID (= the destination) with `keepLastIfActive`: a
  * wake while the job waits or is delayed is a no-op, a wake while it runs is remembered and
  * becomes the next job when it finishes, so no two workers, in any number of processes on one
