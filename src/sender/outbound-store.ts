@@ -18,13 +18,15 @@
  * names), so a crash at any point re-sends the same txn_id, and a commit for a transaction that is
  * no longer current is a no-op.
  *
- * The body is not stored: it is a pure function of what is stored — the events those entries name
- * (stored once under their event ID, never rewritten: redactions are applied when events are
- * served, see ../rooms/redactions.ts), the EDU JSON in the entries, created_ts, and this server's
- * name — so a re-send rebuilds it (per-destination.ts) and compares it with the digest stored with
- * the transaction. Should it ever differ (an event deleted meanwhile, an upgrade that encodes
- * differently), the transaction is replaced by a new one with a new txn_id covering the same
- * entries (receivers de-duplicate PDUs by event ID): a txn_id is never sent with two bodies.
+ * The body is not stored: it is a function of what is stored — the events those entries name (as
+ * a rule stored once under their event ID: redactions are applied when events are served, see
+ * ../rooms/redactions.ts), the EDU JSON in the entries, created_ts, and this server's name — so a
+ * re-send rebuilds it (per-destination.ts) and compares it with the digest stored with the
+ * transaction. Should it differ (an event's stored JSON rewritten meanwhile, as when an outlier
+ * is stored again as a full event or an invite is queued again for application services; an
+ * event deleted; an upgrade that encodes differently), the transaction is replaced by a new one
+ * with a new txn_id covering the same entries (receivers de-duplicate PDUs by event ID): a
+ * txn_id is never sent with two bodies.
  */
 import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";

@@ -203,8 +203,8 @@ export class PerDestinationSender {
 
   /**
    * The body of a stored transaction, rebuilt from the entries it covers and its created_ts. The
-   * same bytes as when it was created (see outbound-store.ts) unless a stored event changed or
-   * went, or this version encodes differently: then its digest differs, and the transaction is
+   * same bytes as when it was created (see outbound-store.ts) unless a stored event's JSON was
+   * rewritten or deleted, or this version encodes differently: then its digest differs, and the transaction is
    * replaced by a new one over the same entries (new txn_id, first attempt counted).
    */
   private async rebuildTxn(destination: string, u: UnbuiltTxn): Promise<{ txn: StoredTxn; attempted: boolean } | "again"> {
