@@ -159,10 +159,13 @@ export async function inboundBench(
     // (Synapse does not forward events another server sent: federation is full mesh).
     const expected = accepted * (opts.origins - 1);
     let forwarded = 0;
+    let outboundTxns = 0;
     let lastChange = performance.now();
     let forwardedSeconds: number | null = null;
     for (;;) {
-      const n = (await farm.stats()).perDest.reduce((a, d) => a + d.uniqueEvents, 0);
+      const perDest = (await farm.stats()).perDest;
+      const n = perDest.reduce((a, d) => a + d.uniqueEvents, 0);
+      outboundTxns = perDest.reduce((a, d) => a + d.txns, 0);
       if (n !== forwarded) {
         forwarded = n;
         lastChange = performance.now();
@@ -217,7 +220,7 @@ export async function inboundBench(
     log(
       `${fmt(accepted)} of ${fmt(opts.origins * opts.events)} PDUs accepted in ${fmt(seconds, 2)} s = ${fmt(fig.pdusPerSec)} PDUs/s; txn p50 ${fmt(fig.txnP50Ms)} ms, p99 ${fmt(fig.txnP99Ms)} ms; ` +
         `server CPU ${fmt(fig.cpuMsPerPdu, 3)} ms/PDU${split.length > 1 ? ` (${split.map((s) => `${s.name} ${fmt(s.msPerPdu, 3)}`).join(" + ")})` : ""}; ` +
-        `forwarded to the other ${opts.origins - 1} origins: ${fmt(forwarded)} of ${fmt(expected)} deliveries${forwardedSeconds === null ? "" : ` (all after ${fmt(forwardedSeconds, 2)} s)`}; load average ${fig.loadAverage}` +
+        `forwarded to the other ${opts.origins - 1} origins: ${fmt(forwarded)} of ${fmt(expected)} deliveries in ${fmt(outboundTxns)} transactions${forwardedSeconds === null ? "" : ` (all after ${fmt(forwardedSeconds, 2)} s)`}; load average ${fig.loadAverage}` +
         (firstError ? `; first refusal: ${firstError}` : ""),
     );
     if (fig.redisTraffic) {
@@ -226,6 +229,12 @@ export async function inboundBench(
         `Redis per PDU: ${fmt(t.commandsPerPdu, 1)} commands, ${fmt(t.bytesInPerPdu)} B in, ${fmt(t.bytesOutPerPdu)} B out; by command (calls, µs per PDU): ` +
           t.byCommand.slice(0, 8).map((c) => `${c.command} ${fmt(c.callsPerPdu, 2)} ${fmt(c.usecPerPdu, 1)}`).join(", "),
       );
+      // Per outbound transaction, every command (most of the sender's and BullMQ's are per transaction or per job).
+      if (outboundTxns > 0)
+        log(
+          `Redis commands per outbound transaction (${fmt(outboundTxns)}): ${fmt((t.commandsPerPdu * accepted) / outboundTxns, 1)} in all; ` +
+            [...t.byCommand].sort((a, b) => b.callsPerPdu - a.callsPerPdu).map((c) => `${c.command} ${fmt((c.callsPerPdu * accepted) / outboundTxns, 2)}`).join(", "),
+        );
     }
     return fig;
   } finally {

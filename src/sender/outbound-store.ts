@@ -2,11 +2,11 @@
  * The outbound queue in Redis, per destination (keys in ../store/redis-keys.ts):
  *   out:{dest}:pdus    LIST of "roomId eventId", appended by the persist-event script
  *   out:{dest}:edus    LIST of EDU JSON, appended by enqueueEdu
- *   out:{dest}:txn     HASH, the transaction in flight: txn_id, pdu_count, edu_count, ...
- *   out:{dest}:txn-body STRING, its exact body (transactions stored by older versions keep it in
- *                      the hash's `body` field instead; both are read)
- *   out:{dest}:txn-next:{nonce} STRING, scratch: the body of the transaction being created (see
- *                      ../store/lua/sender-create-txn.lua), expiring
+ *   out:{dest}:txn     HASH, the transaction in flight: txn_id, pdu_count, edu_count,
+ *                      created_ts, digest (of its body), attempts, ...
+ *   out:{dest}:txn-body STRING, the exact body of a transaction stored by an older version (which
+ *                      kept it there, or in the hash's `body` field; both are still read and
+ *                      re-sent as they are). New transactions store no body: see below.
  *   out:{dest}:status  HASH, last_success_ts, last_error, last_error_ts, failures, backoff_until,
  *                      isolate_pdus / isolate_edus (entries of a rejected transaction still to be
  *                      sent apart, see ../store/lua/sender-reject-txn.lua), counters
@@ -15,10 +15,20 @@
  *
  * The in-flight transaction always covers the first pdu_count / edu_count entries of the lists
  * (lists only grow at the tail; only a commit removes from the head, and only for the txn_id it
- * names), so a crash at any point re-sends the same txn_id with the same body, and a commit for
- * a transaction that is no longer current is a no-op.
+ * names), so a crash at any point re-sends the same txn_id, and a commit for a transaction that is
+ * no longer current is a no-op.
+ *
+ * The body is not stored: it is a function of what is stored — the events those entries name (as
+ * a rule stored once under their event ID: redactions are applied when events are served, see
+ * ../rooms/redactions.ts), the EDU JSON in the entries, created_ts, and this server's name — so a
+ * re-send rebuilds it (per-destination.ts) and compares it with the digest stored with the
+ * transaction. Should it differ (an event's stored JSON rewritten meanwhile, as when an outlier
+ * is stored again as a full event or an invite is queued again for application services; an
+ * event deleted; an upgrade that encodes differently), the transaction is replaced by a new one
+ * with a new txn_id covering the same entries (receivers de-duplicate PDUs by event ID): a
+ * txn_id is never sent with two bodies.
  */
-import { randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
 import { defineLuaCommands } from "../store/lua-scripts.js";
@@ -40,6 +50,13 @@ export interface StoredTxnInfo {
   /** Attempts answered with a 4xx other than 429. */
   rejections: number;
   lastAttemptTs: number | null;
+  /** Digest of the body (bodyDigest), by which a rebuilt body is checked; null for an older version's transaction (which stores its body). */
+  digest: string | null;
+}
+
+/** The digest stored with a transaction: SHA-256 of its body, base64url. */
+export function bodyDigest(body: string | Buffer): string {
+  return createHash("sha256").update(body).digest("base64url");
 }
 
 export interface StoredTxn extends StoredTxnInfo {
@@ -76,19 +93,10 @@ export interface DeadLetter {
   txnId: string;
 }
 
-// Scripts: ../store/lua/sender-*.lua. A transaction's body (tens of kB) never passes through
-// Lua: the caller SETs it into a scratch key of its own (random name, with an expiry) just
-// before calling sender-create-txn (same connection, so in
-// that order) and the script RENAMEs it into place. Handing it to the script as an argument made
-// Redis copy it into a Lua string and garbage-collect it again, which cost more than all the rest
-// of creating and committing the transaction together. The scratch name is unique per call so
-// that a body left over by a crashed attempt can never be taken for this one's.
-
-/** Lifetime of a transaction body's scratch key if the script after its SET never runs. */
-const SCRATCH_TTL_MS = 600_000;
+// Scripts: ../store/lua/sender-*.lua.
 
 type ScriptedRedis = Redis & {
-  gatehouseCreateTxn(numKeys: number, ...args: (string | Buffer)[]): Promise<[string, string]>;
+  gatehouseCreateTxn(numKeys: number, ...args: string[]): Promise<[string, string]>;
   gatehouseBegin(numKeys: number, ...args: string[]): Promise<[string, string[], string[], string[], string]>;
   gatehouseMarkAttempt(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseCommitTxn(numKeys: number, ...args: string[]): Promise<[number, number, number, string[], string[]]>;
@@ -111,6 +119,7 @@ export function parseTxnInfo(h: Record<string, string>): StoredTxnInfo | null {
     attempts: num(h.attempts),
     rejections: num(h.rejections),
     lastAttemptTs: numOrNull(h.last_attempt_ts),
+    digest: h.digest || null,
   };
 }
 
@@ -154,10 +163,19 @@ export interface DestinationSnapshot {
   status: DestinationStatus;
 }
 
+/** A stored transaction whose body is to be rebuilt from the entries it covers. */
+export interface UnbuiltTxn extends StoredTxnInfo {
+  pdus: string[];
+  edus: string[];
+}
+
 /** A destination's backoff, stored transaction and queue heads, as a send starts from them. */
 export interface SendStart {
   backoffUntil: number;
+  /** A stored transaction with its stored body (an older version's). */
   txn: StoredTxn | null;
+  /** A stored transaction without a body (rebuilt from its entries and checked against its digest). */
+  unbuilt?: UnbuiltTxn | null;
   /** The heads of the queues (empty when a transaction is stored). */
   head: { pdus: string[]; edus: string[] };
 }
@@ -200,7 +218,11 @@ export class OutboundStore {
     );
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < txnFlat.length; i += 2) h[txnFlat[i]!] = txnFlat[i + 1]!;
-    return { backoffUntil: num(backoff), txn: parseTxn(h, body), head: { pdus, edus } };
+    const txn = parseTxn(h, body);
+    if (txn) return { backoffUntil: num(backoff), txn, head: { pdus: [], edus: [] } };
+    const info = parseTxnInfo(h);
+    if (info) return { backoffUntil: num(backoff), txn: null, unbuilt: { ...info, pdus, edus }, head: { pdus: [], edus: [] } };
+    return { backoffUntil: num(backoff), txn: null, head: { pdus, edus } };
   }
 
   /** The head of the queues: up to `maxPdus` PDU references and `maxEdus` EDU JSON strings. */
@@ -216,51 +238,41 @@ export class OutboundStore {
 
   /**
    * Stores a new transaction covering exactly `pduRefs` / `edus` (which must still be the heads
-   * of the lists). Returns the txn ID; "exists" when a transaction is already stored (the caller
+   * of the lists), with the digest of its body (bodyDigest; the body itself is not stored, see
+   * above). Returns the txn ID; "exists" when a transaction is already stored (the caller
    * sends that one), "stale" when the heads changed under it (the caller rebuilds).
-   * `canonical`: the body is canonical JSON (signed as is). `attempted`: the caller sends it at
-   * once; it is stored with its first attempt counted (as markAttempt would).
+   * `attempted`: the caller sends it at once; it is stored with its first attempt counted (as
+   * markAttempt would). `replaces`: the txn_id of the stored transaction (covering the same
+   * entries) this one replaces, because that one's body could not be rebuilt.
    */
   async createTxn(
     destination: string,
     txnIdPrefix: string,
-    body: string | Buffer,
+    digest: string,
     createdTs: number,
     pduRefs: readonly string[],
     edus: readonly string[],
-    opts: { canonical?: boolean; attempted?: boolean } = {},
+    opts: { attempted?: boolean; replaces?: string } = {},
   ): Promise<{ result: "created" | "exists" | "stale"; txnId: string }> {
     const k = this.keys;
-    // Sent together on one connection, so the script runs after the SET (see sender-create-txn.lua).
-    // A crash in between leaves only the scratch key, which expires.
-    const scratch = k.outboundTxnNext(destination, randomBytes(8).toString("hex"));
-    const stored = this.redis.set(scratch, body, "PX", SCRATCH_TTL_MS);
-    const script = this.redis.gatehouseCreateTxn(
-      6,
+    const [result, txnId] = await this.redis.gatehouseCreateTxn(
+      5,
       k.outboundTxn(destination),
       k.outboundPdus(destination),
       k.outboundEdus(destination),
       k.txnCounter(destination),
-      scratch,
       k.outboundTxnBody(destination),
       txnIdPrefix,
       String(createdTs),
       String(pduRefs.length),
       String(edus.length),
-      opts.canonical ? "1" : "0",
+      digest,
       opts.attempted ? "1" : "0",
+      opts.replaces ?? "",
       ...pduRefs,
       ...edus,
     );
-    const [setResult, [result, txnId]] = await Promise.all([stored.catch((e: Error) => e), script]);
-    if (result === "nobody") throw new Error(`could not store the transaction body for ${destination}: ${setResult instanceof Error ? setResult.message : "scratch key missing"}`);
     return { result: result as "created" | "exists" | "stale", txnId };
-  }
-
-  async getTxn(destination: string): Promise<StoredTxn | null> {
-    const res = (await this.redis.multi().hgetall(this.keys.outboundTxn(destination)).get(this.keys.outboundTxnBody(destination)).exec()) as [Error | null, unknown][];
-    for (const [err] of res) if (err) throw err;
-    return parseTxn(res[0]![1] as Record<string, string>, res[1]![1] as string | null);
   }
 
   /** Counts an attempt of `txnId`; -1 when that transaction is no longer the stored one. */

@@ -1,9 +1,11 @@
 /**
  * The per-destination algorithm (Synapse's PerDestinationQueue), for any kind of destination.
  * One call of `sendOne` sends one transaction:
- *   1. the stored transaction (out:{dest}:txn) if there is one, else a new one from the heads of
- *      the queues (≤ 50 PDUs, ≤ 100 EDUs), built by the TransactionBuilder and stored with its
- *      txn_id and exact body BEFORE sending;
+ *   1. the stored transaction (out:{dest}:txn) if there is one, its body rebuilt from the entries
+ *      it covers and checked against its stored digest (if it differs, the transaction is
+ *      replaced by a new txn_id over the same entries: a txn_id never goes out with two bodies);
+ *      else a new one from the heads of the queues (≤ 50 PDUs, ≤ 100 EDUs), built by the
+ *      TransactionBuilder and stored with its txn_id and the digest of its body BEFORE sending;
  *   2. the destination's transport sends it; on 2xx the commit script removes exactly those
  *      entries and clears the transaction;
  *   3. on a network error, timeout, 5xx, 408 or 429 the destination backs off (exponential with
@@ -19,7 +21,7 @@
  */
 import type { Logger } from "../logger.js";
 import { backoffDelay } from "./backoff.js";
-import type { OutboundStore, SendStart, StoredTxn } from "./outbound-store.js";
+import { bodyDigest, type OutboundStore, type SendStart, type StoredTxn, type UnbuiltTxn } from "./outbound-store.js";
 import type { TransactionBuilder } from "./transaction-builder.js";
 import type { Transports, TransportResponse } from "./transport.js";
 
@@ -72,16 +74,16 @@ export class PerDestinationSender {
   constructor(private readonly deps: PerDestinationDeps) {}
 
   /**
-   * Sends up to MAX_TXNS_PER_JOB_RUN transactions back to back, still one in flight at a time:
-   * the next is built only after the previous was committed (or dropped). `stop()` is asked
-   * between transactions (shutdown).
+   * Sends up to `maxTxns` transactions back to back, still one in flight at a time: the next is
+   * built only after the previous was committed (or dropped). `stop()` is asked between
+   * transactions (shutdown). `runs`: how many sends it made (of the budget).
    */
-  async drain(destination: string, stop: () => boolean): Promise<Outcome> {
+  async drain(destination: string, stop: () => boolean, maxTxns = MAX_TXNS_PER_JOB_RUN): Promise<{ outcome: Outcome; runs: number }> {
     let outcome: Outcome | undefined;
     let runs = 0;
     do outcome = await this.sendOne(destination, outcome?.kind === "more" ? outcome.next : undefined);
-    while (outcome.kind === "more" && ++runs < MAX_TXNS_PER_JOB_RUN && !stop());
-    return outcome;
+    while (outcome.kind === "more" && ++runs < maxTxns && !stop());
+    return { outcome, runs: outcome.kind === "more" ? runs : runs + 1 };
   }
 
   /**
@@ -95,14 +97,17 @@ export class PerDestinationSender {
     if (start.backoffUntil > now) return { kind: "retry", at: start.backoffUntil };
     const transport = this.deps.transports.for(destination);
 
-    let txn = start.txn;
-    if (!txn) {
-      // A new transaction is stored with its first attempt already counted.
-      const built = await this.createTxn(destination, start.head);
-      if (!built) return { kind: "idle" };
-      txn = built.txn;
-      if (!built.attempted && (await outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
-    } else if ((await outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
+    // A new (or replacing) transaction is stored with its first attempt already counted.
+    const got = start.txn
+      ? { txn: start.txn, attempted: false }
+      : start.unbuilt
+        ? await this.rebuildTxn(destination, start.unbuilt)
+        : await this.createTxn(destination, start.head);
+    if (got === "idle") return { kind: "idle" };
+    // Another transaction was stored, or the entries moved, meanwhile: start again from Redis.
+    if (got === "again") return { kind: "more" };
+    const txn = got.txn;
+    if (!got.attempted && (await outbound.markAttempt(destination, txn.txnId, now)) < 0) return { kind: "more" };
 
     let res: TransportResponse;
     const started = process.hrtime.bigint();
@@ -197,11 +202,32 @@ export class PerDestinationSender {
   }
 
   /**
-   * Builds and stores a transaction from the heads of the queues (`head` as read by the caller;
-   * re-read if it changed meanwhile); null when nothing is queued. `attempted`: stored with its
-   * first attempt counted.
+   * The body of a stored transaction, rebuilt from the entries it covers and its created_ts. The
+   * same bytes as when it was created (see outbound-store.ts) unless a stored event's JSON was
+   * rewritten or deleted, or this version encodes differently: then its digest differs, and the transaction is
+   * replaced by a new one over the same entries (new txn_id, first attempt counted).
    */
-  private async createTxn(destination: string, head: { pdus: string[]; edus: string[] }): Promise<{ txn: StoredTxn; attempted: boolean } | null> {
+  private async rebuildTxn(destination: string, u: UnbuiltTxn): Promise<{ txn: StoredTxn; attempted: boolean } | "again"> {
+    const { outbound, builder } = this.deps;
+    const transport = this.deps.transports.for(destination);
+    const { pdus, edus, ...info } = u;
+    const body = await builder.build(destination, transport, pdus, edus, u.createdTs);
+    if (u.digest !== null && bodyDigest(body) === u.digest) return { txn: { ...info, body, canonical: true }, attempted: false };
+    const now = this.deps.clock();
+    const fresh = await builder.build(destination, transport, pdus, edus, now);
+    const digest = bodyDigest(fresh);
+    const created = await outbound.createTxn(destination, String(now), digest, now, pdus, edus, { attempted: true, replaces: u.txnId });
+    if (created.result !== "created") return "again";
+    this.deps.logger.warn({ destination, txnId: u.txnId, newTxnId: created.txnId, pdus: pdus.length, edus: edus.length }, "stored transaction's body could not be rebuilt byte for byte; replaced by a new transaction over the same entries");
+    return { txn: newTxn(created.txnId, fresh, digest, pdus.length, edus.length, now), attempted: true };
+  }
+
+  /**
+   * Builds and stores a transaction from the heads of the queues (`head` as read by the caller;
+   * re-read if it changed meanwhile); "idle" when nothing is queued, "again" when a transaction
+   * is stored meanwhile. `attempted`: stored with its first attempt counted.
+   */
+  private async createTxn(destination: string, head: { pdus: string[]; edus: string[] }): Promise<{ txn: StoredTxn; attempted: boolean } | "idle" | "again"> {
     const { outbound, builder } = this.deps;
     const transport = this.deps.transports.for(destination);
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -209,33 +235,23 @@ export class PerDestinationSender {
         // The heads changed (or a transaction was stored) meanwhile: read them as begin does
         // (with the isolation limits).
         const again = await outbound.begin(destination, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
-        if (again.txn) return { txn: again.txn, attempted: false };
+        if (again.txn || again.unbuilt) return "again";
         head = again.head;
       }
-      if (head.pdus.length === 0 && head.edus.length === 0) return null;
+      if (head.pdus.length === 0 && head.edus.length === 0) return "idle";
       const now = this.deps.clock();
-      // The bytes are assembled once and used as they are for storing, sending and signing.
+      // The bytes are assembled once and used as they are for sending and signing.
       const body = await builder.build(destination, transport, head.pdus, head.edus, now);
-      const created = await outbound.createTxn(destination, String(now), body, now, head.pdus, head.edus, { canonical: true, attempted: true });
-      if (created.result === "created") {
-        const txn: StoredTxn = {
-          txnId: created.txnId,
-          body,
-          canonical: true,
-          pduCount: head.pdus.length,
-          eduCount: head.edus.length,
-          createdTs: now,
-          attempts: 1,
-          rejections: 0,
-          lastAttemptTs: now,
-        };
-        return { txn, attempted: true };
-      }
-      if (created.result === "exists") {
-        const txn = await outbound.getTxn(destination);
-        return txn ? { txn, attempted: false } : null;
-      }
+      const digest = bodyDigest(body);
+      const created = await outbound.createTxn(destination, String(now), digest, now, head.pdus, head.edus, { attempted: true });
+      if (created.result === "created") return { txn: newTxn(created.txnId, body, digest, head.pdus.length, head.edus.length, now), attempted: true };
+      if (created.result === "exists") return "again";
     }
     throw new Error(`queue head of ${destination} kept changing while building a transaction`);
   }
+}
+
+/** A transaction just stored by createTxn (first attempt counted). */
+function newTxn(txnId: string, body: Buffer, digest: string, pduCount: number, eduCount: number, now: number): StoredTxn {
+  return { txnId, body, canonical: true, pduCount, eduCount, createdTs: now, attempts: 1, rejections: 0, lastAttemptTs: now, digest };
 }

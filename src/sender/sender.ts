@@ -5,8 +5,10 @@
  * Invariant: each destination has at most ONE transaction in flight, and it is re-sent with the
  * same txn_id and byte-identical body until the destination answers 2xx (or, after repeated
  * 4xx, it is split apart and a PDU rejected alone is dead-lettered); only then is the next built. It holds because (a) the transaction is stored
- * (out:{dest}:txn, with its body) before it is sent and removed only by a commit naming its
- * txn_id (per-destination.ts, ../store/lua/sender-*.lua), and (b) each destination has at most
+ * (out:{dest}:txn: the queue entries it covers, its created_ts and the digest of its body, from
+ * which a re-send rebuilds the same bytes — or, should they ever differ, replaces it by a new
+ * txn_id over the same entries; see outbound-store.ts) before it is sent and removed only by a
+ * commit naming its txn_id (per-destination.ts, ../store/lua/sender-*.lua), and (b) each destination has at most
  * one BullMQ job, found by its deduplication ID (= the destination) with `keepLastIfActive`: a
  * wake while the job waits or is delayed is a no-op, a wake while it runs is remembered and
  * becomes the next job when it finishes, so no two workers, in any number of processes on one
@@ -30,7 +32,7 @@ import type { Logger } from "../logger.js";
 import { parseServerName } from "../protocol/ids.js";
 import { backoffDelay } from "./backoff.js";
 import { OutboundStore } from "./outbound-store.js";
-import { PerDestinationSender, type Outcome, type TransactionOutcome } from "./per-destination.js";
+import { MAX_TXNS_PER_JOB_RUN, PerDestinationSender, type Outcome, type TransactionOutcome } from "./per-destination.js";
 import { QueueView } from "./queue-view.js";
 import { TransactionBuilder } from "./transaction-builder.js";
 import { FederationTransport, Transports } from "./transport.js";
@@ -113,7 +115,10 @@ export class Sender {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly abort = new AbortController();
+  /** Destinations whose job runs in this process. */
   private readonly processing = new Set<string>();
+  /** Of those, the ones woken since their job's last drain began (see wake, processJob). */
+  private readonly rewoken = new Set<string>();
   private closed = false;
   private closing: Promise<void> | null = null;
 
@@ -161,9 +166,18 @@ export class Sender {
 
   // --- producing -----------------------------------------------------------------------------
 
-  /** Makes sure each destination has a job (fire and forget; the RoomService onQueued hook). */
+  /**
+   * Makes sure each destination has a job (fire and forget; the RoomService onQueued hook, called
+   * once the entries are in the queue). A destination whose job runs in this process is not
+   * queued again: its job drains it once more before it completes (processJob), which costs
+   * none of BullMQ's job cycle (add, the next job's creation and fetch, its completion).
+   */
   wake(destinations: readonly string[]): void {
     for (const d of destinations) {
+      if (this.processing.has(d)) {
+        this.rewoken.add(d);
+        continue;
+      }
       this.ensureJob(d).catch((err: Error) => this.deps.logger.warn({ destination: d, err: err.message }, "could not schedule a sender job (the sweep will)"));
     }
   }
@@ -397,18 +411,31 @@ export class Sender {
     }
     this.processing.add(destination);
     let outcome: Outcome;
+    let missedWake: boolean;
     try {
-      // Stops at shutdown so close() does not wait for a backlog.
-      outcome = await this.perDestination.drain(destination, () => this.closed);
+      // A wake in this process while the job runs (wake) drains the destination again, within
+      // the job's budget of transactions: the wake came after its entries were queued, so a
+      // drain that starts after it sees them. Checking for it and leaving `processing` happen in
+      // one synchronous step, so a wake either finds the job running or adds a job itself.
+      let budget = MAX_TXNS_PER_JOB_RUN;
+      do {
+        this.rewoken.delete(destination);
+        // Stops at shutdown so close() does not wait for a backlog.
+        const run = await this.perDestination.drain(destination, () => this.closed, budget);
+        outcome = run.outcome;
+        budget -= run.runs;
+      } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
     } finally {
       this.processing.delete(destination);
+      missedWake = this.rewoken.delete(destination);
     }
     if (outcome.kind === "retry") {
       await job.moveToDelayed(outcome.at, token);
       throw new DelayedError();
     }
-    // More queued: remembered as the next job, created when this one completes.
-    if (outcome.kind === "more") await this.ensureJob(destination);
+    // More queued (or a wake this run had no budget left for): remembered as the next job,
+    // created when this one completes.
+    if (outcome.kind === "more" || missedWake) await this.ensureJob(destination);
     return outcome.kind;
   }
 }

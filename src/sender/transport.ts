@@ -100,7 +100,7 @@ export class FederationTransport implements DestinationTransport {
   }
 
   send(destination: string, txn: StoredTxn): Promise<TransportResponse> {
-    // The stored body, byte for byte; a canonical one is also signed as it is.
+    // The transaction's body, byte for byte (as built, or rebuilt and checked against its digest, or an older version's stored one); a canonical one is also signed as it is.
     const body = new EncodedJsonBody(txn.body, txn.canonical);
     return this.client.request("PUT", destination, `/_matrix/federation/v1/send/${encodeURIComponent(txn.txnId)}`, body);
   }

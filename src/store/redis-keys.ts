@@ -95,10 +95,8 @@ export class RedisKeys {
   outboundEdus(destination: string): string { return `${this.prefix}:out:{${destination}}:edus`; }
   /** HASH: the transaction in flight: txn_id, pdu_count, edu_count, created_ts... (its body: outboundTxnBody). */
   outboundTxn(destination: string): string { return `${this.prefix}:out:{${destination}}:txn`; }
-  /** STRING: the exact body of the transaction in flight (older versions kept it in the txn hash). */
+  /** STRING: the exact body of a transaction stored by an older version (newer ones store a digest and rebuild it; older still kept it in the txn hash). */
   outboundTxnBody(destination: string): string { return `${this.prefix}:out:{${destination}}:txn-body`; }
-  /** STRING: scratch for the body of the transaction being created (renamed to txn-body); one per attempt. */
-  outboundTxnNext(destination: string, nonce: string): string { return `${this.prefix}:out:{${destination}}:txn-next:${nonce}`; }
   /** HASH: destination status: last_success_ts, last_error, last_error_ts, failures, backoff_until. */
   destinationStatus(destination: string): string { return `${this.prefix}:out:{${destination}}:status`; }
   /** LIST: dead letters, PDUs the destination rejected when sent alone (JSON {ref, reason, ...}). */

@@ -37,6 +37,7 @@ import { backoffDelay } from "../../src/sender/backoff.js";
 import { signRequest } from "../../src/protocol/x-matrix.js";
 import { canonicalJson } from "../../src/protocol/canonical-json.js";
 import type { SigningKey } from "../../src/protocol/signing-key.js";
+import { createHash } from "node:crypto";
 
 const key = gatehouseKey();
 const identity = { serverName: GH_SERVER_NAME, keyId: key.keyId, publicKey: key.publicKey };
@@ -115,6 +116,36 @@ describe("sender: delivery", { timeout: 30_000 }, () => {
     await sink.waitFor(() => sink.deliveredEdus.length === 1, 5000, "the EDU");
     assert.deepEqual(sink.attempts[0]!.body.pdus, []);
     assert.equal(sink.attempts[0]!.body.edus?.[0]?.edu_type, "m.typing");
+  });
+
+  test("a wake while the destination's job runs in this process is served by that job: no BullMQ add", async () => {
+    const { s, sink, roomId } = await setup("rewake", { settings: { shards: 1 } });
+    sink.script = [{ delayMs: 300 }];
+    await persistPdus(s.store, roomId, [sink.serverName], 5);
+    await s.sender.startWorkers(); // its sweep adds the destination's job
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "first transaction in flight");
+    // BullMQ counts every add (de-duplicated or not) in the queue's id key.
+    const adds = async () => Number(await s.redis.get(s.sender.queueOf(sink.serverName).keys.id!));
+    const jobDone = async () => {
+      for (let i = 0; (await s.sender.view.jobState(sink.serverName)) !== "none"; i++) {
+        assert.ok(i < 200, "the job completes");
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    const before = await adds();
+    await persistPdus(s.store, roomId, [sink.serverName], 5, 5);
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.delivered.length === 10, 5000, "10 PDUs");
+    await settled(s, sink.serverName);
+    await jobDone();
+    assert.deepEqual(sink.attempts.map((a) => a.body.pdus.length), [5, 5]);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+    assert.equal(await adds(), before, "the running job sent the new entries; nothing was added");
+    // With no job running, a wake adds one.
+    await persistPdus(s.store, roomId, [sink.serverName], 1, 10);
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.delivered.length === 11, 5000, "the 11th PDU");
+    assert.equal(await adds(), before + 1);
   });
 
   test("per-PDU errors in a 200 answer are counted, not retried", async () => {
@@ -448,11 +479,13 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     const { s, sinks, roomId } = await setup("sweep", { sinks: 2 });
     const [a, b] = sinks as [SinkPeer, SinkPeer];
     await persistPdus(s.store, roomId, [a.serverName, b.serverName], 5);
-    // b: a transaction stored by a worker that died before sending it.
+    // b: a transaction stored, with its body in its own key, by a worker of the previous
+    // version that died before sending it.
     const head = await s.sender.outbound.head(b.serverName, 3, 0);
     const body = JSON.stringify({ origin: GH_SERVER_NAME, origin_server_ts: 1, pdus: await Promise.all(head.pdus.map(async (r) => JSON.parse((await s.store.getEventJson(r.split(" ")[0]!, r.split(" ")[1]!))!))) });
-    const stored = await s.sender.outbound.createTxn(b.serverName, "1", body, 1, head.pdus, []);
-    assert.equal(stored.result, "created");
+    const stored = { txnId: "1_1" };
+    await s.redis.hset(s.keys.outboundTxn(b.serverName), "txn_id", stored.txnId, "pdu_count", "3", "edu_count", "0", "created_ts", "1", "attempts", "0", "rejections", "0", "canonical", "0");
+    await s.redis.set(s.keys.outboundTxnBody(b.serverName), body);
     assert.equal(await s.sender.view.jobState(a.serverName), "none");
     await s.sender.startWorkers();
     await Promise.all([a, b].map((k) => k.waitFor(() => k.delivered.length === 5, 5000, "5 PDUs")));
@@ -460,6 +493,55 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     assert.equal(b.attempts[0]!.rawBody, body);
     assert.deepEqual(b.attempts.map((x) => x.body.pdus.length), [3, 2]);
     assert.deepEqual(numbersOf(b.delivered), range(0, 5));
+  });
+
+  // The body is not stored (only its digest): a re-send rebuilds it from the entries the
+  // transaction covers. Here by a second Sender, whose event cache is empty, as after a crash.
+  async function failOnceThenHandOver(name: string, tamper?: (keys: TestSender["keys"], destination: string) => Promise<void>) {
+    const { s, sink, roomId, prefix } = await setup(name, { settings: { backoffInitialMs: 60_000, backoffMaxMs: 60_000 } });
+    sink.script = [{ status: 500 }];
+    await persistPdus(s.store, roomId, [sink.serverName], 7);
+    await s.sender.outbound.enqueueEdu(sink.serverName, JSON.stringify({ edu_type: "m.typing", content: { room_id: roomId, user_id: `@u:${GH_SERVER_NAME}`, typing: true } }));
+    await s.sender.startWorkers();
+    s.sender.wake([sink.serverName]);
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "first attempt");
+    await settled(s, sink.serverName, (d) => (d?.failures ?? 0) >= 1);
+    const stored = await s.redis.hgetall(s.keys.outboundTxn(sink.serverName));
+    assert.equal(stored.txn_id, sink.attempts[0]!.txnId);
+    assert.equal(await s.redis.exists(s.keys.outboundTxnBody(sink.serverName)), 0, "no body stored");
+    assert.equal(stored.digest, createHash("sha256").update(sink.attempts[0]!.rawBody).digest("base64url"), "the digest of the bytes sent");
+    const keys = s.keys;
+    await s.close();
+    await tamper?.(keys, sink.serverName);
+    const second = makeSender({ prefix, key, settings: { backoffInitialMs: 60_000, backoffMaxMs: 60_000 } });
+    cleanups.push(() => second.close());
+    await second.sender.startWorkers();
+    await second.sender.retryNow(sink.serverName);
+    await sink.waitFor(() => sink.delivered.length === 7, 5000, "7 PDUs");
+    await settled(second, sink.serverName);
+    assert.equal(sink.badSignatures, 0);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 7));
+    assert.deepEqual(sink.attempts.map((a) => a.answered), [500, 200]);
+    assert.deepEqual(sink.attempts.map((a) => a.body.edus?.length), [1, 1]);
+    if (!tamper) assertExactlyOncePerTxn(sink.attempts);
+    return sink.attempts;
+  }
+
+  test("a stored transaction re-sent by another process: its body is rebuilt byte for byte (same txnId, same bytes)", async () => {
+    const [first, retry] = await failOnceThenHandOver("rebuild");
+    assert.equal(retry!.txnId, first!.txnId);
+    assert.equal(retry!.rawBody, first!.rawBody);
+  });
+
+  test("a stored transaction whose body cannot be rebuilt identically is replaced by a new txnId over the same entries, never re-sent with other bytes", async () => {
+    // As if the bytes the entries encode to had changed since (another encoding, an event gone).
+    const [first, retry] = await failOnceThenHandOver("rebuild-changed", async (keys, d) => {
+      await redis.hset(keys.outboundTxn(d), "digest", "not-the-digest-of-this-body");
+    });
+    assert.notEqual(retry!.txnId, first!.txnId);
+    assert.notEqual(retry!.rawBody, first!.rawBody, "a new origin_server_ts");
+    assert.deepEqual(numbersOf(retry!.body.pdus), numbersOf(first!.body.pdus));
+    assert.deepEqual(retry!.body.edus, first!.body.edus);
   });
 
   test("a transaction stored by an older version (body in the hash, not canonical) is re-sent byte for byte", async () => {
