@@ -7,6 +7,7 @@
  *   BENCH_NO_SYNAPSE=1  Gatehouse only
  *   BENCH_ONLY=crypto,knock,fanout,inbound   run a subset
  *   BENCH_INBOUND=4x1000  inbound row: origins × events per origin (default 4x1000; 4x200 with BENCH_QUICK=1)
+ *   BENCH_INBOUND_GATEWAYS=2  inbound row with two `gatehouse serve` of one server on one Redis (origins alternate)
  *   BENCH_ONLY=scale-fanout,scale-room,scale-knocks   scale rows (bench/scale.ts; sizes: BENCH_SCALE_*, bench/README.md)
  *
  * Layout: this process (load generator, fake remote servers, sink farm) pins itself to core 1;
@@ -33,6 +34,8 @@ console.log(`# Gatehouse benchmarks: node ${process.version}, ${cpus().length} C
 console.log(`# server under test on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}${quick ? ", QUICK run" : ""}; ${new Date().toISOString()}; load average ${loadAverage()}`);
 const inboundSize = /^(\d+)x(\d+)$/.exec(process.env.BENCH_INBOUND ?? (quick ? "4x200" : "4x1000"));
 if (!inboundSize) throw new Error(`BENCH_INBOUND must be ORIGINSxEVENTS (e.g. 4x1000), got ${process.env.BENCH_INBOUND}`);
+const inboundGateways = Number(process.env.BENCH_INBOUND_GATEWAYS ?? "1");
+if (!Number.isInteger(inboundGateways) || inboundGateways < 1) throw new Error(`BENCH_INBOUND_GATEWAYS must be a positive integer, got ${process.env.BENCH_INBOUND_GATEWAYS}`);
 
 if (only.has("crypto")) cryptoBench({ seconds: quick ? Math.min(seconds, 0.3) : seconds });
 
@@ -84,7 +87,28 @@ try {
     if (only.has("inbound")) {
       console.log("\n## inbound (PUT /send)\n");
       const io = { origins: Number(inboundSize[1]), events: Number(inboundSize[2]), perTxn: 50 };
-      inbounds.push(await inboundBench({ ...gatehouseFanoutTarget(gh), pids: [gh.pid, redis.pid], pidNames: ["node", "redis"], redisUrl: redis.url }, io));
+      // BENCH_INBOUND_GATEWAYS=N: N `gatehouse serve` of ONE server (same name, key and data
+      // folder, own ports and instance IDs, each with its sender workers) on the one Redis, as a
+      // Kubernetes deployment with replicas; the origins alternate between them (all pinned to
+      // the server core: compare CPU per PDU, not throughput).
+      const ghs = [gh];
+      for (let n = 1; n < inboundGateways; n++) {
+        const extra = await GatehouseProc.start({
+          redisUrl: redis.url,
+          logLevel: process.env.BENCH_LOG_LEVEL ?? "info",
+          dataDir: gh.dataDir,
+          env: { GATEHOUSE_SERVER_NAME: gh.serverName, GATEHOUSE_INSTANCE_ID: `bench-inbound-${n}` },
+        });
+        cleanups.push(() => extra.stop());
+        ghs.push(extra);
+      }
+      const nodes = ghs.length > 1 ? ghs.map((g, n) => ({ pid: g.pid, name: `node${n + 1}` })) : [{ pid: gh.pid, name: "node" }];
+      inbounds.push(
+        await inboundBench(
+          { ...gatehouseFanoutTarget(gh), pids: [...nodes.map((x) => x.pid), redis.pid], pidNames: [...nodes.map((x) => x.name), "redis"], redisUrl: redis.url, ports: ghs.map((g) => g.federationPort) },
+          io,
+        ),
+      );
       if (hs) inbounds.push(await inboundBench({ ...(await synapseFanoutTarget(hs)), pids: [hs.pid], pidNames: ["synapse"] }, io));
     }
 
