@@ -22,6 +22,7 @@ import { inboundBench, loadAverage, type InboundFigures } from "./inbound.js";
 import { GatehouseProc, LOAD_CORE, pinSelf, RedisProc, SERVER_CORE, SynapseProc, synapseUnavailable } from "./lib/procs.js";
 import { RemoteServer } from "../test/support/remote-server.js";
 import { runScaleRows } from "./scale.js";
+import { freePort } from "../src/embedded-redis.js";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? "1");
 if (!(seconds > 0)) throw new Error(`BENCH_SECONDS must be a positive number, got ${process.env.BENCH_SECONDS}`);
@@ -53,7 +54,9 @@ try {
     const redis = await RedisProc.start({ aof: false });
     cleanups.push(() => redis.cleanup());
     cleanups.push(() => redis.stop());
-    const gh = await GatehouseProc.start({ redisUrl: redis.url, logLevel: process.env.BENCH_LOG_LEVEL ?? "info" });
+    // Its /metrics: the inbound row prints what the gatehouse_room_* counters moved by.
+    const metricsPorts = [await freePort()];
+    const gh = await GatehouseProc.start({ redisUrl: redis.url, logLevel: process.env.BENCH_LOG_LEVEL ?? "info", env: { GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPorts[0]}` } });
     cleanups.push(() => gh.cleanup());
     cleanups.push(() => gh.stop());
     const why = synapseUnavailable();
@@ -93,11 +96,12 @@ try {
       // the server core: compare CPU per PDU, not throughput).
       const ghs = [gh];
       for (let n = 1; n < inboundGateways; n++) {
+        metricsPorts.push(await freePort());
         const extra = await GatehouseProc.start({
           redisUrl: redis.url,
           logLevel: process.env.BENCH_LOG_LEVEL ?? "info",
           dataDir: gh.dataDir,
-          env: { GATEHOUSE_SERVER_NAME: gh.serverName, GATEHOUSE_INSTANCE_ID: `bench-inbound-${n}` },
+          env: { GATEHOUSE_SERVER_NAME: gh.serverName, GATEHOUSE_INSTANCE_ID: `bench-inbound-${n}`, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPorts[n]}` },
         });
         cleanups.push(() => extra.stop());
         ghs.push(extra);
@@ -105,7 +109,7 @@ try {
       const nodes = ghs.length > 1 ? ghs.map((g, n) => ({ pid: g.pid, name: `node${n + 1}` })) : [{ pid: gh.pid, name: "node" }];
       inbounds.push(
         await inboundBench(
-          { ...gatehouseFanoutTarget(gh), pids: [...nodes.map((x) => x.pid), redis.pid], pidNames: [...nodes.map((x) => x.name), "redis"], redisUrl: redis.url, ports: ghs.map((g) => g.federationPort) },
+          { ...gatehouseFanoutTarget(gh), pids: [...nodes.map((x) => x.pid), redis.pid], pidNames: [...nodes.map((x) => x.name), "redis"], redisUrl: redis.url, ports: ghs.map((g) => g.federationPort), metricsUrls: metricsPorts.map((p) => `http://127.0.0.1:${p}/metrics`) },
           io,
         ),
       );
