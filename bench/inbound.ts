@@ -59,9 +59,22 @@ export function loadAverage(): string {
   }
 }
 
+/** The gatehouse_room_* counters of each process (series → value). */
+async function roomCounters(urls: readonly string[] = []): Promise<Map<string, number>[]> {
+  return Promise.all(
+    urls.map(async (url) => {
+      const text = await (await fetch(url)).text();
+      const out = new Map<string, number>();
+      for (const m of text.matchAll(/^(gatehouse_(?:room_[a-z_]+_total|outbound_transactions_total|outbound_pdus_per_transaction_(?:sum|count))(?:\{[^}]*\})?) (\S+)$/gm)) out.set(m[1]!, Number(m[2]));
+      return out;
+    }),
+  );
+}
+
 export async function inboundBench(
   // ports: several gateway processes of one server (bench/cluster.ts): origin i sends to ports[i % n].
-  target: FanoutTarget & { pids: number[]; pidNames: string[]; redisUrl?: string; ports?: number[] },
+  // metricsUrls: Gatehouse's /metrics per process; the row prints what its gatehouse_room_* counters moved by.
+  target: FanoutTarget & { pids: number[]; pidNames: string[]; redisUrl?: string; ports?: number[]; metricsUrls?: string[] },
   opts: { origins: number; events: number; perTxn: number },
 ): Promise<InboundFigures> {
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
@@ -128,6 +141,7 @@ export async function inboundBench(
     let firstError: string | undefined;
     const redis = target.redisUrl ? new Redis(target.redisUrl, { maxRetriesPerRequest: 1 }) : null;
     await redis?.call("CONFIG", "RESETSTAT");
+    const counters0 = await roomCounters(target.metricsUrls);
     const cpu0 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
     const start = performance.now();
     await Promise.all(
@@ -178,6 +192,7 @@ export async function inboundBench(
       await sleep(50);
     }
     const cpu1 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
+    const counters1 = await roomCounters(target.metricsUrls);
     const split = target.pidNames.map((name, i) => ({ name, msPerPdu: ((cpu1[i]! - cpu0[i]!) * 1000) / Math.max(1, accepted) }));
     latencies.sort((a, b) => a - b);
     let redisTraffic: InboundFigures["redisTraffic"];
@@ -227,7 +242,7 @@ export async function inboundBench(
       const t = fig.redisTraffic;
       log(
         `Redis per PDU: ${fmt(t.commandsPerPdu, 1)} commands, ${fmt(t.bytesInPerPdu)} B in, ${fmt(t.bytesOutPerPdu)} B out; by command (calls, µs per PDU): ` +
-          t.byCommand.slice(0, 8).map((c) => `${c.command} ${fmt(c.callsPerPdu, 2)} ${fmt(c.usecPerPdu, 1)}`).join(", "),
+          t.byCommand.slice(0, 14).map((c) => `${c.command} ${fmt(c.callsPerPdu, 2)} ${fmt(c.usecPerPdu, 1)}`).join(", "),
       );
       // Per outbound transaction, every command (most of the sender's and BullMQ's are per transaction or per job).
       if (outboundTxns > 0)
@@ -235,6 +250,10 @@ export async function inboundBench(
           `Redis commands per outbound transaction (${fmt(outboundTxns)}): ${fmt((t.commandsPerPdu * accepted) / outboundTxns, 1)} in all; ` +
             [...t.byCommand].sort((a, b) => b.callsPerPdu - a.callsPerPdu).map((c) => `${c.command} ${fmt((c.callsPerPdu * accepted) / outboundTxns, 2)}`).join(", "),
         );
+    }
+    if (counters1.length > 0) {
+      const moved = counters1.map((c, p) => [...c].filter(([k, v]) => v !== (counters0[p]?.get(k) ?? 0)).map(([k, v]) => `${k} ${v - (counters0[p]!.get(k) ?? 0)}`).join(", "));
+      log(`room counters over the run: ${moved.map((m, p) => `${target.pidNames[p]}: ${m || "none"}`).join("; ")}`);
     }
     return fig;
   } finally {

@@ -7,6 +7,7 @@
  *   BENCH_NO_SYNAPSE=1  Gatehouse only
  *   BENCH_ONLY=crypto,knock,fanout,inbound   run a subset
  *   BENCH_INBOUND=4x1000  inbound row: origins × events per origin (default 4x1000; 4x200 with BENCH_QUICK=1)
+ *   BENCH_INBOUND_GATEWAYS=2  inbound row with two `gatehouse serve` of one server on one Redis (origins alternate)
  *   BENCH_ONLY=scale-fanout,scale-room,scale-knocks   scale rows (bench/scale.ts; sizes: BENCH_SCALE_*, bench/README.md)
  *
  * Layout: this process (load generator, fake remote servers, sink farm) pins itself to core 1;
@@ -21,6 +22,7 @@ import { inboundBench, loadAverage, type InboundFigures } from "./inbound.js";
 import { GatehouseProc, LOAD_CORE, pinSelf, RedisProc, SERVER_CORE, SynapseProc, synapseUnavailable } from "./lib/procs.js";
 import { RemoteServer } from "../test/support/remote-server.js";
 import { runScaleRows } from "./scale.js";
+import { freePort } from "../src/embedded-redis.js";
 
 const seconds = Number(process.env.BENCH_SECONDS ?? "1");
 if (!(seconds > 0)) throw new Error(`BENCH_SECONDS must be a positive number, got ${process.env.BENCH_SECONDS}`);
@@ -33,6 +35,8 @@ console.log(`# Gatehouse benchmarks: node ${process.version}, ${cpus().length} C
 console.log(`# server under test on core ${SERVER_CORE}, load generator on core ${LOAD_CORE}${quick ? ", QUICK run" : ""}; ${new Date().toISOString()}; load average ${loadAverage()}`);
 const inboundSize = /^(\d+)x(\d+)$/.exec(process.env.BENCH_INBOUND ?? (quick ? "4x200" : "4x1000"));
 if (!inboundSize) throw new Error(`BENCH_INBOUND must be ORIGINSxEVENTS (e.g. 4x1000), got ${process.env.BENCH_INBOUND}`);
+const inboundGateways = Number(process.env.BENCH_INBOUND_GATEWAYS ?? "1");
+if (!Number.isInteger(inboundGateways) || inboundGateways < 1) throw new Error(`BENCH_INBOUND_GATEWAYS must be a positive integer, got ${process.env.BENCH_INBOUND_GATEWAYS}`);
 
 if (only.has("crypto")) cryptoBench({ seconds: quick ? Math.min(seconds, 0.3) : seconds });
 
@@ -50,7 +54,9 @@ try {
     const redis = await RedisProc.start({ aof: false });
     cleanups.push(() => redis.cleanup());
     cleanups.push(() => redis.stop());
-    const gh = await GatehouseProc.start({ redisUrl: redis.url, logLevel: process.env.BENCH_LOG_LEVEL ?? "info" });
+    // Its /metrics: the inbound row prints what the gatehouse_room_* counters moved by.
+    const metricsPorts = [await freePort()];
+    const gh = await GatehouseProc.start({ redisUrl: redis.url, logLevel: process.env.BENCH_LOG_LEVEL ?? "info", env: { GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPorts[0]}` } });
     cleanups.push(() => gh.cleanup());
     cleanups.push(() => gh.stop());
     const why = synapseUnavailable();
@@ -84,7 +90,29 @@ try {
     if (only.has("inbound")) {
       console.log("\n## inbound (PUT /send)\n");
       const io = { origins: Number(inboundSize[1]), events: Number(inboundSize[2]), perTxn: 50 };
-      inbounds.push(await inboundBench({ ...gatehouseFanoutTarget(gh), pids: [gh.pid, redis.pid], pidNames: ["node", "redis"], redisUrl: redis.url }, io));
+      // BENCH_INBOUND_GATEWAYS=N: N `gatehouse serve` of ONE server (same name, key and data
+      // folder, own ports and instance IDs, each with its sender workers) on the one Redis, as a
+      // Kubernetes deployment with replicas; the origins alternate between them (all pinned to
+      // the server core: compare CPU per PDU, not throughput).
+      const ghs = [gh];
+      for (let n = 1; n < inboundGateways; n++) {
+        metricsPorts.push(await freePort());
+        const extra = await GatehouseProc.start({
+          redisUrl: redis.url,
+          logLevel: process.env.BENCH_LOG_LEVEL ?? "info",
+          dataDir: gh.dataDir,
+          env: { GATEHOUSE_SERVER_NAME: gh.serverName, GATEHOUSE_INSTANCE_ID: `bench-inbound-${n}`, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPorts[n]}` },
+        });
+        cleanups.push(() => extra.stop());
+        ghs.push(extra);
+      }
+      const nodes = ghs.length > 1 ? ghs.map((g, n) => ({ pid: g.pid, name: `node${n + 1}` })) : [{ pid: gh.pid, name: "node" }];
+      inbounds.push(
+        await inboundBench(
+          { ...gatehouseFanoutTarget(gh), pids: [...nodes.map((x) => x.pid), redis.pid], pidNames: [...nodes.map((x) => x.name), "redis"], redisUrl: redis.url, ports: ghs.map((g) => g.federationPort), metricsUrls: metricsPorts.map((p) => `http://127.0.0.1:${p}/metrics`) },
+          io,
+        ),
+      );
       if (hs) inbounds.push(await inboundBench({ ...(await synapseFanoutTarget(hs)), pids: [hs.pid], pidNames: ["synapse"] }, io));
     }
 

@@ -68,6 +68,11 @@ export interface Config {
   maxRequestBytes: number;
   /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
   maxForwardExtremities: number;
+  /**
+   * GATEHOUSE_ROOM_WRITE_LEASE_MS: how long one replica may plan a hosted room's run of events
+   * while the others wait for it (0: no lease, replicas plan at once and the loser plans again).
+   */
+  roomWriteLeaseMs: number;
   /** Events one state fallback at a gap may fetch (/state_ids, then /event or /state; rooms/gap-state.ts); GATEHOUSE_GAP_STATE_MAX_EVENTS. */
   gapStateMaxEvents: number;
   /** Run the outbound sender worker inside the serve process. */
@@ -310,6 +315,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     ed25519Backend: oneOf(env, "GATEHOUSE_ED25519_BACKEND", "node", ["node", "sodium-native"] as const),
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
+    roomWriteLeaseMs: int(env, "GATEHOUSE_ROOM_WRITE_LEASE_MS", 1000, 0, 60_000),
     gapStateMaxEvents: int(env, "GATEHOUSE_GAP_STATE_MAX_EVENTS", 5000, 0, 1_000_000),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     instanceId: instanceIdOf(env, dataDir),

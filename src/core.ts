@@ -101,6 +101,11 @@ export function buildCore(opts: CoreOptions): Core {
   const store = new RoomStore(redis, keys, {
     // The entry stays in the room's outbox; the sender's sweep fans it out (store/fanout.ts).
     onFanoutError: (roomId, err) => logger.warn({ roomId, err: err.message }, "fan-out after a write failed; the sender's sweep retries it"),
+    onStateRead: (path, delta) => {
+      metrics.roomStateReads.inc({ path });
+      if (delta?.local) metrics.roomStateDeltaEvents.inc({ source: "local" }, delta.local);
+      if (delta?.remote) metrics.roomStateDeltaEvents.inc({ source: "remote" }, delta.remote);
+    },
   });
 
   const client = new FederationClient({
@@ -182,7 +187,10 @@ export function buildCore(opts: CoreOptions): Core {
       roomHooks.onPersisted?.(event, origin);
       if (origin !== null && event.pdu.type === "m.room.member") onRemoteMembership?.(event.roomId, event.pdu);
     },
+    onWriteConflict: () => metrics.roomWriteConflicts.inc(),
+    onLeaseWait: () => metrics.roomWriteLeaseWaits.inc(),
     maxForwardExtremities: config.maxForwardExtremities,
+    roomWriteLeaseMs: config.roomWriteLeaseMs,
     serverName: config.serverName,
     signingKey: ownKeys.current,
     verifier,

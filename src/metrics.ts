@@ -44,6 +44,14 @@ export class Metrics {
   /** GATEHOUSE_REDIS_WAIT_REPLICAS: the WAIT before an acknowledged write's 200. */
   readonly redisReplicaWaitDuration: Histogram;
   readonly redisReplicaWaitTimeouts: Counter;
+  /** Hosted rooms' writes refused because another writer (another replica) moved the room first. */
+  readonly roomWriteConflicts: Counter;
+  /** Runs that waited for another replica's write lease on the room before planning. */
+  readonly roomWriteLeaseWaits: Counter;
+  /** How the in-process room state cache answered a snapshot (store/state-cache.ts). */
+  readonly roomStateReads: Counter<"path">;
+  /** Events of the room stream a snapshot advanced its cache over, by where they were read from. */
+  readonly roomStateDeltaEvents: Counter<"source">;
   /** Always 1; the labels say what runs (the usual *_build_info convention). */
   readonly buildInfo: Gauge<"version" | "node_version">;
 
@@ -70,6 +78,28 @@ export class Metrics {
     this.redisReplicaWaitTimeouts = new Counter({
       name: "gatehouse_redis_replica_wait_timeouts_total",
       help: "WAITs that returned with fewer replicas than GATEHOUSE_REDIS_WAIT_REPLICAS: writes a failover could still lose.",
+      registers: r,
+    });
+    this.roomWriteConflicts = new Counter({
+      name: "gatehouse_room_write_conflicts_total",
+      help: "Planned writes to a hosted room refused because another writer (usually another replica) wrote to the room since the snapshot they were planned on; each is planned again on a new snapshot.",
+      registers: r,
+    });
+    this.roomWriteLeaseWaits = new Counter({
+      name: "gatehouse_room_write_lease_waits_total",
+      help: "Runs of events that found a hosted room's write lease held by another replica (planning the room) and waited for it before planning, instead of planning a write that would conflict.",
+      registers: r,
+    });
+    this.roomStateReads = new Counter({
+      name: "gatehouse_room_state_reads_total",
+      help: "Room snapshots by how the in-process state cache served them: hit (nothing new), delta (advanced by the events written since, by this or another replica), full (state read whole: no entry, a gap over the delta limit, a state reset).",
+      labelNames: ["path"] as const,
+      registers: r,
+    });
+    this.roomStateDeltaEvents = new Counter({
+      name: "gatehouse_room_state_delta_events_total",
+      help: "Events a snapshot's delta advanced the state cache over, by source: local (in this process's event cache: written or read by it before), remote (read from Redis: usually written by another replica).",
+      labelNames: ["source"] as const,
       registers: r,
     });
     this.federationRequests = new Counter({

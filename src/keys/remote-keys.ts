@@ -25,6 +25,8 @@ const FAILURE_COOLDOWN_MS = 30_000;
  * within this time).
  */
 const MIN_REFETCH_MS = 10_000;
+/** Own-key verifiers kept at most (RemoteKeys.ownVerifiers). */
+const OWN_VERIFIERS_MAX = 16;
 
 export interface CachedKey {
   key: string;
@@ -112,6 +114,12 @@ export class RemoteKeys {
   private readonly now: () => number;
   private readonly ed: Ed25519;
   private readonly memory = new Map<string, { record: CachedKey; verifier: Ed25519Verifier }>();
+  /**
+   * Verifiers of this server's own keys, by the key (base64): the key import (a public-key
+   * object) once per key, not per signature checked. A handful of entries (current and retired
+   * own keys); emptied if it ever grows past OWN_VERIFIERS_MAX (many rotations).
+   */
+  private readonly ownVerifiers = new Map<string, Ed25519Verifier>();
   private readonly inflight = new Map<string, Promise<Record<string, CachedKey> | null>>();
   private readonly failures = new Map<string, number>();
   private readonly lastSuccess = new Map<string, number>();
@@ -131,8 +139,15 @@ export class RemoteKeys {
     if (serverName === this.o.ownServerName) {
       const own = this.o.ownKeys()[keyId];
       if (!own) return undefined;
-      const raw = decodeBase64(own.key);
-      return raw ? { record: own, verifier: this.ed.verifier(raw) } : undefined;
+      let verifier = this.ownVerifiers.get(own.key);
+      if (!verifier) {
+        const raw = decodeBase64(own.key);
+        if (!raw) return undefined;
+        if (this.ownVerifiers.size >= OWN_VERIFIERS_MAX) this.ownVerifiers.clear();
+        verifier = this.ed.verifier(raw);
+        this.ownVerifiers.set(own.key, verifier);
+      }
+      return { record: own, verifier };
     }
     const usable = (r: CachedKey) => (forEvent ? effectiveValidUntil(r) >= at : r.expiredTs === undefined && effectiveValidUntil(r) > this.now());
 

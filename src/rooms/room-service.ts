@@ -13,6 +13,7 @@
  * every extremity (every event Gatehouse creates) simply adds itself.
  */
 import { randomBytes } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import { checkEventAuth, selectAuthEvents, type EventLike } from "../protocol/auth/index.js";
 import { buildEvent, type EventTemplate } from "../protocol/event-signing.js";
 import { CanonicalJsonError } from "../protocol/canonical-json.js";
@@ -24,7 +25,7 @@ import { createEventIdOfRoom } from "../protocol/state-res/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type ProbeResult, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type ProbeResult, type SnapshotProbe, type StoreSnapshot, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import { planNewRoom } from "./new-room-state.js";
 import { StagedEvents, StaleSnapshotError } from "./staged-events.js";
@@ -100,10 +101,23 @@ export interface RoomServiceDeps {
   maxForwardExtremities?: number;
   /** After a write whose answer promises it (a local event, a new room, a send_* handshake), before that answer: waits for replicas (GATEHOUSE_REDIS_WAIT_REPLICAS; store/replica-wait.ts). */
   afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
+  /** A planned write refused because another writer moved the room since its snapshot (it is planned again). */
+  onWriteConflict?: (roomId: string) => void;
+  /** A run found the room's write lease held by another replica and waited for it (once per wait). */
+  onLeaseWait?: (roomId: string) => void;
+  /**
+   * The room's write lease (store/state-cache.ts SNAPSHOT_LUA; GATEHOUSE_ROOM_WRITE_LEASE_MS):
+   * how long a replica may plan a run before the others stop waiting for it; a replica waits at
+   * most twice this for another's lease, then plans without one (the stream check decides, as
+   * it always does). 0 or absent: no lease.
+   */
+  roomWriteLeaseMs?: number;
 }
 
 /** How often a write is retried when another replica wrote to the same room in between. */
 const MAX_CONFLICT_RETRIES = 20;
+/** Longest pause between two looks at another replica's lease (the first is 1 ms, doubling). */
+const ROOM_LEASE_POLL_MAX_MS = 16;
 /** Most prev_events an event may reference (spec limit 20). */
 const MAX_PREV = 20;
 /** The event type Synapse uses to merge forward extremities; clients never see it. */
@@ -305,6 +319,8 @@ export class RoomService {
   private readonly writtenAt = new Lru<string, number>(4_096);
   /** State before/after events and current state as resolutions (state groups). */
   readonly roomState: RoomStateService;
+  /** This service's name on rooms' write leases (one per RoomService: one per replica). */
+  private readonly leaseOwner = randomBytes(12).toString("base64url");
 
   constructor(private readonly deps: RoomServiceDeps) {
     this.store = deps.store;
@@ -336,10 +352,45 @@ export class RoomService {
 
   /** A snapshot, plus (same round trip) whether `probe.eventIds` are stored, their statuses and those of `statusOf`. */
   async snapshotWithProbe(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }): Promise<ProbedSnapshot> {
-    // The redaction records of the auth events (and of the v12 create event, implied), which the
-    // auth rules read redacted: in the same script call (planRun).
-    const withRecords = probe && { ...probe, redactionsOf: [...probe.statusOf, createEventIdOfRoom(roomId)] };
-    const { room, current, probe: probed } = await this.store.currentSnapshot(roomId, withRecords);
+    return this.probedSnapshot(roomId, probe, await this.store.currentSnapshot(roomId, this.withRecords(roomId, probe)));
+  }
+
+  /**
+   * snapshotWithProbe under the room's write lease, for planning a run: when another replica
+   * holds it (it is planning the room), waits until it is given back (its write) or runs out,
+   * instead of planning a run that its write would only make lose the stream check. After
+   * twice the lease's length the run is planned without it (the stream check still decides).
+   */
+  private async leasedSnapshot(roomId: string, probe: { eventIds: readonly string[]; statusOf: readonly string[] }): Promise<ProbedSnapshot & { leased: boolean }> {
+    const leaseMs = this.deps.roomWriteLeaseMs ?? 0;
+    if (leaseMs <= 0) return { ...(await this.snapshotWithProbe(roomId, probe)), leased: false };
+    const started = performance.now();
+    const withRecords = this.withRecords(roomId, probe);
+    let waited = false;
+    let pause = 1;
+    for (;;) {
+      const read = await this.store.currentSnapshot(roomId, withRecords, { owner: this.leaseOwner, ms: leaseMs });
+      if (!("leased" in read)) return { ...this.probedSnapshot(roomId, probe, read), leased: true };
+      if (!waited) this.deps.onLeaseWait?.(roomId);
+      waited = true;
+      // Wait with a cheap look at the lease (PTTL), not the whole snapshot, until it is free.
+      let left = read.leased;
+      do {
+        if (performance.now() - started > 2 * leaseMs) return { ...(await this.snapshotWithProbe(roomId, probe)), leased: false };
+        await sleep(left > 0 ? Math.min(pause, left) : pause);
+        pause = Math.min(2 * pause, ROOM_LEASE_POLL_MAX_MS);
+        left = await this.store.roomLeaseTtl(roomId);
+      } while (left > 0);
+    }
+  }
+
+  /** The probe plus the redaction records of the auth events (and of the v12 create event, implied), which the auth rules read redacted: in the same script call (planRun). */
+  private withRecords(roomId: string, probe?: { eventIds: readonly string[]; statusOf: readonly string[] }): SnapshotProbe | undefined {
+    return probe && { ...probe, redactionsOf: [...probe.statusOf, createEventIdOfRoom(roomId)] };
+  }
+
+  private probedSnapshot(roomId: string, probe: { eventIds: readonly string[]; statusOf: readonly string[] } | undefined, read: StoreSnapshot): ProbedSnapshot {
+    const { room, current, probe: probed } = read;
     if (!room) throw notFound(`Unknown room ${roomId}`);
     const version = getRoomVersion(room.version);
     if (!version) throw new Error(`room ${roomId} has unknown version ${room.version}`);
@@ -429,7 +480,10 @@ export class RoomService {
         const event = this.buildFromSnapshot(snap, input, this.serverName, true);
         const planned = await this.planAccepted(snap, this.roomState, event, { origin: null, extraDestinations });
         const results = await this.store.persistEvents(roomId, [planned.input], { expectedStream: snap.stream });
-        if (results === "conflict") continue;
+        if (results === "conflict") {
+          this.deps.onWriteConflict?.(roomId);
+          continue;
+        }
         if (results[0] === "persisted") this.writtenAt.set(roomId, snap.stream + 1);
         this.afterWrite(roomId, planned, results[0]!, { origin: null });
         return event;
@@ -477,42 +531,55 @@ export class RoomService {
       const out: RunEventOutcome[] = [];
       let conflicts = 0;
       let planOn = opts.planOn;
-      while (out.length < events.length) {
-        let run: Awaited<ReturnType<RoomService["planRun"]>> | "stale";
-        try {
-          run = await this.planRun(roomId, events, out.length, opts, planOn);
-        } catch (e) {
-          if (!(e instanceof StaleSnapshotError)) throw e;
-          run = "stale";
+      // Whether this service may still hold the room's write lease (planRun takes it; a write
+      // gives it back; whatever else ends the loop gives it back below).
+      let holding = false;
+      try {
+        while (out.length < events.length) {
+          let run: Awaited<ReturnType<RoomService["planRun"]>> | "stale";
+          // planRun may take the lease and then throw.
+          holding = true;
+          try {
+            run = await this.planRun(roomId, events, out.length, opts, planOn);
+          } catch (e) {
+            if (!(e instanceof StaleSnapshotError)) throw e;
+            run = "stale";
+          }
+          planOn = undefined;
+          if (run !== "stale") holding = run.leased;
+          const results =
+            run === "stale"
+              ? "conflict"
+              : run.writes.length === 0
+                ? []
+                : await this.store.persistEvents(
+                    roomId,
+                    run.writes.map((w) => w.input),
+                    { expectedStream: run.stream, ...(run.groupSeq ? { groupSeq: run.groupSeq } : {}), ...(run.leased ? { leaseOwner: this.leaseOwner } : {}) },
+                  );
+          // The persist script gave the lease back unless it answered 'conflict'.
+          if (run !== "stale" && run.writes.length > 0 && results !== "conflict") holding = false;
+          if (results === "conflict" || run === "stale") {
+            // Another replica wrote to the room in between: read it again and plan the run again.
+            this.deps.onWriteConflict?.(roomId);
+            if (++conflicts < MAX_CONFLICT_RETRIES) continue;
+            const busy = new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
+            while (out.length < events.length) out.push({ ...events[out.length]!, error: busy });
+            break;
+          }
+          conflicts = 0;
+          const written = results.filter((r) => r === "persisted").length;
+          if (written > 0) this.writtenAt.set(roomId, run.stream + written);
+          const answers = new Map<number, RunEventOutcome>(run.settled);
+          run.writes.forEach((w, j) => {
+            const outcome = this.afterWrite(roomId, w, results[j]!, opts);
+            const base = { eventId: w.input.eventId, pdu: w.input.pdu, outcome, plannedOn: w.plannedOn };
+            answers.set(w.index, outcome === "duplicate" || !w.onCurrent ? base : { ...base, stateBefore: w.onCurrent });
+          });
+          for (let i = out.length; i < run.end; i++) out.push(answers.get(i)!);
         }
-        planOn = undefined;
-        const results =
-          run === "stale"
-            ? "conflict"
-            : run.writes.length === 0
-              ? []
-              : await this.store.persistEvents(
-                  roomId,
-                  run.writes.map((w) => w.input),
-                  { expectedStream: run.stream, ...(run.groupSeq ? { groupSeq: run.groupSeq } : {}) },
-                );
-        if (results === "conflict" || run === "stale") {
-          // Another replica wrote to the room in between: read it again and plan the run again.
-          if (++conflicts < MAX_CONFLICT_RETRIES) continue;
-          const busy = new MatrixError(503, "M_UNKNOWN", `room ${roomId} is too busy, try again`);
-          while (out.length < events.length) out.push({ ...events[out.length]!, error: busy });
-          break;
-        }
-        conflicts = 0;
-        const written = results.filter((r) => r === "persisted").length;
-        if (written > 0) this.writtenAt.set(roomId, run.stream + written);
-        const answers = new Map<number, RunEventOutcome>(run.settled);
-        run.writes.forEach((w, j) => {
-          const outcome = this.afterWrite(roomId, w, results[j]!, opts);
-          const base = { eventId: w.input.eventId, pdu: w.input.pdu, outcome, plannedOn: w.plannedOn };
-          answers.set(w.index, outcome === "duplicate" || !w.onCurrent ? base : { ...base, stateBefore: w.onCurrent });
-        });
-        for (let i = out.length; i < run.end; i++) out.push(answers.get(i)!);
+      } finally {
+        if (holding) await this.store.releaseRoomLease(roomId, this.leaseOwner).catch((err: Error) => this.deps.logger.warn({ roomId, err: err.message }, "giving back the room's write lease failed; it expires"));
       }
       return out;
     });
@@ -536,6 +603,8 @@ export class RoomService {
     settled: [number, RunEventOutcome][];
     /** The room's state group counter at the snapshot and after the run's groups (numbered by the planner). */
     groupSeq?: { expected: number; last: number };
+    /** Planned under the room's write lease (leasedSnapshot), which the write gives back. */
+    leased: boolean;
   }> {
     const rest = events.slice(start);
     const authIdsAll = [...new Set(rest.flatMap((e) => authEventIds(e.pdu)))];
@@ -547,7 +616,8 @@ export class RoomService {
       planOn.snap.stream >= (this.writtenAt.get(roomId) ?? 0) &&
       sameList(planOn.probe.eventIds, probe.eventIds) &&
       sameList(planOn.probe.statusOf, probe.statusOf);
-    const { snap: first, probed } = fits ? planOn! : await this.snapshotWithProbe(roomId, probe);
+    // Else under the room's write lease: another replica planning the room is waited for.
+    const { snap: first, probed, leased } = fits ? { ...planOn!, leased: false } : await this.leasedSnapshot(roomId, probe);
     const version = first.version;
     const authStatus = new Map(authIdsAll.map((id, i) => [id, probed.statusOf[i] ?? null]));
     // The run's new state groups are numbered from the snapshot's counter (checked by the write).
@@ -600,7 +670,7 @@ export class RoomService {
       snap = next;
     }
     const groupSeq = staged.groupSeqUsed;
-    return { end: start + i, stream: first.stream, writes, settled, ...(groupSeq ? { groupSeq } : {}) };
+    return { end: start + i, stream: first.stream, writes, settled, leased, ...(groupSeq ? { groupSeq } : {}) };
   }
 
   /**

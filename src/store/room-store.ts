@@ -279,16 +279,32 @@ export interface JoinedRoomInput {
   destinations?: readonly string[];
 }
 
+type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]];
+
+/** A room snapshot as the store reads it (RoomService.snapshotWithProbe makes a RoomSnapshot of it). */
+export interface StoreSnapshot {
+  room: RoomRecord | null;
+  current: CurrentState;
+  probe: ProbeResult;
+}
+
+/**
+ * The room's write lease (state-cache.ts SNAPSHOT_LUA): one writer (a RoomService, i.e. one
+ * replica) plans the room at a time, so replicas do not plan runs only to lose the stream check.
+ */
+export interface RoomLease {
+  owner: string;
+  ms: number;
+}
+
 type RedisWithScripts = Redis & {
   gatehousePersistNewRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistEvents(numKeys: number, ...args: string[]): Promise<"conflict" | ("persisted" | "duplicate")[]>;
   gatehousePersistJoinedRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
-  gatehouseSnapshot(
-    numKeys: number,
-    ...args: string[]
-  ): Promise<[string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]]>;
+  gatehouseReleaseRoomLease(numKeys: number, ...args: string[]): Promise<number>;
+  gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<SnapshotReply | ["leased", number]>;
 };
 
 export interface CurrentState {
@@ -387,11 +403,15 @@ export class RoomStore {
   constructor(
     redis: Redis,
     readonly keys: RedisKeys,
-    private readonly opts: { onFanoutError?: (roomId: string, err: Error) => void } = {},
+    private readonly opts: {
+      onFanoutError?: (roomId: string, err: Error) => void;
+      /** How the state cache served a snapshot, and over how many events of its own / another writer's a delta advanced it. */
+      onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number }) => void;
+    } = {},
   ) {
     this.redis = redis as RedisWithScripts;
     this.fanout = new Fanout(redis, keys);
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill" });
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill", gatehouseReleaseRoomLease: "release-room-lease" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
@@ -418,6 +438,8 @@ export class RoomStore {
       createRoom?: PersistInput["createRoom"];
       /** Group IDs numbered from a snapshot's `stateGroupSeq`: the counter must still be `expected`, and becomes `last`. */
       groupSeq?: { expected: number; last: number };
+      /** The room's write lease this run was planned under (currentSnapshot): given back once written. */
+      leaseOwner?: string;
     },
   ): Promise<"conflict" | ("persisted" | "duplicate")[]> {
     if (events.length === 0) return [];
@@ -426,6 +448,7 @@ export class RoomStore {
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
       k.outbox(roomId), k.eventStatus(roomId), k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
       ...events.map((e) => k.event(roomId, e.eventId)),
+      k.roomLock(roomId),
       roomId,
       opts.expectedStream === null ? "" : String(opts.expectedStream),
       opts.createRoom ? JSON.stringify(opts.createRoom) : "",
@@ -456,13 +479,14 @@ export class RoomStore {
         input.redaction?.senderHasRedactLevel ? "1" : "0",
       );
     }
+    args.push(opts.leaseOwner ?? "");
     // On a single Redis the event → room index is written by the script too (one round trip);
     // on a cluster it is another slot: written after the script, idempotently (a duplicate
     // writes it again, which heals a crash between the two; a conflict writes nothing).
     const single = !((this.redis as unknown) instanceof Cluster);
     const results = single
-      ? await this.redis.gatehousePersistEvents(11 + events.length, ...args.slice(0, 10 + events.length), k.eventRooms(), ...args.slice(10 + events.length))
-      : await this.redis.gatehousePersistEvents(10 + events.length, ...args);
+      ? await this.redis.gatehousePersistEvents(12 + events.length, ...args.slice(0, 11 + events.length), k.eventRooms(), ...args.slice(11 + events.length))
+      : await this.redis.gatehousePersistEvents(11 + events.length, ...args);
     if (results === "conflict") return results;
     if (!single) await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
     if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
@@ -478,6 +502,16 @@ export class RoomStore {
     // Inline fan-out (latency), once per run; a failure leaves the entries in the outbox for the sender's sweep.
     if (fanout) await this.fanout.drain(roomId).catch((err: Error) => this.opts.onFanoutError?.(roomId, err));
     return results;
+  }
+
+  /** Milliseconds left on the room's write lease (≤ 0: nobody holds it). */
+  async roomLeaseTtl(roomId: string): Promise<number> {
+    return this.redis.pttl(this.keys.roomLock(roomId));
+  }
+
+  /** Gives back the room's write lease if `owner` still holds it (a run planned under it that wrote nothing). */
+  async releaseRoomLease(roomId: string, owner: string): Promise<void> {
+    await this.redis.gatehouseReleaseRoomLease(1, this.keys.roomLock(roomId), owner);
   }
 
   /**
@@ -922,24 +956,32 @@ export class RoomStore {
    * fetch of events this process has not seen yet). Served from the in-process state cache,
    * brought up to date by the stream delta (state-cache.ts).
    */
-  async currentSnapshot(
-    roomId: string,
-    probe?: SnapshotProbe,
-  ): Promise<{ room: RoomRecord | null; current: CurrentState; probe: ProbeResult }> {
+  async currentSnapshot(roomId: string, probe?: SnapshotProbe): Promise<StoreSnapshot>;
+  /**
+   * With `lease`: the snapshot is read only when the room's write lease is free or already
+   * `lease.owner`'s, and the owner then holds it for `lease.ms` (or until its persistEvents with
+   * that owner gives it back); else `{ leased }`, the lease's remaining milliseconds.
+   */
+  async currentSnapshot(roomId: string, probe: SnapshotProbe | undefined, lease: RoomLease): Promise<StoreSnapshot | { leased: number }>;
+  async currentSnapshot(roomId: string, probe?: SnapshotProbe, lease?: RoomLease): Promise<StoreSnapshot | { leased: number }> {
     const k = this.keys;
-    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId)];
+    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId), k.roomLock(roomId)];
     const redactionsOf = probe?.redactionsOf ?? [];
     const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf, ...redactionsOf] : [];
     if (probe) for (const id of probe.eventIds) keys.push(k.event(roomId, id));
-    const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), String(redactionsOf.length), ...probeArgs);
+    const leaseArgs = lease ? [lease.owner, String(lease.ms)] : ["", "0"];
+    const call = (from: string) => this.redis.gatehouseSnapshot(keys.length, ...keys, from, String(MAX_DELTA), String(redactionsOf.length), ...leaseArgs, ...probeArgs);
     let cached = this.stateCache.get(roomId);
-    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = await call(cached ? String(cached.stream) : "");
+    const answer = await call(cached ? String(cached.stream) : "");
+    if (answer[0] === "leased") return { leased: Number(answer[1]) };
+    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = answer;
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     if (cached && full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)) {
       // Redis lost or rewrote history under the cache (restore, flush): read everything again.
       this.stateCache.delete(roomId);
       cached = undefined;
-      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = await call("");
+      // The lease (if any) is this owner's now: the second call takes it again, as the first did.
+      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = (await call("")) as SnapshotReply;
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
     // The probed events: whether each is stored, and its status; then the statuses of statusOf;
@@ -972,10 +1014,14 @@ export class RoomStore {
         if (pdu) entries.push({ field, eventId: ids[field]!, pdu });
       }
       entry = cachedStateOf(stream, at, entries);
+      this.opts.onStateRead?.("full");
     } else if (ids.length === 0) {
       entry = cached;
+      this.opts.onStateRead?.("hit");
     } else {
       const accepted = ids.filter((_, i) => !statuses[i]);
+      const local = accepted.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
+      this.opts.onStateRead?.("delta", { local, remote: accepted.length - local });
       const events = await this.getEvents(roomId, accepted);
       const changes: StateEntry[] = [];
       for (const id of accepted) {

@@ -128,6 +128,11 @@ export class Lru<K, V> {
     if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
   }
 
+  /** Whether the key is present (without refreshing it). */
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+
   delete(key: K): void {
     this.map.delete(key);
   }
@@ -139,25 +144,37 @@ export class Lru<K, V> {
 
 /**
  * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state,
- * 6 redaction records, 7.. (optional) the keys of events to probe (whether they are stored).
+ * 6 redaction records, 7 the room's write lease (redis-keys.ts roomLock), 8.. (optional) the keys
+ * of events to probe (whether they are stored).
  * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3 R: how many of the last ARGV are
- * event IDs whose redaction records to read, 4.. event IDs whose status to read (the probed
- * events first, in the order of KEYS[7..]), then the R event IDs whose redaction records to read.
+ * event IDs whose redaction records to read, 4 lease owner ("" = take no lease), 5 lease
+ * milliseconds, 6.. event IDs whose status to read (the probed events first, in the order of
+ * KEYS[8..]), then the R event IDs whose redaction records to read.
+ * With a lease owner: when another owner holds the room's write lease, returns {'leased', its
+ * PTTL} and reads nothing; else the owner takes (or extends) the lease, which the persist script
+ * gives back (persist-events.lua). The lease only keeps replicas from planning the same room at
+ * once (a plan that loses the race is thrown away); the write's stream check stays what keeps
+ * writes correct, with or without it.
  * Returns {room hash (flat), extremities, event ID at the cached stream (or ""), delta IDs,
  * delta statuses, full state (flat; only when there is no usable cache entry — none, too old,
  * or older than the room's `state_reset`, a current-state change the delta cannot express —
  * else false),
- * probe: {exists (0/1 per key of KEYS[7..]), statuses of ARGV[4..], redaction records of the R IDs},
+ * probe: {exists (0/1 per key of KEYS[8..]), statuses of ARGV[6..], redaction records of the R IDs},
  * redaction records of the delta IDs}: a request's auth events and the state events of the delta
  * are served redacted without another round trip.
  */
 export const SNAPSHOT_LUA = `
+if ARGV[4] ~= '' then
+  local holder = redis.call('GET', KEYS[7])
+  if holder and holder ~= ARGV[4] then return {'leased', redis.call('PTTL', KEYS[7])} end
+  redis.call('SET', KEYS[7], ARGV[4], 'PX', ARGV[5])
+end
 local room = redis.call('HGETALL', KEYS[1])
 local ext = redis.call('SMEMBERS', KEYS[2])
 local probe = {{}, {}, {}}
-for i = 7, #KEYS do probe[1][i - 6] = redis.call('EXISTS', KEYS[i]) end
+for i = 8, #KEYS do probe[1][i - 7] = redis.call('EXISTS', KEYS[i]) end
 local r = tonumber(ARGV[3])
-if #ARGV - r >= 4 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 4, #ARGV - r)) end
+if #ARGV - r >= 6 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 6, #ARGV - r)) end
 if r > 0 then probe[3] = redis.call('HMGET', KEYS[6], unpack(ARGV, #ARGV - r + 1, #ARGV)) end
 local reset = tonumber(redis.call('HGET', KEYS[1], 'state_reset') or '0')
 if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then

@@ -13,7 +13,8 @@ import { RedisKeys } from "../../src/store/redis-keys.js";
 import { FederationClient } from "../../src/net/federation-client.js";
 import { createLogger } from "../../src/logger.js";
 import { makeSigningKey } from "../../src/protocol/signing-key.js";
-import { signJson } from "../../src/protocol/json-signing.js";
+import { signJson, verifySignature } from "../../src/protocol/json-signing.js";
+import { nodeEd25519 } from "../../src/protocol/ed25519.js";
 import { RemoteServer } from "../support/remote-server.js";
 import { deletePrefix, requireRedisUrl } from "../support/gatehouse.js";
 
@@ -157,6 +158,29 @@ describe("remote keys", () => {
     } finally {
       await flaky.close();
     }
+  });
+
+  test("own keys: one key import per key, not per lookup; a rotated key gets its own verifier (why: own-server signatures are checked on every event we signed)", async () => {
+    let imports = 0;
+    const counting = { ...nodeEd25519, verifier: (pk: Uint8Array) => (imports++, nodeEd25519.verifier(pk)) };
+    let current = ourKey;
+    const rk = new RemoteKeys({
+      redis, keys, client, trustedKeyServers: [], ownServerName: "gatehouse.test", logger, ed25519: counting,
+      ownKeys: () => ({ [current.keyId]: { key: current.publicKeyBase64, validUntilTs: Date.now() + DAY, fetchedTs: Date.now() } }),
+    });
+    const signed = signJson({ hello: "own" }, "gatehouse.test", ourKey);
+    const sig = (signed.signatures["gatehouse.test"] as Record<string, string>)[ourKey.keyId]!;
+    for (let i = 0; i < 5; i++) {
+      const found = await rk.getVerifier("gatehouse.test", ourKey.keyId);
+      assert.ok(found && verifySignature(signed, sig, found.verifier));
+    }
+    assert.equal(imports, 1);
+    // Rotation under the same key ID (a new key file): the new key is imported and used.
+    current = makeSigningKey(ourKey.keyId, randomBytes(32));
+    const rotated = await rk.getVerifier("gatehouse.test", ourKey.keyId);
+    assert.ok(rotated);
+    assert.equal(imports, 2);
+    assert.equal(verifySignature(signed, sig, rotated.verifier), false, "the old key's signature does not verify with the new key");
   });
 
   test("concurrent lookups for one server share one fetch", async () => {

@@ -100,6 +100,12 @@ export interface StartOptions {
   registrations?: string[];
   /** The Gatehouse's clock (milliseconds since the epoch); Date.now when not given. */
   clock?: () => number;
+  /**
+   * Start another replica of that Gatehouse (as a Kubernetes deployment's second pod): the same
+   * server name, signing key (data folder) and Redis key prefix, its own listeners, connections
+   * and in-process caches. Its cleanup leaves the shared prefix and folder to the first one's.
+   */
+  replicaOf?: TestGatehouse;
 }
 
 export interface FedOptions {
@@ -130,6 +136,7 @@ export class TestGatehouse {
     private readonly adminServer: http.Server,
     private readonly queueRedis: Redis,
     private readonly clientServer: http.Server,
+    private readonly isReplica = false,
   ) {
     this.store = new RoomStore(redis, gh.keys);
     this.admin = request.agent(adminServer).set("Authorization", `Bearer ${adminToken}`);
@@ -154,8 +161,9 @@ export class TestGatehouse {
 
   static async start(opts: StartOptions): Promise<TestGatehouse> {
     const url = requireRedisUrl();
-    const dataDir = mkdtempSync(join(tmpdir(), `gatehouse-${opts.name}-`));
-    const adminToken = randomBytes(24).toString("base64url");
+    const first = opts.replicaOf;
+    const dataDir = first ? first.dataDir : mkdtempSync(join(tmpdir(), `gatehouse-${opts.name}-`));
+    const adminToken = first ? first.adminToken : randomBytes(24).toString("base64url");
     const registrationFiles = (opts.registrations ?? []).map((text, i) => {
       writeFileSync(join(dataDir, `appservice-${i}.yaml`), text);
       return `appservice-${i}.yaml`;
@@ -164,7 +172,8 @@ export class TestGatehouse {
       {
         REDIS_URL: url,
         GATEHOUSE_DATA_DIR: dataDir,
-        GATEHOUSE_SERVER_NAME: opts.serverName ?? "gatehouse.test",
+        GATEHOUSE_SERVER_NAME: first ? first.serverName : (opts.serverName ?? "gatehouse.test"),
+        ...(first ? { GATEHOUSE_INSTANCE_ID: `${opts.name}-replica-${randomBytes(4).toString("hex")}` } : {}),
         GATEHOUSE_TLS: "off",
         GATEHOUSE_ADMIN_TOKEN: adminToken,
         GATEHOUSE_FEDERATION_INSECURE_SKIP_TLS_VERIFY: "true",
@@ -184,7 +193,7 @@ export class TestGatehouse {
     // Connections as in src/server.ts: an auto-pipelined one for the store, a plain one for BullMQ.
     const redis = connectRedis(url, { autoPipelining: true, redisOptions: { maxRetriesPerRequest: 2 } });
     const queueRedis = connectRedis(url);
-    const prefix = `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
+    const prefix = first ? first.prefix : `ghtest:${opts.name}:${randomBytes(4).toString("hex")}`;
     const gh = buildGatehouse({ config, logger, redis, queueRedis, ownKeys, adminToken, redisPrefix: prefix, ...(opts.metrics ? { metrics: opts.metrics } : {}), ...(opts.clock ? { clock: opts.clock } : {}) });
     const listen = async (app: Express) => {
       // The same server options as src/server.ts, so tests run requests the way production does.
@@ -195,7 +204,7 @@ export class TestGatehouse {
     const federationServer = await listen(gh.federationApp);
     const adminServer = await listen(gh.adminApp);
     const clientServer = await listen(gh.clientApp);
-    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer, queueRedis, clientServer);
+    return new TestGatehouse(gh, config, redis, prefix, ownKeys, adminToken, dataDir, federationServer, adminServer, queueRedis, clientServer, first !== undefined);
   }
 
   /** Port of the client listener (127.0.0.1), for SDKs that need a base URL. */
@@ -359,9 +368,9 @@ export class TestGatehouse {
       }),
     ]);
     await this.gh.close();
-    await deletePrefix(this.redis, this.prefix);
+    if (!this.isReplica) await deletePrefix(this.redis, this.prefix);
     await this.redis.quit().catch(() => undefined);
     await this.queueRedis.quit().catch(() => undefined);
-    rmSync(this.dataDir, { recursive: true, force: true });
+    if (!this.isReplica) rmSync(this.dataDir, { recursive: true, force: true });
   }
 }

@@ -12,9 +12,10 @@
 --
 -- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
---       11.. one event key per event, in order; then, on a single Redis only (not a cluster: it
---       is another slot), the global event → room index, written here for every event not refused
---       (persisted or duplicate, as the caller writes it after the script on a cluster)
+--       11.. one event key per event, in order; then the room's write lease (redis-keys.ts
+--       roomLock); then, on a single Redis only (not a cluster: it is another slot), the global
+--       event → room index, written here for every event not refused (persisted or duplicate,
+--       as the caller writes it after the script on a cluster)
 -- ARGV: 1 roomId, 2 expected stream ("" = skip the check), 3 createRoom JSON ("" = none; the
 --       create event only), 4 N (events), 5 expected state group counter ("" = skip: the groups'
 --       IDs were taken with HINCRBY), 6 the counter after this run's groups (numbered from 5 by
@@ -25,7 +26,9 @@
 --       +10 "before after" groups ("" = none), +11 current state JSON
 --       {g, set: [[field, id]], del: [field], mem: [[user, membership]], reset} ("" = none),
 --       +12 redacted event ID ("" = not a redaction), +13 "1" when the redaction's sender had the
---       redact level
+--       redact level; after the events, ARGV[7 + 14 * N]: the write lease's owner ("" = none),
+--       which gets the lease back when it still holds it and the run is written (or was all
+--       duplicates); a conflict leaves it held, for the owner's next plan (state-cache.ts SNAPSHOT_LUA)
 -- The state group counter is checked with the stream: a run that numbered its groups from a
 -- snapshot's counter is a conflict when any group ID was taken since.
 -- Returns 'conflict', or one result per event: 'persisted' or 'duplicate'.
@@ -41,8 +44,14 @@ for i = 1, n do
     fresh = fresh + 1
   end
 end
-local index = KEYS[11 + n]
+local leaseKey = KEYS[11 + n]
+local leaseOwner = ARGV[7 + STRIDE * n]
+local function releaseLease()
+  if leaseOwner ~= '' and redis.call('GET', leaseKey) == leaseOwner then redis.call('DEL', leaseKey) end
+end
+local index = KEYS[12 + n]
 if fresh == 0 then
+  releaseLease()
   if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
   return results
 end
@@ -148,4 +157,5 @@ for f, v in pairs(roomFields) do
 end
 redis.call('HSET', KEYS[1], unpack(room))
 if index then for i = 1, n do redis.call('HSET', index, ARGV[7 + STRIDE * (i - 1)], ARGV[1]) end end
+releaseLease()
 return results
