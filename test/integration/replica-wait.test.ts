@@ -20,17 +20,25 @@ const cleanups = new Cleanups("replica-wait");
 after(() => cleanups.run());
 const logger = createLogger("silent");
 
+/**
+ * The primaries and each one's replica, as node 0 sees them. Node 0 learns the replicas' roles by
+ * gossip, which can lag the replicas' own sync under load: asked again until every primary has one.
+ */
 async function topology(cluster: EmbeddedRedisCluster): Promise<{ primaries: { id: string; port: number; slots: [number, number][] }[]; replicaOf: Map<string, number> }> {
-  const primaries: { id: string; port: number; slots: [number, number][] }[] = [];
-  const replicaOf = new Map<string, number>();
-  for (const line of (await cluster.command(cluster.nodes[0]!.port, "CLUSTER", "NODES")).trim().split("\n")) {
-    const f = line.split(" ");
-    const port = Number(f[1]!.split("@")[0]!.split(":")[1]);
-    if (f[2]!.includes("master")) {
-      primaries.push({ id: f[0]!, port, slots: f.slice(8).map((r) => r.split("-").map(Number) as [number, number]).map(([a, b]) => [a, b ?? a]) });
-    } else replicaOf.set(f[3]!, port);
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const primaries: { id: string; port: number; slots: [number, number][] }[] = [];
+    const replicaOf = new Map<string, number>();
+    for (const line of (await cluster.command(cluster.nodes[0]!.port, "CLUSTER", "NODES")).trim().split("\n")) {
+      const f = line.split(" ");
+      const port = Number(f[1]!.split("@")[0]!.split(":")[1]);
+      if (f[2]!.includes("master")) {
+        primaries.push({ id: f[0]!, port, slots: f.slice(8).map((r) => r.split("-").map(Number) as [number, number]).map(([a, b]) => [a, b ?? a]) });
+      } else replicaOf.set(f[3]!, port);
+    }
+    if (primaries.every((p) => replicaOf.has(p.id)) || Date.now() > deadline) return { primaries, replicaOf };
+    await new Promise((r) => setTimeout(r, 200));
   }
-  return { primaries, replicaOf };
 }
 
 test("config: GATEHOUSE_REDIS_WAIT_REPLICAS / _TIMEOUT_MS", () => {
@@ -96,8 +104,9 @@ test("on a cluster the WAIT goes to the room's primary: its replica stopped → 
   assert.ok(seen.every((s) => !s.timedOut && s.acknowledged >= 1), `both acknowledged: ${JSON.stringify(seen)}`);
 
   // Stop the replica of room A's primary only.
-  const replicaPort = replicaOf.get(ownerA.id)!;
-  const replica = cluster.nodes.find((n) => n.port === replicaPort)!;
+  const replicaPort = replicaOf.get(ownerA.id);
+  const replica = cluster.nodes.find((n) => n.port === replicaPort);
+  assert.ok(replica, `room A's primary has a replica (node 0's view: ${JSON.stringify([...replicaOf])})`);
   replica.child.kill("SIGSTOP");
   try {
     seen.length = 0;
