@@ -269,6 +269,7 @@ export function buildCore(opts: CoreOptions): Core {
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
     missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }), gapStateMaxEvents: config.gapStateMaxEvents, clock }),
     participation,
+    partialState,
     afterWrites: transactionAfterWrites,
   });
 

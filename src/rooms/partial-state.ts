@@ -36,7 +36,7 @@ import { MatrixError, notFound } from "../protocol/errors.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { getRoomVersion } from "../protocol/room-versions.js";
-import { createEventIdOfRoom } from "../protocol/state-res/index.js";
+import { authEdges, createEventIdOfRoom } from "../protocol/state-res/index.js";
 import { parseStateField, stateField, type RoomStore } from "../store/room-store.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import { GapStateError, type GapState } from "./gap-state.js";
@@ -56,12 +56,15 @@ export const DEFAULT_RESYNC_BACKOFF: ResyncBackoff = { initialMs: 2_000, maxMs: 
  */
 export const MAX_RESYNC_EVENTS = 2_000_000;
 
+/** Auth events fetched for one inbound PDU at most (with their own auth events). */
+const MAX_AUTH_FETCH = 100;
+
 /** Why a server's answer was refused (logged; nothing written). */
 export class ResyncError extends Error {}
 
 export interface PartialStateDeps {
   store: RoomStore;
-  gapState: Pick<GapState, "statesAfter">;
+  gapState: Pick<GapState, "statesAfter" | "fetchWithAuth">;
   serverName: string;
   logger: Logger;
   backoff?: ResyncBackoff;
@@ -202,6 +205,33 @@ export class PartialStateResync {
       }
     }
     throw new ResyncError(`no server gave the state at our join (${failures.join("; ") || "no server to ask"})`);
+  }
+
+  /**
+   * Before an inbound PDU of a partial-state room is checked against its auth events: those this
+   * server does not hold (typically its sender's membership, omitted by the send_join answer) are
+   * fetched from `origin` with their own auth events, checked (gap-state.ts fetchWithAuth) and
+   * stored as outliers, as Synapse fetches an event's missing auth events. A failure leaves them
+   * missing (the PDU is then refused: "unknown auth events"); nothing is written for it.
+   */
+  async fillAuthEvents(origin: string, roomId: string, pdu: Pdu): Promise<void> {
+    const { store } = this.d;
+    const room = await store.getRoom(roomId);
+    const version = room?.partialState ? getRoomVersion(room.version) : undefined;
+    if (!version) return;
+    const createEventId = version.roomIdIsCreateEventHash ? createEventIdOfRoom(roomId) : undefined;
+    const ids = authEdges(pdu, version);
+    const held = await store.getEvents(roomId, ids);
+    const missing = ids.filter((id) => !held.has(id));
+    if (missing.length === 0) return;
+    try {
+      const createId = createEventId ?? (await store.getStateIds(roomId)).get(stateField("m.room.create", ""));
+      const fetched = await this.d.gapState.fetchWithAuth(origin, roomId, version, createId, missing, MAX_AUTH_FETCH);
+      await store.persistBackfill(roomId, { groups: [], outliers: [...fetched].map(([eventId, ev]) => ({ eventId, pdu: ev })), events: [] });
+    } catch (e) {
+      if (!(e instanceof GapStateError || e instanceof FederationRequestError)) throw e;
+      this.d.logger.info({ roomId, origin, err: e.message }, "could not fetch the auth events of a PDU in a partial-state room");
+    }
   }
 
   /**
