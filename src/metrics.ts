@@ -136,7 +136,7 @@ export class Metrics {
     });
     this.partialStateResyncs = new Counter({
       name: "gatehouse_partial_state_resyncs_total",
-      help: "Resyncs of rooms joined with partial state (rooms/partial-state.ts): attempts that completed the state (completed), failed on every server (failed: retried with backoff), or found the room done already (not_partial).",
+      help: "Resyncs of rooms joined with partial state (rooms/partial-state.ts): attempts that completed the state (completed), failed on every server (failed: retried with backoff), or found the room done already (not_partial); and events accepted while the room was partial that fail the auth rules against the complete state (recheck_failed: logged, kept).",
       labelNames: ["outcome"] as const,
       registers: r,
     });

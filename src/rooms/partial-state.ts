@@ -68,7 +68,7 @@ export interface PartialStateDeps {
   serverName: string;
   logger: Logger;
   backoff?: ResyncBackoff;
-  onOutcome?: (outcome: "completed" | "failed" | "not_partial") => void;
+  onOutcome?: (outcome: "completed" | "failed" | "not_partial" | "recheck_failed") => void;
 }
 
 /** The auth rules' restricted-join check: the authorising server's signature is present (verified before). */
@@ -269,6 +269,7 @@ export class PartialStateResync {
         const verdict = checkEventAuth(pdu, version, (t, k) => byId.get(ids.get(stateField(t, k)) ?? ""), { createEventId, verifyJoinAuthorisedVia: signedByServerOf });
         if (!verdict.allowed) {
           failed++;
+          this.d.onOutcome?.("recheck_failed");
           this.d.logger.warn({ roomId, eventId, reason: verdict.reason }, "an event accepted while the room was partial fails the auth rules against the complete state before it");
         }
       }

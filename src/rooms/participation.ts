@@ -5,7 +5,9 @@
  * the client API, the admin API and application-service pushes work there unchanged.
  *
  * What differs from a hosted room (and is decided here or by that flag):
- * - the room arrives whole, from a send_join response that is checked first (checkSendJoin);
+ * - the room arrives from a send_join response that is checked first (checkSendJoin): whole, or
+ *   without most member events when we asked for partial state (then completed in the background:
+ *   rooms/partial-state.ts);
  * - Gatehouse sends only its own events there, to every server with a joined member
  *   (RoomService.persist): events of other servers are never relayed;
  * - PDUs over /send are taken only while a local user is joined (acceptsPdus); otherwise they

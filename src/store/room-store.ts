@@ -771,6 +771,12 @@ export class RoomStore {
     );
     if (outliers.length > 0) await this.redis.hset(k.eventRooms(), Object.fromEntries(outliers.map((e) => [e.eventId, roomId])));
     if (result !== "stale") await this.redis.srem(k.partialStateRooms(), roomId);
+    if (result === "completed") {
+      // This process's cached states of the room are stale now (others see state_epoch change).
+      this.stateCache.delete(roomId);
+      this.seenEpochs.delete(roomId);
+      this.groupCache = new Lru<string, ReadonlyMap<string, string>>(GROUP_CACHE_SIZE);
+    }
     return result as "completed" | "not_partial" | "stale";
   }
 

@@ -133,6 +133,9 @@ describe("partial-state joins of rooms hosted elsewhere", () => {
       // A second resync finds nothing to do.
       assert.equal(await gh.gh.partialState.resyncOnce(h.roomId), "not_partial");
       await gh.gh.partialState.settled(h.roomId);
+      // bob's message, accepted against its auth events, passes against the complete state too.
+      const recheckFailed = (await gh.gh.metrics.partialStateResyncs.get()).values.find((v) => v.labels.outcome === "recheck_failed")?.value ?? 0;
+      assert.equal(recheckFailed, 0, "no event accepted while partial fails the complete state");
     });
   }
 
