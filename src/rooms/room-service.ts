@@ -615,7 +615,8 @@ export class RoomService {
       // and the current state lack most members, so the event is checked against its own auth
       // events only (done by the caller, checkAgainstAuthEvents), as Synapse does until the
       // resync; the resync checks it again against the complete state.
-      return this.planAccepted(snap, roomState, event, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [] });
+      const { state: before } = await roomState.stateBefore(this.stateView(snap), prevEventIds(pdu), opts.gapStates);
+      return this.planAccepted(snap, roomState, event, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
     }
     const view = this.stateView(snap);
     const prevs = prevEventIds(pdu);
