@@ -75,6 +75,8 @@ export interface Config {
   roomWriteLeaseMs: number;
   /** Events one state fallback at a gap may fetch (/state_ids, then /event or /state; rooms/gap-state.ts); GATEHOUSE_GAP_STATE_MAX_EVENTS. */
   gapStateMaxEvents: number;
+  /** Ask for partial state (omit_members) when joining a room hosted elsewhere (rooms/partial-state.ts); GATEHOUSE_PARTIAL_STATE_JOINS. */
+  partialStateJoins: boolean;
   /** Run the outbound sender worker inside the serve process. */
   runWorkers: boolean;
   /**
@@ -317,6 +319,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     roomWriteLeaseMs: int(env, "GATEHOUSE_ROOM_WRITE_LEASE_MS", 1000, 0, 60_000),
     gapStateMaxEvents: int(env, "GATEHOUSE_GAP_STATE_MAX_EVENTS", 5000, 0, 1_000_000),
+    partialStateJoins: bool(env, "GATEHOUSE_PARTIAL_STATE_JOINS", true),
     runWorkers: bool(env, "GATEHOUSE_RUN_WORKERS", true),
     instanceId: instanceIdOf(env, dataDir),
     sender: {

@@ -38,6 +38,8 @@ import { ClientActions } from "./appservice/client-actions.js";
 import { AppserviceTransport } from "./appservice/transport.js";
 import { AppservicePush } from "./appservice/push.js";
 import { ConfigError, type Config } from "./config.js";
+import { PartialStateResync } from "./rooms/partial-state.js";
+import { GapState } from "./rooms/gap-state.js";
 import type { Logger } from "./logger.js";
 
 export interface CoreOptions {
@@ -72,6 +74,8 @@ export interface Core extends RoomContext {
   /** Which local users exist (invites from other servers are taken only for them). */
   localUsers: LocalUsers;
   participation: Participation;
+  /** Resyncs of rooms joined with partial state (started by joins; resume() after a restart). */
+  partialState: PartialStateResync;
   history: RoomHistory;
   queries: RoomQueries;
   transactions: InboundTransactions;
@@ -211,6 +215,13 @@ export function buildCore(opts: CoreOptions): Core {
     },
     logger,
   });
+  const partialState = new PartialStateResync({
+    store,
+    gapState: new GapState({ rooms, store, client }),
+    serverName: config.serverName,
+    logger,
+    onOutcome: (outcome) => metrics.partialStateResyncs.inc({ outcome }),
+  });
   const participation = new Participation({
     rooms,
     store,
@@ -220,8 +231,10 @@ export function buildCore(opts: CoreOptions): Core {
     logger,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     onQueued: (destinations) => sender.wake(destinations),
+    onPartialState: (roomId) => partialState.start(roomId),
   });
   const remoteRooms = new RemoteRooms({
+    partialStateJoins: config.partialStateJoins,
     participation,
     rooms,
     redis,
@@ -264,6 +277,7 @@ export function buildCore(opts: CoreOptions): Core {
     knockLimit: (roomId) => limiter.take("knock", roomId, knockBucket(config)),
     missingEvents: new MissingEvents({ rooms, store, client, logger, onOutcome: (outcome) => metrics.missingEvents.inc({ outcome }), gapStateMaxEvents: config.gapStateMaxEvents, clock }),
     participation,
+    partialState,
     afterWrites: transactionAfterWrites,
   });
 
@@ -287,6 +301,7 @@ export function buildCore(opts: CoreOptions): Core {
     remoteRooms,
     localUsers,
     participation,
+    partialState,
     history,
     queries,
     transactions,
@@ -298,6 +313,7 @@ export function buildCore(opts: CoreOptions): Core {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([rooms.settled(), new Promise<void>((resolve) => (timer = setTimeout(resolve, config.shutdownTimeoutMs)))]);
       clearTimeout(timer);
+      await partialState.close();
       // Workers first: an in-flight transaction may finish within the shutdown deadline.
       await sender.close(config.shutdownTimeoutMs);
       client.close();

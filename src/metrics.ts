@@ -26,6 +26,7 @@ export class Metrics {
   readonly keyFetches: Counter<"outcome">;
   readonly inboundPdus: Counter<"outcome">;
   readonly missingEvents: Counter<"outcome">;
+  readonly partialStateResyncs: Counter<"outcome">;
   readonly eventsPersisted: Counter<"origin" | "kind">;
   readonly outboundPdusQueued: Counter;
   readonly outboundTransactions: Counter<"outcome">;
@@ -160,6 +161,12 @@ export class Metrics {
     this.missingEvents = new Counter({
       name: "gatehouse_missing_events_total",
       help: "Events fetched with get_missing_events (persisted, refused), gaps whose state was taken from the sender with /state_ids (state_taken) or could not be (state_failed, nothing written) or were not tried because that sender's last fallback in the room failed (state_backoff), and PDUs whose prev events stayed missing (gap_left: refused in rooms hosted elsewhere, checked as they are in rooms hosted here).",
+      labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.partialStateResyncs = new Counter({
+      name: "gatehouse_partial_state_resyncs_total",
+      help: "Resyncs of rooms joined with partial state (rooms/partial-state.ts): attempts that completed the state (completed), failed on every server (failed: retried with backoff), or found the room done already (not_partial); and events accepted while the room was partial that fail the auth rules against the complete state (recheck_failed: logged, kept).",
       labelNames: ["outcome"] as const,
       registers: r,
     });

@@ -215,6 +215,8 @@ export async function startGatehouse(config: Config, logger: Logger = createLogg
     if (cli) started.push(() => closeServer(cli, 0));
     // Without workers here, still look once for queued work that a killed process left without a
     // job (the workers elsewhere only sweep every GATEHOUSE_SENDER_SWEEP_INTERVAL_MS).
+    // Resyncs of rooms joined with partial state that a restart interrupted (rooms/partial-state.ts).
+    await gatehouse.partialState.resume().catch((err: Error) => logger.warn({ err: err.message }, "could not resume partial-state resyncs"));
     if (config.runWorkers) await gatehouse.sender.startWorkers("serve");
     else await gatehouse.sender.recoverySweep().catch((err: Error) => logger.warn({ err: err.message }, "sender sweep failed"));
   } catch (e) {

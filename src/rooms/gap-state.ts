@@ -172,6 +172,44 @@ export class GapState {
   }
 
   /**
+   * Events of `roomId` by ID from `origin` with /event (5 at a time), with the auth events of
+   * each that this server does not hold, recursively (a partial-state room lacks the member
+   * events later events name: rooms/partial-state.ts), each checked as the events of a gap
+   * (format, signatures, hash, in this room, the auth rules against its auth events). Throws
+   * GapStateError (or the failed request's error) when any step fails; writes nothing.
+   */
+  async fetchWithAuth(origin: string, roomId: string, version: RoomVersion, createEventId: string | undefined, ids: readonly string[], maxEvents: number): Promise<Map<string, Pdu>> {
+    const fetched = new Map<string, Pdu>();
+    const stored = new Map<string, Pdu>();
+    for (let wanted = [...new Set(ids)]; wanted.length > 0; ) {
+      const rest = wanted.filter((id) => !fetched.has(id) && !stored.has(id));
+      for (const [id, ev] of await this.deps.store.getEvents(roomId, rest)) stored.set(id, ev);
+      const queue = rest.filter((id) => !stored.has(id));
+      if (fetched.size + queue.length > maxEvents) throw new GapStateError(`the auth events need more than ${maxEvents} events`);
+      const worker = async (): Promise<void> => {
+        for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+          const e = await this.deps.client.call<{ pdus?: unknown }>("GET", origin, `/_matrix/federation/v1/event/${encodeURIComponent(id)}`);
+          let checked: { eventId: string; pdu: Pdu };
+          try {
+            checked = await this.deps.rooms.verifyRemoteEvent(isPlainObject(e) && Array.isArray(e.pdus) ? e.pdus[0] : undefined, version);
+          } catch (err) {
+            throw new GapStateError(`a fetched event failed its checks: ${(err as Error).message}`);
+          }
+          if (checked.eventId !== id) throw new GapStateError(`the answer for event ${id} is another event`);
+          const inRoom = checked.pdu.room_id === roomId || (version.roomIdIsCreateEventHash && checked.eventId === createEventIdOfRoom(roomId));
+          if (!inRoom) throw new GapStateError(`fetched event ${checked.eventId} is not in ${roomId}`);
+          fetched.set(id, checked.pdu);
+        }
+      };
+      const took = queue.slice();
+      await Promise.all(Array.from({ length: Math.min(FETCH_CONCURRENCY, queue.length) }, worker));
+      wanted = [...new Set(took.flatMap((id) => authEdges(fetched.get(id)!, version)))];
+    }
+    await this.authorise(roomId, version, createEventId, fetched, stored);
+    return fetched;
+  }
+
+  /**
    * Every fetched event passes the auth rules against its own auth events (fetched or stored,
    * none stored as rejected), auth events first; an auth event that cannot be had fails it.
    */

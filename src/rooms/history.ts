@@ -27,6 +27,7 @@ import { redactEvent } from "../protocol/redaction.js";
 import { historyVisibilityOf, membershipOfContent, serverVerdict, userMaySee, type HistoryVisibility, type Membership } from "../protocol/visibility.js";
 import { authEventIds, parseStateField, prevEventIds, stateField, type RoomStore } from "../store/room-store.js";
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
+import { partialStateFederationRefusal } from "./partial-state.js";
 import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** The state history visibility reads at one event: after it, and before it. */
@@ -110,6 +111,7 @@ export class RoomHistory {
   /** ACL, then the requesting server must have a joined member now (Synapse's assert_host_in_room). */
   private async joinedSnapshot(roomId: string, origin: string): Promise<RoomSnapshot> {
     const snap = await this.rooms.snapshot(roomId);
+    if (snap.room.partialState) throw partialStateFederationRefusal(roomId);
     this.rooms.requireAclAllows(snap, origin);
     if (!snap.joinedServers.has(origin)) throw forbidden(`Host ${origin} not in room ${roomId}`);
     return snap;

@@ -14,10 +14,11 @@ import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { computeEventId } from "../protocol/event-hashing.js";
 import type { RedisKeys } from "../store/redis-keys.js";
 import type { RoomService, RoomSnapshot } from "./room-service.js";
-import { prevEventIds, type RoomStore } from "../store/room-store.js";
+import { authEventIds, prevEventIds, type RoomStore } from "../store/room-store.js";
 import type { Logger } from "../logger.js";
 import type { MissingEvents } from "./missing-events.js";
 import type { Participation } from "./participation.js";
+import type { PartialStateResync } from "./partial-state.js";
 
 export const MAX_TXN_PDUS = 50;
 export const MAX_TXN_EDUS = 100;
@@ -47,6 +48,8 @@ export interface InboundTransactionDeps {
   missingEvents?: Pick<MissingEvents, "fill">;
   /** Rooms hosted elsewhere (rooms/participation.ts): whether PDUs are taken. */
   participation?: Pick<Participation, "acceptsPdus">;
+  /** Fetches the missing auth events of PDUs in partial-state rooms (rooms/partial-state.ts). */
+  partialState?: Pick<PartialStateResync, "fillAuthEvents">;
   /** Before the 200: waits for what must hold when it is sent (derived records, replicas of the rooms written: GATEHOUSE_REDIS_WAIT_REPLICAS, store/replica-wait.ts). */
   afterWrites?: (roomIds: Iterable<string>) => Promise<void>;
 }
@@ -159,6 +162,13 @@ export class InboundTransactions {
               continue;
             }
           }
+        }
+        if (checked.snap.room.partialState && this.deps.partialState && authEventIds(checked.pdu).some((id) => !known.has(id))) {
+          // A partial-state room lacks most member events, which PDUs name as auth events: those
+          // not held are fetched from the origin and checked first (rooms/partial-state.ts).
+          // Pending PDUs are written first (they may be the auth events).
+          await flush();
+          await this.deps.partialState.fillAuthEvents(origin, checked.roomId, checked.pdu);
         }
         known.add(checked.eventId);
         run ??= { roomId: checked.roomId, events: [] };

@@ -5,7 +5,9 @@
  * the client API, the admin API and application-service pushes work there unchanged.
  *
  * What differs from a hosted room (and is decided here or by that flag):
- * - the room arrives whole, from a send_join response that is checked first (checkSendJoin);
+ * - the room arrives from a send_join response that is checked first (checkSendJoin): whole, or
+ *   without most member events when we asked for partial state (then completed in the background:
+ *   rooms/partial-state.ts);
  * - Gatehouse sends only its own events there, to every server with a joined member
  *   (RoomService.persist): events of other servers are never relayed;
  * - PDUs over /send are taken only while a local user is joined (acceptsPdus); otherwise they
@@ -24,7 +26,7 @@
 import { checkEventAuth, type EventLike } from "../protocol/auth/index.js";
 import { MatrixError } from "../protocol/errors.js";
 import { roomIdFromCreateEvent } from "../protocol/event-hashing.js";
-import { serverOfUserId } from "../protocol/ids.js";
+import { parseServerName, serverOfUserId } from "../protocol/ids.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
 import { authEdges, createEventIdOfRoom } from "../protocol/state-res/index.js";
@@ -40,6 +42,9 @@ export const MAX_BACKFILL = 50;
 /** State events fetched one by one (/event) per backfill at most; beyond, the backfill stops. */
 const MAX_BACKFILL_FETCHES = 500;
 
+/** servers_in_room entries taken at most (a room's servers; beyond, the answer is refused). */
+export const MAX_SERVERS_IN_ROOM = 100_000;
+
 /** A send_join response that failed a check: 502, nothing stored. */
 export function badSendJoin(server: string, why: string): MatrixError {
   return new MatrixError(502, "M_UNKNOWN", `refused the send_join response of ${server}: ${why}`);
@@ -53,6 +58,8 @@ export interface CheckedJoin {
   create: Pdu;
   /** Our join: the resident's countersigned copy when it sent one (restricted joins), else ours. */
   join: { eventId: string; pdu: Pdu };
+  /** A members_omitted answer (asked for with omit_members=true): its servers_in_room. */
+  partial?: { servers: string[] };
 }
 
 /** The auth rules' restricted-join check: the authorising server's signature is present (verified before). */
@@ -63,7 +70,8 @@ function signedByServerOf(event: EventLike, via: string): boolean {
 }
 
 /**
- * Checks a v2 send_join response before anything is stored: no partial state; every event of
+ * Checks a v2 send_join response before anything is stored: partial state (members_omitted) only
+ * when we asked for it (`partial`), then with a servers_in_room list of server names; every event of
  * `state` and `auth_chain` in this room, well-formed for the room version, signed by the servers
  * that must sign it (its origin, and the authorising server of a restricted join), with its
  * content hash checked (a mismatch keeps the redacted copy, as the spec says); one create event
@@ -73,15 +81,24 @@ function signedByServerOf(event: EventLike, via: string): boolean {
  */
 export async function checkSendJoin(
   verifier: EventVerifier,
-  input: { server: string; roomId: string; version: RoomVersion; joinEventId: string; joinPdu: Pdu; response: unknown },
+  input: { server: string; roomId: string; version: RoomVersion; joinEventId: string; joinPdu: Pdu; response: unknown; partial?: boolean },
 ): Promise<CheckedJoin> {
   const { server, roomId, version } = input;
   const refuse = (why: string) => badSendJoin(server, why);
   const r = input.response;
   if (!isPlainObject(r)) throw refuse("the answer is not an object");
-  // Gatehouse never asks for partial state (omit_members); a server that omits members anyway
-  // gives a state we cannot authorise events against.
-  if (r.members_omitted === true) throw refuse("members_omitted: partial state is not supported (Gatehouse does not send omit_members=true)");
+  // Partial state only when we asked for it (omit_members=true): a server that omits members
+  // otherwise gives a state we would take for whole.
+  let partial: { servers: string[] } | undefined;
+  if (r.members_omitted === true) {
+    if (!input.partial) throw refuse("members_omitted, but we did not send omit_members=true");
+    const servers = r.servers_in_room;
+    // Spec v1.19: servers_in_room is required when members_omitted is true.
+    if (!Array.isArray(servers) || servers.length === 0 || servers.some((x) => typeof x !== "string" || parseServerName(x) === null))
+      throw refuse("members_omitted without servers_in_room, a non-empty list of server names");
+    if (servers.length > MAX_SERVERS_IN_ROOM) throw refuse(`servers_in_room names more than ${MAX_SERVERS_IN_ROOM} servers`);
+    partial = { servers: [...new Set(servers as string[])].sort() };
+  } else if (r.members_omitted !== undefined && r.members_omitted !== false) throw refuse("members_omitted must be a boolean");
   if (!Array.isArray(r.state) || !Array.isArray(r.auth_chain)) throw refuse("state and auth_chain must be lists");
 
   const events = new Map<string, Pdu>();
@@ -166,12 +183,22 @@ export async function checkSendJoin(
   for (const [id, pdu] of events) authorise(id, pdu);
   authorise(join.eventId, join.pdu);
 
-  // The returned state must let our join in.
+  // The returned state must let our join in. A partial state may lack a member event the join
+  // needs (the authorising user of a restricted join): the join's own auth events stand in for
+  // the member events the state omits (they passed the auth rules above).
   const byField = new Map<string, Pdu>();
   for (const [field, id] of stateIds) byField.set(field, events.get(id)!);
-  const verdict = checkEventAuth(join.pdu, version, (t, k) => byField.get(stateField(t, k)), { createEventId: createId, verifyJoinAuthorisedVia: signedByServerOf });
+  const joinAuth = new Map<string, Pdu>();
+  if (partial) {
+    for (const id of authEventIds(join.pdu)) {
+      const ev = events.get(id)!;
+      if (ev.type === "m.room.member" && typeof ev.state_key === "string") joinAuth.set(stateField(ev.type, ev.state_key), ev);
+    }
+  }
+  const lookup = (t: string, k: string): Pdu | undefined => byField.get(stateField(t, k)) ?? joinAuth.get(stateField(t, k));
+  const verdict = checkEventAuth(join.pdu, version, lookup, { createEventId: createId, verifyJoinAuthorisedVia: signedByServerOf });
   if (!verdict.allowed) throw refuse(`the returned state does not allow our join: ${verdict.reason}`);
-  return { stateIds, events, create: create.pdu, join };
+  return { stateIds, events, create: create.pdu, join, ...(partial ? { partial } : {}) };
 }
 
 export interface ParticipationDeps {
@@ -184,6 +211,8 @@ export interface ParticipationDeps {
   /** Application services interested in an event (as RoomService's). */
   appserviceDestinations?: (pdu: Pdu, roomId: string, stateBefore: ReadonlyMap<string, Pdu> | null) => Promise<string[]>;
   onQueued?: (destinations: readonly string[]) => void;
+  /** A room was stored with partial state: its resync starts (rooms/partial-state.ts). */
+  onPartialState?: (roomId: string) => void;
 }
 
 export class Participation {
@@ -193,7 +222,7 @@ export class Participation {
    * Checks a send_join response (checkSendJoin) and stores the room: refused with 502 and nothing
    * written when a check fails; 409 when the room is hosted here.
    */
-  async storeJoin(input: { server: string; roomId: string; version: RoomVersion; joinEventId: string; joinPdu: Pdu; response: unknown }): Promise<void> {
+  async storeJoin(input: { server: string; roomId: string; version: RoomVersion; joinEventId: string; joinPdu: Pdu; response: unknown; partial?: boolean }): Promise<void> {
     const checked = await checkSendJoin(this.d.verifier, input);
     const { roomId } = input;
     const members = new Map<string, string>();
@@ -215,10 +244,12 @@ export class Participation {
       outliers: [...checked.events].map(([eventId, pdu]) => ({ eventId, pdu })),
       join: checked.join,
       destinations,
+      ...(checked.partial ? { partialState: { servers: checked.partial.servers, via: input.server, joinEventId: checked.join.eventId } } : {}),
     });
     if (result === "hosted") throw new MatrixError(409, "M_UNKNOWN", `${roomId} is hosted here`);
     if (result === "persisted" && destinations.length > 0) this.d.onQueued?.(destinations);
-    this.d.logger.info({ roomId, server: input.server, stateEvents: checked.stateIds.size, events: checked.events.size, result }, "stored a room hosted elsewhere after send_join");
+    this.d.logger.info({ roomId, server: input.server, stateEvents: checked.stateIds.size, events: checked.events.size, result, partialState: checked.partial !== undefined }, "stored a room hosted elsewhere after send_join");
+    if (result === "persisted" && checked.partial) this.d.onPartialState?.(roomId);
   }
 
   /** The room's snapshot when it is a room hosted elsewhere that Gatehouse stores, else null. */

@@ -69,6 +69,8 @@ export interface RemoteRoomsDeps {
   /** Keeps the room after a join (checked send_join response), and local events in it. */
   participation?: Participation;
   rooms?: RoomService;
+  /** Ask for partial state on send_join (omit_members=true; GATEHOUSE_PARTIAL_STATE_JOINS). */
+  partialStateJoins?: boolean;
 }
 
 /** The versions we offer in `ver`: every version we can build events for (IDs are hashes). */
@@ -122,6 +124,11 @@ export class RemoteRooms {
 
   constructor(private readonly d: RemoteRoomsDeps) {
     this.clock = d.clock ?? Date.now;
+  }
+
+  /** Whether send_join asks for partial state: the setting, and a place to keep the room. */
+  private partialJoins(): boolean {
+    return this.d.partialStateJoins === true && this.d.participation !== undefined;
   }
 
   // ---- records ---------------------------------------------------------------------------------
@@ -201,7 +208,7 @@ export class RemoteRooms {
         const path =
           membership === "knock"
             ? `/_matrix/federation/v1/send_knock/${encodeURIComponent(roomId)}/${encodeURIComponent(built.eventId)}`
-            : `/_matrix/federation/v2/send_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(built.eventId)}`;
+            : `/_matrix/federation/v2/send_${membership}/${encodeURIComponent(roomId)}/${encodeURIComponent(built.eventId)}${membership === "join" && this.partialJoins() ? "?omit_members=true" : ""}`;
         const response = await this.d.client.call("PUT", server, path, built.pdu);
         return { server, version, eventId: built.eventId, pdu: built.pdu, response };
       } catch (e) {
@@ -297,7 +304,7 @@ export class RemoteRooms {
     const answer = result.response as { state?: unknown; event?: unknown };
     if (!local && this.d.participation) {
       // Checked, then stored; a bad answer is refused (502) with nothing stored.
-      await this.d.participation.storeJoin({ server: result.server, roomId: input.room_id, version: result.version, joinEventId: result.eventId, joinPdu: result.pdu, response: answer });
+      await this.d.participation.storeJoin({ server: result.server, roomId: input.room_id, version: result.version, joinEventId: result.eventId, joinPdu: result.pdu, response: answer, partial: this.partialJoins() });
     }
     if (!Array.isArray(answer?.state)) throw new MatrixError(502, "M_UNKNOWN", `${result.server} answered send_join without state`);
     const record: RemoteMembershipRecord = {

@@ -11,6 +11,7 @@ import { computeEventId } from "../protocol/event-hashing.js";
 import { parseStateField, stateField, type EventStatus, type RoomStore } from "../store/room-store.js";
 import type { RoomContext, RoomService, RoomSnapshot } from "./room-service.js";
 import { applyRedactions, type ServedEvent } from "./redactions.js";
+import { partialStateClientRefusal } from "./partial-state.js";
 
 export interface RoomSummary {
   room_id: string;
@@ -96,6 +97,8 @@ export class RoomQueries {
   /** Current state as served: redactions applied (`redactedBy` set). `snap` is the state as stored. */
   async state(roomId: string): Promise<{ snap: RoomSnapshot; events: ServedEvent[] }> {
     const snap = await this.rooms.snapshot(roomId);
+    // Partial state (rooms/partial-state.ts): the member list is incomplete, so refused, never short.
+    if (snap.room.partialState) throw partialStateClientRefusal(roomId);
     const stored = [...snap.state].map(([field, pdu]) => ({ eventId: snap.stateIds.get(field)!, pdu }));
     return { snap, events: await applyRedactions(this.store, snap.room.roomId, snap.version, stored) };
   }
@@ -105,6 +108,8 @@ export class RoomQueries {
     const snap = await this.rooms.snapshot(roomId);
     const field = stateField(type, stateKey);
     const pdu = snap.state.get(field);
+    // Partial state holds every event but members: a member event not held may exist.
+    if (!pdu && snap.room.partialState && type === "m.room.member") throw partialStateClientRefusal(roomId);
     if (!pdu) return null;
     const [served] = await applyRedactions(this.store, snap.room.roomId, snap.version, [{ eventId: snap.stateIds.get(field)!, pdu }]);
     return served!.pdu;
@@ -112,7 +117,8 @@ export class RoomQueries {
 
   /** user ID → membership, for every member event in current state. */
   async members(roomId: string): Promise<Record<string, string>> {
-    await this.rooms.requireRoom(roomId);
+    const { room } = await this.rooms.requireRoom(roomId);
+    if (room.partialState) throw partialStateClientRefusal(roomId);
     return this.store.getMembers(roomId);
   }
 

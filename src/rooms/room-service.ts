@@ -680,6 +680,14 @@ export class RoomService {
   private async planEvent(snap: RoomSnapshot, roomState: RoomStateService, event: PersistedEvent, opts: PersistOptions): Promise<PlannedWrite> {
     const { roomId, eventId, pdu } = event;
     const version = snap.version;
+    if (snap.room.partialState) {
+      // A room joined with partial state (rooms/partial-state.ts): the state before the event
+      // and the current state lack most members, so the event is checked against its own auth
+      // events only (done by the caller, checkAgainstAuthEvents), as Synapse does until the
+      // resync; the resync checks it again against the complete state.
+      const { state: before } = await roomState.stateBefore(this.stateView(snap), prevEventIds(pdu), opts.gapStates);
+      return this.planAccepted(snap, roomState, event, { origin: opts.origin, extraDestinations: opts.extraDestinations ?? [], before });
+    }
     const view = this.stateView(snap);
     const prevs = prevEventIds(pdu);
     const createEventIdNow = createEventIdOf(snap);
@@ -797,7 +805,8 @@ export class RoomService {
     // In a room hosted elsewhere Gatehouse sends only its own events (each server sends its own):
     // another server's event is never relayed. In rooms hosted here it is (the resident's role).
     const relay = !(snap.room.hostedElsewhere && opts.origin !== null);
-    const destinations = new Set(relay ? [...snap.joinedServers, ...opts.extraDestinations] : []);
+    // Partial state: the members we know are few; servers_in_room of the send_join answer too.
+    const destinations = new Set(relay ? [...snap.joinedServers, ...(snap.room.partialState?.servers ?? []), ...opts.extraDestinations] : []);
     if (relay && updatesState && pdu.type === "m.room.member" && (pdu.content as { membership?: unknown }).membership === "join" && typeof pdu.state_key === "string") {
       const joiner = serverOfUserId(pdu.state_key);
       if (joiner) destinations.add(joiner);

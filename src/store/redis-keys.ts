@@ -13,6 +13,12 @@ export class RedisKeys {
   /** SET of hosted room IDs. */
   rooms(): string { return `${this.prefix}:rooms`; }
   /**
+   * SET of rooms hosted elsewhere joined with partial state whose resync may still be due
+   * (rooms/partial-state.ts): added before the join is stored, removed after the resync's write;
+   * a listed room without the `partial_state` flag is harmless (dropped at the next resume).
+   */
+  partialStateRooms(): string { return `${this.prefix}:partial-state-rooms`; }
+  /**
    * HASH: version, creator, created_ts, depth, stream (last stream position), tombstone,
    * state_group (the group holding current state), state_group_seq (group ID counter),
    * state_reset (stream position of the last current-state change that was not just the

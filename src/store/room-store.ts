@@ -46,6 +46,23 @@ export interface RoomRecord {
    * stored like a hosted room, but Gatehouse only sends its own events there, never relays others'.
    */
   hostedElsewhere?: boolean;
+  /**
+   * Set while a room hosted elsewhere holds partial state (joined with omit_members;
+   * rooms/partial-state.ts): the servers in the room the send_join answer named, the server
+   * that answered it and our join. Cleared by the resync's one write (complete-partial-state.lua).
+   */
+  partialState?: PartialStateRecord;
+  /** Bumped when a resync completed the state (every process reads the room's state again). */
+  stateEpoch?: string;
+}
+
+export interface PartialStateRecord {
+  /** servers_in_room of the send_join answer. */
+  servers: string[];
+  /** The server that answered send_join (asked first for the resync). */
+  via: string;
+  /** Our join event (the resync asks for the state at it). */
+  joinEventId: string;
 }
 
 export type EventStatus = "rejected" | "soft_failed" | "outlier";
@@ -193,6 +210,9 @@ export function stateGroupRebaseLimit(size: number, depthLimit = stateGroupDepth
  * 120,000 of them overflow it (RangeError): a send_join in a 100,000-member room read that many
  * events at once and answered 500. Reads of more IDs go in chunks, in order.
  */
+/** Whole state groups kept in process (RoomStore.groupCache). */
+const GROUP_CACHE_SIZE = 64;
+
 export const MULTI_READ_CHUNK = 10_000;
 
 async function chunkedRead(ids: readonly string[], read: (chunk: string[]) => Promise<(string | null)[]>): Promise<(string | null)[]> {
@@ -277,6 +297,8 @@ export interface JoinedRoomInput {
   join: { eventId: string; pdu: Pdu };
   /** Application services to queue the join for. */
   destinations?: readonly string[];
+  /** A members_omitted answer: the room is stored flagged partial-state (absent: full state). */
+  partialState?: PartialStateRecord;
 }
 
 type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]];
@@ -302,6 +324,7 @@ type RedisWithScripts = Redis & {
   gatehousePersistEvents(numKeys: number, ...args: string[]): Promise<"conflict" | ("persisted" | "duplicate")[]>;
   gatehousePersistJoinedRoom(numKeys: number, ...args: string[]): Promise<string>;
   gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
+  gatehouseCompletePartialState(numKeys: number, ...args: string[]): Promise<string>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
   gatehouseReleaseRoomLease(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<SnapshotReply | ["leased", number]>;
@@ -332,6 +355,8 @@ function parseRoomRecord(roomId: string, h: Record<string, string>): RoomRecord 
     ...(h.state_group ? { stateGroup: h.state_group } : {}),
     ...(h.state_group_seq ? { stateGroupSeq: Number(h.state_group_seq) } : {}),
     ...(h.elsewhere === "1" ? { hostedElsewhere: true } : {}),
+    ...(h.partial_state ? { partialState: JSON.parse(h.partial_state) as PartialStateRecord } : {}),
+    ...(h.state_epoch ? { stateEpoch: h.state_epoch } : {}),
   };
 }
 
@@ -388,7 +413,9 @@ export class RoomStore {
   /** Parsed events (immutable once written), by room and event ID. */
   private readonly eventCache = new Lru<string, Pdu>(5_000);
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
-  private readonly groupCache = new Lru<string, ReadonlyMap<string, string>>(64);
+  private groupCache = new Lru<string, ReadonlyMap<string, string>>(GROUP_CACHE_SIZE);
+  /** The room's `state_epoch` the cached states were read at (a change drops them). */
+  private readonly seenEpochs = new Lru<string, string>(1_024);
   /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
   private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
   /**
@@ -411,7 +438,7 @@ export class RoomStore {
   ) {
     this.redis = redis as RedisWithScripts;
     this.fanout = new Fanout(redis, keys);
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill", gatehouseReleaseRoomLease: "release-room-lease" });
+    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill", gatehouseReleaseRoomLease: "release-room-lease", gatehouseCompletePartialState: "complete-partial-state" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
     if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
   }
@@ -723,6 +750,8 @@ export class RoomStore {
     const joinField = stateField(join.pdu.type, join.pdu.state_key as string);
     const groupAfter: StateGroupWrite = { id: after!, parent: before!, delta: { [joinField]: join.eventId }, depth: 1 };
     const outliers = input.outliers;
+    // Listed first (a global key: its own command), so a crash after the script still resumes the resync.
+    if (input.partialState) await this.redis.sadd(k.partialStateRooms(), roomId);
     const result = await this.redis.gatehousePersistJoinedRoom(
       10 + outliers.length,
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
@@ -734,6 +763,7 @@ export class RoomStore {
       // cjson would encode an empty object as an empty array; both decode to an empty table.
       JSON.stringify(Object.fromEntries(input.stateBefore)), JSON.stringify(Object.fromEntries(input.members)),
       String(outliers.length), (input.destinations ?? []).join(" "),
+      input.partialState ? JSON.stringify(input.partialState) : "",
       ...outliers.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
       JSON.stringify(join.pdu),
     );
@@ -748,6 +778,45 @@ export class RoomStore {
       for (const g of [groupBefore, groupAfter]) this.groupMetaCache.set(`${roomId} ${g.id}`, metaOf(g));
     }
     return result as "persisted" | "duplicate" | "hosted";
+  }
+
+  /**
+   * Completes the state of a room joined with partial state, in one script
+   * (complete-partial-state.lua): the resync's fetched events as outliers, the fields the
+   * send_join answer omitted added to every whole state group of the room (delta groups inherit
+   * them) and to the current state and members mirror where no later event set them, the flag
+   * cleared and `state_epoch` bumped. "completed", or "not_partial" (another process did it, or
+   * the room is gone); "stale" when the room's partial record names another join (a rejoin).
+   */
+  async completePartialState(
+    roomId: string,
+    input: { joinEventId: string; added: ReadonlyMap<string, string>; members: ReadonlyMap<string, string>; outliers: readonly { eventId: string; pdu: Pdu }[] },
+  ): Promise<"completed" | "not_partial" | "stale"> {
+    const k = this.keys;
+    const { outliers } = input;
+    const result = await this.redis.gatehouseCompletePartialState(
+      5 + outliers.length,
+      k.room(roomId), k.state(roomId), k.members(roomId), k.stateGroups(roomId), k.eventStatus(roomId),
+      ...outliers.map((e) => k.event(roomId, e.eventId)),
+      input.joinEventId,
+      JSON.stringify(Object.fromEntries(input.added)), JSON.stringify(Object.fromEntries(input.members)),
+      String(outliers.length),
+      ...outliers.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+    );
+    if (outliers.length > 0) await this.redis.hset(k.eventRooms(), Object.fromEntries(outliers.map((e) => [e.eventId, roomId])));
+    if (result !== "stale") await this.redis.srem(k.partialStateRooms(), roomId);
+    if (result === "completed") {
+      // This process's cached states of the room are stale now (others see state_epoch change).
+      this.stateCache.delete(roomId);
+      this.seenEpochs.delete(roomId);
+      this.groupCache = new Lru<string, ReadonlyMap<string, string>>(GROUP_CACHE_SIZE);
+    }
+    return result as "completed" | "not_partial" | "stale";
+  }
+
+  /** Rooms listed as joined with partial state (some may have completed since: check the record). */
+  async partialStateRooms(): Promise<string[]> {
+    return this.redis.smembers(this.keys.partialStateRooms());
   }
 
   /** The first event of the room's timeline (lowest stream position, backfilled ones included). */
@@ -976,8 +1045,18 @@ export class RoomStore {
     if (answer[0] === "leased") return { leased: Number(answer[1]) };
     let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = answer;
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
-    if (cached && full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)) {
-      // Redis lost or rewrote history under the cache (restore, flush): read everything again.
+    const epoch = room?.stateEpoch ?? "";
+    const epochChanged = (this.seenEpochs.get(roomId) ?? "") !== epoch;
+    if (epochChanged) {
+      // A partial-state resync added state to the room's whole groups and current state
+      // (complete-partial-state.lua): cached states of the room are stale. Rare: the whole group
+      // cache goes (64 entries), the room's state is read again.
+      this.seenEpochs.set(roomId, epoch);
+      this.groupCache = new Lru<string, ReadonlyMap<string, string>>(GROUP_CACHE_SIZE);
+    }
+    if (cached && (epochChanged || (full === null && (at !== cached.lastEventId || (room?.stream ?? 0) < cached.stream)))) {
+      // Redis lost or rewrote history under the cache (restore, flush), or a resync completed
+      // the state: read everything again.
       this.stateCache.delete(roomId);
       cached = undefined;
       // The lease (if any) is this owner's now: the second call takes it again, as the first did.

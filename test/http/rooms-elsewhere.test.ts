@@ -179,7 +179,7 @@ describe("rooms hosted elsewhere: join, receive, send, leave", () => {
   });
 
   const refusals: { why: string; change: (h: FakeHost, a: Answer) => Answer; error: RegExp; version?: string; makeJoinVersion?: string }[] = [
-    { why: "partial state (members_omitted) is not supported", change: (_h, a) => ({ ...a, members_omitted: true }), error: /members_omitted/ },
+    { why: "members_omitted without servers_in_room (spec v1.19: required with members_omitted)", change: (_h, a) => ({ ...a, members_omitted: true }), error: /servers_in_room/ },
     { why: "state and auth_chain must be lists", change: (_h, a) => ({ ...a, state: {} as never }), error: /must be lists/ },
     {
       why: "a signature that does not verify (a signed field changed)",

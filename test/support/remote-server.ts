@@ -52,6 +52,9 @@ export function roomVersion(id: string): RoomVersion {
 }
 
 /** An answer sent byte for byte (not JSON-encoded): hostile or malformed bodies. */
+/** An answer that never comes: the request is read and left open (a server that hangs). */
+export const HANG: [number, unknown] = [0, null];
+
 export class RawBody {
   constructor(readonly bytes: Buffer) {}
 }
@@ -91,6 +94,8 @@ export class RemoteServer {
         const recorded: RecordedRequest = { method: req.method ?? "", url: req.url ?? "", headers: { ...req.headers }, body };
         remote.requests.push(recorded);
         const [status, answer] = remote.answer(recorded);
+        // HANG: a server that takes the request and never answers (closeAllConnections ends it).
+        if (status === HANG[0]) return;
         const out = answer instanceof RawBody ? answer.bytes : Buffer.from(JSON.stringify(answer));
         res.writeHead(status, { "Content-Type": "application/json", "Content-Length": String(out.length) });
         res.end(out);

@@ -15,7 +15,8 @@
 --       11 group after JSON, 12 state JSON {field: eventId} (before the join),
 --       13 members JSON {userId: membership} (after the join), 14 outlier count n,
 --       15 destinations of the join (application services; "" = none),
---       16.. per outlier: eventId, pduJson (pairs), then the join's pduJson
+--       16 partial-state record JSON ("" = the answer held the full state; rooms/partial-state.ts),
+--       17.. per outlier: eventId, pduJson (pairs), then the join's pduJson
 -- Returns 'persisted', 'hosted' (the room is hosted here) or 'duplicate' (the join is stored).
 if redis.call('HGET', KEYS[1], 'version') and redis.call('HGET', KEYS[1], 'elsewhere') ~= '1' then return 'hosted' end
 local n = tonumber(ARGV[14])
@@ -26,11 +27,12 @@ if not redis.call('HGET', KEYS[1], 'version') then
 end
 for i = 1, n do
   if redis.call('EXISTS', KEYS[9 + i]) == 0 then
-    redis.call('SET', KEYS[9 + i], ARGV[15 + 2 * i])
-    redis.call('HSET', KEYS[8], ARGV[14 + 2 * i], 'outlier')
+    redis.call('SET', KEYS[9 + i], ARGV[16 + 2 * i])
+    redis.call('HSET', KEYS[8], ARGV[15 + 2 * i], 'outlier')
   end
 end
-redis.call('SET', KEYS[10 + n], ARGV[16 + 2 * n])
+redis.call('SET', KEYS[10 + n], ARGV[17 + 2 * n])
+if ARGV[16] ~= '' then redis.call('HSET', KEYS[1], 'partial_state', ARGV[16]) else redis.call('HDEL', KEYS[1], 'partial_state') end
 redis.call('HDEL', KEYS[8], ARGV[6])
 redis.call('HSET', KEYS[6], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 redis.call('HSET', KEYS[7], ARGV[6], ARGV[8] .. ' ' .. ARGV[10])
