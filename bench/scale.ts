@@ -60,7 +60,7 @@ class ProbedGatehouse {
     const gh = await GatehouseProc.start({
       redisUrl: redis.url,
       logLevel: process.env.BENCH_LOG_LEVEL ?? "warn",
-      env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000" },
+      env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000", MEM_PROBE_PEAK_MS: "10" },
       // BENCH_GATEHOUSE_NODE_ARGS (e.g. --cpu-prof) still apply, after the probe.
       nodeArgs: ["--import", probe, ...(process.env.BENCH_GATEHOUSE_NODE_ARGS ? process.env.BENCH_GATEHOUSE_NODE_ARGS.split(" ") : [])],
     });
@@ -69,6 +69,11 @@ class ProbedGatehouse {
 
   /** V8's heapUsed right after a full GC (the probe's SIGUSR2 sample). */
   async liveHeap(): Promise<number> {
+    return (await this.gcSample()).heapUsed;
+  }
+
+  /** The probe's SIGUSR2 sample: the live heap after a full GC, and the peak heap since the last one. */
+  async gcSample(): Promise<{ heapUsed: number; peakHeap: number }> {
     const file = join(this.memDir, "mem.jsonl");
     const count = () => readFileSync(file, "utf8").split("\n").filter((l) => l.includes('"gc":true')).length;
     let before = 0;
@@ -91,7 +96,8 @@ class ProbedGatehouse {
       30_000,
       50,
     );
-    return (JSON.parse(line) as { heapUsed: number }).heapUsed;
+    const x = JSON.parse(line) as { heapUsed: number; peakHeap?: number };
+    return { heapUsed: x.heapUsed, peakHeap: x.peakHeap ?? NaN };
   }
 
   /**
@@ -148,6 +154,22 @@ class ProbedGatehouse {
       storeBytes: () => this.redis.usedMemory(),
       memoryBytes: () => this.liveHeap(),
       rss: () => rssOf(this.gh.pid) ?? NaN,
+      pid: () => this.gh.pid,
+      heapPeak: async () => {
+        const x = await this.gcSample();
+        return { live: x.heapUsed, peak: x.peakHeap };
+      },
+      restartFrom: async (root) => {
+        await this.gh.stopServe("SIGTERM");
+        const was = process.env.BENCH_GATEHOUSE_ROOT;
+        process.env.BENCH_GATEHOUSE_ROOT = root;
+        try {
+          await this.gh.launch();
+        } finally {
+          if (was === undefined) delete process.env.BENCH_GATEHOUSE_ROOT;
+          else process.env.BENCH_GATEHOUSE_ROOT = was;
+        }
+      },
       breakdown: (roomId) => this.roomBytes(roomId),
       stop: () => this.gh.stopServe("SIGTERM"),
       start: () => this.gh.launch(),
@@ -290,6 +312,16 @@ interface RoomFigures {
   redisPerMember?: number;
   heapPerMember?: number;
   rssAfter?: number;
+  /** Memory a full send_join answer costs (median of the joins): peak RSS and peak heap + external above what it was before the request. */
+  sendJoinRssRise?: number;
+  sendJoinHeapRise?: number;
+  /** GET /state at the first joiner's join (the whole room's state): latency, size and memory. */
+  stateMs?: number;
+  stateBytes?: number;
+  stateRssRise?: number;
+  stateHeapRise?: number;
+  /** The same four send_join and /state figures with the code of BENCH_SCALE_ROOM_AB_ROOT, on the same room after a restart. */
+  ab?: { sendJoinMs: number; sendJoinBytes: number; sendJoinRssRise: number; sendJoinHeapRise: number; stateMs: number; stateBytes: number; stateRssRise: number; stateHeapRise: number };
   coldStartMs?: number;
   coldFirstMakeJoinMs?: number;
 }
@@ -304,6 +336,12 @@ interface ServerProbe {
   /** Live heap (Gatehouse, after a full GC) or RSS (Synapse) of the server process. */
   memoryBytes(): Promise<number>;
   rss(): number;
+  /** The server's process ID (its RSS is polled while a big answer is served). */
+  pid?(): number;
+  /** Gatehouse: a full GC, then the live heap and the peak heap (heapUsed + external) since the previous call. */
+  heapPeak?(): Promise<{ live: number; peak: number }>;
+  /** Gatehouse: stops the server and starts another checkout's code on the same Redis (BENCH_SCALE_ROOM_AB_ROOT). */
+  restartFrom?(root: string): Promise<void>;
   /** Stops the server (its data kept). */
   stop(): Promise<void>;
   /** Starts it again; resolves when it answers (Gatehouse: admin API; Synapse: client API, polled every 0.5 s). */
@@ -315,11 +353,12 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
   const version = getRoomVersion(ROOM_VERSION)!;
   const JOINERS = 3;
   // The bulk server, JOINERS full joins, JOINERS partial-state joins, one cold-start joiner.
-  const farm = await SinkFarm.start(1 + 2 * JOINERS + 1, ROOM_VERSION);
+  // (and JOINERS more for BENCH_SCALE_ROOM_AB_ROOT's full joins).
+  const farm = await SinkFarm.start(1 + 3 * JOINERS + 1, ROOM_VERSION);
   try {
     await farm.verifyAs(target.identity);
     const roomId = await target.createPublicRoom();
-    const conn = new Conn("127.0.0.1", target.port);
+    let conn = new Conn("127.0.0.1", target.port);
     const bulk = farm.server(0);
     const { eventId: firstJoin, pdu: joinPdu, response } = await handshake(conn, bulk, target.serverName, "join", roomId, `@m0:${bulk.serverName}`);
     const state = (response as { state: Pdu[] }).state;
@@ -405,17 +444,69 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     }
 
     // --- 3 new servers join: make_join / send_join ----------------------------------------------------
-    const joins: { make: Timed; send: Timed }[] = [];
-    const partial: { make: Timed; send: Timed }[] = [];
-    for (let k = 1; k <= JOINERS; k++) {
-      const s = farm.server(k);
-      joins.push(await timedHandshake(conn, s, target.serverName, "join", roomId, `@new:${s.serverName}`));
-    }
     const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    fig.makeJoinMs = med(joins.map((j) => j.make.ms));
-    fig.sendJoinMs = med(joins.map((j) => j.send.ms));
-    fig.sendJoinBytes = med(joins.map((j) => j.send.bytes));
-    log(`new servers joining (median of ${JOINERS}): make_join ${fmt(fig.makeJoinMs, 1)} ms (${fmt(med(joins.map((j) => j.make.bytes)))} B), send_join ${fmt(fig.sendJoinMs)} ms, response ${fmt(fig.sendJoinBytes / 1048576, 1)} MB`);
+    /**
+     * What a big answer costs the server's memory: its RSS polled every 10 ms from here, and
+     * (Gatehouse) the probe's peak heap + external, both above what they were just before the
+     * request (a full GC first, through the probe).
+     */
+    const memoryOf = async <T>(fn: () => Promise<T>): Promise<{ out: T; rssRise: number; heapRise: number }> => {
+      const h0 = probed?.heapPeak ? await probed.heapPeak() : undefined;
+      const pid = probed?.pid?.();
+      const rss0 = pid ? (rssOf(pid) ?? NaN) : NaN;
+      let peak = rss0;
+      const poll = setInterval(() => {
+        if (pid) peak = Math.max(peak, rssOf(pid) ?? NaN);
+      }, 10);
+      let out: T;
+      try {
+        out = await fn();
+      } finally {
+        clearInterval(poll);
+      }
+      const h1 = probed?.heapPeak ? await probed.heapPeak() : undefined;
+      return { out, rssRise: peak - rss0, heapRise: h0 && h1 ? h1.peak - h0.live : NaN };
+    };
+    /** JOINERS full send_joins (servers first, first + 1, …), then GET /state at the first one's join. */
+    const fullJoins = async (first: number, tag: string) => {
+      const joins: { make: Timed; send: Timed; rssRise: number; heapRise: number; eventId: string }[] = [];
+      for (let k = first; k < first + JOINERS; k++) {
+        const s = farm.server(k);
+        const m = await memoryOf(() => timedHandshake(conn, s, target.serverName, "join", roomId, `@${tag}:${s.serverName}`));
+        const event = (JSON.parse(m.out.answer.toString()) as { event: Pdu }).event;
+        joins.push({ ...m.out, rssRise: m.rssRise, heapRise: m.heapRise, eventId: computeEventId(event, version) });
+      }
+      // /state before the first joiner's join: the whole room's state and its auth chain.
+      const s = farm.server(first);
+      const st = await memoryOf(async () => {
+        const t0s = performance.now();
+        const r = await conn.request(signedRequest(s, target.serverName, "GET", `/_matrix/federation/v1/state/${enc(roomId)}?event_id=${enc(joins[0]!.eventId)}`));
+        if (r.status !== 200) throw new Error(`${target.name} /state: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
+        const pdus = (JSON.parse(r.body.toString()) as { pdus: unknown[] }).pdus.length;
+        return { ms: performance.now() - t0s, bytes: r.body.length, pdus };
+      });
+      const f = {
+        makeJoinMs: med(joins.map((j) => j.make.ms)),
+        makeJoinBytes: med(joins.map((j) => j.make.bytes)),
+        sendJoinMs: med(joins.map((j) => j.send.ms)),
+        sendJoinBytes: med(joins.map((j) => j.send.bytes)),
+        sendJoinRssRise: med(joins.map((j) => j.rssRise)),
+        sendJoinHeapRise: med(joins.map((j) => j.heapRise)),
+        stateMs: st.out.ms,
+        stateBytes: st.out.bytes,
+        stateRssRise: st.rssRise,
+        stateHeapRise: st.heapRise,
+      };
+      log(
+        `new servers joining (median of ${JOINERS}): make_join ${fmt(f.makeJoinMs, 1)} ms (${fmt(f.makeJoinBytes)} B), send_join ${fmt(f.sendJoinMs)} ms, response ${fmt(f.sendJoinBytes / 1048576, 1)} MB, ` +
+          `peak RSS +${fmt(f.sendJoinRssRise / 1048576, 1)} MB, peak heap+external +${fmt(f.sendJoinHeapRise / 1048576, 1)} MB; ` +
+          `/state (${fmt(st.out.pdus)} state events) ${fmt(f.stateMs)} ms, ${fmt(f.stateBytes / 1048576, 1)} MB, peak RSS +${fmt(f.stateRssRise / 1048576, 1)} MB, peak heap+external +${fmt(f.stateHeapRise / 1048576, 1)} MB`,
+      );
+      return f;
+    };
+    const full = await fullJoins(1, "new");
+    Object.assign(fig, full);
+    const partial: { make: Timed; send: Timed }[] = [];
     let omitted = 0;
     for (let k = JOINERS + 1; k <= 2 * JOINERS; k++) {
       const s = farm.server(k);
@@ -427,6 +518,22 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
     fig.sendJoinOmitBytes = med(partial.map((j) => j.send.bytes));
     log(`with omit_members=true (median of ${JOINERS}): send_join ${fmt(fig.sendJoinOmitMs)} ms, response ${fmt(fig.sendJoinOmitBytes / 1024)} kB; members_omitted in ${omitted} of ${JOINERS} answers`);
     conn.close();
+
+    // --- before/after on the same room: another checkout's code, restarted on the same Redis ----------
+    const abRoot = process.env.BENCH_SCALE_ROOM_AB_ROOT;
+    if (abRoot && probed?.restartFrom) {
+      log(`restarting with the code at ${abRoot} (BENCH_SCALE_ROOM_AB_ROOT) on the same Redis`);
+      await probed.restartFrom(abRoot);
+      const c2 = new Conn("127.0.0.1", target.port);
+      const conn0 = conn;
+      conn = c2;
+      try {
+        fig.ab = await fullJoins(2 * JOINERS + 2, "ab");
+      } finally {
+        conn = conn0;
+        c2.close();
+      }
+    }
 
     // --- cold start ------------------------------------------------------------------------------------
     if (probed) {
@@ -497,6 +604,24 @@ export async function scaleRoomRow(opts: { sizes: number[]; synapse: SynapseProc
       { metric: "make_join (ms)", digits: 1, gatehouse: g.map((x) => x.makeJoinMs), ...(syn ? { synapse: s.map((x) => x?.makeJoinMs) } : {}) },
       { metric: "send_join (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinMs) } : {}) },
       { metric: "send_join response (kB)", digits: 0, gatehouse: g.map((x) => x.sendJoinBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.sendJoinBytes / 1024 : undefined)) } : {}) },
+      { metric: "send_join peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.sendJoinRssRise ?? NaN) / 1048576) },
+      { metric: "send_join peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.sendJoinHeapRise ?? NaN) / 1048576) },
+      { metric: "/state (ms)", digits: 0, gatehouse: g.map((x) => x.stateMs ?? NaN) },
+      { metric: "/state response (kB)", digits: 0, gatehouse: g.map((x) => (x.stateBytes ?? NaN) / 1024) },
+      { metric: "/state peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.stateRssRise ?? NaN) / 1048576) },
+      { metric: "/state peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.stateHeapRise ?? NaN) / 1048576) },
+      ...(g.some((x) => x.ab)
+        ? [
+            { metric: "B: send_join (ms)", digits: 0, gatehouse: g.map((x) => x.ab?.sendJoinMs) },
+            { metric: "B: send_join response (kB)", digits: 0, gatehouse: g.map((x) => (x.ab ? x.ab.sendJoinBytes / 1024 : undefined)) },
+            { metric: "B: send_join peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.sendJoinRssRise / 1048576 : undefined)) },
+            { metric: "B: send_join peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.sendJoinHeapRise / 1048576 : undefined)) },
+            { metric: "B: /state (ms)", digits: 0, gatehouse: g.map((x) => x.ab?.stateMs) },
+            { metric: "B: /state response (kB)", digits: 0, gatehouse: g.map((x) => (x.ab ? x.ab.stateBytes / 1024 : undefined)) },
+            { metric: "B: /state peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.stateRssRise / 1048576 : undefined)) },
+            { metric: "B: /state peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.stateHeapRise / 1048576 : undefined)) },
+          ]
+        : []),
       { metric: "send_join omit_members (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinOmitMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinOmitMs) } : {}) },
       { metric: "send_join omit_members response (kB)", digits: 1, gatehouse: g.map((x) => x.sendJoinOmitBytes / 1024), ...(syn ? { synapse: s.map((x) => (x ? x.sendJoinOmitBytes / 1024 : undefined)) } : {}) },
       { metric: "store per member (B; Gatehouse: Redis used_memory, Synapse: SQLite pages in use)", digits: 0, gatehouse: g.map((x) => x.redisPerMember), ...(syn ? { synapse: s.map((x) => x?.redisPerMember) } : {}) },

@@ -113,6 +113,8 @@ const CLUSTER_PASS = [
   "test/http/send-transaction", "test/http/knock", "test/http/leave-join", "test/http/event-reads",
   "test/http/redactions", "test/http/state-resolution", "test/http/history-visibility", "test/http/upgrade",
   "test/http/admin", "test/http/rate-limit",
+  // Streamed send_join and /state: MGET of event bytes and HMGET of redaction records per chunk.
+  "test/http/streamed-answers",
   // Application services: createRoom's whole-room write and remote invites through the outbox.
   "test/http/appservice-push", "test/http/client-api",
 ];

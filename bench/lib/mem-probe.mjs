@@ -16,6 +16,11 @@
  * memory: malloc arenas (fragmentation), OpenSSL, libuv, zlib. The periodic samples do not force
  * a GC; MEM_PROBE_HEAP_SNAPSHOTS_MIN (minutes, comma-separated) writes heap snapshots. On SIGUSR2 the probe runs a full GC and appends a sample marked `gc: true` at once: the
  * scale rows (bench/scale.ts) read the live heap that way (heap per member, per destination).
+ * MEM_PROBE_PEAK_MS (ms, off by default): V8's heapUsed + external (Buffers) is sampled that often,
+ * and every SIGUSR2 sample carries `peakHeap`, the largest value seen since the previous one (the
+ * scale-room row reads the heap a send_join answer costs that way). A timer cannot fire inside a
+ * synchronous block (a JSON.stringify of 58 MB), so the peak is the first sample after it: what
+ * it left for the GC.
  */
 import { appendFileSync, readFileSync } from "node:fs";
 import tls from "node:tls";
@@ -138,12 +143,22 @@ if (file) {
       }
     }, min * 60_000).unref();
   }
+  const peakMs = Number(process.env.MEM_PROBE_PEAK_MS ?? "0");
+  let peakHeap = 0;
+  if (peakMs > 0) {
+    setInterval(() => {
+      const mu = process.memoryUsage();
+      peakHeap = Math.max(peakHeap, mu.heapUsed + mu.external);
+    }, peakMs).unref();
+  }
   v8.setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc");
   process.on("SIGUSR2", () => {
     gc();
     try {
-      appendFileSync(file, JSON.stringify({ ...sample(), gc: true }) + "\n");
+      const s = sample();
+      appendFileSync(file, JSON.stringify({ ...s, gc: true, ...(peakMs > 0 ? { peakHeap: Math.max(peakHeap, s.heapUsed + s.external) } : {}) }) + "\n");
+      peakHeap = 0;
     } catch {
       /* the bench removed the folder */
     }

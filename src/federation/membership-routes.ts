@@ -4,6 +4,7 @@
  */
 import { Router, type Request, type RequestHandler } from "express";
 import { route } from "../http/errors.js";
+import { sendJsonChunks } from "../http/json-stream.js";
 import { invalidParam } from "../protocol/errors.js";
 import type { MembershipService, HandshakeMembership } from "../rooms/membership.js";
 
@@ -65,7 +66,7 @@ export function membershipRouter(membership: MembershipService, knockLimit?: Req
       // Parsed before anything is written: a bad value is refused with nothing persisted.
       const omitMembers = omitMembersOf(req.query);
       const out = await membership.sendMembership(roomId, req.params.eventId as string, req.body, req.origin!, "join");
-      res.json(await membership.sendJoinResponse(roomId, out.eventId, out.pdu, out.stateBefore, { omitMembers }));
+      await sendJsonChunks(res, await membership.sendJoinAnswer(roomId, out.eventId, out.pdu, out.stateBefore, { omitMembers }));
     }),
   );
 

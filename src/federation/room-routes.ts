@@ -1,6 +1,7 @@
 /** /send, and the reads a joined peer needs (event, state, state_ids, get_missing_events, backfill, event_auth). */
 import { Router } from "express";
 import { route } from "../http/errors.js";
+import { sendJsonChunks } from "../http/json-stream.js";
 import { invalidParam, missingParam } from "../protocol/errors.js";
 import type { InboundTransactions } from "../rooms/inbound-transactions.js";
 import type { RoomHistory } from "../rooms/history.js";
@@ -33,7 +34,7 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
   router.get(
     "/_matrix/federation/v1/state_ids/:roomId",
     route(async (req, res) => {
-      const s = await history.stateAt(req.params.roomId as string, eventIdParam(req.query), req.origin!);
+      const s = await history.stateIdsAt(req.params.roomId as string, eventIdParam(req.query), req.origin!);
       res.json({ pdu_ids: s.stateIds, auth_chain_ids: s.authChainIds });
     }),
   );
@@ -41,8 +42,7 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
   router.get(
     "/_matrix/federation/v1/state/:roomId",
     route(async (req, res) => {
-      const s = await history.stateAt(req.params.roomId as string, eventIdParam(req.query), req.origin!, true);
-      res.json({ pdus: s.state, auth_chain: s.chain });
+      await sendJsonChunks(res, await history.stateAnswer(req.params.roomId as string, eventIdParam(req.query), req.origin!));
     }),
   );
 

@@ -48,7 +48,12 @@ export function unmatchedHandler(app: { router?: { stack: RouteLayer[] } }) {
 
 export function errorHandler(logger: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
-    if (res.headersSent) return;
+    if (res.headersSent) {
+      // An answer sent in chunks (http/json-stream.ts) failed after its first byte: its
+      // connection was destroyed; nothing more can reach the client.
+      logger.error({ err, method: req.method, path: req.path }, "answer failed after its first byte: connection aborted");
+      return;
+    }
     if (err instanceof MatrixError) {
       res.locals.errcode = err.errcode;
       if (err.status === 429 && typeof err.extra.retry_after_ms === "number") {

@@ -28,6 +28,7 @@ import { historyVisibilityOf, membershipOfContent, serverVerdict, userMaySee, ty
 import { authEventIds, parseStateField, prevEventIds, stateField, type RoomStore } from "../store/room-store.js";
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
 import { partialStateFederationRefusal } from "./partial-state.js";
+import { jsonObjectChunks } from "./json-chunks.js";
 import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** The state history visibility reads at one event: after it, and before it. */
@@ -310,32 +311,43 @@ export class RoomHistory {
     return (await this.forServer(snap, origin, [{ eventId, pdu }]))[0]!;
   }
 
-  /**
-   * State before `eventId` (what /state_ids and /state mean by "state at"), plus its auth chain;
-   * with `withPdus`, the events too, redactions applied.
-   */
-  async stateAt(
-    roomId: string,
-    eventId: string,
-    origin: string,
-    withPdus = false,
-  ): Promise<{ stateIds: string[]; authChainIds: string[]; state: Pdu[]; chain: Pdu[] }> {
+  /** State before `eventId` (what /state_ids means by "state at"): its event IDs, and its auth chain's. */
+  async stateIdsAt(roomId: string, eventId: string, origin: string): Promise<{ stateIds: string[]; authChainIds: string[] }> {
     const snap = await this.joinedSnapshot(roomId, origin);
     const before = await this.store.stateAt(roomId, eventId, "before");
     if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
     const stateIds = [...before.values()];
-    if (!withPdus) return { stateIds, authChainIds: [...(await this.store.authChain(roomId, stateIds)).keys()], state: [], chain: [] };
-    // Read once: the auth chain walk starts from these events (/state of a 100,000-member room,
-    // which Synapse asks after a partial-state join, read every state event twice otherwise:
-    // the event cache holds 5,000).
-    const stateEvents = await this.store.getEvents(roomId, stateIds);
-    const chain = await this.store.authChain(roomId, stateIds, stateEvents);
-    const stored = (m: Map<string, Pdu>, ids: Iterable<string>) => [...ids].flatMap((id) => (m.has(id) ? [{ eventId: id, pdu: m.get(id)! }] : []));
-    const [state, chainServed] = await Promise.all([
-      applyRedactions(this.store, roomId, snap.version, stored(stateEvents, stateIds)),
-      applyRedactions(this.store, roomId, snap.version, stored(chain, chain.keys())),
+    return { stateIds, authChainIds: [...(await this.store.authChain(roomId, stateIds, this.currentStateLookup(snap, before))).keys()] };
+  }
+
+  /**
+   * /state's answer (`pdus`: the state before `eventId`; `auth_chain`), redactions applied, as
+   * JSON chunks (rooms/json-chunks.ts): the checks and the auth chain walk happen here, before the
+   * first chunk; the events are then read from Redis 500 at a time and sent as stored
+   * (RoomStore.servedEventJson). Synapse asks it after a partial-state join: in a
+   * 100,000-member room it is ~58 MB, never built whole.
+   */
+  async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
+    const snap = await this.joinedSnapshot(roomId, origin);
+    const before = await this.store.stateAt(roomId, eventId, "before");
+    if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
+    const stateIds = [...before.values()];
+    const chain = await this.store.authChain(roomId, stateIds, this.currentStateLookup(snap, before));
+    return jsonObjectChunks({}, [
+      ["pdus", this.store.servedEventJson(roomId, snap.version, stateIds)],
+      ["auth_chain", this.store.servedEventJson(roomId, snap.version, [...chain.keys()])],
     ]);
-    return { stateIds, authChainIds: [...chain.keys()], state: state.map((e) => e.pdu), chain: chainServed.map((e) => e.pdu) };
+  }
+
+  /**
+   * The events of a state (`state`: field → event ID) that the current state holds too, from the
+   * snapshot in memory (only their auth_events are read: redaction keeps them); the auth chain
+   * walk reads the others. /state at a recent event of a 100,000-member room reads ~none.
+   */
+  private currentStateLookup(snap: RoomSnapshot, state: ReadonlyMap<string, string>): Pick<ReadonlyMap<string, Pdu>, "get"> {
+    const fieldOf = new Map<string, string>();
+    for (const [field, id] of state) if (snap.stateIds.get(field) === id) fieldOf.set(id, field);
+    return { get: (id) => (fieldOf.has(id) ? snap.state.get(fieldOf.get(id)!) : undefined) };
   }
 
   /** Walks prev_events back from `latest` (exclusive), stopping at `earliest`, depth ≥ minDepth. */

@@ -24,6 +24,7 @@ import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
 import { applyRedactions, type StoredEvent } from "./redactions.js";
 import { heroKind, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
+import { jsonObjectChunks } from "./json-chunks.js";
 
 /** State fields of m.room.member events start so (stateField: the JSON of [type, state_key]). */
 const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -3);
@@ -281,49 +282,60 @@ export class MembershipService {
    * joiner's own and, in a room without a name or canonical alias, the heroes'; `auth_chain`
    * covers the join and the state kept, less the events already in `state`.
    */
-  async sendJoinResponse(
+  /**
+   * send_join's answer (spec: PUT /_matrix/federation/v2/send_join, 200) as JSON chunks
+   * (rooms/json-chunks.ts): everything that can refuse or fail on the room's state is decided
+   * here, before the first chunk; the events of `state` and `auth_chain` are then read from Redis
+   * 500 at a time and sent as stored (RoomStore.servedEventJson: redactions applied), so a
+   * 100,000-member room's ~58 MB answer is never built whole.
+   */
+  async sendJoinAnswer(
     roomId: string,
     eventId: string,
     pdu: Pdu,
     stateBefore: RoomSnapshot | undefined,
     opts: { omitMembers?: boolean } = {},
-  ): Promise<Record<string, unknown>> {
+  ): Promise<AsyncGenerator<Buffer>> {
     const joiner = pdu.state_key ?? pdu.sender;
     // The state before the join: field → event ID, and each event as served (redactions applied).
     let ids: ReadonlyMap<string, string>;
     let pduOf: (field: string) => Pdu | undefined;
+    let version: RoomVersion;
     if (stateBefore) {
       // A snapshot's state is already as served: redactions applied (see strippedState).
       ids = stateBefore.stateIds;
       pduOf = (field) => stateBefore.state.get(field);
+      version = stateBefore.version;
     } else {
       // A retried send_join (the event was already persisted): answer the state before the join
-      // again, not the current state, which already holds the join itself.
+      // again, not the current state, which already holds the join itself. Most of it is the
+      // current state's events (in memory); the others are read.
       const before = (await this.store.stateAt(roomId, eventId, "before")) ?? new Map<string, string>();
-      const events = await this.store.getEvents(roomId, [...before.values()]);
-      const version = (await this.rooms.requireRoom(roomId)).version;
-      const served = await applyRedactions(this.store, roomId, version, [...events].map(([id, ev]) => ({ eventId: id, pdu: ev })));
-      const byId = new Map(served.map((e) => [e.eventId, e.pdu]));
-      ids = new Map([...before].filter(([, id]) => byId.has(id)));
-      pduOf = (field) => byId.get(before.get(field)!);
+      const now = await this.rooms.snapshot(roomId);
+      version = now.version;
+      const others = await this.store.getStateEvents(roomId, version, [...before].filter(([field, id]) => now.stateIds.get(field) !== id).map(([, id]) => id));
+      const served = (field: string): Pdu | undefined => {
+        const id = before.get(field);
+        if (id === undefined) return undefined;
+        return now.stateIds.get(field) === id ? now.state.get(field) : others.get(id);
+      };
+      ids = new Map([...before].filter(([field]) => served(field) !== undefined));
+      pduOf = served;
     }
-    const served = opts.omitMembers ? await this.partialJoinState(roomId, ids, pduOf, joiner) : [...ids].map(([field, id]) => ({ eventId: id, pdu: pduOf(field)! }));
+    const state = opts.omitMembers ? await this.partialJoinState(roomId, ids, pduOf, joiner) : undefined;
     // Servers with joined members before the join (spec: servers_in_room), and us, the resident.
     const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map([...ids].map(([field, id]) => [id, pduOf(field)!]))));
     servers.add(this.rooms.serverName);
-    const version = stateBefore?.version ?? (await this.rooms.requireRoom(roomId)).version;
-    const known = new Map(served.map((e) => [e.eventId, e.pdu]));
-    const chain = await this.store.authChain(roomId, [...known.keys(), eventId], known);
+    // The auth chain walk starts from the state's events, which are in memory.
+    const known = state ? new Map(state.map((e) => [e.eventId, e.pdu])) : new Map([...ids].map(([field, id]) => [id, pduOf(field)!]));
+    const stateIds = state ? state.map((e) => e.eventId) : [...ids.values()];
+    const chain = await this.store.authChain(roomId, [...stateIds, eventId], known);
     if (opts.omitMembers) for (const id of known.keys()) chain.delete(id);
-    const authChain = await applyRedactions(this.store, roomId, version, [...chain].map(([id, ev]) => ({ eventId: id, pdu: ev })));
-    return {
-      origin: this.rooms.serverName,
-      state: served.map((e) => e.pdu),
-      auth_chain: authChain.map((e) => e.pdu),
-      event: pdu,
-      members_omitted: opts.omitMembers === true,
-      servers_in_room: [...servers].sort(),
-    };
+    known.clear();
+    return jsonObjectChunks({ origin: this.rooms.serverName, event: pdu, members_omitted: opts.omitMembers === true, servers_in_room: [...servers].sort() }, [
+      ["state", this.store.servedEventJson(roomId, version, stateIds)],
+      ["auth_chain", this.store.servedEventJson(roomId, version, [...chain.keys()])],
+    ]);
   }
 
   /**
