@@ -61,12 +61,22 @@ const gh = await GatehouseProc.start({
   env: { ...SENDER_ENV, GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPort}`, MEM_PROBE_FILE: MEM_FILE, MEM_PROBE_INTERVAL_MS: process.env.SOAK_MEM_INTERVAL_MS ?? "60000" },
   nodeArgs: [...(HEAP_MB ? [`--max-old-space-size=${HEAP_MB}`] : []), "--import", probe],
 });
-/** Gatehouse's own view of its memory (prom-client's process metrics): V8 heap used and external. */
-async function processMemory(): Promise<{ heap: number; external: number }> {
+/**
+ * Gatehouse's own view of its memory (prom-client's process metrics): V8 heap used and external,
+ * and its caches bounded by GATEHOUSE_CACHE_MAX_BYTES (gatehouse_cache_bytes / _entries, by cache).
+ */
+async function processMemory(): Promise<{ heap: number; external: number; caches: Record<string, { bytes: number; entries: number }> }> {
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
-  return { heap: value("gatehouse_nodejs_heap_size_used_bytes"), external: value("gatehouse_nodejs_external_memory_bytes") };
+  const caches: Record<string, { bytes: number; entries: number }> = {};
+  for (const m of text.matchAll(/^gatehouse_cache_(bytes|entries)\{cache="([^"]+)"\} (\S+)$/gm)) {
+    const c = (caches[m[2]!] ??= { bytes: 0, entries: 0 });
+    c[m[1] as "bytes" | "entries"] = Number(m[3]);
+  }
+  return { heap: value("gatehouse_nodejs_heap_size_used_bytes"), external: value("gatehouse_nodejs_external_memory_bytes"), caches };
 }
+const fmtCaches = (caches: Record<string, { bytes: number; entries: number }>) =>
+  `caches ${fmtMB(Object.values(caches).reduce((a, c) => a + c.bytes, 0))} (${Object.entries(caches).map(([k, c]) => `${k} ${fmtMB(c.bytes)}/${c.entries}`).join(", ")})`;
 const farm = await SinkFarm.start(SINKS + KNOCKERS);
 const counts: Record<string, number> = {};
 const unexpected: Record<string, number> = {};
@@ -84,11 +94,11 @@ try {
   console.log(`# room ${roomId}: ${joins.size} servers joined; join rule knock`);
 
   // --- samplers ------------------------------------------------------------------------------------
-  const samples: { t: number; rss: number; redis: number; heap: number; external: number }[] = [];
+  const samples: { t: number; rss: number; redis: number; heap: number; external: number; caches: Record<string, { bytes: number; entries: number }> }[] = [];
   const t0 = Date.now();
   const sampler = setInterval(() => {
     void Promise.all([redis.usedMemory(), processMemory()]).then(
-      ([m, p]) => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(gh.pid) ?? 0, redis: m, heap: p.heap, external: p.external }),
+      ([m, p]) => samples.push({ t: (Date.now() - t0) / 1000, rss: rssOf(gh.pid) ?? 0, redis: m, heap: p.heap, external: p.external, caches: p.caches }),
       () => undefined,
     );
   }, 5000);
@@ -159,7 +169,7 @@ try {
   };
   const progress = setInterval(() => {
     const s = samples[samples.length - 1];
-    console.log(`  t=${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(counts)}${s ? `, RSS ${fmtMB(s.rss)}, heap ${fmtMB(s.heap)}, external ${fmtMB(s.external)}, Redis ${fmtMB(s.redis)}` : ""}`);
+    console.log(`  t=${Math.round((Date.now() - t0) / 1000)} s: ${JSON.stringify(counts)}${s ? `, RSS ${fmtMB(s.rss)}, heap ${fmtMB(s.heap)}, external ${fmtMB(s.external)}, Redis ${fmtMB(s.redis)}, ${fmtCaches(s.caches)}` : ""}`);
   }, Math.max(10_000, Math.min(60_000, SECONDS * 100)));
   await Promise.all([messages, knockFlow(0), knockFlow(1), knockFlow(2)]);
   stopping = true;
@@ -226,6 +236,7 @@ try {
     `V8 heap used: min ${fmtMB(Math.min(...heaps))}, max ${fmtMB(Math.max(...heaps))}, last ${fmtMB(heaps[n - 1] ?? 0)}; slope ${slopeOf((s) => s.heap, true).toFixed(2)} MB/min over the second half; ` +
       `external (Buffers): first ${fmtMB(samples[0]?.external ?? 0)}, last ${fmtMB(samples[n - 1]?.external ?? 0)}, slope ${slopeOf((s) => s.external, true).toFixed(2)} MB/min over the second half`,
   );
+  console.log(`at the end: ${fmtCaches(samples[n - 1]?.caches ?? {})}`);
   printMemoryCurve(MEM_FILE);
   console.log(`Redis used_memory: first ${fmtMB(samples[0]?.redis ?? 0)}, last ${fmtMB(samples[n - 1]?.redis ?? 0)} (grows with the room: every event and member is kept)`);
   const ok = report.missing === 0 && report.dupAcrossTxns === 0 && bad === 0 && Object.keys(unexpected).length === 0 && Object.keys(logErr).length === 0 && drainSeconds !== null;

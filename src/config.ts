@@ -3,6 +3,7 @@
  * with an error naming the bad key; nothing else in the service reads process.env.
  * Every setting is documented in README.md ("Settings").
  */
+import { DEFAULT_CACHE_MAX_BYTES } from "./store/byte-lru.js";
 import { readFileSync } from "node:fs";
 import { resolve, join } from "node:path";
 import { hostname } from "node:os";
@@ -66,6 +67,8 @@ export interface Config {
   ed25519Backend: "node" | "sodium-native";
   /** Largest request body accepted (bytes). */
   maxRequestBytes: number;
+  /** Bytes the in-process caches may hold together (src/store/byte-lru.ts, CACHE_SHARES); GATEHOUSE_CACHE_MAX_BYTES. */
+  cacheMaxBytes: number;
   /** Forward extremities a hosted room may have before a dummy event merges them (0: never). */
   maxForwardExtremities: number;
   /**
@@ -316,6 +319,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     },
     ed25519Backend: oneOf(env, "GATEHOUSE_ED25519_BACKEND", "node", ["node", "sodium-native"] as const),
     maxRequestBytes: int(env, "GATEHOUSE_MAX_REQUEST_BYTES", 1_048_576, 65_536, 100 * 1_048_576),
+    cacheMaxBytes: int(env, "GATEHOUSE_CACHE_MAX_BYTES", DEFAULT_CACHE_MAX_BYTES, 1_048_576, 16 * 1_073_741_824),
     maxForwardExtremities: int(env, "GATEHOUSE_MAX_FORWARD_EXTREMITIES", 10, 0, 1000),
     roomWriteLeaseMs: int(env, "GATEHOUSE_ROOM_WRITE_LEASE_MS", 1000, 0, 60_000),
     gapStateMaxEvents: int(env, "GATEHOUSE_GAP_STATE_MAX_EVENTS", 5000, 0, 1_000_000),

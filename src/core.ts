@@ -4,6 +4,7 @@
  * from a Core by their own modules (src/federation/app.ts, src/admin/app.ts, src/client/app.ts);
  * src/app.ts puts them together.
  */
+import { CacheBudget } from "./store/byte-lru.js";
 import { ReplicaWait } from "./store/replica-wait.js";
 import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
@@ -102,7 +103,11 @@ export function buildCore(opts: CoreOptions): Core {
   const clock = opts.clock ?? Date.now;
   const keys = new RedisKeys(opts.redisPrefix ?? "gh");
   const metrics = opts.metrics ?? new Metrics(new Registry(), { defaultMetrics: false });
+  // One cache budget per process (GATEHOUSE_CACHE_MAX_BYTES), shared by the store, the room service and the sender.
+  const caches = new CacheBudget(config.cacheMaxBytes);
+  metrics.setCacheCollector(() => caches.stats());
   const store = new RoomStore(redis, keys, {
+    caches,
     // The entry stays in the room's outbox; the sender's sweep fans it out (store/fanout.ts).
     onFanoutError: (roomId, err) => logger.warn({ roomId, err: err.message }, "fan-out after a write failed; the sender's sweep retries it"),
     onStateRead: (path, delta) => {
@@ -156,6 +161,7 @@ export function buildCore(opts: CoreOptions): Core {
     serverName: config.serverName,
     logger,
     settings: config.sender,
+    caches,
     instanceId: config.instanceId,
     hostname: hostname(),
     clock,
@@ -184,6 +190,7 @@ export function buildCore(opts: CoreOptions): Core {
   const afterWrites = replicaWait.enabled ? (roomIds: Iterable<string>) => replicaWait.afterRoomWrites(roomIds) : undefined;
   const rooms = new RoomService({
     store,
+    caches,
     afterWrites,
     appserviceDestinations: (pdu, roomId, stateBefore) => push.destinationsFor(pdu, roomId, stateBefore),
     ...roomHooks,

@@ -10,6 +10,7 @@
  * so old destinations disappear).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { CacheStats } from "./store/byte-lru.js";
 import { GATEHOUSE_VERSION } from "./federation/version-routes.js";
 
 export type KnockOutcome = "received" | "accepted" | "denied" | "rescinded" | "rejected";
@@ -42,6 +43,10 @@ export class Metrics {
   readonly outboundDeadLetters: Gauge;
   readonly outboundOldestPendingAge: Gauge;
   readonly bullmqJobs: Gauge<"state">;
+  /** In-process caches bounded by GATEHOUSE_CACHE_MAX_BYTES (src/store/byte-lru.ts), filled at scrape time. */
+  readonly cacheBytes: Gauge<"cache">;
+  readonly cacheEntries: Gauge<"cache">;
+  readonly cacheMaxBytes: Gauge<"cache">;
   /** GATEHOUSE_REDIS_WAIT_REPLICAS: the WAIT before an acknowledged write's 200. */
   readonly redisReplicaWaitDuration: Histogram;
   readonly redisReplicaWaitTimeouts: Counter;
@@ -57,6 +62,7 @@ export class Metrics {
   readonly buildInfo: Gauge<"version" | "node_version">;
 
   private outboundCollector: (() => Promise<OutboundSnapshot>) | null = null;
+  private cacheCollector: (() => readonly CacheStats[]) | null = null;
   private outboundRefresh: Promise<void> | null = null;
 
   constructor(registry = new Registry(), options: { defaultMetrics?: boolean } = {}) {
@@ -269,6 +275,25 @@ export class Metrics {
         await self.refreshOutbound();
       },
     });
+    // Label values are the fixed cache names of CACHE_SHARES (six at most).
+    const cacheGauge = (name: string, help: string, pick: (c: CacheStats) => number): Gauge<"cache"> =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["cache"] as const,
+        registers: r,
+        collect() {
+          for (const c of self.cacheCollector?.() ?? []) this.set({ cache: c.cache }, pick(c));
+        },
+      });
+    this.cacheBytes = cacheGauge("gatehouse_cache_bytes", "Estimated bytes held by an in-process cache (GATEHOUSE_CACHE_MAX_BYTES bounds their sum).", (c) => c.bytes);
+    this.cacheEntries = cacheGauge("gatehouse_cache_entries", "Entries held by an in-process cache bounded by bytes.", (c) => c.entries);
+    this.cacheMaxBytes = cacheGauge("gatehouse_cache_max_bytes", "An in-process cache's share of GATEHOUSE_CACHE_MAX_BYTES.", (c) => c.maxBytes);
+  }
+
+  /** The process's cache budget reports its caches' sizes at scrape time (buildCore sets it). */
+  setCacheCollector(fn: () => readonly CacheStats[]): void {
+    this.cacheCollector = fn;
   }
 
   /** The sender provides queue figures at scrape time (one Redis pass, not per event). */

@@ -26,7 +26,8 @@ import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type ProbeResult, type SnapshotProbe, type StoreSnapshot, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
-import { createEventStatePlan, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
+import { createEventStatePlan, PlannerCaches, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
+import type { CacheBudget } from "../store/byte-lru.js";
 import { planNewRoom } from "./new-room-state.js";
 import { StagedEvents, StaleSnapshotError } from "./staged-events.js";
 import { KeyedMutex } from "./room-lock.js";
@@ -71,6 +72,8 @@ export interface PersistedEvent {
 
 export interface RoomServiceDeps {
   store: RoomStore;
+  /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES), shared with the store and the sender. */
+  caches?: CacheBudget;
   serverName: string;
   signingKey: SigningKey;
   verifier: EventVerifier;
@@ -324,7 +327,7 @@ export class RoomService {
 
   constructor(private readonly deps: RoomServiceDeps) {
     this.store = deps.store;
-    this.roomState = new RoomStateService(deps.store);
+    this.roomState = new RoomStateService(deps.store, new PlannerCaches(deps.caches));
     this.serverName = deps.serverName;
     this.clock = deps.clock ?? Date.now;
   }

@@ -28,6 +28,7 @@ import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../pro
 import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
+import { CacheBudget, keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
 export interface GroupState {
@@ -134,7 +135,7 @@ const MAX_FORK_WALK = 64;
 const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string> }>();
 
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
-class PlannerCaches {
+export class PlannerCaches {
   /**
    * Resolutions by room and the identities of the state maps resolved. Several servers talking
    * at once leave one forward extremity each, and every event of theirs is checked against the
@@ -156,9 +157,15 @@ class PlannerCaches {
    * Whether stored events were rejected, by room and event ID. An event's status is written once,
    * with the event (the persist script), so it never changes while the event is stored.
    */
-  readonly rejectedCache = new Lru<string, boolean>(20_000);
+  readonly rejectedCache: ByteLru<string, boolean>;
   /** Auth verdicts of the iterative auth checks (StateResolutionInput.authVerdicts). */
-  readonly authVerdicts = new Lru<string, boolean>(10_000);
+  readonly authVerdicts: ByteLru<string, boolean>;
+
+  /** The two memos are bounded by bytes, from the process's budget (GATEHOUSE_CACHE_MAX_BYTES). */
+  constructor(budget: CacheBudget = new CacheBudget()) {
+    this.rejectedCache = budget.cache("rejected", (k: string) => MAP_ENTRY + keyBytes(k));
+    this.authVerdicts = budget.cache("auth_verdicts", (k: string) => MAP_ENTRY + keyBytes(k));
+  }
 }
 
 export class RoomStateService {

@@ -11,49 +11,49 @@
  * strings canonicalJson returns are ropes that V8 re-flattened for every body that used them),
  * and the cache lives outside the V8 heap, where the garbage collector does not scan it.
  */
-export class CanonicalPduCache {
-  private readonly map = new Map<string, Buffer>();
-  private bytes = 0;
+import { ByteLru, keyBytes, MAP_ENTRY, type CacheBudget } from "../store/byte-lru.js";
 
-  constructor(private readonly maxBytes: number) {}
+export class CanonicalPduCache {
+  private readonly lru: ByteLru<string, Buffer>;
+
+  /** A byte budget of its own, or the process's `canonical_pdus` cache (byte-lru.ts, GATEHOUSE_CACHE_MAX_BYTES). */
+  constructor(budget: number | CacheBudget) {
+    this.lru = typeof budget === "number" ? new ByteLru(budget, canonicalEntryBytes) : budget.cache("canonical_pdus", canonicalEntryBytes);
+  }
 
   get(ref: string): Buffer | undefined {
-    const v = this.map.get(ref);
-    if (v !== undefined) {
-      // Most recently used last; a backlog reads the same refs for every destination.
-      this.map.delete(ref);
-      this.map.set(ref, v);
-    }
-    return v;
+    // Most recently used last; a backlog reads the same refs for every destination.
+    return this.lru.get(ref);
   }
 
   /**
    * Caches the UTF-8 bytes of `text` and returns them. Each entry gets a buffer of its own, not
    * a slice of Node's shared 8 KiB pool (what Buffer.from gives for short strings): a cached
    * slice keeps its whole slab alive, so with pool slices the cache held up to 8× its byte
-   * budget (a 30-minute soak's external memory grew ~6 MB/min).
+   * budget (a 30-minute soak's external memory grew ~6 MB/min). One entry over a quarter of the
+   * budget is returned but not kept (a PDU is at most 64 KiB on the wire).
    */
   set(ref: string, text: string): Buffer {
     const canonical = Buffer.allocUnsafeSlow(Buffer.byteLength(text, "utf8"));
     canonical.write(text, "utf8");
-    // One huge event must not flush everything else (a PDU is at most 64 KiB on the wire).
-    if (canonical.length > this.maxBytes / 4) return canonical;
-    const old = this.map.get(ref);
-    if (old !== undefined) {
-      this.bytes -= old.length;
-      this.map.delete(ref);
-    }
-    this.map.set(ref, canonical);
-    this.bytes += canonical.length;
-    for (const [k, v] of this.map) {
-      if (this.bytes <= this.maxBytes) break;
-      this.map.delete(k);
-      this.bytes -= v.length;
-    }
+    this.lru.set(ref, canonical);
     return canonical;
   }
 
   get size(): number {
-    return this.map.size;
+    return this.lru.size;
   }
+
+  /** Estimated bytes held (the buffers plus their heap objects and keys). */
+  get bytes(): number {
+    return this.lru.bytes;
+  }
+}
+
+/** A Buffer's heap object and ArrayBuffer (~80 B on V8's heap), beside its bytes outside it. */
+const BUFFER_OBJECT = 80;
+
+/** What one cached canonical PDU holds: its bytes (outside V8's heap), the Buffer objects, the entry and key. */
+export function canonicalEntryBytes(ref: string, canonical: Buffer): number {
+  return canonical.length + BUFFER_OBJECT + MAP_ENTRY + keyBytes(ref);
 }

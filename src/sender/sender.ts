@@ -24,6 +24,7 @@
  * body), transport.ts (how a body reaches a kind of destination), queue-view.ts (what /queue and
  * the metrics read), outbound-store.ts (the Redis keys and scripts).
  */
+import type { CacheBudget } from "../store/byte-lru.js";
 import { DelayedError, Queue, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
@@ -63,6 +64,8 @@ export function stalledCheckMs(lockDurationMs: number): number {
 }
 
 export interface SenderDeps {
+  /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES): the canonical PDUs' share is the sender's. */
+  caches?: CacheBudget;
   /** Must have maxRetriesPerRequest: null (BullMQ workers block on it). */
   redis: Redis;
   keys: RedisKeys;
@@ -135,7 +138,7 @@ export class Sender {
       return q;
     });
     this.transports = new Transports(new FederationTransport(deps.client, deps.serverName, (s) => parseServerName(s) !== null));
-    this.builder = new TransactionBuilder({ store: deps.store, logger: deps.logger });
+    this.builder = new TransactionBuilder({ store: deps.store, logger: deps.logger, caches: deps.caches });
     this.perDestination = new PerDestinationSender({
       outbound: this.outbound,
       builder: this.builder,

@@ -8,15 +8,15 @@
 import type { Logger } from "../logger.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
 import { CanonicalPduCache } from "./canonical-pdu-cache.js";
+import { CacheBudget } from "../store/byte-lru.js";
 import type { DestinationTransport } from "./transport.js";
 
-/** Size of the in-process cache of encoded events (bytes, outside the V8 heap). */
-export const EVENT_CACHE_BYTES = 16 * 1024 * 1024;
 
 export interface TransactionBuilderDeps {
   store: { getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]> };
   logger: Logger;
-  cacheBytes?: number;
+  /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES; its `canonical_pdus` share), or a byte budget of this builder's own; the default budget when absent. */
+  caches?: CacheBudget | number;
 }
 
 type Loaded = Buffer | { missing: boolean; error?: string };
@@ -27,7 +27,7 @@ export class TransactionBuilder {
   private readonly loading = new Map<string, Promise<Loaded>>();
 
   constructor(private readonly deps: TransactionBuilderDeps) {
-    this.cache = new CanonicalPduCache(deps.cacheBytes ?? EVENT_CACHE_BYTES);
+    this.cache = new CanonicalPduCache(deps.caches ?? new CacheBudget());
   }
 
   /**

@@ -19,6 +19,7 @@ import { redactionApplies } from "../protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
 import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
+import { CacheBudget, estimateBytes, keyBytes, MAP_ENTRY, stringBytes, type ByteLru } from "./byte-lru.js";
 import { defineLuaCommands } from "./lua-scripts.js";
 import { Fanout } from "./fanout.js";
 
@@ -413,19 +414,20 @@ export class RoomStore {
   private readonly redis: RedisWithScripts;
   /** Current state per room at a stream position (see state-cache.ts). */
   private readonly stateCache = new Lru<string, CachedState>(256);
-  /** Parsed events (immutable once written), by room and event ID. */
-  private readonly eventCache = new Lru<string, Pdu>(5_000);
+  /** Parsed events (immutable once written), by room and event ID; bounded by bytes (byte-lru.ts). */
+  private readonly eventCache: ByteLru<string, Pdu>;
   /** State groups (immutable once written) as field → event ID, by room and group ID. */
   private groupCache = new Lru<string, ReadonlyMap<string, string>>(GROUP_CACHE_SIZE);
   /** The room's `state_epoch` the cached states were read at (a change drops them). */
   private readonly seenEpochs = new Lru<string, string>(1_024);
-  /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too). */
-  private readonly groupMetaCache = new Lru<string, StateGroupMeta>(4_096);
+  /** Parent, depth and (for delta groups) delta of state groups, by room and group ID (immutable too); bounded by bytes. */
+  private readonly groupMetaCache: ByteLru<string, StateGroupMeta>;
   /**
    * The state groups before/after stored events, by room and event ID: written once with the
    * event (never changed), and read for every new event's prev events and the room's extremities.
+   * Bounded by bytes.
    */
-  private readonly eventStateCache = new Lru<string, { before: string; after: string }>(10_000);
+  private readonly eventStateCache: ByteLru<string, { before: string; after: string }>;
 
   /** Moves outbox entries to destination queues (run inline after each write with destinations). */
   readonly fanout: Fanout;
@@ -437,9 +439,15 @@ export class RoomStore {
       onFanoutError?: (roomId: string, err: Error) => void;
       /** How the state cache served a snapshot, and over how many events of its own / another writer's a delta advanced it. */
       onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number }) => void;
+      /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES); a default one of its own when absent. */
+      caches?: CacheBudget;
     } = {},
   ) {
     this.redis = redis as RedisWithScripts;
+    const caches = opts.caches ?? new CacheBudget();
+    this.eventCache = caches.cache("events", (k: string, pdu: Pdu) => MAP_ENTRY + keyBytes(k) + estimateBytes(pdu));
+    this.groupMetaCache = caches.cache("state_group_meta", (k: string, meta: StateGroupMeta) => MAP_ENTRY + keyBytes(k) + estimateBytes(meta));
+    this.eventStateCache = caches.cache("event_state_groups", (k: string, g: { before: string; after: string }) => MAP_ENTRY + keyBytes(k) + 40 + stringBytes(g.before) + stringBytes(g.after));
     this.fanout = new Fanout(redis, keys);
     defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill", gatehouseReleaseRoomLease: "release-room-lease", gatehouseCompletePartialState: "complete-partial-state" });
     if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });

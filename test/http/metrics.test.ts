@@ -9,6 +9,7 @@ import { Registry } from "prom-client";
 import { TestGatehouse, ADMIN, FED, enc } from "../support/gatehouse.js";
 import { RemoteServer, randomKey } from "../support/remote-server.js";
 import { Metrics } from "../../src/metrics.js";
+import { CACHE_SHARES, DEFAULT_CACHE_MAX_BYTES } from "../../src/store/byte-lru.js";
 import { opsApp, type OpsState } from "../../src/http/ops.js";
 import { serverOfUserId } from "../../src/protocol/ids.js";
 import type { Express } from "express";
@@ -233,6 +234,26 @@ describe("/metrics after a scripted knock flow", () => {
     for (const state of ["waiting", "active", "delayed", "failed"]) assert.notEqual(value(scraped, "gatehouse_bullmq_jobs", { state }), undefined, state);
     assert.equal(value(scraped, "gatehouse_bullmq_jobs", { state: "waiting" }), 1);
     assert.equal(value(scraped, "gatehouse_bullmq_jobs", { state: "active" }), 0);
+  });
+
+  test("caches bounded by bytes: bytes, entries and budget for each cache of CACHE_SHARES, within the budget", () => {
+    const names = Object.keys(CACHE_SHARES).sort();
+    for (const family of ["gatehouse_cache_bytes", "gatehouse_cache_entries", "gatehouse_cache_max_bytes"]) {
+      assert.equal(scraped.types.get(family), "gauge", family);
+      assert.deepEqual(find(scraped, family).map((s) => s.labels.cache).sort(), names, `${family}: one series per cache, no other label`);
+    }
+    let budget = 0;
+    for (const cache of names) {
+      const bytes = value(scraped, "gatehouse_cache_bytes", { cache })!;
+      const max = value(scraped, "gatehouse_cache_max_bytes", { cache })!;
+      assert.ok(bytes <= max, `${cache}: ${bytes} bytes held, budget ${max}`);
+      budget += max;
+    }
+    assert.ok(budget <= DEFAULT_CACHE_MAX_BYTES && budget > DEFAULT_CACHE_MAX_BYTES * 0.99, `the shares add up to GATEHOUSE_CACHE_MAX_BYTES (${budget})`);
+    // Every event written above went through the parsed-event cache; no transaction was built (workers off).
+    assert.ok(value(scraped, "gatehouse_cache_entries", { cache: "events" })! >= 10);
+    assert.ok(value(scraped, "gatehouse_cache_bytes", { cache: "events" })! > 0);
+    assert.equal(value(scraped, "gatehouse_cache_entries", { cache: "canonical_pdus" }), 0);
   });
 
   test("admin requests; process metrics", () => {

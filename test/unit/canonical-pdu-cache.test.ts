@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CanonicalPduCache } from "../../src/sender/canonical-pdu-cache.js";
+import { CanonicalPduCache, canonicalEntryBytes } from "../../src/sender/canonical-pdu-cache.js";
 
 test("canonical PDU cache: entries own their memory (no slices of Node's shared pool)", () => {
   const cache = new CanonicalPduCache(1 << 20);
@@ -11,7 +11,8 @@ test("canonical PDU cache: entries own their memory (no slices of Node's shared 
 });
 
 test("canonical PDU cache: bounded by bytes, least recently used first out", () => {
-  const cache = new CanonicalPduCache(1000);
+  // Five entries of 200 bytes fit (each also counts its Buffer object, map entry and key).
+  const cache = new CanonicalPduCache(5 * canonicalEntryBytes("r $0", Buffer.alloc(200)));
   for (let i = 0; i < 10; i++) cache.set(`r $${i}`, "x".repeat(200));
   assert.equal(cache.size, 5);
   assert.equal(cache.get("r $4"), undefined);
@@ -20,6 +21,6 @@ test("canonical PDU cache: bounded by bytes, least recently used first out", () 
   assert.ok(cache.get("r $5"), "recently read entries stay");
   assert.equal(cache.get("r $6"), undefined);
   // Larger than a quarter of the budget: returned, not cached.
-  assert.equal(cache.set("r $big", "z".repeat(300)).length, 300);
+  assert.equal(cache.set("r $big", "z".repeat(700)).length, 700);
   assert.equal(cache.get("r $big"), undefined);
 });
