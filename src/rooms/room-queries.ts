@@ -27,6 +27,12 @@ export interface RoomSummary {
   depth: number;
   aliases: string[];
   replacement_room?: string;
+  /**
+   * A room hosted elsewhere joined with partial state whose resync is not done
+   * (rooms/partial-state.ts): membership_counts covers the members held so far, and
+   * joined_servers adds the send_join answer's servers_in_room.
+   */
+  partial_state?: true;
 }
 
 export interface PendingKnock {
@@ -67,6 +73,8 @@ export class RoomQueries {
     for (const m of Object.values(members)) counts[m] = (counts[m] ?? 0) + 1;
     const servers = new Set<string>();
     for (const [u, m] of Object.entries(members)) if (m === "join") servers.add(serverOfUserId(u) ?? "");
+    const partial = snap.room.partialState;
+    if (partial) for (const s of partial.servers) servers.add(s);
     // Summary fields from state as served (a redacted name or topic is gone).
     const summaryTypes = ["m.room.name", "m.room.topic", "m.room.join_rules", "m.room.tombstone"];
     const stored = summaryTypes.flatMap((type) => {
@@ -91,6 +99,7 @@ export class RoomQueries {
       depth: snap.depth,
       aliases: await this.store.aliasesOf(snap.room.roomId),
       ...(replacement ? { replacement_room: replacement } : {}),
+      ...(partial ? { partial_state: true as const } : {}),
     };
   }
 

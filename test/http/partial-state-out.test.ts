@@ -87,6 +87,12 @@ describe("partial-state joins of rooms hosted elsewhere", () => {
       const members = await gh.admin.get(`${ADMIN}/rooms/${enc(h.roomId)}/members`);
       assert.equal(members.status, 503, JSON.stringify(members.body));
       assert.equal(members.body.errcode, "M_UNKNOWN");
+      // The summary answers, saying it is partial: the servers of servers_in_room are listed though
+      // none of their members is held yet (other's only member, bob, was omitted).
+      const summary = await gh.admin.get(`${ADMIN}/rooms/${enc(h.roomId)}`);
+      assert.equal(summary.status, 200, JSON.stringify(summary.body));
+      assert.equal(summary.body.partial_state, true);
+      assert.ok(summary.body.joined_servers.includes(other.serverName), JSON.stringify(summary.body.joined_servers));
       const stateIds = await gh.fed(host, "GET", `${FED}/v1/state_ids/${enc(h.roomId)}?event_id=${enc(joinId)}`);
       assert.equal(stateIds.status, 404);
       assert.equal(stateIds.body.errcode, "M_NOT_FOUND");
@@ -126,6 +132,10 @@ describe("partial-state joins of rooms hosted elsewhere", () => {
       assert.equal(atMsg?.get(stateField("m.room.member", h.user("dave", other))), h.state.get(stateField("m.room.member", h.user("dave", other))));
       const membersNow = await gh.admin.get(`${ADMIN}/rooms/${enc(h.roomId)}/members`);
       assert.equal(membersNow.status, 200);
+      const summaryNow = await gh.admin.get(`${ADMIN}/rooms/${enc(h.roomId)}`);
+      assert.equal(summaryNow.body.partial_state, undefined, "no longer partial");
+      const joinedNow = Object.values(membersNow.body.members as Record<string, string>).filter((m) => m === "join").length;
+      assert.equal(summaryNow.body.membership_counts.join, joinedNow, "the counts cover the whole member list now");
       assert.equal(membersNow.body.members[bob], "join");
       const stateNow = await gh.fed(other, "GET", `${FED}/v1/state_ids/${enc(h.roomId)}?event_id=${enc(msg.eventId)}`);
       assert.equal(stateNow.status, 200, JSON.stringify(stateNow.body));
