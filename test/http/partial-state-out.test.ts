@@ -36,11 +36,12 @@ describe("partial-state joins of rooms hosted elsewhere", () => {
    * member event left out of state), servers_in_room naming host and other. `resync` decides
    * what the resync's reads (/state_ids, /state) get: "open" the truth, "closed" 503.
    */
-  async function partialRoom(versionId: string) {
+  async function partialRoom(versionId: string, beforeJoin?: (h: FakeHost) => void) {
     const h = await FakeHost.room([host, other], versionId);
     h.build("m.room.member", h.user("carol"), { membership: "join" }, h.user("carol"));
     h.build("m.room.member", h.user("dave", other), { membership: "join" }, h.user("dave", other));
     h.build("m.room.topic", h.user("alice"), { topic: "big room" }, "");
+    beforeJoin?.(h);
     const ctl = { resync: "closed" as "open" | "closed", joinAsked: "" };
     h.override = (req) => {
       const path = req.url.split("?")[0]!;
@@ -221,6 +222,30 @@ describe("partial-state joins of rooms hosted elsewhere", () => {
       assert.equal((await gh.store.getRoom(h.roomId))?.partialState, undefined);
     });
   }
+
+  test("an event its auth events allowed while partial, which the complete state refuses, is found by the recheck after the resync (logged and counted recheck_failed, not undone)", async () => {
+    // Before our join, dave (on `other`) is banned: his ban is a member event, left out of the
+    // partial state. `other` then sends a message of dave's naming his old join as auth event
+    // (a lying server: the state before the message has the ban).
+    let forgedAuth: string[] = [];
+    const { h, ctl } = await partialRoom("12", (h) => {
+      forgedAuth = authEventIds(h.build("m.room.message", h.user("dave", other), { msgtype: "m.text", body: "draft" }, undefined, { apply: false }).pdu);
+      h.build("m.room.member", h.user("alice"), { membership: "ban" }, h.user("dave", other));
+    });
+    const forged = other.signEvent(
+      { type: "m.room.message", sender: h.user("dave", other), content: { msgtype: "m.text", body: "banned, yet here" }, room_id: h.roomId, prev_events: [h.tip], auth_events: forgedAuth, depth: h.depth + 1, origin_server_ts: Date.now() },
+      "12",
+    );
+    const sent = await send([forged.pdu], other);
+    assert.deepEqual(sent.body.pdus, { [forged.eventId]: {} }, `accepted by its auth events while partial: ${JSON.stringify(sent.body)}`);
+    const metric = async () => (await gh.gh.metrics.partialStateResyncs.get()).values.find((v) => v.labels.outcome === "recheck_failed")?.value ?? 0;
+    const failedBefore = await metric();
+    ctl.resync = "open";
+    assert.match(await gh.gh.partialState.resyncOnce(h.roomId), /^(completed|not_partial)$/);
+    await gh.gh.partialState.settled(h.roomId);
+    assert.equal((await metric()) - failedBefore, 1, "the recheck found the event the complete state refuses");
+    assert.equal((await gh.store.eventStatuses(h.roomId, [forged.eventId])).get(forged.eventId), undefined, "its status is not rewritten (documented: not undone)");
+  });
 
   test("the resync is retried with backoff and resumed from Redis by a new process (restart)", async () => {
     const { h, ctl } = await partialRoom("12");
