@@ -124,13 +124,18 @@ export class QueueView {
     return { ...this.view(snap), job: await this.jobState(destination) };
   }
 
-  /** The state of the destination's BullMQ job ("none" when it has none). */
+  /**
+   * The state of the destination's BullMQ job ("none" when it has none). A job that completes and
+   * is removed between these reads has no state left (BullMQ answers "unknown"): it is "none" too.
+   * (A retry on a Redis Cluster answered "unknown" when its job ran at once.)
+   */
   async jobState(destination: string): Promise<string> {
     const queue = this.queueOf(destination);
     const jobId = await queue.getDeduplicationJobId(destination);
     if (!jobId) return "none";
     const job = await queue.getJob(jobId);
-    return job ? await job.getState() : "none";
+    const state = job ? await job.getState() : "none";
+    return state === "unknown" ? "none" : state;
   }
 
   /**
