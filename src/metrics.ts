@@ -111,7 +111,7 @@ export class Metrics {
     });
     this.federationRequests = new Counter({
       name: "gatehouse_federation_requests_total",
-      help: "Federation requests answered, by route (the Express route pattern), method, HTTP status and Matrix errcode (\"\" on success).",
+      help: "Federation requests answered, by route (the Express route pattern), method, HTTP status and Matrix errcode (\"\" on success). An answer cut off after its first byte counts as 500 M_UNKNOWN (the server failed) or 499 (the client left).",
       labelNames: ["route", "method", "status", "errcode"] as const,
       registers: r,
     });

@@ -27,6 +27,9 @@ export async function sendJsonChunks(res: Response, chunks: AsyncIterable<Uint8A
       }
     } catch (err) {
       failure = { err };
+      // Before the connection is destroyed: the request's log line and metric (http/observe.ts)
+      // tell a server failure from a client that left.
+      res.locals.failedAfterFirstByte = true;
       throw err;
     } finally {
       await it.return?.();

@@ -2,7 +2,7 @@
 // route's ordinary error answer; after it, the connection is aborted; a client that stops reading
 // holds the producer back (nothing piles up in the process); a client that goes away closes the
 // producer (no more reads).
-import { test, describe, before, after } from "node:test";
+import { test, describe, before, after, beforeEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,12 +11,15 @@ import { errorHandler, route } from "../../src/http/errors.js";
 import { sendJsonChunks } from "../../src/http/json-stream.js";
 import { notFound } from "../../src/protocol/errors.js";
 import { createLogger } from "../../src/logger.js";
+import { observeRequests, type RequestSample } from "../../src/http/observe.js";
 
 const CHUNK = Buffer.alloc(64 * 1024, "a");
 let server: http.Server;
 let port: number;
 /** What the producer of the last request did. */
 let produced: { pulls: number; closed: Promise<void>; maxWritableLength: number; res: Response };
+/** The request samples observeRequests recorded (what the request metrics count). */
+const samples: RequestSample[] = [];
 
 /** A producer of `count` chunks of a JSON string (or one that fails after `failAfter` chunks). */
 function producer(res: Response, count: number, failAfter?: number) {
@@ -42,6 +45,7 @@ function producer(res: Response, count: number, failAfter?: number) {
 
 before(async () => {
   const app = express();
+  app.use(observeRequests(createLogger("silent"), (sample) => samples.push(sample)));
   app.get(
     "/chunks",
     route(async (req, res) => {
@@ -91,12 +95,26 @@ async function read(path: string): Promise<{ status: number; body: string; compl
   return out;
 }
 
+/** The sample recorded for the last request, once it is recorded (status and errcode). */
+async function lastSample(): Promise<{ status: number; errcode: string }> {
+  const deadline = Date.now() + 5000;
+  while (samples.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  assert.equal(samples.length, 1, "one request sample per request");
+  const { status, errcode } = samples[0]!;
+  return { status, errcode };
+}
+
 describe("sendJsonChunks", () => {
+  beforeEach(() => {
+    samples.length = 0;
+  });
+
   test("the chunks arrive whole, as one 200 JSON answer", async () => {
     const res = await read("/chunks?n=40");
     assert.equal(res.status, 200);
     assert.equal(res.complete, true);
     assert.equal((JSON.parse(res.body) as { s: string }).s.length, 40 * CHUNK.length);
+    assert.deepEqual(await lastSample(), { status: 200, errcode: "" });
   });
 
   test("an error before the first chunk is the ordinary error answer (why: 403/404 must keep the spec's status and errcode)", async () => {
@@ -113,6 +131,9 @@ describe("sendJsonChunks", () => {
     assert.ok(res.body.startsWith('{"s":"a'));
     assert.throws(() => JSON.parse(res.body));
     await produced.closed;
+    // why: a failure the client saw as a broken answer is the server's, counted as a 5xx by the
+    // request metrics (the 5xx alert), not lost because the answer never finished.
+    assert.deepEqual(await lastSample(), { status: 500, errcode: "M_UNKNOWN" });
   });
 
   test("a client that stops reading holds the producer back: the response never buffers more than a chunk past its high-water mark (why: 58 MB must not pile up in the process)", async () => {
@@ -149,5 +170,7 @@ describe("sendJsonChunks", () => {
     });
     await produced.closed;
     assert.ok(produced.pulls < 100_000);
+    // why: the request is still counted, as the client's doing (499), not as a server error.
+    assert.deepEqual(await lastSample(), { status: 499, errcode: "" });
   });
 });
