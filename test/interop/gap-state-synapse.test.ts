@@ -19,8 +19,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { NAMED, startGatehouseWithClientAppservice, topologies } from "../support/topology.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { NAMED, topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 import { NetCut, netCutUnavailable, stateDiff, synapseState, type StateIds } from "../support/interop-state.js";
 
 const enc = encodeURIComponent;
@@ -37,35 +38,25 @@ for (const topology of topologies("gs")) {
     let late: SynapseUser;
     let cut: NetCut;
     let asToken: string;
-    let removeFiles: (() => void) | undefined;
 
+    const suite = useInteropSuite(topology, {
+      peers: ["C"],
+      // Retries at most 1 s apart: the heal should be seen soon.
+      gatehouse: { appservice: "gs", env: { GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "100", GATEHOUSE_SENDER_BACKOFF_MAX_MS: "1000" } },
+    });
     before(async () => {
-      installPeers();
-      await topology.setup();
-      hs = topology.peer("C");
-      hs.start();
+      ({ lb, asToken } = suite);
+      hs = suite.peer("C");
       owner = await hs.user("gsowner");
       late = await hs.user("gslate");
-      ({ lb, asToken, removeFiles } = await startGatehouseWithClientAppservice(topology, "gs", {
-        // Retries at most 1 s apart: the heal should be seen soon.
-        GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "100",
-        GATEHOUSE_SENDER_BACKOFF_MAX_MS: "1000",
-      }));
       const gate = topology.name === "named" ? { address: NAMED.gate.address, port: NAMED.gate.port } : { address: "127.0.0.1", port: Number(lb.serverName.split(":").pop()) };
       cut = new NetCut([gate, { address: hs.named?.federationAddress ?? "127.0.0.1", port: hs.federationPort }]);
     });
 
-    after(async () => {
-      cut?.heal();
-      await lb?.stop();
-      hs?.stop();
-      removeFiles?.();
-      await topology.teardown();
-    });
+    after(() => cut?.heal());
 
     /** The client API of Gatehouse, as the application service acting for `userId`. */
-    const client = (method: string, path: string, userId: string, body?: unknown) =>
-      jsonRequest(`http://127.0.0.1:${lb.gh.clientPort}/_matrix/client/v3${path}${path.includes("?") ? "&" : "?"}user_id=${enc(userId)}`, method, asToken, body);
+    const client = suite.client.bind(suite);
 
     /** The room's current state through Gatehouse's client API, as "type|state_key" → event ID. */
     const gatehouseClientState = async (roomId: string, userId: string): Promise<StateIds> => {

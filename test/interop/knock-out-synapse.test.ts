@@ -5,11 +5,12 @@
  * without auto_join. Synapse's client API shows each step. In both topologies (test/support/topology.ts):
  * IP literals, and the named server hs-c.test (DNS, port 8448, CA-issued certificate, verified).
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
 import { topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 
 for (const topology of topologies()) {
 const unavailable = topology.unavailable();
@@ -22,21 +23,13 @@ describe(`interop (${topology.name}): Gatehouse users knock on Synapse rooms`, {
   let admin: AdminCall;
   const enc = encodeURIComponent;
 
+  const suite = useInteropSuite(topology, { peers: ["C"], gatehouse: { label: `interop-out-${topology.name}` } });
   before(async () => {
-    installPeers();
-    await topology.setup();
-    hs = topology.peer("C");
-    hs.start();
+    ({ lb } = suite);
+    hs = suite.peer("C");
     owner = await hs.user("owner");
-    lb = await topology.startGatehouse(`interop-out-${topology.name}`);
     ghName = lb.serverName;
     admin = lb.admin;
-  });
-
-  after(async () => {
-    await lb?.stop();
-    hs?.stop();
-    await topology.teardown();
   });
 
   async function synapseKnockRoom(version: string, joinRule: string): Promise<string> {

@@ -9,11 +9,12 @@
  * named servers (gate.test; hs-a.test delegated by .well-known; hs-b.test reached only by SRV)
  * resolved through DNS, with CA-issued certificates verified in both directions.
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
 import { topologies, NamedTopology, NAMED } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 
 for (const topology of topologies()) {
 const unavailable = topology.unavailable();
@@ -26,23 +27,13 @@ describe(`interop (${topology.name}): Synapse knocks on Gatehouse rooms`, { skip
   let admin: AdminCall;
   const creator = () => `@admin:${ghName}`;
 
-  before(async () => {
-    installPeers();
-    await topology.setup();
-    hsA = topology.peer("A");
-    hsB = topology.peer("B");
-    hsA.start();
-    hsB.start();
-    lb = await topology.startGatehouse(`interop-${topology.name}`);
+  const suite = useInteropSuite(topology, { peers: ["A", "B"], gatehouse: { label: `interop-${topology.name}` } });
+  before(() => {
+    ({ lb } = suite);
+    hsA = suite.peer("A");
+    hsB = suite.peer("B");
     ghName = lb.serverName;
     admin = lb.admin;
-  });
-
-  after(async () => {
-    await lb?.stop();
-    hsA?.stop();
-    hsB?.stop();
-    await topology.teardown();
   });
 
   const enc = encodeURIComponent;

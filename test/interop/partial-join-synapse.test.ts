@@ -11,12 +11,13 @@
  *
  * Run: npm run test:interop -- partial-join (root). Both topologies (test/support/topology.ts).
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, SynapsePeer, waitFor } from "../support/synapse.js";
+import { SynapsePeer, waitFor } from "../support/synapse.js";
 import { topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 import { gatehouseState, stateDiff, synapseState } from "../support/interop-state.js";
 
 for (const topology of topologies()) {
@@ -29,20 +30,12 @@ for (const topology of topologies()) {
     let admin: AdminCall;
     const enc = encodeURIComponent;
 
-    before(async () => {
-      installPeers();
-      await topology.setup();
-      hsA = topology.peer("A");
-      hsA.start();
-      lb = await topology.startGatehouse(`partial-${topology.name}`);
+    const suite = useInteropSuite(topology, { peers: ["A"], gatehouse: { label: `partial-${topology.name}` } });
+    before(() => {
+      ({ lb } = suite);
+      hsA = suite.peer("A");
       ghName = lb.serverName;
       admin = lb.admin;
-    });
-
-    after(async () => {
-      await lb?.stop();
-      hsA?.stop();
-      await topology.teardown();
     });
 
     /** A public v12 room with `locals` local members besides the creator; `name` when given. */

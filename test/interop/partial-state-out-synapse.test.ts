@@ -7,13 +7,14 @@
  * completes the state, which then equals Synapse's (same event per key), and messages flow both
  * ways again. In both topologies (test/support/topology.ts): IP literals, and hs-c.test by name.
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { startGatehouseWithClientAppservice, topologies } from "../support/topology.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 
 const enc = encodeURIComponent;
 
@@ -26,28 +27,21 @@ for (const topology of topologies()) {
     let owner: SynapseUser;
     let bob: SynapseUser;
     let asToken: string;
-    let removeFiles: (() => void) | undefined;
 
+    // Its own peer in the IP-literal lab (ports no other suite uses); hs-c.test when named.
+    const suite = useInteropSuite(topology, {
+      peers: ["C"],
+      ownIpLiteralPeers: { C: { name: "psC", clientPort: 19318, federationPort: 19758 } },
+      gatehouse: { appservice: "ps", env: { GATEHOUSE_PARTIAL_STATE_JOINS: "true" } },
+    });
     before(async () => {
-      installPeers();
-      await topology.setup();
-      // Its own peer in the IP-literal lab (ports no other suite uses); hs-c.test when named.
-      hs = topology.name === "ip-literal" ? new SynapsePeer("psC", 19318, 19758) : topology.peer("C");
-      hs.start();
+      ({ lb, asToken } = suite);
+      hs = suite.peer("C");
       owner = await hs.user("psowner");
       bob = await hs.user("psbob");
-      ({ lb, asToken, removeFiles } = await startGatehouseWithClientAppservice(topology, "ps", { GATEHOUSE_PARTIAL_STATE_JOINS: "true" }));
     });
 
-    after(async () => {
-      await lb?.stop();
-      hs?.stop();
-      removeFiles?.();
-      await topology.teardown();
-    });
-
-    const client = (method: string, path: string, userId: string, body?: unknown) =>
-      jsonRequest(`http://127.0.0.1:${lb.gh.clientPort}/_matrix/client/v3${path}${path.includes("?") ? "&" : "?"}user_id=${enc(userId)}`, method, asToken, body);
+    const client = suite.client.bind(suite);
     const onGatehouse = async (roomId: string, eventId: string) => (await lb.admin("GET", `/rooms/${enc(roomId)}/events/${enc(eventId)}`)).status === 200;
     const onSynapse = async (roomId: string, eventId: string) => (await owner.call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/event/${enc(eventId)}`)).status === 200;
     const synapseSend = async (u: SynapseUser, roomId: string, body: string): Promise<string> => {

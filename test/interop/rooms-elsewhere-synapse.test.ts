@@ -8,15 +8,16 @@
  * when the user's /messages reaches it; leaving stops it. In both topologies
  * (test/support/topology.ts): IP literals, and the named server hs-c.test (DNS, TLS verified).
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import https from "node:https";
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import type { LoopbackGatehouse } from "../../src/dev/loopback.js";
 import { jsonRequest } from "../../src/dev/http-json.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
-import { startGatehouseWithClientAppservice, topologies } from "../support/topology.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 
 const enc = encodeURIComponent;
 
@@ -28,28 +29,17 @@ for (const topology of topologies()) {
     let hs: SynapsePeer;
     let owner: SynapseUser;
     let asToken: string;
-    let removeFiles: (() => void) | undefined;
 
+    // Its own peer in the IP-literal lab (ports no other suite uses); hs-c.test when named.
+    const suite = useInteropSuite(topology, { peers: ["C"], ownIpLiteralPeers: { C: { name: "reC", clientPort: 19308, federationPort: 19748 } }, gatehouse: { appservice: "re" } });
     before(async () => {
-      installPeers();
-      await topology.setup();
-      // Its own peer in the IP-literal lab (ports no other suite uses); hs-c.test when named.
-      hs = topology.name === "ip-literal" ? new SynapsePeer("reC", 19308, 19748) : topology.peer("C");
-      hs.start();
+      ({ lb, asToken } = suite);
+      hs = suite.peer("C");
       owner = await hs.user("reowner");
-      ({ lb, asToken, removeFiles } = await startGatehouseWithClientAppservice(topology, "re"));
-    });
-
-    after(async () => {
-      await lb?.stop();
-      hs?.stop();
-      removeFiles?.();
-      await topology.teardown();
     });
 
     /** The client API of Gatehouse, as the application service acting for `userId`. */
-    const client = (method: string, path: string, userId: string, body?: unknown) =>
-      jsonRequest(`http://127.0.0.1:${lb.gh.clientPort}/_matrix/client/v3${path}${path.includes("?") ? "&" : "?"}user_id=${enc(userId)}`, method, asToken, body);
+    const client = suite.client.bind(suite);
 
     /** On Gatehouse's federation address while it is stopped: /send answered 200 and dropped, the rest 400. */
     async function outagePage(): Promise<{ sends: number; close(): Promise<void> }> {

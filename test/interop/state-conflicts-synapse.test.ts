@@ -10,11 +10,12 @@
  * Run: npm run test:interop (root). Synapse peers `srA`/`srB` (IP literals) and `srnA`/`srnB`
  * (named: hs-a.test by .well-known, hs-b.test by SRV; certificates verified).
  */
-import { describe, test, before, after } from "node:test";
+import { describe, test, before } from "node:test";
 import assert from "node:assert/strict";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
 import { topologies } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 import { gatehouseState, logOffset, readSynapseLog, stateDiff, synapseState, type StateIds } from "../support/interop-state.js";
 
 /** Rounds per room version (GATEHOUSE_INTEROP_ROUNDS overrides it for a longer local run). */
@@ -33,25 +34,15 @@ describe(`interop (${topology.name}): concurrent conflicting state from two Syna
   let modA: SynapseUser;
   let modB: SynapseUser;
 
+  const suite = useInteropSuite(topology, { peers: ["A", "B"], gatehouse: { label: `interop-stateres-${topology.name}` } });
   before(async () => {
-    installPeers();
-    await topology.setup();
-    hsA = topology.peer("A");
-    hsB = topology.peer("B");
-    hsA.start();
-    hsB.start();
-    lb = await topology.startGatehouse(`interop-stateres-${topology.name}`);
+    ({ lb } = suite);
+    hsA = suite.peer("A");
+    hsB = suite.peer("B");
     ghName = lb.serverName;
     admin = lb.admin;
     modA = await hsA.user("stateresmoda");
     modB = await hsB.user("stateresmodb");
-  });
-
-  after(async () => {
-    await lb?.stop();
-    hsA?.stop();
-    hsB?.stop();
-    await topology.teardown();
   });
 
   for (const version of ["10", "12"]) {

@@ -17,8 +17,9 @@
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import type { AdminCall, LoopbackGatehouse } from "../../src/dev/loopback.js";
-import { installPeers, SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
+import { SynapsePeer, SynapseUser, waitFor } from "../support/synapse.js";
 import { topologies, NAMED } from "../support/topology.js";
+import { useInteropSuite } from "../support/interop-suite.js";
 import { gatehouseState, logOffset, NetCut, netCutUnavailable, readSynapseLog, stateDiff, synapseState, type StateIds } from "../support/interop-state.js";
 
 const enc = encodeURIComponent;
@@ -135,13 +136,14 @@ describe(`interop (${topology.name}): a fork between Gatehouse and Synapse with 
   let victim: SynapseUser;
   let cut: NetCut;
 
+  // Retries at most 1 s apart: the outage is short and the heal should be seen soon.
+  const suite = useInteropSuite(topology, {
+    peers: ["B"],
+    gatehouse: { label: `interop-fork-${topology.name}`, env: { GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "100", GATEHOUSE_SENDER_BACKOFF_MAX_MS: "1000" } },
+  });
   before(async () => {
-    installPeers();
-    await topology.setup();
-    hsB = topology.peer("B");
-    hsB.start();
-    // Retries at most 1 s apart: the outage is short and the heal should be seen soon.
-    lb = await topology.startGatehouse(`interop-fork-${topology.name}`, { GATEHOUSE_SENDER_BACKOFF_INITIAL_MS: "100", GATEHOUSE_SENDER_BACKOFF_MAX_MS: "1000" });
+    ({ lb } = suite);
+    hsB = suite.peer("B");
     ghName = lb.serverName;
     admin = lb.admin;
     modB = await hsB.user("forkmodb");
@@ -150,12 +152,7 @@ describe(`interop (${topology.name}): a fork between Gatehouse and Synapse with 
     cut = new NetCut([gate, { address: hsB.named?.federationAddress ?? "127.0.0.1", port: hsB.federationPort }]);
   });
 
-  after(async () => {
-    cut?.heal();
-    await lb?.stop();
-    hsB?.stop();
-    await topology.teardown();
-  });
+  after(() => cut?.heal());
 
   /** A room for `c`, both moderators joined, both servers agreeing on its state. */
   async function roomFor(version: string, c: ForkCase): Promise<{ roomId: string; creator: string; modG: string; bPower: number }> {
