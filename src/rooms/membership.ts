@@ -57,6 +57,17 @@ function tombstoneOf(snap: RoomSnapshot): string | undefined {
   return typeof replacement === "string" ? replacement : undefined;
 }
 
+/** A membership event a remote server signed after make_*, persisted (or already stored: `duplicate`). */
+export interface SentMembership {
+  eventId: string;
+  pdu: Pdu;
+  /** The room's current state the event was written on, when it extended it (not for a duplicate, nor a fork). */
+  stateBefore: RoomSnapshot | undefined;
+  /** The snapshot the write was planned on. */
+  plannedOn?: RoomSnapshot;
+  duplicate: boolean;
+}
+
 export class MembershipService {
   private readonly rooms: RoomService;
   private readonly store: RoomStore;
@@ -159,7 +170,7 @@ export class MembershipService {
     body: unknown,
     origin: string,
     membership: HandshakeMembership,
-  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; plannedOn?: RoomSnapshot; duplicate: boolean }> {
+  ): Promise<SentMembership> {
     try {
       return await this.checkAndPersistMembership(roomId, pathEventId, body, origin, membership);
     } catch (e) {
@@ -174,7 +185,7 @@ export class MembershipService {
     body: unknown,
     origin: string,
     membership: HandshakeMembership,
-  ): Promise<{ eventId: string; pdu: Pdu; stateBefore: RoomSnapshot | undefined; plannedOn?: RoomSnapshot; duplicate: boolean }> {
+  ): Promise<SentMembership> {
     // One read of the room for the whole request: the snapshot for the checks below, probed for
     // the event (path ID) and its auth events, on which persistEvent plans the write (optimistic:
     // a write in between is a conflict, and the room is read again).
