@@ -305,7 +305,7 @@ export interface JoinedRoomInput {
   partialState?: PartialStateRecord;
 }
 
-type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]];
+type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[], (string | null)[] | null];
 
 /** A room snapshot as the store reads it (RoomService.snapshotWithProbe makes a RoomSnapshot of it). */
 export interface StoreSnapshot {
@@ -437,8 +437,12 @@ export class RoomStore {
     readonly keys: RedisKeys,
     private readonly opts: {
       onFanoutError?: (roomId: string, err: Error) => void;
-      /** How the state cache served a snapshot, and over how many events of its own / another writer's a delta advanced it. */
-      onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number }) => void;
+      /**
+       * How the state cache served a snapshot, and over how many events a delta advanced it: in
+       * this process's event cache (local), read from Redis (remote: usually another writer's), or
+       * known from the room's state-event record to be no state event and not read (skipped).
+       */
+      onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number; skipped: number }) => void;
       /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES); a default one of its own when absent. */
       caches?: CacheBudget;
     } = {},
@@ -486,6 +490,7 @@ export class RoomStore {
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
       k.outbox(roomId), k.eventStatus(roomId), k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
       ...events.map((e) => k.event(roomId, e.eventId)),
+      k.stateEvents(roomId),
       k.roomLock(roomId),
       roomId,
       opts.expectedStream === null ? "" : String(opts.expectedStream),
@@ -515,6 +520,7 @@ export class RoomStore {
           : "",
         input.redaction?.target ?? "",
         input.redaction?.senderHasRedactLevel ? "1" : "0",
+        typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : "",
       );
     }
     args.push(opts.leaseOwner ?? "");
@@ -523,8 +529,8 @@ export class RoomStore {
     // writes it again, which heals a crash between the two; a conflict writes nothing).
     const single = !((this.redis as unknown) instanceof Cluster);
     const results = single
-      ? await this.redis.gatehousePersistEvents(12 + events.length, ...args.slice(0, 11 + events.length), k.eventRooms(), ...args.slice(11 + events.length))
-      : await this.redis.gatehousePersistEvents(11 + events.length, ...args);
+      ? await this.redis.gatehousePersistEvents(13 + events.length, ...args.slice(0, 12 + events.length), k.eventRooms(), ...args.slice(12 + events.length))
+      : await this.redis.gatehousePersistEvents(12 + events.length, ...args);
     if (results === "conflict") return results;
     if (!single) await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
     if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
@@ -1077,7 +1083,7 @@ export class RoomStore {
   async currentSnapshot(roomId: string, probe: SnapshotProbe | undefined, lease: RoomLease): Promise<StoreSnapshot | { leased: number }>;
   async currentSnapshot(roomId: string, probe?: SnapshotProbe, lease?: RoomLease): Promise<StoreSnapshot | { leased: number }> {
     const k = this.keys;
-    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId), k.roomLock(roomId)];
+    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId), k.roomLock(roomId), k.stateEvents(roomId)];
     const redactionsOf = probe?.redactionsOf ?? [];
     const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf, ...redactionsOf] : [];
     if (probe) for (const id of probe.eventIds) keys.push(k.event(roomId, id));
@@ -1086,7 +1092,7 @@ export class RoomStore {
     let cached = this.stateCache.get(roomId);
     const answer = await call(cached ? String(cached.stream) : "");
     if (answer[0] === "leased") return { leased: Number(answer[1]) };
-    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = answer;
+    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaFields] = answer;
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     const epoch = room?.stateEpoch ?? "";
     const epochChanged = (this.seenEpochs.get(roomId) ?? "") !== epoch;
@@ -1103,7 +1109,7 @@ export class RoomStore {
       this.stateCache.delete(roomId);
       cached = undefined;
       // The lease (if any) is this owner's now: the second call takes it again, as the first did.
-      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = (await call("")) as SnapshotReply;
+      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaFields] = (await call("")) as SnapshotReply;
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
     // The probed events: whether each is stored, and its status; then the statuses of statusOf;
@@ -1142,11 +1148,14 @@ export class RoomStore {
       this.opts.onStateRead?.("hit");
     } else {
       const accepted = ids.filter((_, i) => !statuses[i]);
-      const local = accepted.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
-      this.opts.onStateRead?.("delta", { local, remote: accepted.length - local });
-      const events = await this.getEvents(roomId, accepted);
+      // With the state-event record covering the delta, only its state events can change state:
+      // the others are neither read nor parsed (another replica's messages cost nothing here).
+      const candidates = deltaFields ? ids.filter((_, i) => !statuses[i] && deltaFields[i]) : accepted;
+      const local = candidates.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
+      this.opts.onStateRead?.("delta", { local, remote: candidates.length - local, skipped: accepted.length - candidates.length });
+      const events = await this.getEvents(roomId, candidates);
       const changes: StateEntry[] = [];
-      for (const id of accepted) {
+      for (const id of candidates) {
         const pdu = events.get(id);
         if (!pdu) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
         if (typeof pdu.state_key === "string") changes.push({ field: stateField(pdu.type, pdu.state_key), eventId: id, pdu });
