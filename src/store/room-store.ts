@@ -438,9 +438,9 @@ export class RoomStore {
     private readonly opts: {
       onFanoutError?: (roomId: string, err: Error) => void;
       /**
-       * How the state cache served a snapshot, and over how many events a delta advanced it: in
-       * this process's event cache (local), read from Redis (remote: usually another writer's), or
-       * known from the room's state-event record to be no state event and not read (skipped).
+       * How the state cache served a snapshot, and over how many accepted events a delta advanced
+       * it: in this process's event cache (local), read from Redis (remote: usually another
+       * writer's), or neither: known from the room's state-event record to be no state event (skipped).
        */
       onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number; skipped: number }) => void;
       /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES); a default one of its own when absent. */
@@ -720,10 +720,11 @@ export class RoomStore {
       if (claimed === 0 && (await this.redis.hget(k.aliases(), input.alias)) !== room.roomId) return "alias_taken";
     }
     const result = await this.redis.gatehousePersistNewRoom(
-      9 + events.length,
+      10 + events.length,
       k.room(room.roomId), k.state(room.roomId), k.members(room.roomId), k.extremities(room.roomId), k.timeline(room.roomId),
       k.stateGroups(room.roomId), k.eventState(room.roomId), k.redactions(room.roomId), k.outbox(room.roomId),
       ...events.map((e) => k.event(room.roomId, e.eventId)),
+      k.stateEvents(room.roomId),
       room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
       // cjson would encode an empty object as an empty array; both decode to an empty table.
       JSON.stringify(Object.fromEntries(input.state)), JSON.stringify(Object.fromEntries(input.members)),
@@ -736,6 +737,7 @@ export class RoomStore {
       String(events.length),
       JSON.stringify(outbox),
       ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+      JSON.stringify(events.flatMap((e) => (typeof e.pdu.state_key === "string" ? [[e.eventId, stateField(e.pdu.type, e.pdu.state_key)]] : []))),
     );
     if (result === "exists") {
       // Release the alias claimed above (only if it still names this room ID).
@@ -1151,8 +1153,9 @@ export class RoomStore {
       // With the state-event record covering the delta, only its state events can change state:
       // the others are neither read nor parsed (another replica's messages cost nothing here).
       const candidates = deltaFields ? ids.filter((_, i) => !statuses[i] && deltaFields[i]) : accepted;
-      const local = candidates.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
-      this.opts.onStateRead?.("delta", { local, remote: candidates.length - local, skipped: accepted.length - candidates.length });
+      const local = accepted.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
+      const remote = candidates.filter((id) => !this.eventCache.has(`${roomId} ${id}`)).length;
+      this.opts.onStateRead?.("delta", { local, remote, skipped: accepted.length - local - remote });
       const events = await this.getEvents(roomId, candidates);
       const changes: StateEntry[] = [];
       for (const id of candidates) {
