@@ -15,8 +15,8 @@
 -- `state_events_to` follows the stream: the positions from `state_events_from` to it are all
 -- recorded, so another replica's state cache learns from the record which events after its
 -- position can change state and reads only those (state-cache.ts SNAPSHOT_LUA). When the record
--- does not reach the stream this run starts from (a room written before the record existed, or
--- by persist-joined-room/persist-new-room), `state_events_from` restarts at the run's first position.
+-- does not reach the stream this run starts from (positions written by a version before the
+-- record, or by persist-joined-room), `state_events_from` restarts at the run's first position.
 --
 -- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 outbox, 7 event status, 8 state groups, 9 event state, 10 redactions,
