@@ -47,10 +47,11 @@ export class RedisKeys {
   /** HASH: event ID → "rejected" | "soft_failed" reason for events kept but not in state. */
   eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
   /**
-   * HASH: event ID → its (type, state_key) field, for every event with a state_key that
-   * persist-events.lua wrote (any status), from the room's `state_events_from` stream position to
-   * its `state_events_to`: what another replica's state cache reads instead of the events
-   * themselves to learn which of the events after its position can change state (state-cache.ts).
+   * ZSET: event ID by stream position, for every event with a state_key (any status) that
+   * persist-events.lua or persist-new-room.lua wrote, at the positions from the room's
+   * `state_events_from` to its `state_events_to` (the last STATE_RECORD_WINDOW positions at most):
+   * what another replica's state cache reads instead of the events themselves to learn which of
+   * the events after its position can change state (state-cache.ts).
    */
   stateEvents(roomId: string): string { return `${this.prefix}:{${roomId}}:state-events`; }
   /** HASH: redacted event ID → accepted redactions of it, one `redactionEventId 0|1` line each (1: sender had the redact level). */

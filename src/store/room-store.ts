@@ -17,7 +17,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { redactionApplies } from "../protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
-import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
+import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, STATE_RECORD_WINDOW, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
 import { CacheBudget, estimateBytes, keyBytes, MAP_ENTRY, stringBytes, type ByteLru } from "./byte-lru.js";
 import { defineLuaCommands } from "./lua-scripts.js";
@@ -305,7 +305,7 @@ export interface JoinedRoomInput {
   partialState?: PartialStateRecord;
 }
 
-type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[], (string | null)[] | null];
+type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[], string[] | null];
 
 /** A room snapshot as the store reads it (RoomService.snapshotWithProbe makes a RoomSnapshot of it). */
 export interface StoreSnapshot {
@@ -520,10 +520,10 @@ export class RoomStore {
           : "",
         input.redaction?.target ?? "",
         input.redaction?.senderHasRedactLevel ? "1" : "0",
-        typeof pdu.state_key === "string" ? stateField(pdu.type, pdu.state_key) : "",
+        typeof pdu.state_key === "string" ? "1" : "",
       );
     }
-    args.push(opts.leaseOwner ?? "");
+    args.push(opts.leaseOwner ?? "", String(STATE_RECORD_WINDOW));
     // On a single Redis the event → room index is written by the script too (one round trip);
     // on a cluster it is another slot: written after the script, idempotently (a duplicate
     // writes it again, which heals a crash between the two; a conflict writes nothing).
@@ -737,7 +737,7 @@ export class RoomStore {
       String(events.length),
       JSON.stringify(outbox),
       ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
-      JSON.stringify(events.flatMap((e) => (typeof e.pdu.state_key === "string" ? [[e.eventId, stateField(e.pdu.type, e.pdu.state_key)]] : []))),
+      JSON.stringify(events.flatMap((e, i) => (typeof e.pdu.state_key === "string" ? [i + 1] : []))),
     );
     if (result === "exists") {
       // Release the alias claimed above (only if it still names this room ID).
@@ -1094,7 +1094,7 @@ export class RoomStore {
     let cached = this.stateCache.get(roomId);
     const answer = await call(cached ? String(cached.stream) : "");
     if (answer[0] === "leased") return { leased: Number(answer[1]) };
-    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaFields] = answer;
+    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaStateEvents] = answer;
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     const epoch = room?.stateEpoch ?? "";
     const epochChanged = (this.seenEpochs.get(roomId) ?? "") !== epoch;
@@ -1111,7 +1111,7 @@ export class RoomStore {
       this.stateCache.delete(roomId);
       cached = undefined;
       // The lease (if any) is this owner's now: the second call takes it again, as the first did.
-      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaFields] = (await call("")) as SnapshotReply;
+      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaStateEvents] = (await call("")) as SnapshotReply;
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
     // The probed events: whether each is stored, and its status; then the statuses of statusOf;
@@ -1152,7 +1152,8 @@ export class RoomStore {
       const accepted = ids.filter((_, i) => !statuses[i]);
       // With the state-event record covering the delta, only its state events can change state:
       // the others are neither read nor parsed (another replica's messages cost nothing here).
-      const candidates = deltaFields ? ids.filter((_, i) => !statuses[i] && deltaFields[i]) : accepted;
+      const stateEvents = deltaStateEvents ? new Set(deltaStateEvents) : null;
+      const candidates = stateEvents ? accepted.filter((id) => stateEvents.has(id)) : accepted;
       const local = accepted.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
       const remote = candidates.filter((id) => !this.eventCache.has(`${roomId} ${id}`)).length;
       this.opts.onStateRead?.("delta", { local, remote, skipped: accepted.length - local - remote });

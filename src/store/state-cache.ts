@@ -28,6 +28,11 @@ import { serverOfUserId } from "../protocol/ids.js";
 import { LayeredMap } from "./layered-map.js";
 
 export const MAX_DELTA = 500;
+/**
+ * Stream positions the room's state-event record keeps (persist-events.lua trims older ones): a
+ * cache further behind than MAX_DELTA reads the state whole, so twice that always covers a delta.
+ */
+export const STATE_RECORD_WINDOW = 2 * MAX_DELTA;
 
 export interface CachedState {
   stream: number;
@@ -165,11 +170,11 @@ export class Lru<K, V> {
  * or older than the room's `state_reset`, a current-state change the delta cannot express —
  * else false),
  * probe: {exists (0/1 per key of KEYS[9..]), statuses of ARGV[6..], redaction records of the R IDs},
- * redaction records of the delta IDs, the delta IDs' (type, state_key) fields from the state-event
- * record (null for an event without a state_key), or false when the record does not cover every
- * position of the delta (the room's `state_events_from` after the cached position + 1, or its
- * `state_events_to` behind its stream)}: a request's auth events and the state events of the delta
- * are served redacted without another round trip.
+ * redaction records of the delta IDs, the IDs of the delta's events with a state_key from the
+ * state-event record, or false when the record does not cover every position of the delta (the
+ * room's `state_events_from` after the cached position + 1, or its `state_events_to` behind its
+ * stream)}: a request's auth events and the state events of the delta are served redacted
+ * without another round trip.
  */
 export const SNAPSHOT_LUA = `
 if ARGV[4] ~= '' then
@@ -197,7 +202,7 @@ if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then
       red = redis.call('HMGET', KEYS[6], unpack(ids))
       local cover = redis.call('HMGET', KEYS[1], 'state_events_from', 'state_events_to', 'stream')
       if cover[1] and cover[2] == cover[3] and tonumber(cover[1]) <= tonumber(ARGV[1]) + 1 then
-        fields = redis.call('HMGET', KEYS[8], unpack(ids))
+        fields = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. ARGV[1], '+inf')
       end
     end
     return {room, ext, at[1] or '', ids, st, false, probe, red, fields}

@@ -6,6 +6,7 @@ import type { Redis } from "ioredis";
 import { connectRedis } from "../../src/server.js";
 import { scanKeys } from "../support/redis-scan.js";
 import { RoomStore, stateField, type PersistInput } from "../../src/store/room-store.js";
+import { STATE_RECORD_WINDOW } from "../../src/store/state-cache.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { buildEvent } from "../../src/protocol/event-signing.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
@@ -473,8 +474,8 @@ describe("state cache across replicas: the room's state-event record (issue #16,
     const run = [c.msg("1"), c.msg("2"), c.msg("3"), c.topic("t1"), c.msg("4"), c.msg("5")];
     const results = await store.persistEvents(roomId, run.map((e) => ({ eventId: e.eventId, pdu: e.pdu, updatesState: typeof e.pdu.state_key === "string" })), { expectedStream: 1 });
     assert.deepEqual(results, run.map(() => "persisted"));
-    // The record, written in the same script: the create event and the topic, and it covers 1..7.
-    assert.deepEqual(await redis.hgetall(keys.stateEvents(roomId)), { [create.eventId]: stateField("m.room.create", ""), [run[3]!.eventId]: stateField("m.room.topic", "") });
+    // The record, written in the same script: the create event and the topic by position, and it covers 1..7.
+    assert.deepEqual(await redis.zrange(keys.stateEvents(roomId), 0, -1, "WITHSCORES"), [create.eventId, "1", run[3]!.eventId, "5"]);
     assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to", "stream"), ["1", "7", "7"]);
     assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 5 } });
     assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), run[3]!.eventId);
@@ -514,7 +515,7 @@ describe("state cache across replicas: the room's state-event record (issue #16,
     // entry, `state_events_to` where it was.
     const old = c.topic("by an old replica");
     assert.equal(await persist(roomId, old), "persisted");
-    await redis.hdel(keys.stateEvents(roomId), old.eventId);
+    await redis.zrem(keys.stateEvents(roomId), old.eventId);
     await redis.hset(keys.room(roomId), "state_events_to", "2");
     assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 0 } });
     assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), old.eventId);
@@ -523,6 +524,28 @@ describe("state cache across replicas: the room's state-event record (issue #16,
     const t = c.topic("new again");
     for (const e of [m, t]) assert.equal(await persist(roomId, e), "persisted");
     assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to"), ["4", "5"]);
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 1 } });
+  });
+
+  test("the record keeps the last STATE_RECORD_WINDOW positions; a replica within the delta limit still follows by it (why: the record must not grow with the room, e.g. one entry per member forever)", async () => {
+    const { roomId, create } = await newRoom();
+    const c = chain(roomId, create);
+    const first = c.topic("first");
+    assert.equal(await persist(roomId, first), "persisted");
+    const b = replica();
+    await followed(b, roomId);
+    // A run that takes the room past the window: the first entries leave the record.
+    const run = Array.from({ length: STATE_RECORD_WINDOW }, (_, i) => (i === STATE_RECORD_WINDOW - 2 ? c.topic("late") : c.msg(String(i))));
+    const results = await store.persistEvents(roomId, run.map((e) => ({ eventId: e.eventId, pdu: e.pdu, updatesState: typeof e.pdu.state_key === "string" })), { expectedStream: 2 });
+    assert.ok(Array.isArray(results) && results.every((r) => r === "persisted"));
+    const stream = 2 + STATE_RECORD_WINDOW;
+    assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to", "stream"), [String(stream - STATE_RECORD_WINDOW + 1), String(stream), String(stream)]);
+    assert.deepEqual(await redis.zrange(keys.stateEvents(roomId), 0, -1, "WITHSCORES"), [run[STATE_RECORD_WINDOW - 2]!.eventId, String(stream - 1)], "the create event and the first topic are trimmed");
+    // B is further behind than the delta limit: a full read. Then within it: by the record.
+    assert.equal((await followed(b, roomId)).path, "full");
+    const t = c.topic("after");
+    const m = c.msg("after");
+    for (const e of [t, m]) assert.equal(await persist(roomId, e), "persisted");
     assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 1 } });
   });
 
@@ -535,7 +558,7 @@ describe("state cache across replicas: the room's state-event record (issue #16,
     assert.equal(await persist(roomId, rejected, { status: "rejected", updatesState: false }), "persisted");
     const m = c.msg("after");
     assert.equal(await persist(roomId, m), "persisted");
-    assert.equal(await redis.hget(keys.stateEvents(roomId), rejected.eventId), stateField("m.room.topic", ""));
+    assert.equal(await redis.zscore(keys.stateEvents(roomId), rejected.eventId), "2");
     assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 0, skipped: 1 } });
     assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), undefined);
   });
