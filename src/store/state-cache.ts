@@ -13,8 +13,9 @@
  * persist-events.lua in the same atomic write as the events): only state events this process has
  * not seen are fetched, so a replica follows another's messages without reading them. Where the
  * record does not cover the delta (positions written by a version without it, or by
- * persist-joined-room), every event this process has not seen is fetched, as before the record. Without a usable entry (first read, a gap larger than
- * MAX_DELTA) the full state is read in the same script call.
+ * persist-joined-room), every event this process has not seen is fetched, as before the record.
+ * Without a usable entry (first read, a gap larger than MAX_DELTA) the full state is read in the
+ * same script call.
  *
  * State maps handed out are never mutated: a delta with state changes builds new versions that
  * share all unchanged entries with the old ones (layered-map.ts), so a snapshot a request holds
