@@ -114,6 +114,7 @@ export function buildCore(opts: CoreOptions): Core {
       metrics.roomStateReads.inc({ path });
       if (delta?.local) metrics.roomStateDeltaEvents.inc({ source: "local" }, delta.local);
       if (delta?.remote) metrics.roomStateDeltaEvents.inc({ source: "remote" }, delta.remote);
+      if (delta?.skipped) metrics.roomStateDeltaEvents.inc({ source: "skipped" }, delta.skipped);
     },
   });
 

@@ -105,7 +105,7 @@ export class Metrics {
     });
     this.roomStateDeltaEvents = new Counter({
       name: "gatehouse_room_state_delta_events_total",
-      help: "Events a snapshot's delta advanced the state cache over, by source: local (in this process's event cache: written or read by it before), remote (read from Redis: usually written by another replica).",
+      help: "Events a snapshot's delta advanced the state cache over, by source: local (in this process's event cache: written or read by it before), remote (read from Redis: usually written by another replica), skipped (not in the event cache, and no state event by the room's state-event record: not read).",
       labelNames: ["source"] as const,
       registers: r,
     });

@@ -46,6 +46,14 @@ export class RedisKeys {
   eventState(roomId: string): string { return `${this.prefix}:{${roomId}}:event-state`; }
   /** HASH: event ID → "rejected" | "soft_failed" reason for events kept but not in state. */
   eventStatus(roomId: string): string { return `${this.prefix}:{${roomId}}:event-status`; }
+  /**
+   * ZSET: event ID by stream position, for every event with a state_key (any status) that
+   * persist-events.lua or persist-new-room.lua wrote, at the positions from the room's
+   * `state_events_from` to its `state_events_to` (the last STATE_RECORD_WINDOW positions at most):
+   * what another replica's state cache reads instead of the events themselves to learn which of
+   * the events after its position can change state (state-cache.ts).
+   */
+  stateEvents(roomId: string): string { return `${this.prefix}:{${roomId}}:state-events`; }
   /** HASH: redacted event ID → accepted redactions of it, one `redactionEventId 0|1` line each (1: sender had the redact level). */
   redactions(roomId: string): string { return `${this.prefix}:{${roomId}}:redactions`; }
   /**

@@ -17,7 +17,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { redactionApplies } from "../protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
-import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, type CachedState, type StateEntry } from "./state-cache.js";
+import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, STATE_RECORD_WINDOW, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
 import { CacheBudget, estimateBytes, keyBytes, MAP_ENTRY, stringBytes, type ByteLru } from "./byte-lru.js";
 import { defineLuaCommands } from "./lua-scripts.js";
@@ -305,7 +305,7 @@ export interface JoinedRoomInput {
   partialState?: PartialStateRecord;
 }
 
-type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[]];
+type SnapshotReply = [string[], string[], string, string[], (string | null)[], string[] | null, [number[], (string | null)[], (string | null)[]], (string | null)[], string[] | null];
 
 /** A room snapshot as the store reads it (RoomService.snapshotWithProbe makes a RoomSnapshot of it). */
 export interface StoreSnapshot {
@@ -437,8 +437,12 @@ export class RoomStore {
     readonly keys: RedisKeys,
     private readonly opts: {
       onFanoutError?: (roomId: string, err: Error) => void;
-      /** How the state cache served a snapshot, and over how many events of its own / another writer's a delta advanced it. */
-      onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number }) => void;
+      /**
+       * How the state cache served a snapshot, and over how many accepted events a delta advanced
+       * it: in this process's event cache (local), read from Redis (remote: usually another
+       * writer's), or neither: known from the room's state-event record to be no state event (skipped).
+       */
+      onStateRead?: (path: "hit" | "delta" | "full", delta?: { local: number; remote: number; skipped: number }) => void;
       /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES); a default one of its own when absent. */
       caches?: CacheBudget;
     } = {},
@@ -486,6 +490,7 @@ export class RoomStore {
       k.room(roomId), k.state(roomId), k.members(roomId), k.extremities(roomId), k.timeline(roomId),
       k.outbox(roomId), k.eventStatus(roomId), k.stateGroups(roomId), k.eventState(roomId), k.redactions(roomId),
       ...events.map((e) => k.event(roomId, e.eventId)),
+      k.stateEvents(roomId),
       k.roomLock(roomId),
       roomId,
       opts.expectedStream === null ? "" : String(opts.expectedStream),
@@ -515,16 +520,17 @@ export class RoomStore {
           : "",
         input.redaction?.target ?? "",
         input.redaction?.senderHasRedactLevel ? "1" : "0",
+        typeof pdu.state_key === "string" ? "1" : "",
       );
     }
-    args.push(opts.leaseOwner ?? "");
+    args.push(opts.leaseOwner ?? "", String(STATE_RECORD_WINDOW));
     // On a single Redis the event → room index is written by the script too (one round trip);
     // on a cluster it is another slot: written after the script, idempotently (a duplicate
     // writes it again, which heals a crash between the two; a conflict writes nothing).
     const single = !((this.redis as unknown) instanceof Cluster);
     const results = single
-      ? await this.redis.gatehousePersistEvents(12 + events.length, ...args.slice(0, 11 + events.length), k.eventRooms(), ...args.slice(11 + events.length))
-      : await this.redis.gatehousePersistEvents(11 + events.length, ...args);
+      ? await this.redis.gatehousePersistEvents(13 + events.length, ...args.slice(0, 12 + events.length), k.eventRooms(), ...args.slice(12 + events.length))
+      : await this.redis.gatehousePersistEvents(12 + events.length, ...args);
     if (results === "conflict") return results;
     if (!single) await this.redis.hset(k.eventRooms(), Object.fromEntries(events.map((e) => [e.eventId, roomId])));
     if (opts.createRoom) await this.redis.sadd(k.rooms(), roomId);
@@ -714,10 +720,11 @@ export class RoomStore {
       if (claimed === 0 && (await this.redis.hget(k.aliases(), input.alias)) !== room.roomId) return "alias_taken";
     }
     const result = await this.redis.gatehousePersistNewRoom(
-      9 + events.length,
+      10 + events.length,
       k.room(room.roomId), k.state(room.roomId), k.members(room.roomId), k.extremities(room.roomId), k.timeline(room.roomId),
       k.stateGroups(room.roomId), k.eventState(room.roomId), k.redactions(room.roomId), k.outbox(room.roomId),
       ...events.map((e) => k.event(room.roomId, e.eventId)),
+      k.stateEvents(room.roomId),
       room.roomId, room.version, room.creator, String(room.createdTs), String(input.depth), input.alias ?? "", last.eventId,
       // cjson would encode an empty object as an empty array; both decode to an empty table.
       JSON.stringify(Object.fromEntries(input.state)), JSON.stringify(Object.fromEntries(input.members)),
@@ -730,6 +737,7 @@ export class RoomStore {
       String(events.length),
       JSON.stringify(outbox),
       ...events.flatMap((e) => [e.eventId, JSON.stringify(e.pdu)]),
+      JSON.stringify(events.flatMap((e, i) => (typeof e.pdu.state_key === "string" ? [i + 1] : []))),
     );
     if (result === "exists") {
       // Release the alias claimed above (only if it still names this room ID).
@@ -1077,7 +1085,7 @@ export class RoomStore {
   async currentSnapshot(roomId: string, probe: SnapshotProbe | undefined, lease: RoomLease): Promise<StoreSnapshot | { leased: number }>;
   async currentSnapshot(roomId: string, probe?: SnapshotProbe, lease?: RoomLease): Promise<StoreSnapshot | { leased: number }> {
     const k = this.keys;
-    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId), k.roomLock(roomId)];
+    const keys = [k.room(roomId), k.extremities(roomId), k.timeline(roomId), k.eventStatus(roomId), k.state(roomId), k.redactions(roomId), k.roomLock(roomId), k.stateEvents(roomId)];
     const redactionsOf = probe?.redactionsOf ?? [];
     const probeArgs: string[] = probe ? [...probe.eventIds, ...probe.statusOf, ...redactionsOf] : [];
     if (probe) for (const id of probe.eventIds) keys.push(k.event(roomId, id));
@@ -1086,7 +1094,7 @@ export class RoomStore {
     let cached = this.stateCache.get(roomId);
     const answer = await call(cached ? String(cached.stream) : "");
     if (answer[0] === "leased") return { leased: Number(answer[1]) };
-    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = answer;
+    let [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaStateEvents] = answer;
     let room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     const epoch = room?.stateEpoch ?? "";
     const epochChanged = (this.seenEpochs.get(roomId) ?? "") !== epoch;
@@ -1103,7 +1111,7 @@ export class RoomStore {
       this.stateCache.delete(roomId);
       cached = undefined;
       // The lease (if any) is this owner's now: the second call takes it again, as the first did.
-      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions] = (await call("")) as SnapshotReply;
+      [roomFlat, extremities, at, ids, statuses, full, probed, deltaRedactions, deltaStateEvents] = (await call("")) as SnapshotReply;
       room = parseRoomRecord(roomId, flatToRecord(roomFlat));
     }
     // The probed events: whether each is stored, and its status; then the statuses of statusOf;
@@ -1142,11 +1150,16 @@ export class RoomStore {
       this.opts.onStateRead?.("hit");
     } else {
       const accepted = ids.filter((_, i) => !statuses[i]);
+      // With the state-event record covering the delta, only its state events can change state:
+      // the others are neither read nor parsed (another replica's messages cost nothing here).
+      const stateEvents = deltaStateEvents ? new Set(deltaStateEvents) : null;
+      const candidates = stateEvents ? accepted.filter((id) => stateEvents.has(id)) : accepted;
       const local = accepted.filter((id) => this.eventCache.has(`${roomId} ${id}`)).length;
-      this.opts.onStateRead?.("delta", { local, remote: accepted.length - local });
-      const events = await this.getEvents(roomId, accepted);
+      const remote = candidates.filter((id) => !this.eventCache.has(`${roomId} ${id}`)).length;
+      this.opts.onStateRead?.("delta", { local, remote, skipped: accepted.length - local - remote });
+      const events = await this.getEvents(roomId, candidates);
       const changes: StateEntry[] = [];
-      for (const id of accepted) {
+      for (const id of candidates) {
         const pdu = events.get(id);
         if (!pdu) throw new Error(`room ${roomId}: event ${id} is in the timeline but not stored`);
         if (typeof pdu.state_key === "string") changes.push({ field: stateField(pdu.type, pdu.state_key), eventId: id, pdu });

@@ -8,9 +8,14 @@
  * again in full. So the state at stream S is the state at stream C (cached) plus the accepted state events
  * at positions (C, S], applied in order. A snapshot read is one script call that returns the room
  * record, the extremities, the event ID at the cached position (to detect a Redis that lost data
- * or was flushed: then the cache is dropped) and the event IDs and statuses after it; only events
- * this process has not seen are fetched. Without a usable entry (first read, a gap larger than
- * MAX_DELTA) the full state is read in the same script call.
+ * or was flushed: then the cache is dropped) and the event IDs and statuses after it, and which
+ * of them are state events (the room's state-event record, redis-keys.ts stateEvents, written by
+ * persist-events.lua in the same atomic write as the events): only state events this process has
+ * not seen are fetched, so a replica follows another's messages without reading them. Where the
+ * record does not cover the delta (positions written by a version without it, or by
+ * persist-joined-room), every event this process has not seen is fetched, as before the record.
+ * Without a usable entry (first read, a gap larger than MAX_DELTA) the full state is read in the
+ * same script call.
  *
  * State maps handed out are never mutated: a delta with state changes builds new versions that
  * share all unchanged entries with the old ones (layered-map.ts), so a snapshot a request holds
@@ -24,6 +29,11 @@ import { serverOfUserId } from "../protocol/ids.js";
 import { LayeredMap } from "./layered-map.js";
 
 export const MAX_DELTA = 500;
+/**
+ * Stream positions the room's state-event record keeps (persist-events.lua trims older ones): a
+ * cache further behind than MAX_DELTA reads the state whole, so twice that always covers a delta.
+ */
+export const STATE_RECORD_WINDOW = 2 * MAX_DELTA;
 
 export interface CachedState {
   stream: number;
@@ -144,12 +154,13 @@ export class Lru<K, V> {
 
 /**
  * The snapshot script. KEYS: 1 room, 2 extremities, 3 timeline, 4 event status, 5 state,
- * 6 redaction records, 7 the room's write lease (redis-keys.ts roomLock), 8.. (optional) the keys
- * of events to probe (whether they are stored).
+ * 6 redaction records, 7 the room's write lease (redis-keys.ts roomLock), 8 the room's
+ * state-event record (redis-keys.ts stateEvents), 9.. (optional) the keys of events to probe
+ * (whether they are stored).
  * ARGV: 1 cached stream ("" = no cache entry), 2 delta limit, 3 R: how many of the last ARGV are
  * event IDs whose redaction records to read, 4 lease owner ("" = take no lease), 5 lease
  * milliseconds, 6.. event IDs whose status to read (the probed events first, in the order of
- * KEYS[8..]), then the R event IDs whose redaction records to read.
+ * KEYS[9..]), then the R event IDs whose redaction records to read.
  * With a lease owner: when another owner holds the room's write lease, returns {'leased', its
  * PTTL} and reads nothing; else the owner takes (or extends) the lease, which the persist script
  * gives back (persist-events.lua). The lease only keeps replicas from planning the same room at
@@ -159,9 +170,12 @@ export class Lru<K, V> {
  * delta statuses, full state (flat; only when there is no usable cache entry — none, too old,
  * or older than the room's `state_reset`, a current-state change the delta cannot express —
  * else false),
- * probe: {exists (0/1 per key of KEYS[8..]), statuses of ARGV[6..], redaction records of the R IDs},
- * redaction records of the delta IDs}: a request's auth events and the state events of the delta
- * are served redacted without another round trip.
+ * probe: {exists (0/1 per key of KEYS[9..]), statuses of ARGV[6..], redaction records of the R IDs},
+ * redaction records of the delta IDs, the IDs of the delta's events with a state_key from the
+ * state-event record, or false when the record does not cover every position of the delta (the
+ * room's `state_events_from` after the cached position + 1, or its `state_events_to` behind its
+ * stream)}: a request's auth events and the state events of the delta are served redacted
+ * without another round trip.
  */
 export const SNAPSHOT_LUA = `
 if ARGV[4] ~= '' then
@@ -172,7 +186,7 @@ end
 local room = redis.call('HGETALL', KEYS[1])
 local ext = redis.call('SMEMBERS', KEYS[2])
 local probe = {{}, {}, {}}
-for i = 8, #KEYS do probe[1][i - 7] = redis.call('EXISTS', KEYS[i]) end
+for i = 9, #KEYS do probe[1][i - 8] = redis.call('EXISTS', KEYS[i]) end
 local r = tonumber(ARGV[3])
 if #ARGV - r >= 6 then probe[2] = redis.call('HMGET', KEYS[4], unpack(ARGV, 6, #ARGV - r)) end
 if r > 0 then probe[3] = redis.call('HMGET', KEYS[6], unpack(ARGV, #ARGV - r + 1, #ARGV)) end
@@ -183,13 +197,18 @@ if ARGV[1] ~= '' and reset <= tonumber(ARGV[1]) then
   if #ids < tonumber(ARGV[2]) then
     local st = {}
     local red = {}
+    local fields = false
     if #ids > 0 then
       st = redis.call('HMGET', KEYS[4], unpack(ids))
       red = redis.call('HMGET', KEYS[6], unpack(ids))
+      local cover = redis.call('HMGET', KEYS[1], 'state_events_from', 'state_events_to', 'stream')
+      if cover[1] and cover[2] == cover[3] and tonumber(cover[1]) <= tonumber(ARGV[1]) + 1 then
+        fields = redis.call('ZRANGEBYSCORE', KEYS[8], '(' .. ARGV[1], '+inf')
+      end
     end
-    return {room, ext, at[1] or '', ids, st, false, probe, red}
+    return {room, ext, at[1] or '', ids, st, false, probe, red, fields}
   end
 end
 local last = redis.call('ZRANGE', KEYS[3], -1, -1)
-return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5]), probe, {}}
+return {room, ext, last[1] or '', {}, {}, redis.call('HGETALL', KEYS[5]), probe, {}, false}
 `;

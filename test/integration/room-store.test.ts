@@ -6,6 +6,7 @@ import type { Redis } from "ioredis";
 import { connectRedis } from "../../src/server.js";
 import { scanKeys } from "../support/redis-scan.js";
 import { RoomStore, stateField, type PersistInput } from "../../src/store/room-store.js";
+import { STATE_RECORD_WINDOW } from "../../src/store/state-cache.js";
 import { RedisKeys } from "../../src/store/redis-keys.js";
 import { buildEvent } from "../../src/protocol/event-signing.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
@@ -434,5 +435,131 @@ describe("RoomStore.persistEvents (a run of events in one script)", () => {
       { eventId: m2.eventId, stream: 3 },
     ]);
     assert.deepEqual(await redis.lrange(keys.outboundPdus("a.example"), -2, -1), [`${roomId} ${m1.eventId}`, `${roomId} ${m2.eventId}`]);
+  });
+});
+
+describe("state cache across replicas: the room's state-event record (issue #16, two gateways)", () => {
+  type Read = { path: string; delta?: { local: number; remote: number; skipped: number } };
+  /** Another replica: its own RoomStore (state and event caches) on the same Redis and prefix. */
+  function replica() {
+    const reads: Read[] = [];
+    const s = new RoomStore(redis, keys, { onStateRead: (path, delta) => reads.push({ path, ...(delta ? { delta } : {}) }) });
+    return { s, reads, last: () => reads[reads.length - 1] };
+  }
+  /** The replica's snapshot, checked against the current state in Redis. */
+  async function followed(r: ReturnType<typeof replica>, roomId: string): Promise<Read> {
+    const snap = await r.s.currentSnapshot(roomId);
+    assert.deepEqual(Object.fromEntries(snap.current.stateIds), await redis.hgetall(keys.state(roomId)), "the replica's state is the room's");
+    return r.last()!;
+  }
+  /** As a Gatehouse before the record left the room: no record, no coverage fields. */
+  async function forgetRecord(roomId: string) {
+    await redis.del(keys.stateEvents(roomId));
+    await redis.hdel(keys.room(roomId), "state_events_from", "state_events_to");
+  }
+  let depth = 10;
+  function chain(roomId: string, prev: Ev) {
+    let last = prev;
+    return {
+      msg: (body: string) => (last = ev(roomId, "m.room.message", { content: { body }, prev: [last], depth: ++depth })),
+      topic: (topic: string) => (last = ev(roomId, "m.room.topic", { stateKey: "", content: { topic }, prev: [last], depth: ++depth })),
+    };
+  }
+
+  test("a replica reads only the state events another wrote, not its messages (why: each gateway read every event of the other whole, doubling Redis bytes out)", async () => {
+    const { roomId, create } = await newRoom();
+    const b = replica();
+    assert.equal((await followed(b, roomId)).path, "full");
+    const c = chain(roomId, create);
+    const run = [c.msg("1"), c.msg("2"), c.msg("3"), c.topic("t1"), c.msg("4"), c.msg("5")];
+    const results = await store.persistEvents(roomId, run.map((e) => ({ eventId: e.eventId, pdu: e.pdu, updatesState: typeof e.pdu.state_key === "string" })), { expectedStream: 1 });
+    assert.deepEqual(results, run.map(() => "persisted"));
+    // The record, written in the same script: the create event and the topic by position, and it covers 1..7.
+    assert.deepEqual(await redis.zrange(keys.stateEvents(roomId), 0, -1, "WITHSCORES"), [create.eventId, "1", run[3]!.eventId, "5"]);
+    assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to", "stream"), ["1", "7", "7"]);
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 5 } });
+    assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), run[3]!.eventId);
+  });
+
+  test("a room written before the record: replicas read the uncovered events whole, then follow by the record from the next write (why: storage from the previous version must keep working)", async () => {
+    const { roomId, create } = await newRoom();
+    const early = replica();
+    const b = replica();
+    await followed(early, roomId);
+    await followed(b, roomId);
+    const c = chain(roomId, create);
+    const t1 = c.topic("old");
+    const m1 = c.msg("old");
+    for (const e of [t1, m1]) assert.equal(await persist(roomId, e), "persisted");
+    await forgetRecord(roomId);
+    // Written by the previous version: nothing tells the replica which are state events.
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 2, skipped: 0 } });
+    // The first write of this version starts the record at its own first position (4).
+    const t2 = c.topic("new");
+    const m2 = c.msg("new");
+    for (const e of [t2, m2]) assert.equal(await persist(roomId, e), "persisted");
+    assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to"), ["4", "5"]);
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 1 } });
+    // A replica still at position 1 (before the record starts) reads its whole delta, as before the record.
+    assert.deepEqual(await followed(early, roomId), { path: "delta", delta: { local: 0, remote: 4, skipped: 0 } });
+    assert.equal((await early.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), t2.eventId);
+  });
+
+  test("a write by the previous version after this one's (a rolling upgrade) is read whole, not skipped (why: its state events are not in the record)", async () => {
+    const { roomId, create } = await newRoom();
+    const b = replica();
+    const c = chain(roomId, create);
+    assert.equal(await persist(roomId, c.msg("new")), "persisted");
+    await followed(b, roomId);
+    // What the previous version's script leaves: the event written, `stream` moved, no record
+    // entry, `state_events_to` where it was.
+    const old = c.topic("by an old replica");
+    assert.equal(await persist(roomId, old), "persisted");
+    await redis.zrem(keys.stateEvents(roomId), old.eventId);
+    await redis.hset(keys.room(roomId), "state_events_to", "2");
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 0 } });
+    assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), old.eventId);
+    // The next write of this version restarts the record after the old one's position.
+    const m = c.msg("new again");
+    const t = c.topic("new again");
+    for (const e of [m, t]) assert.equal(await persist(roomId, e), "persisted");
+    assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to"), ["4", "5"]);
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 1 } });
+  });
+
+  test("the record keeps the last STATE_RECORD_WINDOW positions; a replica within the delta limit still follows by it (why: the record must not grow with the room, e.g. one entry per member forever)", async () => {
+    const { roomId, create } = await newRoom();
+    const c = chain(roomId, create);
+    const first = c.topic("first");
+    assert.equal(await persist(roomId, first), "persisted");
+    const b = replica();
+    await followed(b, roomId);
+    // A run that takes the room past the window: the first entries leave the record.
+    const run = Array.from({ length: STATE_RECORD_WINDOW }, (_, i) => (i === STATE_RECORD_WINDOW - 2 ? c.topic("late") : c.msg(String(i))));
+    const results = await store.persistEvents(roomId, run.map((e) => ({ eventId: e.eventId, pdu: e.pdu, updatesState: typeof e.pdu.state_key === "string" })), { expectedStream: 2 });
+    assert.ok(Array.isArray(results) && results.every((r) => r === "persisted"));
+    const stream = 2 + STATE_RECORD_WINDOW;
+    assert.deepEqual(await redis.hmget(keys.room(roomId), "state_events_from", "state_events_to", "stream"), [String(stream - STATE_RECORD_WINDOW + 1), String(stream), String(stream)]);
+    assert.deepEqual(await redis.zrange(keys.stateEvents(roomId), 0, -1, "WITHSCORES"), [run[STATE_RECORD_WINDOW - 2]!.eventId, String(stream - 1)], "the create event and the first topic are trimmed");
+    // B is further behind than the delta limit: a full read. Then within it: by the record.
+    assert.equal((await followed(b, roomId)).path, "full");
+    const t = c.topic("after");
+    const m = c.msg("after");
+    for (const e of [t, m]) assert.equal(await persist(roomId, e), "persisted");
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 1, skipped: 1 } });
+  });
+
+  test("a rejected state event is recorded but changes no state (why: the record only says which events a delta must look at; the status still decides)", async () => {
+    const { roomId, create } = await newRoom();
+    const b = replica();
+    await followed(b, roomId);
+    const c = chain(roomId, create);
+    const rejected = c.topic("rejected");
+    assert.equal(await persist(roomId, rejected, { status: "rejected", updatesState: false }), "persisted");
+    const m = c.msg("after");
+    assert.equal(await persist(roomId, m), "persisted");
+    assert.equal(await redis.zscore(keys.stateEvents(roomId), rejected.eventId), "2");
+    assert.deepEqual(await followed(b, roomId), { path: "delta", delta: { local: 0, remote: 0, skipped: 1 } });
+    assert.equal((await b.s.currentSnapshot(roomId)).current.stateIds.get(stateField("m.room.topic", "")), undefined);
   });
 });

@@ -10,11 +10,12 @@
 -- is claimed by the caller before it (room-store.ts persistNewRoom).
 -- The state groups, the groups before/after each event, the current state group and the
 -- redaction records are those persist-event would have written for the events one by one
--- (planned in memory by rooms/new-room-state.ts).
+-- (planned in memory by rooms/new-room-state.ts), and so is the room's state-event record
+-- (redis-keys.ts stateEvents: every event with a state_key by its position; it covers 1..n).
 --
 -- KEYS: (all in the room's slot) 1 room, 2 state, 3 members, 4 extremities, 5 timeline,
 --       6 state groups, 7 event state, 8 redactions, 9 outbox,
---       10.. one event key per event, in room order
+--       10.. one event key per event, in room order; then the room's state-event record
 -- ARGV: 1 roomId, 2 version, 3 creator, 4 createdTs, 5 depth, 6 alias ("" = none),
 --       7 extremity (the last event's ID), 8 state JSON {field: eventId},
 --       9 members JSON {userId: membership},
@@ -25,13 +26,14 @@
 --       redaction's sender had the redact level),
 --       16 event count n,
 --       17 outbox JSON [[event index (1-based), "destination destination ..."], ...] in room order,
---       18.. per event: eventId, pduJson (pairs, in room order)
+--       18.. per event: eventId, pduJson (pairs, in room order); then ARGV[18 + 2n]: the
+--       positions (1-based, room order) of the events with a state_key, JSON [i, ...]
 -- Returns 'persisted' or 'exists' (the room ID is taken).
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
 local n = tonumber(ARGV[16])
 redis.call('HSET', KEYS[1], 'room_id', ARGV[1], 'version', ARGV[2], 'creator', ARGV[3],
   'created_ts', ARGV[4], 'depth', ARGV[5], 'stream', tostring(n),
-  'state_group', ARGV[12], 'state_group_seq', ARGV[13])
+  'state_group', ARGV[12], 'state_group_seq', ARGV[13], 'state_events_from', '1', 'state_events_to', tostring(n))
 if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'state_reset', ARGV[14]) end
 for i = 1, n do
   local eventId = ARGV[16 + 2 * i]
@@ -43,6 +45,7 @@ for field, eventId in pairs(cjson.decode(ARGV[8])) do redis.call('HSET', KEYS[2]
 for user, membership in pairs(cjson.decode(ARGV[9])) do redis.call('HSET', KEYS[3], user, membership) end
 for _, g in ipairs(cjson.decode(ARGV[10])) do redis.call('HSET', KEYS[6], g[1], g[2]) end
 for _, e in ipairs(cjson.decode(ARGV[11])) do redis.call('HSET', KEYS[7], e[1], e[2]) end
+for _, i in ipairs(cjson.decode(ARGV[18 + 2 * n])) do redis.call('ZADD', KEYS[10 + n], i, ARGV[16 + 2 * i]) end
 for _, r in ipairs(cjson.decode(ARGV[15])) do
   local prior = redis.call('HGET', KEYS[8], r[1])
   local entry = r[2]
