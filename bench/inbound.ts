@@ -60,7 +60,7 @@ export function loadAverage(): string {
 }
 
 /** The gatehouse_room_* counters of each process (series → value). */
-async function roomCounters(urls: readonly string[] = []): Promise<Map<string, number>[]> {
+export async function roomCounters(urls: readonly string[] = []): Promise<Map<string, number>[]> {
   return Promise.all(
     urls.map(async (url) => {
       const text = await (await fetch(url)).text();

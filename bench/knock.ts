@@ -24,6 +24,7 @@ import { closedLoop, Conn, type LoadResult } from "./lib/loadgen.js";
 import { enc, handshake, HandshakeError, signedRequest, signEvent, type FakeServer } from "./lib/fed.js";
 import { cpuSecondsOf, rssOf, sleep, type GatehouseProc, type RedisProc, type SynapseProc } from "./lib/procs.js";
 import { Redis } from "ioredis";
+import { roomCounters } from "./inbound.js";
 
 export interface Target {
   name: "Gatehouse" | "Synapse";
@@ -168,16 +169,20 @@ async function redisPerSendKnock(target: Target, fake: FakeServer, redisProc: Re
 export async function knockBench(
   target: Target,
   remote: RemoteServer,
-  opts: { seconds: number; quick: boolean; gatehouse?: GatehouseProc; redis?: RedisProc },
+  opts: { seconds: number; quick: boolean; gatehouse?: GatehouseProc; redis?: RedisProc; metricsUrl?: string },
 ): Promise<KnockFigures> {
   const fake: FakeServer = { serverName: remote.serverName, key: remote.key };
   const out: KnockFigures = { target: target.name, makeKnock: {}, distinct: {} };
   const log = (s: string) => console.log(`  [${target.name}] ${s}`);
 
+  // BENCH_KNOCK_ROWS=replay,distinct,sendonly (default all): e.g. `distinct` alone for a CPU profile of that row.
+  const rows = new Set((process.env.BENCH_KNOCK_ROWS ?? "replay,distinct,sendonly").split(",").map((s) => s.trim()));
+  const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
+
   // --- make_knock replay ------------------------------------------------------------------------
+  if (rows.has("replay")) {
   const replayRoom = await target.createKnockRoom();
   const replayUser = `@replay-${runTag}:${fake.serverName}`;
-  const ver = ["12", "11", "10"].map((v) => `ver=${v}`).join("&");
   const replay = signedRequest(fake, target.serverName, "GET", `/_matrix/federation/v1/make_knock/${enc(replayRoom)}/${enc(replayUser)}?${ver}`);
   // First request fetches the fake server's key; not timed.
   const first = await new Conn("127.0.0.1", target.port).request(replay);
@@ -197,14 +202,18 @@ export async function knockBench(
     out.makeKnock[connections] = r;
     log(`make_knock replay, ${connections} conn: ${fmt(r.opsPerSec)} req/s, p50 ${fmt(r.p50Ms, 2)} ms, p99 ${fmt(r.p99Ms, 2)} ms, server CPU ${fmt(r.cpuMsPerOp, 3)} ms/req${r.cpuSplit}, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}`);
   }
+  }
 
   // --- distinct knocks ----------------------------------------------------------------------------
   let memBefore: { redis: number; rss: number } | null = null;
   if (opts.redis && opts.gatehouse) memBefore = { redis: await opts.redis.usedMemory(), rss: rssOf(opts.gatehouse.pid) ?? 0 };
   let totalKnocks = 0;
-  for (const clients of [1, 10]) {
+  // BENCH_KNOCK_CLIENTS=1 (default 1,10): the distinct-knock rows' client counts.
+  const clientCounts = (process.env.BENCH_KNOCK_CLIENTS ?? "1,10").split(",").map(Number);
+  for (const clients of rows.has("distinct") ? clientCounts : []) {
     const roomId = await target.createKnockRoom();
     const knocked: string[] = [];
+    const counters0 = opts.metricsUrl ? (await roomCounters([opts.metricsUrl]))[0]! : undefined;
     const r = await withCpu(target, () => closedLoop({
       host: "127.0.0.1",
       port: target.port,
@@ -230,8 +239,15 @@ export async function knockBench(
     totalKnocks += knocked.length;
     out.distinct[clients] = { ...r, verified };
     log(`distinct knocks, ${clients} client(s): ${fmt(r.opsPerSec, 1)} knocks/s, p50 ${fmt(r.p50Ms, 1)} ms, p99 ${fmt(r.p99Ms, 1)} ms, server CPU ${fmt(r.cpuMsPerOp, 2)} ms/knock${r.cpuSplit}, errors ${r.errors}${r.firstError ? ` (${r.firstError})` : ""}; ${verified}`);
+    if (counters0 && opts.metricsUrl) {
+      // What the row's knocks cost in room reads and write conflicts (forks show as delta reads
+      // and conflicts when concurrent knocks race for the room).
+      const counters1 = (await roomCounters([opts.metricsUrl]))[0]!;
+      const moved = [...counters1].map(([k, v]) => [k, v - (counters0.get(k) ?? 0)] as const).filter(([k, d]) => d !== 0 && k.startsWith("gatehouse_room_"));
+      log(`  per knock: ${moved.map(([k, d]) => `${k.replace("gatehouse_room_", "")} ${fmt(d / Math.max(1, knocked.length), 2)}`).join(", ") || "no room counter moved"}`);
+    }
   }
-  if (memBefore && opts.redis && opts.gatehouse) {
+  if (memBefore && opts.redis && opts.gatehouse && totalKnocks > 0) {
     await sleep(500);
     const redisAfter = await opts.redis.usedMemory();
     const rssAfter = rssOf(opts.gatehouse.pid) ?? 0;
@@ -239,6 +255,7 @@ export async function knockBench(
     log(`memory: ${totalKnocks} knocks: Redis +${fmt(out.memory.redisBytesPerMember)} B/member, RSS +${fmt(out.memory.rssBytesPerMember)} B/member`);
   }
 
+  if (!rows.has("sendonly")) return out;
   // --- send_knock only, and the crypto ceiling for the same events ------------------------------------
   // Knocks prepared together share prev_events (each one forks the room graph), so the room's
   // forward extremities grow with the batch: keep it at 300 for both servers.

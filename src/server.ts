@@ -21,6 +21,7 @@ import { Metrics } from "./metrics.js";
 import { opsApp, type OpsState } from "./http/ops.js";
 import { expressServerOptions } from "./http/express-server.js";
 import { applyConnectionLimits, connectionServerOptions } from "./http/connections.js";
+import { coalesceRedisWrites } from "./store/coalesced-writes.js";
 
 export interface RunningGatehouse {
   gatehouse: Gatehouse;
@@ -36,15 +37,21 @@ export interface RunningGatehouse {
 
 /**
  * A Redis connection. `autoPipelining` sends every command issued in one event-loop turn in one
- * write (ioredis enableAutoPipelining): under concurrent requests that halves the syscalls of
- * Gatehouse and Redis (make_knock at 10 connections: 0.26 -> 0.23 ms CPU, Redis's share 0.049 ->
- * 0.024 ms). It is used for the room store and request handling only; BullMQ gets a connection
- * without it (Bull users reported jobs going missing from the active list with it on).
+ * write (store/coalesced-writes.ts; it was ioredis's enableAutoPipelining, which costs more CPU
+ * per command than it saves when a turn has one command, as each knock request's has): under
+ * concurrent requests that halves the syscalls of Gatehouse and Redis (make_knock at 10
+ * connections: 0.26 -> 0.23 ms CPU, Redis's share 0.049 -> 0.024 ms). It is used for the room
+ * store and request handling only; BullMQ gets a connection without it (Bull users reported jobs
+ * going missing from the active list with ioredis's auto-pipelining on).
  */
 export function connectRedis(url: string, opts: { autoPipelining?: boolean; redisOptions?: RedisOptions } = {}): Redis {
   // BullMQ needs maxRetriesPerRequest: null on connections its workers use.
-  const options: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: opts.autoPipelining ?? false, ...opts.redisOptions };
-  if (url.startsWith("unix://")) return new Redis({ path: url.slice("unix://".length), ...options });
+  const options: RedisOptions = { maxRetriesPerRequest: null, ...opts.redisOptions };
+  const coalesced = (r: Redis): Redis => {
+    if (opts.autoPipelining) coalesceRedisWrites(r);
+    return r;
+  };
+  if (url.startsWith("unix://")) return coalesced(new Redis({ path: url.slice("unix://".length), ...options }));
   const cluster = parseClusterUrl(url);
   if (cluster) {
     // No auto-pipelining on a cluster: ioredis (5.x) picks a script call's slot from its first
@@ -63,7 +70,7 @@ export function connectRedis(url: string, opts: { autoPipelining?: boolean; redi
       retryDelayOnFailover: 200,
     }) as unknown as Redis;
   }
-  return new Redis(url, options);
+  return coalesced(new Redis(url, options));
 }
 
 /**
