@@ -14,7 +14,11 @@
  * becomes the next job when it finishes, so no two workers, in any number of processes on one
  * Redis, process a destination at once and no wake is lost. A worker killed mid-request leaves
  * its job active with an expiring lock; BullMQ's stalled-job check hands it to another worker,
- * which re-sends the stored transaction with the same txn_id. The persist script and the job add
+ * which re-sends the stored transaction with the same txn_id. A live run whose lock renewal was
+ * missed (an event loop or Redis stalled past the lock's margin) is handed back the same way: in
+ * this process the new invocation joins the run and applies its outcome (processJob), so the
+ * run stays alone; in another process it re-sends the stored transaction (same txn_id and
+ * body, never a second one: see per-destination.ts). The persist script and the job add
  * are not atomic, so workers sweep on start (and periodically) for destinations with queued
  * entries or a stored transaction and no job.
  *
@@ -118,8 +122,8 @@ export class Sender {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly abort = new AbortController();
-  /** Destinations whose job runs in this process. */
-  private readonly processing = new Set<string>();
+  /** Destinations whose job runs in this process (see processJob). */
+  private readonly running = new Map<string, RunningJob>();
   /** Of those, the ones woken since their job's last drain began (see wake, processJob). */
   private readonly rewoken = new Set<string>();
   private closed = false;
@@ -177,7 +181,7 @@ export class Sender {
    */
   wake(destinations: readonly string[]): void {
     for (const d of destinations) {
-      if (this.processing.has(d)) {
+      if (this.running.has(d)) {
         this.rewoken.add(d);
         continue;
       }
@@ -404,23 +408,43 @@ export class Sender {
     this.bull.close();
   }
 
+  /**
+   * A destination's job. One run per destination in this process (`running`); a second
+   * invocation while the run continues is the same job handed back by BullMQ (see below), and
+   * joins the run instead of starting another.
+   */
   private async processJob(job: Job<JobData>, token?: string): Promise<string> {
     const destination = job.data.destination;
-    if (this.processing.has(destination)) {
-      // Cannot happen with one job per destination; refuse rather than send out of order.
-      this.deps.logger.error({ destination }, "sender: destination already being processed in this process");
-      await job.moveToDelayed(this.clock() + 1000, token);
-      throw new DelayedError();
+    const current = this.running.get(destination);
+    if (current) {
+      // BullMQ handed the job back while its run here continues: a lock renewal was missed (the
+      // event loop or Redis stalled for longer than the lock's margin), BullMQ's stalled-job check
+      // moved the job back to wait, and a worker of this process took it again with a new lock
+      // (which BullMQ now renews). The run goes on, still alone for this destination here; this
+      // invocation, the lock's holder now, waits for it and finishes the job with its outcome.
+      // The superseded invocation's finish is refused by BullMQ (its lock is gone): a warning.
+      const sameJob = current.jobId === job.id;
+      current.token = token;
+      current.jobId = job.id;
+      this.deps.logger.warn(
+        { destination, jobId: job.id, sameJob },
+        sameJob ? "sender: a destination's job was handed back (a lock renewal was missed) while its run continues here; the run's outcome is applied by the new lock" : "sender: a second job for a destination whose run continues here; the run's outcome is applied to it",
+      );
+      const end = await current.done;
+      if (current.token !== token) return "superseded";
+      return this.finishJob(job, token, destination, end);
     }
-    this.processing.add(destination);
-    let outcome: Outcome;
-    let missedWake: boolean;
+    let settle!: (end: RunEnd) => void;
+    const entry: RunningJob = { token, jobId: job.id, done: new Promise<RunEnd>((resolve) => (settle = resolve)) };
+    this.running.set(destination, entry);
+    let end: RunEnd | undefined;
     try {
       // A wake in this process while the job runs (wake) drains the destination again, within
       // the job's budget of transactions: the wake came after its entries were queued, so a
-      // drain that starts after it sees them. Checking for it and leaving `processing` happen in
+      // drain that starts after it sees them. Checking for it and leaving `running` happen in
       // one synchronous step, so a wake either finds the job running or adds a job itself.
       let budget = MAX_TXNS_PER_JOB_RUN;
+      let outcome: Outcome;
       do {
         this.rewoken.delete(destination);
         // Stops at shutdown so close() does not wait for a backlog.
@@ -428,10 +452,24 @@ export class Sender {
         outcome = run.outcome;
         budget -= run.runs;
       } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
+      end = { outcome, missedWake: false };
+    } catch (error) {
+      end = { error };
     } finally {
-      this.processing.delete(destination);
-      missedWake = this.rewoken.delete(destination);
+      this.running.delete(destination);
+      const missedWake = this.rewoken.delete(destination);
+      if (end && "outcome" in end) end.missedWake = missedWake;
+      settle(end ?? { error: new Error("sender run ended without an outcome") });
     }
+    // Handed back meanwhile: the invocation holding the lock now finishes the job.
+    if (entry.token !== token) return "superseded";
+    return this.finishJob(job, token, destination, end);
+  }
+
+  /** Applies a run's end to its job (with the lock `token`): delay it, complete it, or fail it. */
+  private async finishJob(job: Job<JobData>, token: string | undefined, destination: string, end: RunEnd): Promise<string> {
+    if ("error" in end) throw end.error;
+    const { outcome, missedWake } = end;
     if (outcome.kind === "retry") {
       await job.moveToDelayed(outcome.at, token);
       throw new DelayedError();
@@ -441,6 +479,16 @@ export class Sender {
     if (outcome.kind === "more" || missedWake) await this.ensureJob(destination);
     return outcome.kind;
   }
+}
+
+/** How a destination's run in this process ended (a thrown error fails the job: BullMQ retries it). */
+type RunEnd = { outcome: Outcome; missedWake: boolean } | { error: unknown };
+
+/** A destination's run in this process: the job and lock its end is applied with, and that end. */
+interface RunningJob {
+  token: string | undefined;
+  jobId: string | undefined;
+  done: Promise<RunEnd>;
 }
 
 function raceTimeout(p: Promise<unknown>, ms: number): Promise<"done" | "timeout"> {

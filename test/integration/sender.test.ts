@@ -475,6 +475,67 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     assert.ok(s.sender.stats.transactionsSent > 0 && second.sender.stats.transactionsSent > 0, "both instances sent");
   });
 
+  test("a job handed back by BullMQ while its run continues here (a lock renewal missed): the run goes on alone, no error, the new lock finishes the job", async () => {
+    // The soak under load: a renewal missed, BullMQ's stalled-job check put the running job back
+    // to wait and this process's other worker slot took it; the sender logged an error, delayed
+    // the job by a second, and did so again every second until the run ended.
+    const lines: { level: number; msg: string; sameJob?: boolean }[] = [];
+    const logStream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const prefix = uniquePrefix("handback");
+    prefixes.push(prefix);
+    const sink = await SinkPeer.start(identity);
+    // One shard, several slots: the handed-back job is taken by this process's own worker.
+    const s = makeSender({ prefix, key, logLevel: "warn", logStream, timeoutMs: 30_000, settings: { shards: 1, concurrency: 4, lockDurationMs: 1000 } });
+    cleanups.push(async () => {
+      await s.close();
+      await sink.close();
+    });
+    const roomId = `!handback${Date.now()}:${GH_SERVER_NAME}`;
+    const dest = sink.serverName;
+    sink.script = [{ hang: true }];
+    await persistPdus(s.store, roomId, [dest], 5);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "the first transaction in flight");
+    const queue = s.sender.queueOf(dest);
+    const jobId = await queue.getDeduplicationJobId(dest);
+    assert.ok(jobId, "the destination has a job");
+    // The injected stall: the lock is gone as a missed renewal leaves it (expired), so the next
+    // renewal fails and the stalled-job check hands the job back while the request still hangs.
+    await s.redis.del(`${queue.toKey(jobId)}:lock`);
+    const handedBack = () => lines.some((l) => l.level >= 50 || /handed back/.test(l.msg));
+    for (let i = 0; !handedBack(); i++) {
+      assert.ok(i < 400, "BullMQ hands the job back within 10 s");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    // The new lock holder waits for the run (a second request would be a second transaction in flight).
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(sink.attempts.length, 1, "nothing else was sent while the run continues");
+    await persistPdus(s.store, roomId, [dest], 5, 5);
+    s.sender.wake([dest]);
+    sink.releaseHung();
+    await sink.waitFor(() => sink.delivered.length === 10, 10_000, "10 PDUs");
+    await settled(s, dest);
+    for (let i = 0; (await s.sender.view.jobState(dest)) !== "none"; i++) {
+      assert.ok(i < 400, "the job is finished");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.deepEqual(
+      lines.filter((l) => l.level >= 50).map((l) => l.msg),
+      [],
+      "no error logged",
+    );
+    assert.ok(lines.some((l) => /handed back/.test(l.msg) && l.sameJob === true), "the hand-back is logged as a warning");
+    assert.equal(sink.maxConcurrent, 1);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+    assertExactlyOncePerTxn(sink.attempts);
+    assert.equal(await s.redis.exists(s.keys.outboundTxn(dest)), 0);
+  });
+
   test("startup sweep: queued PDUs and a stored transaction without a job are sent", async () => {
     const { s, sinks, roomId } = await setup("sweep", { sinks: 2 });
     const [a, b] = sinks as [SinkPeer, SinkPeer];
