@@ -126,6 +126,13 @@ export class Sender {
   private readonly running = new Map<string, RunningJob>();
   /** Of those, the ones woken since their job's last drain began (see wake, processJob). */
   private readonly rewoken = new Set<string>();
+  /** Of those, the ones whose job waits for a wake (settings.lingerMs): ends the wait now. */
+  private readonly lingering = new Map<string, () => void>();
+  /** Jobs running in this process, per shard (index = shardOf), and the worker slots per shard. */
+  private runningPerShard: number[] = [];
+  private slotsPerShard = 1;
+  /** No job lingers until then (drain() at shutdown). */
+  private noLingerUntil = 0;
   private closed = false;
   private closing: Promise<void> | null = null;
 
@@ -183,6 +190,7 @@ export class Sender {
     for (const d of destinations) {
       if (this.running.has(d)) {
         this.rewoken.add(d);
+        this.lingering.get(d)?.();
         continue;
       }
       this.ensureJob(d).catch((err: Error) => this.deps.logger.warn({ destination: d, err: err.message }, "could not schedule a sender job (the sweep will)"));
@@ -299,6 +307,8 @@ export class Sender {
     if (this.closed) return;
     // The process's concurrency is split over its shards' workers.
     const perShard = Math.max(1, Math.ceil(s.concurrency / this.queues.length));
+    this.slotsPerShard = perShard;
+    this.runningPerShard = this.queues.map(() => 0);
     const workers = this.queues.map((q) => {
       const worker = new Worker<JobData>(q.name, (job, token) => this.processJob(job, token), {
         connection: this.bull.connection,
@@ -368,6 +378,8 @@ export class Sender {
    */
   async drain(budgetMs: number): Promise<boolean> {
     const end = this.clock() + budgetMs;
+    this.noLingerUntil = end;
+    this.endLingering();
     for (;;) {
       const all = await Promise.all(this.queues.map((q) => q.getJobCounts("waiting", "active", "prioritized")));
       if (all.every((counts) => (counts.waiting ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) === 0)) return true;
@@ -387,6 +399,7 @@ export class Sender {
 
   private async doClose(deadlineMs: number): Promise<void> {
     this.closed = true;
+    this.endLingering();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.workers.length) {
       const workers = this.workers;
@@ -437,25 +450,35 @@ export class Sender {
     let settle!: (end: RunEnd) => void;
     const entry: RunningJob = { token, jobId: job.id, done: new Promise<RunEnd>((resolve) => (settle = resolve)) };
     this.running.set(destination, entry);
+    const shard = shardOf(destination, this.queues.length);
+    // The shard's last free slot taken: jobs waiting for a wake there give their slots back.
+    if (++this.runningPerShard[shard]! >= this.slotsPerShard) this.endLingering(shard);
     let end: RunEnd | undefined;
     try {
       // A wake in this process while the job runs (wake) drains the destination again, within
       // the job's budget of transactions: the wake came after its entries were queued, so a
       // drain that starts after it sees them. Checking for it and leaving `running` happen in
       // one synchronous step, so a wake either finds the job running or adds a job itself.
+      // Drained, the job may wait a little for such a wake (settings.lingerMs) before it ends.
       let budget = MAX_TXNS_PER_JOB_RUN;
       let outcome: Outcome;
-      do {
-        this.rewoken.delete(destination);
-        // Stops at shutdown so close() does not wait for a backlog.
-        const run = await this.perDestination.drain(destination, () => this.closed, budget);
-        outcome = run.outcome;
-        budget -= run.runs;
-      } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
+      for (;;) {
+        do {
+          this.rewoken.delete(destination);
+          // Stops at shutdown so close() does not wait for a backlog.
+          const run = await this.perDestination.drain(destination, () => this.closed, budget);
+          outcome = run.outcome;
+          budget -= run.runs;
+        } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
+        if (outcome.kind !== "idle" || budget <= 0 || !this.mayLinger(shard)) break;
+        await this.linger(destination);
+        if (!this.rewoken.has(destination) || this.closed) break;
+      }
       end = { outcome, missedWake: false };
     } catch (error) {
       end = { error };
     } finally {
+      this.runningPerShard[shard]!--;
       this.running.delete(destination);
       const missedWake = this.rewoken.delete(destination);
       if (end && "outcome" in end) end.missedWake = missedWake;
@@ -464,6 +487,31 @@ export class Sender {
     // Handed back meanwhile: the invocation holding the lock now finishes the job.
     if (entry.token !== token) return "superseded";
     return this.finishJob(job, token, destination, end);
+  }
+
+  /** Whether a drained job of `shard` may wait for a wake: lingering on, a free slot, not stopping. */
+  private mayLinger(shard: number): boolean {
+    return this.settings.lingerMs > 0 && !this.closed && this.runningPerShard[shard]! < this.slotsPerShard && this.clock() >= this.noLingerUntil;
+  }
+
+  /** Waits up to settings.lingerMs for a wake of `destination` (or endLingering). */
+  private linger(destination: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.lingering.get(destination) === done) this.lingering.delete(destination);
+        resolve();
+      };
+      const timer = setTimeout(done, this.settings.lingerMs);
+      this.lingering.set(destination, done);
+    });
+  }
+
+  /** Ends the waits for a wake (of one shard's jobs, or all). */
+  private endLingering(shard?: number): void {
+    for (const [destination, done] of [...this.lingering]) {
+      if (shard === undefined || shardOf(destination, this.queues.length) === shard) done();
+    }
   }
 
   /** Applies a run's end to its job (with the lock `token`): delay it, complete it, or fail it. */

@@ -148,6 +148,42 @@ describe("sender: delivery", { timeout: 30_000 }, () => {
     assert.equal(await adds(), before + 1);
   });
 
+  test("lingerMs: a drained job waits for a wake from this process and sends it itself (no BullMQ add); with 0 a wake adds a job", async () => {
+    for (const lingerMs of [10_000, 0]) {
+      const { s, sink, roomId } = await setup(`linger${lingerMs}`, { settings: { shards: 1, lingerMs } });
+      await persistPdus(s.store, roomId, [sink.serverName], 5);
+      await s.sender.startWorkers(); // its sweep adds the destination's job
+      await sink.waitFor(() => sink.delivered.length === 5, 5000, "5 PDUs");
+      await settled(s, sink.serverName);
+      const adds = async () => Number(await s.redis.get(s.sender.queueOf(sink.serverName).keys.id!));
+      const before = await adds();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await s.sender.view.jobState(sink.serverName), lingerMs ? "active" : "none", lingerMs ? "the drained job waits" : "the drained job completed");
+      await persistPdus(s.store, roomId, [sink.serverName], 5, 5);
+      s.sender.wake([sink.serverName]);
+      await sink.waitFor(() => sink.delivered.length === 10, 5000, "10 PDUs");
+      assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+      assert.deepEqual(sink.attempts.map((a) => a.body.pdus.length), [5, 5]);
+      assert.equal(await adds(), lingerMs ? before : before + 1, lingerMs ? "the waiting job sent them" : "the wake added a job");
+    }
+  });
+
+  test("lingerMs: a job taking its shard's last free slot ends the other jobs' waits (their slots go back to queued destinations)", async () => {
+    // Two slots, waits of 10 s: without giving the slot back, C would wait for A's or B's wait to end.
+    const { s, sinks, roomId } = await setup("lingerslots", { sinks: 3, settings: { shards: 1, concurrency: 2, lingerMs: 10_000 } });
+    const [a, b, c] = sinks as [SinkPeer, SinkPeer, SinkPeer];
+    await persistPdus(s.store, roomId, [a.serverName], 3);
+    await s.sender.startWorkers();
+    await a.waitFor(() => a.delivered.length === 3, 5000, "A's PDUs");
+    await settled(s, a.serverName);
+    assert.equal(await s.sender.view.jobState(a.serverName), "active", "A's drained job waits for a wake");
+    await persistPdus(s.store, roomId, [b.serverName, c.serverName], 3, 3);
+    s.sender.wake([b.serverName, c.serverName]);
+    await b.waitFor(() => b.delivered.length === 3, 5000, "B's PDUs");
+    await c.waitFor(() => c.delivered.length === 3, 5000, "C's PDUs (a slot given back)");
+    assert.equal(await s.sender.view.jobState(a.serverName), "none", "A's wait ended when B took the last slot");
+  });
+
   test("per-PDU errors in a 200 answer are counted, not retried", async () => {
     const { s, sink, roomId } = await setup("pduerr");
     sink.rejectPdu = (pdu) => ((pdu.content as { n: number }).n % 10 === 0 ? "You are not allowed to send a message to this room." : null);
