@@ -443,7 +443,15 @@ export class Sender {
         { destination, jobId: job.id, sameJob },
         sameJob ? "sender: a destination's job was handed back (a lock renewal was missed) while its run continues here; the run's outcome is applied by the new lock" : "sender: a second job for a destination whose run continues here; the run's outcome is applied to it",
       );
-      const end = await current.done;
+      // It holds a worker slot meanwhile: counted, so that the run does not wait for a wake in it.
+      const shard = shardOf(destination, this.queues.length);
+      this.runningPerShard[shard]!++;
+      let end: RunEnd;
+      try {
+        end = await current.done;
+      } finally {
+        this.runningPerShard[shard]!--;
+      }
       if (current.token !== token) return "superseded";
       return this.finishJob(job, token, destination, end);
     }
