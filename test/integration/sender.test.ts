@@ -453,6 +453,17 @@ describe("sender: shutdown", { timeout: 30_000 }, () => {
     assert.equal(await s.sender.view.jobState(down.serverName), "delayed", "the failing one waits for its next try");
   });
 
+  test("drain() at shutdown ends the jobs waiting for a wake (lingerMs): it does not wait for them", async () => {
+    const { s, sink, roomId } = await setup("drainlinger", { settings: { shards: 1, lingerMs: 10_000 } });
+    await persistPdus(s.store, roomId, [sink.serverName], 5);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 5, 5000, "5 PDUs");
+    await settled(s, sink.serverName);
+    assert.equal(await s.sender.view.jobState(sink.serverName), "active", "the drained job waits for a wake");
+    assert.equal(await s.sender.drain(5_000), true, "drained well before the 10 s wait would have ended");
+    assert.equal(await s.sender.view.jobState(sink.serverName), "none");
+  });
+
   test("close() lets the in-flight transaction finish within the deadline", async () => {
     const { s, sink, roomId } = await setup("drain");
     sink.defaultAnswer = { delayMs: 400 };
