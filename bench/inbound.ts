@@ -140,6 +140,19 @@ export async function inboundBench(
     let refused = 0;
     let firstError: string | undefined;
     const redis = target.redisUrl ? new Redis(target.redisUrl, { maxRetriesPerRequest: 1 }) : null;
+    // BullMQ counts every job added to a queue in its `…:id` key: the sender's jobs over the run.
+    const bullJobs = async (): Promise<number> => {
+      if (!redis) return 0;
+      let total = 0;
+      let cursor = "0";
+      do {
+        const [next, keys] = await redis.scan(cursor, "MATCH", "*:bull:*:id", "COUNT", 1000);
+        cursor = next;
+        for (const v of keys.length ? await redis.mget(...keys) : []) total += Number(v ?? 0);
+      } while (cursor !== "0");
+      return total;
+    };
+    const jobs0 = await bullJobs();
     await redis?.call("CONFIG", "RESETSTAT");
     const counters0 = await roomCounters(target.metricsUrls);
     const cpu0 = target.pids.map((p) => cpuSecondsOf(p) ?? 0);
@@ -196,6 +209,7 @@ export async function inboundBench(
     const split = target.pidNames.map((name, i) => ({ name, msPerPdu: ((cpu1[i]! - cpu0[i]!) * 1000) / Math.max(1, accepted) }));
     latencies.sort((a, b) => a - b);
     let redisTraffic: InboundFigures["redisTraffic"];
+    const jobs = (await bullJobs()) - jobs0;
     if (redis) {
       // What each PDU costs in Redis round trips and bytes (the sender's too), by command.
       const stats = await redis.info("stats");
@@ -250,6 +264,7 @@ export async function inboundBench(
           `Redis commands per outbound transaction (${fmt(outboundTxns)}): ${fmt((t.commandsPerPdu * accepted) / outboundTxns, 1)} in all; ` +
             [...t.byCommand].sort((a, b) => b.callsPerPdu - a.callsPerPdu).map((c) => `${c.command} ${fmt((c.callsPerPdu * accepted) / outboundTxns, 2)}`).join(", "),
         );
+      if (outboundTxns > 0) log(`BullMQ jobs added over the run (the sender's job cycle): ${fmt(jobs)}, ${fmt(jobs / outboundTxns, 2)} per outbound transaction`);
     }
     if (counters1.length > 0) {
       const moved = counters1.map((c, p) => [...c].filter(([k, v]) => v !== (counters0[p]?.get(k) ?? 0)).map(([k, v]) => `${k} ${v - (counters0[p]!.get(k) ?? 0)}`).join(", "));

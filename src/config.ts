@@ -335,6 +335,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       lockDurationMs: int(env, "GATEHOUSE_SENDER_LOCK_MS", SENDER.lockDurationMs, 1000, 600_000),
       sweepIntervalMs,
       shards: int(env, "GATEHOUSE_SENDER_SHARDS", SENDER.shards, 1, 256),
+      lingerMs: int(env, "GATEHOUSE_SENDER_LINGER_MS", SENDER.lingerMs, 0, 1000),
     },
     shutdownTimeoutMs: int(env, "GATEHOUSE_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 0, 600_000),
     rateLimits: {

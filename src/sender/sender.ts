@@ -14,7 +14,11 @@
  * becomes the next job when it finishes, so no two workers, in any number of processes on one
  * Redis, process a destination at once and no wake is lost. A worker killed mid-request leaves
  * its job active with an expiring lock; BullMQ's stalled-job check hands it to another worker,
- * which re-sends the stored transaction with the same txn_id. The persist script and the job add
+ * which re-sends the stored transaction with the same txn_id. A live run whose lock renewal was
+ * missed (an event loop or Redis stalled past the lock's margin) is handed back the same way: in
+ * this process the new invocation joins the run and applies its outcome (processJob), so the
+ * run stays alone; in another process it re-sends the stored transaction (same txn_id and
+ * body, never a second one: see per-destination.ts). The persist script and the job add
  * are not atomic, so workers sweep on start (and periodically) for destinations with queued
  * entries or a stored transaction and no job.
  *
@@ -118,10 +122,17 @@ export class Sender {
   private readonly clock: () => number;
   private readonly random: () => number;
   private readonly abort = new AbortController();
-  /** Destinations whose job runs in this process. */
-  private readonly processing = new Set<string>();
+  /** Destinations whose job runs in this process (see processJob). */
+  private readonly running = new Map<string, RunningJob>();
   /** Of those, the ones woken since their job's last drain began (see wake, processJob). */
   private readonly rewoken = new Set<string>();
+  /** Of those, the ones whose job waits for a wake (settings.lingerMs): ends the wait now. */
+  private readonly lingering = new Map<string, () => void>();
+  /** Jobs running in this process, per shard (index = shardOf), and the worker slots per shard. */
+  private runningPerShard: number[] = [];
+  private slotsPerShard = 1;
+  /** No job lingers until then (drain() at shutdown). */
+  private noLingerUntil = 0;
   private closed = false;
   private closing: Promise<void> | null = null;
 
@@ -177,8 +188,9 @@ export class Sender {
    */
   wake(destinations: readonly string[]): void {
     for (const d of destinations) {
-      if (this.processing.has(d)) {
+      if (this.running.has(d)) {
         this.rewoken.add(d);
+        this.lingering.get(d)?.();
         continue;
       }
       this.ensureJob(d).catch((err: Error) => this.deps.logger.warn({ destination: d, err: err.message }, "could not schedule a sender job (the sweep will)"));
@@ -295,6 +307,8 @@ export class Sender {
     if (this.closed) return;
     // The process's concurrency is split over its shards' workers.
     const perShard = Math.max(1, Math.ceil(s.concurrency / this.queues.length));
+    this.slotsPerShard = perShard;
+    this.runningPerShard = this.queues.map(() => 0);
     const workers = this.queues.map((q) => {
       const worker = new Worker<JobData>(q.name, (job, token) => this.processJob(job, token), {
         connection: this.bull.connection,
@@ -364,6 +378,8 @@ export class Sender {
    */
   async drain(budgetMs: number): Promise<boolean> {
     const end = this.clock() + budgetMs;
+    this.noLingerUntil = end;
+    this.endLingering();
     for (;;) {
       const all = await Promise.all(this.queues.map((q) => q.getJobCounts("waiting", "active", "prioritized")));
       if (all.every((counts) => (counts.waiting ?? 0) + (counts.active ?? 0) + (counts.prioritized ?? 0) === 0)) return true;
@@ -383,6 +399,7 @@ export class Sender {
 
   private async doClose(deadlineMs: number): Promise<void> {
     this.closed = true;
+    this.endLingering();
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.workers.length) {
       const workers = this.workers;
@@ -404,34 +421,111 @@ export class Sender {
     this.bull.close();
   }
 
+  /**
+   * A destination's job. One run per destination in this process (`running`); a second
+   * invocation while the run continues is the same job handed back by BullMQ (see below), and
+   * joins the run instead of starting another.
+   */
   private async processJob(job: Job<JobData>, token?: string): Promise<string> {
     const destination = job.data.destination;
-    if (this.processing.has(destination)) {
-      // Cannot happen with one job per destination; refuse rather than send out of order.
-      this.deps.logger.error({ destination }, "sender: destination already being processed in this process");
-      await job.moveToDelayed(this.clock() + 1000, token);
-      throw new DelayedError();
+    const current = this.running.get(destination);
+    if (current) {
+      // BullMQ handed the job back while its run here continues: a lock renewal was missed (the
+      // event loop or Redis stalled for longer than the lock's margin), BullMQ's stalled-job check
+      // moved the job back to wait, and a worker of this process took it again with a new lock
+      // (which BullMQ now renews). The run goes on, still alone for this destination here; this
+      // invocation, the lock's holder now, waits for it and finishes the job with its outcome.
+      // The superseded invocation's finish is refused by BullMQ (its lock is gone): a warning.
+      const sameJob = current.jobId === job.id;
+      current.token = token;
+      current.jobId = job.id;
+      this.deps.logger.warn(
+        { destination, jobId: job.id, sameJob },
+        sameJob ? "sender: a destination's job was handed back (a lock renewal was missed) while its run continues here; the run's outcome is applied by the new lock" : "sender: a second job for a destination whose run continues here; the run's outcome is applied to it",
+      );
+      // It holds a worker slot meanwhile: counted, so that the run does not wait for a wake in it.
+      const shard = shardOf(destination, this.queues.length);
+      this.runningPerShard[shard]!++;
+      let end: RunEnd;
+      try {
+        end = await current.done;
+      } finally {
+        this.runningPerShard[shard]!--;
+      }
+      if (current.token !== token) return "superseded";
+      return this.finishJob(job, token, destination, end);
     }
-    this.processing.add(destination);
-    let outcome: Outcome;
-    let missedWake: boolean;
+    let settle!: (end: RunEnd) => void;
+    const entry: RunningJob = { token, jobId: job.id, done: new Promise<RunEnd>((resolve) => (settle = resolve)) };
+    this.running.set(destination, entry);
+    const shard = shardOf(destination, this.queues.length);
+    // The shard's last free slot taken: jobs waiting for a wake there give their slots back.
+    if (++this.runningPerShard[shard]! >= this.slotsPerShard) this.endLingering(shard);
+    let end: RunEnd | undefined;
     try {
       // A wake in this process while the job runs (wake) drains the destination again, within
       // the job's budget of transactions: the wake came after its entries were queued, so a
-      // drain that starts after it sees them. Checking for it and leaving `processing` happen in
+      // drain that starts after it sees them. Checking for it and leaving `running` happen in
       // one synchronous step, so a wake either finds the job running or adds a job itself.
+      // Drained, the job may wait a little for such a wake (settings.lingerMs) before it ends.
       let budget = MAX_TXNS_PER_JOB_RUN;
-      do {
-        this.rewoken.delete(destination);
-        // Stops at shutdown so close() does not wait for a backlog.
-        const run = await this.perDestination.drain(destination, () => this.closed, budget);
-        outcome = run.outcome;
-        budget -= run.runs;
-      } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
+      let outcome: Outcome;
+      for (;;) {
+        do {
+          this.rewoken.delete(destination);
+          // Stops at shutdown so close() does not wait for a backlog.
+          const run = await this.perDestination.drain(destination, () => this.closed, budget);
+          outcome = run.outcome;
+          budget -= run.runs;
+        } while (outcome.kind === "idle" && this.rewoken.has(destination) && budget > 0 && !this.closed);
+        if (outcome.kind !== "idle" || budget <= 0 || !this.mayLinger(shard)) break;
+        await this.linger(destination);
+        if (!this.rewoken.has(destination) || this.closed) break;
+      }
+      end = { outcome, missedWake: false };
+    } catch (error) {
+      end = { error };
     } finally {
-      this.processing.delete(destination);
-      missedWake = this.rewoken.delete(destination);
+      this.runningPerShard[shard]!--;
+      this.running.delete(destination);
+      const missedWake = this.rewoken.delete(destination);
+      if (end && "outcome" in end) end.missedWake = missedWake;
+      settle(end ?? { error: new Error("sender run ended without an outcome") });
     }
+    // Handed back meanwhile: the invocation holding the lock now finishes the job.
+    if (entry.token !== token) return "superseded";
+    return this.finishJob(job, token, destination, end);
+  }
+
+  /** Whether a drained job of `shard` may wait for a wake: lingering on, a free slot, not stopping. */
+  private mayLinger(shard: number): boolean {
+    return this.settings.lingerMs > 0 && !this.closed && this.runningPerShard[shard]! < this.slotsPerShard && this.clock() >= this.noLingerUntil;
+  }
+
+  /** Waits up to settings.lingerMs for a wake of `destination` (or endLingering). */
+  private linger(destination: string): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.lingering.get(destination) === done) this.lingering.delete(destination);
+        resolve();
+      };
+      const timer = setTimeout(done, this.settings.lingerMs);
+      this.lingering.set(destination, done);
+    });
+  }
+
+  /** Ends the waits for a wake (of one shard's jobs, or all). */
+  private endLingering(shard?: number): void {
+    for (const [destination, done] of [...this.lingering]) {
+      if (shard === undefined || shardOf(destination, this.queues.length) === shard) done();
+    }
+  }
+
+  /** Applies a run's end to its job (with the lock `token`): delay it, complete it, or fail it. */
+  private async finishJob(job: Job<JobData>, token: string | undefined, destination: string, end: RunEnd): Promise<string> {
+    if ("error" in end) throw end.error;
+    const { outcome, missedWake } = end;
     if (outcome.kind === "retry") {
       await job.moveToDelayed(outcome.at, token);
       throw new DelayedError();
@@ -441,6 +535,16 @@ export class Sender {
     if (outcome.kind === "more" || missedWake) await this.ensureJob(destination);
     return outcome.kind;
   }
+}
+
+/** How a destination's run in this process ended (a thrown error fails the job: BullMQ retries it). */
+type RunEnd = { outcome: Outcome; missedWake: boolean } | { error: unknown };
+
+/** A destination's run in this process: the job and lock its end is applied with, and that end. */
+interface RunningJob {
+  token: string | undefined;
+  jobId: string | undefined;
+  done: Promise<RunEnd>;
 }
 
 function raceTimeout(p: Promise<unknown>, ms: number): Promise<"done" | "timeout"> {

@@ -29,6 +29,13 @@ export interface SenderSettings {
   shards: number;
   /** How often workers look for destinations with queued work and no job (0 = only at start). */
   sweepIntervalMs: number;
+  /**
+   * How long a destination's job, its queue drained, waits for a wake from this process before it
+   * completes (0 = not at all): a wake meanwhile is sent by the same job, saving BullMQ's job
+   * cycle (an add, the fetch, the completion). Only while its shard's worker has a free slot; a
+   * job that would fill the last slot ends the waits of that shard (see Sender.processJob).
+   */
+  lingerMs: number;
 }
 
 /**
@@ -46,4 +53,5 @@ export const DEFAULT_SENDER_SETTINGS: SenderSettings = {
   lockDurationMs: 2_500,
   sweepIntervalMs: 60_000,
   shards: 8,
+  lingerMs: 50,
 };

@@ -148,6 +148,42 @@ describe("sender: delivery", { timeout: 30_000 }, () => {
     assert.equal(await adds(), before + 1);
   });
 
+  test("lingerMs: a drained job waits for a wake from this process and sends it itself (no BullMQ add); with 0 a wake adds a job", async () => {
+    for (const lingerMs of [10_000, 0]) {
+      const { s, sink, roomId } = await setup(`linger${lingerMs}`, { settings: { shards: 1, lingerMs } });
+      await persistPdus(s.store, roomId, [sink.serverName], 5);
+      await s.sender.startWorkers(); // its sweep adds the destination's job
+      await sink.waitFor(() => sink.delivered.length === 5, 5000, "5 PDUs");
+      await settled(s, sink.serverName);
+      const adds = async () => Number(await s.redis.get(s.sender.queueOf(sink.serverName).keys.id!));
+      const before = await adds();
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(await s.sender.view.jobState(sink.serverName), lingerMs ? "active" : "none", lingerMs ? "the drained job waits" : "the drained job completed");
+      await persistPdus(s.store, roomId, [sink.serverName], 5, 5);
+      s.sender.wake([sink.serverName]);
+      await sink.waitFor(() => sink.delivered.length === 10, 5000, "10 PDUs");
+      assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+      assert.deepEqual(sink.attempts.map((a) => a.body.pdus.length), [5, 5]);
+      assert.equal(await adds(), lingerMs ? before : before + 1, lingerMs ? "the waiting job sent them" : "the wake added a job");
+    }
+  });
+
+  test("lingerMs: a job taking its shard's last free slot ends the other jobs' waits (their slots go back to queued destinations)", async () => {
+    // Two slots, waits of 10 s: without giving the slot back, C would wait for A's or B's wait to end.
+    const { s, sinks, roomId } = await setup("lingerslots", { sinks: 3, settings: { shards: 1, concurrency: 2, lingerMs: 10_000 } });
+    const [a, b, c] = sinks as [SinkPeer, SinkPeer, SinkPeer];
+    await persistPdus(s.store, roomId, [a.serverName], 3);
+    await s.sender.startWorkers();
+    await a.waitFor(() => a.delivered.length === 3, 5000, "A's PDUs");
+    await settled(s, a.serverName);
+    assert.equal(await s.sender.view.jobState(a.serverName), "active", "A's drained job waits for a wake");
+    await persistPdus(s.store, roomId, [b.serverName, c.serverName], 3, 3);
+    s.sender.wake([b.serverName, c.serverName]);
+    await b.waitFor(() => b.delivered.length === 3, 5000, "B's PDUs");
+    await c.waitFor(() => c.delivered.length === 3, 5000, "C's PDUs (a slot given back)");
+    assert.equal(await s.sender.view.jobState(a.serverName), "none", "A's wait ended when B took the last slot");
+  });
+
   test("per-PDU errors in a 200 answer are counted, not retried", async () => {
     const { s, sink, roomId } = await setup("pduerr");
     sink.rejectPdu = (pdu) => ((pdu.content as { n: number }).n % 10 === 0 ? "You are not allowed to send a message to this room." : null);
@@ -417,6 +453,17 @@ describe("sender: shutdown", { timeout: 30_000 }, () => {
     assert.equal(await s.sender.view.jobState(down.serverName), "delayed", "the failing one waits for its next try");
   });
 
+  test("drain() at shutdown ends the jobs waiting for a wake (lingerMs): it does not wait for them", async () => {
+    const { s, sink, roomId } = await setup("drainlinger", { settings: { shards: 1, lingerMs: 10_000 } });
+    await persistPdus(s.store, roomId, [sink.serverName], 5);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.delivered.length === 5, 5000, "5 PDUs");
+    await settled(s, sink.serverName);
+    assert.equal(await s.sender.view.jobState(sink.serverName), "active", "the drained job waits for a wake");
+    assert.equal(await s.sender.drain(5_000), true, "drained well before the 10 s wait would have ended");
+    assert.equal(await s.sender.view.jobState(sink.serverName), "none");
+  });
+
   test("close() lets the in-flight transaction finish within the deadline", async () => {
     const { s, sink, roomId } = await setup("drain");
     sink.defaultAnswer = { delayMs: 400 };
@@ -473,6 +520,67 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
       assert.equal(k.badSignatures, 0);
     }
     assert.ok(s.sender.stats.transactionsSent > 0 && second.sender.stats.transactionsSent > 0, "both instances sent");
+  });
+
+  test("a job handed back by BullMQ while its run continues here (a lock renewal missed): the run goes on alone, no error, the new lock finishes the job", async () => {
+    // The soak under load: a renewal missed, BullMQ's stalled-job check put the running job back
+    // to wait and this process's other worker slot took it; the sender logged an error, delayed
+    // the job by a second, and did so again every second until the run ended.
+    const lines: { level: number; msg: string; sameJob?: boolean }[] = [];
+    const logStream = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const prefix = uniquePrefix("handback");
+    prefixes.push(prefix);
+    const sink = await SinkPeer.start(identity);
+    // One shard, several slots: the handed-back job is taken by this process's own worker.
+    const s = makeSender({ prefix, key, logLevel: "warn", logStream, timeoutMs: 30_000, settings: { shards: 1, concurrency: 4, lockDurationMs: 1000 } });
+    cleanups.push(async () => {
+      await s.close();
+      await sink.close();
+    });
+    const roomId = `!handback${Date.now()}:${GH_SERVER_NAME}`;
+    const dest = sink.serverName;
+    sink.script = [{ hang: true }];
+    await persistPdus(s.store, roomId, [dest], 5);
+    await s.sender.startWorkers();
+    await sink.waitFor(() => sink.attempts.length === 1, 5000, "the first transaction in flight");
+    const queue = s.sender.queueOf(dest);
+    const jobId = await queue.getDeduplicationJobId(dest);
+    assert.ok(jobId, "the destination has a job");
+    // The injected stall: the lock is gone as a missed renewal leaves it (expired), so the next
+    // renewal fails and the stalled-job check hands the job back while the request still hangs.
+    await s.redis.del(`${queue.toKey(jobId)}:lock`);
+    const handedBack = () => lines.some((l) => l.level >= 50 || /handed back/.test(l.msg));
+    for (let i = 0; !handedBack(); i++) {
+      assert.ok(i < 400, "BullMQ hands the job back within 10 s");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    // The new lock holder waits for the run (a second request would be a second transaction in flight).
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(sink.attempts.length, 1, "nothing else was sent while the run continues");
+    await persistPdus(s.store, roomId, [dest], 5, 5);
+    s.sender.wake([dest]);
+    sink.releaseHung();
+    await sink.waitFor(() => sink.delivered.length === 10, 10_000, "10 PDUs");
+    await settled(s, dest);
+    for (let i = 0; (await s.sender.view.jobState(dest)) !== "none"; i++) {
+      assert.ok(i < 400, "the job is finished");
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.deepEqual(
+      lines.filter((l) => l.level >= 50).map((l) => l.msg),
+      [],
+      "no error logged",
+    );
+    assert.ok(lines.some((l) => /handed back/.test(l.msg) && l.sameJob === true), "the hand-back is logged as a warning");
+    assert.equal(sink.maxConcurrent, 1);
+    assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
+    assertExactlyOncePerTxn(sink.attempts);
+    assert.equal(await s.redis.exists(s.keys.outboundTxn(dest)), 0);
   });
 
   test("startup sweep: queued PDUs and a stored transaction without a job are sent", async () => {
