@@ -485,7 +485,33 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
         const pdus = (JSON.parse(r.body.toString()) as { pdus: unknown[] }).pdus.length;
         return { ms: performance.now() - t0s, bytes: r.body.length, pdus };
       });
+      // The other reads a peer makes about the big room, each once: /state_ids at the first join
+      // (the whole state's IDs), /event_auth of the last join, /backfill of 100 events from it.
+      const get = async (what: string, uri: string) => {
+        const m = await memoryOf(async () => {
+          const t0s = performance.now();
+          const r = await conn.request(signedRequest(s, target.serverName, "GET", uri));
+          if (r.status !== 200) throw new Error(`${target.name} ${what}: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
+          JSON.parse(r.body.toString());
+          return { ms: performance.now() - t0s, bytes: r.body.length };
+        });
+        log(`  ${what}: ${fmt(m.out.ms)} ms, ${fmt(m.out.bytes / 1024)} kB, peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
+        return m;
+      };
+      const last = joins[joins.length - 1]!.eventId;
+      const ids = await get("/state_ids", `/_matrix/federation/v1/state_ids/${enc(roomId)}?event_id=${enc(joins[0]!.eventId)}`);
+      const auth = await get("/event_auth", `/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc(last)}`);
+      const back = await get("/backfill limit=100", `/_matrix/federation/v1/backfill/${enc(roomId)}?v=${enc(last)}&limit=100`);
       const f = {
+        stateIdsMs: ids.out.ms,
+        stateIdsBytes: ids.out.bytes,
+        stateIdsRssRise: ids.rssRise,
+        stateIdsHeapRise: ids.heapRise,
+        eventAuthMs: auth.out.ms,
+        eventAuthBytes: auth.out.bytes,
+        backfillMs: back.out.ms,
+        backfillBytes: back.out.bytes,
+        backfillRssRise: back.rssRise,
         makeJoinMs: med(joins.map((j) => j.make.ms)),
         makeJoinBytes: med(joins.map((j) => j.make.bytes)),
         sendJoinMs: med(joins.map((j) => j.send.ms)),
