@@ -372,7 +372,7 @@ export class RoomHistory {
    */
   private async stateBeforeWithChain(roomId: string, eventId: string, origin: string): Promise<{ version: RoomSnapshot["version"]; stateIds: string[]; chainIds: string[] }> {
     const snap = await this.joinedSnapshot(roomId, origin);
-    const before = await this.store.stateAt(roomId, eventId, "before");
+    const before = await this.store.readStateAt(roomId, eventId, "before");
     if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
     const stateIds = [...before.values()];
     function* starts(): Generator<string | Pdu> {

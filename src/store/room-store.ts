@@ -1206,10 +1206,17 @@ export class RoomStore {
    * state groups existed have none; for them the state is replayed from the timeline in
    * acceptance order, which is what Gatehouse then applied (it linearised rooms).
    */
-  async stateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<ReadonlyMap<string, string> | null> {
+  async stateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<Map<string, string> | null> {
+    const state = await this.readStateAt(roomId, eventId, at);
+    return state === null ? null : new Map(state);
+  }
+
+  /**
+   * stateAt without the copy: the group's state as loaded, shared with the group cache (a
+   * 100,000-member room's state is ~100,000 entries, which /state and /state_ids only read).
+   */
+  async readStateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<ReadonlyMap<string, string> | null> {
     const groups = (await this.eventStateGroups(roomId, [eventId])).get(eventId);
-    // The group's state as loaded (shared with the group cache, not copied: a 100,000-member
-    // room's state is ~100,000 entries, which /state and /state_ids only read).
     if (groups) return this.loadStateGroup(roomId, at === "before" ? groups.before : groups.after);
     // Events stored before state groups existed: Gatehouse had linearised the room.
     const upTo = await this.streamOf(roomId, eventId);
