@@ -179,6 +179,8 @@ function extended(from: ReadonlyMap<string, string>, deltas: readonly Readonly<R
 
 /** A group is stored whole again after this many deltas in a small room (see stateGroupDepthLimit). */
 export const MAX_STATE_GROUP_DEPTH = 50;
+/** Groups read one by one (RoomStore.loadStateGroup) looking for a cached ancestor before the whole chain is read. */
+const READ_HOPS_BEFORE_CHAIN = 4;
 /** The longest delta chain in any room, so a read walks at most this far. */
 export const STATE_GROUP_DEPTH_CAP = 1_000;
 
@@ -647,10 +649,15 @@ export class RoomStore {
     const cacheKey = `${roomId} ${group}`;
     const cached = this.groupCache.get(cacheKey);
     if (cached) return cached;
-    // In-process first: deltas up to a cached ancestor, if every group on the way is known.
+    // In-process first: deltas up to a cached ancestor, if every group on the way is known. The
+    // first few groups on the way are read one by one (HGET) when their metadata is not cached:
+    // a group whose parent is cached (the states after consecutive events, loaded oldest first
+    // by a /backfill's history visibility) is then one small read, not the whole chain down to a
+    // whole group, decoded in Lua, sent and parsed (~2 MB at 100,000 members) for one delta.
     const deltas: Readonly<Record<string, string | null>>[] = [];
     for (let g: string | null = group; g !== null && deltas.length <= STATE_GROUP_DEPTH_CAP; ) {
-      const meta = this.groupMetaCache.get(`${roomId} ${g}`);
+      const cachedMeta = this.groupMetaCache.get(`${roomId} ${g}`);
+      const meta: StateGroupMeta | undefined = cachedMeta ?? (g !== "" && deltas.length < READ_HOPS_BEFORE_CHAIN ? await this.stateGroupMeta(roomId, g) : undefined);
       if (!meta?.delta || meta.up === null) break;
       deltas.push(meta.delta);
       const from = this.groupCache.get(`${roomId} ${meta.up}`);
