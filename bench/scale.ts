@@ -12,7 +12,8 @@
  *    holds every member. That server is their origin: it answers get_missing_events, /event,
  *    /state_ids, /state, /backfill and /event_auth about them (Synapse prunes its staging queue
  *    and fills the gap from the origin; sink-farm.ts). Then 3 new servers join: make_join and
- *    send_join latency and response size; Redis and live heap per member (Synapse: SQLite
+ *    send_join latency and response size, then /state, /state_ids, /event_auth and
+ *    /backfill (limit 100) at those joins, logged with their peak RSS; Redis and live heap per member (Synapse: SQLite
  *    pages in use and RSS); and cold start: the server stopped (Gatehouse: SIGTERM) and started
  *    again, time to its first answer (admin API; Synapse: client API) and to the first make_join
  *    served in the big room.
