@@ -1245,7 +1245,7 @@ export class RoomStore {
 
   /**
    * Every event reachable through auth_events from the given events (not including them), by ID
-   * with its PDU (/event_auth's chain; tests' oracle).
+   * with its PDU, in the walk's order. The answers use authChainIds (IDs only); tests read this.
    */
   async authChain(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
     const chain = new Map<string, Pdu>();
