@@ -12,7 +12,8 @@
  *    holds every member. That server is their origin: it answers get_missing_events, /event,
  *    /state_ids, /state, /backfill and /event_auth about them (Synapse prunes its staging queue
  *    and fills the gap from the origin; sink-farm.ts). Then 3 new servers join: make_join and
- *    send_join latency and response size; Redis and live heap per member (Synapse: SQLite
+ *    send_join latency and response size, then /state, /state_ids, /event_auth and
+ *    /backfill (limit 100) at those joins, logged with their peak RSS; Redis and live heap per member (Synapse: SQLite
  *    pages in use and RSS); and cold start: the server stopped (Gatehouse: SIGTERM) and started
  *    again, time to its first answer (admin API; Synapse: client API) and to the first make_join
  *    served in the big room.
@@ -485,7 +486,39 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
         const pdus = (JSON.parse(r.body.toString()) as { pdus: unknown[] }).pdus.length;
         return { ms: performance.now() - t0s, bytes: r.body.length, pdus };
       });
+      // The other reads a peer makes about the big room, each twice (the second with the
+      // server's caches warm from the first: a restarted "after" server starts cold): /state_ids
+      // at the first join (the whole state's IDs), /event_auth of the last join, /backfill of
+      // 100 events from it. The figures kept are the second's.
+      const get = async (what: string, uri: string) => {
+        await getOnce(`${what} (1st)`, uri);
+        return getOnce(`${what} (2nd)`, uri);
+      };
+      const getOnce = async (what: string, uri: string) => {
+        const m = await memoryOf(async () => {
+          const t0s = performance.now();
+          const r = await conn.request(signedRequest(s, target.serverName, "GET", uri));
+          if (r.status !== 200) throw new Error(`${target.name} ${what}: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
+          JSON.parse(r.body.toString());
+          return { ms: performance.now() - t0s, bytes: r.body.length };
+        });
+        log(`  ${what}: ${fmt(m.out.ms)} ms, ${fmt(m.out.bytes / 1024)} kB, peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
+        return m;
+      };
+      const last = joins[joins.length - 1]!.eventId;
+      const ids = await get("/state_ids", `/_matrix/federation/v1/state_ids/${enc(roomId)}?event_id=${enc(joins[0]!.eventId)}`);
+      const auth = await get("/event_auth", `/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc(last)}`);
+      const back = await get("/backfill limit=100", `/_matrix/federation/v1/backfill/${enc(roomId)}?v=${enc(last)}&limit=100`);
       const f = {
+        stateIdsMs: ids.out.ms,
+        stateIdsBytes: ids.out.bytes,
+        stateIdsRssRise: ids.rssRise,
+        stateIdsHeapRise: ids.heapRise,
+        eventAuthMs: auth.out.ms,
+        eventAuthBytes: auth.out.bytes,
+        backfillMs: back.out.ms,
+        backfillBytes: back.out.bytes,
+        backfillRssRise: back.rssRise,
         makeJoinMs: med(joins.map((j) => j.make.ms)),
         makeJoinBytes: med(joins.map((j) => j.make.bytes)),
         sendJoinMs: med(joins.map((j) => j.send.ms)),

@@ -34,8 +34,7 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
   router.get(
     "/_matrix/federation/v1/state_ids/:roomId",
     route(async (req, res) => {
-      const s = await history.stateIdsAt(req.params.roomId as string, eventIdParam(req.query), req.origin!);
-      res.json({ pdu_ids: s.stateIds, auth_chain_ids: s.authChainIds });
+      await sendJsonChunks(res, await history.stateIdsAnswer(req.params.roomId as string, eventIdParam(req.query), req.origin!));
     }),
   );
 
@@ -69,7 +68,7 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
   router.get(
     "/_matrix/federation/v1/event_auth/:roomId/:eventId",
     route(async (req, res) => {
-      res.json({ auth_chain: await history.eventAuth(req.params.roomId as string, req.params.eventId as string, req.origin!) });
+      await sendJsonChunks(res, await history.eventAuthAnswer(req.params.roomId as string, req.params.eventId as string, req.origin!));
     }),
   );
 

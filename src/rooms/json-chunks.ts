@@ -1,9 +1,10 @@
 /**
- * A JSON object written as chunks, for answers too big to build whole (send_join and /state of a
- * big room): the small fields first, serialised at once, then each list's elements as they come,
- * a batch of already-serialised JSON values at a time (RoomStore.servedEventJson). The route
- * sends the chunks as they are (http/json-stream.ts); parsed, the result is the object
- * `{ ...head, [name]: [values…] }`.
+ * A JSON object written as chunks, for answers too big to build whole (send_join, /state,
+ * /state_ids and /event_auth of a big room): the small fields first, serialised at once, then
+ * each list's elements as they come, a batch of already-serialised JSON values at a time
+ * (RoomStore.servedEventJson, jsonStringBatches). An element of a batch is one JSON value or
+ * several joined by commas. The route sends the chunks as they are (http/json-stream.ts);
+ * parsed, the result is the object `{ ...head, [name]: [values…] }`.
  */
 const COMMA = Buffer.from(",");
 
@@ -33,4 +34,21 @@ export async function* jsonObjectChunks(
     yield Buffer.from(`${open}]`, "utf8");
   }
   yield Buffer.from(`${prefix}}`, "utf8");
+}
+
+/** Strings serialised per batch by jsonStringBatches: ~45 kB of event IDs. */
+export const STRING_BATCH = 1_000;
+
+/**
+ * `values` as JSON strings for jsonObjectChunks, `batch` per element (one Buffer of comma-joined
+ * JSON strings): /state_ids of a 100,000-member room names ~100,000 event IDs (4.5 MB), which
+ * are serialised a batch at a time as the socket takes them, not as one string.
+ */
+export async function* jsonStringBatches(values: readonly string[], batch = STRING_BATCH): AsyncGenerator<Buffer[]> {
+  for (let i = 0; i < values.length; i += batch) {
+    let text = "";
+    const end = Math.min(values.length, i + batch);
+    for (let j = i; j < end; j++) text += (j > i ? "," : "") + JSON.stringify(values[j]);
+    yield [Buffer.from(text, "utf8")];
+  }
 }

@@ -337,15 +337,21 @@ export class MembershipService {
     // Servers with joined members before the join (spec: servers_in_room), and us, the resident.
     const servers = new Set(stateBefore ? stateBefore.joinedServers : joinedServers(new Map([...ids].map(([field, id]) => [id, pduOf(field)!]))));
     servers.add(this.rooms.serverName);
-    // The auth chain walk starts from the state's events, which are in memory.
-    const known = state ? new Map(state.map((e) => [e.eventId, e.pdu])) : new Map([...ids].map(([field, id]) => [id, pduOf(field)!]));
+    // The auth chain walk starts from the state's events, which are in memory, and the join.
     const stateIds = state ? state.map((e) => e.eventId) : [...ids.values()];
-    const chain = await this.store.authChain(roomId, [...stateIds, eventId], known);
-    if (opts.omitMembers) for (const id of known.keys()) chain.delete(id);
-    known.clear();
+    function* starts(): Generator<Pdu> {
+      if (state) for (const e of state) yield e.pdu;
+      else for (const field of ids.keys()) yield pduOf(field)!;
+      yield pdu;
+    }
+    let chainIds = await this.store.authChainIds(roomId, starts());
+    if (state) {
+      const kept = new Set(stateIds);
+      chainIds = chainIds.filter((id) => !kept.has(id));
+    }
     return jsonObjectChunks({ origin: this.rooms.serverName, event: pdu, members_omitted: opts.omitMembers === true, servers_in_room: [...servers].sort() }, [
       ["state", this.store.servedEventJson(roomId, version, stateIds)],
-      ["auth_chain", this.store.servedEventJson(roomId, version, [...chain.keys()])],
+      ["auth_chain", this.store.servedEventJson(roomId, version, chainIds)],
     ]);
   }
 

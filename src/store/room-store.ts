@@ -179,6 +179,8 @@ function extended(from: ReadonlyMap<string, string>, deltas: readonly Readonly<R
 
 /** A group is stored whole again after this many deltas in a small room (see stateGroupDepthLimit). */
 export const MAX_STATE_GROUP_DEPTH = 50;
+/** Groups read one by one (RoomStore.loadStateGroup) looking for a cached ancestor before the whole chain is read. */
+const READ_HOPS_BEFORE_CHAIN = 4;
 /** The longest delta chain in any room, so a read walks at most this far. */
 export const STATE_GROUP_DEPTH_CAP = 1_000;
 
@@ -653,10 +655,15 @@ export class RoomStore {
     const cacheKey = `${roomId} ${group}`;
     const cached = this.groupCache.get(cacheKey);
     if (cached) return cached;
-    // In-process first: deltas up to a cached ancestor, if every group on the way is known.
+    // In-process first: deltas up to a cached ancestor, if every group on the way is known. The
+    // first few groups on the way are read one by one (HGET) when their metadata is not cached:
+    // a group whose parent is cached (the states after consecutive events, loaded oldest first
+    // by a /backfill's history visibility) is then one small read, not the whole chain down to a
+    // whole group, decoded in Lua, sent and parsed (~2 MB at 100,000 members) for one delta.
     const deltas: Readonly<Record<string, string | null>>[] = [];
     for (let g: string | null = group; g !== null && deltas.length <= STATE_GROUP_DEPTH_CAP; ) {
-      const meta = this.groupMetaCache.get(`${roomId} ${g}`);
+      const cachedMeta = this.groupMetaCache.get(`${roomId} ${g}`);
+      const meta: StateGroupMeta | undefined = cachedMeta ?? (g !== "" && deltas.length < READ_HOPS_BEFORE_CHAIN ? await this.stateGroupMeta(roomId, g) : undefined);
       if (!meta?.delta || meta.up === null) break;
       deltas.push(meta.delta);
       const from = this.groupCache.get(`${roomId} ${meta.up}`);
@@ -1220,8 +1227,17 @@ export class RoomStore {
    * acceptance order, which is what Gatehouse then applied (it linearised rooms).
    */
   async stateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<Map<string, string> | null> {
+    const state = await this.readStateAt(roomId, eventId, at);
+    return state === null ? null : new Map(state);
+  }
+
+  /**
+   * stateAt without the copy: the group's state as loaded, shared with the group cache (a
+   * 100,000-member room's state is ~100,000 entries, which /state and /state_ids only read).
+   */
+  async readStateAt(roomId: string, eventId: string, at: "before" | "after"): Promise<ReadonlyMap<string, string> | null> {
     const groups = (await this.eventStateGroups(roomId, [eventId])).get(eventId);
-    if (groups) return new Map(await this.loadStateGroup(roomId, at === "before" ? groups.before : groups.after));
+    if (groups) return this.loadStateGroup(roomId, at === "before" ? groups.before : groups.after);
     // Events stored before state groups existed: Gatehouse had linearised the room.
     const upTo = await this.streamOf(roomId, eventId);
     if (upTo === null) return null;
@@ -1241,43 +1257,66 @@ export class RoomStore {
   }
 
   /**
-   * Every event reachable through auth_events from the given events (not including them).
-   * `known` events (e.g. a snapshot's state, already in memory) are not read again: a send_join
-   * in a 100,000-member room read all 100,000 state events back from Redis (MGET, JSON.parse)
-   * just to learn their auth_events.
+   * Every event reachable through auth_events from the given events (not including them), by ID
+   * with its PDU, in the walk's order. The answers use authChainIds (IDs only); tests read this.
    */
-  async authChain(roomId: string, eventIds: readonly string[], known?: Pick<ReadonlyMap<string, Pdu>, "get">): Promise<Map<string, Pdu>> {
-    const seen = new Map<string, Pdu>();
-    const read = async (ids: string[]): Promise<Map<string, Pdu>> => {
-      if (!known) return this.getEvents(roomId, ids);
-      const out = new Map<string, Pdu>();
-      const rest: string[] = [];
-      for (const id of ids) {
-        const ev = known.get(id);
-        if (ev) out.set(id, ev);
-        else rest.push(id);
+  async authChain(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
+    const chain = new Map<string, Pdu>();
+    await this.walkAuthChain(roomId, eventIds, (id, pdu) => chain.set(id, pdu));
+    return chain;
+  }
+
+  /**
+   * The IDs of every event reachable through auth_events from `starts` (not including them), in
+   * the walk's order. A start is an event ID (read from Redis) or a PDU already in hand (a
+   * snapshot's state event: only its auth_events are read, redaction keeps them). Only the IDs
+   * are kept, not the events: the big answers (send_join, /state, /state_ids of a
+   * 100,000-member room) stream the chain's events afterwards (servedEventJson).
+   */
+  async authChainIds(roomId: string, starts: Iterable<string | Pdu>): Promise<string[]> {
+    const ids: string[] = [];
+    await this.walkAuthChain(roomId, starts, (id) => ids.push(id));
+    return ids;
+  }
+
+  /**
+   * The auth chain walk: the starts' auth_events, then theirs, each event once. The starts are
+   * taken as they come (a 100,000-member room's state is not copied into an array), the IDs to
+   * read MULTI_READ_CHUNK per round trip; the frontier holds each ID not seen yet once (a big
+   * room's state events name the same few auth events ~300,000 times).
+   */
+  private async walkAuthChain(roomId: string, starts: Iterable<string | Pdu>, onEvent: (id: string, pdu: Pdu) => void): Promise<void> {
+    const seen = new Set<string>();
+    let frontier = new Set<string>();
+    const follow = (ev: Pdu) => {
+      if (!Array.isArray(ev.auth_events)) return;
+      for (const p of ev.auth_events as unknown[]) {
+        const id = Array.isArray(p) ? String(p[0]) : String(p);
+        if (!seen.has(id)) frontier.add(id);
       }
-      for (const [id, ev] of await this.getEvents(roomId, rest)) out.set(id, ev);
-      return out;
     };
-    // The starting events a chunk at a time: only their auth_events are kept (a /state at an old
-    // event of a 100,000-member room reads most of its state events from Redis here).
-    const starts = [...new Set(eventIds)];
-    let frontier: string[] = [];
-    for (let i = 0; i < starts.length; i += MULTI_READ_CHUNK) {
-      for (const ev of (await read(starts.slice(i, i + MULTI_READ_CHUNK))).values()) frontier.push(...authEventIds(ev));
+    let toRead: string[] = [];
+    const readStarts = async () => {
+      for (const ev of (await this.getEvents(roomId, toRead)).values()) follow(ev);
+      toRead = [];
+    };
+    for (const start of starts) {
+      if (typeof start !== "string") follow(start);
+      else if (toRead.push(start) >= MULTI_READ_CHUNK) await readStarts();
     }
-    while (frontier.length > 0) {
-      const todo = [...new Set(frontier)].filter((id) => !seen.has(id));
-      frontier = [];
-      if (todo.length === 0) break;
-      const found = await read(todo);
-      for (const [id, ev] of found) {
-        seen.set(id, ev);
-        frontier.push(...authEventIds(ev));
+    if (toRead.length > 0) await readStarts();
+    while (frontier.size > 0) {
+      const todo = [...frontier];
+      frontier = new Set();
+      for (const id of todo) seen.add(id);
+      for (let i = 0; i < todo.length; i += MULTI_READ_CHUNK) {
+        const found = await this.getEvents(roomId, todo.slice(i, i + MULTI_READ_CHUNK));
+        for (const [id, ev] of found) {
+          onEvent(id, ev);
+          follow(ev);
+        }
       }
     }
-    return seen;
   }
 }
 

@@ -315,6 +315,20 @@ describe("RoomStore reads", () => {
     // Several starts, duplicates and unknown IDs.
     const multi = await store.authChain(roomId, [pl.eventId, pl.eventId, "$missing"]);
     assert.deepEqual([...multi.keys()].sort(), [create.eventId, join.eventId].sort());
+    // authChainIds: the same IDs, each once, from starts given as IDs or as PDUs in hand (a
+    // snapshot's state); a start reachable from another start is in the chain.
+    const cases = [
+      { why: "one start by ID", starts: [knock.eventId], chain: [create, join, pl, jr] },
+      { why: "the same start as a PDU in hand (only its auth_events are followed)", starts: [knock.pdu], chain: [create, join, pl, jr] },
+      { why: "a state's events as PDUs: the ones others name are in the chain", starts: [join.pdu, pl.pdu, jr.pdu], chain: [create, join, pl] },
+      { why: "IDs and PDUs mixed, duplicates and an unknown ID", starts: [pl.pdu, pl.eventId, "$missing", join.eventId], chain: [create, join] },
+      { why: "the create event: nothing", starts: [create.pdu], chain: [] },
+    ];
+    for (const c of cases) {
+      const ids = await store.authChainIds(roomId, c.starts);
+      assert.equal(new Set(ids).size, ids.length, `${c.why}: each once`);
+      assert.deepEqual([...ids].sort(), c.chain.map((e) => e.eventId).sort(), c.why);
+    }
   });
 
   test("getEvents returns only the events that exist", async () => {
