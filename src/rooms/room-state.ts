@@ -29,6 +29,7 @@ import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_
 import { LayeredMap } from "../store/layered-map.js";
 import { Lru } from "../store/state-cache.js";
 import { CacheBudget, keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
+import { AuthChainCache, LayeredIdSet } from "./auth-chain-cache.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
 export interface GroupState {
@@ -101,29 +102,6 @@ interface LocatedState {
   group?: string | undefined;
 }
 
-/** A set of event IDs as a few layers: extending it by a few IDs shares the rest. */
-class LayeredIdSet implements IdSet {
-  private constructor(private readonly layers: readonly ReadonlySet<string>[]) {}
-
-  static of(ids: ReadonlySet<string>): LayeredIdSet {
-    return new LayeredIdSet([ids]);
-  }
-
-  has(id: string): boolean {
-    for (const s of this.layers) if (s.has(id)) return true;
-    return false;
-  }
-
-  /** This set plus `ids`; flattened into one set past 16 layers, so a lookup stays cheap. */
-  plus(ids: ReadonlySet<string>): LayeredIdSet {
-    if (ids.size === 0) return this;
-    if (this.layers.length < 16) return new LayeredIdSet([...this.layers, ids]);
-    const all = new Set(ids);
-    for (const s of this.layers) for (const id of s) all.add(id);
-    return LayeredIdSet.of(all);
-  }
-}
-
 /** How far up the group tree a fork's common ancestor is searched. */
 const MAX_FORK_WALK = 64;
 
@@ -150,9 +128,11 @@ export class PlannerCaches {
    * Auth chains (the events plus all their auth ancestors) of the states of recent fork points,
    * by room and state group: a fork's states share their fork point's state, so only what the
    * branches add is walked (see StateFork). A child group that only adds keys extends its
-   * parent's chain by a layer.
+   * parent's chain by a layer; a chain walked whole is stored as its difference from the room's
+   * newest cached chain when that is small. Bounded by bytes (share `auth_chains`), shared layers
+   * counted once: whole chains grow with a room's membership history (auth-chain-cache.ts).
    */
-  readonly chainCache = new Lru<string, LayeredIdSet>(16);
+  readonly chainCache: AuthChainCache;
   /**
    * Whether stored events were rejected, by room and event ID. An event's status is written once,
    * with the event (the persist script), so it never changes while the event is stored.
@@ -161,8 +141,9 @@ export class PlannerCaches {
   /** Auth verdicts of the iterative auth checks (StateResolutionInput.authVerdicts). */
   readonly authVerdicts: ByteLru<string, boolean>;
 
-  /** The two memos are bounded by bytes, from the process's budget (GATEHOUSE_CACHE_MAX_BYTES). */
+  /** The two memos and the chains are bounded by bytes, from the process's budget (GATEHOUSE_CACHE_MAX_BYTES). */
   constructor(budget: CacheBudget = new CacheBudget()) {
+    this.chainCache = budget.own("auth_chains", (max) => new AuthChainCache(max));
     this.rejectedCache = budget.cache("rejected", (k: string) => MAP_ENTRY + keyBytes(k));
     this.authVerdicts = budget.cache("auth_verdicts", (k: string) => MAP_ENTRY + keyBytes(k));
   }
@@ -352,7 +333,11 @@ export class RoomStateService {
         chain = from.plus(await stateAuthChain(source, [...added.values()] as string[], from));
       }
     }
-    chain ??= LayeredIdSet.of(await stateAuthChain(source, [...state.values()]));
+    if (chain === undefined) {
+      const whole = await stateAuthChain(source, [...state.values()]);
+      const near = this.chainCache.newestOf(roomId);
+      chain = near ? near.rebase(whole) : LayeredIdSet.of(whole);
+    }
     if (stored(group)) this.chainCache.set(key, chain);
     return chain;
   }

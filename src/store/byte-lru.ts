@@ -14,8 +14,17 @@
  * bench/README.md ("Caches bounded by bytes") compares them with measured heap.
  */
 
+/** What the budget reports of each of its caches (metrics). */
+export interface SizedCache {
+  /** Estimated bytes held (never above maxBytes). */
+  readonly bytes: number;
+  /** Entries held. */
+  readonly size: number;
+  readonly maxBytes: number;
+}
+
 /** Least-recently-used map bounded by the sum of its entries' estimated sizes. */
-export class ByteLru<K, V> {
+export class ByteLru<K, V> implements SizedCache {
   private readonly map = new Map<K, { value: V; size: number }>();
   private total = 0;
 
@@ -134,7 +143,7 @@ export const CACHE_SHARES = {
   /** The sender's canonical JSON of queued PDUs (Buffers, outside V8's heap). */
   canonical_pdus: 0.3,
   /** Parsed events by room and event ID (RoomStore). */
-  events: 0.4,
+  events: 0.3,
   /** State groups before/after stored events (RoomStore). */
   event_state_groups: 0.1,
   /** Parent, depth and delta of state groups (RoomStore). */
@@ -143,6 +152,8 @@ export const CACHE_SHARES = {
   rejected: 0.06,
   /** Auth verdicts of state resolution's iterative auth checks (RoomStateService). */
   auth_verdicts: 0.08,
+  /** Auth chains of recent fork points' states, layers shared between entries counted once (RoomStateService; src/rooms/auth-chain-cache.ts). */
+  auth_chains: 0.1,
 } as const;
 
 export type CacheName = keyof typeof CACHE_SHARES;
@@ -163,7 +174,7 @@ export const DEFAULT_CACHE_MAX_BYTES = 64 * 1_048_576;
  * the sender of a process (buildCore does).
  */
 export class CacheBudget {
-  private readonly caches = new Map<CacheName, ByteLru<unknown, unknown>>();
+  private readonly caches = new Map<CacheName, SizedCache>();
 
   constructor(readonly maxBytes: number = DEFAULT_CACHE_MAX_BYTES) {}
 
@@ -173,6 +184,19 @@ export class CacheBudget {
     if (c === undefined) {
       c = new ByteLru<K, V>(Math.floor(this.maxBytes * CACHE_SHARES[name]), sizeOf);
       this.caches.set(name, c as ByteLru<unknown, unknown>);
+    }
+    return c;
+  }
+
+  /**
+   * The cache `name` that keeps its own account of its bytes (e.g. parts shared between entries,
+   * counted once): `make` builds it with its share of the budget, on first use; the same one after.
+   */
+  own<C extends SizedCache>(name: CacheName, make: (maxBytes: number) => C): C {
+    let c = this.caches.get(name) as C | undefined;
+    if (c === undefined) {
+      c = make(Math.floor(this.maxBytes * CACHE_SHARES[name]));
+      this.caches.set(name, c);
     }
     return c;
   }

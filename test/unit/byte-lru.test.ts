@@ -119,6 +119,17 @@ test("CacheBudget: the shares sum to the whole, each cache gets its share once, 
   budget.cache<string, number>("events", bySize).set("e", 100);
   const stats = budget.stats();
   assert.equal(stats.length, Object.keys(CACHE_SHARES).length);
-  assert.deepEqual(stats.find((s) => s.cache === "events"), { cache: "events", bytes: 100, entries: 1, maxBytes: 4_000_000 });
+  assert.deepEqual(stats.find((s) => s.cache === "events"), { cache: "events", bytes: 100, entries: 1, maxBytes: 3_000_000 });
   assert.ok(stats.reduce((a, s) => a + s.maxBytes, 0) <= 10_000_000, "together the caches stay within the budget");
+});
+
+test("CacheBudget.own: a cache keeping its own account gets its share once and is reported with the others", () => {
+  const budget = new CacheBudget(10_000_000);
+  let made = 0;
+  const mk = (maxBytes: number) => ({ maxBytes, bytes: 1234, size: 5, n: ++made });
+  const c = budget.own("auth_chains", mk);
+  assert.equal(c.maxBytes, Math.floor(10_000_000 * CACHE_SHARES.auth_chains));
+  assert.equal(budget.own("auth_chains", mk), c, "the same cache the second time");
+  assert.equal(made, 1);
+  assert.deepEqual(budget.stats(), [{ cache: "auth_chains", bytes: 1234, entries: 5, maxBytes: c.maxBytes }]);
 });
