@@ -27,7 +27,7 @@
  * GC the probe runs on SIGUSR2. The V8 heap is not capped here (a 100k-member room holds
  * ~120 MB of state cache). Synapse is one process for the whole row, a new room per size.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -39,6 +39,7 @@ import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFig
 import { gatehouseTarget, ROOM_VERSION } from "./knock.js";
 import { loadAverage } from "./inbound.js";
 import { scaleSizes, slopes } from "./lib/slope.js";
+import { describePdus } from "./lib/pdu-summary.js";
 import { computeEventId } from "../src/protocol/event-hashing.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import type { Pdu } from "../src/protocol/pdu.js";
@@ -499,10 +500,16 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
           const t0s = performance.now();
           const r = await conn.request(signedRequest(s, target.serverName, "GET", uri));
           if (r.status !== 200) throw new Error(`${target.name} ${what}: HTTP ${r.status} ${r.body.toString().slice(0, 300)}`);
-          JSON.parse(r.body.toString());
-          return { ms: performance.now() - t0s, bytes: r.body.length };
+          const body = JSON.parse(r.body.toString()) as { pdus?: unknown };
+          return { ms: performance.now() - t0s, bytes: r.body.length, pdus: Array.isArray(body.pdus) ? (body.pdus as Pdu[]) : undefined };
         });
         log(`  ${what}: ${fmt(m.out.ms)} ms, ${fmt(m.out.bytes / 1024)} kB, peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
+        if (m.out.pdus) {
+          log(`    ${describePdus(m.out.pdus, (p) => computeEventId(p, version))}`);
+          // BENCH_SCALE_DUMP_DIR: the answer kept, to diff two servers' events (bench/README.md).
+          const dump = process.env.BENCH_SCALE_DUMP_DIR;
+          if (dump) writeFileSync(join(dump, `${target.name}-${members}-${what.replace(/[^a-z0-9]+/gi, "_")}.json`), JSON.stringify(m.out.pdus));
+        }
         return m;
       };
       const last = joins[joins.length - 1]!.eventId;
