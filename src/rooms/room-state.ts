@@ -110,7 +110,7 @@ const MAX_FORK_WALK = 64;
  * at and what the answer changed on that group's state. Another state that is that group plus
  * known deltas then differs from the answer only in those keys (see RoomStateService.diffTo).
  */
-const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string> }>();
+const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string | null> }>();
 
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
 export class PlannerCaches {
@@ -217,7 +217,7 @@ export class RoomStateService {
       forkAnswers.set(answer, { common: located!.common, changes });
       return answer;
     };
-    const resolved = await resolveState({
+    const whole = await resolveState({
       roomVersion: version,
       roomId,
       stateSets: distinct.map((s) => s.ids),
@@ -226,6 +226,7 @@ export class RoomStateService {
       authVerdicts: this.authVerdicts,
       ...(fork ? { fork, extend } : {}),
     });
+    const resolved = fork && !forkAnswers.has(whole) ? (onBase(whole, fork.base, located!.common) ?? whole) : whole;
     this.resolved.set(memoKey, resolved);
     return resolved;
   }
@@ -530,6 +531,24 @@ export class RoomStateService {
     remember();
     return plan;
   }
+}
+
+/**
+ * A fork's answer that resolution built whole (a branch replaced or removed a key of the base
+ * group's state, so the fork path did not apply) as the base group's state plus its difference
+ * from it, when that is small: the memo and the group cache then share the base's entries instead
+ * of each holding a copy of the room's state, and `diffTo` reads only the difference. Undefined
+ * when the difference is large (the whole answer is kept).
+ */
+function onBase(answer: ReadonlyMap<string, string>, base: ReadonlyMap<string, string>, common: string): LayeredMap<string> | undefined {
+  // A base that is not a LayeredMap is no group cache's (it would be copied, not shared).
+  if (!(base instanceof LayeredMap)) return undefined;
+  const changes = diff(base, answer);
+  // LayeredMap's own bound on a layer (about √size): a larger difference would be folded into a copy anyway.
+  if (changes.size > 16 && changes.size * changes.size > answer.size) return undefined;
+  const shared = (base as LayeredMap<string>).with(changes);
+  forkAnswers.set(shared, { common, changes });
+  return shared;
 }
 
 /** `ids` as a LayeredMap (itself when it is one; else a copy that later versions can share). */
