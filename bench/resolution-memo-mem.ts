@@ -1,4 +1,4 @@
-// Live heap of the resolution memo (PlannerCaches.resolved, an Lru(256) of answers) when every
+// Live heap of the resolution memo (PlannerCaches.resolved: was an Lru(256); now bounded by bytes) when every
 // answer is a fork whose branches REPLACE a key of the fork point's state (as with membership
 // churn: a member event superseding another), after a full GC. Printed, never asserted.
 //   node --expose-gc --import tsx bench/resolution-memo-mem.ts [members=10000] [root=this checkout]
@@ -58,7 +58,8 @@ const source = {
   getStateEvents: async (_r: string, _v: unknown, ids: readonly string[]) => pick(ids),
   stateGroupMeta: async (_r: string, g: string) => meta.get(g)!,
 };
-const service = new RoomStateService(source as never, new PlannerCaches());
+const caches = new PlannerCaches();
+const service = new RoomStateService(source as never, caches);
 
 // The 256 forks' state groups first (not counted: the store holds them either way).
 let next = 2;
@@ -84,5 +85,6 @@ const after = process.memoryUsage().heapUsed;
 console.log(
   `${root}: ${members} members, 256 forks (${replaced} keys replaced on the branches): memo live heap +${((after - before) / 1e6).toFixed(2)} MB ` +
     `(${((after - before) / 256 / members).toFixed(1)} B per member per answer), ${layered} of 256 answers layered, ` +
-    `CPU ${((cpu.user + cpu.system) / 256 / 1000).toFixed(2)} ms per resolution`,
+    `CPU ${((cpu.user + cpu.system) / 256 / 1000).toFixed(2)} ms per resolution; memo ${caches.resolved.size} entries` +
+    ("bytes" in caches.resolved ? `, estimated ${((caches.resolved as { bytes: number }).bytes / 1e6).toFixed(2)} MB` : ""),
 );

@@ -27,7 +27,6 @@ import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
 import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
-import { Lru } from "../store/state-cache.js";
 import { CacheBudget, keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
 import { AuthChainCache, LayeredIdSet } from "./auth-chain-cache.js";
 
@@ -112,6 +111,18 @@ const MAX_FORK_WALK = 64;
  */
 const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string | null> }>();
 
+/** Heap bytes per entry of a state map's table (measured 31–46 B, bench/resolution-memo-mem.ts); keys and IDs are the group states' strings. */
+const STATE_ENTRY = 40;
+const MAP_HEADER = 48;
+
+/**
+ * Estimated bytes a resolution's answer holds on its own: a LayeredMap its layer (its base is a
+ * group state's, held by the group cache, or shared with the other answers on it), else its whole table.
+ */
+export function answerBytes(answer: ReadonlyMap<string, string>): number {
+  return answer instanceof LayeredMap ? 2 * MAP_HEADER + answer.layered * STATE_ENTRY : MAP_HEADER + answer.size * STATE_ENTRY;
+}
+
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
 export class PlannerCaches {
   /**
@@ -120,10 +131,13 @@ export class PlannerCaches {
    * resolution of the same few state groups (the store's cached maps): resolved once, not once
    * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
    * is the same answer. Entries are the answers as handed out (immutable; a fork's answer is a
-   * LayeredMap sharing its base group's entries), not copies: 256 whole copies of a room's state
-   * were ~13 kB of live heap per member of a forked room (bench/README.md, scale-knocks).
+   * LayeredMap sharing its base group's entries, also when a branch replaced or removed a key of
+   * it), not copies: 256 whole copies of a room's state were ~13 kB of live heap per member of a
+   * forked room (bench/README.md, scale-knocks), and ~117 MB at 10,000 members with churn
+   * ("Memory, 2026-12-05 (resolution memo)"). Bounded by bytes (share `resolutions`), an answer
+   * counted as what it alone holds (answerBytes).
    */
-  readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
+  readonly resolved: ByteLru<string, ReadonlyMap<string, string>>;
   /**
    * Auth chains (the events plus all their auth ancestors) of the states of recent fork points,
    * by room and state group: a fork's states share their fork point's state, so only what the
@@ -146,6 +160,7 @@ export class PlannerCaches {
     this.chainCache = budget.own("auth_chains", (max) => new AuthChainCache(max));
     this.rejectedCache = budget.cache("rejected", (k: string) => MAP_ENTRY + keyBytes(k));
     this.authVerdicts = budget.cache("auth_verdicts", (k: string) => MAP_ENTRY + keyBytes(k));
+    this.resolved = budget.cache("resolutions", (k: string, v: ReadonlyMap<string, string>) => MAP_ENTRY + keyBytes(k) + answerBytes(v));
   }
 }
 

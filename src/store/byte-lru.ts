@@ -141,7 +141,7 @@ export function estimateBytes(value: unknown): number {
 /** The caches that share GATEHOUSE_CACHE_MAX_BYTES, and each one's share of it (sum 1). */
 export const CACHE_SHARES = {
   /** The sender's canonical JSON of queued PDUs (Buffers, outside V8's heap). */
-  canonical_pdus: 0.3,
+  canonical_pdus: 0.26,
   /** Parsed events by room and event ID (RoomStore). */
   events: 0.3,
   /** State groups before/after stored events (RoomStore). */
@@ -154,6 +154,8 @@ export const CACHE_SHARES = {
   auth_verdicts: 0.08,
   /** Auth chains of recent fork points' states, layers shared between entries counted once (RoomStateService; src/rooms/auth-chain-cache.ts). */
   auth_chains: 0.1,
+  /** State resolutions' answers (RoomStateService; a fork's answer counted as its layer over its base group's state, which the group cache holds). */
+  resolutions: 0.04,
 } as const;
 
 export type CacheName = keyof typeof CACHE_SHARES;

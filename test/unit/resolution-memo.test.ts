@@ -13,7 +13,8 @@ import { loadVectors } from "../support/vectors.js";
 import { forkOf } from "../support/state-fork.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 import { resolveState, stateMapKey, type StateResEvent } from "../../src/protocol/state-res/index.js";
-import { RoomStateService, PlannerCaches, type StateGroupSource } from "../../src/rooms/room-state.js";
+import { RoomStateService, PlannerCaches, answerBytes, type StateGroupSource } from "../../src/rooms/room-state.js";
+import { CacheBudget, CACHE_SHARES } from "../../src/store/byte-lru.js";
 import { LayeredMap } from "../../src/store/layered-map.js";
 import type { StateGroupMeta } from "../../src/store/room-store.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
@@ -134,6 +135,47 @@ describe("resolution memo: answers share the fork point's state", () => {
       }
       if (row.fork.breakBase) assert.ok(replaced > 0, `replaced keys were shared (${replaced})`);
       if (row.dropShared) assert.ok(removed > 0, `removed keys were shared (${removed})`);
+    });
+  }
+});
+
+describe("resolution memo: bounded by bytes (share `resolutions`)", () => {
+  const c = vectors.cases.find((x) => x.name === "topic-basic/v10")!;
+  const rv = getRoomVersion(c.room_version)!;
+  const events = new Map(c.events.map((e) => [e.event_id, e.pdu as unknown as Pdu] as const));
+  const createId = c.events.find((e) => e.pdu.type === "m.room.create")!.event_id;
+
+  /** `forks` forks of one base group of `pad` more keys; each branch replaces the base's topic. `emptyBase`: every key on the branches (answers kept whole). */
+  async function fill(maxBytes: number, forks: number, emptyBase: boolean) {
+    const sets = c.state_sets.map((s) => new Map(Object.entries(s).map(([k, v]) => [toKey(k), v] as const)));
+    for (const s of sets) for (let i = 0; i < 2_000; i++) s.set(stateMapKey("m.room.member", `@u${i}:example.org`), createId);
+    const fork = await forkOf({ roomVersion: rv, roomId: c.room_id, stateSets: sets, fetchEvents: () => new Map() }, { moveToDeltas: emptyBase ? 1 : 0, breakBase: true });
+    const base = LayeredMap.from(fork.base);
+    const caches = new PlannerCaches(new CacheBudget(maxBytes));
+    const service = new RoomStateService(groupsSource(events, base, fork.deltas), caches);
+    const answers: ReadonlyMap<string, string>[] = [];
+    for (let i = 0; i < forks; i++) {
+      // New state-set objects each time: a new memo key, as a new pair of extremities' states.
+      answers.push(await service.resolve(c.room_id, rv, fork.deltas.map((d, j) => ({ ids: base.with(d), group: String(j + 2) }))));
+    }
+    return { caches, answers, share: Math.floor(maxBytes * CACHE_SHARES.resolutions) };
+  }
+
+  const cases = [
+    { why: "layered answers count their layer only: 300 fit in a small share", maxBytes: 4_000_000, forks: 300, emptyBase: false, kept: 300 },
+    { why: "whole answers (2,000+ keys each) fill the share and the oldest go", maxBytes: 20_000_000, forks: 30, emptyBase: true, kept: "some" },
+    { why: "a whole answer over a quarter of the share is not kept at all", maxBytes: 2_000_000, forks: 5, emptyBase: true, kept: 0 },
+  ] as const;
+  for (const row of cases) {
+    test(row.why, async () => {
+      const { caches, answers, share } = await fill(row.maxBytes, row.forks, row.emptyBase);
+      assert.equal(caches.resolved.maxBytes, share);
+      assert.ok(caches.resolved.bytes <= share, `${caches.resolved.bytes} B within the share ${share}`);
+      const sizes = answers.map(answerBytes);
+      if (row.emptyBase) assert.ok(sizes.every((b) => b >= 2_000 * 40), "a whole answer counts its whole table");
+      else assert.ok(sizes.every((b) => b < 1_000), `a layered answer counts its layer: ${sizes[0]} B`);
+      if (row.kept === "some") assert.ok(caches.resolved.size > 0 && caches.resolved.size < row.forks, `${caches.resolved.size} of ${row.forks} kept`);
+      else assert.equal(caches.resolved.size, row.kept);
     });
   }
 });
