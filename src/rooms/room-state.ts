@@ -27,7 +27,7 @@ import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
 import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
-import { CacheBudget, keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
+import { ByteLru, CacheBudget, keyBytes, MAP_ENTRY } from "../store/byte-lru.js";
 import { AuthChainCache, LayeredIdSet } from "./auth-chain-cache.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
@@ -160,7 +160,12 @@ export class PlannerCaches {
     this.chainCache = budget.own("auth_chains", (max) => new AuthChainCache(max));
     this.rejectedCache = budget.cache("rejected", (k: string) => MAP_ENTRY + keyBytes(k));
     this.authVerdicts = budget.cache("auth_verdicts", (k: string) => MAP_ENTRY + keyBytes(k));
-    this.resolved = budget.cache("resolutions", (k: string, v: ReadonlyMap<string, string>) => MAP_ENTRY + keyBytes(k) + answerBytes(v));
+    // Also at most 256 entries, as before: a layered answer keeps its base group's state alive,
+    // which answerBytes does not count (the group cache holds it only while the group is recent).
+    this.resolved = budget.own(
+      "resolutions",
+      (max) => new ByteLru<string, ReadonlyMap<string, string>>(max, (k, v) => MAP_ENTRY + keyBytes(k) + answerBytes(v), 256),
+    );
   }
 }
 

@@ -32,10 +32,13 @@ export class ByteLru<K, V> implements SizedCache {
    * @param maxBytes the budget; an entry bigger than a quarter of it is not kept (one huge value
    *   must not flush everything else), but is still returned by the caller's own path.
    * @param sizeOf the estimated bytes one entry keeps alive (key included).
+   * @param maxEntries also at most this many entries (for values that keep alive more than
+   *   `sizeOf` counts, e.g. a shared base another cache may drop).
    */
   constructor(
     readonly maxBytes: number,
     private readonly sizeOf: (key: K, value: V) => number,
+    private readonly maxEntries = Infinity,
   ) {}
 
   get(key: K): V | undefined {
@@ -63,11 +66,11 @@ export class ByteLru<K, V> implements SizedCache {
     if (size > this.maxBytes / 4) return;
     this.map.set(key, { value, size });
     this.total += size;
-    if (this.total > this.maxBytes) {
+    if (this.total > this.maxBytes || this.map.size > this.maxEntries) {
       for (const [k, e] of this.map) {
         this.map.delete(k);
         this.total -= e.size;
-        if (this.total <= this.maxBytes) break;
+        if (this.total <= this.maxBytes && this.map.size <= this.maxEntries) break;
       }
     }
   }

@@ -162,7 +162,14 @@ describe("resolution memo: bounded by bytes (share `resolutions`)", () => {
   }
 
   const cases = [
-    { why: "layered answers count their layer only: 300 fit in a small share", maxBytes: 4_000_000, forks: 300, emptyBase: false, kept: 300 },
+    { why: "layered answers count their layer only: 200 fit in a small share", maxBytes: 4_000_000, forks: 200, emptyBase: false, kept: 200 },
+    {
+      why: "and at most 256 entries (a layered answer keeps its base alive, which its bytes do not count)",
+      maxBytes: 100_000_000,
+      forks: 300,
+      emptyBase: false,
+      kept: 256,
+    },
     { why: "whole answers (2,000+ keys each) fill the share and the oldest go", maxBytes: 20_000_000, forks: 30, emptyBase: true, kept: "some" },
     { why: "a whole answer over a quarter of the share is not kept at all", maxBytes: 2_000_000, forks: 5, emptyBase: true, kept: 0 },
   ] as const;
