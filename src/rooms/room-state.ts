@@ -135,7 +135,7 @@ export class PlannerCaches {
    * it), not copies: 256 whole copies of a room's state were ~13 kB of live heap per member of a
    * forked room (bench/README.md, scale-knocks), and ~117 MB at 10,000 members with churn
    * ("Memory, 2026-12-05 (resolution memo)"). Bounded by bytes (share `resolutions`), an answer
-   * counted as what it alone holds (answerBytes).
+   * counted as what it alone holds (answerBytes), and by count (256).
    */
   readonly resolved: ByteLru<string, ReadonlyMap<string, string>>;
   /**
