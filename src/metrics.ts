@@ -275,7 +275,7 @@ export class Metrics {
         await self.refreshOutbound();
       },
     });
-    // Label values are the fixed cache names of CACHE_SHARES (six at most).
+    // Label values are the fixed cache names of CACHE_SHARES (eight at most).
     const cacheGauge = (name: string, help: string, pick: (c: CacheStats) => number): Gauge<"cache"> =>
       new Gauge({
         name,

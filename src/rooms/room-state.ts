@@ -27,8 +27,7 @@ import type { RoomVersion } from "../protocol/room-versions.js";
 import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
 import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
-import { Lru } from "../store/state-cache.js";
-import { CacheBudget, keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
+import { ByteLru, CacheBudget, keyBytes, MAP_ENTRY } from "../store/byte-lru.js";
 import { AuthChainCache, LayeredIdSet } from "./auth-chain-cache.js";
 
 /** A state as IDs, and the state group that holds it if there is one yet. */
@@ -110,7 +109,19 @@ const MAX_FORK_WALK = 64;
  * at and what the answer changed on that group's state. Another state that is that group plus
  * known deltas then differs from the answer only in those keys (see RoomStateService.diffTo).
  */
-const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string> }>();
+const forkAnswers = new WeakMap<object, { common: string; changes: ReadonlyMap<string, string | null> }>();
+
+/** Heap bytes per entry of a state map's table (measured 31–46 B, bench/resolution-memo-mem.ts); keys and IDs are the group states' strings. */
+const STATE_ENTRY = 40;
+const MAP_HEADER = 48;
+
+/**
+ * Estimated bytes a resolution's answer holds on its own: a LayeredMap its layer (its base is a
+ * group state's, held by the group cache, or shared with the other answers on it), else its whole table.
+ */
+export function answerBytes(answer: ReadonlyMap<string, string>): number {
+  return answer instanceof LayeredMap ? 2 * MAP_HEADER + answer.layered * STATE_ENTRY : MAP_HEADER + answer.size * STATE_ENTRY;
+}
 
 /** What RoomStateService remembers across events (every entry is keyed by immutable inputs). */
 export class PlannerCaches {
@@ -120,10 +131,13 @@ export class PlannerCaches {
    * resolution of the same few state groups (the store's cached maps): resolved once, not once
    * per event. Inputs are immutable (state groups, stored events and their statuses), so a hit
    * is the same answer. Entries are the answers as handed out (immutable; a fork's answer is a
-   * LayeredMap sharing its base group's entries), not copies: 256 whole copies of a room's state
-   * were ~13 kB of live heap per member of a forked room (bench/README.md, scale-knocks).
+   * LayeredMap sharing its base group's entries, also when a branch replaced or removed a key of
+   * it), not copies: 256 whole copies of a room's state were ~13 kB of live heap per member of a
+   * forked room (bench/README.md, scale-knocks), and ~117 MB at 10,000 members with churn
+   * ("Memory, 2026-12-05 (resolution memo)"). Bounded by bytes (share `resolutions`), an answer
+   * counted as what it alone holds (answerBytes), and by count (256).
    */
-  readonly resolved = new Lru<string, ReadonlyMap<string, string>>(256);
+  readonly resolved: ByteLru<string, ReadonlyMap<string, string>>;
   /**
    * Auth chains (the events plus all their auth ancestors) of the states of recent fork points,
    * by room and state group: a fork's states share their fork point's state, so only what the
@@ -146,6 +160,12 @@ export class PlannerCaches {
     this.chainCache = budget.own("auth_chains", (max) => new AuthChainCache(max));
     this.rejectedCache = budget.cache("rejected", (k: string) => MAP_ENTRY + keyBytes(k));
     this.authVerdicts = budget.cache("auth_verdicts", (k: string) => MAP_ENTRY + keyBytes(k));
+    // Also at most 256 entries, as before: a layered answer keeps its base group's state alive,
+    // which answerBytes does not count (the group cache holds it only while the group is recent).
+    this.resolved = budget.own(
+      "resolutions",
+      (max) => new ByteLru<string, ReadonlyMap<string, string>>(max, (k, v) => MAP_ENTRY + keyBytes(k) + answerBytes(v), 256),
+    );
   }
 }
 
@@ -217,7 +237,7 @@ export class RoomStateService {
       forkAnswers.set(answer, { common: located!.common, changes });
       return answer;
     };
-    const resolved = await resolveState({
+    const whole = await resolveState({
       roomVersion: version,
       roomId,
       stateSets: distinct.map((s) => s.ids),
@@ -226,6 +246,7 @@ export class RoomStateService {
       authVerdicts: this.authVerdicts,
       ...(fork ? { fork, extend } : {}),
     });
+    const resolved = fork && !forkAnswers.has(whole) ? (onBase(whole, fork.base, located!.common) ?? whole) : whole;
     this.resolved.set(memoKey, resolved);
     return resolved;
   }
@@ -530,6 +551,24 @@ export class RoomStateService {
     remember();
     return plan;
   }
+}
+
+/**
+ * A fork's answer that resolution built whole (a branch replaced or removed a key of the base
+ * group's state, so the fork path did not apply) as the base group's state plus its difference
+ * from it, when that is small: the memo and the group cache then share the base's entries instead
+ * of each holding a copy of the room's state, and `diffTo` reads only the difference. Undefined
+ * when the difference is large (the whole answer is kept).
+ */
+function onBase(answer: ReadonlyMap<string, string>, base: ReadonlyMap<string, string>, common: string): LayeredMap<string> | undefined {
+  // A base that is not a LayeredMap is no group cache's (it would be copied, not shared).
+  if (!(base instanceof LayeredMap)) return undefined;
+  const changes = diff(base, answer);
+  // LayeredMap's own bound on a layer (about √size): a larger difference would be folded into a copy anyway.
+  if (changes.size > 16 && changes.size * changes.size > answer.size) return undefined;
+  const shared = (base as LayeredMap<string>).with(changes);
+  forkAnswers.set(shared, { common, changes });
+  return shared;
 }
 
 /** `ids` as a LayeredMap (itself when it is one; else a copy that later versions can share). */

@@ -32,10 +32,13 @@ export class ByteLru<K, V> implements SizedCache {
    * @param maxBytes the budget; an entry bigger than a quarter of it is not kept (one huge value
    *   must not flush everything else), but is still returned by the caller's own path.
    * @param sizeOf the estimated bytes one entry keeps alive (key included).
+   * @param maxEntries also at most this many entries (for values that keep alive more than
+   *   `sizeOf` counts, e.g. a shared base another cache may drop).
    */
   constructor(
     readonly maxBytes: number,
     private readonly sizeOf: (key: K, value: V) => number,
+    private readonly maxEntries = Infinity,
   ) {}
 
   get(key: K): V | undefined {
@@ -63,11 +66,11 @@ export class ByteLru<K, V> implements SizedCache {
     if (size > this.maxBytes / 4) return;
     this.map.set(key, { value, size });
     this.total += size;
-    if (this.total > this.maxBytes) {
+    if (this.total > this.maxBytes || this.map.size > this.maxEntries) {
       for (const [k, e] of this.map) {
         this.map.delete(k);
         this.total -= e.size;
-        if (this.total <= this.maxBytes) break;
+        if (this.total <= this.maxBytes && this.map.size <= this.maxEntries) break;
       }
     }
   }
@@ -141,7 +144,7 @@ export function estimateBytes(value: unknown): number {
 /** The caches that share GATEHOUSE_CACHE_MAX_BYTES, and each one's share of it (sum 1). */
 export const CACHE_SHARES = {
   /** The sender's canonical JSON of queued PDUs (Buffers, outside V8's heap). */
-  canonical_pdus: 0.3,
+  canonical_pdus: 0.26,
   /** Parsed events by room and event ID (RoomStore). */
   events: 0.3,
   /** State groups before/after stored events (RoomStore). */
@@ -154,6 +157,8 @@ export const CACHE_SHARES = {
   auth_verdicts: 0.08,
   /** Auth chains of recent fork points' states, layers shared between entries counted once (RoomStateService; src/rooms/auth-chain-cache.ts). */
   auth_chains: 0.1,
+  /** State resolutions' answers (RoomStateService; a fork's answer counted as its layer over its base group's state, which the group cache holds). */
+  resolutions: 0.04,
 } as const;
 
 export type CacheName = keyof typeof CACHE_SHARES;

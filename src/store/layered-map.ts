@@ -13,16 +13,18 @@
  * whose layer must fold folds its parent's layer first, once, into a base all of the parent's
  * children share, so N siblings of a version cost one O(n) fold, not N.
  *
- * Keys are only ever set, never deleted: room state has no deletions (a state event is replaced,
- * not removed), so neither does this map. Iteration order is Map's: keys in the order they were
- * first set, a replaced value keeping its key's place.
+ * A change may also remove a key (`null`): a fork's resolution can drop a key its base group
+ * has (a state reset), and with removals it still shares the base instead of copying it. The
+ * layer then holds `null` for the removed key. Iteration order is Map's: keys in the order they
+ * were first set, a replaced value keeping its key's place; except that a key removed and set
+ * again keeps its old place (a Map would move it to the end). Room state has no order.
  */
 export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<string, V> {
   private constructor(
     /** Never mutated once a LayeredMap holds it. */
     private readonly base: ReadonlyMap<string, V>,
-    /** Entries set since `base`, newest value per key; never mutated either. */
-    private readonly top: ReadonlyMap<string, V>,
+    /** Entries set since `base`, newest value per key (`null`: removed); never mutated either. */
+    private readonly top: ReadonlyMap<string, V | null>,
     readonly size: number,
   ) {}
 
@@ -39,23 +41,29 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
   }
 
   get(key: string): V | undefined {
-    return this.top.get(key) ?? this.base.get(key);
+    const t = this.top.get(key);
+    return t === undefined ? this.base.get(key) : (t ?? undefined);
   }
 
   has(key: string): boolean {
-    return this.top.has(key) || this.base.has(key);
+    const t = this.top.get(key);
+    return t === undefined ? this.base.has(key) : t !== null;
   }
 
-  /** A new version with `changes` applied (later entries win); this one is unchanged. */
-  with(changes: Iterable<readonly [string, V]>): LayeredMap<V> {
-    let top: Map<string, V> | null = null;
+  /** A new version with `changes` applied (later entries win; `null` removes the key); this one is unchanged. */
+  with(changes: Iterable<readonly [string, V | null]>): LayeredMap<V> {
+    let top: Map<string, V | null> | null = null;
     let size = this.size;
     for (const [key, value] of changes) {
-      const current = top ? (top.get(key) ?? this.base.get(key)) : this.get(key);
-      if (current === value) continue;
+      const t = (top ?? this.top).get(key);
+      const current = t === undefined ? this.base.get(key) : (t ?? undefined);
+      if (current === (value ?? undefined)) continue;
       top ??= new Map(this.top);
       if (current === undefined) size++;
-      top.set(key, value);
+      else if (value === null) size--;
+      // A key the base lacks needs no tombstone once removed.
+      if (value === null && !this.base.has(key)) top.delete(key);
+      else top.set(key, value);
     }
     if (!top) return this;
     // Fold once `top` outgrows √size: keeps both the per-change copy of `top` and the amortised
@@ -64,9 +72,7 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
       // This version's own layer first, shared by every version built on it: siblings do not
       // each copy the whole map. Then the changes alone, unless they outgrow √size themselves.
       if (this.top.size > 0) return this.flat().with(changes);
-      const base = new Map(this.base);
-      for (const [key, value] of top) base.set(key, value);
-      return new LayeredMap(base, new Map(), size);
+      return new LayeredMap(fold(this.base, top), new Map(), size);
     }
     return new LayeredMap(this.base, top, size);
   }
@@ -75,9 +81,7 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
   private flat(): LayeredMap<V> {
     if (this.top.size === 0) return this;
     if (!this.folded) {
-      const base = new Map(this.base);
-      for (const [key, value] of this.top) base.set(key, value);
-      this.folded = new LayeredMap(base, new Map(), this.size);
+      this.folded = new LayeredMap(fold(this.base, this.top), new Map(), this.size);
     }
     return this.folded;
   }
@@ -93,8 +97,12 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
       yield* base.entries();
       return;
     }
-    for (const [key, value] of base) yield [key, top.get(key) ?? value];
-    for (const [key, value] of top) if (!base.has(key)) yield [key, value];
+    for (const [key, value] of base) {
+      const t = top.get(key);
+      if (t === undefined) yield [key, value];
+      else if (t !== null) yield [key, t];
+    }
+    for (const [key, value] of top) if (value !== null && !base.has(key)) yield [key, value];
   }
 
   *keys(): MapIterator<string> {
@@ -117,4 +125,14 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
   get layered(): number {
     return this.top.size;
   }
+}
+
+/** `base` with `layer` applied (`null` removes), as a new Map. */
+function fold<V>(base: ReadonlyMap<string, V>, layer: ReadonlyMap<string, V | null>): Map<string, V> {
+  const out = new Map(base);
+  for (const [key, value] of layer) {
+    if (value === null) out.delete(key);
+    else out.set(key, value);
+  }
+  return out;
 }

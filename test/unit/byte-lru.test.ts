@@ -7,7 +7,7 @@ const bySize = (_k: string, v: number) => v;
 
 type Op = ["set", string, number] | ["get", string] | ["delete", string];
 
-const cases: { why: string; maxBytes: number; ops: Op[]; keys: string[]; bytes: number }[] = [
+const cases: { why: string; maxBytes: number; maxEntries?: number; ops: Op[]; keys: string[]; bytes: number }[] = [
   {
     why: "entries fit the budget: all stay",
     maxBytes: 100,
@@ -64,11 +64,19 @@ const cases: { why: string; maxBytes: number; ops: Op[]; keys: string[]; bytes: 
     keys: ["b"],
     bytes: 20,
   },
+  {
+    why: "with maxEntries, the least recently used also goes when the count is over it (bytes to spare)",
+    maxBytes: 1000,
+    maxEntries: 2,
+    ops: [["set", "a", 5], ["set", "b", 5], ["get", "a"], ["set", "c", 5]],
+    keys: ["a", "c"],
+    bytes: 10,
+  },
 ];
 
 for (const c of cases) {
   test(`ByteLru: ${c.why}`, () => {
-    const lru = new ByteLru<string, number>(c.maxBytes, bySize);
+    const lru = new ByteLru<string, number>(c.maxBytes, bySize, c.maxEntries);
     for (const op of c.ops) {
       if (op[0] === "set") lru.set(op[1], op[2]);
       else if (op[0] === "get") lru.get(op[1]);

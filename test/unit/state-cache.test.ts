@@ -50,6 +50,61 @@ describe("LayeredMap", () => {
     );
   });
 
+  test("with removals (null), every version reads like the Map it stands for, and old versions never change", () => {
+    const key = fc.integer({ min: 0, max: 120 }).map((n) => `k${n}`);
+    // null removes the key (a state reset); a key removed and set again keeps its old place, so
+    // entries are compared as maps here (order aside).
+    const batch = fc.array(fc.tuple(key, fc.option(fc.integer({ min: 0, max: 5 }), { freq: 3 })), { maxLength: 8 });
+    fc.assert(
+      fc.property(fc.array(fc.tuple(key, fc.integer())), fc.array(batch, { maxLength: 60 }), (initial, batches) => {
+        const versions: { map: LayeredMap<number>; model: Map<string, number> }[] = [];
+        let model = new Map(initial);
+        let map = LayeredMap.from(initial);
+        versions.push({ map, model });
+        for (const b of batches) {
+          model = new Map(model);
+          for (const [k, v] of b) {
+            if (v === null) model.delete(k);
+            else model.set(k, v);
+          }
+          map = map.with(b);
+          versions.push({ map, model });
+        }
+        for (const v of versions) {
+          assert.equal(v.map.size, v.model.size);
+          assert.deepEqual(new Map(v.map), v.model);
+          assert.deepEqual(new Set(v.map.keys()), new Set(v.model.keys()));
+          assert.equal([...v.map.values()].length, v.model.size);
+          for (let i = 0; i < 125; i++) {
+            assert.equal(v.map.get(`k${i}`), v.model.get(`k${i}`));
+            assert.equal(v.map.has(`k${i}`), v.model.has(`k${i}`));
+          }
+        }
+      }),
+      { numRuns: RUNS },
+    );
+  });
+
+  test("removing keys: a layer over the shared base, a tombstone only for keys the base has", () => {
+    const cases = [
+      { why: "a base key removed: a tombstone in the layer, the base shared", changes: [["m1", null]], size: 99, layered: 1, get: ["m1", undefined] },
+      { why: "a base key replaced (a member event superseding another)", changes: [["m1", -1]], size: 100, layered: 1, get: ["m1", -1] },
+      { why: "a key added then removed: no tombstone needed", changes: [["new", 1], ["new", null]], size: 100, layered: 0, get: ["new", undefined] },
+      { why: "removed then set again", changes: [["m2", null], ["m2", 7]], size: 100, layered: 1, get: ["m2", 7] },
+      { why: "removing a key it lacks changes nothing", changes: [["absent", null]], size: 100, layered: 0, get: ["absent", undefined] },
+    ] as const;
+    const base = LayeredMap.from(Array.from({ length: 100 }, (_, i) => [`m${i}`, i] as const));
+    for (const c of cases) {
+      const v = base.with(c.changes as unknown as [string, number | null][]);
+      assert.equal(v.size, c.size, c.why);
+      assert.equal(v.layered, c.layered, c.why);
+      assert.equal(v.get(c.get[0]), c.get[1], c.why);
+      assert.ok(v.sharesBaseWith(base), `${c.why}: shares the base`);
+      assert.equal(base.size, 100, `${c.why}: the base is unchanged`);
+    }
+    assert.equal(base.with([["absent", null]]), base, "no change is the same version");
+  });
+
   test("a change costs a copy of the layer, not of the map; the layer stays under about √size", () => {
     let map = LayeredMap.from(Array.from({ length: 10_000 }, (_, i) => [`m${i}`, i] as const));
     let maxLayer = 0;
