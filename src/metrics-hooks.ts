@@ -40,8 +40,9 @@ export function outboundHooks(metrics: Metrics, logger: Logger): Pick<Federation
   };
 }
 
-export function senderHooks(metrics: Metrics): Pick<SenderDeps, "onTransaction"> {
+export function senderHooks(metrics: Metrics): Pick<SenderDeps, "onTransaction" | "onJobHandedBack"> {
   return {
+    onJobHandedBack: () => metrics.senderJobsHandedBack.inc(),
     onTransaction: (outcome, info) => {
       metrics.outboundTransactions.inc({ outcome });
       metrics.outboundTransactionDuration.observe(info.seconds);

@@ -31,6 +31,7 @@ export class Metrics {
   readonly eventsPersisted: Counter<"origin" | "kind">;
   readonly outboundPdusQueued: Counter;
   readonly outboundTransactions: Counter<"outcome">;
+  readonly senderJobsHandedBack: Counter;
   readonly outboundTransactionDuration: Histogram;
   readonly outboundPdusPerTransaction: Histogram;
   readonly outboundPduErrors: Counter;
@@ -191,6 +192,11 @@ export class Metrics {
       name: "gatehouse_outbound_transactions_total",
       help: "Outbound /send transactions, by outcome: sent (2xx), failed (will retry; a transaction rejected repeatedly is then split), dead_lettered (a PDU sent alone was rejected: moved to the dead letters), dropped (EDUs sent alone were rejected).",
       labelNames: ["outcome"] as const,
+      registers: r,
+    });
+    this.senderJobsHandedBack = new Counter({
+      name: "gatehouse_sender_jobs_handed_back_total",
+      help: "Destination jobs BullMQ handed back to this process while their run here went on: a lock renewal was missed (the process or Redis stalled past GATEHOUSE_SENDER_LOCK_MS's margin). The run continues alone; a steady rate means the lock is too short for the host's stalls.",
       registers: r,
     });
     this.outboundTransactionDuration = new Histogram({

@@ -93,6 +93,8 @@ export interface SenderDeps {
   hostname?: string;
   /** Called once per answered or failed transaction (metrics). */
   onTransaction?: (outcome: TransactionOutcome, info: { seconds: number; pdus: number; pduErrors: number; kind: string }) => void;
+  /** Called when BullMQ hands a destination's job back while its run continues here (processJob; metrics). */
+  onJobHandedBack?: () => void;
 }
 
 export interface Edu {
@@ -437,6 +439,7 @@ export class Sender {
       // invocation, the lock's holder now, waits for it and finishes the job with its outcome.
       // The superseded invocation's finish is refused by BullMQ (its lock is gone): a warning.
       const sameJob = current.jobId === job.id;
+      this.deps.onJobHandedBack?.();
       current.token = token;
       current.jobId = job.id;
       this.deps.logger.warn(

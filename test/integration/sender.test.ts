@@ -537,7 +537,8 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
     prefixes.push(prefix);
     const sink = await SinkPeer.start(identity);
     // One shard, several slots: the handed-back job is taken by this process's own worker.
-    const s = makeSender({ prefix, key, logLevel: "warn", logStream, timeoutMs: 30_000, settings: { shards: 1, concurrency: 4, lockDurationMs: 1000 } });
+    let handBacks = 0;
+    const s = makeSender({ prefix, key, logLevel: "warn", logStream, timeoutMs: 30_000, settings: { shards: 1, concurrency: 4, lockDurationMs: 1000 }, onJobHandedBack: () => handBacks++ });
     cleanups.push(async () => {
       await s.close();
       await sink.close();
@@ -577,6 +578,7 @@ describe("sender: concurrency and recovery", { timeout: 30_000 }, () => {
       "no error logged",
     );
     assert.ok(lines.some((l) => /handed back/.test(l.msg) && l.sameJob === true), "the hand-back is logged as a warning");
+    assert.ok(handBacks >= 1, "the hand-back is counted (gatehouse_sender_jobs_handed_back_total)");
     assert.equal(sink.maxConcurrent, 1);
     assert.deepEqual(numbersOf(sink.delivered), range(0, 10));
     assertExactlyOncePerTxn(sink.attempts);

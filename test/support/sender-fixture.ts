@@ -70,6 +70,8 @@ export function makeSender(opts: {
   instanceId?: string;
   /** Where the log lines go (JSON lines), e.g. to read the sender's decisions. */
   logStream?: NodeJS.WritableStream;
+  /** SenderDeps.onJobHandedBack. */
+  onJobHandedBack?: () => void;
 }): TestSender {
   const redis = connect(opts.redisUrl);
   const keys = new RedisKeys(opts.prefix);
@@ -91,6 +93,7 @@ export function makeSender(opts: {
     settings: { ...FAST_SETTINGS, ...opts.settings },
     instanceId: opts.instanceId,
     hostname: hostname(),
+    ...(opts.onJobHandedBack ? { onJobHandedBack: opts.onJobHandedBack } : {}),
   });
   return {
     sender,
