@@ -3,7 +3,7 @@
  * for any local user of Gatehouse's server name, like an application service: each action names
  * its `sender` (defaulting to the room's creator).
  */
-import { Router, type Request } from "express";
+import { Router } from "express";
 import { route } from "../http/errors.js";
 import { objectBody } from "../http/body.js";
 import { badJson, invalidParam, notFound } from "../protocol/errors.js";

@@ -22,7 +22,7 @@ import type { RoomStore } from "../store/room-store.js";
 import type { FederationClient } from "../net/federation-client.js";
 import { FederationRequestError } from "../net/federation-client.js";
 import type { RemoteKeys } from "../keys/remote-keys.js";
-import { applyRedactions, type StoredEvent } from "./redactions.js";
+import type { StoredEvent } from "./redactions.js";
 import { heroKind, HeroPicker, namesItself, partialJoinState } from "../protocol/partial-join.js";
 import { jsonObjectChunks } from "./json-chunks.js";
 

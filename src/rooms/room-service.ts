@@ -25,7 +25,7 @@ import { createEventIdOfRoom } from "../protocol/state-res/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
-import { RoomStore, stateField, authEventIds, prevEventIds, type EventStatus, type ProbeResult, type SnapshotProbe, type StoreSnapshot, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
+import { RoomStore, stateField, authEventIds, prevEventIds, type ProbeResult, type SnapshotProbe, type StoreSnapshot, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
 import { createEventStatePlan, PlannerCaches, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
 import type { CacheBudget } from "../store/byte-lru.js";
 import { planNewRoom } from "./new-room-state.js";

@@ -24,7 +24,7 @@
 import { authEventKeys, type StateLookup } from "../protocol/auth/index.js";
 import type { Pdu } from "../protocol/pdu.js";
 import type { RoomVersion } from "../protocol/room-versions.js";
-import { resolveState, stateAuthChain, type IdSet, type StateFork } from "../protocol/state-res/index.js";
+import { resolveState, stateAuthChain, type StateFork } from "../protocol/state-res/index.js";
 import { metaOf, stateGroupDepthLimit, stateGroupRebaseLimit, STATE_GROUP_DEPTH_CAP, stateField, type RoomStore, type StateGroupMeta, type StateGroupWrite, type StatePlan } from "../store/room-store.js";
 import { LayeredMap } from "../store/layered-map.js";
 import { ByteLru, CacheBudget, keyBytes, MAP_ENTRY } from "../store/byte-lru.js";

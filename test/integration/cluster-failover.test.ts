@@ -6,7 +6,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import type { EmbeddedRedisCluster } from "../../src/embedded-redis-cluster.js";
-import { GH_SERVER_NAME, clusterWithSinks, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, range, uniquePrefix, type TestSender } from "../support/sender-fixture.js";
+import { GH_SERVER_NAME, clusterWithSinks, assertExactlyOncePerTxn, gatehouseKey, makeSender, numbersOf, uniquePrefix, type TestSender } from "../support/sender-fixture.js";
 import type { Pdu } from "../../src/protocol/pdu.js";
 import { Cleanups } from "../support/cleanups.js";
 

@@ -2,7 +2,7 @@
 // batching, retries with the same txnId and body, backoff and catch-up, one transaction in flight
 // per destination across Sender instances, per-PDU errors, 4xx splits and dead letters, /queue pagination, the recovery sweep, the
 // admin API wiring, and a 1000-PDU backlog.
-import { test, describe, before, after } from "node:test";
+import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -206,7 +206,7 @@ describe("python oracle (signedjson / canonicaljson)", () => {
     entity === "py.example" && keyId === "ed25519:py_1" ? nodeEd25519.verifier(pyKey.publicKey) : undefined;
 
   describe("(a) Gatehouse signs, python verifies", () => {
-    for (const [i, { obj, key }] of signedJsonObjects.entries()) {
+    for (const [i, { key }] of signedJsonObjects.entries()) {
       test(`JSON object ${i} (${key.keyId}): verify_signed_json accepts`, () => assert.equal(r.verify_json[i], true));
     }
     for (const [i, { version, full, redacted }] of signedEvents.entries()) {
