@@ -58,7 +58,9 @@ export function roomRouter(deps: { transactions: InboundTransactions; history: R
       const v = req.query.v;
       const from = (Array.isArray(v) ? v : v === undefined ? [] : [v]).filter((x): x is string => typeof x === "string");
       if (from.length === 0) throw missingParam("v is required");
-      const limit = Number(req.query.limit ?? 10);
+      // The spec marks limit required, as it does v; Synapse answers 400 without it too.
+      if (req.query.limit === undefined) throw missingParam("limit is required");
+      const limit = Number(req.query.limit);
       if (!Number.isInteger(limit) || limit < 1) throw invalidParam("limit must be a positive integer");
       const pdus = await history.backfill(req.params.roomId as string, req.origin!, from, Math.min(limit, 100));
       res.json({ origin: deps.serverName, origin_server_ts: deps.clock(), pdus });

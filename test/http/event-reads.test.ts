@@ -151,6 +151,9 @@ describe("reads by a joined server", () => {
     const noV = await t.fed(remote, "GET", `${FED}/v1/backfill/${enc(roomId)}?limit=2`);
     assert.equal(noV.status, 400);
     assert.equal(noV.body.errcode, "M_MISSING_PARAM");
+    const noLimit = await t.fed(remote, "GET", `${FED}/v1/backfill/${enc(roomId)}?v=${enc(m3.eventId)}`);
+    assert.equal(noLimit.status, 400, "the spec marks limit required");
+    assert.equal(noLimit.body.errcode, "M_MISSING_PARAM");
     const badLimit = await t.fed(remote, "GET", `${FED}/v1/backfill/${enc(roomId)}?v=${enc(m3.eventId)}&limit=0`);
     assert.equal(badLimit.status, 400);
     assert.equal(badLimit.body.errcode, "M_INVALID_PARAM");
