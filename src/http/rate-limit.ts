@@ -1,7 +1,8 @@
 /**
- * Redis-backed token buckets, so limits hold across replicas. One Lua call per check: refill by
- * elapsed time, take one token or report how long until one is available. Answers 429
- * M_LIMIT_EXCEEDED with retry_after_ms (and Retry-After, via the error handler).
+ * Redis-backed token buckets, so limits hold across replicas. One Lua call per check
+ * (store/lua/take-token.lua): refill by elapsed time, take one token or report how long until one
+ * is available. Answers 429 M_LIMIT_EXCEEDED with retry_after_ms (and Retry-After, via the error
+ * handler).
  *
  * Two limits protect the federation listener: per origin server (all endpoints) and per hosted
  * room for knocks (make_knock + send_knock), which bounds how fast any set of servers can fill a
@@ -11,6 +12,7 @@ import type { NextFunction, Request, Response } from "express";
 import type { Redis } from "ioredis";
 import { limitExceeded } from "../protocol/errors.js";
 import type { RedisKeys } from "../store/redis-keys.js";
+import { defineLuaCommands } from "../store/lua-scripts.js";
 
 export interface BucketSettings {
   /** Tokens added per second. */
@@ -19,28 +21,7 @@ export interface BucketSettings {
   burst: number;
 }
 
-const TAKE_TOKEN_LUA = `
--- KEYS[1] bucket hash; ARGV: rate per ms, burst, now ms
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1])
-local ts = tonumber(b[2])
-if tokens == nil then tokens = burst; ts = now end
-tokens = math.min(burst, tokens + (now - ts) * rate)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = math.ceil((1 - tokens) / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
-return wait
-`;
-
-type RedisWithBucket = Redis & { gatehouseTakeToken(key: string, rate: string, burst: string, now: string): Promise<number> };
+type RedisWithBucket = Redis & { gatehouseTakeToken(numKeys: 1, key: string, rate: string, burst: string, now: string): Promise<number> };
 
 export class RateLimiter {
   private readonly redis: RedisWithBucket;
@@ -51,14 +32,14 @@ export class RateLimiter {
     private readonly clock: () => number = Date.now,
   ) {
     this.redis = redis as RedisWithBucket;
-    if (!("gatehouseTakeToken" in redis)) redis.defineCommand("gatehouseTakeToken", { numberOfKeys: 1, lua: TAKE_TOKEN_LUA });
+    defineLuaCommands(redis, { gatehouseTakeToken: "take-token" });
   }
 
   /** 0 when a token was taken, else the milliseconds until one is available. */
   async take(bucket: string, subject: string, settings: BucketSettings): Promise<number> {
     if (settings.ratePerSecond <= 0) return 0;
     return Number(
-      await this.redis.gatehouseTakeToken(this.keys.rateLimit(bucket, subject), String(settings.ratePerSecond / 1000), String(settings.burst), String(this.clock())),
+      await this.redis.gatehouseTakeToken(1, this.keys.rateLimit(bucket, subject), String(settings.ratePerSecond / 1000), String(settings.burst), String(this.clock())),
     );
   }
 

@@ -109,7 +109,7 @@ export interface RoomServiceDeps {
   /** A run found the room's write lease held by another replica and waited for it (once per wait). */
   onLeaseWait?: (roomId: string) => void;
   /**
-   * The room's write lease (store/state-cache.ts SNAPSHOT_LUA; GATEHOUSE_ROOM_WRITE_LEASE_MS):
+   * The room's write lease (store/lua/room-snapshot.lua; GATEHOUSE_ROOM_WRITE_LEASE_MS):
    * how long a replica may plan a run before the others stop waiting for it; a replica waits at
    * most twice this for another's lease, then plans without one (the stream check decides, as
    * it always does). 0 or absent: no lease.

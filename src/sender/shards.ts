@@ -30,6 +30,7 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Logger } from "../logger.js";
+import { luaScript } from "../store/lua-scripts.js";
 
 /** The layout before sharding: one queue, `{send}`. */
 export const LEGACY_QUEUE_NAME = "{send}";
@@ -105,7 +106,7 @@ export async function adoptLayout(count: number, deps: LayoutDeps): Promise<numb
     return previous;
   } finally {
     // Compare-and-delete: only our own lock.
-    await redis.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0", 1, deps.lockKey, token);
+    await redis.eval(luaScript("release-lock"), 1, deps.lockKey, token);
   }
 }
 

@@ -68,7 +68,7 @@ export class RedisKeys {
   remoteOutboxRooms(): string { return `${this.prefix}:remote-outbox-rooms`; }
   /** HASH: alias → room ID (local aliases). */
   aliases(): string { return `${this.prefix}:aliases`; }
-  /** STRING: the room's write lease, the owner's ID (state-cache.ts SNAPSHOT_LUA): one replica plans the room's runs at a time. */
+  /** STRING: the room's write lease, the owner's ID (lua/room-snapshot.lua): one replica plans the room's runs at a time. */
   roomLock(roomId: string): string { return `${this.prefix}:{${roomId}}:lock`; }
 
   // --- remote rooms (knocks by local users) ------------------------------------------------

@@ -17,7 +17,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import { redactEvent } from "../protocol/redaction.js";
 import { redactionApplies } from "../protocol/redaction-rules.js";
 import { getRoomVersion, type RoomVersion } from "../protocol/room-versions.js";
-import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, SNAPSHOT_LUA, STATE_RECORD_WINDOW, type CachedState, type StateEntry } from "./state-cache.js";
+import { applyStateEntries, cachedStateOf, Lru, MAX_DELTA, STATE_RECORD_WINDOW, type CachedState, type StateEntry } from "./state-cache.js";
 import { LayeredMap } from "./layered-map.js";
 import { CacheBudget, estimateBytes, keyBytes, MAP_ENTRY, stringBytes, type ByteLru } from "./byte-lru.js";
 import { defineLuaCommands } from "./lua-scripts.js";
@@ -233,27 +233,6 @@ export type PersistResult = "persisted" | "duplicate" | "conflict";
 export const stateField = (type: string, stateKey: string): string => JSON.stringify([type, stateKey]);
 export const parseStateField = (field: string): [string, string] => JSON.parse(field) as [string, string];
 
-/** KEYS: 1 aliases; ARGV: 1 alias, 2 room ID. Deletes the alias only while it names that room. */
-const RELEASE_ALIAS_LUA = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
-
-const LOAD_STATE_GROUP_LUA = `
--- KEYS: 1 state groups
--- ARGV: 1 group ID
--- Returns the group's JSON and its ancestors' up to the nearest whole group (p = null), leaf
--- first; stops early (the last entry missing) if a group is not stored.
-local out = {}
-local id = ARGV[1]
-for i = 1, ${STATE_GROUP_DEPTH_CAP + 2} do
-  local j = redis.call('HGET', KEYS[1], id)
-  if not j then return out end
-  out[#out + 1] = j
-  local g = cjson.decode(j)
-  if type(g.p) ~= 'string' then return out end
-  id = g.p
-end
-return out
-`;
-
 /** The state groups of a new room, as persisting its events one by one would write them (rooms/new-room-state.ts). */
 export interface NewRoomStateWrite {
   /** Every group, parents first. */
@@ -317,7 +296,7 @@ export interface StoreSnapshot {
 }
 
 /**
- * The room's write lease (state-cache.ts SNAPSHOT_LUA): one writer (a RoomService, i.e. one
+ * The room's write lease (lua/room-snapshot.lua): one writer (a RoomService, i.e. one
  * replica) plans the room at a time, so replicas do not plan runs only to lose the stream check.
  */
 export interface RoomLease {
@@ -332,7 +311,9 @@ type RedisWithScripts = Redis & {
   gatehousePersistBackfill(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseCompletePartialState(numKeys: number, ...args: string[]): Promise<string>;
   gatehouseLoadStateGroup(numKeys: number, ...args: string[]): Promise<string[]>;
-  gatehouseReleaseRoomLease(numKeys: number, ...args: string[]): Promise<number>;
+  gatehouseReleaseLock(numKeys: number, ...args: string[]): Promise<number>;
+  gatehouseReleaseAlias(numKeys: number, ...args: string[]): Promise<number>;
+  gatehouseSetFieldsIfAbsent(numKeys: number, ...args: string[]): Promise<number>;
   gatehouseSnapshot(numKeys: number, ...args: string[]): Promise<SnapshotReply | ["leased", number]>;
 };
 
@@ -455,9 +436,18 @@ export class RoomStore {
     this.groupMetaCache = caches.cache("state_group_meta", (k: string, meta: StateGroupMeta) => MAP_ENTRY + keyBytes(k) + estimateBytes(meta));
     this.eventStateCache = caches.cache("event_state_groups", (k: string, g: { before: string; after: string }) => MAP_ENTRY + keyBytes(k) + 40 + stringBytes(g.before) + stringBytes(g.after));
     this.fanout = new Fanout(redis, keys);
-    defineLuaCommands(redis, { gatehousePersistNewRoom: "persist-new-room", gatehousePersistEvents: "persist-events", gatehousePersistJoinedRoom: "persist-joined-room", gatehousePersistBackfill: "persist-backfill", gatehouseReleaseRoomLease: "release-room-lease", gatehouseCompletePartialState: "complete-partial-state" });
-    if (!("gatehouseSnapshot" in redis)) redis.defineCommand("gatehouseSnapshot", { lua: SNAPSHOT_LUA });
-    if (!("gatehouseLoadStateGroup" in redis)) redis.defineCommand("gatehouseLoadStateGroup", { lua: LOAD_STATE_GROUP_LUA });
+    defineLuaCommands(redis, {
+      gatehousePersistNewRoom: "persist-new-room",
+      gatehousePersistEvents: "persist-events",
+      gatehousePersistJoinedRoom: "persist-joined-room",
+      gatehousePersistBackfill: "persist-backfill",
+      gatehouseReleaseLock: "release-lock",
+      gatehouseCompletePartialState: "complete-partial-state",
+      gatehouseSnapshot: "room-snapshot",
+      gatehouseLoadStateGroup: "load-state-group",
+      gatehouseReleaseAlias: "release-alias",
+      gatehouseSetFieldsIfAbsent: "set-fields-if-absent",
+    });
   }
 
   async persistEvent(input: PersistInput): Promise<PersistResult> {
@@ -557,7 +547,7 @@ export class RoomStore {
 
   /** Gives back the room's write lease if `owner` still holds it (a run planned under it that wrote nothing). */
   async releaseRoomLease(roomId: string, owner: string): Promise<void> {
-    await this.redis.gatehouseReleaseRoomLease(1, this.keys.roomLock(roomId), owner);
+    await this.redis.gatehouseReleaseLock(1, this.keys.roomLock(roomId), owner);
   }
 
   /**
@@ -674,7 +664,7 @@ export class RoomStore {
       }
       g = meta.up;
     }
-    const chain = await this.redis.gatehouseLoadStateGroup(1, this.keys.stateGroups(roomId), group);
+    const chain = await this.redis.gatehouseLoadStateGroup(1, this.keys.stateGroups(roomId), group, String(STATE_GROUP_DEPTH_CAP + 2));
     const parsed = chain.map((j) => JSON.parse(j) as { p: string | null; d: Record<string, string | null> });
     if (parsed.length === 0 || typeof parsed[parsed.length - 1]!.p === "string") {
       throw new Error(`room ${roomId}: state group ${group} or one of its parents is not stored`);
@@ -748,7 +738,7 @@ export class RoomStore {
     );
     if (result === "exists") {
       // Release the alias claimed above (only if it still names this room ID).
-      if (input.alias) await this.redis.eval(RELEASE_ALIAS_LUA, 1, k.aliases(), input.alias, room.roomId);
+      if (input.alias) await this.redis.gatehouseReleaseAlias(1, k.aliases(), input.alias, room.roomId);
       return result as "exists";
     }
     if (result === "persisted") {
@@ -900,8 +890,7 @@ export class RoomStore {
    */
   async setRoomFieldsIfAbsent(roomId: string, guard: string, fields: Record<string, string>): Promise<boolean> {
     const args = Object.entries(fields).flat();
-    const script = "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end redis.call('HSET', KEYS[1], unpack(ARGV, 2)) return 1";
-    return (await this.redis.eval(script, 1, this.keys.room(roomId), guard, ...args)) === 1;
+    return (await this.redis.gatehouseSetFieldsIfAbsent(1, this.keys.room(roomId), guard, ...args)) === 1;
   }
 
   async getRoomField(roomId: string, field: string): Promise<string | null> {

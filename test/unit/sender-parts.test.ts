@@ -2,7 +2,7 @@
 // which transport a destination gets.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { luaScript } from "../../src/store/lua-scripts.js";
 import { canonicalJson } from "../../src/protocol/canonical-json.js";
@@ -21,6 +21,18 @@ test("every Lua script opens with a comment header naming its KEYS and ARGV", ()
     assert.match(header, /ARGV:/, `${f}: no ARGV line in its header`);
     assert.ok(text.startsWith("--"), `${f}: the header comes first`);
   }
+});
+
+test("no Lua is written inline in src/: every script is a file in src/store/lua/", () => {
+  const srcDir = fileURLToPath(new URL("../../src/", import.meta.url));
+  const inline: string[] = [];
+  for (const f of readdirSync(srcDir, { recursive: true, encoding: "utf8" })) {
+    if (!f.endsWith(".ts")) continue;
+    const text = readFileSync(srcDir + f, "utf8");
+    // Lua's redis.call('…') (single quotes; TypeScript here uses double quotes, e.g. ioredis's own redis.call("CONFIG", …)).
+    if (/redis\.(p?call)\s*\(\s*'/.test(text)) inline.push(f);
+  }
+  assert.deepEqual(inline, [], "files with inline Lua");
 });
 
 const fed = new FederationTransport({ request: () => Promise.reject(new Error("not used")) }, "gatehouse.test", (s) => parseServerName(s) !== null);

@@ -14,7 +14,7 @@
 -- sorted set: event ID by stream position; redis-keys.ts stateEvents), and the room's
 -- `state_events_to` follows the stream: the positions from `state_events_from` to it are all
 -- recorded, so another replica's state cache learns from the record which events after its
--- position can change state and reads only those (state-cache.ts SNAPSHOT_LUA). When the record
+-- position can change state and reads only those (lua/room-snapshot.lua). When the record
 -- does not reach the stream this run starts from (positions written by a version before the
 -- record, or by persist-joined-room), `state_events_from` restarts at the run's first position.
 -- Only the last W positions are kept (W = ARGV[8 + 15 * N]; a replica further behind than the
@@ -42,7 +42,7 @@
 --       it goes in the state-event record), else ""; after the events,
 --       ARGV[7 + 15 * N]: the write lease's owner ("" = none),
 --       which gets the lease back when it still holds it and the run is written (or was all
---       duplicates); a conflict leaves it held, for the owner's next plan (state-cache.ts SNAPSHOT_LUA);
+--       duplicates); a conflict leaves it held, for the owner's next plan (lua/room-snapshot.lua);
 --       ARGV[8 + 15 * N]: W, how many of the last stream positions the state-event record keeps
 -- The state group counter is checked with the stream: a run that numbered its groups from a
 -- snapshot's counter is a conflict when any group ID was taken since.
