@@ -1000,6 +1000,14 @@ describe("deploy: Dockerfile and docs", () => {
     assert.equal(config.metrics?.host, "0.0.0.0");
   });
 
+  test("every setting loadConfig reads has a row in README.md's settings table", () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    // A row's first cell names one setting or several (`A` / `B`).
+    const rows = new Set([...readme.matchAll(/^\| ([^|]+) \|/gm)].flatMap((m) => [...m[1]!.matchAll(/`([A-Z][A-Z0-9_]*)`/g)].map((n) => n[1]!)));
+    assert.ok(SETTINGS.size > 40, `settings found: ${SETTINGS.size}`);
+    assert.deepEqual([...SETTINGS].filter((k) => !rows.has(k)), [], "settings without a README row");
+  });
+
   test("every GATEHOUSE_* name in deploy/ (comments, README, Dockerfile) is a setting", () => {
     const bad: string[] = [];
     for (const f of filesUnder(deployDir)) for (const n of unknownSettingMentions(readFileSync(f, "utf8"))) bad.push(`${relative(root, f)}: ${n}`);
