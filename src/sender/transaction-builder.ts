@@ -2,9 +2,9 @@
  * Queued entries → a transaction body. Reads each queued PDU from the room store once per
  * process (encoded bytes cached per transport kind and event, shared by every destination of
  * that kind; the PDUs a transaction lacks are taken from the store's event cache or read with
- * one MGET per room), canonicalises the
- * queued EDUs, and lets the destination's transport put the envelope around them. No Redis
- * writes: storing the body is the algorithm's (per-destination.ts).
+ * one MGET per room), canonicalises the queued EDUs, and lets the destination's transport put
+ * the envelope around them. No Redis writes: storing the body is the algorithm's
+ * (per-destination.ts).
  */
 import type { Logger } from "../logger.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
@@ -112,17 +112,17 @@ export class TransactionBuilder {
         b.resolve({ missing: false, error: (e as Error).message });
       }
     };
-    let toRead = batch;
-    const { cachedEvent } = this.deps.store;
-    if (transport.encodePdu && cachedEvent) {
-      toRead = [];
-      for (const b of batch) {
-        const pdu = cachedEvent.call(this.deps.store, roomId, b.eventId);
-        if (pdu === undefined) toRead.push(b);
-        else encode(b, () => transport.encodePdu!(pdu, b.eventId));
-      }
-    }
     try {
+      let toRead = batch;
+      const { cachedEvent } = this.deps.store;
+      if (transport.encodePdu && cachedEvent) {
+        toRead = [];
+        for (const b of batch) {
+          const pdu = cachedEvent.call(this.deps.store, roomId, b.eventId);
+          if (pdu === undefined) toRead.push(b);
+          else encode(b, () => transport.encodePdu!(pdu, b.eventId));
+        }
+      }
       if (toRead.length === 0) return;
       const texts = await this.deps.store.getEventJsons(roomId, toRead.map((b) => b.eventId));
       toRead.forEach((b, i) => {
@@ -131,7 +131,8 @@ export class TransactionBuilder {
         encode(b, () => transport.encodeEvent(text, b.eventId));
       });
     } catch (e) {
-      for (const b of toRead) b.reject(e);
+      // (The ones already settled from the event cache stay settled.)
+      for (const b of batch) b.reject(e);
     } finally {
       for (const b of batch) this.loading.delete(b.key);
     }
