@@ -7,7 +7,7 @@
  * with which base64 alphabet, `roomIdIsCreateEventHash` whether the room ID comes from the create
  * event. All functions are pure and never mutate their input.
  */
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { canonicalJsonBytes } from "./canonical-json.js";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64.js";
 import type { RoomVersion } from "./room-versions.js";
@@ -21,9 +21,13 @@ export class EventIdError extends Error {
   }
 }
 
-/** SHA-256 of `bytes` (the hashes of events and the reference hash are over canonical JSON bytes). */
+/**
+ * SHA-256 of `bytes` (the hashes of events and the reference hash are over canonical JSON bytes).
+ * The one-shot `crypto.hash` (Node ≥ 20.12), not `createHash`: no Hash object per call, about
+ * half the CPU for an event-sized input (two calls per inbound PDU; bench/README.md, inbound, 2026-12-05 late morning).
+ */
 export function sha256(bytes: Uint8Array): Buffer {
-  return createHash("sha256").update(bytes).digest();
+  return hash("sha256", bytes, "buffer");
 }
 
 /**
@@ -33,8 +37,17 @@ export function sha256(bytes: Uint8Array): Buffer {
  * emits them, so they are hashed here like any other key.
  */
 export function contentHashBytes(event: Record<string, unknown>): Buffer {
+  return sha256(contentHashInput(event));
+}
+
+/**
+ * What the content hash hashes: the canonical JSON bytes of the event without `unsigned`,
+ * `signatures` and `hashes`. The inbound verifier encodes it once for the size limit (ids.ts
+ * pduByteLengthFromContent) and the hash check.
+ */
+export function contentHashInput(event: Record<string, unknown>): Buffer {
   const { unsigned: _u, signatures: _s, hashes: _h, ...rest } = event;
-  return sha256(canonicalJsonBytes(rest));
+  return canonicalJsonBytes(rest);
 }
 
 /** Unpadded standard base64 of the content hash, the value of `hashes.sha256`. */
@@ -51,12 +64,13 @@ export function withContentHash<T extends Record<string, unknown>>(event: T): T 
 /**
  * True when `hashes.sha256` matches the event's content. Compares decoded bytes, so a padded
  * base64 hash from a lenient sender still matches. False when the hash is missing or not base64.
+ * `input`: the event's contentHashInput when the caller has it already.
  */
-export function checkContentHash(event: Record<string, unknown>): boolean {
+export function checkContentHash(event: Record<string, unknown>, input?: Buffer): boolean {
   const hashes = event.hashes;
   if (!isPlainObject(hashes) || typeof hashes.sha256 !== "string") return false;
   const claimed = decodeBase64(hashes.sha256);
-  return claimed !== null && claimed.equals(contentHashBytes(event));
+  return claimed !== null && claimed.equals(sha256(input ?? contentHashInput(event)));
 }
 
 /**

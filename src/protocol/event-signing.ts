@@ -173,12 +173,16 @@ export interface EventCheckResult {
   redactedIfHashBad: Record<string, unknown> | null;
 }
 
-/** The full inbound check as a value: event ID, signatures, content hash, and what to keep. */
+/**
+ * The full inbound check as a value: event ID, signatures, content hash, and what to keep.
+ * `contentInput`: the event's contentHashInput (event-hashing.ts) when the caller has encoded it.
+ */
 export function checkEvent(
   event: Record<string, unknown>,
   roomVersion: RoomVersion,
   lookup: VerifierLookup,
   options?: RedactOptions,
+  contentInput?: Buffer,
 ): EventCheckResult {
   // The redacted event's canonical JSON without `signatures` and `unsigned` is both what the
   // signatures cover and what the reference hash (the v3+ event ID) hashes: redacted and
@@ -214,7 +218,7 @@ export function checkEvent(
     expectedFailure(e);
   }
   try {
-    hashOk = checkContentHash(event);
+    hashOk = checkContentHash(event, contentInput);
     if (!hashOk) redactedIfHashBad = redacted ?? redactEvent(event, roomVersion, options);
   } catch (e) {
     expectedFailure(e);

@@ -331,14 +331,39 @@ export function pduByteLength(pdu: Readonly<Record<string, unknown>>): number {
   return utf8Length(canonicalJson(pdu));
 }
 
+/** The members of a PDU its content hash leaves out (event-hashing.ts contentHashInput), in code-point order. */
+const OUTSIDE_CONTENT_HASH = ["hashes", "signatures", "unsigned"] as const;
+
+/**
+ * pduByteLength from `contentBytes`, the byte length of the PDU's content-hash input (its
+ * canonical JSON without `hashes`, `signatures` and `unsigned`), which the inbound verifier
+ * encodes anyway: the whole PDU's canonical JSON is that object with those members added, and
+ * for a length the members' order does not matter. Each is encoded on its own as `{"k":v}` (two
+ * braces fewer than its member text, one comma more when members precede it), so a value that
+ * cannot be encoded throws the same CanonicalJsonError, path included, as pduByteLength.
+ */
+export function pduByteLengthFromContent(pdu: Readonly<Record<string, unknown>>, contentBytes: number): number {
+  let size = contentBytes;
+  let members = contentBytes > 2; // "{}" has none
+  for (const k of OUTSIDE_CONTENT_HASH) {
+    const v = pdu[k];
+    if (v === undefined) continue;
+    size += utf8Length(canonicalJson({ [k]: v })) - 2 + (members ? 1 : 0);
+    members = true;
+  }
+  return size;
+}
+
 /**
  * Checks the 64 KiB whole-PDU limit (413 M_TOO_LARGE). A PDU that has no canonical JSON form
  * at all (floats, out-of-range integers) cannot be measured, signed or hashed: 400 M_BAD_JSON.
+ * `contentBytes`: the length of the PDU's content-hash input when the caller has encoded it
+ * (pduByteLengthFromContent); else the whole PDU is encoded.
  */
-export function checkPduSize(pdu: Readonly<Record<string, unknown>>): MatrixError | null {
+export function checkPduSize(pdu: Readonly<Record<string, unknown>>, contentBytes?: number): MatrixError | null {
   let size: number;
   try {
-    size = pduByteLength(pdu);
+    size = contentBytes === undefined ? pduByteLength(pdu) : pduByteLengthFromContent(pdu, contentBytes);
   } catch (e) {
     if (e instanceof CanonicalJsonError) return badJson(`PDU is not representable as canonical JSON: ${e.message}`);
     throw e;
@@ -347,6 +372,6 @@ export function checkPduSize(pdu: Readonly<Record<string, unknown>>): MatrixErro
 }
 
 /** Both limits; the cheap field checks run first. */
-export function checkPduLimits(pdu: Readonly<Record<string, unknown>>): MatrixError | null {
-  return checkPduFieldSizes(pdu) ?? checkPduSize(pdu);
+export function checkPduLimits(pdu: Readonly<Record<string, unknown>>, contentBytes?: number): MatrixError | null {
+  return checkPduFieldSizes(pdu) ?? checkPduSize(pdu, contentBytes);
 }

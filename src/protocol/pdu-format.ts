@@ -14,9 +14,10 @@ import { exceedsNesting, MAX_EVENT_NESTING } from "./json-nesting.js";
 export const MAX_PREV_EVENTS = 20;
 export const MAX_AUTH_EVENTS = 10;
 
-export function validatePduFormat(pdu: unknown, version: RoomVersion): MatrixError | null {
+/** `contentBytes`: the byte length of the PDU's content-hash input, when the caller has encoded it (ids.ts checkPduSize). */
+export function validatePduFormat(pdu: unknown, version: RoomVersion, contentBytes?: number): MatrixError | null {
   if (!isPlainObject(pdu)) return badJson("PDU must be a JSON object");
-  const limits = checkPduLimits(pdu);
+  const limits = checkPduLimits(pdu, contentBytes);
   if (limits) return limits;
   if (typeof pdu.type !== "string" || pdu.type === "") return badJson("PDU type must be a non-empty string");
   if (typeof pdu.sender !== "string" || !isValidUserId(pdu.sender)) return badJson("PDU sender must be a user ID");

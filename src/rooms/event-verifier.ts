@@ -5,7 +5,9 @@
  * Auth rules are the caller's next step.
  */
 import { forbidden, type MatrixError } from "../protocol/errors.js";
+import { CanonicalJsonError } from "../protocol/canonical-json.js";
 import { checkEvent, requiredSigningServers, verifyEventSignedBy } from "../protocol/event-signing.js";
+import { contentHashInput } from "../protocol/event-hashing.js";
 import type { Ed25519Verifier } from "../protocol/ed25519.js";
 import { isPlainObject, type Pdu } from "../protocol/pdu.js";
 import { validatePduFormat } from "../protocol/pdu-format.js";
@@ -33,7 +35,18 @@ export class EventVerifier {
   ) {}
 
   async verify(raw: unknown, version: RoomVersion, opts: VerifyOptions = {}): Promise<VerifiedEvent> {
-    const formatError = validatePduFormat(raw, version);
+    // The content hash's input (canonical JSON without hashes, signatures, unsigned), encoded
+    // once: it gives the size limit's measure and the hash check. One that cannot be encoded is
+    // left to the format check, which refuses it with the same error as before.
+    let contentInput: Buffer | undefined;
+    if (isPlainObject(raw)) {
+      try {
+        contentInput = contentHashInput(raw);
+      } catch (e) {
+        if (!(e instanceof CanonicalJsonError)) throw e;
+      }
+    }
+    const formatError = validatePduFormat(raw, version, contentInput?.length);
     if (formatError) {
       this.onFailure?.("format");
       return { ok: false, error: formatError, reason: formatError.message };
@@ -61,7 +74,7 @@ export class EventVerifier {
       }
     }
     const lookup = (entity: string, keyId: string) => verifiers.get(`${entity}\u0000${keyId}`);
-    const check = checkEvent(pdu, version, lookup);
+    const check = checkEvent(pdu, version, lookup, undefined, contentInput);
     let signaturesOk = check.signaturesOk;
     let signatureError = check.signatureError;
     if (servers.length !== required.servers.length) {
@@ -78,6 +91,7 @@ export class EventVerifier {
     const kept = check.hashOk ? pdu : (check.redactedIfHashBad as Pdu);
     // `unsigned` is covered by neither hash nor signature: whatever another server put there is
     // not ours to store or relay (Synapse likewise rebuilds it from its own bookkeeping).
+    if (kept.unsigned === undefined) return { ok: true, eventId: check.eventId, pdu: kept, hashOk: check.hashOk };
     const { unsigned: _unsigned, ...withoutUnsigned } = kept;
     return { ok: true, eventId: check.eventId, pdu: withoutUnsigned as Pdu, hashOk: check.hashOk };
   }

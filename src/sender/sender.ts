@@ -29,6 +29,7 @@
  * the metrics read), outbound-store.ts (the Redis keys and scripts).
  */
 import type { CacheBudget } from "../store/byte-lru.js";
+import type { Pdu } from "../protocol/pdu.js";
 import { DelayedError, Queue, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { RedisKeys } from "../store/redis-keys.js";
@@ -75,6 +76,8 @@ export interface SenderDeps {
   keys: RedisKeys;
   store: {
     getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]>;
+    /** An event from the store's in-memory cache, never read from Redis (TransactionBuilder). */
+    cachedEvent?(roomId: string, eventId: string): Pdu | undefined;
     /** The fan-out stage's catch-up (RoomStore.drainOutboxes): run by every sweep, before it looks at queues. */
     drainOutboxes?(): Promise<string[]>;
   };

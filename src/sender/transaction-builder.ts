@@ -1,19 +1,28 @@
 /**
  * Queued entries → a transaction body. Reads each queued PDU from the room store once per
  * process (encoded bytes cached per transport kind and event, shared by every destination of
- * that kind; the PDUs a transaction lacks are read with one MGET per room), canonicalises the
- * queued EDUs, and lets the destination's transport put the envelope around them. No Redis
- * writes: storing the body is the algorithm's (per-destination.ts).
+ * that kind; the PDUs a transaction lacks are taken from the store's event cache or read with
+ * one MGET per room), canonicalises the queued EDUs, and lets the destination's transport put
+ * the envelope around them. No Redis writes: storing the body is the algorithm's
+ * (per-destination.ts).
  */
 import type { Logger } from "../logger.js";
 import { canonicalJson } from "../protocol/canonical-json.js";
 import { CanonicalPduCache } from "./canonical-pdu-cache.js";
 import { CacheBudget } from "../store/byte-lru.js";
 import type { DestinationTransport } from "./transport.js";
+import type { Pdu } from "../protocol/pdu.js";
 
 
 export interface TransactionBuilderDeps {
-  store: { getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]> };
+  store: {
+    getEventJsons(roomId: string, eventIds: readonly string[]): Promise<(string | null)[]>;
+    /**
+     * An event from the store's in-memory cache (never a Redis read), as stored: encoded from it
+     * when the transport can (encodePdu), which spares the event's read and parse.
+     */
+    cachedEvent?(roomId: string, eventId: string): Pdu | undefined;
+  };
   logger: Logger;
   /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES; its `canonical_pdus` share), or a byte budget of this builder's own; the default budget when absent. */
   caches?: CacheBudget | number;
@@ -90,20 +99,39 @@ export class TransactionBuilder {
     return out;
   }
 
-  /** Reads and encodes `batch` (events of one room), settling each one's promise. */
+  /**
+   * Reads and encodes `batch` (events of one room), settling each one's promise. Events in the
+   * store's event cache (an inbound run this process wrote is there) are encoded from it; the
+   * rest are read with one MGET.
+   */
   private async load(transport: DestinationTransport, roomId: string, batch: Pending[]): Promise<void> {
+    const encode = (b: Pending, text: () => string): void => {
+      try {
+        b.resolve(this.cache.set(b.key, text()));
+      } catch (e) {
+        b.resolve({ missing: false, error: (e as Error).message });
+      }
+    };
     try {
-      const texts = await this.deps.store.getEventJsons(roomId, batch.map((b) => b.eventId));
-      batch.forEach((b, i) => {
+      let toRead = batch;
+      const { cachedEvent } = this.deps.store;
+      if (transport.encodePdu && cachedEvent) {
+        toRead = [];
+        for (const b of batch) {
+          const pdu = cachedEvent.call(this.deps.store, roomId, b.eventId);
+          if (pdu === undefined) toRead.push(b);
+          else encode(b, () => transport.encodePdu!(pdu, b.eventId));
+        }
+      }
+      if (toRead.length === 0) return;
+      const texts = await this.deps.store.getEventJsons(roomId, toRead.map((b) => b.eventId));
+      toRead.forEach((b, i) => {
         const text = texts[i];
         if (text === null || text === undefined) return b.resolve({ missing: true });
-        try {
-          b.resolve(this.cache.set(b.key, transport.encodeEvent(text, b.eventId)));
-        } catch (e) {
-          b.resolve({ missing: false, error: (e as Error).message });
-        }
+        encode(b, () => transport.encodeEvent(text, b.eventId));
       });
     } catch (e) {
+      // (The ones already settled from the event cache stay settled.)
       for (const b of batch) b.reject(e);
     } finally {
       for (const b of batch) this.loading.delete(b.key);

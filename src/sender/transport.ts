@@ -15,6 +15,7 @@
 import { canonicalJson } from "../protocol/canonical-json.js";
 import { EncodedJsonBody, type FederationClient } from "../net/federation-client.js";
 import type { StoredTxn } from "./outbound-store.js";
+import type { Pdu } from "../protocol/pdu.js";
 
 /** Any HTTP answer; transports reject (throw) only for network errors and timeouts. */
 export interface TransportResponse {
@@ -50,6 +51,13 @@ export interface DestinationTransport {
    * Throws when the event cannot be encoded (it is then skipped).
    */
   encodeEvent(pduJson: string, eventId: string): string;
+  /**
+   * encodeEvent from the parsed PDU, for an event the builder has in memory (the room store's
+   * event cache: most often one this process has just written): the same text as
+   * `encodeEvent(JSON.stringify(pdu), eventId)`, without reading the event from Redis and parsing
+   * it again. Optional: a transport without it has every event read.
+   */
+  encodePdu?(pdu: Pdu, eventId: string): string;
   /** The transaction body: canonical JSON built around the encoded parts. */
   encodeBody(parts: TxnParts): Buffer;
   /** Sends (or re-sends) the stored transaction, byte for byte. */
@@ -81,6 +89,10 @@ export class FederationTransport implements DestinationTransport {
 
   encodeEvent(pduJson: string): string {
     return canonicalJson(JSON.parse(pduJson));
+  }
+
+  encodePdu(pdu: Pdu): string {
+    return canonicalJson(pdu);
   }
 
   /**

@@ -944,6 +944,11 @@ export class RoomStore {
     return chunkedRead(eventIds, (c) => this.redis.mget(...c.map((id) => this.keys.event(roomId, id))));
   }
 
+  /** An event from the event cache only (no Redis read): undefined when it is not there. */
+  cachedEvent(roomId: string, eventId: string): Pdu | undefined {
+    return this.eventCache.get(`${roomId} ${eventId}`);
+  }
+
   async getEvents(roomId: string, eventIds: readonly string[]): Promise<Map<string, Pdu>> {
     const out = new Map<string, Pdu>();
     if (eventIds.length === 0) return out;

@@ -454,4 +454,14 @@ describe("PUT /send: per-PDU results in a 200", () => {
     const stored = (await t.store.getEvent(roomId, eventId))!;
     assert.deepEqual(stored.content, {});
   });
+
+  test("a PDU over 65,536 bytes only by its unsigned data is refused: the whole PDU is measured, not the hashed part", async () => {
+    // The verifier measures a PDU from its content-hash input plus hashes, signatures and
+    // unsigned (ids.ts pduByteLengthFromContent): leaving one out would let this one in.
+    const { pdu, eventId } = await message("padded");
+    const res = await t.assertNothingWritten(() => send(remote, txnId(), [{ ...pdu, unsigned: { pad: "x".repeat(66_000) } }]));
+    assert.equal(res.status, 200);
+    assert.match((res.body.pdus[eventId] as { error?: string }).error ?? "", /PDU is \d+ bytes, the limit is 65536/);
+    assert.equal(await t.store.getEvent(roomId, eventId), null);
+  });
 });

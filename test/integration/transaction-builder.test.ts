@@ -45,8 +45,8 @@ async function stored(roomId: string, n: number): Promise<{ ref: string; json: s
   return out;
 }
 
-/** The builder with its store reads recorded (room, how many events). */
-function builder() {
+/** The builder with its store reads recorded (room, how many events); `withCache`: it also sees the store's event cache. */
+function builder(withCache = false) {
   const reads: [string, number][] = [];
   const b = new TransactionBuilder({
     store: {
@@ -54,11 +54,29 @@ function builder() {
         reads.push([roomId, ids.length]);
         return store.getEventJsons(roomId, ids);
       },
+      ...(withCache ? { cachedEvent: (roomId: string, eventId: string) => store.cachedEvent(roomId, eventId) } : {}),
     },
     logger: createLogger("silent"),
   });
   return { b, reads };
 }
+
+test("PDUs in the store's event cache are encoded from it, the others read (why: an inbound run this process had just written was read back and parsed for its outbound transactions)", async () => {
+  const room = `!m${randomBytes(3).toString("hex")}:builder.test`;
+  const events = await stored(room, 4);
+  const eventId = (ref: string) => ref.slice(ref.indexOf(" ") + 1);
+  // Three of the four in the event cache (as after this process wrote them), one only in Redis.
+  await store.getEvents(room, events.slice(0, 3).map((e) => eventId(e.ref)));
+  assert.ok(store.cachedEvent(room, eventId(events[0]!.ref)) && !store.cachedEvent(room, eventId(events[3]!.ref)));
+  const { b, reads } = builder(true);
+  const encoded = await b.encodedEvents("dest.test", transport, events.map((e) => e.ref));
+  assert.deepEqual(reads, [[room, 1]], "only the uncached event is read");
+  // Byte for byte what the read path gives (the stored JSON has its keys out of canonical order).
+  assert.deepEqual(encoded.map((x) => x!.toString("utf8")), events.map((e) => canonicalJson(JSON.parse(e.json))));
+  const { b: readOnly } = builder(false);
+  const viaReads = await readOnly.encodedEvents("dest.test", transport, events.map((e) => e.ref));
+  assert.deepEqual(encoded.map((x) => x!.toString("utf8")), viaReads.map((x) => x!.toString("utf8")));
+});
 
 test("a transaction's PDUs are read with one MGET per room, then served from the cache (why: one GET per PDU was a Redis command per PDU)", async () => {
   const roomA = `!a${randomBytes(3).toString("hex")}:builder.test`;

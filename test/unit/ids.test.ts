@@ -17,6 +17,7 @@ import {
   parseServerName,
   parseUserId,
   pduByteLength,
+  pduByteLengthFromContent,
   serverOfEventId,
   serverOfRoomAlias,
   serverOfRoomId,
@@ -24,6 +25,7 @@ import {
   SIZE_LIMITED_PDU_FIELDS,
 } from "../../src/protocol/ids.js";
 import { MatrixError } from "../../src/protocol/errors.js";
+import { contentHashInput } from "../../src/protocol/event-hashing.js";
 import { getRoomVersion } from "../../src/protocol/room-versions.js";
 
 const v = (id: string) => getRoomVersion(id)!;
@@ -329,6 +331,40 @@ describe("PDU size limits", () => {
     const err = checkPduSize({ ...base, depth: 1.5 })!;
     assert.equal(err.status, 400);
     assert.equal(err.errcode, "M_BAD_JSON");
+  });
+
+  // The inbound verifier measures a PDU from its content-hash input (encoded once for the hash
+  // check too) plus the members the hash leaves out: it must give pduByteLength's answer exactly.
+  const { hashes: _h, signatures: _s, ...noHashNoSigs } = base;
+  const fromContentCases: { why: string; pdu: Record<string, unknown> }[] = [
+    { why: "a usual PDU: hashes and signatures added to the content-hash input", pdu: base },
+    { why: "unsigned counts too (it is in the PDU as received)", pdu: { ...base, unsigned: { age: 5, "é": ["ü", { x: null }] } } },
+    { why: "none of the three: the input is the whole PDU", pdu: noHashNoSigs },
+    { why: "only the three: the input is {} (no comma before the first)", pdu: { hashes: base.hashes, signatures: base.signatures } },
+    { why: "one member and an empty object", pdu: { signatures: {} } },
+    { why: "an empty PDU", pdu: {} },
+    { why: "multi-byte and escaped characters in the members", pdu: { ...base, signatures: { "é.org": { "ed25519:1": 'a"\\\n\u0001💥' } } } },
+    { why: "the members sort between the other keys, not after them", pdu: { a: 1, i: 2, t: 3, z: 4, hashes: {}, unsigned: {} } },
+  ];
+  for (const c of fromContentCases) {
+    test(`pduByteLengthFromContent = pduByteLength: ${c.why}`, () => {
+      assert.equal(pduByteLengthFromContent(c.pdu, contentHashInput(c.pdu).length), pduByteLength(c.pdu));
+    });
+  }
+  test("pduByteLengthFromContent: the 65536-byte limit is exact when the bytes are in unsigned or signatures", () => {
+    const overhead = pduByteLength({ ...base, unsigned: { pad: "" } });
+    const exact = { ...base, unsigned: { pad: "x".repeat(MAX_PDU_BYTES - overhead) } };
+    assert.equal(checkPduSize(exact, contentHashInput(exact).length), null);
+    const over = { ...base, unsigned: { pad: "x".repeat(MAX_PDU_BYTES - overhead + 1) } };
+    assert.equal(checkPduSize(over, contentHashInput(over).length)?.errcode, "M_TOO_LARGE");
+    const bigSig = { ...base, signatures: { "example.org": { "ed25519:1": "s".repeat(MAX_PDU_BYTES) } } };
+    assert.equal(checkPduSize(bigSig, contentHashInput(bigSig).length)?.errcode, "M_TOO_LARGE");
+  });
+  test("pduByteLengthFromContent: a member with no canonical form is 400 M_BAD_JSON with the same message", () => {
+    const bad = { ...base, unsigned: { age: 1.5 } };
+    const err = checkPduSize(bad, contentHashInput(bad).length)!;
+    assert.equal(err.errcode, "M_BAD_JSON");
+    assert.equal(err.message, checkPduSize(bad)!.message);
   });
 });
 
