@@ -114,7 +114,7 @@ export class Metrics {
     });
     this.roomStateDiffs = new Counter({
       name: "gatehouse_room_state_diffs_total",
-      help: "The state planner's comparisons of a state with a resolution's answer (forked rooms): deltas (only the keys of the state groups' deltas between them), or whole states compared, O(state): whole_no_fork (the answer was resolved whole, or the state has no group), whole_far (their groups do not meet within 64 steps), whole_large (the deltas between them touch over half the state).",
+      help: "The state planner's comparisons of a state with a resolution's answer (forked rooms): deltas (only the keys of the state groups' deltas between them), or whole states compared, O(state): whole_no_fork (the answer was resolved whole, or the state has no group), whole_far (their groups do not meet within 64 steps), whole_large (the deltas between them touch more keys than the state holds).",
       labelNames: ["path"] as const,
       registers: r,
     });

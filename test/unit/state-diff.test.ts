@@ -292,7 +292,7 @@ describe("diffTo: the change from a state to a fork's answer", () => {
     },
     { why: "the next fork met far from the previous one (66 stored groups apart on each side): whole", padKeys: 400, currentChain: 100, cached: true, next: "apart", edits: false, expect: "whole_far" },
     {
-      why: "a small room: the stored deltas between them (a short current chain meeting the fork's group at the root) touch over half the state, so the whole states are compared",
+      why: "a small room: the stored deltas between them (a short current chain meeting the fork's group at the root) touch more keys than the state holds, so the whole states are compared",
       padKeys: 0,
       currentChain: 10,
       cached: false,
