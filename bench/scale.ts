@@ -37,10 +37,11 @@ import { SinkFarm } from "./lib/sink-farm-client.js";
 import { cpuSecondsOf, GatehouseProc, RedisProc, rssOf, sleep, waitUntil, type SynapseProc } from "./lib/procs.js";
 import { fanoutBench, gatehouseFanoutTarget, synapseFanoutTarget, type FanoutFigures, type FanoutTarget } from "./fanout.js";
 import { gatehouseTarget, ROOM_VERSION } from "./knock.js";
-import { loadAverage } from "./inbound.js";
+import { loadAverage, roomCounters } from "./inbound.js";
 import { scaleSizes, slopes } from "./lib/slope.js";
 import { describePdus } from "./lib/pdu-summary.js";
 import { computeEventId } from "../src/protocol/event-hashing.js";
+import { freePort } from "../src/embedded-redis.js";
 import { getRoomVersion } from "../src/protocol/room-versions.js";
 import type { Pdu } from "../src/protocol/pdu.js";
 import { Redis } from "ioredis";
@@ -54,19 +55,22 @@ class ProbedGatehouse {
     readonly redis: RedisProc,
     readonly gh: GatehouseProc,
     private readonly memDir: string,
+    /** Its /metrics (the knock row prints what the gatehouse_room_* counters moved by over the build). */
+    readonly metricsUrl: string,
   ) {}
 
   static async start(): Promise<ProbedGatehouse> {
     const memDir = mkdtempSync(join(tmpdir(), "gatehouse-scale-mem-"));
     const redis = await RedisProc.start({ aof: false });
+    const metricsPort = await freePort();
     const gh = await GatehouseProc.start({
       redisUrl: redis.url,
       logLevel: process.env.BENCH_LOG_LEVEL ?? "warn",
-      env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000", MEM_PROBE_PEAK_MS: "10" },
+      env: { MEM_PROBE_FILE: join(memDir, "mem.jsonl"), MEM_PROBE_INTERVAL_MS: "3600000", MEM_PROBE_PEAK_MS: "10", GATEHOUSE_METRICS_LISTEN: `127.0.0.1:${metricsPort}` },
       // BENCH_GATEHOUSE_NODE_ARGS (e.g. --cpu-prof) still apply, after the probe.
       nodeArgs: ["--import", probe, ...(process.env.BENCH_GATEHOUSE_NODE_ARGS ? process.env.BENCH_GATEHOUSE_NODE_ARGS.split(" ") : [])],
     });
-    return new ProbedGatehouse(redis, gh, memDir);
+    return new ProbedGatehouse(redis, gh, memDir, `http://127.0.0.1:${metricsPort}/metrics`);
   }
 
   /** V8's heapUsed right after a full GC (the probe's SIGUSR2 sample). */
@@ -736,6 +740,7 @@ async function knockRoom(
     let next = 0;
     let done = 0;
     let cpuAtQuarter: { node: number; redis: number } | undefined;
+    const counters0 = probed ? (await roomCounters([probed.metricsUrl]))[0]! : undefined;
     const cpu0 = probed ? serverCpu(probed) : undefined;
     const b0 = performance.now();
     await Promise.all(
@@ -754,6 +759,11 @@ async function knockRoom(
     );
     const buildPerSec = pending / ((performance.now() - b0) / 1000);
     const cpuBuilt = probed ? serverCpu(probed) : undefined;
+    if (probed && counters0) {
+      const counters1 = (await roomCounters([probed.metricsUrl]))[0]!;
+      const moved = [...counters1].map(([k, v]) => [k, v - (counters0.get(k) ?? 0)] as const).filter(([k, d]) => d !== 0 && k.startsWith("gatehouse_room_"));
+      log(`  per knock of the build: ${moved.map(([k, d]) => `${k.replace("gatehouse_room_", "")} ${fmt(d / Math.max(1, done), 2)}`).join(", ") || "no room counter moved"}`);
+    }
     const c = new Conn("127.0.0.1", t.port);
     const timings: { make: Timed; send: Timed }[] = [];
     for (let i = 0; i < MEASURED; i++) timings.push(await timedHandshake(c, fake, t.serverName, "knock", roomId, `@measured${i}:${fake.serverName}`));

@@ -201,6 +201,7 @@ export function buildCore(opts: CoreOptions): Core {
     },
     onWriteConflict: () => metrics.roomWriteConflicts.inc(),
     onLeaseWait: () => metrics.roomWriteLeaseWaits.inc(),
+    onStateDiff: (path) => metrics.roomStateDiffs.inc({ path }),
     maxForwardExtremities: config.maxForwardExtremities,
     roomWriteLeaseMs: config.roomWriteLeaseMs,
     serverName: config.serverName,

@@ -59,6 +59,8 @@ export class Metrics {
   readonly roomStateReads: Counter<"path">;
   /** Events of the room stream a snapshot advanced its cache over, by where they were read from. */
   readonly roomStateDeltaEvents: Counter<"source">;
+  /** How the state planner compared the current state to a resolution's answer (room-state.ts diffTo). */
+  readonly roomStateDiffs: Counter<"path">;
   /** Always 1; the labels say what runs (the usual *_build_info convention). */
   readonly buildInfo: Gauge<"version" | "node_version">;
 
@@ -108,6 +110,12 @@ export class Metrics {
       name: "gatehouse_room_state_delta_events_total",
       help: "Events a snapshot's delta advanced the state cache over, by source: local (in this process's event cache: written or read by it before), remote (read from Redis: usually written by another replica), skipped (not in the event cache, and no state event by the room's state-event record: not read).",
       labelNames: ["source"] as const,
+      registers: r,
+    });
+    this.roomStateDiffs = new Counter({
+      name: "gatehouse_room_state_diffs_total",
+      help: "The state planner's comparisons of a state with a resolution's answer (forked rooms): deltas (only the keys of the state groups' deltas between them), or whole states compared, O(state): whole_no_fork (the answer was resolved whole, or the state has no group), whole_far (their groups do not meet within 64 steps), whole_large (the deltas between them touch more keys than the state holds).",
+      labelNames: ["path"] as const,
       registers: r,
     });
     this.federationRequests = new Counter({

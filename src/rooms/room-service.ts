@@ -26,7 +26,7 @@ import type { Pdu } from "../protocol/pdu.js";
 import type { SigningKey } from "../protocol/signing-key.js";
 import { serverOfUserId } from "../protocol/ids.js";
 import { RoomStore, stateField, authEventIds, prevEventIds, type ProbeResult, type SnapshotProbe, type StoreSnapshot, type RoomRecord, type PersistInput, type PersistResult, type NewRoomInput } from "../store/room-store.js";
-import { createEventStatePlan, PlannerCaches, RoomStateService, type GroupState, type RoomStateView } from "./room-state.js";
+import { createEventStatePlan, PlannerCaches, RoomStateService, type GroupState, type RoomStateView, type StateDiffPath } from "./room-state.js";
 import type { CacheBudget } from "../store/byte-lru.js";
 import { planNewRoom } from "./new-room-state.js";
 import { StagedEvents, StaleSnapshotError } from "./staged-events.js";
@@ -108,6 +108,8 @@ export interface RoomServiceDeps {
   onWriteConflict?: (roomId: string) => void;
   /** A run found the room's write lease held by another replica and waited for it (once per wait). */
   onLeaseWait?: (roomId: string) => void;
+  /** How the state planner compared a state to a resolution's answer (RoomStateService.diffTo). */
+  onStateDiff?: (path: StateDiffPath) => void;
   /**
    * The room's write lease (store/lua/room-snapshot.lua; GATEHOUSE_ROOM_WRITE_LEASE_MS):
    * how long a replica may plan a run before the others stop waiting for it; a replica waits at
@@ -327,7 +329,7 @@ export class RoomService {
 
   constructor(private readonly deps: RoomServiceDeps) {
     this.store = deps.store;
-    this.roomState = new RoomStateService(deps.store, new PlannerCaches(deps.caches));
+    this.roomState = new RoomStateService(deps.store, new PlannerCaches(deps.caches), { ...(deps.onStateDiff ? { onDiff: deps.onStateDiff } : {}) });
     this.serverName = deps.serverName;
     this.clock = deps.clock ?? Date.now;
   }

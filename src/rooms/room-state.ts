@@ -68,7 +68,71 @@ function diff(from: ReadonlyMap<string, string>, to: ReadonlyMap<string, string>
 export type StateGroupSource = Pick<RoomStore, "allocateStateGroups" | "eventStateGroups" | "stateGroupDepth" | "eventStatuses" | "loadStateGroup" | "getEvents" | "getStateEvents" | "stateGroupMeta"> & {
   /** Whether a group is one being planned, not written yet (its ID may be numbered again after a conflict). */
   isStaged?(roomId: string, group: string): boolean;
+  /**
+   * A group's state when it is held in process (never read from Redis): the planner finds there
+   * the fork answers it wrote as current-state groups (see RoomStateService.diffTo).
+   */
+  cachedStateGroup?(roomId: string, group: string): ReadonlyMap<string, string> | undefined;
 };
+
+/**
+ * How RoomStateService.diffTo compared two states: `deltas`, only the keys of the deltas between
+ * them; else whole, because the target is no fork's answer or the state compared has no group
+ * (`whole_no_fork`), their groups do not meet within MAX_FORK_WALK steps of each (`whole_far`), or
+ * the deltas between them touch more keys than the state holds (`whole_large`: reading a key
+ * through both states costs about a third of a whole diff's per-entry cost, measured).
+ */
+export type StateDiffPath = "deltas" | "whole_no_fork" | "whole_far" | "whole_large";
+
+/** One step up the group tree: the group above, and the keys in which its state and the one below can differ. */
+export interface GroupStep {
+  up: string;
+  keys: readonly string[];
+}
+
+/**
+ * The keys in which the states of groups `a` and `b` can differ: those of the steps from each up
+ * to the nearest group both reach (`up` gives a group's step; undefined at a root). Both sides
+ * are walked in lockstep, so the walk stops at the nearest such group (in a tree every walk
+ * reaches it before any group above it) after at most as many steps on each side as the farther
+ * one needs. "far" when they do not meet within `maxSteps` steps of each; "large" when the keys
+ * are more than `maxKeys`.
+ */
+export async function keysBetween(
+  a: string,
+  b: string,
+  up: (group: string) => Promise<GroupStep | undefined>,
+  maxSteps: number,
+  maxKeys: number,
+): Promise<Set<string> | "far" | "large"> {
+  const sides = [a, b].map((at) => ({ at: at as string | undefined, seen: new Map<string, number>(), steps: [] as (readonly string[])[] }));
+  for (let n = 0; n <= maxSteps; n++) {
+    for (let i = 0; i < 2; i++) {
+      const side = sides[i]!;
+      const other = sides[1 - i]!;
+      if (side.at === undefined) continue;
+      const j = other.seen.get(side.at);
+      if (j !== undefined) {
+        const keys = new Set<string>();
+        for (const [walked, upTo] of [[side, side.steps.length], [other, j]] as const) {
+          for (let x = 0; x < upTo; x++) for (const k of walked.steps[x]!) keys.add(k);
+          if (keys.size > maxKeys) return "large";
+        }
+        return keys;
+      }
+      side.seen.set(side.at, side.steps.length);
+      if (n === maxSteps) {
+        side.at = undefined;
+        continue;
+      }
+      const step = await up(side.at);
+      if (step) side.steps.push(step.keys);
+      side.at = step?.up;
+    }
+    if (sides.every((x) => x.at === undefined)) break;
+  }
+  return "far";
+}
 
 /**
  * The plan of a room's create event: nothing before it, the room's first state group "1" (the
@@ -178,6 +242,8 @@ export class RoomStateService {
   constructor(
     private readonly store: StateGroupSource,
     private readonly caches: PlannerCaches = new PlannerCaches(),
+    /** `onDiff`: how each diff of a state to a resolution's answer was made (a metric). */
+    private readonly hooks: { onDiff?: (path: StateDiffPath) => void } = {},
   ) {
     ({ resolved: this.resolved, chainCache: this.chainCache, rejectedCache: this.rejectedCache, authVerdicts: this.authVerdicts } = caches);
   }
@@ -189,7 +255,7 @@ export class RoomStateService {
    * caches learn from staged inputs stays true (a run that is not written leaves unused IDs).
    */
   withSource(store: StateGroupSource): RoomStateService {
-    return new RoomStateService(store, this.caches);
+    return new RoomStateService(store, this.caches, this.hooks);
   }
 
   /**
@@ -297,16 +363,22 @@ export class RoomStateService {
   }
 
   /**
-   * `diff(from.ids, to)`, in the size of the deltas when `to` is a fork's resolution and
-   * `from.group` is within MAX_FORK_WALK below the group the fork met at: both are then that
-   * group's state plus deltas, and only keys of the deltas can differ. Else the whole states are
-   * compared (O(state), which in a forked room of thousands of members was most of a knock).
+   * `diff(from.ids, to)`, in the size of the deltas when `to` is a fork's resolution: `to` is the
+   * state of the group the fork met at plus the answer's changes, and `from` (the state of
+   * `from.group`) differs from that group's state only in the keys of the steps from each up to
+   * the nearest group both reach (keysBetween). Else, or when that walk does not meet within
+   * MAX_FORK_WALK steps of each side, the whole states are compared (O(state), which in a forked
+   * room of thousands of members was most of a knock). `local`: the plan's groups, not stored yet.
    */
-  private async diffTo(roomId: string, from: LocatedState, to: ReadonlyMap<string, string>, local: readonly StateGroupWrite[]): Promise<Map<string, string | null>> {
+  async diffTo(roomId: string, from: LocatedState, to: ReadonlyMap<string, string>, local: readonly StateGroupWrite[] = []): Promise<Map<string, string | null>> {
     const answer = forkAnswers.get(to);
-    const keys = answer && from.group ? await this.deltaKeys(roomId, from.group, answer.common, local) : undefined;
-    if (!answer || !keys) return diff(from.ids, to);
-    for (const k of answer.changes.keys()) keys.add(k);
+    const keys = answer && from.group ? await keysBetween(from.group, answer.common, (g) => this.stepUp(roomId, g, local), MAX_FORK_WALK, from.ids.size) : "no_fork";
+    if (typeof keys === "string") {
+      this.hooks.onDiff?.(`whole_${keys}`);
+      return diff(from.ids, to);
+    }
+    this.hooks.onDiff?.("deltas");
+    for (const k of answer!.changes.keys()) keys.add(k);
     const out = new Map<string, string | null>();
     for (const k of keys) {
       const v = to.get(k);
@@ -315,18 +387,24 @@ export class RoomStateService {
     return out;
   }
 
-  /** The keys the deltas from `ancestor` down to `group` touch; undefined when `ancestor` is not within MAX_FORK_WALK above it. */
-  private async deltaKeys(roomId: string, group: string, ancestor: string, local: readonly StateGroupWrite[]): Promise<Set<string> | undefined> {
-    const keys = new Set<string>();
-    let g: string | null = group;
-    for (let n = 0; g !== null && g !== "" && n <= MAX_FORK_WALK; n++) {
-      if (g === ancestor) return keys;
-      const meta = await this.groupMeta(roomId, g, local);
-      if (meta.up === null || !meta.delta) return undefined;
-      for (const k of Object.keys(meta.delta)) keys.add(k);
-      g = meta.up;
+  /**
+   * A group's step up the tree for `keysBetween`. A current-state group the planner wrote as a
+   * fork's answer (the group cache holds that answer) steps to the group the fork met at, with
+   * the answer's changes on it: the chain of current-state groups is a delta on the previous
+   * current state each (the smaller delta), far from the event groups the next forks meet at,
+   * which a walk by the stored parents reached only after 32–256 steps (bench/README.md). Else
+   * the stored parent (a whole group: the group it was built on) and the delta on it.
+   */
+  private async stepUp(roomId: string, group: string, local: readonly StateGroupWrite[]): Promise<GroupStep | undefined> {
+    if (group === "") return undefined;
+    if (!local.some((w) => w.id === group)) {
+      const state = this.store.cachedStateGroup?.(roomId, group);
+      const answer = state && forkAnswers.get(state);
+      if (answer && answer.common !== group) return { up: answer.common, keys: [...answer.changes.keys()] };
     }
-    return g === ancestor ? keys : undefined;
+    const meta = await this.groupMeta(roomId, group, local);
+    if (meta.up === null || !meta.delta) return undefined;
+    return { up: meta.up, keys: Object.keys(meta.delta) };
   }
 
   /** The auth chain of a group's state: from the cache, a cached ancestor's plus what was added since, or walked whole. */

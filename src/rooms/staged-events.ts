@@ -114,6 +114,14 @@ export class StagedEvents implements StateGroupSource {
     return out;
   }
 
+  /** The run's own known states; a stored group's from the store's cache; nothing for another group numbered above the snapshot. */
+  cachedStateGroup(roomId: string, group: string): ReadonlyMap<string, string> | undefined {
+    if (!this.ours(roomId)) return this.store.cachedStateGroup?.(roomId, group);
+    const known = this.groupStates.get(group);
+    if (known || this.isStaged(roomId, group)) return known;
+    return this.store.cachedStateGroup?.(roomId, group);
+  }
+
   async loadStateGroup(roomId: string, group: string): Promise<ReadonlyMap<string, string>> {
     if (!this.ours(roomId)) return this.store.loadStateGroup(roomId, group);
     const known = this.groupStates.get(group);

@@ -634,6 +634,11 @@ export class RoomStore {
     return out;
   }
 
+  /** A state group's state when the group cache holds it (no read; see loadStateGroup). */
+  cachedStateGroup(roomId: string, group: string): ReadonlyMap<string, string> | undefined {
+    return this.groupCache.get(`${roomId} ${group}`);
+  }
+
   /**
    * A state group's state (field → event ID); "" is the empty state. Throws when it is not stored.
    * States are LayeredMaps: a group within reach of a cached one (by the cached deltas, or the
