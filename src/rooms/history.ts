@@ -29,6 +29,7 @@ import { authEventIds, parseStateField, prevEventIds, stateField, type RoomStore
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
 import { partialStateFederationRefusal } from "./partial-state.js";
 import { jsonObjectChunks, jsonStringBatches } from "./json-chunks.js";
+import { keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
 import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** The state history visibility reads at one event: after it, and before it. */
@@ -102,6 +103,9 @@ function serverMemberFields(snap: RoomSnapshot, server: string): string[] {
   return out;
 }
 
+/** What a Buffer costs beside its bytes: the JS object and its backing store's record (estimated). */
+const BUFFER_OVERHEAD = 96;
+
 /** How far back the user's membership events are followed to find their last join. */
 const MAX_MEMBERSHIP_HOPS = 50;
 /** Timeline entries read per batch by the replay fallback. */
@@ -114,9 +118,22 @@ export class RoomHistory {
   private readonly rooms: RoomService;
   private readonly store: RoomStore;
 
+  /**
+   * /state_ids's `pdu_ids` per state group, serialised (Buffers, outside V8's heap), by room,
+   * state epoch and group: a stored group's state never changes (RoomStore.groupAuthChainIds).
+   * Bounded by bytes (share `state_ids`); a room's answer over a quarter of the share (~15,000
+   * members at the default budget) is serialised again each time.
+   */
+  private readonly stateIdsJson: ByteLru<string, readonly Buffer[]>;
+
   constructor(ctx: RoomContext) {
     this.rooms = ctx.rooms;
     this.store = ctx.store;
+    this.stateIdsJson = ctx.store.cacheBudget.cache("state_ids", (k: string, batches: readonly Buffer[]) => {
+      let n = MAP_ENTRY + keyBytes(k) + 16 + 8 * batches.length;
+      for (const b of batches) n += BUFFER_OVERHEAD + b.length;
+      return n;
+    });
   }
 
   /** ACL, then the requesting server must have a joined member now (Synapse's assert_host_in_room). */
@@ -342,9 +359,18 @@ export class RoomHistory {
    * (~4.5 MB in a 100,000-member room, never one string).
    */
   async stateIdsAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
-    const { stateIds, chainIds } = await this.stateBeforeWithChain(roomId, eventId, origin);
+    const { stateIds, chainIds, groupKey } = await this.stateBeforeWithChain(roomId, eventId, origin);
+    // A state group's IDs serialised once (stateIdsJson): the answer at any event of that group.
+    let pduIds = groupKey === undefined ? undefined : this.stateIdsJson.get(groupKey);
+    if (!pduIds) {
+      const batches: Buffer[] = [];
+      for await (const batch of jsonStringBatches(stateIds())) batches.push(...batch);
+      if (groupKey !== undefined) this.stateIdsJson.set(groupKey, batches);
+      pduIds = batches;
+    }
+    const served = pduIds;
     return jsonObjectChunks({}, [
-      ["pdu_ids", jsonStringBatches(stateIds)],
+      ["pdu_ids", (async function* () { for (const b of served) yield [b]; })()],
       ["auth_chain_ids", jsonStringBatches(chainIds)],
     ]);
   }
@@ -359,7 +385,7 @@ export class RoomHistory {
   async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
     const { version, stateIds, chainIds } = await this.stateBeforeWithChain(roomId, eventId, origin);
     return jsonObjectChunks({}, [
-      ["pdus", this.store.servedEventJson(roomId, version, stateIds)],
+      ["pdus", this.store.servedEventJson(roomId, version, stateIds())],
       ["auth_chain", this.store.servedEventJson(roomId, version, chainIds)],
     ]);
   }
@@ -370,15 +396,29 @@ export class RoomHistory {
    * the snapshot in memory (only their auth_events are read: redaction keeps them), the others
    * are read. /state at a recent event of a 100,000-member room reads ~none.
    */
-  private async stateBeforeWithChain(roomId: string, eventId: string, origin: string): Promise<{ version: RoomSnapshot["version"]; stateIds: string[]; chainIds: string[] }> {
+  private async stateBeforeWithChain(
+    roomId: string,
+    eventId: string,
+    origin: string,
+  ): Promise<{ version: RoomSnapshot["version"]; stateIds: () => string[]; chainIds: readonly string[]; groupKey: string | undefined }> {
     const snap = await this.joinedSnapshot(roomId, origin);
-    const before = await this.store.readStateAt(roomId, eventId, "before");
-    if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
-    const stateIds = [...before.values()];
+    const at = await this.store.readStateGroupAt(roomId, eventId, "before");
+    if (!at) throw notFound(`Event ${eventId} not found in ${roomId}`);
+    const before = at.state;
+    const stateIds = () => {
+      const ids: string[] = [];
+      before.forEach((id) => ids.push(id)); // a LayeredMap's fast path (no generator step per entry)
+      return ids;
+    };
     function* starts(): Generator<string | Pdu> {
-      for (const [field, id] of before!) yield (snap.stateIds.get(field) === id ? snap.state.get(field) : undefined) ?? id;
+      for (const [field, id] of before) yield (snap.stateIds.get(field) === id ? snap.state.get(field) : undefined) ?? id;
     }
-    return { version: snap.version, stateIds, chainIds: await this.store.authChainIds(roomId, starts()) };
+    // The chain of a state group is remembered by group (RoomStore.groupAuthChainIds): a peer
+    // resyncing after a join asks /state_ids and /state at the same event, and the next joins'
+    // groups extend it.
+    const chainIds = at.group === undefined ? await this.store.authChainIds(roomId, starts()) : await this.store.groupAuthChainIds(roomId, snap.room.stateEpoch ?? "", at.group, before, starts);
+    const epoch = snap.room.stateEpoch ?? "";
+    return { version: snap.version, stateIds, chainIds, groupKey: at.group === undefined ? undefined : `${roomId} ${epoch} ${at.group}` };
   }
 
   /** Walks prev_events back from `latest` (exclusive), stopping at `earliest`, depth ≥ minDepth. */
