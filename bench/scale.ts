@@ -326,8 +326,11 @@ interface RoomFigures {
   stateBytes?: number;
   stateRssRise?: number;
   stateHeapRise?: number;
-  /** The same four send_join and /state figures with the code of BENCH_SCALE_ROOM_AB_ROOT, on the same room after a restart. */
-  ab?: { sendJoinMs: number; sendJoinBytes: number; sendJoinRssRise: number; sendJoinHeapRise: number; stateMs: number; stateBytes: number; stateRssRise: number; stateHeapRise: number };
+  /** The warm reads (the 2nd request, or the median of BENCH_SCALE_READ_REPEAT): /state_ids at the first join, /backfill limit=100 from the last. */
+  stateIdsMs?: number;
+  backfillMs?: number;
+  /** The same send_join and /state figures (and the warm reads) with the code of BENCH_SCALE_ROOM_AB_ROOT, on the same room after a restart. */
+  ab?: { sendJoinMs: number; sendJoinBytes: number; sendJoinRssRise: number; sendJoinHeapRise: number; stateMs: number; stateBytes: number; stateRssRise: number; stateHeapRise: number; stateIdsMs: number; backfillMs: number };
   coldStartMs?: number;
   coldFirstMakeJoinMs?: number;
 }
@@ -495,11 +498,20 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
       // server's caches warm from the first: a restarted "after" server starts cold): /state_ids
       // at the first join (the whole state's IDs), /event_auth of the last join, /backfill of
       // 100 events from it. The figures kept are the second's.
+      // BENCH_SCALE_READ_REPEAT=N (default 1): the warm request asked N times, the median kept
+      // (single requests on a loaded 2-core machine vary several-fold).
+      const repeat = Math.max(1, Number(process.env.BENCH_SCALE_READ_REPEAT ?? "1") || 1);
       const get = async (what: string, uri: string) => {
         await getOnce(`${what} (1st)`, uri);
-        return getOnce(`${what} (2nd)`, uri);
+        if (repeat === 1) return getOnce(`${what} (2nd)`, uri);
+        const runs: Awaited<ReturnType<typeof getOnce>>[] = [];
+        for (let i = 0; i < repeat; i++) runs.push(await getOnce(`${what} (warm ${i + 1} of ${repeat})`, uri, i === 0));
+        runs.sort((x, y) => x.out.ms - y.out.ms);
+        const m = runs[Math.floor(runs.length / 2)]!;
+        log(`  ${what} (warm, median of ${repeat}): ${fmt(m.out.ms, 1)} ms (min ${fmt(runs[0]!.out.ms, 1)}, max ${fmt(runs[runs.length - 1]!.out.ms, 1)}), peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
+        return m;
       };
-      const getOnce = async (what: string, uri: string) => {
+      const getOnce = async (what: string, uri: string, verbose = true) => {
         const m = await memoryOf(async () => {
           const t0s = performance.now();
           const r = await conn.request(signedRequest(s, target.serverName, "GET", uri));
@@ -507,8 +519,8 @@ async function bigRoom(target: FanoutTarget, members: number, joinedCount: (room
           const body = JSON.parse(r.body.toString()) as { pdus?: unknown };
           return { ms: performance.now() - t0s, bytes: r.body.length, pdus: Array.isArray(body.pdus) ? (body.pdus as Pdu[]) : undefined };
         });
-        log(`  ${what}: ${fmt(m.out.ms)} ms, ${fmt(m.out.bytes / 1024)} kB, peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
-        if (m.out.pdus) {
+        if (verbose) log(`  ${what}: ${fmt(m.out.ms)} ms, ${fmt(m.out.bytes / 1024)} kB, peak RSS +${fmt(m.rssRise / 1048576, 1)} MB, peak heap+external +${fmt(m.heapRise / 1048576, 1)} MB`);
+        if (m.out.pdus && verbose) {
           log(`    ${describePdus(m.out.pdus, (p) => computeEventId(p, version))}`);
           // BENCH_SCALE_DUMP_DIR: the answer kept, to diff two servers' events (bench/README.md).
           const dump = process.env.BENCH_SCALE_DUMP_DIR;
@@ -654,6 +666,8 @@ export async function scaleRoomRow(opts: { sizes: number[]; synapse: SynapseProc
       { metric: "/state response (kB)", digits: 0, gatehouse: g.map((x) => (x.stateBytes ?? NaN) / 1024) },
       { metric: "/state peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.stateRssRise ?? NaN) / 1048576) },
       { metric: "/state peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.stateHeapRise ?? NaN) / 1048576) },
+      { metric: "/state_ids, warm (ms)", digits: 1, gatehouse: g.map((x) => x.stateIdsMs ?? NaN), ...(syn ? { synapse: s.map((x) => x?.stateIdsMs) } : {}) },
+      { metric: "/backfill limit=100, warm (ms)", digits: 1, gatehouse: g.map((x) => x.backfillMs ?? NaN), ...(syn ? { synapse: s.map((x) => x?.backfillMs) } : {}) },
       ...(g.some((x) => x.ab)
         ? [
             { metric: "B: send_join (ms)", digits: 0, gatehouse: g.map((x) => x.ab?.sendJoinMs) },
@@ -664,6 +678,8 @@ export async function scaleRoomRow(opts: { sizes: number[]; synapse: SynapseProc
             { metric: "B: /state response (kB)", digits: 0, gatehouse: g.map((x) => (x.ab ? x.ab.stateBytes / 1024 : undefined)) },
             { metric: "B: /state peak RSS rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.stateRssRise / 1048576 : undefined)) },
             { metric: "B: /state peak heap+external rise (MB)", digits: 1, gatehouse: g.map((x) => (x.ab ? x.ab.stateHeapRise / 1048576 : undefined)) },
+            { metric: "B: /state_ids, warm (ms)", digits: 1, gatehouse: g.map((x) => x.ab?.stateIdsMs) },
+            { metric: "B: /backfill limit=100, warm (ms)", digits: 1, gatehouse: g.map((x) => x.ab?.backfillMs) },
           ]
         : []),
       { metric: "send_join omit_members (ms)", digits: 0, gatehouse: g.map((x) => x.sendJoinOmitMs), ...(syn ? { synapse: s.map((x) => x?.sendJoinOmitMs) } : {}) },

@@ -29,6 +29,7 @@ import { authEventIds, parseStateField, prevEventIds, stateField, type RoomStore
 import { applyRedactions, type ServedEvent, type StoredEvent } from "./redactions.js";
 import { partialStateFederationRefusal } from "./partial-state.js";
 import { jsonObjectChunks, jsonStringBatches } from "./json-chunks.js";
+import { keyBytes, MAP_ENTRY, type ByteLru } from "../store/byte-lru.js";
 import { DUMMY_EVENT_TYPE, type RoomContext, type RoomService, type RoomSnapshot } from "./room-service.js";
 
 /** The state history visibility reads at one event: after it, and before it. */
@@ -92,15 +93,35 @@ export function visibilityAtStreams(
 
 const VISIBILITY_FIELD = stateField("m.room.history_visibility", "");
 const MEMBER_FIELD_PREFIX = stateField("m.room.member", "").slice(0, -2); // `["m.room.member",`
-/** The member fields (`stateField("m.room.member", user)`) of `server`'s users in the current state. */
-function serverMemberFields(snap: RoomSnapshot, server: string): string[] {
+/** Servers whose member fields are remembered per state (memberFieldsMemo). */
+const MEMBER_FIELDS_SERVERS = 32;
+/**
+ * serverMemberFields by state and server: a state (a snapshot's, a loaded group's) never changes,
+ * and a new version is another object, so the scan of a big room's state (10,000 fields) is done
+ * once per state and server, not per /backfill, /event or /get_missing_events. Kept as long as
+ * the state object is (a cached group or snapshot), for the last few servers asking.
+ */
+const memberFieldsMemo = new WeakMap<ReadonlyMap<string, string>, Map<string, readonly string[]>>();
+
+/** The member fields (`stateField("m.room.member", user)`) of `server`'s users in `state`. */
+function serverMemberFields(state: ReadonlyMap<string, string>, server: string): readonly string[] {
+  let byServer = memberFieldsMemo.get(state);
+  const known = byServer?.get(server);
+  if (known) return known;
+  // A cheap test on the field's text first (a member field ends with `:server"]`), then the parse.
   const suffix = `:${server}"]`;
   const out: string[] = [];
-  for (const field of snap.stateIds.keys()) {
+  state.forEach((_, field) => {
     if (field.startsWith(MEMBER_FIELD_PREFIX) && field.endsWith(suffix) && serverOfUserId(parseStateField(field)[1]) === server) out.push(field);
-  }
+  });
+  if (!byServer) memberFieldsMemo.set(state, (byServer = new Map()));
+  if (byServer.size >= MEMBER_FIELDS_SERVERS) byServer.delete(byServer.keys().next().value!);
+  byServer.set(server, out);
   return out;
 }
+
+/** What a Buffer costs beside its bytes: the JS object and its backing store's record (estimated). */
+const BUFFER_OVERHEAD = 96;
 
 /** How far back the user's membership events are followed to find their last join. */
 const MAX_MEMBERSHIP_HOPS = 50;
@@ -114,9 +135,22 @@ export class RoomHistory {
   private readonly rooms: RoomService;
   private readonly store: RoomStore;
 
+  /**
+   * /state_ids's `pdu_ids` per state group, serialised (Buffers, outside V8's heap), by room,
+   * state epoch and group: a stored group's state never changes (RoomStore.groupAuthChainIds).
+   * Bounded by bytes (share `state_ids`); a room's answer over a quarter of the share (~15,000
+   * members at the default budget) is serialised again each time.
+   */
+  private readonly stateIdsJson: ByteLru<string, readonly Buffer[]>;
+
   constructor(ctx: RoomContext) {
     this.rooms = ctx.rooms;
     this.store = ctx.store;
+    this.stateIdsJson = ctx.store.cacheBudget.cache("state_ids", (k: string, batches: readonly Buffer[]) => {
+      let n = MAP_ENTRY + keyBytes(k) + 16 + 8 * batches.length;
+      for (const b of batches) n += BUFFER_OVERHEAD + b.length;
+      return n;
+    });
   }
 
   /** ACL, then the requesting server must have a joined member now (Synapse's assert_host_in_room). */
@@ -132,9 +166,10 @@ export class RoomHistory {
    * The visibility state at each event (null: not in the room's timeline): history_visibility and
    * the memberships of the users `members` selects, in the state after the event, and before it
    * for events `needsBefore` picks; read from the events' state groups (rooms/room-state.ts), the
-   * same state the auth rules used. Round trips: the events' groups (one HMGET), the groups not in
-   * the store's group cache (one script call each, sent together), the state events named (one
-   * MGET, mostly from the event cache). Events stored before state groups existed have none: for
+   * same state the auth rules used. Round trips: the events' groups (one HMGET), their metadata
+   * where not cached (HGETs sent together), the first group's state when not in the store's group
+   * cache and any group not derived from an earlier one (a load each), the state events named
+   * (one MGET, mostly from the event cache). Events stored before state groups existed have none: for
    * them the room's timeline is replayed (`replay`).
    */
   private async visibilityAt(
@@ -161,33 +196,47 @@ export class RoomHistory {
     // it since) is not found: that member counts as absent, and absent members can only make
     // the server see less (serverVerdict), never more.
     const fields = "user" in members ? new Set([stateField("m.room.member", members.user)]) : new Set(members.serverFields);
-    const scan = (state: ReadonlyMap<string, string>, server: string) => {
-      // A cheap test on the field's text first (a member field ends with `:server"]`), then the parse.
-      const suffix = `:${server}"]`;
-      for (const field of state.keys()) {
-        if (field.startsWith(MEMBER_FIELD_PREFIX) && field.endsWith(suffix) && keep(parseStateField(field)[1])) fields.add(field);
-      }
-    };
     // Per group: the history_visibility event and the selected members' events, by ID. The groups
-    // one at a time, the events' oldest first: each later one is then a delta of one in the
-    // store's group cache, sharing its entries (RoomStore.loadStateGroup), where loads all at once
-    // built every group whole (100 groups of a 10,000-member room: +104 MB).
+    // one at a time, the events' oldest first. The first is loaded (RoomStore.loadStateGroup; in
+    // the store's group cache after the first read), and in server mode its state is scanned for
+    // the server's member fields (remembered per state: serverMemberFields). A later group whose
+    // parent (or the ancestor its delta is on) was picked here is that one's fields with its
+    // delta applied: the groups of consecutive events, no state loaded or cached for them. Loading
+    // each (as LayeredMap layers) had the 100 groups of a /backfill flush the group cache (64
+    // entries), so every request loaded the oldest one's chain whole again (a 10,000-member room:
+    // ~40 ms of a warm /backfill limit=100).
     const depthOf = new Map<string, number>();
     events.forEach((e) => {
       const g = groups.get(e.eventId);
       if (!g) return;
       for (const x of [g.after, g.before]) if (wanted.has(x)) depthOf.set(x, Math.min(depthOf.get(x) ?? Infinity, e.pdu.depth));
     });
+    const order = [...wanted].sort((x, y) => depthOf.get(x)! - depthOf.get(y)!);
+    // The groups' metadata (parent and delta), read together where not cached.
+    const metas = new Map(await Promise.all(order.map(async (g) => [g, g === "" ? undefined : await store.stateGroupMeta(roomId, g)] as const)));
+    /** Per group picked: the tracked fields (history visibility and `fields`) → event ID. */
+    const tracked = new Map<string, Map<string, string | undefined>>();
     const picked = new Map<string, { visibility: string | undefined; members: [string, string][] }>();
-    for (const g of [...wanted].sort((x, y) => depthOf.get(x)! - depthOf.get(y)!)) {
-      const state = await store.loadStateGroup(roomId, g);
-      if ("server" in members && picked.size === 0) scan(state, members.server);
+    for (const g of order) {
+      const meta = metas.get(g);
+      const from = tracked.size > 0 && meta?.up != null && meta.delta ? tracked.get(meta.up) : undefined;
+      let values: Map<string, string | undefined>;
+      if (from && meta?.delta) {
+        values = new Map(from);
+        for (const [field, id] of Object.entries(meta.delta)) if (values.has(field)) values.set(field, id ?? undefined);
+      } else {
+        const state = await store.loadStateGroup(roomId, g);
+        if ("server" in members && picked.size === 0) for (const field of serverMemberFields(state, members.server)) fields.add(field);
+        values = new Map([[VISIBILITY_FIELD, state.get(VISIBILITY_FIELD)]]);
+        for (const field of fields) values.set(field, state.get(field));
+      }
+      tracked.set(g, values);
       const found: [string, string][] = [];
       for (const field of fields) {
-        const id = state.get(field);
+        const id = values.get(field);
         if (id !== undefined) found.push([parseStateField(field)[1], id]);
       }
-      picked.set(g, { visibility: state.get(VISIBILITY_FIELD), members: found });
+      picked.set(g, { visibility: values.get(VISIBILITY_FIELD), members: found });
     }
     const stateIds = new Set<string>();
     for (const p of picked.values()) {
@@ -279,7 +328,7 @@ export class RoomHistory {
     const roomId = snap.room.roomId;
     const [served, states] = await Promise.all([
       applyRedactions(this.store, roomId, snap.version, events),
-      this.visibilityAt(roomId, events, { server: origin, serverFields: serverMemberFields(snap, origin) }),
+      this.visibilityAt(roomId, events, { server: origin, serverFields: serverMemberFields(snap.stateIds, origin) }),
     ]);
     return served.map((e, i) => {
       const at = states[i];
@@ -341,10 +390,19 @@ export class RoomHistory {
    * walk happen here, before the first chunk; the IDs are then serialised 1,000 at a time
    * (~4.5 MB in a 100,000-member room, never one string).
    */
-  async stateIdsAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
-    const { stateIds, chainIds } = await this.stateBeforeWithChain(roomId, eventId, origin);
+  async stateIdsAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
+    const { stateIds, chainIds, groupKey } = await this.stateBeforeWithChain(roomId, eventId, origin);
+    // A state group's IDs serialised once (stateIdsJson): the answer at any event of that group.
+    let pduIds = groupKey === undefined ? undefined : this.stateIdsJson.get(groupKey);
+    if (!pduIds) {
+      const batches: Buffer[] = [];
+      for await (const batch of jsonStringBatches(stateIds())) batches.push(...batch);
+      if (groupKey !== undefined) this.stateIdsJson.set(groupKey, batches);
+      pduIds = batches;
+    }
+    const served = pduIds;
     return jsonObjectChunks({}, [
-      ["pdu_ids", jsonStringBatches(stateIds)],
+      ["pdu_ids", (async function* () { for (const b of served) yield [b]; })()],
       ["auth_chain_ids", jsonStringBatches(chainIds)],
     ]);
   }
@@ -356,10 +414,10 @@ export class RoomHistory {
    * (RoomStore.servedEventJson). Synapse asks it after a partial-state join: in a
    * 100,000-member room it is ~58 MB, never built whole.
    */
-  async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
+  async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
     const { version, stateIds, chainIds } = await this.stateBeforeWithChain(roomId, eventId, origin);
     return jsonObjectChunks({}, [
-      ["pdus", this.store.servedEventJson(roomId, version, stateIds)],
+      ["pdus", this.store.servedEventJson(roomId, version, stateIds())],
       ["auth_chain", this.store.servedEventJson(roomId, version, chainIds)],
     ]);
   }
@@ -370,15 +428,29 @@ export class RoomHistory {
    * the snapshot in memory (only their auth_events are read: redaction keeps them), the others
    * are read. /state at a recent event of a 100,000-member room reads ~none.
    */
-  private async stateBeforeWithChain(roomId: string, eventId: string, origin: string): Promise<{ version: RoomSnapshot["version"]; stateIds: string[]; chainIds: string[] }> {
+  private async stateBeforeWithChain(
+    roomId: string,
+    eventId: string,
+    origin: string,
+  ): Promise<{ version: RoomSnapshot["version"]; stateIds: () => string[]; chainIds: readonly string[]; groupKey: string | undefined }> {
     const snap = await this.joinedSnapshot(roomId, origin);
-    const before = await this.store.readStateAt(roomId, eventId, "before");
-    if (!before) throw notFound(`Event ${eventId} not found in ${roomId}`);
-    const stateIds = [...before.values()];
+    const at = await this.store.readStateGroupAt(roomId, eventId, "before");
+    if (!at) throw notFound(`Event ${eventId} not found in ${roomId}`);
+    const before = at.state;
+    const stateIds = () => {
+      const ids: string[] = [];
+      before.forEach((id) => ids.push(id)); // a LayeredMap's fast path (no generator step per entry)
+      return ids;
+    };
     function* starts(): Generator<string | Pdu> {
-      for (const [field, id] of before!) yield (snap.stateIds.get(field) === id ? snap.state.get(field) : undefined) ?? id;
+      for (const [field, id] of before) yield (snap.stateIds.get(field) === id ? snap.state.get(field) : undefined) ?? id;
     }
-    return { version: snap.version, stateIds, chainIds: await this.store.authChainIds(roomId, starts()) };
+    // The chain of a state group is remembered by group (RoomStore.groupAuthChainIds): a peer
+    // resyncing after a join asks /state_ids and /state at the same event, and the next joins'
+    // groups extend it.
+    const chainIds = at.group === undefined ? await this.store.authChainIds(roomId, starts()) : await this.store.groupAuthChainIds(roomId, snap.room.stateEpoch ?? "", at.group, before, starts);
+    const epoch = snap.room.stateEpoch ?? "";
+    return { version: snap.version, stateIds, chainIds, groupKey: at.group === undefined ? undefined : `${roomId} ${epoch} ${at.group}` };
   }
 
   /** Walks prev_events back from `latest` (exclusive), stopping at `earliest`, depth ≥ minDepth. */
@@ -439,7 +511,7 @@ export class RoomHistory {
    * holds every power levels event before it and the memberships its auth rules named, so it
    * grows with the room's history; the events are streamed as /state's are.
    */
-  async eventAuthAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
+  async eventAuthAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
     const snap = await this.joinedSnapshot(roomId, origin);
     if (!(await this.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
     const chainIds = await this.store.authChainIds(roomId, [eventId]);

@@ -3,7 +3,8 @@
  * /state_ids and /event_auth of a big room): the small fields first, serialised at once, then
  * each list's elements as they come, a batch of already-serialised JSON values at a time
  * (RoomStore.servedEventJson, jsonStringBatches). An element of a batch is one JSON value or
- * several joined by commas. The route sends the chunks as they are (http/json-stream.ts);
+ * several joined by commas. A chunk is a Buffer, or a batch's Buffers (with the separators) to
+ * be sent as one; the route sends them as they are (http/json-stream.ts);
  * parsed, the result is the object `{ ...head, [name]: [values…] }`.
  */
 const COMMA = Buffer.from(",");
@@ -11,7 +12,7 @@ const COMMA = Buffer.from(",");
 export async function* jsonObjectChunks(
   head: Readonly<Record<string, unknown>>,
   lists: readonly (readonly [name: string, values: AsyncIterable<readonly Buffer[]>])[],
-): AsyncGenerator<Buffer> {
+): AsyncGenerator<Buffer | readonly Buffer[]> {
   const h = JSON.stringify(head);
   let prefix = h.slice(0, -1); // "{…" without its closing brace
   let sep = h.length > 2 ? "," : "";
@@ -29,7 +30,9 @@ export async function* jsonObjectChunks(
         parts.push(v);
         first = false;
       }
-      yield Buffer.concat(parts);
+      // The batch's Buffers as they are (http/json-stream.ts copies them into a buffer it reuses):
+      // a Buffer.concat per batch put a second copy of a big answer through external memory.
+      yield parts;
     }
     yield Buffer.from(`${open}]`, "utf8");
   }
@@ -45,10 +48,22 @@ export const STRING_BATCH = 1_000;
  * are serialised a batch at a time as the socket takes them, not as one string.
  */
 export async function* jsonStringBatches(values: readonly string[], batch = STRING_BATCH): AsyncGenerator<Buffer[]> {
-  for (let i = 0; i < values.length; i += batch) {
-    let text = "";
-    const end = Math.min(values.length, i + batch);
-    for (let j = i; j < end; j++) text += (j > i ? "," : "") + JSON.stringify(values[j]);
-    yield [Buffer.from(text, "utf8")];
-  }
+  for (let i = 0; i < values.length; i += batch) yield [Buffer.from(jsonStringList(values.slice(i, i + batch)), "utf8")];
+}
+
+/**
+ * Characters JSON.stringify escapes in a string: `"`, `\`, controls, and UTF-16 surrogates (a
+ * lone one is escaped; a pair is not, but sends the batch the careful way).
+ */
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * `values` as comma-separated JSON strings, exactly `values.map((v) => JSON.stringify(v)).join(",")`:
+ * event IDs (`$` and base64) need no escaping, so a batch without a character that does is
+ * quoted and joined at once (~4× faster than a JSON.stringify per ID).
+ */
+export function jsonStringList(values: readonly string[]): string {
+  if (values.length === 0) return "";
+  if (!NEEDS_ESCAPE.test(values.join(""))) return `"${values.join('","')}"`;
+  return values.map((v) => JSON.stringify(v)).join(",");
 }

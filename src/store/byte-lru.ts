@@ -146,7 +146,11 @@ export const CACHE_SHARES = {
   /** The sender's canonical JSON of queued PDUs (Buffers, outside V8's heap). */
   canonical_pdus: 0.26,
   /** Parsed events by room and event ID (RoomStore). */
-  events: 0.3,
+  events: 0.24,
+  /** Auth chains (event IDs) of state groups' states that /state_ids and /state answered (RoomStore). */
+  state_chains: 0.02,
+  /** /state_ids's `pdu_ids` of state groups, serialised (Buffers, outside V8's heap; RoomHistory). */
+  state_ids: 0.04,
   /** State groups before/after stored events (RoomStore). */
   event_state_groups: 0.1,
   /** Parent, depth and delta of state groups (RoomStore). */

@@ -91,12 +91,17 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
     return this.base === other.base;
   }
 
-  *entries(): MapIterator<[string, V]> {
+  /**
+   * The entries; a version with an empty layer hands out its base's own iterators (the answers
+   * that read a big room's whole state, /state_ids and /state, iterate ~100,000 entries: a
+   * generator per element cost ~3× a Map's iterator).
+   */
+  entries(): MapIterator<[string, V]> {
+    return this.top.size === 0 ? this.base.entries() : this.layeredEntries();
+  }
+
+  private *layeredEntries(): MapIterator<[string, V]> {
     const { base, top } = this;
-    if (top.size === 0) {
-      yield* base.entries();
-      return;
-    }
     for (const [key, value] of base) {
       const t = top.get(key);
       if (t === undefined) yield [key, value];
@@ -105,20 +110,49 @@ export class LayeredMap<V extends NonNullable<unknown>> implements ReadonlyMap<s
     for (const [key, value] of top) if (value !== null && !base.has(key)) yield [key, value];
   }
 
-  *keys(): MapIterator<string> {
-    for (const [key] of this.entries()) yield key;
+  keys(): MapIterator<string> {
+    return this.top.size === 0 ? this.base.keys() : this.layeredKeys();
   }
 
-  *values(): MapIterator<V> {
-    for (const [, value] of this.entries()) yield value;
+  private *layeredKeys(): MapIterator<string> {
+    const { base, top } = this;
+    for (const key of base.keys()) if (top.get(key) !== null) yield key;
+    for (const [key, value] of top) if (value !== null && !base.has(key)) yield key;
+  }
+
+  values(): MapIterator<V> {
+    return this.top.size === 0 ? this.base.values() : this.layeredValues();
+  }
+
+  private *layeredValues(): MapIterator<V> {
+    const { base, top } = this;
+    for (const [key, value] of base) {
+      const t = top.get(key);
+      if (t === undefined) yield value;
+      else if (t !== null) yield t;
+    }
+    for (const [key, value] of top) if (value !== null && !base.has(key)) yield value;
   }
 
   [Symbol.iterator](): MapIterator<[string, V]> {
     return this.entries();
   }
 
+  /** The entries in iteration order, without a generator step per entry (the fast way through a big state). */
   forEach(fn: (value: V, key: string, map: ReadonlyMap<string, V>) => void, thisArg?: unknown): void {
-    for (const [key, value] of this.entries()) fn.call(thisArg, value, key, this);
+    const { base, top } = this;
+    if (top.size === 0) {
+      base.forEach((value, key) => fn.call(thisArg, value, key, this));
+      return;
+    }
+    base.forEach((value, key) => {
+      const t = top.get(key);
+      if (t === undefined) fn.call(thisArg, value, key, this);
+      else if (t !== null) fn.call(thisArg, t, key, this);
+    });
+    top.forEach((value, key) => {
+      if (value !== null && !base.has(key)) fn.call(thisArg, value, key, this);
+    });
   }
 
   /** Number of entries outside the shared base (for tests and diagnostics). */

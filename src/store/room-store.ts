@@ -411,6 +411,11 @@ export class RoomStore {
    * Bounded by bytes.
    */
   private readonly eventStateCache: ByteLru<string, { before: string; after: string }>;
+  /** Auth chains of stored state groups' states (groupAuthChainIds), by room, state epoch and group; bounded by bytes. */
+  private readonly groupChainCache: ByteLru<string, readonly string[]>;
+
+  /** The process's cache budget (GATEHOUSE_CACHE_MAX_BYTES), for the use cases' caches of what the store reads. */
+  readonly cacheBudget: CacheBudget;
 
   /** Moves outbox entries to destination queues (run inline after each write with destinations). */
   readonly fanout: Fanout;
@@ -432,9 +437,15 @@ export class RoomStore {
   ) {
     this.redis = redis as RedisWithScripts;
     const caches = opts.caches ?? new CacheBudget();
+    this.cacheBudget = caches;
     this.eventCache = caches.cache("events", (k: string, pdu: Pdu) => MAP_ENTRY + keyBytes(k) + estimateBytes(pdu));
     this.groupMetaCache = caches.cache("state_group_meta", (k: string, meta: StateGroupMeta) => MAP_ENTRY + keyBytes(k) + estimateBytes(meta));
     this.eventStateCache = caches.cache("event_state_groups", (k: string, g: { before: string; after: string }) => MAP_ENTRY + keyBytes(k) + 40 + stringBytes(g.before) + stringBytes(g.after));
+    this.groupChainCache = caches.cache("state_chains", (k: string, ids: readonly string[]) => {
+      let n = MAP_ENTRY + keyBytes(k) + 16 + 8 * ids.length;
+      for (const id of ids) n += stringBytes(id);
+      return n;
+    });
     this.fanout = new Fanout(redis, keys);
     defineLuaCommands(redis, {
       gatehousePersistNewRoom: "persist-new-room",
@@ -1256,6 +1267,50 @@ export class RoomStore {
   }
 
   /**
+   * The state group before or after `eventId` (undefined for events stored before state groups
+   * existed), with its state as readStateAt gives it; null when the event is not stored.
+   */
+  async readStateGroupAt(roomId: string, eventId: string, at: "before" | "after"): Promise<{ group: string | undefined; state: ReadonlyMap<string, string> } | null> {
+    const groups = (await this.eventStateGroups(roomId, [eventId])).get(eventId);
+    if (groups) {
+      const group = at === "before" ? groups.before : groups.after;
+      return { group, state: await this.loadStateGroup(roomId, group) };
+    }
+    const state = await this.readStateAt(roomId, eventId, at);
+    return state === null ? null : { group: undefined, state };
+  }
+
+  /**
+   * authChainIds of a stored state group's state, remembered by group (a group's state never
+   * changes; a partial-state resync adds to a room's whole groups, so the room's `state_epoch`
+   * is part of the key). A group whose parent's chain is remembered and whose delta only adds
+   * keys the parent lacks is that chain plus what the added events reach (the walk stops at
+   * events of the parent's chain: their own chains are in it); other groups are walked whole
+   * from `starts` (the state's events, as IDs or PDUs in hand). The IDs are in the walk's order
+   * (the spec gives auth_chain_ids none): a group's extension lists its parent's chain first.
+   */
+  async groupAuthChainIds(roomId: string, epoch: string, group: string, state: ReadonlyMap<string, string>, starts: () => Iterable<string | Pdu>): Promise<readonly string[]> {
+    const key = `${roomId} ${epoch} ${group}`;
+    const cached = this.groupChainCache.get(key);
+    if (cached) return cached;
+    let ids: string[] | undefined;
+    const meta = group === "" ? undefined : await this.stateGroupMeta(roomId, group);
+    const parentChain = meta?.up != null ? this.groupChainCache.get(`${roomId} ${epoch} ${meta.up}`) : undefined;
+    const parentState = parentChain && meta?.up != null ? this.groupCache.get(`${roomId} ${meta.up}`) : undefined;
+    if (meta?.delta && parentChain && parentState) {
+      const added = Object.entries(meta.delta);
+      if (added.every(([field, id]) => id !== null && !parentState.has(field) && state.get(field) === id)) {
+        const known = new Set(parentChain);
+        ids = [...parentChain];
+        await this.walkAuthChain(roomId, added.map(([, id]) => id!), (id) => ids!.push(id), known);
+      }
+    }
+    ids ??= await this.authChainIds(roomId, starts());
+    this.groupChainCache.set(key, ids);
+    return ids;
+  }
+
+  /**
    * Every event reachable through auth_events from the given events (not including them), by ID
    * with its PDU, in the walk's order. The answers use authChainIds (IDs only); tests read this.
    */
@@ -1284,14 +1339,15 @@ export class RoomStore {
    * read MULTI_READ_CHUNK per round trip; the frontier holds each ID not seen yet once (a big
    * room's state events name the same few auth events ~300,000 times).
    */
-  private async walkAuthChain(roomId: string, starts: Iterable<string | Pdu>, onEvent: (id: string, pdu: Pdu) => void): Promise<void> {
+  private async walkAuthChain(roomId: string, starts: Iterable<string | Pdu>, onEvent: (id: string, pdu: Pdu) => void, known?: ReadonlySet<string>): Promise<void> {
     const seen = new Set<string>();
     let frontier = new Set<string>();
+    // `known`: a chain already walked (closed under auth_events): neither reported nor followed.
     const follow = (ev: Pdu) => {
       if (!Array.isArray(ev.auth_events)) return;
       for (const p of ev.auth_events as unknown[]) {
         const id = Array.isArray(p) ? String(p[0]) : String(p);
-        if (!seen.has(id)) frontier.add(id);
+        if (!seen.has(id) && !known?.has(id)) frontier.add(id);
       }
     };
     let toRead: string[] = [];

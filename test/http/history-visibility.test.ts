@@ -149,6 +149,39 @@ for (const visibility of ["joined", "invited", "shared", "world_readable"] as co
   });
 }
 
+describe("two servers reading the same events in turn", () => {
+  test("each server's verdicts are its own, asked again and after one more of its users joined (why: the server's member fields are remembered per state and server, and consecutive events' states are derived from their parents')", async () => {
+    const [early, late] = await Promise.all([RemoteServer.start(), RemoteServer.start()]);
+    try {
+      const roomId = await t.createRoom({ room_version: "12", join_rule: "public", initial_state: [{ type: "m.room.history_visibility", content: { history_visibility: "joined" } }] });
+      await t.join(early, roomId, early.userId("e1"));
+      const m1 = await send(roomId, "only the early server's user is joined");
+      const { eventId: lateJoin } = await t.join(late, roomId, late.userId("l1"));
+      const m2 = await send(roomId, "both servers have a joined user");
+      const backfill = async (server: RemoteServer, from: string) => {
+        const res = await t.fed(server, "GET", `${FED}/v1/backfill/${enc(roomId)}?v=${enc(from)}&limit=100`);
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        return new Map((res.body.pdus as Pdu[]).map((p) => [computeEventId(p, V12), p]));
+      };
+      const expect = async (served: Map<string, Pdu>, full: readonly string[], redacted: readonly string[], label: string) => {
+        for (const id of full) assert.deepEqual(served.get(id), await t.store.getEvent(roomId, id), `${label}: ${id} in full`);
+        for (const id of redacted) assert.deepEqual(served.get(id), redactEvent((await t.store.getEvent(roomId, id))!, V12), `${label}: ${id} redacted`);
+      };
+      for (let round = 0; round < 2; round++) {
+        await expect(await backfill(early, m2), [m1, lateJoin, m2], [], `early, round ${round}`);
+        await expect(await backfill(late, m2), [lateJoin, m2], [m1], `late, round ${round}`);
+      }
+      // One more user of the late server joins: the current state is a new version; the old events keep their verdicts.
+      await t.join(late, roomId, late.userId("l2"));
+      const m3 = await send(roomId, "after the second late user");
+      await expect(await backfill(late, m3), [lateJoin, m2, m3], [m1], "late, after its second user joined");
+      await expect(await backfill(early, m3), [m1, lateJoin, m2, m3], [], "early, after the late server's second user joined");
+    } finally {
+      await Promise.all([early.close(), late.close()]);
+    }
+  });
+});
+
 describe("a server whose users leave", () => {
   test("joined: events sent after its last user left are refused (403: not in the room); those while joined stay readable to a server still in it", async () => {
     const s = await scenario("joined");

@@ -85,6 +85,9 @@ async function chainWhole(roomId: string, v: string, ids: readonly string[]): Pr
   return byId(served, v);
 }
 
+/** A chunk of jsonObjectChunks as one Buffer (a batch is yielded as its Buffers). */
+const oneBuffer = (c: Buffer | readonly Buffer[]): Buffer => (Buffer.isBuffer(c) ? c : Buffer.concat(c as readonly Buffer[]));
+
 const byId = (pdus: readonly Pdu[], v: string) => new Map(pdus.map((e) => [computeEventId(e, roomVersion(v)), e]));
 
 /** A GET over a raw connection: the status, the bytes received, and whether the answer ended cleanly. */
@@ -215,6 +218,52 @@ for (const v of ["10", "12"]) {
   });
 }
 
+describe("/state_ids and /state remembered per state group", () => {
+  test("each event's answer is the state before it, after joins (a remembered chain extended) and a replaced state event (walked whole), and again after the room moved on (why: the chain and the serialised IDs are kept by state group; a wrong key would serve the current state or a neighbour's)", async () => {
+    const roomId = await t.createRoom({ room_version: "12", join_rule: "public", name: "Remembered", topic: "first topic" });
+    await t.join(a, roomId, fresh(a));
+    await t.join(joiner, roomId, fresh(joiner));
+    const ask = async (at: string) => {
+      const uri = `${FED}/v1/state_ids/${enc(roomId)}?event_id=${enc(at)}`;
+      const raw = await rawGet(uri, joiner.authHeader("GET", uri, t.serverName));
+      assert.equal(raw.status, 200, raw.body);
+      assert.ok(raw.complete);
+      const answer = JSON.parse(raw.body) as { pdu_ids: string[]; auth_chain_ids: string[] };
+      const stateIds = [...(await t.store.stateAt(roomId, at, "before"))!.values()];
+      // Sorted: this test's RoomStore may load the group in another order (the spec gives none).
+      assert.deepEqual([...answer.pdu_ids].sort(), [...stateIds].sort(), "the state before the event");
+      assert.equal(new Set(answer.auth_chain_ids).size, answer.auth_chain_ids.length, "each chain ID once");
+      assert.deepEqual([...answer.auth_chain_ids].sort(), (await chainOracle(roomId, stateIds)).sort());
+      // /state at the same event: the same state and chain, as events.
+      const st = await t.fed(joiner, "GET", `${FED}/v1/state/${enc(roomId)}?event_id=${enc(at)}`);
+      assert.equal(st.status, 200, JSON.stringify(st.body));
+      assert.deepEqual([...byId(st.body.pdus as Pdu[], "12").keys()].sort(), [...stateIds].sort());
+      assert.deepEqual([...byId(st.body.auth_chain as Pdu[], "12").keys()].sort(), [...answer.auth_chain_ids].sort());
+      return { raw: raw.body, answer };
+    };
+    // Joins one after the other: each one's "before" group is the previous one's plus its join.
+    const joins: string[] = [];
+    for (let i = 0; i < 3; i++) joins.push((await t.join(a, roomId, fresh(a))).eventId);
+    const first = await ask(joins[0]!);
+    const second = await ask(joins[1]!);
+    const third = await ask(joins[2]!);
+    assert.equal(second.answer.pdu_ids.length, first.answer.pdu_ids.length + 1, "one more member");
+    assert.ok(second.answer.pdu_ids.includes(joins[0]!) && !first.answer.pdu_ids.includes(joins[0]!));
+    assert.ok(third.answer.pdu_ids.includes(joins[1]!) && !third.answer.pdu_ids.includes(joins[2]!));
+    // A new state event replaces the topic: the answer after it names the new topic, not the old one.
+    const oldTopic = (await t.graph(roomId)).stateIds.get(stateField("m.room.topic", ""))!;
+    const topic = await t.setState(roomId, "m.room.topic", "", { topic: "second topic" });
+    const afterTopic = (await t.join(a, roomId, fresh(a))).eventId;
+    const atTopic = await ask(topic);
+    const later = await ask(afterTopic);
+    assert.ok(atTopic.answer.pdu_ids.includes(oldTopic) && !atTopic.answer.pdu_ids.includes(topic));
+    assert.ok(later.answer.pdu_ids.includes(topic) && !later.answer.pdu_ids.includes(oldTopic));
+    // The earlier events again, the room having moved on: byte for byte what they answered.
+    assert.equal((await ask(joins[0]!)).raw, first.raw);
+    assert.equal((await ask(joins[2]!)).raw, third.raw);
+  });
+});
+
 describe("streamed answers: chunks and errors", () => {
   test("events read a few per round trip join into the same JSON as one read (why: the separators between chunks and lists)", async () => {
     const { roomId } = await roomWithRedactions("12");
@@ -230,7 +279,7 @@ describe("streamed answers: chunks and errors", () => {
         ["none", t.store.servedEventJson(roomId, v, [], chunk)],
         ["auth_chain", t.store.servedEventJson(roomId, v, chain, chunk)],
       ]))
-        parts.push(c);
+        parts.push(oneBuffer(c));
       return { text: Buffer.concat(parts).toString("utf8"), chunks: parts.length };
     };
     const one = await text(1_000);
@@ -245,7 +294,7 @@ describe("streamed answers: chunks and errors", () => {
     const names = [...ids, 'a "quoted" \\ name', "é\u2028"];
     const idText = async (batch: number) => {
       const parts: Buffer[] = [];
-      for await (const c of jsonObjectChunks({}, [["pdu_ids", jsonStringBatches(names, batch)], ["auth_chain_ids", jsonStringBatches([], batch)]])) parts.push(c);
+      for await (const c of jsonObjectChunks({}, [["pdu_ids", jsonStringBatches(names, batch)], ["auth_chain_ids", jsonStringBatches([], batch)]])) parts.push(oneBuffer(c));
       return { text: Buffer.concat(parts).toString("utf8"), chunks: parts.length };
     };
     const idsOne = await idText(1_000);
@@ -255,7 +304,7 @@ describe("streamed answers: chunks and errors", () => {
     assert.equal(idsTwos.text, idsOne.text);
     // An empty head and no events at all are still one JSON object.
     const empty: Buffer[] = [];
-    for await (const c of jsonObjectChunks({}, [["pdus", t.store.servedEventJson(roomId, v, [])]])) empty.push(c);
+    for await (const c of jsonObjectChunks({}, [["pdus", t.store.servedEventJson(roomId, v, [])]])) empty.push(oneBuffer(c));
     assert.deepEqual(JSON.parse(Buffer.concat(empty).toString("utf8")), { pdus: [] });
   });
 

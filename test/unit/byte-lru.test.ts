@@ -127,7 +127,7 @@ test("CacheBudget: the shares sum to the whole, each cache gets its share once, 
   budget.cache<string, number>("events", bySize).set("e", 100);
   const stats = budget.stats();
   assert.equal(stats.length, Object.keys(CACHE_SHARES).length);
-  assert.deepEqual(stats.find((s) => s.cache === "events"), { cache: "events", bytes: 100, entries: 1, maxBytes: 3_000_000 });
+  assert.deepEqual(stats.find((s) => s.cache === "events"), { cache: "events", bytes: 100, entries: 1, maxBytes: 2_400_000 });
   assert.ok(stats.reduce((a, s) => a + s.maxBytes, 0) <= 10_000_000, "together the caches stay within the budget");
 });
 
