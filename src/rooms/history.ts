@@ -390,7 +390,7 @@ export class RoomHistory {
    * walk happen here, before the first chunk; the IDs are then serialised 1,000 at a time
    * (~4.5 MB in a 100,000-member room, never one string).
    */
-  async stateIdsAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
+  async stateIdsAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
     const { stateIds, chainIds, groupKey } = await this.stateBeforeWithChain(roomId, eventId, origin);
     // A state group's IDs serialised once (stateIdsJson): the answer at any event of that group.
     let pduIds = groupKey === undefined ? undefined : this.stateIdsJson.get(groupKey);
@@ -414,7 +414,7 @@ export class RoomHistory {
    * (RoomStore.servedEventJson). Synapse asks it after a partial-state join: in a
    * 100,000-member room it is ~58 MB, never built whole.
    */
-  async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
+  async stateAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
     const { version, stateIds, chainIds } = await this.stateBeforeWithChain(roomId, eventId, origin);
     return jsonObjectChunks({}, [
       ["pdus", this.store.servedEventJson(roomId, version, stateIds())],
@@ -511,7 +511,7 @@ export class RoomHistory {
    * holds every power levels event before it and the memberships its auth rules named, so it
    * grows with the room's history; the events are streamed as /state's are.
    */
-  async eventAuthAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
+  async eventAuthAnswer(roomId: string, eventId: string, origin: string): Promise<AsyncGenerator<Buffer>> {
     const snap = await this.joinedSnapshot(roomId, origin);
     if (!(await this.store.getEvent(roomId, eventId))) throw notFound(`Event ${eventId} not found`);
     const chainIds = await this.store.authChainIds(roomId, [eventId]);

@@ -3,8 +3,7 @@
  * /state_ids and /event_auth of a big room): the small fields first, serialised at once, then
  * each list's elements as they come, a batch of already-serialised JSON values at a time
  * (RoomStore.servedEventJson, jsonStringBatches). An element of a batch is one JSON value or
- * several joined by commas. A chunk is a Buffer, or a batch's Buffers (with the separators) to
- * be sent as one; the route sends them as they are (http/json-stream.ts);
+ * several joined by commas. The route sends the chunks as they are (http/json-stream.ts);
  * parsed, the result is the object `{ ...head, [name]: [values…] }`.
  */
 const COMMA = Buffer.from(",");
@@ -12,7 +11,7 @@ const COMMA = Buffer.from(",");
 export async function* jsonObjectChunks(
   head: Readonly<Record<string, unknown>>,
   lists: readonly (readonly [name: string, values: AsyncIterable<readonly Buffer[]>])[],
-): AsyncGenerator<Buffer | readonly Buffer[]> {
+): AsyncGenerator<Buffer> {
   const h = JSON.stringify(head);
   let prefix = h.slice(0, -1); // "{…" without its closing brace
   let sep = h.length > 2 ? "," : "";
@@ -30,9 +29,7 @@ export async function* jsonObjectChunks(
         parts.push(v);
         first = false;
       }
-      // The batch's Buffers as they are (http/json-stream.ts copies them into a buffer it reuses):
-      // a Buffer.concat per batch put a second copy of a big answer through external memory.
-      yield parts;
+      yield Buffer.concat(parts);
     }
     yield Buffer.from(`${open}]`, "utf8");
   }

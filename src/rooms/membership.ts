@@ -306,7 +306,7 @@ export class MembershipService {
     pdu: Pdu,
     stateBefore: RoomSnapshot | undefined,
     opts: { omitMembers?: boolean } = {},
-  ): Promise<AsyncGenerator<Buffer | readonly Buffer[]>> {
+  ): Promise<AsyncGenerator<Buffer>> {
     const joiner = pdu.state_key ?? pdu.sender;
     // The state before the join: field → event ID, and each event as served (redactions applied).
     let ids: ReadonlyMap<string, string>;

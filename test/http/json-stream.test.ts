@@ -21,22 +21,6 @@ let produced: { pulls: number; closed: Promise<void>; maxWritableLength: number;
 /** The request samples observeRequests recorded (what the request metrics count). */
 const samples: RequestSample[] = [];
 
-/**
- * A producer of `count` batches given as several Buffers each (as rooms/json-chunks.ts yields a
- * batch of events): batch i is `size` bytes of letter i % 26 in 10 Buffers, then a comma.
- */
-function batches(count: number, size: number) {
-  return (async function* () {
-    yield "[";
-    for (let i = 0; i < count; i++) {
-      const letter = String.fromCharCode(97 + (i % 26));
-      const part = Buffer.alloc(size / 10, letter);
-      yield [Buffer.from(i > 0 ? ',"' : '"'), ...Array.from({ length: 10 }, () => Buffer.from(part)), Buffer.from('"')];
-    }
-    yield "]";
-  })();
-}
-
 /** A producer of `count` chunks of a JSON string (or one that fails after `failAfter` chunks). */
 function producer(res: Response, count: number, failAfter?: number) {
   let closed!: () => void;
@@ -67,12 +51,6 @@ before(async () => {
     route(async (req, res) => {
       const failAfter = req.query.fail === undefined ? undefined : Number(req.query.fail);
       await sendJsonChunks(res, producer(res, Number(req.query.n), failAfter));
-    }),
-  );
-  app.get(
-    "/batches",
-    route(async (req, res) => {
-      await sendJsonChunks(res, batches(Number(req.query.n), Number(req.query.size)));
     }),
   );
   app.use(errorHandler(createLogger("silent")));
@@ -137,28 +115,6 @@ describe("sendJsonChunks", () => {
     assert.equal(res.complete, true);
     assert.equal((JSON.parse(res.body) as { s: string }).s.length, 40 * CHUNK.length);
     assert.deepEqual(await lastSample(), { status: 200, errcode: "" });
-  });
-
-  test("batches given as several Buffers arrive byte for byte, to a client reading slowly (why: they are copied into two buffers reused once written; reused too early, a batch would overwrite one still queued)", async () => {
-    let resume!: () => void;
-    const resumed = new Promise<void>((r) => (resume = r));
-    let body!: Promise<string>;
-    await get("/batches?n=3000&size=1000", (res) => {
-      res.pause();
-      body = new Promise((resolve) => {
-        const parts: Buffer[] = [];
-        void resumed.then(() => {
-          res.on("data", (c: Buffer) => parts.push(c));
-          res.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
-          res.resume();
-        });
-      });
-    });
-    await new Promise((r) => setTimeout(r, 50));
-    resume();
-    const got = JSON.parse(await body) as string[];
-    assert.equal(got.length, 3000);
-    got.forEach((s, i) => assert.equal(s, String.fromCharCode(97 + (i % 26)).repeat(1000), `batch ${i}`));
   });
 
   test("an error before the first chunk is the ordinary error answer (why: 403/404 must keep the spec's status and errcode)", async () => {

@@ -85,9 +85,6 @@ async function chainWhole(roomId: string, v: string, ids: readonly string[]): Pr
   return byId(served, v);
 }
 
-/** A chunk of jsonObjectChunks as one Buffer (a batch is yielded as its Buffers). */
-const oneBuffer = (c: Buffer | readonly Buffer[]): Buffer => (Buffer.isBuffer(c) ? c : Buffer.concat(c as readonly Buffer[]));
-
 const byId = (pdus: readonly Pdu[], v: string) => new Map(pdus.map((e) => [computeEventId(e, roomVersion(v)), e]));
 
 /** A GET over a raw connection: the status, the bytes received, and whether the answer ended cleanly. */
@@ -279,7 +276,7 @@ describe("streamed answers: chunks and errors", () => {
         ["none", t.store.servedEventJson(roomId, v, [], chunk)],
         ["auth_chain", t.store.servedEventJson(roomId, v, chain, chunk)],
       ]))
-        parts.push(oneBuffer(c));
+        parts.push(c);
       return { text: Buffer.concat(parts).toString("utf8"), chunks: parts.length };
     };
     const one = await text(1_000);
@@ -294,7 +291,7 @@ describe("streamed answers: chunks and errors", () => {
     const names = [...ids, 'a "quoted" \\ name', "é\u2028"];
     const idText = async (batch: number) => {
       const parts: Buffer[] = [];
-      for await (const c of jsonObjectChunks({}, [["pdu_ids", jsonStringBatches(names, batch)], ["auth_chain_ids", jsonStringBatches([], batch)]])) parts.push(oneBuffer(c));
+      for await (const c of jsonObjectChunks({}, [["pdu_ids", jsonStringBatches(names, batch)], ["auth_chain_ids", jsonStringBatches([], batch)]])) parts.push(c);
       return { text: Buffer.concat(parts).toString("utf8"), chunks: parts.length };
     };
     const idsOne = await idText(1_000);
@@ -304,7 +301,7 @@ describe("streamed answers: chunks and errors", () => {
     assert.equal(idsTwos.text, idsOne.text);
     // An empty head and no events at all are still one JSON object.
     const empty: Buffer[] = [];
-    for await (const c of jsonObjectChunks({}, [["pdus", t.store.servedEventJson(roomId, v, [])]])) empty.push(oneBuffer(c));
+    for await (const c of jsonObjectChunks({}, [["pdus", t.store.servedEventJson(roomId, v, [])]])) empty.push(c);
     assert.deepEqual(JSON.parse(Buffer.concat(empty).toString("utf8")), { pdus: [] });
   });
 
