@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import type { RequestListener } from "node:http";
 import { makeSigningKey, newKeyVersion, type SigningKey } from "../../src/protocol/signing-key.js";
 import { signJson } from "../../src/protocol/json-signing.js";
 import { signRequest } from "../../src/protocol/x-matrix.js";
@@ -59,6 +60,9 @@ export class RawBody {
   constructor(readonly bytes: Buffer) {}
 }
 
+/** Every port a RemoteServer of this process has listened on (its server name). */
+const USED_PORTS = new Set<number>();
+
 export class RemoteServer {
   readonly key: SigningKey;
   readonly requests: RecordedRequest[] = [];
@@ -101,11 +105,27 @@ export class RemoteServer {
         res.end(out);
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      remote.server.once("error", reject);
-      remote.server.listen(0, "127.0.0.1", () => resolve());
-    });
-    remote._port = (remote.server.address() as AddressInfo).port;
+    // The port is the server's name: a port an earlier RemoteServer of this process had would
+    // make a second server with another key under the same name, which Gatehouse's key cache
+    // (one fetch per server per 10 s) rightly refuses. Such a port is given back and another taken.
+    const held: https.Server[] = [];
+    for (;;) {
+      await new Promise<void>((resolve, reject) => {
+        remote.server.once("error", reject);
+        remote.server.listen(0, "127.0.0.1", () => resolve());
+      });
+      const port = (remote.server.address() as AddressInfo).port;
+      if (!USED_PORTS.has(port)) {
+        USED_PORTS.add(port);
+        remote._port = port;
+        break;
+      }
+      // Keep the used port bound while another is chosen, so it is not handed out again at once.
+      const taken = remote.server;
+      held.push(taken);
+      remote.server = https.createServer({ cert, key }, taken.listeners("request")[0] as RequestListener);
+    }
+    await Promise.all(held.map((h) => new Promise((r) => h.close(r))));
     return remote;
   }
 
