@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/mem-windows.ts PROBE.jsonl [MALLOC.jsonl] [WINDOW_MIN=15]`: per-window slopes
+ * `node --import tsx bench/mem-windows.ts PROBE.jsonl [MALLOC.jsonl] [WINDOW_MIN]` (default 15): per-window slopes
  * (MB/min, least squares) of what the memory probe (bench/lib/mem-probe.mjs, the soak's
  * SOAK_MEM_FILE) recorded: RSS, V8's committed heap, heap used, the native rest (anonymous RSS −
  * V8's physical heap − ArrayBuffers), glibc's brk heap and its 64 MiB thread arenas; the live
@@ -13,7 +13,9 @@ import { slopes } from "./lib/slope.js";
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON lines of two bench tools
 type Row = any;
 
-const [probeFile, mallocFile, windowArg] = process.argv.slice(2);
+const args = process.argv.slice(2);
+const windowArg = args.find((a) => /^\d+(\.\d+)?$/.test(a));
+const [probeFile, mallocFile] = args.filter((a) => a !== windowArg);
 if (!probeFile) throw new Error("usage: node --import tsx bench/mem-windows.ts PROBE.jsonl [MALLOC.jsonl] [WINDOW_MIN]");
 const WINDOW = Number(windowArg ?? "15") * 60;
 const MB = 1048576;
