@@ -65,13 +65,13 @@ for (let next = 0; Date.now() - t0 < FOR && existsSync(`/proc/${pid}`); ) {
         t: Math.round((Date.now() - t0) / 1000),
         at: new Date().toISOString(),
         ...r,
-        main: main && { system: main.system, free: main.free, inUse: main.inUse },
+        main: main && { system: main.system, free: main.free, inUse: main.inUse, largeFree: main.largeFree },
         threadArenas: { count: others.length, system: sum(others, "system"), free: sum(others, "free"), inUse: sum(others, "inUse") },
         mmap: info.mmap,
         ...(info.trimmed ? { trim: info.trimmed } : {}),
       };
       console.log(
-        `# t=${line.t}s rss ${mb(r.rss)} MB (brk ${mb(r.brkHeap)}); main arena ${mb(main?.system ?? 0)} MB held, ${mb(main?.inUse ?? 0)} in use, ${mb(main?.free ?? 0)} free; ` +
+        `# t=${line.t}s rss ${mb(r.rss)} MB (brk ${mb(r.brkHeap)}); main arena ${mb(main?.system ?? 0)} MB held, ${mb(main?.inUse ?? 0)} in use, ${mb(main?.free ?? 0)} free (${mb(main?.largeFree ?? 0)} in chunks ≥ 128 KiB); ` +
           `${others.length} thread arenas ${mb(line.threadArenas.system)} held, ${mb(line.threadArenas.inUse)} in use; mmapped ${mb(info.mmap)}` +
           (info.trimmed ? `; malloc_trim(0): rss ${mb(info.trimmed.before.rss)} → ${mb(info.trimmed.after.rss)} MB, brk ${mb(info.trimmed.before.brkHeap)} → ${mb(info.trimmed.after.brkHeap)}` : ""),
       );

@@ -55,11 +55,11 @@ for (const [a, b] of windows) {
 }
 console.log(`live heap after full GC (MB) at min: ${gcs.map((r: Row) => `${Math.round(r.t / 60)}:${(r.heapUsed / MB).toFixed(1)}`).join(" ")}`);
 if (mallocFile) {
-  console.log("glibc (bench/malloc-info.ts): t(min) rss brk | main arena held / in use / free | thread arenas n held / in use | mmapped");
+  console.log("glibc (bench/malloc-info.ts): t(min) rss brk | main arena held / in use / free (≥ 128 KiB) | thread arenas n held / in use | mmapped");
   for (const m of lines(mallocFile)) {
     const mb = (x: number) => (x / MB).toFixed(1);
     console.log(
-      `  ${(m.t / 60).toFixed(1).padStart(5)}  ${mb(m.rss)} ${mb(m.brkHeap)} | ${mb(m.main.system)} / ${mb(m.main.inUse)} / ${mb(m.main.free)} | ${m.threadArenas.count} ${mb(m.threadArenas.system)} / ${mb(m.threadArenas.inUse)} | ${mb(m.mmap)}` +
+      `  ${(m.t / 60).toFixed(1).padStart(5)}  ${mb(m.rss)} ${mb(m.brkHeap)} | ${mb(m.main.system)} / ${mb(m.main.inUse)} / ${mb(m.main.free)}${m.main.largeFree === undefined ? "" : ` (${mb(m.main.largeFree)})`} | ${m.threadArenas.count} ${mb(m.threadArenas.system)} / ${mb(m.threadArenas.inUse)} | ${mb(m.mmap)}` +
         (m.trim ? `  malloc_trim(0): rss ${mb(m.trim.before.rss)} → ${mb(m.trim.after.rss)}, brk ${mb(m.trim.before.brkHeap)} → ${mb(m.trim.after.brkHeap)}` : ""),
     );
   }

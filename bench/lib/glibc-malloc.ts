@@ -21,6 +21,11 @@ export interface Arena {
   free: number;
   /** system − free: bytes handed out by malloc and not freed (with chunk headers). */
   inUse: number;
+  /**
+   * Bytes in binned free chunks of ≥ 128 KiB (glibc's default mmap threshold): room left by large
+   * transient buffers that were served from the arena rather than by their own mmap.
+   */
+  largeFree: number;
 }
 
 export interface MallocInfo {
@@ -37,7 +42,9 @@ export function parseMallocInfo(xml: string): MallocInfo {
     const total = (type: string) => Number(new RegExp(`<total type="${type}" count="\\d+" size="(\\d+)"/>`).exec(body)?.[1] ?? 0);
     const system = Number(/<system type="current" size="(\d+)"\/>/.exec(body)?.[1] ?? 0);
     const free = total("fast") + total("rest");
-    arenas.push({ nr: Number(m[1]), system, free, inUse: system - free });
+    let largeFree = 0;
+    for (const sz of body.matchAll(/<size from="(\d+)" to="\d+" total="(\d+)" count="\d+"\/>/g)) if (Number(sz[1]) >= 128 * 1024) largeFree += Number(sz[2]);
+    arenas.push({ nr: Number(m[1]), system, free, inUse: system - free, largeFree });
   }
   // The totals after the last arena cover the whole process; only they count mmapped chunks.
   const totals = xml.slice(xml.lastIndexOf("</heap>"));

@@ -62,6 +62,8 @@ describe("parseMallocInfo", () => {
     { why: "held = the arena's current system bytes, not its maximum", got: () => info.arenas[0]!.system, want: 3821568 },
     { why: "free = fast bins + the rest (bins and top chunk)", got: () => info.arenas[0]!.free, want: 1206631 },
     { why: "in use = held − free", got: () => info.arenas[0]!.inUse, want: 3821568 - 1206631 },
+    { why: "large free = binned free chunks of ≥ 128 KiB only (the 33-byte ones are not)", got: () => info.arenas[0]!.largeFree, want: 730801 },
+    { why: "an arena with no <size> lines has no large free chunks", got: () => info.arenas[1]!.largeFree, want: 0 },
     { why: "a thread arena's own figures, not the process totals", got: () => info.arenas[2]!.system, want: 135168 },
     { why: "mmapped chunks come from the process totals after the last heap", got: () => info.mmap, want: 135168 },
   ];
